@@ -202,7 +202,9 @@ fn best_gsm(text: &str, options: &Options) -> Option<Encoding> {
     if options.national.is_empty() || default_segments == Some(1) {
         return default_segments.map(|_| default);
     }
-    let mut best: Option<(usize, Encoding)> = default_segments.map(|n| (n, default));
+    // Fewest parts first; at equal parts, fewest units (the most room left).
+    let mut best: Option<((usize, usize), Encoding)> =
+        cost(default, text, options.reference).map(|c| (c, default));
     for &lang in &options.national {
         let candidates = [
             Charset::new(Language::Default, lang),
@@ -215,14 +217,14 @@ fn best_gsm(text: &str, options: &Options) -> Option<Encoding> {
             .filter(|cs| !cs.is_default())
         {
             let enc = Encoding::Gsm7(cs);
-            if let Some(n) = segments_for(enc, text, options.reference)
-                && best.is_none_or(|(b, _)| n < b)
+            if let Some(c) = cost(enc, text, options.reference)
+                && best.is_none_or(|(b, _)| c < b)
             {
-                best = Some((n, enc));
+                best = Some((c, enc));
             }
         }
     }
-    let (n, enc) = best?;
+    let ((n, _), enc) = best?;
     if enc == default {
         return Some(enc);
     }
@@ -263,13 +265,18 @@ fn unit_costs<'a>(encoding: Encoding, text: &'a str) -> impl Iterator<Item = Opt
 
 /// The number of parts `text` needs in `encoding`, or `None` if the encoding cannot write it. Can exceed 255.
 fn segments_for(encoding: Encoding, text: &str, reference: Reference) -> Option<usize> {
+    cost(encoding, text, reference).map(|(parts, _)| parts)
+}
+
+/// Parts and units `text` needs in `encoding`, or `None` if the encoding cannot write it.
+fn cost(encoding: Encoding, text: &str, reference: Reference) -> Option<(usize, usize)> {
     let single = encoding.capacity(udh_len(encoding, false, reference));
     let mut total = 0;
     for cost in unit_costs(encoding, text) {
         total += cost?;
     }
     if total <= single {
-        return Some(1);
+        return Some((1, total));
     }
     let cap = encoding.capacity(udh_len(encoding, true, reference));
     let (mut parts, mut used) = (1, 0);
@@ -280,7 +287,7 @@ fn segments_for(encoding: Encoding, text: &str, reference: Reference) -> Option<
         }
         used += cost;
     }
-    Some(parts)
+    Some((parts, total))
 }
 
 fn build(
@@ -473,8 +480,8 @@ mod tests {
         check(text, &tr, "ucs2", 1, 36, 34);
         let text = &text.repeat(2);
         let p = plan(text, &tr).unwrap();
-        assert_eq!(p.encoding.name(), "gsm7-turkish-single");
-        assert_eq!(p.segments[0].udh, vec![0x03, 0x24, 0x01, 0x01]);
+        assert_eq!(p.encoding.name(), "gsm7-turkish-locking");
+        assert_eq!(p.segments[0].udh, vec![0x03, 0x25, 0x01, 0x01]);
         // A short text that fits one UCS-2 part anyway does not need national tables either way; a long one does.
         let long = text.repeat(4);
         let p = plan(&long, &tr).unwrap();

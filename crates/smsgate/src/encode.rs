@@ -32,7 +32,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let from_stdin = args.text.is_none();
-    let mut text = crate::arg_or_stdin(args.text)?;
+    let mut text = crate::cli::arg_or_stdin(args.text)?;
     if from_stdin && !args.keep_newline {
         // `echo hi | smsgate encode` should count "hi", not "hi\n".
         if text.ends_with('\n') {

@@ -21,12 +21,12 @@ pub enum Command {
 pub fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Decode { hex } => {
-            let input = crate::arg_or_stdin(hex)?;
+            let input = crate::cli::arg_or_stdin(hex)?;
             let pdu = decode_hex(&input)?;
             println!("{}", serde_json::to_string_pretty(&to_json(&pdu)?)?);
         }
         Command::Encode { json } => {
-            let input = crate::arg_or_stdin(json)?;
+            let input = crate::cli::arg_or_stdin(json)?;
             let pdu: Pdu =
                 serde_json::from_str(&input).map_err(|e| anyhow!("invalid PDU JSON: {e}"))?;
             let bytes = pdu

@@ -1,0 +1,57 @@
+//! The command line of `smsgate`: clap subcommands over the library crates. Today it has the protocol tools:
+//! `encode` (how a text is sent and what it costs) and `pdu` (SMPP PDUs to JSON and back).
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use crate::{encode, pdu};
+
+use clap::{Parser, Subcommand};
+
+/// smsgate: a self-hosted SMS server.
+#[derive(Debug, Parser)]
+#[command(name = "smsgate", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show how a text is encoded and split into SMS segments: encoding, segment count, units left.
+    Encode(encode::Args),
+    /// Decode SMPP PDUs to JSON, or encode JSON to PDUs.
+    #[command(subcommand)]
+    Pdu(pdu::Command),
+}
+
+/// Parses the command line, runs the command, and prints any error as one line on standard error.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Encode(args) => encode::run(args),
+        Command::Pdu(cmd) => pdu::run(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("smsgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The argument, or all of standard input when it is absent.
+pub(crate) fn arg_or_stdin(arg: Option<String>) -> anyhow::Result<String> {
+    use anyhow::Context;
+    match arg {
+        Some(a) => Ok(a),
+        None => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading standard input")?;
+            Ok(s)
+        }
+    }
+}

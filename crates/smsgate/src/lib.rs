@@ -1,0 +1,6 @@
+//! smsgate, the binary crate: the command line and the wiring of the library crates. Only this crate knows about
+//! the command line, configuration files, environment variables, standard input and output, and exit codes.
+
+pub mod cli;
+pub mod encode;
+pub mod pdu;
