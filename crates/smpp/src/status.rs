@@ -7,7 +7,7 @@ macro_rules! statuses {
         /// An SMPP 3.4 `command_status`. Values the specification does not name (vendor codes 0x400..=0x4FF and the
         /// reserved ranges) are kept as `Other`.
         #[allow(non_camel_case_types)]
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
         pub enum CommandStatus {
             $($(#[$doc])* $name,)*
             /// A value without a name in SMPP 3.4.
@@ -52,6 +52,7 @@ macro_rules! statuses {
 
 statuses! {
     /// No error.
+    #[default]
     ESME_ROK = 0x0000_0000,
     /// Message length is invalid.
     ESME_RINVMSGLEN = 0x0000_0001,
@@ -153,12 +154,6 @@ impl CommandStatus {
     /// Whether this is `ESME_ROK`.
     pub fn is_ok(self) -> bool {
         self == CommandStatus::ESME_ROK
-    }
-}
-
-impl Default for CommandStatus {
-    fn default() -> Self {
-        CommandStatus::ESME_ROK
     }
 }
 

@@ -212,7 +212,7 @@ impl AbsoluteTime {
     pub fn from_unix(unix: i64) -> Option<AbsoluteTime> {
         let (y, m, d) = civil_from_days(unix.div_euclid(86_400));
         let secs = unix.rem_euclid(86_400);
-        (2000..=2099).contains(&y).then(|| AbsoluteTime {
+        (2000..=2099).contains(&y).then_some(AbsoluteTime {
             year: y as u16,
             month: m as u8,
             day: d as u8,

@@ -29,8 +29,8 @@ impl Alphabet {
             0x03 => Alphabet::Latin1,
             0x08 => Alphabet::Ucs2,
             // General data coding (with class or auto-deletion); bit 5 marks compressed text.
-            0x10..=0x3F | 0x40..=0x7F if dc & 0x20 != 0 => Alphabet::Binary,
-            0x10..=0x3F | 0x40..=0x7F => match (dc >> 2) & 0x03 {
+            0x10..=0x7F if dc & 0x20 != 0 => Alphabet::Binary,
+            0x10..=0x7F => match (dc >> 2) & 0x03 {
                 0 => Alphabet::Gsm7,
                 2 => Alphabet::Ucs2,
                 _ => Alphabet::Binary,
