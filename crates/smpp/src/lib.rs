@@ -21,6 +21,8 @@
 pub mod codec;
 pub mod field;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod pdu;
 pub mod receipt;
 pub mod status;

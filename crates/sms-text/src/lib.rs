@@ -15,6 +15,8 @@
 //! I/O and depends on no other crate of smsgate.
 
 pub mod decode;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gsm7;
 pub mod plan;
 pub mod reassembly;
