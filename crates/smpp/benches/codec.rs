@@ -18,7 +18,9 @@ fn typical() -> Pdu {
             destination_addr: "447700900123".into(),
             registered_delivery: 1,
             validity_period: TimeString::from("000001000000000R"),
-            short_message: ShortMessage::new(b"Your appointment with Dr Smith is confirmed for Tuesday at 10:30. Reply STOP to opt out.".to_vec()),
+            short_message: ShortMessage::new(
+                b"Your appointment with Dr Smith is confirmed for Tuesday at 10:30. Reply STOP to opt out.".to_vec(),
+            ),
             tlvs: Tlvs(vec![Tlv::UserMessageReference(7)]),
             ..SubmitSm::default()
         }),
@@ -30,16 +32,12 @@ fn bench(c: &mut Criterion) {
     let bytes = pdu.encode().expect("encodes");
     let mut g = c.benchmark_group("submit_sm");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("decode", |b| {
-        b.iter(|| Pdu::decode(std::hint::black_box(&bytes)).expect("decodes"))
-    });
+    g.bench_function("decode", |b| b.iter(|| Pdu::decode(std::hint::black_box(&bytes)).expect("decodes")));
     let mut buf = Vec::with_capacity(256);
     g.bench_function("encode", |b| {
         b.iter(|| {
             buf.clear();
-            std::hint::black_box(&pdu)
-                .encode_into(&mut buf)
-                .expect("encodes");
+            std::hint::black_box(&pdu).encode_into(&mut buf).expect("encodes");
             buf.len()
         })
     });

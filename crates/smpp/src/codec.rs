@@ -16,9 +16,7 @@ pub struct SmppCodec {
 
 impl Default for SmppCodec {
     fn default() -> Self {
-        SmppCodec {
-            max_len: DEFAULT_MAX_PDU_LEN,
-        }
+        SmppCodec { max_len: DEFAULT_MAX_PDU_LEN }
     }
 }
 

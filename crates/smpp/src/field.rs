@@ -30,11 +30,7 @@ pub enum DecodeErrorKind {
     TooLong { len: usize, max: usize },
     /// A TLV value has a length its type does not allow.
     #[error("TLV {tag:#06x} has length {len}; {expected}")]
-    TlvLength {
-        tag: u16,
-        len: usize,
-        expected: &'static str,
-    },
+    TlvLength { tag: u16, len: usize, expected: &'static str },
     /// A value outside the field's domain.
     #[error("invalid value {value:#x}")]
     InvalidValue { value: u32 },
@@ -54,9 +50,7 @@ impl DecodeError {
         match (&self.kind, self.field) {
             (DecodeErrorKind::TlvLength { .. }, _) => S::ESME_RINVPARLEN,
             (_, "tlvs") => S::ESME_RINVOPTPARSTREAM,
-            (DecodeErrorKind::Truncated | DecodeErrorKind::Trailing { .. }, _) => {
-                S::ESME_RINVCMDLEN
-            }
+            (DecodeErrorKind::Truncated | DecodeErrorKind::Trailing { .. }, _) => S::ESME_RINVCMDLEN,
             (_, "system_id") => S::ESME_RINVSYSID,
             (_, "password") => S::ESME_RINVPASWD,
             (_, "system_type") => S::ESME_RINVSYSTYP,
@@ -80,11 +74,7 @@ impl DecodeError {
 pub enum EncodeError {
     /// A field is longer than SMPP 3.4 allows.
     #[error("{field}: length {len} exceeds the maximum of {max}")]
-    TooLong {
-        field: &'static str,
-        len: usize,
-        max: usize,
-    },
+    TooLong { field: &'static str, len: usize, max: usize },
     /// A C-Octet string contains a NUL octet.
     #[error("{field}: contains a NUL octet")]
     ContainsNul { field: &'static str },
@@ -139,11 +129,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A C-Octet string of at most `max` octets, its NUL included; returns it without the NUL.
-    pub(crate) fn cstring(
-        &mut self,
-        max: usize,
-        field: &'static str,
-    ) -> Result<&'a [u8], DecodeError> {
+    pub(crate) fn cstring(&mut self, max: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
         let window = &self.buf[..self.buf.len().min(max)];
         match window.iter().position(|&b| b == 0) {
             Some(i) => {
@@ -151,13 +137,8 @@ impl<'a> Reader<'a> {
                 self.buf = &self.buf[i + 1..];
                 Ok(s)
             }
-            None if self.buf.len() < max => {
-                Err(DecodeError::new(field, DecodeErrorKind::Truncated))
-            }
-            None => Err(DecodeError::new(
-                field,
-                DecodeErrorKind::Unterminated { max },
-            )),
+            None if self.buf.len() < max => Err(DecodeError::new(field, DecodeErrorKind::Truncated)),
+            None => Err(DecodeError::new(field, DecodeErrorKind::Unterminated { max })),
         }
     }
 }
@@ -251,18 +232,9 @@ impl<const MAX: usize> Field for COctetString<MAX> {
     }
 }
 
-pub(crate) fn write_cstring(
-    w: &mut Vec<u8>,
-    s: &[u8],
-    max: usize,
-    field: &'static str,
-) -> Result<(), EncodeError> {
+pub(crate) fn write_cstring(w: &mut Vec<u8>, s: &[u8], max: usize, field: &'static str) -> Result<(), EncodeError> {
     if s.len() >= max {
-        return Err(EncodeError::TooLong {
-            field,
-            len: s.len() + 1,
-            max,
-        });
+        return Err(EncodeError::TooLong { field, len: s.len() + 1, max });
     }
     if s.contains(&0) {
         return Err(EncodeError::ContainsNul { field });
@@ -317,9 +289,7 @@ pub struct TimeString(Vec<u8>);
 
 impl TimeString {
     pub fn new(s: &str) -> Option<TimeString> {
-        (s.is_empty() || s.len() == 16)
-            .then(|| TimeString(s.as_bytes().to_vec()))
-            .filter(|t| !t.0.contains(&0))
+        (s.is_empty() || s.len() == 16).then(|| TimeString(s.as_bytes().to_vec())).filter(|t| !t.0.contains(&0))
     }
 
     pub fn as_bytes(&self) -> &[u8] {
@@ -332,8 +302,7 @@ impl TimeString {
 
     /// The time, or `None` when the field is empty ("immediate" or "default").
     pub fn parse(&self) -> Option<Result<crate::time::SmppTime, crate::time::TimeError>> {
-        (!self.0.is_empty())
-            .then(|| crate::time::SmppTime::parse(&String::from_utf8_lossy(&self.0)))
+        (!self.0.is_empty()).then(|| crate::time::SmppTime::parse(&String::from_utf8_lossy(&self.0)))
     }
 }
 
@@ -353,19 +322,13 @@ impl Field for TimeString {
     fn decode(r: &mut Reader<'_>, field: &'static str) -> Result<Self, DecodeError> {
         let s = r.cstring(17, field)?;
         if !s.is_empty() && s.len() != 16 {
-            return Err(DecodeError::new(
-                field,
-                DecodeErrorKind::BadTimeLength { len: s.len() },
-            ));
+            return Err(DecodeError::new(field, DecodeErrorKind::BadTimeLength { len: s.len() }));
         }
         Ok(TimeString(s.to_vec()))
     }
     fn encode(&self, w: &mut Vec<u8>, field: &'static str) -> Result<(), EncodeError> {
         if !self.0.is_empty() && self.0.len() != 16 {
-            return Err(EncodeError::BadTimeLength {
-                field,
-                len: self.0.len(),
-            });
+            return Err(EncodeError::BadTimeLength { field, len: self.0.len() });
         }
         write_cstring(w, &self.0, 17, field)
     }
@@ -408,9 +371,7 @@ impl Serialize for Octets {
 impl<'de> Deserialize<'de> for Octets {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        hex::decode(s.trim())
-            .map(Octets)
-            .map_err(serde::de::Error::custom)
+        hex::decode(s.trim()).map(Octets).map_err(serde::de::Error::custom)
     }
 }
 
@@ -437,24 +398,14 @@ impl Field for ShortMessage {
     fn decode(r: &mut Reader<'_>, _: &'static str) -> Result<Self, DecodeError> {
         let len = usize::from(r.u8("sm_length")?);
         if len > MAX_SHORT_MESSAGE {
-            return Err(DecodeError::new(
-                "sm_length",
-                DecodeErrorKind::TooLong {
-                    len,
-                    max: MAX_SHORT_MESSAGE,
-                },
-            ));
+            return Err(DecodeError::new("sm_length", DecodeErrorKind::TooLong { len, max: MAX_SHORT_MESSAGE }));
         }
         Ok(ShortMessage::new(r.take(len, "short_message")?))
     }
     fn encode(&self, w: &mut Vec<u8>, _: &'static str) -> Result<(), EncodeError> {
         let len = self.as_bytes().len();
         if len > MAX_SHORT_MESSAGE {
-            return Err(EncodeError::TooLong {
-                field: "short_message",
-                len,
-                max: MAX_SHORT_MESSAGE,
-            });
+            return Err(EncodeError::TooLong { field: "short_message", len, max: MAX_SHORT_MESSAGE });
         }
         w.push(len as u8);
         w.extend_from_slice(self.as_bytes());

@@ -2,10 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::field::{
-    COctetString, DecodeError, DecodeErrorKind, EncodeError, Field, Reader, ShortMessage,
-    TimeString,
-};
+use crate::field::{COctetString, DecodeError, DecodeErrorKind, EncodeError, Field, Reader, ShortMessage, TimeString};
 use crate::status::CommandStatus;
 use crate::tlv::Tlvs;
 
@@ -215,14 +212,8 @@ body! {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DestAddress {
-    SmeAddress {
-        dest_addr_ton: u8,
-        dest_addr_npi: u8,
-        destination_addr: COctetString<21>,
-    },
-    DistributionList {
-        dl_name: COctetString<21>,
-    },
+    SmeAddress { dest_addr_ton: u8, dest_addr_npi: u8, destination_addr: COctetString<21> },
+    DistributionList { dl_name: COctetString<21> },
 }
 
 /// The most destinations one submit_multi may name.
@@ -237,10 +228,7 @@ impl Field for DestAddresses {
     fn decode(r: &mut Reader<'_>, _: &'static str) -> Result<Self, DecodeError> {
         let n = r.u8("number_of_dests")?;
         if usize::from(n) > MAX_DESTS {
-            return Err(DecodeError::new(
-                "number_of_dests",
-                DecodeErrorKind::InvalidValue { value: n.into() },
-            ));
+            return Err(DecodeError::new("number_of_dests", DecodeErrorKind::InvalidValue { value: n.into() }));
         }
         let mut out = Vec::with_capacity(usize::from(n));
         for _ in 0..n {
@@ -250,16 +238,9 @@ impl Field for DestAddresses {
                     dest_addr_npi: r.u8("dest_addr_npi")?,
                     destination_addr: Field::decode(r, "destination_addr")?,
                 },
-                2 => DestAddress::DistributionList {
-                    dl_name: Field::decode(r, "dl_name")?,
-                },
+                2 => DestAddress::DistributionList { dl_name: Field::decode(r, "dl_name")? },
                 other => {
-                    return Err(DecodeError::new(
-                        "dest_flag",
-                        DecodeErrorKind::InvalidValue {
-                            value: other.into(),
-                        },
-                    ));
+                    return Err(DecodeError::new("dest_flag", DecodeErrorKind::InvalidValue { value: other.into() }));
                 }
             });
         }
@@ -268,20 +249,12 @@ impl Field for DestAddresses {
 
     fn encode(&self, w: &mut Vec<u8>, _: &'static str) -> Result<(), EncodeError> {
         if self.0.len() > MAX_DESTS {
-            return Err(EncodeError::TooLong {
-                field: "number_of_dests",
-                len: self.0.len(),
-                max: MAX_DESTS,
-            });
+            return Err(EncodeError::TooLong { field: "number_of_dests", len: self.0.len(), max: MAX_DESTS });
         }
         w.push(self.0.len() as u8);
         for d in &self.0 {
             match d {
-                DestAddress::SmeAddress {
-                    dest_addr_ton,
-                    dest_addr_npi,
-                    destination_addr,
-                } => {
+                DestAddress::SmeAddress { dest_addr_ton, dest_addr_npi, destination_addr } => {
                     w.extend_from_slice(&[1, *dest_addr_ton, *dest_addr_npi]);
                     destination_addr.encode(w, "destination_addr")?;
                 }
@@ -327,11 +300,7 @@ impl Field for UnsuccessSmes {
 
     fn encode(&self, w: &mut Vec<u8>, _: &'static str) -> Result<(), EncodeError> {
         if self.0.len() > 255 {
-            return Err(EncodeError::TooLong {
-                field: "no_unsuccess",
-                len: self.0.len(),
-                max: 255,
-            });
+            return Err(EncodeError::TooLong { field: "no_unsuccess", len: self.0.len(), max: 255 });
         }
         w.push(self.0.len() as u8);
         for u in &self.0 {
@@ -528,11 +497,7 @@ pub enum PduError {
     UnknownCommand { header: Header },
     /// The body of a known command is malformed.
     #[error("{command}: {error}")]
-    Body {
-        header: Header,
-        command: &'static str,
-        error: DecodeError,
-    },
+    Body { header: Header, command: &'static str, error: DecodeError },
     /// The frame is not a PDU at all: `command_length` disagrees with the octets given.
     #[error("command_length {} does not match the {len} octets of the frame", .header.command_length)]
     Length { header: Header, len: usize },
@@ -541,9 +506,9 @@ pub enum PduError {
 impl PduError {
     pub fn header(&self) -> Header {
         match self {
-            PduError::UnknownCommand { header }
-            | PduError::Body { header, .. }
-            | PduError::Length { header, .. } => *header,
+            PduError::UnknownCommand { header } | PduError::Body { header, .. } | PduError::Length { header, .. } => {
+                *header
+            }
         }
     }
 
@@ -566,27 +531,17 @@ impl PduError {
             return None;
         }
         let body = match self {
-            PduError::Body { .. } => {
-                Body::empty(header.command_id | 0x8000_0000).unwrap_or(Body::GenericNack)
-            }
+            PduError::Body { .. } => Body::empty(header.command_id | 0x8000_0000).unwrap_or(Body::GenericNack),
             _ => Body::GenericNack,
         };
-        Some(Pdu {
-            command_status: self.status(),
-            sequence_number: seq,
-            body,
-        })
+        Some(Pdu { command_status: self.status(), sequence_number: seq, body })
     }
 }
 
 impl Pdu {
     /// A PDU with status `ESME_ROK`.
     pub fn new(sequence_number: u32, body: Body) -> Pdu {
-        Pdu {
-            command_status: CommandStatus::ESME_ROK,
-            sequence_number,
-            body,
-        }
+        Pdu { command_status: CommandStatus::ESME_ROK, sequence_number, body }
     }
 
     /// The `command_id`.
@@ -598,56 +553,32 @@ impl Pdu {
     /// stream into frames). Never panics, whatever the octets.
     pub fn decode(frame: &[u8]) -> Result<Pdu, PduError> {
         let Some(header) = Header::peek(frame) else {
-            return Err(PduError::Length {
-                header: Header::default(),
-                len: frame.len(),
-            });
+            return Err(PduError::Length { header: Header::default(), len: frame.len() });
         };
         if header.command_length as usize != frame.len() {
-            return Err(PduError::Length {
-                header,
-                len: frame.len(),
-            });
+            return Err(PduError::Length { header, len: frame.len() });
         }
         let command_status = CommandStatus::from_u32(header.command_status);
         let body_octets = &frame[HEADER_LEN..];
         let mut r = Reader::new(body_octets);
-        let body = if body_octets.is_empty()
-            && !command_status.is_ok()
-            && is_response(header.command_id)
-        {
+        let body = if body_octets.is_empty() && !command_status.is_ok() && is_response(header.command_id) {
             // SMPP 3.4: a response with an error status may omit its body.
             Body::empty(header.command_id)
         } else {
-            Body::decode(header.command_id, &mut r)
-                .transpose()
-                .map_err(|error| PduError::Body {
-                    header,
-                    command: Body::command_name(header.command_id).unwrap_or("unknown"),
-                    error,
-                })?
+            Body::decode(header.command_id, &mut r).transpose().map_err(|error| PduError::Body {
+                header,
+                command: Body::command_name(header.command_id).unwrap_or("unknown"),
+                error,
+            })?
         };
         let Some(body) = body else {
             return Err(PduError::UnknownCommand { header });
         };
         if !r.is_empty() {
-            let error = DecodeError::new(
-                "body",
-                DecodeErrorKind::Trailing {
-                    count: r.remaining(),
-                },
-            );
-            return Err(PduError::Body {
-                header,
-                command: body.name(),
-                error,
-            });
+            let error = DecodeError::new("body", DecodeErrorKind::Trailing { count: r.remaining() });
+            return Err(PduError::Body { header, command: body.name(), error });
         }
-        Ok(Pdu {
-            command_status,
-            sequence_number: header.sequence_number,
-            body,
-        })
+        Ok(Pdu { command_status, sequence_number: header.sequence_number, body })
     }
 
     /// Encodes the PDU, checking every field against the specification's limits.

@@ -85,10 +85,7 @@ impl MessageState {
 
     /// Whether the message will change no more.
     pub fn is_final(&self) -> bool {
-        !matches!(
-            self,
-            MessageState::Enroute | MessageState::Accepted | MessageState::Unknown
-        )
+        !matches!(self, MessageState::Enroute | MessageState::Accepted | MessageState::Unknown)
     }
 }
 
@@ -119,11 +116,8 @@ impl ReceiptDate {
             minute: n(8)?,
             second: if s.len() == 12 { n(10)? } else { 0 },
         };
-        let valid = (1..=12).contains(&d.month)
-            && (1..=31).contains(&d.day)
-            && d.hour < 24
-            && d.minute < 60
-            && d.second < 60;
+        let valid =
+            (1..=12).contains(&d.month) && (1..=31).contains(&d.day) && d.hour < 24 && d.minute < 60 && d.second < 60;
         valid.then_some(d)
     }
 
@@ -158,15 +152,7 @@ impl ReceiptDate {
 impl std::fmt::Display for ReceiptDate {
     /// `YYMMDDhhmm`, as Appendix B writes it.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{:02}{:02}{:02}{:02}{:02}",
-            self.year % 100,
-            self.month,
-            self.day,
-            self.hour,
-            self.minute
-        )
+        write!(f, "{:02}{:02}{:02}{:02}{:02}", self.year % 100, self.month, self.day, self.hour, self.minute)
     }
 }
 
@@ -195,16 +181,7 @@ pub enum ReceiptError {
     NoStat,
 }
 
-const KEYS: [&str; 8] = [
-    "id",
-    "sub",
-    "dlvrd",
-    "submit date",
-    "done date",
-    "stat",
-    "err",
-    "text",
-];
+const KEYS: [&str; 8] = ["id", "sub", "dlvrd", "submit date", "done date", "stat", "err", "text"];
 
 impl Receipt {
     /// Reads a receipt text leniently. It needs at least `id:` and `stat:`; the rest defaults to zero or empty.
@@ -218,8 +195,7 @@ impl Receipt {
                 let before_ok = i == 0 || lower.as_bytes()[i - 1].is_ascii_whitespace();
                 let after = &lower[i + key.len()..];
                 let colon = after.len() - after.trim_start_matches(' ').len();
-                if before_ok && after[colon..].starts_with(':') && !found.iter().any(|f| f.2 == key)
-                {
+                if before_ok && after[colon..].starts_with(':') && !found.iter().any(|f| f.2 == key) {
                     // "text:" runs to the end, so keys inside it are not keys.
                     if found.iter().any(|f| f.2 == "text" && f.0 < i) {
                         break;
@@ -235,16 +211,10 @@ impl Receipt {
         let value = |key: &str| -> Option<String> {
             let idx = found.iter().position(|f| f.2 == key)?;
             let start = found[idx].1;
-            let end = if key == "text" {
-                text.len()
-            } else {
-                found.get(idx + 1).map_or(text.len(), |f| f.0)
-            };
+            let end = if key == "text" { text.len() } else { found.get(idx + 1).map_or(text.len(), |f| f.0) };
             Some(text.get(start..end).unwrap_or("").trim().to_string())
         };
-        let id = value("id")
-            .filter(|s| !s.is_empty())
-            .ok_or(ReceiptError::NoId)?;
+        let id = value("id").filter(|s| !s.is_empty()).ok_or(ReceiptError::NoId)?;
         let stat = value("stat").ok_or(ReceiptError::NoStat)?;
         let num = |v: Option<String>| v.and_then(|s| s.trim().parse::<u32>().ok()).unwrap_or(0);
         Ok(Receipt {
@@ -262,10 +232,7 @@ impl Receipt {
     /// Writes the receipt in the Appendix B layout: counters as three digits, dates as `YYMMDDhhmm`, `err` as
     /// three characters (zero-padded), and at most 20 characters of text.
     pub fn format(&self) -> String {
-        let date = |d: &Option<ReceiptDate>| {
-            d.map(|d| d.to_string())
-                .unwrap_or_else(|| "0000000000".into())
-        };
+        let date = |d: &Option<ReceiptDate>| d.map(|d| d.to_string()).unwrap_or_else(|| "0000000000".into());
         let text: String = self.text.chars().take(20).collect();
         format!(
             "id:{} sub:{:03} dlvrd:{:03} submit date:{} done date:{} stat:{} err:{:0>3} text:{}",
@@ -303,11 +270,7 @@ pub fn id_variants(raw: &str) -> Vec<String> {
 pub fn normalize_id(raw: &str) -> String {
     let lower = raw.trim().trim_matches('\0').to_ascii_lowercase();
     let stripped = lower.trim_start_matches('0');
-    if stripped.is_empty() && !lower.is_empty() {
-        "0".into()
-    } else {
-        stripped.into()
-    }
+    if stripped.is_empty() && !lower.is_empty() { "0".into() } else { stripped.into() }
 }
 
 #[cfg(test)]
@@ -332,10 +295,7 @@ mod tests {
 
     #[test]
     fn lenient() {
-        let r = Receipt::parse(
-            "ID:A1B2C3 STAT:undeliv ERR:0x1f Done Date:240101120159 Text:id: stat:x",
-        )
-        .unwrap();
+        let r = Receipt::parse("ID:A1B2C3 STAT:undeliv ERR:0x1f Done Date:240101120159 Text:id: stat:x").unwrap();
         assert_eq!(r.id, "A1B2C3");
         assert_eq!(r.stat, MessageState::Undeliverable);
         assert_eq!(r.done_date.unwrap().second, 59);
@@ -369,10 +329,7 @@ mod tests {
 
     #[test]
     fn id_forms_meet() {
-        assert_eq!(
-            id_variants("000ABC"),
-            vec!["abc".to_string(), "2748".to_string()]
-        );
+        assert_eq!(id_variants("000ABC"), vec!["abc".to_string(), "2748".to_string()]);
         assert!(id_variants("2748").contains(&"abc".to_string()));
         assert_eq!(normalize_id("0000"), "0");
         assert_eq!(id_variants("msg-1"), vec!["msg-1".to_string()]);
@@ -382,10 +339,7 @@ mod tests {
     fn states() {
         for v in 1..=8 {
             assert_eq!(MessageState::from_tlv(v).to_tlv(), Some(v));
-            assert_eq!(
-                MessageState::from_stat(MessageState::from_tlv(v).stat()),
-                MessageState::from_tlv(v)
-            );
+            assert_eq!(MessageState::from_stat(MessageState::from_tlv(v).stat()), MessageState::from_tlv(v));
         }
     }
 }

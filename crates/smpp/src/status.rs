@@ -194,16 +194,10 @@ impl<'de> Deserialize<'de> for CommandStatus {
             Repr::Number(n) => Ok(CommandStatus::from_u32(n)),
             Repr::Name(name) => CommandStatus::from_name(&name)
                 .or_else(|| {
-                    let hex = name
-                        .strip_prefix("0x")
-                        .or_else(|| name.strip_prefix("0X"))?;
-                    u32::from_str_radix(hex, 16)
-                        .ok()
-                        .map(CommandStatus::from_u32)
+                    let hex = name.strip_prefix("0x").or_else(|| name.strip_prefix("0X"))?;
+                    u32::from_str_radix(hex, 16).ok().map(CommandStatus::from_u32)
                 })
-                .ok_or_else(|| {
-                    serde::de::Error::custom(format!("unknown command_status {name:?}"))
-                }),
+                .ok_or_else(|| serde::de::Error::custom(format!("unknown command_status {name:?}"))),
         }
     }
 }
@@ -221,10 +215,7 @@ mod tests {
                 assert_eq!(CommandStatus::from_name(name), Some(s));
             }
         }
-        assert_eq!(
-            CommandStatus::from_u32(0x58),
-            CommandStatus::ESME_RTHROTTLED
-        );
+        assert_eq!(CommandStatus::from_u32(0x58), CommandStatus::ESME_RTHROTTLED);
         assert_eq!(CommandStatus::from_u32(0x401), CommandStatus::Other(0x401));
     }
 }

@@ -61,14 +61,7 @@ fn two(s: &[u8], at: usize, field: &'static str) -> Result<u8, TimeError> {
 }
 
 fn range(field: &'static str, v: u8, lo: u8, hi: u8) -> Result<u8, TimeError> {
-    if (lo..=hi).contains(&v) {
-        Ok(v)
-    } else {
-        Err(TimeError::OutOfRange {
-            field,
-            value: v.into(),
-        })
-    }
+    if (lo..=hi).contains(&v) { Ok(v) } else { Err(TimeError::OutOfRange { field, value: v.into() }) }
 }
 
 impl SmppTime {
@@ -196,15 +189,8 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 impl AbsoluteTime {
     /// Seconds since the Unix epoch, UTC (tenths dropped).
     pub fn unix_seconds(&self) -> i64 {
-        let days = days_from_civil(
-            i64::from(self.year),
-            u32::from(self.month),
-            u32::from(self.day),
-        );
-        let local = days * 86_400
-            + i64::from(self.hour) * 3600
-            + i64::from(self.minute) * 60
-            + i64::from(self.second);
+        let days = days_from_civil(i64::from(self.year), u32::from(self.month), u32::from(self.day));
+        let local = days * 86_400 + i64::from(self.hour) * 3600 + i64::from(self.minute) * 60 + i64::from(self.second);
         local - i64::from(self.offset_quarters) * 900
     }
 
@@ -231,8 +217,7 @@ impl RelativeTime {
     pub fn after(&self, now: i64) -> i64 {
         let (y, m, d) = civil_from_days(now.div_euclid(86_400));
         let secs = now.rem_euclid(86_400);
-        let months =
-            y * 12 + i64::from(m) - 1 + i64::from(self.years) * 12 + i64::from(self.months);
+        let months = y * 12 + i64::from(m) - 1 + i64::from(self.years) * 12 + i64::from(self.months);
         let (ny, nm) = (months.div_euclid(12), (months.rem_euclid(12) + 1) as u32);
         let max_day = match nm {
             2 if is_leap(ny) => 29,
@@ -260,66 +245,33 @@ mod tests {
 
     #[test]
     fn absolute() {
-        let SmppTime::Absolute(a) = check("240229153000104+") else {
-            panic!()
-        };
-        assert_eq!(
-            (a.year, a.month, a.day, a.hour, a.tenths, a.offset_quarters),
-            (2024, 2, 29, 15, 1, 4)
-        );
+        let SmppTime::Absolute(a) = check("240229153000104+") else { panic!() };
+        assert_eq!((a.year, a.month, a.day, a.hour, a.tenths, a.offset_quarters), (2024, 2, 29, 15, 1, 4));
         // 15:30 at UTC+1 is 14:30 UTC.
         assert_eq!(a.unix_seconds(), 1_709_217_000);
-        let SmppTime::Absolute(b) = check("991231235959948-") else {
-            panic!()
-        };
+        let SmppTime::Absolute(b) = check("991231235959948-") else { panic!() };
         assert_eq!(b.offset_quarters, -48);
         assert_eq!(AbsoluteTime::from_unix(1_709_217_000).unwrap().hour, 14);
     }
 
     #[test]
     fn relative() {
-        let SmppTime::Relative(r) = check("000001020304000R") else {
-            panic!()
-        };
+        let SmppTime::Relative(r) = check("000001020304000R") else { panic!() };
         assert_eq!(r.after(0), 86_400 + 2 * 3600 + 3 * 60 + 4);
         // One month after 31 January is the last day of February.
         let jan31 = days_from_civil(2025, 1, 31) * 86_400;
         let feb28 = days_from_civil(2025, 2, 28) * 86_400;
-        assert_eq!(
-            SmppTime::parse("000100000000000R").unwrap().resolve(jan31),
-            feb28
-        );
+        assert_eq!(SmppTime::parse("000100000000000R").unwrap().resolve(jan31), feb28);
     }
 
     #[test]
     fn rejects() {
         assert_eq!(SmppTime::parse("2401011200000"), Err(TimeError::Length(13)));
-        assert_eq!(
-            SmppTime::parse("240230120000000+"),
-            Err(TimeError::OutOfRange {
-                field: "day",
-                value: 30
-            })
-        );
-        assert_eq!(
-            SmppTime::parse("240101120000049+"),
-            Err(TimeError::OutOfRange {
-                field: "utc offset",
-                value: 49
-            })
-        );
-        assert_eq!(
-            SmppTime::parse("240101120000000X"),
-            Err(TimeError::Direction('X'))
-        );
-        assert_eq!(
-            SmppTime::parse("000001000000100R"),
-            Err(TimeError::RelativeTail)
-        );
-        assert_eq!(
-            SmppTime::parse("24x101120000000+"),
-            Err(TimeError::NotDigits("month"))
-        );
+        assert_eq!(SmppTime::parse("240230120000000+"), Err(TimeError::OutOfRange { field: "day", value: 30 }));
+        assert_eq!(SmppTime::parse("240101120000049+"), Err(TimeError::OutOfRange { field: "utc offset", value: 49 }));
+        assert_eq!(SmppTime::parse("240101120000000X"), Err(TimeError::Direction('X')));
+        assert_eq!(SmppTime::parse("000001000000100R"), Err(TimeError::RelativeTail));
+        assert_eq!(SmppTime::parse("24x101120000000+"), Err(TimeError::NotDigits("month")));
         assert!(SmppTime::parse("2401011200000é+").is_err());
     }
 

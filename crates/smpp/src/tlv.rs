@@ -3,9 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::field::{
-    DecodeError, DecodeErrorKind, EncodeError, Field, Octets, Reader, write_cstring,
-};
+use crate::field::{DecodeError, DecodeErrorKind, EncodeError, Field, Octets, Reader, write_cstring};
 
 /// How a TLV's value is read and written.
 trait Value: Sized {
@@ -13,16 +11,8 @@ trait Value: Sized {
     fn encode(&self, w: &mut Vec<u8>, name: &'static str) -> Result<(), EncodeError>;
 }
 
-fn exact<const N: usize>(
-    tag: u16,
-    v: &[u8],
-    expected: &'static str,
-) -> Result<[u8; N], DecodeErrorKind> {
-    v.try_into().map_err(|_| DecodeErrorKind::TlvLength {
-        tag,
-        len: v.len(),
-        expected,
-    })
+fn exact<const N: usize>(tag: u16, v: &[u8], expected: &'static str) -> Result<[u8; N], DecodeErrorKind> {
+    v.try_into().map_err(|_| DecodeErrorKind::TlvLength { tag, len: v.len(), expected })
 }
 
 impl Value for u8 {
@@ -77,11 +67,7 @@ impl<const MAX: usize> Value for TlvString<MAX> {
     fn decode(tag: u16, v: &[u8]) -> Result<Self, DecodeErrorKind> {
         let s = v.strip_suffix(&[0]).unwrap_or(v);
         if s.len() >= MAX || s.contains(&0) {
-            return Err(DecodeErrorKind::TlvLength {
-                tag,
-                len: v.len(),
-                expected: "a NUL-terminated string",
-            });
+            return Err(DecodeErrorKind::TlvLength { tag, len: v.len(), expected: "a NUL-terminated string" });
         }
         Ok(TlvString::from_unchecked(s))
     }
@@ -98,21 +84,13 @@ pub struct Bounded<const MIN: usize, const MAX: usize>(pub Octets);
 impl<const MIN: usize, const MAX: usize> Value for Bounded<MIN, MAX> {
     fn decode(tag: u16, v: &[u8]) -> Result<Self, DecodeErrorKind> {
         if !(MIN..=MAX).contains(&v.len()) {
-            return Err(DecodeErrorKind::TlvLength {
-                tag,
-                len: v.len(),
-                expected: "outside the allowed range",
-            });
+            return Err(DecodeErrorKind::TlvLength { tag, len: v.len(), expected: "outside the allowed range" });
         }
         Ok(Bounded(Octets(v.to_vec())))
     }
     fn encode(&self, w: &mut Vec<u8>, name: &'static str) -> Result<(), EncodeError> {
         if self.0.0.len() > MAX || self.0.0.len() < MIN {
-            return Err(EncodeError::TooLong {
-                field: name,
-                len: self.0.0.len(),
-                max: MAX,
-            });
+            return Err(EncodeError::TooLong { field: name, len: self.0.0.len(), max: MAX });
         }
         w.extend_from_slice(&self.0.0);
         Ok(())
@@ -131,10 +109,7 @@ pub struct NetworkErrorCode {
 impl Value for NetworkErrorCode {
     fn decode(tag: u16, v: &[u8]) -> Result<Self, DecodeErrorKind> {
         let [t, hi, lo] = exact(tag, v, "expected 3")?;
-        Ok(NetworkErrorCode {
-            network_type: t,
-            error_code: u16::from_be_bytes([hi, lo]),
-        })
+        Ok(NetworkErrorCode { network_type: t, error_code: u16::from_be_bytes([hi, lo]) })
     }
     fn encode(&self, w: &mut Vec<u8>, _: &'static str) -> Result<(), EncodeError> {
         w.push(self.network_type);
@@ -154,10 +129,7 @@ pub struct ItsSessionInfo {
 impl Value for ItsSessionInfo {
     fn decode(tag: u16, v: &[u8]) -> Result<Self, DecodeErrorKind> {
         let [session_number, sequence] = exact(tag, v, "expected 2")?;
-        Ok(ItsSessionInfo {
-            session_number,
-            sequence,
-        })
+        Ok(ItsSessionInfo { session_number, sequence })
     }
     fn encode(&self, w: &mut Vec<u8>, _: &'static str) -> Result<(), EncodeError> {
         w.extend_from_slice(&[self.session_number, self.sequence]);
@@ -368,11 +340,7 @@ impl Field for Tlvs {
             w.extend_from_slice(&[0, 0]);
             tlv.encode_value(w)?;
             let len = w.len() - at - 2;
-            let len = u16::try_from(len).map_err(|_| EncodeError::TooLong {
-                field: tlv.name(),
-                len,
-                max: 65535,
-            })?;
+            let len = u16::try_from(len).map_err(|_| EncodeError::TooLong { field: tlv.name(), len, max: 65535 })?;
             w[at..at + 2].copy_from_slice(&len.to_be_bytes());
         }
         Ok(())

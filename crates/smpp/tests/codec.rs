@@ -7,9 +7,7 @@ use smpp::{Body, CommandStatus, Pdu};
 use tokio_util::codec::FramedRead;
 
 fn wire(pdus: &[Pdu]) -> Vec<u8> {
-    pdus.iter()
-        .flat_map(|p| p.encode().expect("encodes"))
-        .collect()
+    pdus.iter().flat_map(|p| p.encode().expect("encodes")).collect()
 }
 
 /// A reader that hands out `chunk` octets at a time, to split PDUs at every offset.
@@ -39,47 +37,17 @@ async fn frames_survive_any_split_and_a_bad_body() {
     let good = Pdu::new(1, Body::EnquireLink);
     let mut bytes = wire(std::slice::from_ref(&good));
     // A well-framed enquire_link with two stray octets: an item error, not the end of the stream.
-    bytes.extend_from_slice(&[
-        0, 0, 0, 18, 0, 0, 0, 0x15, 0, 0, 0, 0, 0, 0, 0, 2, 0xAA, 0xBB,
-    ]);
+    bytes.extend_from_slice(&[0, 0, 0, 18, 0, 0, 0, 0x15, 0, 0, 0, 0, 0, 0, 0, 2, 0xAA, 0xBB]);
     bytes.extend(wire(&[Pdu::new(3, Body::UnbindResp)]));
     for chunk in 1..=bytes.len() {
-        let reader = Trickle {
-            data: bytes.clone(),
-            pos: 0,
-            chunk,
-        };
-        let items: Vec<_> = FramedRead::new(reader, SmppCodec::default())
-            .collect()
-            .await;
+        let reader = Trickle { data: bytes.clone(), pos: 0, chunk };
+        let items: Vec<_> = FramedRead::new(reader, SmppCodec::default()).collect().await;
         assert_eq!(items.len(), 3, "chunk {chunk}");
-        assert_eq!(
-            items[0]
-                .as_ref()
-                .expect("frames")
-                .as_ref()
-                .expect("decodes"),
-            &good
-        );
-        let err = items[1]
-            .as_ref()
-            .expect("frames")
-            .as_ref()
-            .expect_err("bad body");
+        assert_eq!(items[0].as_ref().expect("frames").as_ref().expect("decodes"), &good);
+        let err = items[1].as_ref().expect("frames").as_ref().expect_err("bad body");
         let answer = err.response().expect("a request is answered");
-        assert_eq!(
-            (answer.sequence_number, answer.command_status),
-            (2, CommandStatus::ESME_RINVCMDLEN)
-        );
-        assert_eq!(
-            items[2]
-                .as_ref()
-                .expect("frames")
-                .as_ref()
-                .expect("decodes")
-                .sequence_number,
-            3
-        );
+        assert_eq!((answer.sequence_number, answer.command_status), (2, CommandStatus::ESME_RINVCMDLEN));
+        assert_eq!(items[2].as_ref().expect("frames").as_ref().expect("decodes").sequence_number, 3);
     }
 }
 

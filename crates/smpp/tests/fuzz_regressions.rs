@@ -3,10 +3,7 @@
 
 #[test]
 fn replay_pdu_decode_regressions() {
-    let dir = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../testdata/fuzz/pdu_decode"
-    );
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/fuzz/pdu_decode");
     let mut n = 0;
     for entry in std::fs::read_dir(dir).expect("regression folder") {
         let path = entry.expect("entry").path();

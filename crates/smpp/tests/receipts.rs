@@ -5,12 +5,8 @@ use smpp::receipt::{Receipt, ReceiptDate};
 
 #[test]
 fn receipt_vectors() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../testdata/smpp/receipts.json"
-    );
-    let file: Value =
-        serde_json::from_str(&std::fs::read_to_string(path).expect("receipts")).expect("json");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/smpp/receipts.json");
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("receipts")).expect("json");
     for v in file["receipts"].as_array().expect("receipts") {
         let name = v["name"].as_str().expect("name");
         let want = &v["expect"];
@@ -41,12 +37,7 @@ fn receipt_vectors() {
         let again = Receipt::parse(&r.format()).expect("own format parses");
         assert_eq!(
             (again.id, again.stat, again.sub, again.dlvrd),
-            (
-                r.id.clone(),
-                r.stat.clone(),
-                r.sub.min(999),
-                r.dlvrd.min(999)
-            ),
+            (r.id.clone(), r.stat.clone(), r.sub.min(999), r.dlvrd.min(999)),
             "{name}"
         );
     }

@@ -6,12 +6,8 @@ use smpp::{Body, Pdu};
 
 #[test]
 fn error_vectors() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../testdata/smpp/spec_vectors.json"
-    );
-    let file: Value =
-        serde_json::from_str(&std::fs::read_to_string(path).expect("vectors")).expect("json");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/smpp/spec_vectors.json");
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("vectors")).expect("json");
     let errors = file["errors"].as_array().expect("errors");
     assert!(errors.len() >= 10);
     for v in errors {
@@ -20,23 +16,13 @@ fn error_vectors() {
         let err = Pdu::decode(&bytes).expect_err(name);
         assert_eq!(err.status().name(), v["status"].as_str(), "{name}: status");
         if let Some(field) = v["field"].as_str() {
-            assert!(
-                matches!(&err, smpp::PduError::Body { error, .. } if error.field == field),
-                "{name}: {err}"
-            );
+            assert!(matches!(&err, smpp::PduError::Body { error, .. } if error.field == field), "{name}: {err}");
         }
         let response = err.response();
-        assert_eq!(
-            response.as_ref().map(|r| r.body.name()),
-            v["response"].as_str(),
-            "{name}: response"
-        );
+        assert_eq!(response.as_ref().map(|r| r.body.name()), v["response"].as_str(), "{name}: response");
         if let Some(r) = response {
             let h = smpp::Header::peek(&bytes).expect("header");
-            assert_eq!(
-                r.sequence_number, h.sequence_number,
-                "{name}: the answer keeps the sequence number"
-            );
+            assert_eq!(r.sequence_number, h.sequence_number, "{name}: the answer keeps the sequence number");
             assert_eq!(r.command_status, err.status());
             // An error response goes out without a body, as SMPP 3.4 allows.
             let wire = r.encode().expect("encodes");
@@ -49,12 +35,8 @@ fn error_vectors() {
 
 #[test]
 fn valid_spec_vectors_round_trip() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../testdata/smpp/spec_vectors.json"
-    );
-    let file: Value =
-        serde_json::from_str(&std::fs::read_to_string(path).expect("vectors")).expect("json");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/smpp/spec_vectors.json");
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("vectors")).expect("json");
     for v in file["valid"].as_array().expect("valid") {
         let bytes = hex::decode(v["hex"].as_str().expect("hex")).expect("hex");
         let pdu = Pdu::decode(&bytes).expect("decodes");

@@ -57,11 +57,7 @@ pub struct Decoded {
 }
 
 /// Decodes an SMPP short message. Fails only when `udhi` is set and the header is malformed.
-pub fn decode_short_message(
-    data_coding: u8,
-    udhi: bool,
-    short_message: &[u8],
-) -> Result<Decoded, UdhError> {
+pub fn decode_short_message(data_coding: u8, udhi: bool, short_message: &[u8]) -> Result<Decoded, UdhError> {
     let (udh, body) = if udhi {
         let (udh, body) = Udh::split(short_message)?;
         (Some(udh), body)
@@ -71,14 +67,8 @@ pub fn decode_short_message(
     let alphabet = Alphabet::from_data_coding(data_coding);
     let text = match alphabet {
         Alphabet::Gsm7 => {
-            let locking = udh
-                .as_ref()
-                .and_then(Udh::locking_shift)
-                .unwrap_or(Language::Default);
-            let single = udh
-                .as_ref()
-                .and_then(Udh::single_shift)
-                .unwrap_or(Language::Default);
+            let locking = udh.as_ref().and_then(Udh::locking_shift).unwrap_or(Language::Default);
+            let single = udh.as_ref().and_then(Udh::single_shift).unwrap_or(Language::Default);
             let cs = Charset::new(locking, single).unwrap_or(Charset::DEFAULT);
             Some(cs.decode(body))
         }
@@ -87,21 +77,12 @@ pub fn decode_short_message(
         Alphabet::Ucs2 => Some(ucs2::decode(body)),
         Alphabet::Binary => None,
     };
-    Ok(Decoded {
-        udh,
-        alphabet,
-        text,
-        body: body.to_vec(),
-    })
+    Ok(Decoded { udh, alphabet, text, body: body.to_vec() })
 }
 
 /// Decodes GSM user data as it travels over the air (TS 23.040): `septet_count` septets (the TP-UDL, UDH
 /// included) packed into octets, with a UDH when `udhi` is set.
-pub fn decode_packed_gsm(
-    udhi: bool,
-    septet_count: usize,
-    user_data: &[u8],
-) -> Result<Decoded, UdhError> {
+pub fn decode_packed_gsm(udhi: bool, septet_count: usize, user_data: &[u8]) -> Result<Decoded, UdhError> {
     let (udh, fill, skip) = if udhi {
         let (udh, _) = Udh::split(user_data)?;
         let len = udh.len();
@@ -110,26 +91,11 @@ pub fn decode_packed_gsm(
         (None, 0, 0)
     };
     let header_octets = udh.as_ref().map_or(0, Udh::len);
-    let body = gsm7::unpack(
-        user_data.get(header_octets..).unwrap_or(&[]),
-        septet_count.saturating_sub(skip),
-        fill,
-    );
-    let locking = udh
-        .as_ref()
-        .and_then(Udh::locking_shift)
-        .unwrap_or(Language::Default);
-    let single = udh
-        .as_ref()
-        .and_then(Udh::single_shift)
-        .unwrap_or(Language::Default);
+    let body = gsm7::unpack(user_data.get(header_octets..).unwrap_or(&[]), septet_count.saturating_sub(skip), fill);
+    let locking = udh.as_ref().and_then(Udh::locking_shift).unwrap_or(Language::Default);
+    let single = udh.as_ref().and_then(Udh::single_shift).unwrap_or(Language::Default);
     let cs = Charset::new(locking, single).unwrap_or(Charset::DEFAULT);
-    Ok(Decoded {
-        udh,
-        alphabet: Alphabet::Gsm7,
-        text: Some(cs.decode(&body)),
-        body,
-    })
+    Ok(Decoded { udh, alphabet: Alphabet::Gsm7, text: Some(cs.decode(&body)), body })
 }
 
 #[cfg(test)]
@@ -140,25 +106,11 @@ mod tests {
     fn decodes_by_data_coding() {
         let d = decode_short_message(0x00, false, &[0x48, 0x69, 0x1B, 0x65]).unwrap();
         assert_eq!(d.text.as_deref(), Some("Hi€"));
-        let d = decode_short_message(
-            0x08,
-            true,
-            &[0x05, 0x00, 0x03, 0x01, 0x02, 0x01, 0x00, 0xE9],
-        )
-        .unwrap();
+        let d = decode_short_message(0x08, true, &[0x05, 0x00, 0x03, 0x01, 0x02, 0x01, 0x00, 0xE9]).unwrap();
         assert_eq!(d.text.as_deref(), Some("é"));
         assert_eq!(d.udh.unwrap().concat().unwrap().total, 2);
-        assert_eq!(
-            decode_short_message(0x03, false, &[0xE9])
-                .unwrap()
-                .text
-                .as_deref(),
-            Some("é")
-        );
-        assert_eq!(
-            decode_short_message(0x04, false, &[0xE9]).unwrap().text,
-            None
-        );
+        assert_eq!(decode_short_message(0x03, false, &[0xE9]).unwrap().text.as_deref(), Some("é"));
+        assert_eq!(decode_short_message(0x04, false, &[0xE9]).unwrap().text, None);
         assert!(decode_short_message(0x00, true, &[0x09, 0x00]).is_err());
     }
 

@@ -15,36 +15,25 @@ pub fn check(data: &[u8]) {
     let _ = crate::udh::Udh::split(body);
 
     let text = String::from_utf8_lossy(body);
-    let national: Vec<Language> = Language::ALL[1..]
-        .iter()
-        .copied()
-        .filter(|l| u32::from(head) & (1 << (l.id() % 8)) != 0)
-        .collect();
+    let national: Vec<Language> =
+        Language::ALL[1..].iter().copied().filter(|l| u32::from(head) & (1 << (l.id() % 8)) != 0).collect();
     let options = Options {
         national,
         smart: head & 0x40 != 0,
-        reference: if head & 0x80 != 0 {
-            Reference::Sixteen(u16::from(head))
-        } else {
-            Reference::Eight(head)
-        },
+        reference: if head & 0x80 != 0 { Reference::Sixteen(u16::from(head)) } else { Reference::Eight(head) },
     };
     if let Ok(plan) = crate::plan(&text, &options) {
         let mut back = String::new();
         for s in &plan.segments {
             assert!(s.user_data(plan.encoding).len() <= crate::plan::MAX_USER_DATA);
-            let d = decode_short_message(
-                plan.encoding.data_coding(),
-                !s.udh.is_empty(),
-                &s.short_message(),
-            )
-            .expect("own segments decode");
+            let d = decode_short_message(plan.encoding.data_coding(), !s.udh.is_empty(), &s.short_message())
+                .expect("own segments decode");
             back.push_str(&d.text.expect("text"));
         }
         assert_eq!(back, plan.text);
         if plan.encoding == Encoding::Ucs2 {
             // UCS-2 is chosen only when some character is not in the default alphabet.
-            assert!(!plan.ucs2_characters.is_empty());
+            assert!(!plan.ucs2_characters().is_empty());
         }
     }
 }

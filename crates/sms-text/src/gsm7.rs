@@ -46,9 +46,10 @@ impl Septets {
     }
 }
 
-/// ASCII fast path of the default alphabet: septet for each ASCII code, or -1 (not in the table), or -2 (in the
-/// extension table; see `DEFAULT_ASCII_EXT`).
-const DEFAULT_ASCII: [i8; 128] = ascii_table();
+/// ASCII fast path of the default alphabet: the septet for each ASCII code, or -1 where the default table does not
+/// have it (it may still be in the extension table, which the slow path looks up).
+static DEFAULT_ASCII: [i8; 128] = DEFAULT_ASCII_CONST;
+const DEFAULT_ASCII_CONST: [i8; 128] = ascii_table();
 
 const fn ascii_table() -> [i8; 128] {
     let mut out = [-1i8; 128];
@@ -96,28 +97,17 @@ const fn ascii_table() -> [i8; 128] {
         out[(c + 32) as usize] = (c + 32) as i8;
         c += 1;
     }
-    let ext = b"\x0C^{}\\[~]|";
-    let mut i = 0;
-    while i < ext.len() {
-        out[ext[i] as usize] = -2;
-        i += 1;
-    }
     out
 }
 
 impl Charset {
     /// The default alphabet and its extension table.
-    pub const DEFAULT: Charset = Charset {
-        locking: Language::Default,
-        single: Language::Default,
-    };
+    pub const DEFAULT: Charset = Charset { locking: Language::Default, single: Language::Default };
 
     /// A charset with `locking`'s locking-shift table and `single`'s single-shift table, or `None` when `locking`
     /// has no locking-shift table (Spanish).
     pub fn new(locking: Language, single: Language) -> Option<Charset> {
-        locking
-            .has_locking_shift()
-            .then_some(Charset { locking, single })
+        locking.has_locking_shift().then_some(Charset { locking, single })
     }
 
     /// The language of the locking-shift table.
@@ -139,13 +129,18 @@ impl Charset {
     #[inline]
     pub fn encode_char(self, c: char) -> Option<Septets> {
         let cp = u32::from(c);
-        if self.is_default() && cp < 128 {
-            return match DEFAULT_ASCII[cp as usize] {
-                -1 => None,
-                -2 => lookup(Language::Default.single_reverse(), cp).map(Septets::Escaped),
-                s => Some(Septets::One(s as u8)),
-            };
+        // The hot path, kept small enough to inline into every loop: plain ASCII in the default alphabet.
+        if cp < 128 && self.is_default() {
+            let s = DEFAULT_ASCII[cp as usize];
+            if s >= 0 {
+                return Some(Septets::One(s as u8));
+            }
         }
+        self.encode_char_slow(cp)
+    }
+
+    #[inline(never)]
+    fn encode_char_slow(self, cp: u32) -> Option<Septets> {
         if let Some(s) = lookup(self.locking.locking_reverse(), cp) {
             return Some(Septets::One(s));
         }
@@ -177,19 +172,12 @@ impl Charset {
     /// undefined decodes as TS 23.038 asks of a receiver — an undefined single-shift code as the locking-shift
     /// table's character for it, an undefined locking-shift code as U+FFFD — and a trailing lone escape as a space.
     pub fn decode(self, septets: &[u8]) -> String {
-        let locking = self
-            .locking
-            .locking_table()
-            .unwrap_or(&crate::tables::DEFAULT_LOCKING);
+        let locking = self.locking.locking_table().unwrap_or(&crate::tables::DEFAULT_LOCKING);
         let single = self.single.single_table();
         let mut out = String::with_capacity(septets.len());
         let mut iter = septets.iter().map(|b| usize::from(b & 0x7F));
         let push = |out: &mut String, cp: u16| {
-            out.push(
-                char::from_u32(u32::from(cp))
-                    .filter(|_| cp != 0)
-                    .unwrap_or(char::REPLACEMENT_CHARACTER),
-            )
+            out.push(char::from_u32(u32::from(cp)).filter(|_| cp != 0).unwrap_or(char::REPLACEMENT_CHARACTER))
         };
         while let Some(s) = iter.next() {
             if s == usize::from(ESCAPE) {
@@ -206,13 +194,39 @@ impl Charset {
     }
 }
 
+/// Whether every octet of `text` is an ASCII character the default alphabet writes in one septet.
+pub(crate) fn is_basic_ascii(text: &str) -> bool {
+    text.bytes().all(|b| BASIC_OCTET[usize::from(b)])
+}
+
+/// For every octet value, whether it is an ASCII character in the default alphabet; 256 entries, so the lookup
+/// needs no bounds check.
+static BASIC_OCTET: [bool; 256] = {
+    let mut out = [false; 256];
+    let mut b = 0;
+    while b < 128 {
+        out[b] = DEFAULT_ASCII_CONST[b] >= 0;
+        b += 1;
+    }
+    out
+};
+
+/// The septet of an octet [`is_basic_ascii`] accepted. In the default alphabet such a character is its own
+/// ASCII code but for three; written as a branch-free select so the loops over it vectorize.
+#[inline]
+pub(crate) fn basic_ascii_septet(b: u8) -> u8 {
+    match b {
+        b'@' => 0x00,
+        b'$' => 0x02,
+        b'_' => 0x11,
+        other => other,
+    }
+}
+
 #[inline]
 fn lookup(reverse: &[(u16, u8)], cp: u32) -> Option<u8> {
     let cp = u16::try_from(cp).ok()?;
-    reverse
-        .binary_search_by_key(&cp, |&(c, _)| c)
-        .ok()
-        .map(|i| reverse[i].1)
+    reverse.binary_search_by_key(&cp, |&(c, _)| c).ok().map(|i| reverse[i].1)
 }
 
 /// Packs septets (one a byte) into octets, least significant bit first, after `fill_bits` zero bits (0..=6), as
@@ -311,11 +325,7 @@ mod tests {
                 continue;
             }
             let text = cs.decode(&[s]);
-            assert_eq!(
-                cs.encode(&text).unwrap(),
-                vec![s],
-                "septet {s:#04x} -> {text:?}"
-            );
+            assert_eq!(cs.encode(&text).unwrap(), vec![s], "septet {s:#04x} -> {text:?}");
         }
     }
 
@@ -328,11 +338,7 @@ mod tests {
                     let text = single.decode(&[ESCAPE, s]);
                     let back = single.encode(&text).unwrap();
                     // A character the locking table also has is written as one septet.
-                    assert!(
-                        back == vec![ESCAPE, s]
-                            || back.len() == 1
-                            || (back[0] == ESCAPE && back[1] < s)
-                    );
+                    assert!(back == vec![ESCAPE, s] || back.len() == 1 || (back[0] == ESCAPE && back[1] < s));
                 }
             }
             if let Some(locking) = Charset::new(lang, lang) {
@@ -357,6 +363,20 @@ mod tests {
         assert!(Charset::new(Language::Spanish, Language::Spanish).is_none());
         let es = Charset::new(Language::Default, Language::Spanish).unwrap();
         assert_eq!(es.encode("á").unwrap(), vec![ESCAPE, 0x61]);
+    }
+
+    #[test]
+    fn basic_ascii_fast_path_agrees_with_the_table() {
+        for b in 0u8..=255 {
+            let text = [b];
+            let Ok(text) = std::str::from_utf8(&text) else { continue };
+            let slow = Charset::DEFAULT.encode_char_slow(u32::from(b));
+            if is_basic_ascii(text) {
+                assert_eq!(slow, Some(Septets::One(basic_ascii_septet(b))), "{b:#04x}");
+            } else {
+                assert!(!matches!(slow, Some(Septets::One(_))), "{b:#04x}");
+            }
+        }
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! sequence or a surrogate pair is never split across parts, so a part may end a unit short. A message has at most
 //! 255 parts.
 
+use std::borrow::Cow;
+
 use crate::gsm7::{self, Charset, Septets};
 use crate::smart;
 use crate::tables::Language;
@@ -105,9 +107,7 @@ impl Segment {
     pub fn user_data(&self, encoding: Encoding) -> Vec<u8> {
         let mut out = self.udh.clone();
         match encoding {
-            Encoding::Gsm7(_) => {
-                out.extend(gsm7::pack(&self.payload, gsm7::fill_bits(self.udh.len())))
-            }
+            Encoding::Gsm7(_) => out.extend(gsm7::pack(&self.payload, gsm7::fill_bits(self.udh.len()))),
             Encoding::Ucs2 => out.extend_from_slice(&self.payload),
         }
         out
@@ -133,8 +133,6 @@ pub struct Plan {
     /// Septets or UTF-16 units in all parts.
     pub units: usize,
     pub segments: Vec<Segment>,
-    /// Characters that no allowed GSM alphabet has, in order of first appearance; empty unless the plan is UCS-2.
-    pub ucs2_characters: Vec<char>,
     /// Characters smart encoding replaced.
     pub replaced: usize,
 }
@@ -148,6 +146,20 @@ impl Plan {
     /// Units still free in the last segment.
     pub fn units_left_in_last_segment(&self) -> usize {
         self.segments.last().map_or(0, |s| s.capacity - s.units)
+    }
+
+    /// The characters that forced UCS-2 — those the GSM default alphabet lacks — in order of first appearance;
+    /// empty unless the plan is UCS-2. Computed on request: the planner itself never needs the list.
+    pub fn ucs2_characters(&self) -> Vec<char> {
+        let mut out: Vec<char> = Vec::new();
+        if self.encoding == Encoding::Ucs2 {
+            for c in self.text.chars() {
+                if Charset::DEFAULT.encode_char(c).is_none() && !out.contains(&c) {
+                    out.push(c);
+                }
+            }
+        }
+        out
     }
 }
 
@@ -165,57 +177,80 @@ pub enum PlanError {
 /// allowed needs fewer parts; national tables where they write what the default cannot in fewer parts than
 /// UCS-2 (at equal cost UCS-2 wins, as every handset shows it); otherwise UCS-2.
 pub fn plan(text: &str, options: &Options) -> Result<Plan, PlanError> {
-    let (chosen, text, replaced) = choose(text, options);
-    let mut plan = build(text, chosen, options)?;
-    plan.replaced = replaced;
+    let choice = choose(text, options);
+    let mut plan = match choice.encoding {
+        Encoding::Ucs2 => build_ucs2(choice.text, options.reference)?,
+        Encoding::Gsm7(_) if choice.parts > MAX_SEGMENTS => {
+            return Err(PlanError::TooLong { segments: choice.parts, encoding: choice.encoding.name() });
+        }
+        Encoding::Gsm7(cs) => build_gsm(choice.text, cs, choice.parts, choice.basic, options.reference),
+    };
+    plan.replaced = choice.replaced;
     Ok(plan)
 }
 
-/// Counts what [`plan`] would, without building segments: the encoding and the number of parts.
+/// Counts what [`plan`] would, without building segments: the encoding and the number of parts (which may
+/// exceed 255, where [`plan`] fails).
 pub fn count(text: &str, options: &Options) -> (Encoding, usize) {
-    let (chosen, text, _) = choose(text, options);
-    (
-        chosen,
-        segments_for(chosen, &text, options.reference).unwrap_or(usize::MAX),
-    )
+    let choice = choose(text, options);
+    match choice.encoding {
+        Encoding::Ucs2 => {
+            (Encoding::Ucs2, cost(Encoding::Ucs2, &choice.text, options.reference).map_or(0, |c| c.parts))
+        }
+        gsm => (gsm, choice.parts),
+    }
 }
 
-fn choose<'t>(text: &'t str, options: &Options) -> (Encoding, std::borrow::Cow<'t, str>, usize) {
-    if let Some(enc) = best_gsm(text, options) {
-        return (enc, text.into(), 0);
+/// What [`choose`] settled on.
+struct Choice<'t> {
+    encoding: Encoding,
+    text: Cow<'t, str>,
+    /// Parts, for GSM; for UCS-2 [`build_ucs2`] counts them as it goes.
+    parts: usize,
+    replaced: usize,
+    /// The text is ASCII in the default alphabet (see [`Cost::basic`]).
+    basic: bool,
+}
+
+/// What a text costs in one encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Cost {
+    /// Parts; may exceed 255.
+    parts: usize,
+    units: usize,
+    /// Every character is ASCII the default alphabet writes in one septet: the fast path of [`build`].
+    basic: bool,
+}
+
+fn choose<'t>(text: &'t str, options: &Options) -> Choice<'t> {
+    if let Some((encoding, c)) = best_gsm(text, options) {
+        return Choice { encoding, text: text.into(), parts: c.parts, replaced: 0, basic: c.basic };
     }
     if options.smart {
         let (smart_text, replaced) = smart::apply(text);
         if replaced > 0
-            && let Some(enc) = best_gsm(&smart_text, options)
+            && let Some((encoding, c)) = best_gsm(&smart_text, options)
         {
-            return (enc, smart_text.into(), replaced);
+            return Choice { encoding, text: smart_text.into(), parts: c.parts, replaced, basic: c.basic };
         }
     }
-    (Encoding::Ucs2, text.into(), 0)
+    Choice { encoding: Encoding::Ucs2, text: text.into(), parts: 0, replaced: 0, basic: false }
 }
 
-/// The cheapest GSM encoding for `text`, if there is one that beats or (for the default alphabet) ties UCS-2.
-fn best_gsm(text: &str, options: &Options) -> Option<Encoding> {
+/// The cheapest GSM encoding for `text` and its parts, if there is one that beats or (for the default alphabet)
+/// ties UCS-2.
+fn best_gsm(text: &str, options: &Options) -> Option<(Encoding, Cost)> {
     let default = Encoding::Gsm7(Charset::DEFAULT);
-    let default_segments = segments_for(default, text, options.reference);
-    if options.national.is_empty() || default_segments == Some(1) {
-        return default_segments.map(|_| default);
+    let default_cost = cost(default, text, options.reference);
+    if options.national.is_empty() || default_cost.is_some_and(|c| c.parts == 1) {
+        return default_cost.map(|c| (default, c));
     }
     // Fewest parts first; at equal parts, fewest units (the most room left).
-    let mut best: Option<((usize, usize), Encoding)> =
-        cost(default, text, options.reference).map(|c| (c, default));
+    let mut best: Option<(Cost, Encoding)> = default_cost.map(|c| (c, default));
     for &lang in &options.national {
-        let candidates = [
-            Charset::new(Language::Default, lang),
-            Charset::new(lang, Language::Default),
-            Charset::new(lang, lang),
-        ];
-        for cs in candidates
-            .into_iter()
-            .flatten()
-            .filter(|cs| !cs.is_default())
-        {
+        let candidates =
+            [Charset::new(Language::Default, lang), Charset::new(lang, Language::Default), Charset::new(lang, lang)];
+        for cs in candidates.into_iter().flatten().filter(|cs| !cs.is_default()) {
             let enc = Encoding::Gsm7(cs);
             if let Some(c) = cost(enc, text, options.reference)
                 && best.is_none_or(|(b, _)| c < b)
@@ -224,13 +259,13 @@ fn best_gsm(text: &str, options: &Options) -> Option<Encoding> {
             }
         }
     }
-    let ((n, _), enc) = best?;
+    let (c, enc) = best?;
     if enc == default {
-        return Some(enc);
+        return Some((enc, c));
     }
-    match segments_for(Encoding::Ucs2, text, options.reference) {
-        Some(u) if u <= n => None,
-        _ => Some(enc),
+    match cost(Encoding::Ucs2, text, options.reference) {
+        Some(u) if u.parts <= c.parts => None,
+        _ => Some((enc, c)),
     }
 }
 
@@ -238,8 +273,7 @@ fn best_gsm(text: &str, options: &Options) -> Option<Encoding> {
 fn udh_len(encoding: Encoding, multi: bool, reference: Reference) -> usize {
     let national = match encoding {
         Encoding::Gsm7(cs) => {
-            3 * (usize::from(cs.locking() != Language::Default)
-                + usize::from(cs.single() != Language::Default))
+            3 * (usize::from(cs.locking() != Language::Default) + usize::from(cs.single() != Language::Default))
         }
         Encoding::Ucs2 => 0,
     };
@@ -248,11 +282,7 @@ fn udh_len(encoding: Encoding, multi: bool, reference: Reference) -> usize {
         (true, Reference::Eight(_)) => 5,
         (true, Reference::Sixteen(_)) => 6,
     };
-    if national + concat == 0 {
-        0
-    } else {
-        1 + national + concat
-    }
+    if national + concat == 0 { 0 } else { 1 + national + concat }
 }
 
 /// Units per character of `text` in `encoding`, or `None` if it cannot write one of them.
@@ -263,147 +293,164 @@ fn unit_costs<'a>(encoding: Encoding, text: &'a str) -> impl Iterator<Item = Opt
     })
 }
 
-/// The number of parts `text` needs in `encoding`, or `None` if the encoding cannot write it. Can exceed 255.
-fn segments_for(encoding: Encoding, text: &str, reference: Reference) -> Option<usize> {
-    cost(encoding, text, reference).map(|(parts, _)| parts)
-}
-
-/// Parts and units `text` needs in `encoding`, or `None` if the encoding cannot write it.
-fn cost(encoding: Encoding, text: &str, reference: Reference) -> Option<(usize, usize)> {
+/// What `text` costs in `encoding`, or `None` if the encoding cannot write it.
+fn cost(encoding: Encoding, text: &str, reference: Reference) -> Option<Cost> {
     let single = encoding.capacity(udh_len(encoding, false, reference));
+    let multi = encoding.capacity(udh_len(encoding, true, reference));
+    // Fast path: ASCII that the default alphabet writes one septet a character, as most traffic is; no escape
+    // sequence can straddle a boundary, so the parts follow by division.
+    if encoding == Encoding::Gsm7(Charset::DEFAULT) && gsm7::is_basic_ascii(text) {
+        let units = text.len();
+        let parts = if units <= single { 1 } else { units.div_ceil(multi) };
+        return Some(Cost { parts, units, basic: true });
+    }
     let mut total = 0;
     for cost in unit_costs(encoding, text) {
         total += cost?;
     }
     if total <= single {
-        return Some((1, total));
+        return Some(Cost { parts: 1, units: total, basic: false });
     }
-    let cap = encoding.capacity(udh_len(encoding, true, reference));
     let (mut parts, mut used) = (1, 0);
     for cost in unit_costs(encoding, text).flatten() {
-        if used + cost > cap {
+        if used + cost > multi {
             parts += 1;
             used = 0;
         }
         used += cost;
     }
-    Some((parts, total))
+    Some(Cost { parts, units: total, basic: false })
 }
 
-fn build(
-    text: std::borrow::Cow<'_, str>,
-    encoding: Encoding,
-    options: &Options,
-) -> Result<Plan, PlanError> {
-    let ucs2_characters = match encoding {
-        Encoding::Ucs2 => {
-            let mut out: Vec<char> = Vec::new();
-            for c in text.chars() {
-                if Charset::DEFAULT.encode_char(c).is_none() && !out.contains(&c) {
-                    out.push(c);
-                }
-            }
-            out
-        }
-        Encoding::Gsm7(_) => Vec::new(),
-    };
-    let n = segments_for(encoding, &text, options.reference).unwrap_or(usize::MAX);
-    if n > MAX_SEGMENTS {
-        return Err(PlanError::TooLong {
-            segments: n,
-            encoding: encoding.name(),
-        });
-    }
-    let multi = n > 1;
-    let capacity = encoding.capacity(udh_len(encoding, multi, options.reference));
-    let mut segments: Vec<Segment> = Vec::with_capacity(n);
-    let mut current = Segment {
-        udh: Vec::new(),
-        payload: Vec::with_capacity(capacity * 2),
-        units: 0,
-        capacity,
-    };
+/// Splits `text` into `parts` GSM segments of `cs`, which [`choose`] found writes every character.
+fn build_gsm(text: Cow<'_, str>, cs: Charset, parts: usize, basic: bool, reference: Reference) -> Plan {
+    let encoding = Encoding::Gsm7(cs);
+    let multi = parts > 1;
+    let capacity = encoding.capacity(udh_len(encoding, multi, reference));
+    let new_segment = || Segment { udh: Vec::new(), payload: Vec::with_capacity(capacity), units: 0, capacity };
+    let mut segments: Vec<Segment> = Vec::with_capacity(parts);
+    let mut current = new_segment();
+    let mut characters = 0;
     let mut units = 0;
-    for c in text.chars() {
-        let mut buf = [0u16; 2];
-        let (bytes, cost): ([u8; 4], usize) = match encoding {
-            Encoding::Gsm7(cs) => match cs.encode_char(c) {
-                Some(Septets::One(s)) => ([s, 0, 0, 0], 1),
-                Some(Septets::Escaped(s)) => ([gsm7::ESCAPE, s, 0, 0], 2),
-                // `choose` picked this charset because it writes every character of this very text.
-                None => ([b'?', 0, 0, 0], 1),
-            },
-            Encoding::Ucs2 => {
-                let units = c.encode_utf16(&mut buf);
-                let [a, b] = units[0].to_be_bytes();
-                let [c2, d] = units.get(1).copied().unwrap_or(0).to_be_bytes();
-                ([a, b, c2, d], units.len())
+    if basic {
+        for chunk in text.as_bytes().chunks(capacity.max(1)) {
+            if current.units > 0 {
+                segments.push(std::mem::replace(&mut current, new_segment()));
             }
-        };
-        if current.units + cost > capacity {
-            let next = Segment {
-                udh: Vec::new(),
-                payload: Vec::with_capacity(capacity * 2),
-                units: 0,
-                capacity,
-            };
-            segments.push(std::mem::replace(&mut current, next));
+            current.payload.extend(chunk.iter().map(|&b| gsm7::basic_ascii_septet(b)));
+            current.units = chunk.len();
         }
-        let len = match encoding {
-            Encoding::Gsm7(_) => cost,
-            Encoding::Ucs2 => cost * 2,
-        };
-        current.payload.extend_from_slice(&bytes[..len]);
-        current.units += cost;
-        units += cost;
+        characters = text.len();
+        units = text.len();
+    } else {
+        for c in text.chars() {
+            // `choose` picked this charset because it writes every character of this very text.
+            let (first, second, cost) = match cs.encode_char(c) {
+                Some(Septets::One(s)) => (s, 0, 1),
+                Some(Septets::Escaped(s)) => (gsm7::ESCAPE, s, 2),
+                None => (b'?', 0, 1),
+            };
+            if current.units + cost > capacity {
+                segments.push(std::mem::replace(&mut current, new_segment()));
+            }
+            current.payload.push(first);
+            if cost == 2 {
+                current.payload.push(second);
+            }
+            current.units += cost;
+            units += cost;
+            characters += 1;
+        }
     }
     segments.push(current);
+    add_udh(&mut segments, encoding, reference);
+    Plan { text: text.into_owned(), encoding, characters, units, segments, replaced: 0 }
+}
+
+/// Builds a UCS-2 plan: the text is written once into one buffer; a text that fits one SMS keeps the buffer as its
+/// payload, a longer one is cut into parts by walking the UTF-16 units (never between the two halves of a
+/// surrogate pair).
+fn build_ucs2(text: Cow<'_, str>, reference: Reference) -> Result<Plan, PlanError> {
+    let single = Encoding::Ucs2.capacity(0);
+    let mut all: Vec<u8> = Vec::with_capacity(text.len() * 2);
+    let mut characters = 0;
+    for c in text.chars() {
+        let cp = u32::from(c);
+        if cp < 0x1_0000 {
+            all.extend_from_slice(&(cp as u16).to_be_bytes());
+        } else {
+            // A surrogate pair (RFC 2781 2.1).
+            let v = cp - 0x1_0000;
+            let [h1, h2] = (0xD800 | (v >> 10) as u16).to_be_bytes();
+            let [l1, l2] = (0xDC00 | (v & 0x3FF) as u16).to_be_bytes();
+            all.extend_from_slice(&[h1, h2, l1, l2]);
+        }
+        characters += 1;
+    }
+    let units = all.len() / 2;
+    if units <= single {
+        let segments = vec![Segment { udh: Vec::new(), payload: all, units, capacity: single }];
+        return Ok(Plan {
+            text: text.into_owned(),
+            encoding: Encoding::Ucs2,
+            characters,
+            units,
+            segments,
+            replaced: 0,
+        });
+    }
+    let multi = Encoding::Ucs2.capacity(udh_len(Encoding::Ucs2, true, reference));
+    let mut segments: Vec<Segment> = Vec::new();
+    let mut from = 0;
+    while from < all.len() {
+        let mut to = (from + multi * 2).min(all.len());
+        // Do not end a part on a high surrogate: its low half would open the next one.
+        if to < all.len() && (0xD8..=0xDB).contains(&all[to - 2]) {
+            to -= 2;
+        }
+        segments.push(Segment {
+            udh: Vec::new(),
+            payload: all[from..to].to_vec(),
+            units: (to - from) / 2,
+            capacity: multi,
+        });
+        from = to;
+    }
+    if segments.len() > MAX_SEGMENTS {
+        return Err(PlanError::TooLong { segments: segments.len(), encoding: Encoding::Ucs2.name() });
+    }
+    add_udh(&mut segments, Encoding::Ucs2, reference);
+    Ok(Plan { text: text.into_owned(), encoding: Encoding::Ucs2, characters, units, segments, replaced: 0 })
+}
+
+/// Writes each part's UDH: concatenation when there are several, national shift elements for their charset.
+fn add_udh(segments: &mut [Segment], encoding: Encoding, reference: Reference) {
+    let multi = segments.len() > 1;
+    if !multi && !matches!(encoding, Encoding::Gsm7(cs) if !cs.is_default()) {
+        return;
+    }
     let total = segments.len() as u8;
-    for (i, seg) in segments.iter_mut().enumerate() {
+    for (seq, seg) in (1..=u8::MAX).zip(segments.iter_mut()) {
         let mut udh = Udh::default();
         if multi {
-            let (reference, wide) = match options.reference {
+            let (reference, wide) = match reference {
                 Reference::Eight(r) => (u16::from(r), false),
                 Reference::Sixteen(r) => (r, true),
             };
-            udh.push_concat(Concat {
-                reference,
-                wide,
-                total,
-                seq: (i + 1) as u8,
-            });
+            udh.push_concat(Concat { reference, wide, total, seq });
         }
         if let Encoding::Gsm7(cs) = encoding {
             udh.push_charset(cs);
         }
-        if !udh.is_empty() {
-            seg.udh = udh.to_bytes();
-        }
+        seg.udh = udh.to_bytes();
     }
-    let characters = text.chars().count();
-    Ok(Plan {
-        text: text.into_owned(),
-        encoding,
-        characters,
-        units,
-        segments,
-        ucs2_characters,
-        replaced: 0,
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn check(
-        text: &str,
-        options: &Options,
-        encoding: &str,
-        segments: usize,
-        used: usize,
-        left: usize,
-    ) {
+    fn check(text: &str, options: &Options, encoding: &str, segments: usize, used: usize, left: usize) {
         let p = plan(text, options).unwrap();
         assert_eq!(p.encoding.name(), encoding, "{text:?}");
         assert_eq!(p.segments.len(), segments, "{text:?}");
@@ -425,10 +472,7 @@ mod tests {
         check(&"é".repeat(70), &o, "gsm7", 1, 70, 90);
         check(&"ж".repeat(70), &o, "ucs2", 1, 70, 0);
         check(&"ж".repeat(71), &o, "ucs2", 2, 4, 63);
-        let o16 = Options {
-            reference: Reference::Sixteen(0x1234),
-            ..Options::default()
-        };
+        let o16 = Options { reference: Reference::Sixteen(0x1234), ..Options::default() };
         check(&"a".repeat(161), &o16, "gsm7", 2, 9, 143);
         check(&"ж".repeat(71), &o16, "ucs2", 2, 5, 61);
     }
@@ -449,33 +493,30 @@ mod tests {
         assert_eq!(p.segments.len(), 2);
         assert_eq!(p.segments[0].units, 66);
         assert_eq!(p.segments[1].units, 6);
-        assert_eq!(p.ucs2_characters, vec!['ж', '😀']);
+        assert_eq!(p.ucs2_characters(), vec!['ж', '😀']);
     }
 
     #[test]
     fn at_most_255_parts() {
         let o = Options::default();
-        assert_eq!(
-            plan(&"a".repeat(153 * 255), &o).unwrap().segments.len(),
-            255
-        );
+        assert_eq!(plan(&"a".repeat(153 * 255), &o).unwrap().segments.len(), 255);
         assert_eq!(
             plan(&"a".repeat(153 * 255 + 1), &o),
-            Err(PlanError::TooLong {
-                segments: 256,
-                encoding: "gsm7".into()
-            })
+            Err(PlanError::TooLong { segments: 256, encoding: "gsm7".into() })
         );
+        assert_eq!(plan(&"ж".repeat(67 * 255), &o).unwrap().segments.len(), 255);
+        assert_eq!(
+            plan(&"ж".repeat(67 * 255 + 1), &o),
+            Err(PlanError::TooLong { segments: 256, encoding: "ucs2".into() })
+        );
+        assert_eq!(count(&"ж".repeat(67 * 255 + 1), &o), (Encoding::Ucs2, 256));
     }
 
     #[test]
     fn national_tables_only_when_allowed_and_cheaper() {
         let text = "Günaydın, nasılsın? Şimdi çıkıyorum.";
         check(text, &Options::default(), "ucs2", 1, 36, 34);
-        let tr = Options {
-            national: vec![Language::Turkish],
-            ..Options::default()
-        };
+        let tr = Options { national: vec![Language::Turkish], ..Options::default() };
         // It fits one UCS-2 part, so the national table gains nothing and every handset shows UCS-2.
         check(text, &tr, "ucs2", 1, 36, 34);
         let text = &text.repeat(2);
@@ -485,11 +526,7 @@ mod tests {
         // A short text that fits one UCS-2 part anyway does not need national tables either way; a long one does.
         let long = text.repeat(4);
         let p = plan(&long, &tr).unwrap();
-        assert!(
-            p.encoding.name().starts_with("gsm7-turkish"),
-            "{}",
-            p.encoding.name()
-        );
+        assert!(p.encoding.name().starts_with("gsm7-turkish"), "{}", p.encoding.name());
         assert!(p.segments.len() < plan(&long, &Options::default()).unwrap().segments.len());
     }
 
@@ -497,40 +534,19 @@ mod tests {
     fn smart_encoding_avoids_ucs2() {
         let text = "It\u{2019}s \u{201C}fine\u{201D} \u{2014} really\u{2026}";
         check(text, &Options::default(), "ucs2", 1, 21, 49);
-        let p = plan(
-            text,
-            &Options {
-                smart: true,
-                ..Options::default()
-            },
-        )
-        .unwrap();
+        let p = plan(text, &Options { smart: true, ..Options::default() }).unwrap();
         assert_eq!(p.encoding.name(), "gsm7");
         assert_eq!(p.text, "It's \"fine\" - really...");
         assert_eq!(p.replaced, 5);
         // A character with no look-alike still forces UCS-2, and then nothing is replaced.
-        let p = plan(
-            "\u{201C}Привет\u{201D}",
-            &Options {
-                smart: true,
-                ..Options::default()
-            },
-        )
-        .unwrap();
+        let p = plan("\u{201C}Привет\u{201D}", &Options { smart: true, ..Options::default() }).unwrap();
         assert_eq!(p.encoding, Encoding::Ucs2);
         assert_eq!(p.replaced, 0);
     }
 
     #[test]
     fn udh_per_part() {
-        let p = plan(
-            &"a".repeat(200),
-            &Options {
-                reference: Reference::Eight(0x2A),
-                ..Options::default()
-            },
-        )
-        .unwrap();
+        let p = plan(&"a".repeat(200), &Options { reference: Reference::Eight(0x2A), ..Options::default() }).unwrap();
         assert_eq!(p.segments[0].udh, vec![0x05, 0x00, 0x03, 0x2A, 0x02, 0x01]);
         assert_eq!(p.segments[1].udh, vec![0x05, 0x00, 0x03, 0x2A, 0x02, 0x02]);
         assert_eq!(p.encoding.data_coding(), 0);

@@ -32,11 +32,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            timeout: Duration::from_secs(300),
-            policy: ExpiryPolicy::Release,
-            max_pending: 100_000,
-        }
+        Config { timeout: Duration::from_secs(300), policy: ExpiryPolicy::Release, max_pending: 100_000 }
     }
 }
 
@@ -82,10 +78,7 @@ pub struct Reassembler<K, T> {
 
 impl<K: Hash + Eq + Clone, T> Reassembler<K, T> {
     pub fn new(config: Config) -> Self {
-        Reassembler {
-            config,
-            pending: HashMap::new(),
-        }
+        Reassembler { config, pending: HashMap::new() }
     }
 
     /// Incomplete sets held.
@@ -95,13 +88,7 @@ impl<K: Hash + Eq + Clone, T> Reassembler<K, T> {
 
     /// Takes one part. `now` is the caller's clock. When the part would start a set beyond `max_pending`, the
     /// oldest set expires first and is returned in the second field.
-    pub fn push(
-        &mut self,
-        key: K,
-        concat: Concat,
-        part: T,
-        now: Instant,
-    ) -> (Pushed<T>, Option<Expired<K, T>>) {
+    pub fn push(&mut self, key: K, concat: Concat, part: T, now: Instant) -> (Pushed<T>, Option<Expired<K, T>>) {
         if !concat.is_valid() {
             return (Pushed::Invalid, None);
         }
@@ -111,16 +98,9 @@ impl<K: Hash + Eq + Clone, T> Reassembler<K, T> {
         let id = (key, concat.reference, concat.total);
         let mut evicted = None;
         if !self.pending.contains_key(&id) && self.pending.len() >= self.config.max_pending {
-            let oldest = self
-                .pending
-                .iter()
-                .min_by_key(|(_, p)| p.first_seen)
-                .map(|(k, _)| k.clone());
+            let oldest = self.pending.iter().min_by_key(|(_, p)| p.first_seen).map(|(k, _)| k.clone());
             if let Some(oldest) = oldest {
-                evicted = self
-                    .pending
-                    .remove_entry(&oldest)
-                    .map(|(k, p)| expired(k, p, self.config.policy));
+                evicted = self.pending.remove_entry(&oldest).map(|(k, p)| expired(k, p, self.config.policy));
             }
         }
         let set = self.pending.entry(id.clone()).or_insert_with(|| Pending {
@@ -137,11 +117,7 @@ impl<K: Hash + Eq + Clone, T> Reassembler<K, T> {
         if set.held < usize::from(concat.total) {
             return (Pushed::Pending, evicted);
         }
-        let parts = self
-            .pending
-            .remove(&id)
-            .map(|p| p.parts.into_iter().flatten().collect())
-            .unwrap_or_default();
+        let parts = self.pending.remove(&id).map(|p| p.parts.into_iter().flatten().collect()).unwrap_or_default();
         (Pushed::Complete(parts), evicted)
     }
 
@@ -154,32 +130,22 @@ impl<K: Hash + Eq + Clone, T> Reassembler<K, T> {
             .filter(|(_, p)| now.saturating_duration_since(p.first_seen) >= timeout)
             .map(|(k, _)| k.clone())
             .collect();
-        let mut out: Vec<_> = due
-            .into_iter()
-            .filter_map(|k| self.pending.remove_entry(&k))
-            .map(|(k, p)| expired(k, p, policy))
-            .collect();
+        let mut out: Vec<_> =
+            due.into_iter().filter_map(|k| self.pending.remove_entry(&k)).map(|(k, p)| expired(k, p, policy)).collect();
         out.sort_by_key(|e| e.reference);
         out
     }
 
     /// When the next set expires, if any is pending.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.pending
-            .values()
-            .map(|p| p.first_seen + self.config.timeout)
-            .min()
+        self.pending.values().map(|p| p.first_seen + self.config.timeout).min()
     }
 }
 
-fn expired<K, T>(
-    (key, reference, total): (K, u16, u8),
-    p: Pending<T>,
-    policy: ExpiryPolicy,
-) -> Expired<K, T> {
+fn expired<K, T>((key, reference, total): (K, u16, u8), p: Pending<T>, policy: ExpiryPolicy) -> Expired<K, T> {
     let mut parts = Vec::new();
     let mut missing = Vec::new();
-    for (seq, part) in (1u8..).zip(p.parts) {
+    for (seq, part) in (1..=u8::MAX).zip(p.parts) {
         match part {
             Some(part) => parts.push((seq, part)),
             None => missing.push(seq),
@@ -188,14 +154,7 @@ fn expired<K, T>(
     if policy == ExpiryPolicy::Drop {
         parts.clear();
     }
-    Expired {
-        key,
-        reference,
-        total,
-        parts,
-        missing,
-        policy,
-    }
+    Expired { key, reference, total, parts, missing, policy }
 }
 
 #[cfg(test)]
@@ -203,12 +162,7 @@ mod tests {
     use super::*;
 
     fn concat(total: u8, seq: u8) -> Concat {
-        Concat {
-            reference: 7,
-            wide: false,
-            total,
-            seq,
-        }
+        Concat { reference: 7, wide: false, total, seq }
     }
 
     #[test]
@@ -219,10 +173,7 @@ mod tests {
         assert_eq!(r.push("a", concat(3, 1), "a", t).0, Pushed::Pending);
         assert_eq!(r.push("a", concat(3, 1), "x", t).0, Pushed::Duplicate);
         assert_eq!(r.push("b", concat(3, 2), "other", t).0, Pushed::Pending);
-        assert_eq!(
-            r.push("a", concat(3, 2), "b", t).0,
-            Pushed::Complete(vec!["a", "b", "c"])
-        );
+        assert_eq!(r.push("a", concat(3, 2), "b", t).0, Pushed::Complete(vec!["a", "b", "c"]));
         assert_eq!(r.pending(), 1);
     }
 
@@ -238,11 +189,7 @@ mod tests {
     #[test]
     fn expiry_releases_or_drops() {
         for policy in [ExpiryPolicy::Release, ExpiryPolicy::Drop] {
-            let config = Config {
-                timeout: Duration::from_secs(10),
-                policy,
-                max_pending: 10,
-            };
+            let config = Config { timeout: Duration::from_secs(10), policy, max_pending: 10 };
             let mut r = Reassembler::new(config);
             let t = Instant::now();
             r.push("k", concat(3, 2), "b", t);
@@ -251,23 +198,34 @@ mod tests {
             let expired = r.expire(t + Duration::from_secs(10));
             assert_eq!(expired.len(), 1);
             assert_eq!(expired[0].missing, vec![1, 3]);
-            let want = if policy == ExpiryPolicy::Release {
-                vec![(2, "b")]
-            } else {
-                vec![]
-            };
+            let want = if policy == ExpiryPolicy::Release { vec![(2, "b")] } else { vec![] };
             assert_eq!(expired[0].parts, want);
             assert_eq!(r.pending(), 0);
         }
     }
 
     #[test]
+    fn a_full_set_of_255_parts() {
+        let mut r = Reassembler::new(Config::default());
+        let t = Instant::now();
+        for seq in 1..=254u8 {
+            assert_eq!(r.push((), concat(255, seq), seq, t).0, Pushed::Pending);
+        }
+        let (done, _) = r.push((), concat(255, 255), 255, t);
+        assert_eq!(done, Pushed::Complete((1..=255).collect()));
+        // And an incomplete set of 255 expires with every number accounted for.
+        let mut r = Reassembler::new(Config { timeout: Duration::ZERO, ..Config::default() });
+        for seq in 2..=255u8 {
+            r.push((), concat(255, seq), seq, t);
+        }
+        let expired = r.expire(t);
+        assert_eq!(expired[0].missing, vec![1]);
+        assert_eq!(expired[0].parts.len(), 254);
+    }
+
+    #[test]
     fn memory_is_bounded() {
-        let config = Config {
-            timeout: Duration::from_secs(10),
-            policy: ExpiryPolicy::Drop,
-            max_pending: 2,
-        };
+        let config = Config { timeout: Duration::from_secs(10), policy: ExpiryPolicy::Drop, max_pending: 2 };
         let mut r = Reassembler::new(config);
         let t = Instant::now();
         r.push(1, concat(2, 1), (), t);

@@ -5,12 +5,12 @@
 /// The GSM replacement for `c`, if it is a look-alike smsgate knows; `""` for invisible characters that can go.
 pub fn replacement(c: char) -> Option<&'static str> {
     Some(match c {
-        '\u{2018}' | '\u{2019}' | '\u{201A}' | '\u{201B}' | '\u{2032}' | '\u{2035}'
-        | '\u{02BC}' | '\u{02B9}' | '\u{FF07}' | '`' | '\u{00B4}' | '\u{2039}' | '\u{203A}' => "'",
-        '\u{201C}' | '\u{201D}' | '\u{201E}' | '\u{201F}' | '\u{2033}' | '\u{2036}'
-        | '\u{00AB}' | '\u{00BB}' | '\u{FF02}' => "\"",
-        '\u{2010}' | '\u{2011}' | '\u{2012}' | '\u{2013}' | '\u{2014}' | '\u{2015}'
-        | '\u{2212}' | '\u{FE58}' | '\u{FF0D}' | '\u{00AD}' => "-",
+        '\u{2018}' | '\u{2019}' | '\u{201A}' | '\u{201B}' | '\u{2032}' | '\u{2035}' | '\u{02BC}' | '\u{02B9}'
+        | '\u{FF07}' | '`' | '\u{00B4}' | '\u{2039}' | '\u{203A}' => "'",
+        '\u{201C}' | '\u{201D}' | '\u{201E}' | '\u{201F}' | '\u{2033}' | '\u{2036}' | '\u{00AB}' | '\u{00BB}'
+        | '\u{FF02}' => "\"",
+        '\u{2010}' | '\u{2011}' | '\u{2012}' | '\u{2013}' | '\u{2014}' | '\u{2015}' | '\u{2212}' | '\u{FE58}'
+        | '\u{FF0D}' | '\u{00AD}' => "-",
         '\u{2026}' => "...",
         '\u{00A0}' | '\u{2000}'..='\u{200A}' | '\u{202F}' | '\u{205F}' | '\u{3000}' | '\t' => " ",
         '\u{200B}' | '\u{200C}' | '\u{200D}' | '\u{2060}' | '\u{FEFF}' => "",
@@ -58,10 +58,7 @@ mod tests {
     fn every_replacement_is_gsm() {
         for cp in 0..0x10000u32 {
             if let Some(r) = char::from_u32(cp).and_then(replacement) {
-                assert!(
-                    crate::Charset::DEFAULT.count(r).is_ok(),
-                    "U+{cp:04X} -> {r:?}"
-                );
+                assert!(crate::Charset::DEFAULT.count(r).is_ok(), "U+{cp:04X} -> {r:?}");
             }
         }
     }

@@ -13,12 +13,8 @@ pub fn encode(text: &str) -> Vec<u8> {
 /// UTF-16 big-endian octets back to text. Never fails: an unpaired surrogate becomes U+FFFD, and so does a trailing
 /// odd octet.
 pub fn decode(octets: &[u8]) -> String {
-    let units = octets
-        .chunks_exact(2)
-        .map(|p| u16::from_be_bytes([p[0], p[1]]));
-    let mut out: String = char::decode_utf16(units)
-        .map(|r| r.unwrap_or(char::REPLACEMENT_CHARACTER))
-        .collect();
+    let units = octets.chunks_exact(2).map(|p| u16::from_be_bytes([p[0], p[1]]));
+    let mut out: String = char::decode_utf16(units).map(|r| r.unwrap_or(char::REPLACEMENT_CHARACTER)).collect();
     if octets.len() % 2 == 1 {
         out.push(char::REPLACEMENT_CHARACTER);
     }

@@ -28,9 +28,7 @@ pub struct Concat {
 impl Concat {
     /// Whether the numbers make sense: a total of at least one and a sequence number within it.
     pub fn is_valid(&self) -> bool {
-        self.total >= 1
-            && (1..=self.total).contains(&self.seq)
-            && (self.wide || self.reference <= 255)
+        self.total >= 1 && (1..=self.total).contains(&self.seq) && (self.wide || self.reference <= 255)
     }
 }
 
@@ -51,9 +49,7 @@ pub struct Udh {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UdhError {
     /// The user data is empty, or shorter than the header length octet says.
-    #[error(
-        "user data header is {declared} octets long but only {available} follow its length octet"
-    )]
+    #[error("user data header is {declared} octets long but only {available} follow its length octet")]
     Truncated { declared: usize, available: usize },
     /// An information element runs past the end of the header.
     #[error("information element {id:#04x} runs past the end of the user data header")]
@@ -64,17 +60,11 @@ impl Udh {
     /// Splits user data that begins with a UDH into the header and the rest.
     pub fn split(user_data: &[u8]) -> Result<(Udh, &[u8]), UdhError> {
         let Some((&len, rest)) = user_data.split_first() else {
-            return Err(UdhError::Truncated {
-                declared: 1,
-                available: 0,
-            });
+            return Err(UdhError::Truncated { declared: 1, available: 0 });
         };
         let len = usize::from(len);
         if rest.len() < len {
-            return Err(UdhError::Truncated {
-                declared: len,
-                available: rest.len(),
-            });
+            return Err(UdhError::Truncated { declared: len, available: rest.len() });
         }
         let (mut header, body) = rest.split_at(len);
         let mut elements = Vec::new();
@@ -83,10 +73,7 @@ impl Udh {
             if tail.len() < ie_len {
                 return Err(UdhError::ElementOverrun { id: *id });
             }
-            elements.push(Element {
-                id: *id,
-                data: tail[..ie_len].to_vec(),
-            });
+            elements.push(Element { id: *id, data: tail[..ie_len].to_vec() });
             header = &tail[ie_len..];
         }
         if let [id] = header {
@@ -109,11 +96,7 @@ impl Udh {
 
     /// The header's length in octets, its length octet included.
     pub fn len(&self) -> usize {
-        1 + self
-            .elements
-            .iter()
-            .map(|e| 2 + e.data.len())
-            .sum::<usize>()
+        1 + self.elements.iter().map(|e| 2 + e.data.len()).sum::<usize>()
     }
 
     /// Whether it has no elements.
@@ -123,24 +106,13 @@ impl Udh {
 
     /// The concatenation element, if there is a well-formed one (the last one wins, as TS 23.040 asks).
     pub fn concat(&self) -> Option<Concat> {
-        self.elements
-            .iter()
-            .rev()
-            .find_map(|e| match (e.id, e.data.as_slice()) {
-                (IEI_CONCAT_8, &[r, total, seq]) => Some(Concat {
-                    reference: u16::from(r),
-                    wide: false,
-                    total,
-                    seq,
-                }),
-                (IEI_CONCAT_16, &[hi, lo, total, seq]) => Some(Concat {
-                    reference: u16::from_be_bytes([hi, lo]),
-                    wide: true,
-                    total,
-                    seq,
-                }),
-                _ => None,
-            })
+        self.elements.iter().rev().find_map(|e| match (e.id, e.data.as_slice()) {
+            (IEI_CONCAT_8, &[r, total, seq]) => Some(Concat { reference: u16::from(r), wide: false, total, seq }),
+            (IEI_CONCAT_16, &[hi, lo, total, seq]) => {
+                Some(Concat { reference: u16::from_be_bytes([hi, lo]), wide: true, total, seq })
+            }
+            _ => None,
+        })
     }
 
     /// The language of the single-shift element, if any.
@@ -154,44 +126,29 @@ impl Udh {
     }
 
     fn language(&self, iei: u8) -> Option<Language> {
-        self.elements
-            .iter()
-            .rev()
-            .find_map(|e| match e.data.as_slice() {
-                &[id] if e.id == iei => Language::from_id(id),
-                _ => None,
-            })
+        self.elements.iter().rev().find_map(|e| match e.data.as_slice() {
+            &[id] if e.id == iei => Language::from_id(id),
+            _ => None,
+        })
     }
 
     /// Adds a concatenation element.
     pub fn push_concat(&mut self, c: Concat) {
         if c.wide {
             let [hi, lo] = c.reference.to_be_bytes();
-            self.elements.push(Element {
-                id: IEI_CONCAT_16,
-                data: vec![hi, lo, c.total, c.seq],
-            });
+            self.elements.push(Element { id: IEI_CONCAT_16, data: vec![hi, lo, c.total, c.seq] });
         } else {
-            self.elements.push(Element {
-                id: IEI_CONCAT_8,
-                data: vec![c.reference as u8, c.total, c.seq],
-            });
+            self.elements.push(Element { id: IEI_CONCAT_8, data: vec![c.reference as u8, c.total, c.seq] });
         }
     }
 
     /// Adds the national language shift elements a charset needs (none for the default alphabet).
     pub fn push_charset(&mut self, charset: crate::Charset) {
         if charset.locking() != Language::Default {
-            self.elements.push(Element {
-                id: IEI_LOCKING_SHIFT,
-                data: vec![charset.locking().id()],
-            });
+            self.elements.push(Element { id: IEI_LOCKING_SHIFT, data: vec![charset.locking().id()] });
         }
         if charset.single() != Language::Default {
-            self.elements.push(Element {
-                id: IEI_SINGLE_SHIFT,
-                data: vec![charset.single().id()],
-            });
+            self.elements.push(Element { id: IEI_SINGLE_SHIFT, data: vec![charset.single().id()] });
         }
     }
 }
@@ -203,44 +160,19 @@ mod tests {
     #[test]
     fn reads_and_writes_concat() {
         let (udh, rest) = Udh::split(&[0x05, 0x00, 0x03, 0x2A, 0x02, 0x01, 0x41]).unwrap();
-        assert_eq!(
-            udh.concat(),
-            Some(Concat {
-                reference: 0x2A,
-                wide: false,
-                total: 2,
-                seq: 1
-            })
-        );
+        assert_eq!(udh.concat(), Some(Concat { reference: 0x2A, wide: false, total: 2, seq: 1 }));
         assert_eq!(rest, &[0x41]);
         assert_eq!(udh.to_bytes(), vec![0x05, 0x00, 0x03, 0x2A, 0x02, 0x01]);
         let (udh, _) = Udh::split(&[0x06, 0x08, 0x04, 0x12, 0x34, 0x03, 0x03]).unwrap();
-        assert_eq!(
-            udh.concat(),
-            Some(Concat {
-                reference: 0x1234,
-                wide: true,
-                total: 3,
-                seq: 3
-            })
-        );
+        assert_eq!(udh.concat(), Some(Concat { reference: 0x1234, wide: true, total: 3, seq: 3 }));
     }
 
     #[test]
     fn rejects_broken_headers() {
         assert!(matches!(Udh::split(&[]), Err(UdhError::Truncated { .. })));
-        assert!(matches!(
-            Udh::split(&[0x05, 0x00, 0x03]),
-            Err(UdhError::Truncated { .. })
-        ));
-        assert_eq!(
-            Udh::split(&[0x03, 0x00, 0x03, 0x01]),
-            Err(UdhError::ElementOverrun { id: 0 })
-        );
-        assert_eq!(
-            Udh::split(&[0x01, 0x00]),
-            Err(UdhError::ElementOverrun { id: 0 })
-        );
+        assert!(matches!(Udh::split(&[0x05, 0x00, 0x03]), Err(UdhError::Truncated { .. })));
+        assert_eq!(Udh::split(&[0x03, 0x00, 0x03, 0x01]), Err(UdhError::ElementOverrun { id: 0 }));
+        assert_eq!(Udh::split(&[0x01, 0x00]), Err(UdhError::ElementOverrun { id: 0 }));
     }
 
     #[test]

@@ -2,10 +2,7 @@
 
 #[test]
 fn replay_text_decode_regressions() {
-    let dir = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../testdata/fuzz/text_decode"
-    );
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/fuzz/text_decode");
     let mut n = 0;
     for entry in std::fs::read_dir(dir).expect("regression folder") {
         let path = entry.expect("entry").path();

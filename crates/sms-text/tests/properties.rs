@@ -12,28 +12,19 @@ fn text() -> impl Strategy<Value = String> {
         .chars()
         .collect();
     prop_oneof![
-        prop::collection::vec(prop::sample::select(alphabet), 0..700)
-            .prop_map(|v| v.into_iter().collect()),
+        prop::collection::vec(prop::sample::select(alphabet), 0..700).prop_map(|v| v.into_iter().collect()),
         any::<String>(),
     ]
 }
 
 fn options() -> impl Strategy<Value = Options> {
-    (
-        any::<bool>(),
-        any::<bool>(),
-        any::<u16>(),
-        prop::sample::subsequence(Language::ALL[1..].to_vec(), 0..4),
-    )
-        .prop_map(|(smart, wide, r, national)| Options {
+    (any::<bool>(), any::<bool>(), any::<u16>(), prop::sample::subsequence(Language::ALL[1..].to_vec(), 0..4)).prop_map(
+        |(smart, wide, r, national)| Options {
             national,
             smart,
-            reference: if wide {
-                Reference::Sixteen(r)
-            } else {
-                Reference::Eight(r as u8)
-            },
-        })
+            reference: if wide { Reference::Sixteen(r) } else { Reference::Eight(r as u8) },
+        },
+    )
 }
 
 proptest! {

@@ -8,12 +8,7 @@ fn text_of(v: &Value) -> String {
         .as_array()
         .expect("text is a list")
         .iter()
-        .map(|piece| {
-            piece[0]
-                .as_str()
-                .expect("piece")
-                .repeat(piece[1].as_u64().expect("repeat") as usize)
-        })
+        .map(|piece| piece[0].as_str().expect("piece").repeat(piece[1].as_u64().expect("repeat") as usize))
         .collect()
 }
 
@@ -21,11 +16,7 @@ fn options_of(v: &Value) -> Options {
     let o = &v["options"];
     let national = o["national"]
         .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|n| Language::from_name(n.as_str().expect("name")).expect("language"))
-                .collect()
-        })
+        .map(|a| a.iter().map(|n| Language::from_name(n.as_str().expect("name")).expect("language")).collect())
         .unwrap_or_default();
     let reference = o["reference"].as_u64().unwrap_or(0);
     let reference = if o["ref16"].as_bool().unwrap_or(false) {
@@ -33,21 +24,13 @@ fn options_of(v: &Value) -> Options {
     } else {
         Reference::Eight(reference as u8)
     };
-    Options {
-        national,
-        smart: o["smart"].as_bool().unwrap_or(false),
-        reference,
-    }
+    Options { national, smart: o["smart"].as_bool().unwrap_or(false), reference }
 }
 
 #[test]
 fn text_vectors() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../testdata/text/vectors.json"
-    );
-    let file: Value =
-        serde_json::from_str(&std::fs::read_to_string(path).expect("vectors.json")).expect("json");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/text/vectors.json");
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("vectors.json")).expect("json");
     let vectors = file["vectors"].as_array().expect("vectors");
     assert!(vectors.len() >= 20);
     for v in vectors {
@@ -63,14 +46,8 @@ fn text_vectors() {
             ("encoding", Value::from(p.encoding.name())),
             ("data_coding", Value::from(p.encoding.data_coding())),
             ("segments", Value::from(p.segments.len())),
-            (
-                "units_used_in_last_segment",
-                Value::from(p.units_used_in_last_segment()),
-            ),
-            (
-                "units_left_in_last_segment",
-                Value::from(p.units_left_in_last_segment()),
-            ),
+            ("units_used_in_last_segment", Value::from(p.units_used_in_last_segment())),
+            ("units_left_in_last_segment", Value::from(p.units_left_in_last_segment())),
             ("text", Value::from(p.text.clone())),
         ];
         for (key, got) in checks {
@@ -79,7 +56,7 @@ fn text_vectors() {
             }
         }
         if let Some(u) = want["ucs2_characters"].as_array() {
-            let got: Vec<String> = p.ucs2_characters.iter().map(|c| c.to_string()).collect();
+            let got: Vec<String> = p.ucs2_characters().iter().map(|c| c.to_string()).collect();
             let want: Vec<&str> = u.iter().map(|c| c.as_str().expect("char")).collect();
             assert_eq!(got, want, "{name}: ucs2_characters");
         }

@@ -48,9 +48,7 @@ pub(crate) fn arg_or_stdin(arg: Option<String>) -> anyhow::Result<String> {
         Some(a) => Ok(a),
         None => {
             let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .context("reading standard input")?;
+            std::io::stdin().read_to_string(&mut s).context("reading standard input")?;
             Ok(s)
         }
     }

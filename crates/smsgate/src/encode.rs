@@ -45,12 +45,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut national = Vec::new();
     for name in &args.national {
         if name.eq_ignore_ascii_case("all") {
-            national.extend(
-                Language::ALL
-                    .iter()
-                    .copied()
-                    .filter(|l| *l != Language::Default),
-            );
+            national.extend(Language::ALL.iter().copied().filter(|l| *l != Language::Default));
             continue;
         }
         match Language::from_name(name.trim()) {
@@ -64,21 +59,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let reference = if args.ref16 {
         Reference::Sixteen(args.reference)
     } else {
-        Reference::Eight(
-            u8::try_from(args.reference).context("--reference above 255 needs --ref16")?,
-        )
+        Reference::Eight(u8::try_from(args.reference).context("--reference above 255 needs --ref16")?)
     };
-    let options = Options {
-        national,
-        smart: args.smart,
-        reference,
-    };
+    let options = Options { national, smart: args.smart, reference };
     let plan = sms_text::plan(&text, &options)?;
     let unit = match plan.encoding {
         Encoding::Gsm7(_) => "septets",
         Encoding::Ucs2 => "utf16_units",
     };
-    let ucs2: Vec<String> = plan.ucs2_characters.iter().map(|c| c.to_string()).collect();
+    let ucs2: Vec<String> = plan.ucs2_characters().iter().map(|c| c.to_string()).collect();
     if args.json {
         let parts: Vec<_> = plan
             .segments
@@ -116,11 +105,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    println!(
-        "encoding:    {} (data_coding {:#04x})",
-        plan.encoding.name(),
-        plan.encoding.data_coding()
-    );
+    println!("encoding:    {} (data_coding {:#04x})", plan.encoding.name(), plan.encoding.data_coding());
     println!("characters:  {}", plan.characters);
     println!("segments:    {}", plan.segments.len());
     println!(
@@ -130,32 +115,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         plan.units_left_in_last_segment()
     );
     if !ucs2.is_empty() {
-        println!(
-            "ucs2 forced by: {}",
-            ucs2.iter()
-                .map(|c| format!("{c:?}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        );
+        println!("ucs2 forced by: {}", ucs2.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>().join(" "));
     }
     if plan.replaced > 0 {
-        println!(
-            "smart encoding replaced {} characters: {:?}",
-            plan.replaced, plan.text
-        );
+        println!("smart encoding replaced {} characters: {:?}", plan.replaced, plan.text);
     }
     for (i, s) in plan.segments.iter().enumerate() {
-        let udh = if s.udh.is_empty() {
-            "-".to_string()
-        } else {
-            hex::encode(&s.udh)
-        };
-        println!(
-            "  part {}: {} of {} {unit}, udh {udh}",
-            i + 1,
-            s.units,
-            s.capacity
-        );
+        let udh = if s.udh.is_empty() { "-".to_string() } else { hex::encode(&s.udh) };
+        println!("  part {}: {} of {} {unit}, udh {udh}", i + 1, s.units, s.capacity);
     }
     Ok(())
 }

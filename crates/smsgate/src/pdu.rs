@@ -27,11 +27,8 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         }
         Command::Encode { json } => {
             let input = crate::cli::arg_or_stdin(json)?;
-            let pdu: Pdu =
-                serde_json::from_str(&input).map_err(|e| anyhow!("invalid PDU JSON: {e}"))?;
-            let bytes = pdu
-                .encode()
-                .map_err(|e| anyhow!("cannot encode {}: {e}", pdu.body.name()))?;
+            let pdu: Pdu = serde_json::from_str(&input).map_err(|e| anyhow!("invalid PDU JSON: {e}"))?;
+            let bytes = pdu.encode().map_err(|e| anyhow!("cannot encode {}: {e}", pdu.body.name()))?;
             println!("{}", hex::encode(bytes));
         }
     }
@@ -40,12 +37,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
 
 /// Hex text to a PDU, with an error that names what is wrong.
 pub fn decode_hex(input: &str) -> anyhow::Result<Pdu> {
-    let cleaned: String = input
-        .trim()
-        .trim_start_matches("0x")
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
+    let cleaned: String = input.trim().trim_start_matches("0x").chars().filter(|c| !c.is_whitespace()).collect();
     let bytes = hex::decode(&cleaned).map_err(|e| anyhow!("invalid hex: {e}"))?;
     if bytes.len() < smpp::pdu::HEADER_LEN {
         bail!("a PDU has at least 16 octets; got {}", bytes.len());
@@ -53,10 +45,7 @@ pub fn decode_hex(input: &str) -> anyhow::Result<Pdu> {
     let max = smpp::frame::DEFAULT_MAX_PDU_LEN;
     match smpp::frame::frame_len(&bytes, max).context("invalid PDU")? {
         Some(len) if len == bytes.len() => {}
-        Some(len) => bail!(
-            "command_length says {len} octets but {} were given",
-            bytes.len()
-        ),
+        Some(len) => bail!("command_length says {len} octets but {} were given", bytes.len()),
         None => bail!(
             "command_length says {} octets but only {} were given",
             smpp::Header::peek(&bytes).map_or(0, |h| h.command_length),
@@ -65,11 +54,7 @@ pub fn decode_hex(input: &str) -> anyhow::Result<Pdu> {
     }
     Pdu::decode(&bytes).map_err(|e| {
         let h = e.header();
-        anyhow!(
-            "invalid PDU (sequence_number {}, answer {}): {e}",
-            h.sequence_number,
-            e.status()
-        )
+        anyhow!("invalid PDU (sequence_number {}, answer {}): {e}", h.sequence_number, e.status())
     })
 }
 
@@ -82,10 +67,7 @@ pub fn to_json(pdu: &Pdu) -> anyhow::Result<Value> {
     let mut out = Map::new();
     for key in ["command", "command_id", "command_status", "sequence_number"] {
         if key == "command_id" {
-            out.insert(
-                key.into(),
-                Value::String(format!("{:#010x}", pdu.command_id())),
-            );
+            out.insert(key.into(), Value::String(format!("{:#010x}", pdu.command_id())));
         } else if let Some(v) = fields.shift_remove(key) {
             out.insert(key.into(), v);
         }
@@ -94,9 +76,7 @@ pub fn to_json(pdu: &Pdu) -> anyhow::Result<Value> {
         Body::SubmitSm(b) | Body::DeliverSm(b) => {
             short_message_text(b.esm_class, b.data_coding, b.short_message.as_bytes())
         }
-        Body::SubmitMulti(b) => {
-            short_message_text(b.esm_class, b.data_coding, b.short_message.as_bytes())
-        }
+        Body::SubmitMulti(b) => short_message_text(b.esm_class, b.data_coding, b.short_message.as_bytes()),
         _ => None,
     };
     for (k, v) in fields {
@@ -111,7 +91,5 @@ pub fn to_json(pdu: &Pdu) -> anyhow::Result<Value> {
 
 fn short_message_text(esm_class: u8, data_coding: u8, sm: &[u8]) -> Option<String> {
     let udhi = esm_class & 0x40 != 0;
-    sms_text::decode::decode_short_message(data_coding, udhi, sm)
-        .ok()?
-        .text
+    sms_text::decode::decode_short_message(data_coding, udhi, sm).ok()?.text
 }

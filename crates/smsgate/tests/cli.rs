@@ -21,11 +21,7 @@ fn smsgate(args: &[&str], stdin: Option<&str>) -> Output {
 
 fn json(args: &[&str], stdin: Option<&str>) -> serde_json::Value {
     let out = smsgate(args, stdin);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("JSON on stdout")
 }
 
@@ -51,10 +47,7 @@ fn encode_json_answers_how_many_segments() {
     assert_eq!(v["ucs2_characters"], serde_json::json!([]));
     let v = json(&["encode", "--json", "Привет 😀"], None);
     assert_eq!(v["encoding"], "ucs2");
-    assert_eq!(
-        v["ucs2_characters"],
-        serde_json::json!(["П", "р", "и", "в", "е", "т", "😀"])
-    );
+    assert_eq!(v["ucs2_characters"], serde_json::json!(["П", "р", "и", "в", "е", "т", "😀"]));
     assert_eq!(v["units_used_in_last_segment"], 9);
 }
 
@@ -68,15 +61,7 @@ fn encode_reads_stdin_and_drops_the_final_newline() {
 
 #[test]
 fn encode_smart_and_national() {
-    let v = json(
-        &[
-            "encode",
-            "--json",
-            "--smart",
-            "It\u{2019}s \u{201C}ok\u{201D}",
-        ],
-        None,
-    );
+    let v = json(&["encode", "--json", "--smart", "It\u{2019}s \u{201C}ok\u{201D}"], None);
     assert_eq!(v["encoding"], "gsm7");
     assert_eq!(v["smart_replacements"], 3);
     let turkish = "Günaydın, nasılsın? Şimdi çıkıyorum. ".repeat(4);
@@ -85,24 +70,13 @@ fn encode_smart_and_national() {
     assert_eq!(v["locking_shift"], "turkish");
     let text = smsgate(&["encode", "€"], None);
     let out = String::from_utf8_lossy(&text.stdout);
-    assert!(
-        out.contains("encoding:    gsm7") && out.contains("segments:    1"),
-        "{out}"
-    );
+    assert!(out.contains("encoding:    gsm7") && out.contains("segments:    1"), "{out}");
 }
 
 #[test]
 fn encode_errors() {
-    fails(
-        &["encode", &"a".repeat(153 * 255 + 1)],
-        None,
-        "256 segments",
-    );
-    fails(
-        &["encode", "--national", "klingon", "x"],
-        None,
-        "unknown national language",
-    );
+    fails(&["encode", &"a".repeat(153 * 255 + 1)], None, "256 segments");
+    fails(&["encode", "--national", "klingon", "x"], None, "unknown national language");
     fails(&["encode", "--reference", "300", "x"], None, "--ref16");
 }
 
@@ -112,13 +86,11 @@ fn pdu_decode_and_encode() {
     assert_eq!(v["command"], "enquire_link");
     assert_eq!(v["sequence_number"], 7);
     assert_eq!(v["command_status"], "ESME_ROK");
-    let v = json(
-        &["pdu", "decode"],
-        Some("0x00000010 80000004 00000058 00000009\n"),
-    );
+    let v = json(&["pdu", "decode"], Some("0x00000010 80000004 00000058 00000009\n"));
     assert_eq!(v["command"], "submit_sm_resp");
     assert_eq!(v["command_status"], "ESME_RTHROTTLED");
-    let input = r#"{"command":"submit_sm","sequence_number":2,"destination_addr":"447700900123","short_message":"4869"}"#;
+    let input =
+        r#"{"command":"submit_sm","sequence_number":2,"destination_addr":"447700900123","short_message":"4869"}"#;
     let out = smsgate(&["pdu", "encode"], Some(input));
     assert!(out.status.success());
     let hex = String::from_utf8(out.stdout).expect("utf-8");
@@ -131,39 +103,12 @@ fn pdu_decode_and_encode() {
 fn pdu_errors_name_the_field() {
     fails(&["pdu", "decode", "zz"], None, "invalid hex");
     fails(&["pdu", "decode", "0000"], None, "at least 16 octets");
-    fails(
-        &["pdu", "decode", "00000008000000150000000000000007"],
-        None,
-        "smaller than the 16-octet header",
-    );
-    fails(
-        &["pdu", "decode", "00000020000000150000000000000007"],
-        None,
-        "command_length says 32",
-    );
-    fails(
-        &["pdu", "decode", "00000010000009990000000000000007"],
-        None,
-        "unknown command_id",
-    );
-    let long_dest = format!(
-        "{{\"command\":\"submit_sm\",\"destination_addr\":\"{}\"}}",
-        "1".repeat(30)
-    );
+    fails(&["pdu", "decode", "00000008000000150000000000000007"], None, "smaller than the 16-octet header");
+    fails(&["pdu", "decode", "00000020000000150000000000000007"], None, "command_length says 32");
+    fails(&["pdu", "decode", "00000010000009990000000000000007"], None, "unknown command_id");
+    let long_dest = format!("{{\"command\":\"submit_sm\",\"destination_addr\":\"{}\"}}", "1".repeat(30));
     fails(&["pdu", "encode", &long_dest], None, "destination_addr");
-    fails(
-        &["pdu", "encode", r#"{"command":"submit_smx"}"#],
-        None,
-        "invalid PDU JSON",
-    );
+    fails(&["pdu", "encode", r#"{"command":"submit_smx"}"#], None, "invalid PDU JSON");
     fails(&["pdu", "encode", "not json"], None, "invalid PDU JSON");
-    fails(
-        &[
-            "pdu",
-            "encode",
-            r#"{"command":"submit_sm","short_message":"zz"}"#,
-        ],
-        None,
-        "invalid PDU JSON",
-    );
+    fails(&["pdu", "encode", r#"{"command":"submit_sm","short_message":"zz"}"#], None, "invalid PDU JSON");
 }

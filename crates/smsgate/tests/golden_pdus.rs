@@ -7,8 +7,7 @@ use smpp::Pdu;
 
 fn vectors(file: &str, key: &str) -> Vec<Value> {
     let path = format!("{}/../../testdata/smpp/{file}", env!("CARGO_MANIFEST_DIR"));
-    let v: Value =
-        serde_json::from_str(&std::fs::read_to_string(path).expect("vectors")).expect("json");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("vectors")).expect("json");
     v[key].as_array().expect("list").clone()
 }
 
@@ -21,18 +20,9 @@ fn every_pdu_both_ways() {
         let name = v["name"].as_str().expect("name");
         let hex = v["hex"].as_str().expect("hex");
         let pdu = smsgate::pdu::decode_hex(hex).unwrap_or_else(|e| panic!("{name}: {e:#}"));
-        assert_eq!(
-            smsgate::pdu::to_json(&pdu).expect("json"),
-            v["pdu"],
-            "{name}: decode"
-        );
-        let back: Pdu =
-            serde_json::from_value(v["pdu"].clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(
-            hex::encode(back.encode().expect("encodes")),
-            hex,
-            "{name}: encode"
-        );
+        assert_eq!(smsgate::pdu::to_json(&pdu).expect("json"), v["pdu"], "{name}: decode");
+        let back: Pdu = serde_json::from_value(v["pdu"].clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(hex::encode(back.encode().expect("encodes")), hex, "{name}: encode");
         commands.insert(pdu.body.name());
     }
     // Every SMPP 3.4 command has at least one vector.

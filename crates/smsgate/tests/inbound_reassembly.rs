@@ -19,21 +19,10 @@ enum Marking {
 }
 
 fn deliver_parts(text: &str, wide: bool, marking: Marking) -> Vec<Vec<u8>> {
-    let reference = if wide {
-        Reference::Sixteen(0xBEEF)
-    } else {
-        Reference::Eight(0x42)
-    };
-    let plan = sms_text::plan(
-        text,
-        &Options {
-            reference,
-            ..Options::default()
-        },
-    )
-    .expect("plans");
+    let reference = if wide { Reference::Sixteen(0xBEEF) } else { Reference::Eight(0x42) };
+    let plan = sms_text::plan(text, &Options { reference, ..Options::default() }).expect("plans");
     let total = plan.segments.len() as u8;
-    (1u8..)
+    (1..=u8::MAX)
         .zip(&plan.segments)
         .map(|(seq, s)| {
             let (esm_class, short_message, tlvs) = match marking {
@@ -42,11 +31,7 @@ fn deliver_parts(text: &str, wide: bool, marking: Marking) -> Vec<Vec<u8>> {
                 Marking::Sar => (
                     0,
                     s.payload.clone(),
-                    Tlvs(vec![
-                        Tlv::SarMsgRefNum(0xBEEF),
-                        Tlv::SarTotalSegments(total),
-                        Tlv::SarSegmentSeqnum(seq),
-                    ]),
+                    Tlvs(vec![Tlv::SarMsgRefNum(0xBEEF), Tlv::SarTotalSegments(total), Tlv::SarSegmentSeqnum(seq)]),
                 ),
             };
             let body = SubmitSm {
@@ -58,36 +43,20 @@ fn deliver_parts(text: &str, wide: bool, marking: Marking) -> Vec<Vec<u8>> {
                 tlvs,
                 ..SubmitSm::default()
             };
-            Pdu::new(u32::from(seq), Body::DeliverSm(body))
-                .encode()
-                .expect("encodes")
+            Pdu::new(u32::from(seq), Body::DeliverSm(body)).encode().expect("encodes")
         })
         .collect()
 }
 
 /// What a receiving session does with one deliver_sm: where the part stands, and its text.
 fn read_part(wire: &[u8]) -> (Concat, String) {
-    let Body::DeliverSm(d) = Pdu::decode(wire).expect("decodes").body else {
-        panic!("not a deliver_sm")
-    };
+    let Body::DeliverSm(d) = Pdu::decode(wire).expect("decodes").body else { panic!("not a deliver_sm") };
     let udhi = d.esm_class & 0x40 != 0;
-    let decoded =
-        sms_text::decode::decode_short_message(d.data_coding, udhi, d.short_message.as_bytes())
-            .expect("ud");
+    let decoded = sms_text::decode::decode_short_message(d.data_coding, udhi, d.short_message.as_bytes()).expect("ud");
     let concat = match (decoded.udh.as_ref().and_then(Udh::concat), d.tlvs.sar()) {
         (Some(c), _) => c,
-        (None, Some((reference, total, seq))) => Concat {
-            reference,
-            wide: true,
-            total,
-            seq,
-        },
-        (None, None) => Concat {
-            reference: 0,
-            wide: false,
-            total: 1,
-            seq: 1,
-        },
+        (None, Some((reference, total, seq))) => Concat { reference, wide: true, total, seq },
+        (None, None) => Concat { reference: 0, wide: false, total: 1, seq: 1 },
     };
     (concat, decoded.text.expect("text"))
 }
