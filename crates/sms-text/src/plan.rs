@@ -237,35 +237,36 @@ fn choose<'t>(text: &'t str, options: &Options) -> Choice<'t> {
     Choice { encoding: Encoding::Ucs2, text: text.into(), parts: 0, replaced: 0, basic: false }
 }
 
-/// The cheapest GSM encoding for `text` and its parts, if there is one that beats or (for the default alphabet)
-/// ties UCS-2.
+/// The GSM encoding for `text` and its cost, if one should be used: the default alphabet whenever it can write
+/// the text, unless an allowed national table needs fewer parts; a national table (fewest parts, then fewest
+/// units) only where it needs fewer parts than both the default alphabet and UCS-2.
 fn best_gsm(text: &str, options: &Options) -> Option<(Encoding, Cost)> {
     let default = Encoding::Gsm7(Charset::DEFAULT);
     let default_cost = cost(default, text, options.reference);
     if options.national.is_empty() || default_cost.is_some_and(|c| c.parts == 1) {
         return default_cost.map(|c| (default, c));
     }
-    // Fewest parts first; at equal parts, fewest units (the most room left).
-    let mut best: Option<(Cost, Encoding)> = default_cost.map(|c| (c, default));
+    let mut national: Option<(Cost, Encoding)> = None;
     for &lang in &options.national {
         let candidates =
             [Charset::new(Language::Default, lang), Charset::new(lang, Language::Default), Charset::new(lang, lang)];
         for cs in candidates.into_iter().flatten().filter(|cs| !cs.is_default()) {
             let enc = Encoding::Gsm7(cs);
             if let Some(c) = cost(enc, text, options.reference)
-                && best.is_none_or(|(b, _)| c < b)
+                && national.is_none_or(|(b, _)| (c.parts, c.units) < (b.parts, b.units))
             {
-                best = Some((c, enc));
+                national = Some((c, enc));
             }
         }
     }
-    let (c, enc) = best?;
-    if enc == default {
-        return Some((enc, c));
-    }
-    match cost(Encoding::Ucs2, text, options.reference) {
-        Some(u) if u.parts <= c.parts => None,
-        _ => Some((enc, c)),
+    match (default_cost, national) {
+        (Some(d), Some((n, _))) if n.parts >= d.parts => Some((default, d)),
+        (Some(d), None) => Some((default, d)),
+        (_, Some((n, enc))) => match cost(Encoding::Ucs2, text, options.reference) {
+            Some(u) if u.parts <= n.parts => None,
+            _ => Some((enc, n)),
+        },
+        (None, None) => None,
     }
 }
 
@@ -528,6 +529,17 @@ mod tests {
         let p = plan(&long, &tr).unwrap();
         assert!(p.encoding.name().starts_with("gsm7-turkish"), "{}", p.encoding.name());
         assert!(p.segments.len() < plan(&long, &Options::default()).unwrap().segments.len());
+    }
+
+    #[test]
+    fn national_tables_never_beat_the_default_alphabet_at_equal_parts() {
+        // Found by the fuzzer: a national table with fewer units but the same parts as the default alphabet won
+        // over it, then lost to UCS-2 at equal parts, and a GSM text went out as UCS-2.
+        let all = Options { national: Language::ALL[1..].to_vec(), ..Options::default() };
+        let text = format!("{}€{}", "{".repeat(90), "[".repeat(10));
+        let p = plan(&text, &all).unwrap();
+        assert_eq!(p.encoding, Encoding::Gsm7(Charset::DEFAULT));
+        assert_eq!(count(&text, &all).0, p.encoding);
     }
 
     #[test]
