@@ -8,9 +8,9 @@ use crate::{encode, pdu};
 
 use clap::{Parser, Subcommand};
 
-/// smsgate: a self-hosted SMS server.
+/// smsgate: a self-hosted SMS server. Today: the protocol tools `encode` and `pdu`.
 #[derive(Debug, Parser)]
-#[command(name = "smsgate", version, about)]
+#[command(name = "smsgate", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
