@@ -1,0 +1,10 @@
+//! The domain of smsgate, with no I/O: what a message is ([`message`]), the one state machine every status change
+//! goes through ([`status`]), and admission ([`admission`]), the single function every way in (REST, SMPP,
+//! campaigns) calls before a message is stored. Time is a parameter ([`Timestamp`]), never read from a clock here.
+
+pub mod admission;
+pub mod message;
+pub mod status;
+
+pub use message::{AccountId, Direction, Event, Message, MessageId, Timestamp};
+pub use status::Status;
