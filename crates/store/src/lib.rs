@@ -1,0 +1,159 @@
+//! Storage: the [`Store`] trait everything durable goes through, and [`SqlStore`], its implementation on SQLite
+//! (the embedded default) and PostgreSQL (for several nodes). Both run the same migrations and the same
+//! conformance suite (`tests/conformance.rs`).
+//!
+//! The queue lives here too: a dispatcher [`Store::claim_due`]s messages with a lease; a lease that runs out (a
+//! crash, a lost node) makes the message claimable again, and PostgreSQL's `FOR UPDATE SKIP LOCKED` keeps two
+//! nodes from claiming one message. Every status change goes through [`smsgate_core::Status::can_become`] inside
+//! the same transaction that writes it, so a late or duplicate receipt never moves a message backwards.
+
+mod sql;
+
+use async_trait::async_trait;
+use smsgate_core::{AccountId, Direction, Event, Message, MessageId, Status, Timestamp};
+
+pub use sql::SqlStore;
+
+/// A tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: AccountId,
+    pub name: String,
+    /// The admin account manages accounts and keys.
+    pub is_admin: bool,
+    pub created_at: Timestamp,
+}
+
+/// An API key's record; the key itself is never stored, only its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: String,
+    pub account_id: AccountId,
+    pub prefix: String,
+    pub created_at: Timestamp,
+}
+
+/// A message to store, with the first step of its journey.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    pub message: Message,
+    /// The first event's detail ("accepted", "received from +44...").
+    pub detail: String,
+    /// The `Idempotency-Key` the sender gave, with a hash of its request.
+    pub idempotency: Option<(String, String)>,
+}
+
+/// What [`Store::insert_messages`] did with one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted {
+    /// Stored.
+    New,
+    /// A message with this idempotency key exists already: its id, and whether its request hash matched.
+    Duplicate { id: MessageId, same_request: bool },
+}
+
+/// Filters for listing messages. `None` means any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    pub direction: Option<Direction>,
+    pub status: Option<Status>,
+    pub to: Option<String>,
+    pub from: Option<String>,
+    /// Created at or after.
+    pub since: Option<Timestamp>,
+    /// Created before.
+    pub until: Option<Timestamp>,
+}
+
+/// Field changes that go with a status change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub connector: Option<String>,
+    pub carrier_id: Option<String>,
+    pub error_code: Option<String>,
+    pub price_micros: Option<i64>,
+    /// For a move back to `queued` (a retry): when it may be tried again.
+    pub retry_at: Option<Timestamp>,
+    /// Fencing for a message being sent: the move happens only if this dispatcher still holds the lease, so one
+    /// whose lease ran out (and was taken over) cannot overwrite the new holder's work.
+    pub lease_owner: Option<String>,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database said no, or could not be reached.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The database held something smsgate did not write (a bad status name, id or number).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The database URL is not `sqlite://...` or `postgres://...`.
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://...")]
+    UnsupportedUrl(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Everything smsgate keeps. Implementations make each call durable before it returns (fsync'd on SQLite, a
+/// commit on PostgreSQL).
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Creates an account.
+    async fn create_account(&self, name: &str, is_admin: bool, now: Timestamp) -> Result<Account>;
+
+    /// The account with this id.
+    async fn account(&self, id: AccountId) -> Result<Option<Account>>;
+
+    /// The admin account, if one was created.
+    async fn admin_account(&self) -> Result<Option<Account>>;
+
+    /// Stores a key's hash for an account.
+    async fn create_api_key(&self, account: AccountId, key_hash: &str, prefix: &str, now: Timestamp) -> Result<ApiKey>;
+
+    /// The account whose unrevoked key has this hash.
+    async fn account_by_key_hash(&self, key_hash: &str) -> Result<Option<Account>>;
+
+    /// Stores messages and their first events in one transaction: all or none. A message whose idempotency key
+    /// the account used before is not stored again; its result says which message has the key.
+    async fn insert_messages(&self, messages: &[NewMessage]) -> Result<Vec<Inserted>>;
+
+    /// An account's message.
+    async fn message(&self, account: AccountId, id: MessageId) -> Result<Option<Message>>;
+
+    /// A message's journey, oldest first.
+    async fn events(&self, id: MessageId) -> Result<Vec<Event>>;
+
+    /// An account's messages, newest first, after the `cursor` id (exclusive), at most `limit`.
+    async fn list_messages(
+        &self,
+        account: AccountId,
+        filter: &ListFilter,
+        cursor: Option<MessageId>,
+        limit: u32,
+    ) -> Result<Vec<Message>>;
+
+    /// Claims up to `limit` due messages for `owner` until `now + lease_ms`: scheduled ones whose time has come and
+    /// queued ones whose next attempt is due move to `sending`; `sending` ones whose lease ran out are taken over.
+    async fn claim_due(&self, owner: &str, now: Timestamp, lease_ms: i64, limit: u32) -> Result<Vec<Message>>;
+
+    /// Moves a message to `to` if the state machine allows it, with `changes`, recording the event. Returns
+    /// whether it moved; a refused move (a late receipt for a final message) changes nothing.
+    async fn transition(
+        &self,
+        id: MessageId,
+        to: Status,
+        now: Timestamp,
+        detail: &str,
+        changes: &Changes,
+    ) -> Result<bool>;
+
+    /// Moves every message whose validity ended by `now` and is not final to `expired`; returns their ids.
+    async fn expire_due(&self, now: Timestamp, limit: u32) -> Result<Vec<MessageId>>;
+
+    /// The message a connector's carrier id belongs to.
+    async fn message_by_carrier_id(&self, connector: &str, carrier_id: &str) -> Result<Option<MessageId>>;
+
+    /// Messages by status across all accounts, for metrics.
+    async fn count_by_status(&self) -> Result<Vec<(Status, i64)>>;
+}

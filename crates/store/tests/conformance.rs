@@ -1,0 +1,392 @@
+#![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions; a failure is a test failure.
+//! The store conformance suite: every test runs against SQLite (a fresh file) and against the real PostgreSQL
+//! (a fresh schema, dropped afterwards). `SMSGATE_TEST_POSTGRES` overrides the server URL (default
+//! `postgres://postgres@127.0.0.1:5432/test`).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use smsgate_core::{AccountId, Direction, Message, MessageId, Status, Timestamp};
+use smsgate_store::{Changes, Inserted, ListFilter, NewMessage, SqlStore, Store};
+
+const NOW: Timestamp = Timestamp(1_780_000_000_000);
+
+enum Cleanup {
+    File(PathBuf),
+    Schema(String),
+}
+
+struct Db {
+    store: SqlStore,
+    cleanup: Cleanup,
+}
+
+fn postgres_url() -> String {
+    std::env::var("SMSGATE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+async fn sqlite() -> Db {
+    let path = std::env::temp_dir().join(format!("smsgate-store-{}.db", uuid::Uuid::now_v7().simple()));
+    let store = SqlStore::open(&format!("sqlite://{}", path.display()), 4).await.expect("open sqlite");
+    Db { store, cleanup: Cleanup::File(path) }
+}
+
+/// Runs one statement on the PostgreSQL server outside any test schema.
+async fn on_server(sql: String) {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&postgres_url()).await.expect("PostgreSQL at SMSGATE_TEST_POSTGRES is up");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await.expect("statement");
+    pool.close().await;
+}
+
+async fn postgres() -> Db {
+    let schema = format!("test_{}", uuid::Uuid::now_v7().simple());
+    on_server(format!("CREATE SCHEMA {schema}")).await;
+    let url = format!("{}?options=-c%20search_path%3D{schema}", postgres_url());
+    let store = SqlStore::open(&url, 4).await.expect("open postgres");
+    Db { store, cleanup: Cleanup::Schema(schema) }
+}
+
+impl Db {
+    async fn drop(self) {
+        self.store.close().await;
+        match self.cleanup {
+            Cleanup::File(path) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+                }
+            }
+            Cleanup::Schema(schema) => on_server(format!("DROP SCHEMA {schema} CASCADE")).await,
+        }
+    }
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = super::sqlite().await;
+                    super::$name(&db.store).await;
+                    db.drop().await;
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = super::postgres().await;
+                    super::$name(&db.store).await;
+                    db.drop().await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    accounts_and_keys,
+    messages_and_their_journey,
+    tenants_see_only_their_own,
+    idempotency_keys,
+    listing_pages_and_filters,
+    claims_leases_and_takeover,
+    scheduled_messages_wait,
+    transitions_follow_the_state_machine,
+    retries_wait_for_their_time,
+    expiry,
+    carrier_ids_and_counts,
+    concurrent_claimers_never_share_a_message,
+);
+
+fn message(account: AccountId, to: &str, status: Status, at: Timestamp) -> Message {
+    Message {
+        id: MessageId::generate(),
+        account_id: account,
+        direction: Direction::Outbound,
+        to: to.into(),
+        from: "Acme".into(),
+        body: "Hello".into(),
+        encoding: "gsm7".into(),
+        segments: 1,
+        price_micros: None,
+        connector: None,
+        carrier_id: None,
+        status,
+        error_code: None,
+        reference: Some("ref-1".into()),
+        callback_url: None,
+        send_at: None,
+        expires_at: Some(at.plus_secs(3600)),
+        attempts: 0,
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+fn new(m: Message) -> NewMessage {
+    NewMessage { message: m, detail: "accepted".into(), idempotency: None }
+}
+
+async fn account(store: &SqlStore) -> AccountId {
+    store.create_account("acme", false, NOW).await.expect("account").id
+}
+
+async fn insert(store: &SqlStore, m: Message) -> MessageId {
+    let id = m.id;
+    assert_eq!(store.insert_messages(&[new(m)]).await.expect("insert"), vec![Inserted::New]);
+    id
+}
+
+async fn statuses(store: &SqlStore, id: MessageId) -> Vec<Status> {
+    store.events(id).await.expect("events").into_iter().map(|e| e.status).collect()
+}
+
+async fn accounts_and_keys(store: &SqlStore) {
+    assert_eq!(store.admin_account().await.unwrap(), None);
+    let admin = store.create_account("admin", true, NOW).await.unwrap();
+    let acme = store.create_account("acme", false, NOW).await.unwrap();
+    assert_eq!(store.admin_account().await.unwrap(), Some(admin.clone()));
+    assert_eq!(store.account(acme.id).await.unwrap(), Some(acme.clone()));
+    assert_eq!(store.account(AccountId::generate()).await.unwrap(), None);
+    let key = store.create_api_key(acme.id, "hash-1", "sk_abcd", NOW).await.unwrap();
+    assert_eq!(key.account_id, acme.id);
+    assert_eq!(store.account_by_key_hash("hash-1").await.unwrap(), Some(acme));
+    assert_eq!(store.account_by_key_hash("hash-2").await.unwrap(), None);
+    // A key hash is unique.
+    assert!(store.create_api_key(admin.id, "hash-1", "sk_x", NOW).await.is_err());
+}
+
+async fn messages_and_their_journey(store: &SqlStore) {
+    let acme = account(store).await;
+    let mut m = message(acme, "+447700900123", Status::Queued, NOW);
+    m.body = "Grüße, 😀 ' \" ; DROP TABLE messages; --".into();
+    m.price_micros = Some(12_345);
+    let id = insert(store, m.clone()).await;
+    assert_eq!(store.message(acme, id).await.unwrap(), Some(m));
+    let events = store.events(id).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!((events[0].status, events[0].at, events[0].detail.as_str()), (Status::Queued, NOW, "accepted"));
+    assert_eq!(store.message(acme, MessageId::generate()).await.unwrap(), None);
+}
+
+async fn tenants_see_only_their_own(store: &SqlStore) {
+    let a = account(store).await;
+    let b = account(store).await;
+    let id = insert(store, message(a, "+447700900123", Status::Queued, NOW)).await;
+    assert_eq!(store.message(b, id).await.unwrap(), None);
+    assert!(store.list_messages(b, &ListFilter::default(), None, 10).await.unwrap().is_empty());
+    assert_eq!(store.list_messages(a, &ListFilter::default(), None, 10).await.unwrap().len(), 1);
+}
+
+async fn idempotency_keys(store: &SqlStore) {
+    let a = account(store).await;
+    let b = account(store).await;
+    let with_key = |acc, hash: &str| NewMessage {
+        message: message(acc, "+447700900123", Status::Queued, NOW),
+        detail: "accepted".into(),
+        idempotency: Some(("key-1".into(), hash.into())),
+    };
+    let first = with_key(a, "h1");
+    let first_id = first.message.id;
+    assert_eq!(store.insert_messages(&[first]).await.unwrap(), vec![Inserted::New]);
+    let got = store.insert_messages(&[with_key(a, "h1"), with_key(a, "h2"), with_key(b, "h1")]).await.unwrap();
+    assert_eq!(
+        got,
+        vec![
+            Inserted::Duplicate { id: first_id, same_request: true },
+            Inserted::Duplicate { id: first_id, same_request: false },
+            Inserted::New,
+        ]
+    );
+    assert_eq!(store.list_messages(a, &ListFilter::default(), None, 10).await.unwrap().len(), 1);
+}
+
+async fn listing_pages_and_filters(store: &SqlStore) {
+    let acme = account(store).await;
+    let mut all = Vec::new();
+    for i in 0..25 {
+        let to = if i % 5 == 0 { "+447700900001" } else { "+447700900002" };
+        let m = message(acme, to, if i % 2 == 0 { Status::Queued } else { Status::Scheduled }, NOW.plus_secs(i));
+        all.push(new(m));
+    }
+    let ids: Vec<MessageId> = all.iter().map(|n| n.message.id).collect();
+    assert!(store.insert_messages(&all).await.unwrap().iter().all(|r| *r == Inserted::New));
+    // Newest first, in pages of 10, by cursor.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store.list_messages(acme, &ListFilter::default(), cursor, 10).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 10);
+        cursor = page.last().map(|m| m.id);
+        seen.extend(page.into_iter().map(|m| m.id));
+    }
+    let mut newest_first = ids.clone();
+    newest_first.reverse();
+    assert_eq!(seen, newest_first);
+    let only = |f: ListFilter| async move { store.list_messages(acme, &f, None, 100).await.unwrap() };
+    assert_eq!(only(ListFilter { to: Some("+447700900001".into()), ..Default::default() }).await.len(), 5);
+    assert_eq!(only(ListFilter { status: Some(Status::Scheduled), ..Default::default() }).await.len(), 12);
+    assert_eq!(only(ListFilter { since: Some(NOW.plus_secs(20)), ..Default::default() }).await.len(), 5);
+    assert_eq!(only(ListFilter { until: Some(NOW.plus_secs(20)), ..Default::default() }).await.len(), 20);
+    assert_eq!(only(ListFilter { direction: Some(Direction::Inbound), ..Default::default() }).await.len(), 0);
+    let both = ListFilter {
+        status: Some(Status::Queued),
+        to: Some("+447700900001".into()),
+        since: Some(NOW),
+        until: Some(NOW.plus_secs(100)),
+        ..Default::default()
+    };
+    assert_eq!(only(both).await.len(), 3);
+}
+
+async fn claims_leases_and_takeover(store: &SqlStore) {
+    let acme = account(store).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(insert(store, message(acme, "+447700900123", Status::Queued, NOW)).await);
+    }
+    let claimed = store.claim_due("node-a", NOW, 30_000, 10).await.unwrap();
+    assert_eq!(claimed.iter().map(|m| m.id).collect::<Vec<_>>(), ids);
+    assert!(claimed.iter().all(|m| m.status == Status::Sending && m.attempts == 1));
+    assert_eq!(statuses(store, ids[0]).await, vec![Status::Queued, Status::Sending]);
+    // Held: nobody else gets them.
+    assert!(store.claim_due("node-b", NOW.plus_millis(29_999), 30_000, 10).await.unwrap().is_empty());
+    // The lease runs out: node-b takes them over; the attempt count does not grow.
+    let taken = store.claim_due("node-b", NOW.plus_millis(30_001), 30_000, 10).await.unwrap();
+    assert_eq!(taken.len(), 3);
+    assert!(taken.iter().all(|m| m.attempts == 1));
+    let events = store.events(ids[0]).await.unwrap();
+    assert!(events.last().unwrap().detail.contains("lease ran out"), "{events:?}");
+    // node-a's late result is fenced off; node-b's counts.
+    let fenced = Changes { lease_owner: Some("node-a".into()), carrier_id: Some("c-1".into()), ..Default::default() };
+    assert!(!store.transition(ids[0], Status::Sent, NOW.plus_secs(31), "submitted", &fenced).await.unwrap());
+    let ok = Changes { lease_owner: Some("node-b".into()), carrier_id: Some("c-2".into()), ..Default::default() };
+    assert!(store.transition(ids[0], Status::Sent, NOW.plus_secs(31), "submitted", &ok).await.unwrap());
+    let m = store.message(acme, ids[0]).await.unwrap().unwrap();
+    assert_eq!((m.status, m.carrier_id.as_deref()), (Status::Sent, Some("c-2")));
+    // Sent messages are never claimed again, even after the old lease time.
+    let again = store.claim_due("node-c", NOW.plus_secs(120), 30_000, 10).await.unwrap();
+    assert_eq!(again.len(), 2);
+    assert!(!again.iter().any(|m| m.id == ids[0]));
+}
+
+async fn scheduled_messages_wait(store: &SqlStore) {
+    let acme = account(store).await;
+    let mut m = message(acme, "+447700900123", Status::Scheduled, NOW);
+    m.send_at = Some(NOW.plus_secs(60));
+    let id = insert(store, m).await;
+    assert!(store.claim_due("n", NOW.plus_secs(59), 1000, 10).await.unwrap().is_empty());
+    let claimed = store.claim_due("n", NOW.plus_secs(60), 1000, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(statuses(store, id).await, vec![Status::Scheduled, Status::Queued, Status::Sending]);
+}
+
+async fn transitions_follow_the_state_machine(store: &SqlStore) {
+    let acme = account(store).await;
+    let id = insert(store, message(acme, "+447700900123", Status::Queued, NOW)).await;
+    let none = Changes::default();
+    // Not yet sending: a receipt cannot deliver it.
+    assert!(!store.transition(id, Status::Delivered, NOW, "early receipt", &none).await.unwrap());
+    store.claim_due("n", NOW, 1000, 10).await.unwrap();
+    let sent = Changes { connector: Some("sim".into()), carrier_id: Some("C1".into()), ..Default::default() };
+    assert!(store.transition(id, Status::Sent, NOW.plus_secs(1), "carrier id C1", &sent).await.unwrap());
+    assert!(store.transition(id, Status::Delivered, NOW.plus_secs(2), "stat:DELIVRD", &none).await.unwrap());
+    // Final: late and duplicate receipts change nothing.
+    assert!(!store.transition(id, Status::Delivered, NOW.plus_secs(3), "duplicate", &none).await.unwrap());
+    let late = Changes { error_code: Some("late".into()), ..Default::default() };
+    assert!(!store.transition(id, Status::Undelivered, NOW.plus_secs(4), "stat:UNDELIV", &late).await.unwrap());
+    let m = store.message(acme, id).await.unwrap().unwrap();
+    assert_eq!((m.status, m.error_code, m.connector.as_deref()), (Status::Delivered, None, Some("sim")));
+    assert_eq!(statuses(store, id).await, vec![Status::Queued, Status::Sending, Status::Sent, Status::Delivered]);
+    // Cancel works only before sending.
+    let id = insert(store, message(acme, "+447700900123", Status::Queued, NOW)).await;
+    assert!(store.transition(id, Status::Canceled, NOW, "canceled by the sender", &none).await.unwrap());
+    assert!(store.claim_due("n", NOW.plus_secs(10), 1000, 10).await.unwrap().is_empty());
+}
+
+async fn retries_wait_for_their_time(store: &SqlStore) {
+    let acme = account(store).await;
+    let id = insert(store, message(acme, "+447700900123", Status::Queued, NOW)).await;
+    store.claim_due("n", NOW, 1000, 10).await.unwrap();
+    let retry = Changes {
+        retry_at: Some(NOW.plus_secs(30)),
+        error_code: Some("throttled".into()),
+        lease_owner: Some("n".into()),
+        ..Default::default()
+    };
+    assert!(store.transition(id, Status::Queued, NOW, "carrier throttled; retry in 30 s", &retry).await.unwrap());
+    assert!(store.claim_due("n", NOW.plus_secs(29), 1000, 10).await.unwrap().is_empty());
+    let again = store.claim_due("n", NOW.plus_secs(30), 1000, 10).await.unwrap();
+    assert_eq!((again.len(), again[0].attempts), (1, 2));
+}
+
+async fn expiry(store: &SqlStore) {
+    let acme = account(store).await;
+    let queued = insert(store, message(acme, "+447700900001", Status::Queued, NOW)).await;
+    let later = insert(store, message(acme, "+447700900002", Status::Queued, NOW.plus_secs(100))).await;
+    let sent = insert(store, message(acme, "+447700900003", Status::Queued, NOW)).await;
+    let none = Changes::default();
+    // Claim everything, send one; put the other two back.
+    for m in store.claim_due("n", NOW.plus_secs(100), 1_000_000, 10).await.unwrap() {
+        let to = if m.id == sent { Status::Sent } else { Status::Queued };
+        assert!(store.transition(m.id, to, NOW.plus_secs(100), "x", &none).await.unwrap());
+    }
+    let expired = store.expire_due(NOW.plus_secs(3600), 100).await.unwrap();
+    let mut want = vec![queued, sent];
+    want.sort();
+    assert_eq!(expired, want);
+    assert_eq!(store.message(acme, sent).await.unwrap().unwrap().status, Status::Expired);
+    assert_eq!(store.message(acme, later).await.unwrap().unwrap().status, Status::Queued);
+    assert!(store.events(sent).await.unwrap().last().unwrap().detail.contains("while sent"));
+    assert!(store.expire_due(NOW.plus_secs(3600), 100).await.unwrap().is_empty());
+}
+
+async fn carrier_ids_and_counts(store: &SqlStore) {
+    let acme = account(store).await;
+    let id = insert(store, message(acme, "+447700900123", Status::Queued, NOW)).await;
+    insert(store, message(acme, "+447700900123", Status::Queued, NOW)).await;
+    store.claim_due("n", NOW, 1000, 1).await.unwrap();
+    let changes = Changes { connector: Some("sim".into()), carrier_id: Some("AbC123".into()), ..Default::default() };
+    assert!(store.transition(id, Status::Sent, NOW, "sent", &changes).await.unwrap());
+    assert_eq!(store.message_by_carrier_id("sim", "AbC123").await.unwrap(), Some(id));
+    assert_eq!(store.message_by_carrier_id("other", "AbC123").await.unwrap(), None);
+    let counts = store.count_by_status().await.unwrap();
+    assert!(counts.contains(&(Status::Sent, 1)) && counts.contains(&(Status::Queued, 1)), "{counts:?}");
+}
+
+async fn concurrent_claimers_never_share_a_message(store: &SqlStore) {
+    let acme = account(store).await;
+    let batch: Vec<NewMessage> = (0..400).map(|_| new(message(acme, "+447700900123", Status::Queued, NOW))).collect();
+    store.insert_messages(&batch).await.unwrap();
+    let store = Arc::new(store.clone());
+    let mut tasks = Vec::new();
+    for worker in 0..4 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = store.claim_due(&format!("w{worker}"), NOW, 60_000, 25).await.expect("claim");
+                if got.is_empty() {
+                    return mine;
+                }
+                mine.extend(got.into_iter().map(|m| m.id));
+            }
+        }));
+    }
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    for t in tasks {
+        for id in t.await.unwrap() {
+            total += 1;
+            assert!(seen.insert(id), "{id} claimed twice");
+        }
+    }
+    assert_eq!(total, 400);
+}
