@@ -154,6 +154,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The message a connector's carrier id belongs to.
     async fn message_by_carrier_id(&self, connector: &str, carrier_id: &str) -> Result<Option<MessageId>>;
 
+    /// A message's status, whoever owns it.
+    async fn message_status(&self, id: MessageId) -> Result<Option<Status>>;
+
+    /// The account that last sent from `sender` to `handset`: where a reply from that handset belongs.
+    async fn account_for_reply(&self, handset: &str, sender: &str) -> Result<Option<AccountId>>;
+
     /// Messages by status across all accounts, for metrics.
     async fn count_by_status(&self) -> Result<Vec<(Status, i64)>>;
 }

@@ -543,6 +543,26 @@ impl Store for SqlStore {
         row.map(|(id,)| message_id_of(&id)).transpose()
     }
 
+    async fn message_status(&self, id: MessageId) -> Result<Option<Status>> {
+        let row: Option<(String,)> = sqlx::query_as("SELECT status FROM messages WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|(s,)| status_of(&s)).transpose()
+    }
+
+    async fn account_for_reply(&self, handset: &str, sender: &str) -> Result<Option<AccountId>> {
+        let row: Option<(String,)> = sqlx::query_as(
+            "SELECT account_id FROM messages WHERE direction = 'outbound' AND to_addr = $1 AND from_addr = $2 \
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(handset)
+        .bind(sender)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|(a,)| account_id_of(&a)).transpose()
+    }
+
     async fn count_by_status(&self) -> Result<Vec<(Status, i64)>> {
         let rows: Vec<(String, i64)> =
             sqlx::query_as("SELECT status, COUNT(*) FROM messages GROUP BY status ORDER BY status")

@@ -357,6 +357,10 @@ async fn carrier_ids_and_counts(store: &SqlStore) {
     assert!(store.transition(id, Status::Sent, NOW, "sent", &changes).await.unwrap());
     assert_eq!(store.message_by_carrier_id("sim", "AbC123").await.unwrap(), Some(id));
     assert_eq!(store.message_by_carrier_id("other", "AbC123").await.unwrap(), None);
+    assert_eq!(store.message_status(id).await.unwrap(), Some(Status::Sent));
+    assert_eq!(store.message_status(MessageId::generate()).await.unwrap(), None);
+    assert_eq!(store.account_for_reply("+447700900123", "Acme").await.unwrap(), Some(acme));
+    assert_eq!(store.account_for_reply("+447700900123", "Other").await.unwrap(), None);
     let counts = store.count_by_status().await.unwrap();
     assert!(counts.contains(&(Status::Sent, 1)) && counts.contains(&(Status::Queued, 1)), "{counts:?}");
 }

@@ -1,0 +1,79 @@
+//! Connectors hand messages to carriers and bring back what carriers say: the [`Connector`] trait, the events a
+//! connector reports ([`ConnectorEvent`]), and the built-in simulated carrier network ([`sim`]). SMPP client
+//! connectors join them with the SMPP issue.
+
+pub mod sim;
+
+use async_trait::async_trait;
+use smsgate_core::{Message, Timestamp};
+
+/// What a carrier answered to a submission it refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubmitError {
+    /// It will never take this message (a bad destination, a barred sender): the message fails.
+    Permanent { code: String, detail: String },
+    /// Not now (throttling, a lost connection): the message is tried again later.
+    Temporary { code: String, detail: String },
+}
+
+/// A delivery receipt: the final (or intermediate) state a carrier reports for a message it took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The connector that took the message.
+    pub connector: String,
+    /// The id the carrier gave the message when it took it.
+    pub carrier_id: String,
+    pub state: ReceiptState,
+    /// The carrier's error code, if any.
+    pub error_code: Option<String>,
+    pub at: Timestamp,
+    /// The receipt as the carrier wrote it, for the journey.
+    pub detail: String,
+}
+
+/// What a receipt says happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptState {
+    Delivered,
+    Undelivered,
+    Expired,
+    Rejected,
+}
+
+/// A message from a handset to one of our numbers or senders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inbound {
+    pub connector: String,
+    /// The handset's number.
+    pub from: String,
+    /// The number or sender it was sent to.
+    pub to: String,
+    pub body: String,
+    pub at: Timestamp,
+}
+
+/// What connectors report, as it happens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectorEvent {
+    Receipt(Receipt),
+    Inbound(Inbound),
+}
+
+/// A way to a carrier.
+#[async_trait]
+pub trait Connector: Send + Sync + std::fmt::Debug {
+    /// The name messages record as their `connector`.
+    fn name(&self) -> &str;
+
+    /// Hands one message to the carrier; on success, the carrier's id for it.
+    async fn submit(&self, message: &Message) -> Result<String, SubmitError>;
+}
+
+/// Now, as a [`Timestamp`].
+pub fn now() -> Timestamp {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    Timestamp(ms)
+}

@@ -1,0 +1,314 @@
+//! The built-in simulated carrier network (connector kind `sim`): virtual carriers chosen by number prefix, each
+//! with a submit latency, a receipt delay and a delivery ratio; every number a virtual handset with an inbox.
+//!
+//! Magic destinations — the last four digits choose a fault:
+//!
+//! | ends in | what happens |
+//! |---|---|
+//! | `0001` | refused at submit: invalid destination (the message `failed`) |
+//! | `0002` | taken, then an undelivered receipt (`undelivered`) |
+//! | `0003` | taken, and no receipt ever (`sent` until its validity ends, then `expired`) |
+//! | `0004` | the carrier throttles the first two attempts (a temporary error), then takes it (`delivered`) |
+//!
+//! A message is taken at most once per id: a second submission of the same message (after a crash between the
+//! submit and our record of it) returns the first carrier id and delivers nothing again.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use smsgate_core::{Message, MessageId, Timestamp};
+use tokio::sync::mpsc;
+
+use crate::{Connector, ConnectorEvent, Inbound, Receipt, ReceiptState, SubmitError, now};
+
+/// One virtual carrier.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VirtualCarrier {
+    pub name: String,
+    /// Numbers starting with this (E.164, with the `+`) belong to it; the longest matching prefix wins, and `"+"`
+    /// catches everything.
+    pub prefix: String,
+    pub submit_latency: Duration,
+    pub receipt_delay: Duration,
+    /// The share of messages delivered, 0.0 to 1.0; the rest get an undelivered receipt.
+    pub delivery_ratio: f64,
+}
+
+impl Default for VirtualCarrier {
+    fn default() -> Self {
+        VirtualCarrier {
+            name: "sim-carrier".into(),
+            prefix: "+".into(),
+            submit_latency: Duration::from_millis(2),
+            receipt_delay: Duration::from_millis(100),
+            delivery_ratio: 1.0,
+        }
+    }
+}
+
+/// A message as a virtual handset has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandsetMessage {
+    pub from: String,
+    pub body: String,
+    pub carrier_id: String,
+    pub at: Timestamp,
+}
+
+/// The simulated network; also the [`Connector`] named `"sim"`.
+#[derive(Debug)]
+pub struct SimNetwork {
+    carriers: Vec<VirtualCarrier>,
+    events: mpsc::Sender<ConnectorEvent>,
+    state: Mutex<SimState>,
+}
+
+#[derive(Debug, Default)]
+struct SimState {
+    inboxes: HashMap<String, Vec<HandsetMessage>>,
+    /// Carrier ids of messages taken, by our id.
+    taken: HashMap<MessageId, String>,
+    /// Submissions refused as throttled, by our id (for the `0004` fault).
+    throttled: HashMap<MessageId, u32>,
+    next_id: u64,
+}
+
+/// The connector name of the simulated network.
+pub const NAME: &str = "sim";
+
+impl SimNetwork {
+    /// A network of `carriers` (at least the default catch-all one) that reports receipts and inbound messages
+    /// on `events`.
+    pub fn new(mut carriers: Vec<VirtualCarrier>, events: mpsc::Sender<ConnectorEvent>) -> SimNetwork {
+        if !carriers.iter().any(|c| c.prefix == "+") {
+            carriers.push(VirtualCarrier::default());
+        }
+        // Longest prefix first, so the first match is the best.
+        carriers.sort_by_key(|c| std::cmp::Reverse(c.prefix.len()));
+        SimNetwork { carriers, events, state: Mutex::new(SimState::default()) }
+    }
+
+    fn carrier_for(&self, number: &str) -> &VirtualCarrier {
+        let catch_all = self.carriers.last().expect("a catch-all carrier is always added");
+        self.carriers.iter().find(|c| number.starts_with(&c.prefix)).unwrap_or(catch_all)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SimState> {
+        // The state is only ever changed in whole steps, so a panic elsewhere cannot leave it half-written.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What a handset has received, oldest first.
+    pub fn inbox(&self, number: &str) -> Vec<HandsetMessage> {
+        self.lock().inboxes.get(number).cloned().unwrap_or_default()
+    }
+
+    /// A handset sends a text to `to` (one of our senders or numbers); it arrives as an inbound message.
+    pub async fn reply(&self, handset: &str, to: &str, body: &str) -> Result<(), SimError> {
+        let inbound =
+            Inbound { connector: NAME.into(), from: handset.into(), to: to.into(), body: body.into(), at: now() };
+        self.events.send(ConnectorEvent::Inbound(inbound)).await.map_err(|_| SimError::Stopped)
+    }
+}
+
+/// Why the simulated network could not do something.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SimError {
+    /// The server is shutting down and takes no more events.
+    #[error("the server is stopping")]
+    Stopped,
+}
+
+/// The fault a destination number asks for.
+fn fault(to: &str) -> Option<&'static str> {
+    let last4 = to.get(to.len().saturating_sub(4)..)?;
+    match last4 {
+        "0001" => Some("reject"),
+        "0002" => Some("undelivered"),
+        "0003" => Some("no_receipt"),
+        "0004" => Some("throttle"),
+        _ => None,
+    }
+}
+
+/// A stable number in 0..1 for a message, so the delivery ratio is deterministic per message.
+fn unit_interval(id: MessageId) -> f64 {
+    let bits = id.0.as_u128();
+    let mixed = (bits ^ (bits >> 64)).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
+    (mixed >> 75) as f64 / (1u64 << 53) as f64
+}
+
+#[async_trait]
+impl Connector for SimNetwork {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    async fn submit(&self, m: &Message) -> Result<String, SubmitError> {
+        let carrier = self.carrier_for(&m.to).clone();
+        tokio::time::sleep(carrier.submit_latency).await;
+        let fault = fault(&m.to);
+        let carrier_id = {
+            let mut state = self.lock();
+            if let Some(id) = state.taken.get(&m.id) {
+                return Ok(id.clone());
+            }
+            match fault {
+                Some("reject") => {
+                    return Err(SubmitError::Permanent {
+                        code: "invalid_destination".into(),
+                        detail: format!("{} refused {}: unknown subscriber", carrier.name, m.to),
+                    });
+                }
+                Some("throttle") => {
+                    let n = state.throttled.entry(m.id).or_insert(0);
+                    if *n < 2 {
+                        *n += 1;
+                        return Err(SubmitError::Temporary {
+                            code: "throttled".into(),
+                            detail: format!("{} throttled the submission", carrier.name),
+                        });
+                    }
+                }
+                _ => {}
+            }
+            state.next_id += 1;
+            let carrier_id = format!("{:X}", 0x5100_0000_u64 + state.next_id);
+            state.taken.insert(m.id, carrier_id.clone());
+            state.inboxes.entry(m.to.clone()).or_default().push(HandsetMessage {
+                from: m.from.clone(),
+                body: m.body.clone(),
+                carrier_id: carrier_id.clone(),
+                at: now(),
+            });
+            carrier_id
+        };
+        let state = match fault {
+            Some("no_receipt") => None,
+            Some("undelivered") => Some(ReceiptState::Undelivered),
+            _ if unit_interval(m.id) >= carrier.delivery_ratio => Some(ReceiptState::Undelivered),
+            _ => Some(ReceiptState::Delivered),
+        };
+        if let Some(state) = state {
+            let events = self.events.clone();
+            let cid = carrier_id.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(carrier.receipt_delay).await;
+                let (stat, err) = match state {
+                    ReceiptState::Delivered => ("DELIVRD", "000"),
+                    _ => ("UNDELIV", "001"),
+                };
+                let receipt = Receipt {
+                    connector: NAME.into(),
+                    carrier_id: cid.clone(),
+                    state,
+                    error_code: (err != "000").then(|| format!("sim:{err}")),
+                    at: now(),
+                    detail: format!("{}: id:{cid} stat:{stat} err:{err}", carrier.name),
+                };
+                // A receipt for a server that is stopping is lost, as a real carrier's would be until it retries.
+                let _ = events.send(ConnectorEvent::Receipt(receipt)).await;
+            });
+        }
+        Ok(carrier_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smsgate_core::{AccountId, Direction, Status};
+
+    fn message(to: &str) -> Message {
+        Message {
+            id: MessageId::generate(),
+            account_id: AccountId::generate(),
+            direction: Direction::Outbound,
+            to: to.into(),
+            from: "Acme".into(),
+            body: "Hi".into(),
+            encoding: "gsm7".into(),
+            segments: 1,
+            price_micros: None,
+            connector: None,
+            carrier_id: None,
+            status: Status::Sending,
+            error_code: None,
+            reference: None,
+            callback_url: None,
+            send_at: None,
+            expires_at: None,
+            attempts: 1,
+            created_at: Timestamp(0),
+            updated_at: Timestamp(0),
+        }
+    }
+
+    fn fast() -> VirtualCarrier {
+        VirtualCarrier { submit_latency: Duration::ZERO, receipt_delay: Duration::from_millis(1), ..Default::default() }
+    }
+
+    #[tokio::test]
+    async fn delivers_with_a_receipt_and_fills_the_inbox() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let sim = SimNetwork::new(vec![fast()], tx);
+        let m = message("+447700900123");
+        let cid = sim.submit(&m).await.unwrap();
+        // The same message again is not taken twice.
+        assert_eq!(sim.submit(&m).await.unwrap(), cid);
+        assert_eq!(sim.inbox("+447700900123").len(), 1);
+        let Some(ConnectorEvent::Receipt(r)) = rx.recv().await else { panic!("a receipt") };
+        assert_eq!((r.carrier_id, r.state), (cid, ReceiptState::Delivered));
+    }
+
+    #[tokio::test]
+    async fn magic_numbers() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let sim = SimNetwork::new(vec![fast()], tx);
+        assert!(matches!(sim.submit(&message("+447700900001")).await, Err(SubmitError::Permanent { .. })));
+        sim.submit(&message("+447700900002")).await.unwrap();
+        let Some(ConnectorEvent::Receipt(r)) = rx.recv().await else { panic!("a receipt") };
+        assert_eq!(r.state, ReceiptState::Undelivered);
+        sim.submit(&message("+447700900003")).await.unwrap();
+        let throttled = message("+447700900004");
+        assert!(matches!(sim.submit(&throttled).await, Err(SubmitError::Temporary { .. })));
+        assert!(matches!(sim.submit(&throttled).await, Err(SubmitError::Temporary { .. })));
+        sim.submit(&throttled).await.unwrap();
+        let Some(ConnectorEvent::Receipt(r)) = rx.recv().await else { panic!("a receipt") };
+        assert_eq!(r.state, ReceiptState::Delivered);
+        // 0003 never sent one: nothing else is waiting.
+        assert!(tokio::time::timeout(Duration::from_millis(50), rx.recv()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn carriers_by_prefix_and_delivery_ratio() {
+        let (tx, mut rx) = mpsc::channel(256);
+        let lossy = VirtualCarrier { name: "lossy".into(), prefix: "+1".into(), delivery_ratio: 0.5, ..fast() };
+        let sim = SimNetwork::new(vec![fast(), lossy], tx);
+        assert_eq!(sim.carrier_for("+14155550123").name, "lossy");
+        assert_eq!(sim.carrier_for("+447700900123").name, "sim-carrier");
+        for _ in 0..100 {
+            sim.submit(&message("+14155550123")).await.unwrap();
+        }
+        let mut delivered = 0;
+        for _ in 0..100 {
+            if let Some(ConnectorEvent::Receipt(r)) = rx.recv().await
+                && r.state == ReceiptState::Delivered
+            {
+                delivered += 1;
+            }
+        }
+        assert!((25..=75).contains(&delivered), "{delivered} of 100 delivered at ratio 0.5");
+    }
+
+    #[tokio::test]
+    async fn replies_arrive_as_inbound() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let sim = SimNetwork::new(vec![], tx);
+        sim.reply("+447700900123", "Acme", "STOP").await.unwrap();
+        let Some(ConnectorEvent::Inbound(i)) = rx.recv().await else { panic!("inbound") };
+        assert_eq!((i.from.as_str(), i.to.as_str(), i.body.as_str()), ("+447700900123", "Acme", "STOP"));
+    }
+}

@@ -1,0 +1,308 @@
+//! The engine moves stored messages along their journey:
+//!
+//! - the **dispatcher** claims due messages from the store with a lease, checks their validity, hands each to a
+//!   connector (at most `max_in_flight` at once) and records what the carrier said: `sent` with its id, `failed`,
+//!   or back to `queued` with a backoff for a temporary error;
+//! - **receipts** from connectors find their message by carrier id and move it to `delivered`, `undelivered` or
+//!   `expired`; a receipt that arrives before the `sent` it follows is held and tried again;
+//! - **inbound** messages are stored as `received` for the account that last wrote to that handset;
+//! - the **expiry** sweep ends messages whose validity passed.
+//!
+//! Routing, throttles and webhooks join here in the next issue. Every task stops on the shutdown token; the
+//! dispatcher finishes the sends it started before [`Engine::run`] returns.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use smsgate_connectors::{Connector, ConnectorEvent, Inbound, Receipt, ReceiptState, SubmitError, now};
+use smsgate_core::{AccountId, Direction, Message, MessageId, Status, Timestamp};
+use smsgate_store::{Changes, NewMessage, Store};
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+/// How the engine works.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node's name, as leases record it.
+    pub node: String,
+    /// How long a claim holds; a node that dies loses its messages to others after this.
+    pub lease: Duration,
+    /// Messages claimed at once.
+    pub batch: u32,
+    /// How often the dispatcher looks for due messages when nobody wakes it.
+    pub poll_interval: Duration,
+    /// Submissions under way at once.
+    pub max_in_flight: usize,
+    /// Attempts before a temporary error becomes a failure.
+    pub max_attempts: u32,
+    /// The first retry's delay; each later one doubles, up to five minutes.
+    pub retry_base: Duration,
+    /// How long a receipt waits for its message to be recorded as `sent`.
+    pub receipt_wait: Duration,
+    /// How often expired messages are swept.
+    pub expiry_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node: "node-1".into(),
+            lease: Duration::from_secs(60),
+            batch: 500,
+            poll_interval: Duration::from_millis(250),
+            max_in_flight: 1000,
+            max_attempts: 5,
+            retry_base: Duration::from_secs(1),
+            receipt_wait: Duration::from_secs(5),
+            expiry_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The engine: one per node.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    store: Arc<dyn Store>,
+    connector: Arc<dyn Connector>,
+    config: Arc<Config>,
+    wake: Arc<Notify>,
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn Store>, connector: Arc<dyn Connector>, config: Config) -> Engine {
+        Engine { store, connector, config: Arc::new(config), wake: Arc::new(Notify::new()) }
+    }
+
+    /// Tells the dispatcher that messages were stored, so it looks now rather than at its next poll.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Runs the dispatcher, the receipt and inbound handler, and the expiry sweep until `shutdown`; then waits for
+    /// the submissions under way.
+    pub async fn run(self, events: mpsc::Receiver<ConnectorEvent>, shutdown: CancellationToken) {
+        let receipts = tokio::spawn(self.clone().handle_events(events, shutdown.clone()));
+        let expiry = tokio::spawn(self.clone().sweep_expired(shutdown.clone()));
+        self.dispatch(shutdown).await;
+        let _ = receipts.await;
+        let _ = expiry.await;
+    }
+
+    async fn dispatch(&self, shutdown: CancellationToken) {
+        let permits = Arc::new(Semaphore::new(self.config.max_in_flight.max(1)));
+        let mut sends = JoinSet::new();
+        let lease_ms = i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX);
+        'outer: loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(self.config.poll_interval) => {}
+            }
+            loop {
+                while sends.try_join_next().is_some() {}
+                // Claim no more than can be sent now, so claimed messages do not wait out their lease.
+                let free = permits.available_permits();
+                if free == 0 {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break 'outer,
+                        _ = sends.join_next() => continue,
+                    }
+                }
+                let limit = u32::try_from(free).unwrap_or(u32::MAX).min(self.config.batch);
+                let claimed = match self.store.claim_due(&self.config.node, now(), lease_ms, limit).await {
+                    Ok(claimed) => claimed,
+                    Err(e) => {
+                        warn!(error = %e, "claiming due messages failed; trying again at the next poll");
+                        break;
+                    }
+                };
+                if claimed.is_empty() {
+                    break;
+                }
+                for m in claimed {
+                    let Ok(permit) = permits.clone().acquire_owned().await else { break 'outer };
+                    let engine = self.clone();
+                    sends.spawn(async move {
+                        engine.send_one(m).await;
+                        drop(permit);
+                    });
+                }
+                if shutdown.is_cancelled() {
+                    break 'outer;
+                }
+            }
+        }
+        while sends.join_next().await.is_some() {}
+    }
+
+    /// Hands one claimed message to the connector and records the outcome, fenced by this node's lease.
+    async fn send_one(&self, m: Message) {
+        let fence = || Changes { lease_owner: Some(self.config.node.clone()), ..Changes::default() };
+        let record = |to: Status, detail: String, changes: Changes| async move {
+            if let Err(e) = self.store.transition(m.id, to, now(), &detail, &changes).await {
+                warn!(id = %m.id, error = %e, "recording {to} failed; the message is retried when its lease ends");
+            }
+        };
+        if m.expires_at.is_some_and(|e| e <= now()) {
+            record(Status::Expired, "validity ended before it could be sent".into(), fence()).await;
+            return;
+        }
+        let name = self.connector.name().to_string();
+        match self.connector.submit(&m).await {
+            Ok(carrier_id) => {
+                let detail = format!("{name} accepted it: carrier id {carrier_id}");
+                let changes = Changes { connector: Some(name), carrier_id: Some(carrier_id), ..fence() };
+                record(Status::Sent, detail, changes).await;
+            }
+            Err(SubmitError::Permanent { code, detail }) => {
+                let changes = Changes { connector: Some(name), error_code: Some(code), ..fence() };
+                record(Status::Failed, detail, changes).await;
+            }
+            Err(SubmitError::Temporary { code, detail }) if m.attempts >= self.config.max_attempts => {
+                let detail = format!("{detail}; giving up after {} attempts", m.attempts);
+                let changes = Changes { connector: Some(name), error_code: Some(code), ..fence() };
+                record(Status::Failed, detail, changes).await;
+            }
+            Err(SubmitError::Temporary { code, detail }) => {
+                let delay = self.retry_delay(m.attempts);
+                let retry_at = now().plus_millis(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+                let detail =
+                    format!("{detail}; attempt {} of {} in {delay:?}", m.attempts + 1, self.config.max_attempts);
+                let changes =
+                    Changes { connector: Some(name), error_code: Some(code), retry_at: Some(retry_at), ..fence() };
+                record(Status::Queued, detail, changes).await;
+            }
+        }
+    }
+
+    fn retry_delay(&self, attempts: u32) -> Duration {
+        let factor = 1u32 << attempts.saturating_sub(1).min(16);
+        self.config.retry_base.saturating_mul(factor).min(Duration::from_secs(300))
+    }
+
+    async fn handle_events(self, mut events: mpsc::Receiver<ConnectorEvent>, shutdown: CancellationToken) {
+        let mut tasks = JoinSet::new();
+        loop {
+            let event = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                e = events.recv() => match e { Some(e) => e, None => break },
+            };
+            let engine = self.clone();
+            match event {
+                ConnectorEvent::Receipt(r) => tasks.spawn(async move { engine.apply_receipt(r).await }),
+                ConnectorEvent::Inbound(i) => tasks.spawn(async move { engine.store_inbound(i).await }),
+            };
+            while tasks.try_join_next().is_some() {}
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    async fn apply_receipt(&self, r: Receipt) {
+        let to = match r.state {
+            ReceiptState::Delivered => Status::Delivered,
+            ReceiptState::Undelivered | ReceiptState::Rejected => Status::Undelivered,
+            ReceiptState::Expired => Status::Expired,
+        };
+        let changes = Changes { error_code: r.error_code.clone(), ..Changes::default() };
+        let deadline = tokio::time::Instant::now() + self.config.receipt_wait;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            match self.store.message_by_carrier_id(&r.connector, &r.carrier_id).await {
+                Ok(Some(id)) => match self.store.transition(id, to, r.at, &r.detail, &changes).await {
+                    Ok(true) => return,
+                    // Refused: either the message is final (a late or duplicate receipt, which changes nothing)
+                    // or it is not `sent` yet; only the latter is worth waiting for.
+                    Ok(false) => match self.store.message_status(id).await {
+                        Ok(Some(s)) if !s.is_final() && tokio::time::Instant::now() < deadline => {}
+                        _ => {
+                            debug!(%id, receipt = %r.detail, "receipt for a message that can no longer move; ignored");
+                            return;
+                        }
+                    },
+                    Err(e) => warn!(error = %e, "recording a receipt failed; trying again"),
+                },
+                // The carrier's id is recorded when `sent` is; the receipt may have overtaken it.
+                Ok(None) => {}
+                Err(e) => warn!(error = %e, "looking up a receipt's message failed; trying again"),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                warn!(connector = %r.connector, carrier_id = %r.carrier_id, receipt = %r.detail, "unmatched receipt");
+                return;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    async fn store_inbound(&self, i: Inbound) {
+        let account = match self.store.account_for_reply(&i.from, &i.to).await {
+            Ok(Some(a)) => Some(a),
+            Ok(None) => self.store.admin_account().await.ok().flatten().map(|a| a.id),
+            Err(e) => {
+                warn!(error = %e, "finding the account for an inbound message failed");
+                None
+            }
+        };
+        let Some(account) = account else {
+            warn!(from = %i.from, to = %i.to, "inbound message with no account to own it; dropped");
+            return;
+        };
+        let message = inbound_message(account, &i);
+        let detail = format!("received from {} via {}", i.from, i.connector);
+        if let Err(e) = self.store.insert_messages(&[NewMessage { message, detail, idempotency: None }]).await {
+            warn!(error = %e, "storing an inbound message failed");
+        }
+    }
+
+    async fn sweep_expired(self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.config.expiry_interval) => {}
+            }
+            loop {
+                match self.store.expire_due(now(), 1000).await {
+                    Ok(ids) if ids.len() == 1000 => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        warn!(error = %e, "expiring messages failed");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn inbound_message(account: AccountId, i: &Inbound) -> Message {
+    let (encoding, segments) = sms_text::plan::count(&i.body, &sms_text::Options::default());
+    Message {
+        id: MessageId::generate(),
+        account_id: account,
+        direction: Direction::Inbound,
+        to: i.to.clone(),
+        from: i.from.clone(),
+        body: i.body.clone(),
+        encoding: encoding.name(),
+        segments: u32::try_from(segments).unwrap_or(u32::MAX),
+        price_micros: None,
+        connector: Some(i.connector.clone()),
+        carrier_id: None,
+        status: Status::Received,
+        error_code: None,
+        reference: None,
+        callback_url: None,
+        send_at: None,
+        expires_at: None,
+        attempts: 0,
+        created_at: i.at,
+        updated_at: i.at,
+    }
+}
+
+/// Now, for callers that build messages (the API).
+pub fn timestamp_now() -> Timestamp {
+    now()
+}

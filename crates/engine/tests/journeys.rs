@@ -1,0 +1,199 @@
+#![allow(clippy::unwrap_used)] // Test helpers; a failure is a test failure.
+//! The engine on a real SQLite store and the simulated network: messages travel their whole journey, each magic
+//! number produces its fault, scheduled messages wait, replies come back, and shutdown is clean. Waits are
+//! bounded polls of the store (10 s at most), never fixed sleeps.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use smsgate_connectors::sim::{SimNetwork, VirtualCarrier};
+use smsgate_connectors::{ConnectorEvent, now};
+use smsgate_core::{AccountId, Direction, Message, MessageId, Status, Timestamp};
+use smsgate_engine::{Config, Engine};
+use smsgate_store::{ListFilter, NewMessage, SqlStore, Store};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+struct Harness {
+    store: Arc<SqlStore>,
+    sim: Arc<SimNetwork>,
+    engine: Engine,
+    shutdown: CancellationToken,
+    running: tokio::task::JoinHandle<()>,
+    account: AccountId,
+    path: std::path::PathBuf,
+}
+
+async fn start() -> Harness {
+    let path = std::env::temp_dir().join(format!("smsgate-engine-{}.db", uuid::Uuid::now_v7().simple()));
+    let store = Arc::new(SqlStore::open(&format!("sqlite://{}", path.display()), 4).await.expect("store"));
+    let account = store.create_account("acme", false, now()).await.expect("account").id;
+    let (tx, rx) = mpsc::channel::<ConnectorEvent>(1024);
+    let carrier = VirtualCarrier {
+        submit_latency: Duration::from_millis(1),
+        receipt_delay: Duration::from_millis(20),
+        ..VirtualCarrier::default()
+    };
+    let sim = Arc::new(SimNetwork::new(vec![carrier], tx));
+    let config = Config {
+        poll_interval: Duration::from_millis(20),
+        retry_base: Duration::from_millis(20),
+        expiry_interval: Duration::from_millis(50),
+        lease: Duration::from_secs(5),
+        ..Config::default()
+    };
+    let engine = Engine::new(store.clone(), sim.clone(), config);
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(engine.clone().run(rx, shutdown.clone()));
+    Harness { store, sim, engine, shutdown, running, account, path }
+}
+
+impl Harness {
+    async fn send(&self, to: &str, send_at: Option<Timestamp>, validity_ms: i64) -> MessageId {
+        let at = now();
+        let m = Message {
+            id: MessageId::generate(),
+            account_id: self.account,
+            direction: Direction::Outbound,
+            to: to.into(),
+            from: "Acme".into(),
+            body: "Your table is ready".into(),
+            encoding: "gsm7".into(),
+            segments: 1,
+            price_micros: None,
+            connector: None,
+            carrier_id: None,
+            status: if send_at.is_some() { Status::Scheduled } else { Status::Queued },
+            error_code: None,
+            reference: None,
+            callback_url: None,
+            send_at,
+            expires_at: Some(send_at.unwrap_or(at).plus_millis(validity_ms)),
+            attempts: 0,
+            created_at: at,
+            updated_at: at,
+        };
+        let id = m.id;
+        self.store
+            .insert_messages(&[NewMessage { message: m, detail: "accepted".into(), idempotency: None }])
+            .await
+            .expect("insert");
+        self.engine.wake();
+        id
+    }
+
+    /// Waits until the message reaches `want`, and returns its journey.
+    async fn until(&self, id: MessageId, want: Status) -> Vec<Status> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = self.store.message_status(id).await.expect("status");
+            if status == Some(want) {
+                return self.store.events(id).await.expect("events").into_iter().map(|e| e.status).collect();
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{id} stuck at {status:?}, waiting for {want}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.running).await.expect("engine stops").expect("no panic");
+        self.store.close().await;
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.path.display()));
+        }
+    }
+}
+
+use Status::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_goes_all_the_way() {
+    let h = start().await;
+    let id = h.send("+447700900123", None, 60_000).await;
+    assert_eq!(h.until(id, Delivered).await, vec![Queued, Sending, Sent, Delivered]);
+    let m = h.store.message(h.account, id).await.unwrap().unwrap();
+    assert_eq!(m.connector.as_deref(), Some("sim"));
+    assert!(m.carrier_id.is_some());
+    assert_eq!(h.sim.inbox("+447700900123")[0].body, "Your table is ready");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn magic_numbers_produce_their_faults() {
+    let h = start().await;
+    let rejected = h.send("+447700900001", None, 60_000).await;
+    let undelivered = h.send("+447700900002", None, 60_000).await;
+    let silent = h.send("+447700900003", None, 1_000).await;
+    let throttled = h.send("+447700900004", None, 60_000).await;
+    assert_eq!(h.until(rejected, Failed).await, vec![Queued, Sending, Failed]);
+    assert_eq!(h.until(undelivered, Undelivered).await, vec![Queued, Sending, Sent, Undelivered]);
+    assert_eq!(h.until(silent, Expired).await, vec![Queued, Sending, Sent, Expired]);
+    assert_eq!(
+        h.until(throttled, Delivered).await,
+        vec![Queued, Sending, Queued, Sending, Queued, Sending, Sent, Delivered]
+    );
+    let m = h.store.message(h.account, rejected).await.unwrap().unwrap();
+    assert_eq!(m.error_code.as_deref(), Some("invalid_destination"));
+    let m = h.store.message(h.account, throttled).await.unwrap().unwrap();
+    assert_eq!(m.attempts, 3);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_messages_wait_for_their_time() {
+    let h = start().await;
+    let id = h.send("+447700900123", Some(now().plus_millis(300)), 60_000).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(h.store.message_status(id).await.unwrap(), Some(Scheduled));
+    assert_eq!(h.until(id, Delivered).await, vec![Scheduled, Queued, Sending, Sent, Delivered]);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_past_its_validity_is_not_sent() {
+    let h = start().await;
+    let id = h.send("+447700900123", Some(now().plus_millis(200)), 1).await;
+    assert_eq!(h.until(id, Expired).await.last(), Some(&Expired));
+    assert!(h.sim.inbox("+447700900123").is_empty());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_arrive_for_the_account_that_wrote() {
+    let h = start().await;
+    let id = h.send("+447700900123", None, 60_000).await;
+    h.until(id, Delivered).await;
+    h.sim.reply("+447700900123", "Acme", "Thanks!").await.unwrap();
+    let filter = ListFilter { direction: Some(Direction::Inbound), ..ListFilter::default() };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let inbound = loop {
+        let got = h.store.list_messages(h.account, &filter, None, 10).await.unwrap();
+        if !got.is_empty() {
+            break got;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no inbound message");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!((inbound[0].from.as_str(), inbound[0].to.as_str()), ("+447700900123", "Acme"));
+    assert_eq!((inbound[0].body.as_str(), inbound[0].status), ("Thanks!", Received));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_messages_each_sent_once() {
+    let h = start().await;
+    let mut ids = Vec::new();
+    // Numbers ending in 5, clear of the magic endings.
+    let number = |i: i32| format!("+447700{:06}", 100_000 + i * 10 + 5);
+    for i in 0..200 {
+        ids.push(h.send(&number(i), None, 60_000).await);
+    }
+    for id in &ids {
+        h.until(*id, Delivered).await;
+    }
+    for i in 0..200 {
+        assert_eq!(h.sim.inbox(&number(i)).len(), 1);
+    }
+    h.stop().await;
+}
