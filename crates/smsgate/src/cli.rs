@@ -4,11 +4,11 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use crate::{encode, pdu};
+use crate::{encode, pdu, serve};
 
 use clap::{Parser, Subcommand};
 
-/// smsgate: a self-hosted SMS server. Today: the protocol tools `encode` and `pdu`.
+/// smsgate: a self-hosted SMS server.
 #[derive(Debug, Parser)]
 #[command(name = "smsgate", version)]
 struct Cli {
@@ -18,6 +18,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the server: REST API, store and dispatcher; by default on SQLite in ./smsgate-data with the simulated
+    /// carrier network.
+    Serve(serve::Args),
     /// Show how a text is encoded and split into SMS segments: encoding, segment count, units left.
     Encode(encode::Args),
     /// Decode SMPP PDUs to JSON, or encode JSON to PDUs.
@@ -29,6 +32,10 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => {
+            init_logging();
+            serve::run(args)
+        }
         Command::Encode(args) => encode::run(args),
         Command::Pdu(cmd) => pdu::run(cmd),
     };
@@ -39,6 +46,13 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs to standard error; `RUST_LOG` picks what (default: warnings, and smsgate's own info lines).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,smsgate=info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 /// The argument, or all of standard input when it is absent.

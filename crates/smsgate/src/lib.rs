@@ -4,3 +4,4 @@
 pub mod cli;
 pub mod encode;
 pub mod pdu;
+pub mod serve;

@@ -111,6 +111,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Stores a key's hash for an account.
     async fn create_api_key(&self, account: AccountId, key_hash: &str, prefix: &str, now: Timestamp) -> Result<ApiKey>;
 
+    /// How many unrevoked keys an account has.
+    async fn key_count(&self, account: AccountId) -> Result<i64>;
+
     /// The account whose unrevoked key has this hash.
     async fn account_by_key_hash(&self, key_hash: &str) -> Result<Option<Account>>;
 

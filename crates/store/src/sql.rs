@@ -270,6 +270,14 @@ impl Store for SqlStore {
         Ok(key)
     }
 
+    async fn key_count(&self, account: AccountId) -> Result<i64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM api_keys WHERE account_id = $1 AND revoked_at IS NULL")
+            .bind(account.to_string())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n)
+    }
+
     async fn account_by_key_hash(&self, key_hash: &str) -> Result<Option<Account>> {
         let row = sqlx::query(
             "SELECT a.id, a.name, a.is_admin, a.created_at FROM api_keys k JOIN accounts a ON a.id = k.account_id \

@@ -152,7 +152,9 @@ async fn accounts_and_keys(store: &SqlStore) {
     assert_eq!(store.admin_account().await.unwrap(), Some(admin.clone()));
     assert_eq!(store.account(acme.id).await.unwrap(), Some(acme.clone()));
     assert_eq!(store.account(AccountId::generate()).await.unwrap(), None);
+    assert_eq!(store.key_count(acme.id).await.unwrap(), 0);
     let key = store.create_api_key(acme.id, "hash-1", "sk_abcd", NOW).await.unwrap();
+    assert_eq!(store.key_count(acme.id).await.unwrap(), 1);
     assert_eq!(key.account_id, acme.id);
     assert_eq!(store.account_by_key_hash("hash-1").await.unwrap(), Some(acme));
     assert_eq!(store.account_by_key_hash("hash-2").await.unwrap(), None);

@@ -1,0 +1,106 @@
+//! JSON in and out: the request body extractor with clear errors, and the message's JSON form.
+
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use smsgate_core::{Event, Message, Timestamp};
+
+use crate::error::ApiError;
+
+/// The most a request body may be.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// A JSON request body: 415 unless `Content-Type: application/json`, 413 past [`MAX_BODY`], 400 when it is not
+/// JSON, 422 when it is JSON of the wrong shape. Keeps the raw octets (for idempotency hashes).
+#[derive(Debug)]
+pub struct JsonBody<T> {
+    pub value: T,
+    pub raw: Vec<u8>,
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _: &S) -> Result<Self, Self::Rejection> {
+        let is_json =
+            req.headers().get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| {
+                ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+            });
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as Content-Type: application/json",
+            ));
+        }
+        let raw = axum::body::to_bytes(req.into_body(), MAX_BODY).await.map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the body exceeds {MAX_BODY} octets"),
+            )
+        })?;
+        let value = serde_json::from_slice(&raw).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => ApiError::invalid("invalid_field", e.to_string()),
+            _ => ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.to_string()),
+        })?;
+        Ok(JsonBody { value, raw: raw.to_vec() })
+    }
+}
+
+/// A time as RFC 3339 in UTC with milliseconds.
+pub fn time_json(t: Timestamp) -> Value {
+    match DateTime::<Utc>::from_timestamp_millis(t.0) {
+        Some(dt) => Value::String(dt.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        None => Value::Null,
+    }
+}
+
+/// An RFC 3339 time from a request field.
+pub fn parse_time(field: &'static str, s: &str) -> Result<Timestamp, ApiError> {
+    DateTime::parse_from_rfc3339(s).map(|dt| Timestamp(dt.timestamp_millis())).map_err(|_| {
+        ApiError::invalid(
+            match field {
+                "send_at" => "invalid_send_at",
+                _ => "invalid_time",
+            },
+            format!("{field} must be an RFC 3339 time such as 2026-12-01T09:30:00Z"),
+        )
+    })
+}
+
+/// A message as the API shows it; with its journey when `events` is given.
+pub fn message_json(m: &Message, events: Option<&[Event]>) -> Value {
+    let opt_time = |t: Option<Timestamp>| t.map(time_json).unwrap_or(Value::Null);
+    let mut v = json!({
+        "id": m.id.to_string(),
+        "direction": m.direction.as_str(),
+        "status": m.status.as_str(),
+        "to": m.to,
+        "from": m.from,
+        "body": m.body,
+        "encoding": m.encoding,
+        "segments": m.segments,
+        "price": m.price_micros.map(|p| p as f64 / 1_000_000.0),
+        "connector": m.connector,
+        "carrier_id": m.carrier_id,
+        "error_code": m.error_code,
+        "reference": m.reference,
+        "callback_url": m.callback_url,
+        "send_at": opt_time(m.send_at),
+        "expires_at": opt_time(m.expires_at),
+        "attempts": m.attempts,
+        "created_at": time_json(m.created_at),
+        "updated_at": time_json(m.updated_at),
+    });
+    if let (Some(events), Value::Object(map)) = (events, &mut v) {
+        let list: Vec<Value> = events
+            .iter()
+            .map(|e| json!({"status": e.status.as_str(), "at": time_json(e.at), "detail": e.detail}))
+            .collect();
+        map.insert("events".into(), Value::Array(list));
+    }
+    v
+}

@@ -1,0 +1,325 @@
+#![allow(clippy::unwrap_used)] // Test helpers; a failure is a test failure.
+//! The REST API over a real socket: the router with the real store (SQLite, and the real PostgreSQL in a fresh
+//! schema), the engine and the simulated network, served on an ephemeral loopback port and driven with an HTTP
+//! client. Waits are bounded polls (10 s at most).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use smsgate_api::{AppState, generate_key, key_prefix};
+use smsgate_connectors::sim::{SimNetwork, VirtualCarrier};
+use smsgate_core::admission::Policy;
+use smsgate_engine::{Config, Engine};
+use smsgate_store::{SqlStore, Store};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+struct Server {
+    base: String,
+    admin_key: String,
+    client: reqwest::Client,
+    store: Arc<SqlStore>,
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    cleanup: ServerCleanup,
+}
+
+fn postgres_url() -> String {
+    std::env::var("SMSGATE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+async fn on_server(sql: String) {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&postgres_url()).await.expect("PostgreSQL is up");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await.expect("statement");
+    pool.close().await;
+}
+
+async fn start(backend: &str) -> Server {
+    let (url, cleanup): (String, ServerCleanup) = match backend {
+        "sqlite" => {
+            let path = std::env::temp_dir().join(format!("smsgate-api-{}.db", uuid::Uuid::now_v7().simple()));
+            let url = format!("sqlite://{}", path.display());
+            (
+                url,
+                Box::new(move || {
+                    Box::pin(async move {
+                        for suffix in ["", "-wal", "-shm"] {
+                            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+                        }
+                    })
+                }),
+            )
+        }
+        _ => {
+            let schema = format!("test_{}", uuid::Uuid::now_v7().simple());
+            on_server(format!("CREATE SCHEMA {schema}")).await;
+            let url = format!("{}?options=-c%20search_path%3D{schema}", postgres_url());
+            (url, Box::new(move || Box::pin(async move { on_server(format!("DROP SCHEMA {schema} CASCADE")).await })))
+        }
+    };
+    let store = Arc::new(SqlStore::open(&url, 4).await.expect("store"));
+    let admin = store.create_account("admin", true, smsgate_api::now()).await.unwrap();
+    let (admin_key, hash) = generate_key();
+    store.create_api_key(admin.id, &hash, &key_prefix(&admin_key), smsgate_api::now()).await.unwrap();
+    let (tx, rx) = mpsc::channel(1024);
+    let carrier = VirtualCarrier {
+        submit_latency: Duration::from_millis(1),
+        receipt_delay: Duration::from_millis(20),
+        ..VirtualCarrier::default()
+    };
+    let sim = Arc::new(SimNetwork::new(vec![carrier], tx));
+    let config = Config {
+        poll_interval: Duration::from_millis(20),
+        retry_base: Duration::from_millis(20),
+        expiry_interval: Duration::from_millis(50),
+        ..Config::default()
+    };
+    let engine = Engine::new(store.clone(), sim.clone(), config);
+    let shutdown = CancellationToken::new();
+    let engine_task = tokio::spawn(engine.clone().run(rx, shutdown.clone()));
+    let state = AppState { store: store.clone(), engine, sim: Some(sim), policy: Arc::new(Policy::default()) };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let http_shutdown = shutdown.clone();
+    let http = tokio::spawn(async move {
+        axum::serve(listener, smsgate_api::router(state))
+            .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
+            .await
+            .unwrap();
+    });
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    Server { base, admin_key, client, store, shutdown, tasks: vec![engine_task, http], cleanup }
+}
+
+type ServerCleanup = Box<dyn FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send>;
+
+impl Server {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            tokio::time::timeout(Duration::from_secs(10), t).await.expect("stops").unwrap();
+        }
+        self.store.close().await;
+        (self.cleanup)().await;
+    }
+
+    async fn call(&self, method: &str, path: &str, key: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self.client.request(method.parse().unwrap(), format!("{}{path}", self.base));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text:?}")))
+    }
+
+    /// A new account and its key, made with the admin key.
+    async fn tenant(&self, name: &str) -> (String, String) {
+        let (s, account) = self.call("POST", "/v1/accounts", Some(&self.admin_key), Some(json!({"name": name}))).await;
+        assert_eq!(s, StatusCode::CREATED, "{account}");
+        let id = account["id"].as_str().unwrap().to_string();
+        let (s, key) = self.call("POST", &format!("/v1/accounts/{id}/keys"), Some(&self.admin_key), None).await;
+        assert_eq!(s, StatusCode::CREATED, "{key}");
+        (id, key["key"].as_str().unwrap().to_string())
+    }
+
+    async fn until(&self, key: &str, id: &str, status: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (s, m) = self.call("GET", &format!("/v1/messages/{id}"), Some(key), None).await;
+            assert_eq!(s, StatusCode::OK);
+            if m["status"] == status {
+                return m;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "stuck at {}, waiting for {status}", m["status"]);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { let s = super::start("sqlite").await; super::$name(&s).await; s.stop().await; }
+        )* }
+        mod on_postgres { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { let s = super::start("postgres").await; super::$name(&s).await; s.stop().await; }
+        )* }
+    };
+}
+
+on_both!(send_to_delivered, errors_are_json_with_stable_codes, idempotency, tenants, cancel, lists_and_inbound);
+
+async fn send_to_delivered(s: &Server) {
+    let (_, key) = s.tenant("acme").await;
+    let (status, m) = s
+        .call(
+            "POST",
+            "/v1/messages",
+            Some(&key),
+            Some(json!({"to": "+44 7700 900123", "from": "Acme", "body": "Hello €"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{m}");
+    assert_eq!((m["status"].as_str(), m["to"].as_str()), (Some("queued"), Some("+447700900123")));
+    assert_eq!((m["encoding"].as_str(), m["segments"].as_u64()), (Some("gsm7"), Some(1)));
+    let done = s.until(&key, m["id"].as_str().unwrap(), "delivered").await;
+    let journey: Vec<&str> = done["events"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap()).collect();
+    assert_eq!(journey, ["queued", "sending", "sent", "delivered"]);
+    assert_eq!(done["connector"], "sim");
+    let (status, inbox) = s.call("GET", "/v1/sim/handsets/+447700900123/messages", Some(&key), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(inbox["data"][0]["body"], "Hello €");
+    let (status, health) = s.call("GET", "/healthz", None, None).await;
+    assert_eq!((status, health["status"].as_str()), (StatusCode::OK, Some("ok")));
+}
+
+async fn errors_are_json_with_stable_codes(s: &Server) {
+    let (_, key) = s.tenant("acme").await;
+    let code = |v: &Value| v["error"]["code"].as_str().unwrap().to_string();
+    let good = json!({"to": "+447700900123", "from": "Acme", "body": "x"});
+    let (st, v) = s.call("POST", "/v1/messages", None, Some(good.clone())).await;
+    assert_eq!((st, code(&v).as_str()), (StatusCode::UNAUTHORIZED, "unauthorized"));
+    let (st, v) = s.call("POST", "/v1/messages", Some("sk_wrong"), Some(good.clone())).await;
+    assert_eq!((st, code(&v).as_str()), (StatusCode::UNAUTHORIZED, "unauthorized"));
+    for (body, want) in [
+        (json!({"to": "+447700900123", "from": "Acme", "body": ""}), "empty_body"),
+        (json!({"to": "12345", "from": "Acme", "body": "x"}), "invalid_destination"),
+        (json!({"to": "+447700900123", "from": "ThisIsTooLong", "body": "x"}), "invalid_sender"),
+        (json!({"to": "+447700900123", "from": "Acme", "body": "a".repeat(2000)}), "body_too_long"),
+        (json!({"to": "+447700900123", "from": "Acme", "body": "x", "send_at": "tomorrow"}), "invalid_send_at"),
+        (json!({"to": "+447700900123", "from": "Acme", "body": "x", "validity": 0}), "invalid_validity"),
+        (json!({"to": "+447700900123", "from": "Acme", "body": "x", "colour": "red"}), "invalid_field"),
+        (json!({"to": "+447700900123", "from": "Acme"}), "invalid_field"),
+    ] {
+        let (st, v) = s.call("POST", "/v1/messages", Some(&key), Some(body)).await;
+        assert_eq!((st, code(&v).as_str()), (StatusCode::UNPROCESSABLE_ENTITY, want), "{v}");
+        assert!(!v["error"]["message"].as_str().unwrap().is_empty());
+    }
+    let raw = |body: &'static str, ct: &'static str| {
+        let req = s.client.post(format!("{}/v1/messages", s.base)).bearer_auth(&key).header("content-type", ct);
+        async move {
+            let r = req.body(body).send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (st, v) = raw("{not json", "application/json").await;
+    assert_eq!((st, code(&v).as_str()), (StatusCode::BAD_REQUEST, "malformed_json"));
+    let (st, v) = raw("to=x", "application/x-www-form-urlencoded").await;
+    assert_eq!((st, code(&v).as_str()), (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"));
+    let big = Box::leak(format!("{{\"body\": \"{}\"}}", "a".repeat(2 * 1024 * 1024)).into_boxed_str());
+    let (st, v) = raw(big, "application/json").await;
+    assert_eq!((st, code(&v).as_str()), (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"));
+    let (st, v) = s.call("GET", "/v1/messages/01a21626-06c7-75b5-b27d-dbce5b772ecb", Some(&key), None).await;
+    assert_eq!((st, code(&v).as_str()), (StatusCode::NOT_FOUND, "not_found"));
+    let (st, v) = s.call("GET", "/v1/messages/not-an-id", Some(&key), None).await;
+    assert_eq!((st, code(&v).as_str()), (StatusCode::NOT_FOUND, "not_found"));
+    let (st, v) = s.call("GET", "/v1/nowhere", Some(&key), None).await;
+    assert_eq!((st, code(&v).as_str()), (StatusCode::NOT_FOUND, "not_found"));
+    let (st, v) = s.call("POST", "/v1/accounts", Some(&key), Some(json!({"name": "x"}))).await;
+    assert_eq!((st, code(&v).as_str()), (StatusCode::FORBIDDEN, "forbidden"));
+    let (st, v) = s.call("GET", "/v1/messages?limit=0", Some(&key), None).await;
+    assert_eq!((st, code(&v).as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_limit"));
+    let (st, v) = s.call("GET", "/v1/messages?status=lost", Some(&key), None).await;
+    assert_eq!((st, code(&v).as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_status"));
+}
+
+async fn idempotency(s: &Server) {
+    let (_, key) = s.tenant("acme").await;
+    let send = |body: Value| {
+        let req =
+            s.client.post(format!("{}/v1/messages", s.base)).bearer_auth(&key).header("idempotency-key", "order-42");
+        async move {
+            let r = req.json(&body).send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let body = json!({"to": "+447700900123", "from": "Acme", "body": "once"});
+    let (st1, first) = send(body.clone()).await;
+    let (st2, again) = send(body).await;
+    assert_eq!((st1, st2), (StatusCode::CREATED, StatusCode::CREATED));
+    assert_eq!(first["id"], again["id"]);
+    let (st, v) = send(json!({"to": "+447700900123", "from": "Acme", "body": "twice"})).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("idempotency_key_reused")));
+    let (_, list) = s.call("GET", "/v1/messages", Some(&key), None).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+}
+
+async fn tenants(s: &Server) {
+    let (_, a) = s.tenant("a").await;
+    let (_, b) = s.tenant("b").await;
+    let (_, m) =
+        s.call("POST", "/v1/messages", Some(&a), Some(json!({"to": "+447700900123", "from": "A", "body": "x"}))).await;
+    let id = m["id"].as_str().unwrap();
+    let (st, _) = s.call("GET", &format!("/v1/messages/{id}"), Some(&b), None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, _) = s.call("DELETE", &format!("/v1/messages/{id}"), Some(&b), None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (_, list) = s.call("GET", "/v1/messages", Some(&b), None).await;
+    assert!(list["data"].as_array().unwrap().is_empty());
+}
+
+async fn cancel(s: &Server) {
+    let (_, key) = s.tenant("acme").await;
+    let later = json!({"to": "+447700900123", "from": "Acme", "body": "later", "send_at": "2099-01-01T00:00:00Z"});
+    let (st, v) = s.call("POST", "/v1/messages", Some(&key), Some(later)).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "more than a year ahead: {v}");
+    let soon = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let (st, m) = s
+        .call(
+            "POST",
+            "/v1/messages",
+            Some(&key),
+            Some(json!({"to": "+447700900123", "from": "Acme", "body": "x", "send_at": soon})),
+        )
+        .await;
+    assert_eq!((st, m["status"].as_str()), (StatusCode::CREATED, Some("scheduled")));
+    let id = m["id"].as_str().unwrap();
+    let (st, c) = s.call("DELETE", &format!("/v1/messages/{id}"), Some(&key), None).await;
+    assert_eq!((st, c["status"].as_str()), (StatusCode::OK, Some("canceled")));
+    let (st, v) = s.call("DELETE", &format!("/v1/messages/{id}"), Some(&key), None).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("not_cancelable")));
+}
+
+async fn lists_and_inbound(s: &Server) {
+    let (_, key) = s.tenant("acme").await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let to = format!("+4477009001{i}5");
+        let (_, m) =
+            s.call("POST", "/v1/messages", Some(&key), Some(json!({"to": to, "from": "Acme", "body": "x"}))).await;
+        ids.push(m["id"].as_str().unwrap().to_string());
+    }
+    let (_, page1) = s.call("GET", "/v1/messages?limit=3", Some(&key), None).await;
+    assert_eq!(page1["data"].as_array().unwrap().len(), 3);
+    let cursor = page1["next_cursor"].as_str().unwrap();
+    let (_, page2) = s.call("GET", &format!("/v1/messages?limit=3&cursor={cursor}"), Some(&key), None).await;
+    assert_eq!(page2["data"].as_array().unwrap().len(), 2);
+    assert!(page2["next_cursor"].is_null());
+    let (_, only) = s.call("GET", "/v1/messages?to=%2B447700900125", Some(&key), None).await;
+    assert_eq!(only["data"].as_array().unwrap().len(), 1);
+    s.until(&key, &ids[0], "delivered").await;
+    let (st, _) = s
+        .call("POST", "/v1/sim/handsets/+447700900105/reply", Some(&key), Some(json!({"to": "Acme", "body": "Thanks"})))
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, inbound) = s.call("GET", "/v1/inbound", Some(&key), None).await;
+        if let Some(m) = inbound["data"].as_array().unwrap().first() {
+            assert_eq!((m["status"].as_str(), m["body"].as_str()), (Some("received"), Some("Thanks")));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no inbound message");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

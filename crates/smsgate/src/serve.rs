@@ -1,0 +1,173 @@
+//! `smsgate serve`: the server. With no arguments: data in `./smsgate-data` (SQLite inside), HTTP on
+//! `127.0.0.1:8080`, every message to the built-in simulated network. The first start creates the admin account
+//! and prints its API key once (or takes it from `SMSGATE_ADMIN_KEY`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use smsgate_connectors::sim::{SimNetwork, VirtualCarrier};
+use smsgate_core::admission::Policy;
+use smsgate_engine::{Config as EngineConfig, Engine};
+use smsgate_store::{SqlStore, Store};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Where smsgate keeps its data (the SQLite database, unless --database says otherwise).
+    #[arg(long, env = "SMSGATE_DATA_DIR", default_value = "smsgate-data")]
+    pub data_dir: PathBuf,
+    /// The address the HTTP API listens on.
+    #[arg(long, env = "SMSGATE_HTTP", default_value = "127.0.0.1:8080")]
+    pub http: SocketAddr,
+    /// The database: sqlite://PATH or postgres://USER@HOST:PORT/DB. Default: SQLite in the data folder.
+    #[arg(long, env = "SMSGATE_DATABASE")]
+    pub database: Option<String>,
+    /// The region national numbers (without +) are read in, as an ISO 3166 code such as US or GB.
+    #[arg(long, env = "SMSGATE_DEFAULT_REGION")]
+    pub default_region: Option<String>,
+    /// This node's name in leases (several nodes may share one PostgreSQL database).
+    #[arg(long, env = "SMSGATE_NODE", default_value = "node-1")]
+    pub node: String,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    let default_region =
+        match &args.default_region {
+            None => None,
+            Some(r) => Some(r.to_ascii_uppercase().parse::<phonenumber::country::Id>().map_err(|_| {
+                anyhow::anyhow!("--default-region {r:?} is not an ISO 3166 region code such as US or GB")
+            })?),
+        };
+    let database = match &args.database {
+        Some(url) => url.clone(),
+        None => {
+            std::fs::create_dir_all(&args.data_dir)
+                .with_context(|| format!("creating the data folder {}", args.data_dir.display()))?;
+            format!("sqlite://{}", args.data_dir.join("smsgate.db").display())
+        }
+    };
+    let store = Arc::new(SqlStore::open(&database, 8).await.with_context(|| format!("opening {database}"))?);
+    let admin_key = ensure_admin(store.as_ref()).await?;
+
+    let (events_tx, events_rx) = mpsc::channel(10_000);
+    let sim = Arc::new(SimNetwork::new(vec![VirtualCarrier::default()], events_tx));
+    let engine =
+        Engine::new(store.clone(), sim.clone(), EngineConfig { node: args.node.clone(), ..EngineConfig::default() });
+    let shutdown = CancellationToken::new();
+    let engine_task = tokio::spawn(engine.clone().run(events_rx, shutdown.clone()));
+
+    let policy = Policy { default_region, ..Policy::default() };
+    let state = smsgate_api::AppState { store: store.clone(), engine, sim: Some(sim), policy: Arc::new(policy) };
+    let listener =
+        tokio::net::TcpListener::bind(args.http).await.with_context(|| format!("listening on {}", args.http))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    println!("smsgate: listening on http://{addr} (database {})", redact(&database));
+    if let Some(key) = admin_key {
+        println!("smsgate: admin API key (shown once; keep it): {key}");
+    }
+    println!(
+        "smsgate: try  curl -s http://{addr}/v1/messages -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' -d '{{\"to\": \"+447700900123\", \"from\": \"smsgate\", \"body\": \"Hello\"}}'"
+    );
+    let http_shutdown = shutdown.clone();
+    axum::serve(listener, smsgate_api::router(state))
+        .with_graceful_shutdown(async move {
+            wait_for_signal().await;
+            http_shutdown.cancel();
+        })
+        .await
+        .context("serving HTTP")?;
+    shutdown.cancel();
+    engine_task.await.context("the engine stopped abnormally")?;
+    store.close().await;
+    println!("smsgate: stopped");
+    Ok(())
+}
+
+/// Creates the admin account on first start. Returns a generated key to print, once.
+async fn ensure_admin(store: &dyn Store) -> anyhow::Result<Option<String>> {
+    let from_env = std::env::var("SMSGATE_ADMIN_KEY").ok().filter(|k| !k.is_empty());
+    if let Some(key) = &from_env
+        && key.len() < 16
+    {
+        bail!("SMSGATE_ADMIN_KEY must be at least 16 characters");
+    }
+    let now = smsgate_api::now();
+    let admin = match store.admin_account().await? {
+        Some(a) => a,
+        None => store.create_account("admin", true, now).await?,
+    };
+    match from_env {
+        Some(key) => {
+            let hash = smsgate_api::hash_key(&key);
+            match store.account_by_key_hash(&hash).await? {
+                Some(owner) if owner.id == admin.id => {}
+                Some(_) => bail!("SMSGATE_ADMIN_KEY is already the key of another account"),
+                None => {
+                    store.create_api_key(admin.id, &hash, &smsgate_api::key_prefix(&key), now).await?;
+                }
+            }
+            Ok(None)
+        }
+        None if store_has_admin_key(store, admin.id).await? => Ok(None),
+        None => {
+            let (key, hash) = smsgate_api::generate_key();
+            store.create_api_key(admin.id, &hash, &smsgate_api::key_prefix(&key), now).await?;
+            Ok(Some(key))
+        }
+    }
+}
+
+async fn store_has_admin_key(store: &dyn Store, admin: smsgate_core::AccountId) -> anyhow::Result<bool> {
+    Ok(store.key_count(admin).await? > 0)
+}
+
+/// A database URL without its password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if url[s + 3..at].contains(':') => {
+            let user_end = url[s + 3..at].find(':').map_or(at, |i| s + 3 + i);
+            format!("{}:***{}", &url[..user_end], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(super::redact("sqlite://x.db"), "sqlite://x.db");
+    }
+}
