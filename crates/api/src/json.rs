@@ -11,16 +11,18 @@ use crate::error::ApiError;
 
 /// The most a request body may be.
 pub const MAX_BODY: usize = 1024 * 1024;
+/// The most a batch request body may be.
+pub const MAX_BATCH_BODY: usize = 32 * 1024 * 1024;
 
 /// A JSON request body: 415 unless `Content-Type: application/json`, 413 past [`MAX_BODY`], 400 when it is not
 /// JSON, 422 when it is JSON of the wrong shape. Keeps the raw octets (for idempotency hashes).
 #[derive(Debug)]
-pub struct JsonBody<T> {
+pub struct JsonBody<T, const LIMIT: usize = MAX_BODY> {
     pub value: T,
     pub raw: Vec<u8>,
 }
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+impl<S: Send + Sync, T: DeserializeOwned, const LIMIT: usize> FromRequest<S> for JsonBody<T, LIMIT> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _: &S) -> Result<Self, Self::Rejection> {

@@ -26,7 +26,7 @@ use smsgate_engine::{Engine, timestamp_now};
 use smsgate_store::{Account, Changes, Inserted, ListFilter, NewMessage, Store};
 
 pub use error::ApiError;
-use json::{JsonBody, message_json, parse_time, time_json};
+use json::{JsonBody, MAX_BATCH_BODY, message_json, parse_time, time_json};
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -43,6 +43,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/messages", post(send_message).get(list_outbound))
+        .route("/v1/messages/batch", post(send_batch))
         .route("/v1/messages/{id}", get(get_message).delete(cancel_message))
         .route("/v1/inbound", get(list_inbound))
         .route("/v1/accounts", post(create_account))
@@ -133,6 +134,37 @@ async fn send_message(
         }
     };
     let now = timestamp_now();
+    let (message, detail) = prepare(&state, caller.id, body, now)?;
+    let inserted = state
+        .store
+        .insert_messages(&[NewMessage { message: message.clone(), detail, idempotency }])
+        .await
+        .map_err(ApiError::internal)?;
+    match inserted.first() {
+        Some(Inserted::Duplicate { id, same_request: true }) => {
+            let original = state.store.message(caller.id, *id).await.map_err(ApiError::internal)?;
+            let original = original.ok_or_else(|| ApiError::internal("idempotent original vanished"))?;
+            Ok((StatusCode::CREATED, Json(message_json(&original, None))))
+        }
+        Some(Inserted::Duplicate { .. }) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different request",
+        )),
+        _ => {
+            state.engine.wake();
+            Ok((StatusCode::CREATED, Json(message_json(&message, None))))
+        }
+    }
+}
+
+/// Admits one request and builds the message to store, with its first event's detail.
+fn prepare(
+    state: &AppState,
+    account: smsgate_core::AccountId,
+    body: SendBody,
+    now: Timestamp,
+) -> Result<(Message, String), ApiError> {
     let send_at = body.send_at.as_deref().map(|s| parse_time("send_at", s)).transpose()?;
     let request = Request {
         to: body.to,
@@ -146,7 +178,7 @@ async fn send_message(
     let admitted = admit(&request, &state.policy, now).map_err(|r| ApiError::invalid(r.code.as_str(), r.message))?;
     let message = Message {
         id: MessageId::generate(),
-        account_id: caller.id,
+        account_id: account,
         direction: Direction::Outbound,
         to: admitted.to,
         from: admitted.from,
@@ -170,27 +202,52 @@ async fn send_message(
         Status::Scheduled => "accepted; scheduled".to_string(),
         _ => "accepted".to_string(),
     };
-    let inserted = state
-        .store
-        .insert_messages(&[NewMessage { message: message.clone(), detail, idempotency }])
-        .await
-        .map_err(ApiError::internal)?;
-    match inserted.first() {
-        Some(Inserted::Duplicate { id, same_request: true }) => {
-            let original = state.store.message(caller.id, *id).await.map_err(ApiError::internal)?;
-            let original = original.ok_or_else(|| ApiError::internal("idempotent original vanished"))?;
-            Ok((StatusCode::CREATED, Json(message_json(&original, None))))
-        }
-        Some(Inserted::Duplicate { .. }) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "idempotency_key_reused",
-            "this Idempotency-Key was used with a different request",
-        )),
-        _ => {
-            state.engine.wake();
-            Ok((StatusCode::CREATED, Json(message_json(&message, None))))
-        }
+    Ok((message, detail))
+}
+
+/// The most messages one batch may hold.
+pub const MAX_BATCH: usize = 10_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    messages: Vec<Value>,
+}
+
+/// `POST /v1/messages/batch`: every item admitted on its own; the admitted ones stored in one transaction; one
+/// result per item, in order: the message, or `{"error": {...}}`.
+async fn send_batch(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    JsonBody { value: body, .. }: JsonBody<BatchBody, MAX_BATCH_BODY>,
+) -> Result<Json<Value>, ApiError> {
+    if body.messages.is_empty() || body.messages.len() > MAX_BATCH {
+        return Err(ApiError::invalid("invalid_batch", format!("messages must hold 1 to {MAX_BATCH} items")));
     }
+    let now = timestamp_now();
+    let mut results: Vec<Result<usize, ApiError>> = Vec::with_capacity(body.messages.len());
+    let mut to_store = Vec::new();
+    for item in body.messages {
+        let prepared = serde_json::from_value::<SendBody>(item)
+            .map_err(|e| ApiError::invalid("invalid_field", e.to_string()))
+            .and_then(|b| prepare(&state, caller.id, b, now));
+        results.push(prepared.map(|(message, detail)| {
+            to_store.push(NewMessage { message, detail, idempotency: None });
+            to_store.len() - 1
+        }));
+    }
+    if !to_store.is_empty() {
+        state.store.insert_messages(&to_store).await.map_err(ApiError::internal)?;
+        state.engine.wake();
+    }
+    let data: Vec<Value> = results
+        .into_iter()
+        .map(|r| match r {
+            Ok(i) => message_json(&to_store[i].message, None),
+            Err(e) => json!({"error": {"code": e.code, "message": e.message}}),
+        })
+        .collect();
+    Ok(Json(json!({"data": data})))
 }
 
 fn parse_id(id: &str) -> Result<MessageId, ApiError> {

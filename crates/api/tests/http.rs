@@ -157,7 +157,7 @@ macro_rules! on_both {
     };
 }
 
-on_both!(send_to_delivered, errors_are_json_with_stable_codes, idempotency, tenants, cancel, lists_and_inbound);
+on_both!(send_to_delivered, errors_are_json_with_stable_codes, idempotency, tenants, cancel, lists_and_inbound, batch);
 
 async fn send_to_delivered(s: &Server) {
     let (_, key) = s.tenant("acme").await;
@@ -322,4 +322,30 @@ async fn lists_and_inbound(s: &Server) {
         assert!(tokio::time::Instant::now() < deadline, "no inbound message");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+async fn batch(s: &Server) {
+    let (_, key) = s.tenant("acme").await;
+    let items = json!({"messages": [
+        {"to": "+447700900115", "from": "Acme", "body": "one"},
+        {"to": "nope", "from": "Acme", "body": "two"},
+        {"to": "+447700900125", "from": "Acme", "body": "three", "colour": "red"},
+        {"to": "+447700900135", "from": "Acme", "body": "four"},
+    ]});
+    let (st, v) = s.call("POST", "/v1/messages/batch", Some(&key), Some(items)).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let data = v["data"].as_array().unwrap();
+    assert_eq!(data.len(), 4);
+    assert_eq!(data[0]["body"], "one");
+    assert_eq!(data[1]["error"]["code"], "invalid_destination");
+    assert_eq!(data[2]["error"]["code"], "invalid_field");
+    assert_eq!(data[3]["body"], "four");
+    for m in [&data[0], &data[3]] {
+        s.until(&key, m["id"].as_str().unwrap(), "delivered").await;
+    }
+    let (st, v) = s.call("POST", "/v1/messages/batch", Some(&key), Some(json!({"messages": []}))).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_batch")));
+    let many: Vec<Value> = (0..10_001).map(|_| json!({"to": "+447700900115", "from": "A", "body": "x"})).collect();
+    let (st, v) = s.call("POST", "/v1/messages/batch", Some(&key), Some(json!({"messages": many}))).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_batch")));
 }

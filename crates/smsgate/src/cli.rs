@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use crate::{encode, pdu, serve};
+use crate::{client, encode, pdu, serve};
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +21,11 @@ enum Command {
     /// Run the server: REST API, store and dispatcher; by default on SQLite in ./smsgate-data with the simulated
     /// carrier network.
     Serve(serve::Args),
+    /// Send one text through a running server; prints its id (with --wait, its journey).
+    Send(client::SendArgs),
+    /// Look at messages on a running server.
+    #[command(subcommand)]
+    Messages(client::MessagesCommand),
     /// Show how a text is encoded and split into SMS segments: encoding, segment count, units left.
     Encode(encode::Args),
     /// Decode SMPP PDUs to JSON, or encode JSON to PDUs.
@@ -36,6 +41,12 @@ pub fn main() -> ExitCode {
             init_logging();
             serve::run(args)
         }
+        Command::Send(args) => match client::send(args) {
+            Ok(0) => Ok(()),
+            Ok(code) => return ExitCode::from(code),
+            Err(e) => Err(e),
+        },
+        Command::Messages(cmd) => client::messages(cmd),
         Command::Encode(args) => encode::run(args),
         Command::Pdu(cmd) => pdu::run(cmd),
     };

@@ -2,6 +2,7 @@
 //! the command line, configuration files, environment variables, standard input and output, and exit codes.
 
 pub mod cli;
+pub mod client;
 pub mod encode;
 pub mod pdu;
 pub mod serve;

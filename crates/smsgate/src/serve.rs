@@ -54,6 +54,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             format!("sqlite://{}", args.data_dir.join("smsgate.db").display())
         }
     };
+    // Signals are caught from here on, so a SIGTERM during start-up is a clean stop too.
+    let signals = Signals::new()?;
     let store = Arc::new(SqlStore::open(&database, 8).await.with_context(|| format!("opening {database}"))?);
     let admin_key = ensure_admin(store.as_ref()).await?;
 
@@ -79,7 +81,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let http_shutdown = shutdown.clone();
     axum::serve(listener, smsgate_api::router(state))
         .with_graceful_shutdown(async move {
-            wait_for_signal().await;
+            signals.wait().await;
             http_shutdown.cancel();
         })
         .await
@@ -140,25 +142,38 @@ fn redact(url: &str) -> String {
     }
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGINT and SIGTERM, registered when created.
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                interrupt: signal(SignalKind::interrupt()).context("catching SIGINT")?,
+                terminate: signal(SignalKind::terminate()).context("catching SIGTERM")?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Signals {})
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+
+    async fn wait(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

@@ -91,6 +91,37 @@ async fn serve_sends_stops_and_restarts() {
         assert!(Instant::now() < deadline, "not delivered: {got}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The command-line client against the same server.
+    let cli = |args: &[&str], key: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_smsgate"));
+        c.args(args).env("SMSGATE_URL", &server.base).env_remove("SMSGATE_API_KEY");
+        if let Some(k) = key {
+            c.env("SMSGATE_API_KEY", k);
+        }
+        let out = c.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, out, err) = cli(&["send", "--wait", "--to", "+447700900123", "--from", "Acme", "Hi there"], Some(KEY));
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("delivered") && out.contains("queued"), "{out}");
+    let (code, out, _) = cli(&["send", "--wait", "--to", "+447700900002", "--from", "Acme", "Hi"], Some(KEY));
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("undelivered"), "{out}");
+    let (code, out, _) = cli(&["messages", "get", &id], Some(KEY));
+    assert_eq!(code, Some(0));
+    assert!(out.contains("delivered") && out.contains("sim accepted it"), "{out}");
+    let (code, out, _) = cli(&["messages", "list", "--limit", "10"], Some(KEY));
+    assert_eq!((code, out.lines().count()), (Some(0), 3), "{out}");
+    let (code, _, err) = cli(&["messages", "list"], None);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("SMSGATE_API_KEY"), "{err}");
+    let (code, _, err) = cli(&["send", "--to", "nope", "--from", "Acme", "x"], Some(KEY));
+    assert_eq!(code, Some(1));
+    assert!(err.contains("invalid_destination"), "{err}");
     stop(server);
     let again = start(&data);
     let got: Value = client
