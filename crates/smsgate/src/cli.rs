@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use crate::{client, encode, pdu, serve};
+use crate::{client, config, encode, pdu, serve};
 
 use clap::{Parser, Subcommand};
 
@@ -20,7 +20,9 @@ struct Cli {
 enum Command {
     /// Run the server: REST API, store and dispatcher; by default on SQLite in ./smsgate-data with the simulated
     /// carrier network.
-    Serve(serve::Args),
+    Serve(config::Flags),
+    /// Print the effective server configuration, each value with where it came from.
+    Config(config::Flags),
     /// Send one text through a running server; prints its id (with --wait, its journey).
     Send(client::SendArgs),
     /// Look at messages on a running server.
@@ -41,6 +43,7 @@ pub fn main() -> ExitCode {
             init_logging();
             serve::run(args)
         }
+        Command::Config(flags) => flags.describe().map(|text| print!("{text}")),
         Command::Send(args) => match client::send(args) {
             Ok(0) => Ok(()),
             Ok(code) => return ExitCode::from(code),

@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod config;
 pub mod encode;
 pub mod pdu;
 pub mod serve;

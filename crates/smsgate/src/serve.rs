@@ -2,57 +2,39 @@
 //! `127.0.0.1:8080`, every message to the built-in simulated network. The first start creates the admin account
 //! and prints its API key once (or takes it from `SMSGATE_ADMIN_KEY`).
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use smsgate_connectors::sim::{SimNetwork, VirtualCarrier};
+use smsgate_connectors::sim::SimNetwork;
 use smsgate_core::admission::Policy;
 use smsgate_engine::{Config as EngineConfig, Engine};
 use smsgate_store::{SqlStore, Store};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// Where smsgate keeps its data (the SQLite database, unless --database says otherwise).
-    #[arg(long, env = "SMSGATE_DATA_DIR", default_value = "smsgate-data")]
-    pub data_dir: PathBuf,
-    /// The address the HTTP API listens on.
-    #[arg(long, env = "SMSGATE_HTTP", default_value = "127.0.0.1:8080")]
-    pub http: SocketAddr,
-    /// The database: sqlite://PATH or postgres://USER@HOST:PORT/DB. Default: SQLite in the data folder.
-    #[arg(long, env = "SMSGATE_DATABASE")]
-    pub database: Option<String>,
-    /// The region national numbers (without +) are read in, as an ISO 3166 code such as US or GB.
-    #[arg(long, env = "SMSGATE_DEFAULT_REGION")]
-    pub default_region: Option<String>,
-    /// This node's name in leases (several nodes may share one PostgreSQL database).
-    #[arg(long, env = "SMSGATE_NODE", default_value = "node-1")]
-    pub node: String,
-}
+use crate::config::{Config, Flags};
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub fn run(flags: Flags) -> anyhow::Result<()> {
+    let config = flags.load()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
-    runtime.block_on(serve(args))
+    runtime.block_on(serve(config))
 }
 
-async fn serve(args: Args) -> anyhow::Result<()> {
+async fn serve(args: Config) -> anyhow::Result<()> {
     let default_region =
-        match &args.default_region {
-            None => None,
-            Some(r) => Some(r.to_ascii_uppercase().parse::<phonenumber::country::Id>().map_err(|_| {
-                anyhow::anyhow!("--default-region {r:?} is not an ISO 3166 region code such as US or GB")
+        match args.default_region.as_str() {
+            "" => None,
+            r => Some(r.to_ascii_uppercase().parse::<phonenumber::country::Id>().map_err(|_| {
+                anyhow::anyhow!("default_region {r:?} is not an ISO 3166 region code such as US or GB")
             })?),
         };
-    let database = match &args.database {
-        Some(url) => url.clone(),
-        None => {
+    let database = match args.database.as_str() {
+        "" => {
             std::fs::create_dir_all(&args.data_dir)
                 .with_context(|| format!("creating the data folder {}", args.data_dir.display()))?;
             format!("sqlite://{}", args.data_dir.join("smsgate.db").display())
         }
+        url => url.to_string(),
     };
     // Signals are caught from here on, so a SIGTERM during start-up is a clean stop too.
     let signals = Signals::new()?;
@@ -60,7 +42,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let admin_key = ensure_admin(store.as_ref()).await?;
 
     let (events_tx, events_rx) = mpsc::channel(10_000);
-    let sim = Arc::new(SimNetwork::new(vec![VirtualCarrier::default()], events_tx));
+    let carriers = args.sim.carriers.iter().map(|c| c.to_carrier()).collect();
+    let sim = Arc::new(SimNetwork::new(carriers, events_tx));
     let engine =
         Engine::new(store.clone(), sim.clone(), EngineConfig { node: args.node.clone(), ..EngineConfig::default() });
     let shutdown = CancellationToken::new();

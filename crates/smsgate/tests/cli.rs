@@ -112,3 +112,26 @@ fn pdu_errors_name_the_field() {
     fails(&["pdu", "encode", "not json"], None, "invalid PDU JSON");
     fails(&["pdu", "encode", r#"{"command":"submit_sm","short_message":"zz"}"#], None, "invalid PDU JSON");
 }
+
+#[test]
+fn config_shows_each_value_and_its_source() {
+    let file = std::env::temp_dir().join(format!("smsgate-cli-config-{}.toml", std::process::id()));
+    std::fs::write(&file, "data_dir = \"/srv/smsgate\"\n[[sim.carriers]]\nname = \"uk\"\nprefix = \"+44\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_smsgate"))
+        .args(["config", "--http", "127.0.0.1:9000", "--config"])
+        .arg(&file)
+        .env("SMSGATE_NODE", "edge-2")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("http = \"127.0.0.1:9000\"  # command line: --http"), "{text}");
+    assert!(text.contains("node = \"edge-2\"  # environment: SMSGATE_NODE"), "{text}");
+    assert!(text.contains("data_dir = \"/srv/smsgate\"  # file"), "{text}");
+    assert!(text.contains("prefix = \"+44\""), "{text}");
+    std::fs::write(&file, "http_port = 1\n").unwrap();
+    let config = file.to_string_lossy().to_string();
+    fails(&["config", "--config", &config], None, "unknown field");
+    std::fs::remove_file(&file).unwrap();
+    fails(&["serve", "--config", "/nonexistent/smsgate.toml"], None, "does not exist");
+}

@@ -1,0 +1,241 @@
+//! The server's configuration: defaults < TOML file (`--config FILE`, `SMSGATE_CONFIG`) < `SMSGATE_*`
+//! environment variables < command-line flags. `smsgate config` prints the result, each value with where it came
+//! from. Unknown keys and bad values are errors that name the key and its source.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use smsgate_connectors::sim::VirtualCarrier;
+
+/// Everything `serve` reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where smsgate keeps its data (the SQLite database, unless `database` says otherwise).
+    pub data_dir: PathBuf,
+    /// The address the HTTP API listens on.
+    pub http: SocketAddr,
+    /// `sqlite://PATH` or `postgres://...`; empty: SQLite in the data folder.
+    pub database: String,
+    /// The region national numbers are read in (ISO 3166, such as US or GB); empty: international numbers only.
+    pub default_region: String,
+    /// This node's name in leases.
+    pub node: String,
+    /// The simulated carrier network.
+    pub sim: SimConfig,
+}
+
+/// `[sim]`: the virtual carriers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SimConfig {
+    /// `[[sim.carriers]]`; a catch-all carrier with the defaults is always there.
+    pub carriers: Vec<CarrierConfig>,
+}
+
+/// One `[[sim.carriers]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CarrierConfig {
+    pub name: String,
+    /// Numbers starting with this (E.164, with `+`) go to this carrier.
+    pub prefix: String,
+    #[serde(default = "default_submit_latency")]
+    pub submit_latency_ms: u64,
+    #[serde(default = "default_receipt_delay")]
+    pub receipt_delay_ms: u64,
+    /// 0.0 to 1.0.
+    #[serde(default = "default_ratio")]
+    pub delivery_ratio: f64,
+}
+
+fn default_submit_latency() -> u64 {
+    2
+}
+
+fn default_receipt_delay() -> u64 {
+    100
+}
+
+fn default_ratio() -> f64 {
+    1.0
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("smsgate-data"),
+            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database: String::new(),
+            default_region: String::new(),
+            node: "node-1".into(),
+            sim: SimConfig::default(),
+        }
+    }
+}
+
+/// The flags `serve` and `config` share; each overrides the file and the environment.
+#[derive(Debug, Clone, Default, clap::Args, Serialize)]
+pub struct Flags {
+    /// A TOML configuration file (also SMSGATE_CONFIG).
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Where smsgate keeps its data [env: SMSGATE_DATA_DIR] [default: smsgate-data].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// The address the HTTP API listens on [env: SMSGATE_HTTP] [default: 127.0.0.1:8080].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
+    /// sqlite://PATH or postgres://USER@HOST:PORT/DB [env: SMSGATE_DATABASE] [default: SQLite in the data folder].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// The region national numbers are read in, such as US or GB [env: SMSGATE_DEFAULT_REGION].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_region: Option<String>,
+    /// This node's name in leases [env: SMSGATE_NODE] [default: node-1].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+/// The environment variables read, without the `SMSGATE_` prefix.
+const ENV_KEYS: [&str; 5] = ["data_dir", "http", "database", "default_region", "node"];
+
+impl Flags {
+    fn figment(&self) -> anyhow::Result<Figment> {
+        let mut f = Figment::from(Serialized::defaults(Config::default()));
+        let file = self.config.clone().or_else(|| std::env::var_os("SMSGATE_CONFIG").map(PathBuf::from));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(anyhow!("configuration file {} does not exist", path.display()));
+            }
+            f = f.merge(Toml::file_exact(path));
+        }
+        Ok(f.merge(Env::prefixed("SMSGATE_").only(&ENV_KEYS)).merge(Serialized::defaults(self)))
+    }
+
+    /// The effective configuration.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        let config: Config = self.figment()?.extract().map_err(|e| anyhow!("configuration: {e}"))?;
+        for c in &config.sim.carriers {
+            if !c.prefix.starts_with('+') || !(0.0..=1.0).contains(&c.delivery_ratio) {
+                return Err(anyhow!(
+                    "configuration: sim carrier {:?} needs a prefix starting with + and a delivery_ratio from 0.0 to 1.0",
+                    c.name
+                ));
+            }
+        }
+        Ok(config)
+    }
+
+    /// The effective configuration as annotated TOML: each value with where it came from.
+    pub fn describe(&self) -> anyhow::Result<String> {
+        let figment = self.figment()?;
+        let config = self.load()?;
+        let value = toml_value(&config)?;
+        let mut out = String::new();
+        let figment::value::Value::Dict(_, dict) = value else {
+            return Err(anyhow!("the configuration is not a table"));
+        };
+        for (key, v) in &dict {
+            if key == "sim" {
+                continue;
+            }
+            let meta = figment.find_metadata(key);
+            let source = match meta.map(|m| m.name.to_string()) {
+                Some(name) if name.contains("environment") => format!("environment: SMSGATE_{}", key.to_uppercase()),
+                Some(name) if name.contains("Flags") => format!("command line: --{}", key.replace('_', "-")),
+                Some(name) if name.contains("TOML") => match meta.and_then(|m| m.source.as_ref()) {
+                    Some(src) => format!("file {src}"),
+                    None => name,
+                },
+                _ => "default".to_string(),
+            };
+            out.push_str(&format!("{key} = {}  # {source}\n", toml_literal(v)));
+        }
+        for c in &config.sim.carriers {
+            out.push_str(&format!(
+                "\n[[sim.carriers]]\nname = {:?}\nprefix = {:?}\nsubmit_latency_ms = {}\nreceipt_delay_ms = {}\ndelivery_ratio = {}\n",
+                c.name, c.prefix, c.submit_latency_ms, c.receipt_delay_ms, c.delivery_ratio
+            ));
+        }
+        if config.sim.carriers.is_empty() {
+            out.push_str("\n# [[sim.carriers]]: none configured; one catch-all virtual carrier with the defaults\n");
+        }
+        Ok(out)
+    }
+}
+
+fn toml_value(config: &Config) -> anyhow::Result<figment::value::Value> {
+    Figment::from(Serialized::defaults(config))
+        .extract::<figment::value::Value>()
+        .context("describing the configuration")
+}
+
+fn toml_literal(v: &figment::value::Value) -> String {
+    match v {
+        figment::value::Value::String(_, s) => format!("{s:?}"),
+        other => format!("{:?}", other.to_num().map(|n| n.to_f64()).unwrap_or_default()),
+    }
+}
+
+impl CarrierConfig {
+    pub fn to_carrier(&self) -> VirtualCarrier {
+        VirtualCarrier {
+            name: self.name.clone(),
+            prefix: self.prefix.clone(),
+            submit_latency: Duration::from_millis(self.submit_latency_ms),
+            receipt_delay: Duration::from_millis(self.receipt_delay_ms),
+            delivery_ratio: self.delivery_ratio,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_file(toml: &str) -> Flags {
+        let path = std::env::temp_dir().join(format!("smsgate-config-{}-{}.toml", std::process::id(), toml.len()));
+        std::fs::write(&path, toml).unwrap();
+        Flags { config: Some(path), ..Flags::default() }
+    }
+
+    #[test]
+    fn defaults_file_and_flags() {
+        let flags =
+            with_file("http = \"127.0.0.1:9000\"\nnode = \"a\"\n[[sim.carriers]]\nname = \"x\"\nprefix = \"+44\"\n");
+        let c = flags.load().unwrap();
+        assert_eq!(
+            (c.http.port(), c.node.as_str(), c.data_dir.as_path()),
+            (9000, "a", std::path::Path::new("smsgate-data"))
+        );
+        assert_eq!(c.sim.carriers[0].receipt_delay_ms, 100);
+        let flags = Flags { node: Some("b".into()), ..flags };
+        assert_eq!(flags.load().unwrap().node, "b");
+        let text = flags.describe().unwrap();
+        assert!(text.contains("node = \"b\"") && text.contains("http = \"127.0.0.1:9000\""), "{text}");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = with_file("htp = \"x\"\n").load().unwrap_err().to_string();
+        assert!(e.contains("htp"), "{e}");
+        let e = with_file("http = \"not an address\"\n").load().unwrap_err().to_string();
+        assert!(e.contains("http"), "{e}");
+        let e = with_file("[[sim.carriers]]\nname = \"x\"\nprefix = \"44\"\n").load().unwrap_err().to_string();
+        assert!(e.contains("prefix"), "{e}");
+        let e = Flags { config: Some("/nonexistent.toml".into()), ..Flags::default() }.load().unwrap_err().to_string();
+        assert!(e.contains("does not exist"), "{e}");
+    }
+}
