@@ -31,6 +31,8 @@ impl<S: Send + Sync, T: DeserializeOwned, const LIMIT: usize> FromRequest<S> for
                 ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
             });
         if !is_json {
+            // Read what was sent, within the limit, so a keep-alive connection stays usable for the next request.
+            let _ = axum::body::to_bytes(req.into_body(), LIMIT).await;
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",

@@ -36,12 +36,15 @@ pub struct AppState {
     /// The simulated network, when it is the connector.
     pub sim: Option<Arc<SimNetwork>>,
     pub policy: Arc<Policy>,
+    /// Renders the engine's counters and histograms, when a recorder is installed.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 /// The API's routes.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
         .route("/v1/messages", post(send_message).get(list_outbound))
         .route("/v1/messages/batch", post(send_batch))
         .route("/v1/messages/{id}", get(get_message).delete(cancel_message))
@@ -101,6 +104,25 @@ impl FromRequestParts<AppState> for Caller {
 
 async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
+}
+
+/// `GET /metrics`, Prometheus text: messages by status and the queue depth, read from the store at scrape time
+/// (so they are right for every node sharing the database), then this node's counters and histograms.
+async fn metrics_text(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let counts = state.store.count_by_status().await.map_err(ApiError::internal)?;
+    let mut out =
+        String::from("# HELP smsgate_messages Messages in the store by status.\n# TYPE smsgate_messages gauge\n");
+    for status in Status::ALL {
+        let n = counts.iter().find(|(s, _)| *s == status).map_or(0, |(_, n)| *n);
+        out.push_str(&format!("smsgate_messages{{status=\"{status}\"}} {n}\n"));
+    }
+    let depth: i64 = counts.iter().filter(|(s, _)| matches!(s, Status::Queued | Status::Sending)).map(|(_, n)| n).sum();
+    out.push_str("# HELP smsgate_queue_depth Messages queued or being sent.\n# TYPE smsgate_queue_depth gauge\n");
+    out.push_str(&format!("smsgate_queue_depth {depth}\n"));
+    if let Some(handle) = &state.metrics {
+        out.push_str(&handle.render());
+    }
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
 }
 
 /// The body of `POST /v1/messages`.

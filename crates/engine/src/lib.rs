@@ -11,7 +11,8 @@
 //! Routing, throttles and webhooks join here in the next issue. Every task stops on the shutdown token; the
 //! dispatcher finishes the sends it started before [`Engine::run`] returns.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use smsgate_connectors::{Connector, ConnectorEvent, Inbound, Receipt, ReceiptState, SubmitError, now};
@@ -68,11 +69,41 @@ pub struct Engine {
     connector: Arc<dyn Connector>,
     config: Arc<Config>,
     wake: Arc<Notify>,
+    /// When each message this node sent was recorded `sent`, by carrier id, for the sent-to-delivered histogram.
+    /// Bounded: past [`SENT_TIMES`] entries it is cleared (a few observations are lost, memory is not).
+    sent_at: Arc<Mutex<HashMap<String, Timestamp>>>,
+}
+
+/// The most sent times kept for latency metrics.
+const SENT_TIMES: usize = 200_000;
+
+/// Metric names, as `/metrics` shows them.
+pub mod metric {
+    /// Submissions by outcome (`sent`, `failed`, `retry`, `expired`).
+    pub const SUBMISSIONS: &str = "smsgate_submissions_total";
+    /// Receipts by resulting status, and `unmatched`.
+    pub const RECEIPTS: &str = "smsgate_receipts_total";
+    /// Seconds from acceptance (or `send_at`) to `sent`.
+    pub const SUBMIT_TO_SENT: &str = "smsgate_submit_to_sent_seconds";
+    /// Seconds from `sent` to a final receipt.
+    pub const SENT_TO_DELIVERED: &str = "smsgate_sent_to_delivered_seconds";
+    /// Inbound messages stored.
+    pub const INBOUND: &str = "smsgate_inbound_total";
+}
+
+fn seconds_between(from: Timestamp, to: Timestamp) -> f64 {
+    (to.0 - from.0).max(0) as f64 / 1000.0
 }
 
 impl Engine {
     pub fn new(store: Arc<dyn Store>, connector: Arc<dyn Connector>, config: Config) -> Engine {
-        Engine { store, connector, config: Arc::new(config), wake: Arc::new(Notify::new()) }
+        Engine {
+            store,
+            connector,
+            config: Arc::new(config),
+            wake: Arc::new(Notify::new()),
+            sent_at: Arc::new(Mutex::new(HashMap::new())),
+        }
     }
 
     /// Tells the dispatcher that messages were stored, so it looks now rather than at its next poll.
@@ -146,26 +177,41 @@ impl Engine {
             }
         };
         if m.expires_at.is_some_and(|e| e <= now()) {
+            metrics::counter!(metric::SUBMISSIONS, "outcome" => "expired").increment(1);
             record(Status::Expired, "validity ended before it could be sent".into(), fence()).await;
             return;
         }
         let name = self.connector.name().to_string();
         match self.connector.submit(&m).await {
             Ok(carrier_id) => {
+                let at = now();
+                metrics::counter!(metric::SUBMISSIONS, "outcome" => "sent").increment(1);
+                metrics::histogram!(metric::SUBMIT_TO_SENT)
+                    .record(seconds_between(m.send_at.unwrap_or(m.created_at), at));
+                {
+                    let mut sent = self.sent_at.lock().unwrap_or_else(|e| e.into_inner());
+                    if sent.len() >= SENT_TIMES {
+                        sent.clear();
+                    }
+                    sent.insert(carrier_id.clone(), at);
+                }
                 let detail = format!("{name} accepted it: carrier id {carrier_id}");
                 let changes = Changes { connector: Some(name), carrier_id: Some(carrier_id), ..fence() };
                 record(Status::Sent, detail, changes).await;
             }
             Err(SubmitError::Permanent { code, detail }) => {
+                metrics::counter!(metric::SUBMISSIONS, "outcome" => "failed").increment(1);
                 let changes = Changes { connector: Some(name), error_code: Some(code), ..fence() };
                 record(Status::Failed, detail, changes).await;
             }
             Err(SubmitError::Temporary { code, detail }) if m.attempts >= self.config.max_attempts => {
+                metrics::counter!(metric::SUBMISSIONS, "outcome" => "failed").increment(1);
                 let detail = format!("{detail}; giving up after {} attempts", m.attempts);
                 let changes = Changes { connector: Some(name), error_code: Some(code), ..fence() };
                 record(Status::Failed, detail, changes).await;
             }
             Err(SubmitError::Temporary { code, detail }) => {
+                metrics::counter!(metric::SUBMISSIONS, "outcome" => "retry").increment(1);
                 let delay = self.retry_delay(m.attempts);
                 let retry_at = now().plus_millis(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
                 let detail =
@@ -211,7 +257,14 @@ impl Engine {
         loop {
             match self.store.message_by_carrier_id(&r.connector, &r.carrier_id).await {
                 Ok(Some(id)) => match self.store.transition(id, to, r.at, &r.detail, &changes).await {
-                    Ok(true) => return,
+                    Ok(true) => {
+                        metrics::counter!(metric::RECEIPTS, "status" => to.as_str()).increment(1);
+                        let sent = self.sent_at.lock().unwrap_or_else(|e| e.into_inner()).remove(&r.carrier_id);
+                        if let Some(sent) = sent {
+                            metrics::histogram!(metric::SENT_TO_DELIVERED).record(seconds_between(sent, r.at));
+                        }
+                        return;
+                    }
                     // Refused: either the message is final (a late or duplicate receipt, which changes nothing)
                     // or it is not `sent` yet; only the latter is worth waiting for.
                     Ok(false) => match self.store.message_status(id).await {
@@ -228,6 +281,7 @@ impl Engine {
                 Err(e) => warn!(error = %e, "looking up a receipt's message failed; trying again"),
             }
             if tokio::time::Instant::now() >= deadline {
+                metrics::counter!(metric::RECEIPTS, "status" => "unmatched").increment(1);
                 warn!(connector = %r.connector, carrier_id = %r.carrier_id, receipt = %r.detail, "unmatched receipt");
                 return;
             }
@@ -251,8 +305,9 @@ impl Engine {
         };
         let message = inbound_message(account, &i);
         let detail = format!("received from {} via {}", i.from, i.connector);
-        if let Err(e) = self.store.insert_messages(&[NewMessage { message, detail, idempotency: None }]).await {
-            warn!(error = %e, "storing an inbound message failed");
+        match self.store.insert_messages(&[NewMessage { message, detail, idempotency: None }]).await {
+            Ok(_) => metrics::counter!(metric::INBOUND).increment(1),
+            Err(e) => warn!(error = %e, "storing an inbound message failed"),
         }
     }
 

@@ -50,7 +50,14 @@ async fn serve(args: Config) -> anyhow::Result<()> {
     let engine_task = tokio::spawn(engine.clone().run(events_rx, shutdown.clone()));
 
     let policy = Policy { default_region, ..Policy::default() };
-    let state = smsgate_api::AppState { store: store.clone(), engine, sim: Some(sim), policy: Arc::new(policy) };
+    let metrics = install_metrics()?;
+    let state = smsgate_api::AppState {
+        store: store.clone(),
+        engine,
+        sim: Some(sim),
+        policy: Arc::new(policy),
+        metrics: Some(metrics),
+    };
     let listener =
         tokio::net::TcpListener::bind(args.http).await.with_context(|| format!("listening on {}", args.http))?;
     let addr = listener.local_addr().context("reading the bound address")?;
@@ -74,6 +81,16 @@ async fn serve(args: Config) -> anyhow::Result<()> {
     store.close().await;
     println!("smsgate: stopped");
     Ok(())
+}
+
+/// Installs the process-wide metrics recorder, with latency buckets from 5 ms to 5 minutes.
+fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
+    const BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&BUCKETS)
+        .context("metrics buckets")?
+        .install_recorder()
+        .context("installing the metrics recorder")
 }
 
 /// Creates the admin account on first start. Returns a generated key to print, once.

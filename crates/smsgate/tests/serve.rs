@@ -91,6 +91,11 @@ async fn serve_sends_stops_and_restarts() {
         assert!(Instant::now() < deadline, "not delivered: {got}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let metrics = client.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("smsgate_messages{status=\"delivered\"} 1"), "{metrics}");
+    assert!(metrics.contains("smsgate_submissions_total{outcome=\"sent\"} 1"), "{metrics}");
+    assert!(metrics.contains("smsgate_sent_to_delivered_seconds_bucket"), "{metrics}");
+    assert!(metrics.contains("smsgate_submit_to_sent_seconds_count 1"), "{metrics}");
     // The command-line client against the same server.
     let cli = |args: &[&str], key: Option<&str>| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_smsgate"));
