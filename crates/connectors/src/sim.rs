@@ -11,9 +11,15 @@
 //! | `0004` | the carrier throttles the first two attempts (a temporary error), then takes it (`delivered`) |
 //!
 //! A message is taken at most once per id: a second submission of the same message (after a crash between the
-//! submit and our record of it) returns the first carrier id and delivers nothing again.
+//! submit and our record of it) returns the first carrier id, delivers nothing again, and sends the receipt again
+//! (as a real SMSC repeats a receipt nobody acknowledged). With [`SimNetwork::with_log`] the network keeps what it
+//! took in an append-only file of JSON lines, so this holds across restarts and a crash test can count
+//! deliveries. Lines are written before `submit` returns (no fsync: the network survives a process crash, which
+//! is what it is for, not a power cut).
 
 use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -67,6 +73,8 @@ pub struct SimNetwork {
 
 #[derive(Debug, Default)]
 struct SimState {
+    /// Where taken messages are logged, when the network is persistent.
+    log: Option<std::fs::File>,
     inboxes: HashMap<String, Vec<HandsetMessage>>,
     /// Carrier ids of messages taken, by our id.
     taken: HashMap<MessageId, String>,
@@ -74,6 +82,39 @@ struct SimState {
     throttled: HashMap<MessageId, u32>,
     next_id: u64,
 }
+
+/// One line of the log: a message the network took.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LogLine {
+    pub id: String,
+    pub carrier_id: String,
+    pub to: String,
+    pub from: String,
+    pub body: String,
+    pub at: i64,
+}
+
+/// Reads a log the network wrote: one [`LogLine`] a line.
+pub fn read_log(path: &Path) -> std::io::Result<Vec<LogLine>> {
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for line in std::io::BufReader::new(file).lines() {
+        let line = line?;
+        // A line cut short by a crash is the end of the log.
+        match serde_json::from_str::<LogLine>(&line) {
+            Ok(l) => out.push(l),
+            Err(_) => break,
+        }
+    }
+    Ok(out)
+}
+
+/// How far back a restarted network sends receipts again.
+pub const RECEIPT_REPLAY: Duration = Duration::from_secs(3600);
 
 /// The connector name of the simulated network.
 pub const NAME: &str = "sim";
@@ -88,6 +129,43 @@ impl SimNetwork {
         // Longest prefix first, so the first match is the best.
         carriers.sort_by_key(|c| std::cmp::Reverse(c.prefix.len()));
         SimNetwork { carriers, events, state: Mutex::new(SimState::default()) }
+    }
+
+    /// A network that keeps what it took in the log at `path` (created if missing) and starts from what the log
+    /// holds. Like an SMSC whose client reconnects, it sends again the receipts of the messages it took in the last
+    /// [`RECEIPT_REPLAY`]: receipts in flight when the server stopped would otherwise be lost (receipts the server
+    /// already applied change nothing). Must be called within a tokio runtime.
+    pub fn with_log(
+        carriers: Vec<VirtualCarrier>,
+        events: mpsc::Sender<ConnectorEvent>,
+        path: &Path,
+    ) -> std::io::Result<SimNetwork> {
+        let sim = SimNetwork::new(carriers, events);
+        let replay_from = now().plus_millis(-(RECEIPT_REPLAY.as_millis() as i64));
+        let mut replay = Vec::new();
+        {
+            let mut state = sim.lock();
+            for line in read_log(path)? {
+                let Some(id) = MessageId::parse(&line.id) else { continue };
+                if line.at >= replay_from.0 {
+                    replay.push((id, line.to.clone(), line.carrier_id.clone()));
+                }
+                state.next_id += 1;
+                state.taken.insert(id, line.carrier_id.clone());
+                state.inboxes.entry(line.to.clone()).or_default().push(HandsetMessage {
+                    from: line.from,
+                    body: line.body,
+                    carrier_id: line.carrier_id,
+                    at: Timestamp(line.at),
+                });
+            }
+            state.log = Some(std::fs::OpenOptions::new().create(true).append(true).open(path)?);
+        }
+        for (id, to, carrier_id) in replay {
+            let carrier = sim.carrier_for(&to).clone();
+            sim.schedule_receipt(id, &carrier, fault(&to), carrier_id);
+        }
+        Ok(sim)
     }
 
     fn carrier_for(&self, number: &str) -> &VirtualCarrier {
@@ -152,8 +230,11 @@ impl Connector for SimNetwork {
         let fault = fault(&m.to);
         let carrier_id = {
             let mut state = self.lock();
-            if let Some(id) = state.taken.get(&m.id) {
-                return Ok(id.clone());
+            if let Some(id) = state.taken.get(&m.id).cloned() {
+                drop(state);
+                // Taken before: the same id, and the receipt again.
+                self.schedule_receipt(m.id, &carrier, fault, id.clone());
+                return Ok(id);
             }
             match fault {
                 Some("reject") => {
@@ -176,24 +257,50 @@ impl Connector for SimNetwork {
             }
             state.next_id += 1;
             let carrier_id = format!("{:X}", 0x5100_0000_u64 + state.next_id);
+            let at = now();
+            if let Some(log) = state.log.as_mut() {
+                let line = LogLine {
+                    id: m.id.to_string(),
+                    carrier_id: carrier_id.clone(),
+                    to: m.to.clone(),
+                    from: m.from.clone(),
+                    body: m.body.clone(),
+                    at: at.0,
+                };
+                let mut text = serde_json::to_string(&line).unwrap_or_default();
+                text.push('\n');
+                log.write_all(text.as_bytes()).map_err(|e| SubmitError::Temporary {
+                    code: "sim_log".into(),
+                    detail: format!("the simulated network could not write its log: {e}"),
+                })?;
+            }
             state.taken.insert(m.id, carrier_id.clone());
             state.inboxes.entry(m.to.clone()).or_default().push(HandsetMessage {
                 from: m.from.clone(),
                 body: m.body.clone(),
                 carrier_id: carrier_id.clone(),
-                at: now(),
+                at,
             });
             carrier_id
         };
+        self.schedule_receipt(m.id, &carrier, fault, carrier_id.clone());
+        Ok(carrier_id)
+    }
+}
+
+impl SimNetwork {
+    /// Sends the receipt a taken message gets, after the carrier's delay.
+    fn schedule_receipt(&self, id: MessageId, carrier: &VirtualCarrier, fault: Option<&str>, carrier_id: String) {
         let state = match fault {
             Some("no_receipt") => None,
             Some("undelivered") => Some(ReceiptState::Undelivered),
-            _ if unit_interval(m.id) >= carrier.delivery_ratio => Some(ReceiptState::Undelivered),
+            _ if unit_interval(id) >= carrier.delivery_ratio => Some(ReceiptState::Undelivered),
             _ => Some(ReceiptState::Delivered),
         };
         if let Some(state) = state {
             let events = self.events.clone();
-            let cid = carrier_id.clone();
+            let cid = carrier_id;
+            let carrier = carrier.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(carrier.receipt_delay).await;
                 let (stat, err) = match state {
@@ -212,7 +319,6 @@ impl Connector for SimNetwork {
                 let _ = events.send(ConnectorEvent::Receipt(receipt)).await;
             });
         }
-        Ok(carrier_id)
     }
 }
 
@@ -301,6 +407,26 @@ mod tests {
             }
         }
         assert!((25..=75).contains(&delivered), "{delivered} of 100 delivered at ratio 0.5");
+    }
+
+    #[tokio::test]
+    async fn the_log_survives_a_restart() {
+        let path = std::env::temp_dir().join(format!("smsgate-sim-{}.log", MessageId::generate()));
+        let m = message("+447700900123");
+        let first = {
+            let (tx, _rx) = mpsc::channel(16);
+            let sim = SimNetwork::with_log(vec![fast()], tx, &path).unwrap();
+            sim.submit(&m).await.unwrap()
+        };
+        let (tx, mut rx) = mpsc::channel(16);
+        let sim = SimNetwork::with_log(vec![fast()], tx, &path).unwrap();
+        assert_eq!(sim.inbox("+447700900123").len(), 1);
+        // Submitted again after the "crash": the same carrier id, no second delivery, and the receipt again.
+        assert_eq!(sim.submit(&m).await.unwrap(), first);
+        assert_eq!(sim.inbox("+447700900123").len(), 1);
+        assert!(matches!(rx.recv().await, Some(ConnectorEvent::Receipt(_))));
+        assert_eq!(read_log(&path).unwrap().len(), 1);
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[tokio::test]

@@ -26,6 +26,8 @@ pub struct Config {
     pub default_region: String,
     /// This node's name in leases.
     pub node: String,
+    /// How long a node's claim on a message lasts; after a crash, its messages are taken up again after this.
+    pub lease_secs: u64,
     /// The simulated carrier network.
     pub sim: SimConfig,
 }
@@ -74,6 +76,7 @@ impl Default for Config {
             database: String::new(),
             default_region: String::new(),
             node: "node-1".into(),
+            lease_secs: 60,
             sim: SimConfig::default(),
         }
     }
@@ -106,10 +109,14 @@ pub struct Flags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// Seconds a node's claim on a message lasts [env: SMSGATE_LEASE_SECS] [default: 60].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_secs: Option<u64>,
 }
 
 /// The environment variables read, without the `SMSGATE_` prefix.
-const ENV_KEYS: [&str; 5] = ["data_dir", "http", "database", "default_region", "node"];
+const ENV_KEYS: [&str; 6] = ["data_dir", "http", "database", "default_region", "node", "lease_secs"];
 
 impl Flags {
     fn figment(&self) -> anyhow::Result<Figment> {
@@ -127,6 +134,9 @@ impl Flags {
     /// The effective configuration.
     pub fn load(&self) -> anyhow::Result<Config> {
         let config: Config = self.figment()?.extract().map_err(|e| anyhow!("configuration: {e}"))?;
+        if config.lease_secs == 0 {
+            return Err(anyhow!("configuration: lease_secs must be at least 1"));
+        }
         for c in &config.sim.carriers {
             if !c.prefix.starts_with('+') || !(0.0..=1.0).contains(&c.delivery_ratio) {
                 return Err(anyhow!(
@@ -162,6 +172,9 @@ impl Flags {
                 _ => "default".to_string(),
             };
             out.push_str(&format!("{key} = {}  # {source}\n", toml_literal(v)));
+        }
+        if config.lease_secs == 0 {
+            return Err(anyhow!("configuration: lease_secs must be at least 1"));
         }
         for c in &config.sim.carriers {
             out.push_str(&format!(

@@ -28,12 +28,10 @@ async fn serve(args: Config) -> anyhow::Result<()> {
                 anyhow::anyhow!("default_region {r:?} is not an ISO 3166 region code such as US or GB")
             })?),
         };
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating the data folder {}", args.data_dir.display()))?;
     let database = match args.database.as_str() {
-        "" => {
-            std::fs::create_dir_all(&args.data_dir)
-                .with_context(|| format!("creating the data folder {}", args.data_dir.display()))?;
-            format!("sqlite://{}", args.data_dir.join("smsgate.db").display())
-        }
+        "" => format!("sqlite://{}", args.data_dir.join("smsgate.db").display()),
         url => url.to_string(),
     };
     // Signals are caught from here on, so a SIGTERM during start-up is a clean stop too.
@@ -43,9 +41,17 @@ async fn serve(args: Config) -> anyhow::Result<()> {
 
     let (events_tx, events_rx) = mpsc::channel(10_000);
     let carriers = args.sim.carriers.iter().map(|c| c.to_carrier()).collect();
-    let sim = Arc::new(SimNetwork::new(carriers, events_tx));
-    let engine =
-        Engine::new(store.clone(), sim.clone(), EngineConfig { node: args.node.clone(), ..EngineConfig::default() });
+    let sim_log = args.data_dir.join("sim.log");
+    let sim = Arc::new(
+        SimNetwork::with_log(carriers, events_tx, &sim_log)
+            .with_context(|| format!("opening the simulated network's log {}", sim_log.display()))?,
+    );
+    let engine_config = EngineConfig {
+        node: args.node.clone(),
+        lease: std::time::Duration::from_secs(args.lease_secs),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(store.clone(), sim.clone(), engine_config);
     let shutdown = CancellationToken::new();
     let engine_task = tokio::spawn(engine.clone().run(events_rx, shutdown.clone()));
 
