@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use smsgate_connectors::{Connector, ConnectorEvent, Inbound, Receipt, ReceiptState, SubmitError, now};
 use smsgate_core::{AccountId, Direction, Message, MessageId, Status, Timestamp};
-use smsgate_store::{Changes, NewMessage, Store};
-use tokio::sync::{Notify, Semaphore, mpsc};
+use smsgate_store::{Changes, NewMessage, Store, Transition};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -69,10 +69,24 @@ pub struct Engine {
     connector: Arc<dyn Connector>,
     config: Arc<Config>,
     wake: Arc<Notify>,
+    /// Status changes on their way to the group-commit writer ([`Engine::record`]).
+    recorder: mpsc::Sender<Pending>,
+    /// The writer's end, taken by [`Engine::run`].
+    recorder_rx: Arc<Mutex<Option<mpsc::Receiver<Pending>>>>,
     /// When each message this node sent was recorded `sent`, by carrier id, for the sent-to-delivered histogram.
     /// Bounded: past [`SENT_TIMES`] entries it is cleared (a few observations are lost, memory is not).
     sent_at: Arc<Mutex<HashMap<String, Timestamp>>>,
 }
+
+/// A status change waiting for the writer, and who waits for its outcome.
+#[derive(Debug)]
+struct Pending {
+    transition: Transition,
+    reply: oneshot::Sender<Result<bool, String>>,
+}
+
+/// The most status changes one group commit writes.
+const GROUP_COMMIT: usize = 1000;
 
 /// The most sent times kept for latency metrics.
 const SENT_TIMES: usize = 200_000;
@@ -97,11 +111,14 @@ fn seconds_between(from: Timestamp, to: Timestamp) -> f64 {
 
 impl Engine {
     pub fn new(store: Arc<dyn Store>, connector: Arc<dyn Connector>, config: Config) -> Engine {
+        let (recorder, rx) = mpsc::channel(GROUP_COMMIT * 4);
         Engine {
             store,
             connector,
             config: Arc::new(config),
             wake: Arc::new(Notify::new()),
+            recorder,
+            recorder_rx: Arc::new(Mutex::new(Some(rx))),
             sent_at: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -114,11 +131,27 @@ impl Engine {
     /// Runs the dispatcher, the receipt and inbound handler, and the expiry sweep until `shutdown`; then waits for
     /// the submissions under way.
     pub async fn run(self, events: mpsc::Receiver<ConnectorEvent>, shutdown: CancellationToken) {
+        let rx = self.recorder_rx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let writer_stop = CancellationToken::new();
+        let writer = rx.map(|rx| tokio::spawn(write_transitions(self.store.clone(), rx, writer_stop.clone())));
         let receipts = tokio::spawn(self.clone().handle_events(events, shutdown.clone()));
         let expiry = tokio::spawn(self.clone().sweep_expired(shutdown.clone()));
         self.dispatch(shutdown).await;
         let _ = receipts.await;
         let _ = expiry.await;
+        // Everything that records has stopped: let the writer drain what is left, then end.
+        writer_stop.cancel();
+        if let Some(w) = writer {
+            let _ = w.await;
+        }
+    }
+
+    /// Records a status change through the group-commit writer: concurrent changes share one transaction (one
+    /// disk sync). Returns whether the message moved.
+    async fn record(&self, transition: Transition) -> Result<bool, String> {
+        let (reply, answer) = oneshot::channel();
+        self.recorder.send(Pending { transition, reply }).await.map_err(|_| "the writer has stopped".to_string())?;
+        answer.await.map_err(|_| "the writer has stopped".to_string())?
     }
 
     async fn dispatch(&self, shutdown: CancellationToken) {
@@ -172,7 +205,8 @@ impl Engine {
     async fn send_one(&self, m: Message) {
         let fence = || Changes { lease_owner: Some(self.config.node.clone()), ..Changes::default() };
         let record = |to: Status, detail: String, changes: Changes| async move {
-            if let Err(e) = self.store.transition(m.id, to, now(), &detail, &changes).await {
+            let transition = Transition { id: m.id, to, at: now(), detail, changes };
+            if let Err(e) = self.record(transition).await {
                 warn!(id = %m.id, error = %e, "recording {to} failed; the message is retried when its lease ends");
             }
         };
@@ -256,7 +290,10 @@ impl Engine {
         let mut pause = Duration::from_millis(10);
         loop {
             match self.store.message_by_carrier_id(&r.connector, &r.carrier_id).await {
-                Ok(Some(id)) => match self.store.transition(id, to, r.at, &r.detail, &changes).await {
+                Ok(Some(id)) => match self
+                    .record(Transition { id, to, at: r.at, detail: r.detail.clone(), changes: changes.clone() })
+                    .await
+                {
                     Ok(true) => {
                         metrics::counter!(metric::RECEIPTS, "status" => to.as_str()).increment(1);
                         let sent = self.sent_at.lock().unwrap_or_else(|e| e.into_inner()).remove(&r.carrier_id);
@@ -325,6 +362,39 @@ impl Engine {
                         warn!(error = %e, "expiring messages failed");
                         break;
                     }
+                }
+            }
+        }
+    }
+}
+
+/// The group-commit writer: takes the first waiting change, then every other one already waiting (up to
+/// [`GROUP_COMMIT`]), writes them in one transaction and answers each. Ends after `stop`, once the queue is empty.
+async fn write_transitions(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Pending>, stop: CancellationToken) {
+    loop {
+        let first = tokio::select! {
+            biased;
+            p = rx.recv() => match p { Some(p) => p, None => return },
+            _ = stop.cancelled() => match rx.try_recv() { Ok(p) => p, Err(_) => return },
+        };
+        let mut batch = vec![first];
+        while batch.len() < GROUP_COMMIT {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let transitions: Vec<Transition> = batch.iter().map(|p| p.transition.clone()).collect();
+        match store.transition_many(&transitions).await {
+            Ok(moved) => {
+                for (p, m) in batch.into_iter().zip(moved) {
+                    let _ = p.reply.send(Ok(m));
+                }
+            }
+            Err(e) => {
+                let e = e.to_string();
+                for p in batch {
+                    let _ = p.reply.send(Err(e.clone()));
                 }
             }
         }

@@ -79,6 +79,16 @@ pub struct Changes {
     pub lease_owner: Option<String>,
 }
 
+/// One status change, for [`Store::transition_many`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub id: MessageId,
+    pub to: Status,
+    pub at: Timestamp,
+    pub detail: String,
+    pub changes: Changes,
+}
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -150,6 +160,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         detail: &str,
         changes: &Changes,
     ) -> Result<bool>;
+
+    /// Applies many status changes in one transaction (group commit: one disk sync for all), each as
+    /// [`Store::transition`] would; returns, in order, whether each moved.
+    async fn transition_many(&self, batch: &[Transition]) -> Result<Vec<bool>>;
 
     /// Moves every message whose validity ended by `now` and is not final to `expired`; returns their ids.
     async fn expire_due(&self, now: Timestamp, limit: u32) -> Result<Vec<MessageId>>;

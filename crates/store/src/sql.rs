@@ -11,7 +11,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 // LOCKED`, `$N` placeholders); every value goes through a bind parameter. That is what `AssertSqlSafe` asserts.
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 
-use crate::{Account, ApiKey, Changes, Inserted, ListFilter, NewMessage, Result, Store, StoreError};
+use crate::{Account, ApiKey, Changes, Inserted, ListFilter, NewMessage, Result, Store, StoreError, Transition};
 
 /// The migrations, in order. Each runs once, in a transaction, recorded in `schema_migrations`.
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
@@ -159,6 +159,49 @@ where
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// One status change inside a transaction: the row moves only from a status that may become `to` (and, when
+/// fenced, only while `changes.lease_owner` holds the lease); the event is appended when it does.
+async fn apply_transition(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: MessageId,
+    to: Status,
+    now: Timestamp,
+    detail: &str,
+    changes: &Changes,
+) -> Result<bool> {
+    let from = status_list(Status::ALL.into_iter().filter(|s| s.can_become(to)));
+    if from.is_empty() {
+        return Ok(false);
+    }
+    let leaving_sending = to != Status::Sending;
+    let sql = format!(
+        "UPDATE messages SET status = $1, updated_at = $2, \
+         connector = COALESCE($3, connector), carrier_id = COALESCE($4, carrier_id), \
+         error_code = COALESCE($5, error_code), price_micros = COALESCE($6, price_micros), \
+         next_attempt_at = COALESCE($7, next_attempt_at){} \
+         WHERE id = $8 AND status IN ({from}) AND ($9 IS NULL OR lease_owner = $9)",
+        if leaving_sending { ", lease_owner = NULL, lease_until = NULL" } else { "" }
+    );
+    let moved = sqlx::query(AssertSqlSafe(sql))
+        .bind(to.as_str())
+        .bind(now.0)
+        .bind(changes.connector.as_deref())
+        .bind(changes.carrier_id.as_deref())
+        .bind(changes.error_code.as_deref())
+        .bind(changes.price_micros)
+        .bind(changes.retry_at.map(|t| t.0))
+        .bind(id.to_string())
+        .bind(changes.lease_owner.as_deref())
+        .execute(&mut **tx)
+        .await?
+        .rows_affected()
+        == 1;
+    if moved {
+        add_event(&mut **tx, &id.to_string(), to, now, detail).await?;
+    }
+    Ok(moved)
 }
 
 fn corrupt(what: impl Into<String>) -> StoreError {
@@ -483,39 +526,20 @@ impl Store for SqlStore {
         detail: &str,
         changes: &Changes,
     ) -> Result<bool> {
-        let from = status_list(Status::ALL.into_iter().filter(|s| s.can_become(to)));
-        if from.is_empty() {
-            return Ok(false);
-        }
-        let leaving_sending = to != Status::Sending;
-        let sql = format!(
-            "UPDATE messages SET status = $1, updated_at = $2, \
-             connector = COALESCE($3, connector), carrier_id = COALESCE($4, carrier_id), \
-             error_code = COALESCE($5, error_code), price_micros = COALESCE($6, price_micros), \
-             next_attempt_at = COALESCE($7, next_attempt_at){} \
-             WHERE id = $8 AND status IN ({from}) AND ($9 IS NULL OR lease_owner = $9)",
-            if leaving_sending { ", lease_owner = NULL, lease_until = NULL" } else { "" }
-        );
         let mut tx = self.pool.begin().await?;
-        let moved = sqlx::query(AssertSqlSafe(sql))
-            .bind(to.as_str())
-            .bind(now.0)
-            .bind(changes.connector.as_deref())
-            .bind(changes.carrier_id.as_deref())
-            .bind(changes.error_code.as_deref())
-            .bind(changes.price_micros)
-            .bind(changes.retry_at.map(|t| t.0))
-            .bind(id.to_string())
-            .bind(changes.lease_owner.as_deref())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-            == 1;
-        if moved {
-            add_event(&mut *tx, &id.to_string(), to, now, detail).await?;
-        }
+        let moved = apply_transition(&mut tx, id, to, now, detail, changes).await?;
         tx.commit().await?;
         Ok(moved)
+    }
+
+    async fn transition_many(&self, batch: &[Transition]) -> Result<Vec<bool>> {
+        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::with_capacity(batch.len());
+        for t in batch {
+            out.push(apply_transition(&mut tx, t.id, t.to, t.at, &t.detail, &t.changes).await?);
+        }
+        tx.commit().await?;
+        Ok(out)
     }
 
     async fn expire_due(&self, now: Timestamp, limit: u32) -> Result<Vec<MessageId>> {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use smsgate_core::{AccountId, Direction, Message, MessageId, Status, Timestamp};
-use smsgate_store::{Changes, Inserted, ListFilter, NewMessage, SqlStore, Store};
+use smsgate_store::{Changes, Inserted, ListFilter, NewMessage, SqlStore, Store, Transition};
 
 const NOW: Timestamp = Timestamp(1_780_000_000_000);
 
@@ -100,6 +100,7 @@ conformance!(
     expiry,
     carrier_ids_and_counts,
     concurrent_claimers_never_share_a_message,
+    many_transitions_in_one_commit,
 );
 
 fn message(account: AccountId, to: &str, status: Status, at: Timestamp) -> Message {
@@ -395,4 +396,32 @@ async fn concurrent_claimers_never_share_a_message(store: &SqlStore) {
         }
     }
     assert_eq!(total, 400);
+}
+
+async fn many_transitions_in_one_commit(store: &SqlStore) {
+    let acme = account(store).await;
+    let a = insert(store, message(acme, "+447700900123", Status::Queued, NOW)).await;
+    let b = insert(store, message(acme, "+447700900124", Status::Queued, NOW)).await;
+    store.claim_due("n", NOW, 1000, 10).await.unwrap();
+    let t = |id, to, detail: &str| Transition {
+        id,
+        to,
+        at: NOW.plus_secs(1),
+        detail: detail.into(),
+        changes: Changes { carrier_id: Some(format!("c-{id}")), connector: Some("sim".into()), ..Default::default() },
+    };
+    let moved = store
+        .transition_many(&[
+            t(a, Status::Sent, "sent"),
+            t(b, Status::Sent, "sent"),
+            t(a, Status::Delivered, "ok"),
+            t(b, Status::Queued, "no: sent"),
+        ])
+        .await
+        .unwrap();
+    // Each applies in order, seeing the ones before it: `b` cannot go back to queued once sent.
+    assert_eq!(moved, vec![true, true, true, false]);
+    assert_eq!(statuses(store, a).await, vec![Status::Queued, Status::Sending, Status::Sent, Status::Delivered]);
+    assert_eq!(store.message_status(b).await.unwrap(), Some(Status::Sent));
+    assert!(store.transition_many(&[]).await.unwrap().is_empty());
 }
