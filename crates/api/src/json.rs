@@ -4,10 +4,11 @@ use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::Value;
 use smsgate_core::{Event, Message, Timestamp};
 
 use crate::error::ApiError;
+use crate::views::{EventView, MessageView};
 
 /// The most a request body may be.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -76,35 +77,33 @@ pub fn parse_time(field: &'static str, s: &str) -> Result<Timestamp, ApiError> {
 }
 
 /// A message as the API shows it; with its journey when `events` is given.
-pub fn message_json(m: &Message, events: Option<&[Event]>) -> Value {
-    let opt_time = |t: Option<Timestamp>| t.map(time_json).unwrap_or(Value::Null);
-    let mut v = json!({
-        "id": m.id.to_string(),
-        "direction": m.direction.as_str(),
-        "status": m.status.as_str(),
-        "to": m.to,
-        "from": m.from,
-        "body": m.body,
-        "encoding": m.encoding,
-        "segments": m.segments,
-        "price": m.price_micros.map(|p| p as f64 / 1_000_000.0),
-        "connector": m.connector,
-        "carrier_id": m.carrier_id,
-        "error_code": m.error_code,
-        "reference": m.reference,
-        "callback_url": m.callback_url,
-        "send_at": opt_time(m.send_at),
-        "expires_at": opt_time(m.expires_at),
-        "attempts": m.attempts,
-        "created_at": time_json(m.created_at),
-        "updated_at": time_json(m.updated_at),
-    });
-    if let (Some(events), Value::Object(map)) = (events, &mut v) {
-        let list: Vec<Value> = events
-            .iter()
-            .map(|e| json!({"status": e.status.as_str(), "at": time_json(e.at), "detail": e.detail}))
-            .collect();
-        map.insert("events".into(), Value::Array(list));
+pub fn message_view(m: &Message, events: Option<&[Event]>) -> MessageView {
+    let time = |t: Timestamp| time_json(t).as_str().map(String::from).unwrap_or_default();
+    MessageView {
+        id: m.id.to_string(),
+        direction: m.direction.as_str().into(),
+        status: m.status.as_str().into(),
+        to: m.to.clone(),
+        from: m.from.clone(),
+        body: m.body.clone(),
+        encoding: m.encoding.clone(),
+        segments: m.segments,
+        price: m.price_micros.map(|p| p as f64 / 1_000_000.0),
+        connector: m.connector.clone(),
+        carrier_id: m.carrier_id.clone(),
+        error_code: m.error_code.clone(),
+        reference: m.reference.clone(),
+        callback_url: m.callback_url.clone(),
+        send_at: m.send_at.map(time),
+        expires_at: m.expires_at.map(time),
+        attempts: m.attempts,
+        created_at: time(m.created_at),
+        updated_at: time(m.updated_at),
+        events: events.map(|events| {
+            events
+                .iter()
+                .map(|e| EventView { status: e.status.as_str().into(), at: time(e.at), detail: e.detail.clone() })
+                .collect()
+        }),
     }
-    v
 }

@@ -7,6 +7,7 @@
 
 mod error;
 mod json;
+pub mod views;
 
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -26,7 +27,14 @@ use smsgate_engine::{Engine, timestamp_now};
 use smsgate_store::{Account, Changes, Inserted, ListFilter, NewMessage, Store};
 
 pub use error::ApiError;
-use json::{JsonBody, MAX_BATCH_BODY, message_json, parse_time, time_json};
+use json::{JsonBody, MAX_BATCH_BODY, message_view, parse_time, time_json};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use views::{
+    AccountView, BatchView, ErrorView, HandsetMessageView, HealthView, InboxView, KeyView, ListView, MessageView,
+    ReplyAcceptedView,
+};
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -40,21 +48,46 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
+/// The document's frame; the paths come from the handlers' `#[utoipa::path]`.
+#[derive(OpenApi)]
+#[openapi(info(
+    title = "smsgate",
+    description = "smsgate REST API v1. Every route but /healthz, /metrics and /openapi.json takes \
+                   `Authorization: Bearer <api key>`. Errors are {\"error\": {\"code\", \"message\"}}."
+))]
+struct ApiDoc;
+
+/// The API's routes, and the OpenAPI document generated from the same handlers.
+pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(metrics_text))
+        .routes(routes!(send_message, list_outbound))
+        .routes(routes!(send_batch))
+        .routes(routes!(get_message, cancel_message))
+        .routes(routes!(list_inbound))
+        .routes(routes!(create_account))
+        .routes(routes!(create_key))
+        .routes(routes!(handset_inbox))
+        .routes(routes!(handset_reply))
+        .with_state(state)
+        .split_for_parts();
+    let document = Arc::new(api.to_pretty_json().unwrap_or_else(|_| "{}".into()));
+    let router = router
+        .route(
+            "/openapi.json",
+            get(move || {
+                let document = document.clone();
+                async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], (*document).clone()) }
+            }),
+        )
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") });
+    (router, api)
+}
+
 /// The API's routes.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics_text))
-        .route("/v1/messages", post(send_message).get(list_outbound))
-        .route("/v1/messages/batch", post(send_batch))
-        .route("/v1/messages/{id}", get(get_message).delete(cancel_message))
-        .route("/v1/inbound", get(list_inbound))
-        .route("/v1/accounts", post(create_account))
-        .route("/v1/accounts/{id}/keys", post(create_key))
-        .route("/v1/sim/handsets/{number}/messages", get(handset_inbox))
-        .route("/v1/sim/handsets/{number}/reply", post(handset_reply))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
-        .with_state(state)
+    router_and_openapi(state).0
 }
 
 /// A new API key and the hash the store keeps of it: `sk_` and 64 hex digits of randomness.
@@ -102,12 +135,15 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// Whether the server answers.
+#[utoipa::path(get, path = "/healthz", responses((status = OK, body = HealthView)))]
+async fn healthz() -> Json<HealthView> {
+    Json(HealthView { status: "ok".into() })
 }
 
 /// `GET /metrics`, Prometheus text: messages by status and the queue depth, read from the store at scrape time
 /// (so they are right for every node sharing the database), then this node's counters and histograms.
+#[utoipa::path(get, path = "/metrics", responses((status = OK, description = "Prometheus text format", content_type = "text/plain")))]
 async fn metrics_text(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let counts = state.store.count_by_status().await.map_err(ApiError::internal)?;
     let mut out =
@@ -126,20 +162,36 @@ async fn metrics_text(State(state): State<AppState>) -> Result<impl IntoResponse
 }
 
 /// The body of `POST /v1/messages`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SendBody {
+    /// The destination: E.164, or a national number in the server's default region.
     to: String,
+    /// Alphanumeric (up to 11 characters), a short code (3 to 8 digits) or an international number.
     from: String,
+    /// The text.
     body: String,
+    /// When to send it, RFC 3339; absent or past: now.
     send_at: Option<String>,
+    /// Seconds it may wait before it expires.
     validity: Option<i64>,
+    /// Where status webhooks go (http or https).
     callback_url: Option<String>,
+    /// Your own reference, kept with the message.
     reference: Option<String>,
 }
 
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
+/// Send a message. It is committed to disk before the answer; an `Idempotency-Key` header makes retries safe.
+#[utoipa::path(post, path = "/v1/messages", request_body = SendBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Repeats with the same key and body return the first message")),
+    responses(
+        (status = CREATED, body = MessageView),
+        (status = BAD_REQUEST, body = ErrorView), (status = UNAUTHORIZED, body = ErrorView),
+        (status = CONFLICT, body = ErrorView), (status = PAYLOAD_TOO_LARGE, body = ErrorView),
+        (status = UNSUPPORTED_MEDIA_TYPE, body = ErrorView), (status = UNPROCESSABLE_ENTITY, body = ErrorView),
+    ))]
 async fn send_message(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -166,7 +218,7 @@ async fn send_message(
         Some(Inserted::Duplicate { id, same_request: true }) => {
             let original = state.store.message(caller.id, *id).await.map_err(ApiError::internal)?;
             let original = original.ok_or_else(|| ApiError::internal("idempotent original vanished"))?;
-            Ok((StatusCode::CREATED, Json(message_json(&original, None))))
+            Ok((StatusCode::CREATED, Json(message_view(&original, None))))
         }
         Some(Inserted::Duplicate { .. }) => Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -175,7 +227,7 @@ async fn send_message(
         )),
         _ => {
             state.engine.wake();
-            Ok((StatusCode::CREATED, Json(message_json(&message, None))))
+            Ok((StatusCode::CREATED, Json(message_view(&message, None))))
         }
     }
 }
@@ -230,19 +282,24 @@ fn prepare(
 /// The most messages one batch may hold.
 pub const MAX_BATCH: usize = 10_000;
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /v1/messages/batch`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BatchBody {
+    /// 1 to 10,000 messages, each as for `POST /v1/messages`.
+    #[schema(value_type = Vec<SendBody>)]
     messages: Vec<Value>,
 }
 
 /// `POST /v1/messages/batch`: every item admitted on its own; the admitted ones stored in one transaction; one
 /// result per item, in order: the message, or `{"error": {...}}`.
+#[utoipa::path(post, path = "/v1/messages/batch", request_body = BatchBody,
+    responses((status = OK, body = BatchView), (status = UNPROCESSABLE_ENTITY, body = ErrorView)))]
 async fn send_batch(
     State(state): State<AppState>,
     Caller(caller): Caller,
     JsonBody { value: body, .. }: JsonBody<BatchBody, MAX_BATCH_BODY>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BatchView>, ApiError> {
     if body.messages.is_empty() || body.messages.len() > MAX_BATCH {
         return Err(ApiError::invalid("invalid_batch", format!("messages must hold 1 to {MAX_BATCH} items")));
     }
@@ -265,34 +322,40 @@ async fn send_batch(
     let data: Vec<Value> = results
         .into_iter()
         .map(|r| match r {
-            Ok(i) => message_json(&to_store[i].message, None),
+            Ok(i) => serde_json::to_value(message_view(&to_store[i].message, None)).unwrap_or(Value::Null),
             Err(e) => json!({"error": {"code": e.code, "message": e.message}}),
         })
         .collect();
-    Ok(Json(json!({"data": data})))
+    Ok(Json(BatchView { data }))
 }
 
 fn parse_id(id: &str) -> Result<MessageId, ApiError> {
     MessageId::parse(id).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such message"))
 }
 
+/// A message with its journey.
+#[utoipa::path(get, path = "/v1/messages/{id}", params(("id" = String, Path)),
+    responses((status = OK, body = MessageView), (status = NOT_FOUND, body = ErrorView)))]
 async fn get_message(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MessageView>, ApiError> {
     let id = parse_id(&id)?;
     let message = state.store.message(caller.id, id).await.map_err(ApiError::internal)?;
     let message = message.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such message"))?;
     let events = state.store.events(id).await.map_err(ApiError::internal)?;
-    Ok(Json(message_json(&message, Some(&events))))
+    Ok(Json(message_view(&message, Some(&events))))
 }
 
+/// Cancel a scheduled or queued message.
+#[utoipa::path(delete, path = "/v1/messages/{id}", params(("id" = String, Path)),
+    responses((status = OK, body = MessageView), (status = NOT_FOUND, body = ErrorView), (status = CONFLICT, body = ErrorView)))]
 async fn cancel_message(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MessageView>, ApiError> {
     let id = parse_id(&id)?;
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such message");
     let message = state.store.message(caller.id, id).await.map_err(ApiError::internal)?.ok_or_else(not_found)?;
@@ -310,35 +373,48 @@ async fn cancel_message(
     }
     let message = state.store.message(caller.id, id).await.map_err(ApiError::internal)?.ok_or_else(not_found)?;
     let events = state.store.events(id).await.map_err(ApiError::internal)?;
-    Ok(Json(message_json(&message, Some(&events))))
+    Ok(Json(message_view(&message, Some(&events))))
 }
 
 /// Query parameters of the message lists.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
+    /// Only this status.
     status: Option<String>,
+    /// Only to this number (E.164; `+` as `%2B`).
     to: Option<String>,
+    /// Only from this sender.
     from: Option<String>,
+    /// Created at or after, RFC 3339.
     since: Option<String>,
+    /// Created before, RFC 3339.
     until: Option<String>,
+    /// 1 to 1000; default 50.
     limit: Option<u32>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
+/// Sent messages, newest first.
+#[utoipa::path(get, path = "/v1/messages", params(ListQuery),
+    responses((status = OK, body = ListView), (status = UNPROCESSABLE_ENTITY, body = ErrorView)))]
 async fn list_outbound(
     state: State<AppState>,
     caller: Caller,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ListView>, ApiError> {
     list(state, caller, query, Direction::Outbound).await
 }
 
+/// Received messages, newest first.
+#[utoipa::path(get, path = "/v1/inbound", params(ListQuery),
+    responses((status = OK, body = ListView), (status = UNPROCESSABLE_ENTITY, body = ErrorView)))]
 async fn list_inbound(
     state: State<AppState>,
     caller: Caller,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ListView>, ApiError> {
     list(state, caller, query, Direction::Inbound).await
 }
 
@@ -349,7 +425,7 @@ async fn list(
     Caller(caller): Caller,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
     direction: Direction,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ListView>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
     let status = q
         .status
@@ -375,8 +451,8 @@ async fn list(
     };
     let page = state.store.list_messages(caller.id, &filter, cursor, limit).await.map_err(ApiError::internal)?;
     let next = (page.len() == limit as usize).then(|| page.last().map(|m| m.id.to_string())).flatten();
-    let data: Vec<Value> = page.iter().map(|m| message_json(m, None)).collect();
-    Ok(Json(json!({"data": data, "next_cursor": next})))
+    let data = page.iter().map(|m| message_view(m, None)).collect();
+    Ok(Json(ListView { data, next_cursor: next }))
 }
 
 fn require_admin(caller: &Account) -> Result<(), ApiError> {
@@ -387,16 +463,29 @@ fn require_admin(caller: &Account) -> Result<(), ApiError> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /v1/accounts`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AccountBody {
     name: String,
 }
 
-fn account_json(a: &Account) -> Value {
-    json!({"id": a.id.to_string(), "name": a.name, "is_admin": a.is_admin, "created_at": time_json(a.created_at)})
+fn time_string(t: Timestamp) -> String {
+    time_json(t).as_str().map(String::from).unwrap_or_default()
 }
 
+fn account_view(a: &Account) -> AccountView {
+    AccountView {
+        id: a.id.to_string(),
+        name: a.name.clone(),
+        is_admin: a.is_admin,
+        created_at: time_string(a.created_at),
+    }
+}
+
+/// Create an account (a tenant). Admin key only.
+#[utoipa::path(post, path = "/v1/accounts", request_body = AccountBody,
+    responses((status = CREATED, body = AccountView), (status = FORBIDDEN, body = ErrorView)))]
 async fn create_account(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -408,9 +497,12 @@ async fn create_account(
         return Err(ApiError::invalid("invalid_name", "name must be 1 to 200 characters"));
     }
     let account = state.store.create_account(name, false, timestamp_now()).await.map_err(ApiError::internal)?;
-    Ok((StatusCode::CREATED, Json(account_json(&account))))
+    Ok((StatusCode::CREATED, Json(account_view(&account))))
 }
 
+/// Create an API key for an account; the key is shown this once. Admin key only.
+#[utoipa::path(post, path = "/v1/accounts/{id}/keys", params(("id" = String, Path)),
+    responses((status = CREATED, body = KeyView), (status = FORBIDDEN, body = ErrorView), (status = NOT_FOUND, body = ErrorView)))]
 async fn create_key(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -428,13 +520,13 @@ async fn create_key(
         .map_err(ApiError::internal)?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "id": record.id,
-            "account_id": account.id.to_string(),
-            "key": key,
-            "prefix": record.prefix,
-            "created_at": time_json(record.created_at),
-        })),
+        Json(KeyView {
+            id: record.id,
+            account_id: account.id.to_string(),
+            key,
+            prefix: record.prefix,
+            created_at: time_string(record.created_at),
+        }),
     ))
 }
 
@@ -444,26 +536,39 @@ fn sim(state: &AppState) -> Result<&Arc<SimNetwork>, ApiError> {
     })
 }
 
+/// What a virtual handset of the simulated network received.
+#[utoipa::path(get, path = "/v1/sim/handsets/{number}/messages", params(("number" = String, Path)),
+    responses((status = OK, body = InboxView), (status = NOT_FOUND, body = ErrorView)))]
 async fn handset_inbox(
     State(state): State<AppState>,
     Caller(_): Caller,
     Path(number): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let data: Vec<Value> = sim(&state)?
+) -> Result<Json<InboxView>, ApiError> {
+    let data = sim(&state)?
         .inbox(&number)
         .iter()
-        .map(|m| json!({"from": m.from, "body": m.body, "carrier_id": m.carrier_id, "received_at": time_json(m.at)}))
+        .map(|m| HandsetMessageView {
+            from: m.from.clone(),
+            body: m.body.clone(),
+            carrier_id: m.carrier_id.clone(),
+            received_at: time_string(m.at),
+        })
         .collect();
-    Ok(Json(json!({"number": number, "data": data})))
+    Ok(Json(InboxView { number, data }))
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of a handset's reply.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ReplyBody {
+    /// The sender or number it replies to.
     to: String,
     body: String,
 }
 
+/// A virtual handset texts back; the text arrives as an inbound message.
+#[utoipa::path(post, path = "/v1/sim/handsets/{number}/reply", params(("number" = String, Path)), request_body = ReplyBody,
+    responses((status = ACCEPTED, body = ReplyAcceptedView), (status = NOT_FOUND, body = ErrorView), (status = UNPROCESSABLE_ENTITY, body = ErrorView)))]
 async fn handset_reply(
     State(state): State<AppState>,
     Caller(_): Caller,
@@ -480,7 +585,7 @@ async fn handset_reply(
         .reply(&number, &body.to, &body.body)
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string()))?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"status": "accepted", "from": number, "to": body.to}))))
+    Ok((StatusCode::ACCEPTED, Json(ReplyAcceptedView { status: "accepted".into(), from: number, to: body.to })))
 }
 
 /// Milliseconds now, for callers that need a [`Timestamp`] without the engine.

@@ -158,7 +158,7 @@ macro_rules! on_both {
     };
 }
 
-on_both!(send_to_delivered, errors_are_json_with_stable_codes, idempotency, tenants, cancel, lists_and_inbound, batch);
+on_both!(send_to_delivered, errors_are_json_with_stable_codes, idempotency, tenants, cancel, lists_and_inbound, batch, openapi_matches_the_routes);
 
 async fn send_to_delivered(s: &Server) {
     let (_, key) = s.tenant("acme").await;
@@ -361,4 +361,39 @@ async fn batch(s: &Server) {
     let many: Vec<Value> = (0..10_001).map(|_| json!({"to": "+447700900115", "from": "A", "body": "x"})).collect();
     let (st, v) = s.call("POST", "/v1/messages/batch", Some(&key), Some(json!({"messages": many}))).await;
     assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_batch")));
+}
+
+async fn openapi_matches_the_routes(s: &Server) {
+    let (st, doc) = s.call("GET", "/openapi.json", None, None).await;
+    assert_eq!(st, StatusCode::OK);
+    let paths = doc["paths"].as_object().unwrap();
+    let expected = [
+        ("/healthz", "get"),
+        ("/metrics", "get"),
+        ("/v1/messages", "post"),
+        ("/v1/messages", "get"),
+        ("/v1/messages/batch", "post"),
+        ("/v1/messages/{id}", "get"),
+        ("/v1/messages/{id}", "delete"),
+        ("/v1/inbound", "get"),
+        ("/v1/accounts", "post"),
+        ("/v1/accounts/{id}/keys", "post"),
+        ("/v1/sim/handsets/{number}/messages", "get"),
+        ("/v1/sim/handsets/{number}/reply", "post"),
+    ];
+    for (path, method) in expected {
+        assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing from the document");
+    }
+    let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
+    assert_eq!(documented, expected.len(), "the document has routes the test does not know");
+    // A real answer has exactly the properties the document gives MessageView.
+    let schema = &doc["components"]["schemas"]["MessageView"]["properties"];
+    let (_, key) = s.tenant("acme").await;
+    let (_, m) = s.call("POST", "/v1/messages", Some(&key), Some(json!({"to": "+447700900123", "from": "A", "body": "x"}))).await;
+    let (_, got) = s.call("GET", &format!("/v1/messages/{}", m["id"].as_str().unwrap()), Some(&key), None).await;
+    let mut real: Vec<&String> = got.as_object().unwrap().keys().collect();
+    let mut doc_keys: Vec<&String> = schema.as_object().unwrap().keys().collect();
+    real.sort();
+    doc_keys.sort();
+    assert_eq!(real, doc_keys);
 }
