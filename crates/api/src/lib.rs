@@ -40,12 +40,74 @@ use views::{
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    /// Group commit for single sends; see [`Inserter`].
+    pub inserter: Inserter,
     pub engine: Engine,
     /// The simulated network, when it is the connector.
     pub sim: Option<Arc<SimNetwork>>,
     pub policy: Arc<Policy>,
     /// Renders the engine's counters and histograms, when a recorder is installed.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
+/// Group commit for `POST /v1/messages`: concurrent requests wait together for one transaction (one disk sync)
+/// instead of one each. A writer task takes the first waiting message and every other one already waiting (up to
+/// [`GROUP_INSERT`]), stores them with [`Store::insert_messages`] and answers each request.
+#[derive(Debug, Clone)]
+pub struct Inserter {
+    tx: tokio::sync::mpsc::Sender<PendingInsert>,
+}
+
+#[derive(Debug)]
+struct PendingInsert {
+    message: NewMessage,
+    reply: tokio::sync::oneshot::Sender<Result<Inserted, String>>,
+}
+
+/// The most messages one group commit stores.
+pub const GROUP_INSERT: usize = 1000;
+
+impl Inserter {
+    /// Starts the writer on the current tokio runtime; it ends when the last `Inserter` clone is dropped.
+    pub fn spawn(store: Arc<dyn Store>) -> Inserter {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<PendingInsert>(GROUP_INSERT * 4);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < GROUP_INSERT {
+                    match rx.try_recv() {
+                        Ok(p) => batch.push(p),
+                        Err(_) => break,
+                    }
+                }
+                let messages: Vec<NewMessage> = batch.iter().map(|p| p.message.clone()).collect();
+                match store.insert_messages(&messages).await {
+                    Ok(results) => {
+                        for (p, r) in batch.into_iter().zip(results) {
+                            let _ = p.reply.send(Ok(r));
+                        }
+                    }
+                    Err(e) => {
+                        let e = e.to_string();
+                        for p in batch {
+                            let _ = p.reply.send(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+        });
+        Inserter { tx }
+    }
+
+    /// Stores one message, committed when this returns.
+    async fn insert(&self, message: NewMessage) -> Result<Inserted, ApiError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(PendingInsert { message, reply })
+            .await
+            .map_err(|_| ApiError::internal("the writer has stopped"))?;
+        answer.await.map_err(|_| ApiError::internal("the writer has stopped"))?.map_err(ApiError::internal)
+    }
 }
 
 /// The document's frame; the paths come from the handlers' `#[utoipa::path]`.
@@ -209,23 +271,19 @@ async fn send_message(
     };
     let now = timestamp_now();
     let (message, detail) = prepare(&state, caller.id, body, now)?;
-    let inserted = state
-        .store
-        .insert_messages(&[NewMessage { message: message.clone(), detail, idempotency }])
-        .await
-        .map_err(ApiError::internal)?;
-    match inserted.first() {
-        Some(Inserted::Duplicate { id, same_request: true }) => {
-            let original = state.store.message(caller.id, *id).await.map_err(ApiError::internal)?;
+    let inserted = state.inserter.insert(NewMessage { message: message.clone(), detail, idempotency }).await?;
+    match inserted {
+        Inserted::Duplicate { id, same_request: true } => {
+            let original = state.store.message(caller.id, id).await.map_err(ApiError::internal)?;
             let original = original.ok_or_else(|| ApiError::internal("idempotent original vanished"))?;
             Ok((StatusCode::CREATED, Json(message_view(&original, None))))
         }
-        Some(Inserted::Duplicate { .. }) => Err(ApiError::new(
+        Inserted::Duplicate { .. } => Err(ApiError::new(
             StatusCode::CONFLICT,
             "idempotency_key_reused",
             "this Idempotency-Key was used with a different request",
         )),
-        _ => {
+        Inserted::New => {
             state.engine.wake();
             Ok((StatusCode::CREATED, Json(message_view(&message, None))))
         }

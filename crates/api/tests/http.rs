@@ -80,8 +80,14 @@ async fn start(backend: &str) -> Server {
     let engine = Engine::new(store.clone(), sim.clone(), config);
     let shutdown = CancellationToken::new();
     let engine_task = tokio::spawn(engine.clone().run(rx, shutdown.clone()));
-    let state =
-        AppState { store: store.clone(), engine, sim: Some(sim), policy: Arc::new(Policy::default()), metrics: None };
+    let state = AppState {
+        store: store.clone(),
+        inserter: smsgate_api::Inserter::spawn(store.clone()),
+        engine,
+        sim: Some(sim),
+        policy: Arc::new(Policy::default()),
+        metrics: None,
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let http_shutdown = shutdown.clone();
@@ -158,7 +164,17 @@ macro_rules! on_both {
     };
 }
 
-on_both!(send_to_delivered, errors_are_json_with_stable_codes, idempotency, tenants, cancel, lists_and_inbound, batch, openapi_matches_the_routes);
+on_both!(
+    send_to_delivered,
+    errors_are_json_with_stable_codes,
+    idempotency,
+    tenants,
+    cancel,
+    lists_and_inbound,
+    batch,
+    openapi_matches_the_routes,
+    concurrent_sends
+);
 
 async fn send_to_delivered(s: &Server) {
     let (_, key) = s.tenant("acme").await;
@@ -389,11 +405,46 @@ async fn openapi_matches_the_routes(s: &Server) {
     // A real answer has exactly the properties the document gives MessageView.
     let schema = &doc["components"]["schemas"]["MessageView"]["properties"];
     let (_, key) = s.tenant("acme").await;
-    let (_, m) = s.call("POST", "/v1/messages", Some(&key), Some(json!({"to": "+447700900123", "from": "A", "body": "x"}))).await;
+    let (_, m) = s
+        .call("POST", "/v1/messages", Some(&key), Some(json!({"to": "+447700900123", "from": "A", "body": "x"})))
+        .await;
     let (_, got) = s.call("GET", &format!("/v1/messages/{}", m["id"].as_str().unwrap()), Some(&key), None).await;
     let mut real: Vec<&String> = got.as_object().unwrap().keys().collect();
     let mut doc_keys: Vec<&String> = schema.as_object().unwrap().keys().collect();
     real.sort();
     doc_keys.sort();
     assert_eq!(real, doc_keys);
+}
+
+async fn concurrent_sends(s: &Server) {
+    let (_, key) = s.tenant("acme").await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let (client, base, key) = (s.client.clone(), s.base.clone(), key.clone());
+        tasks.spawn(async move {
+            let mut req = client.post(format!("{base}/v1/messages")).bearer_auth(&key);
+            // Every tenth request repeats one idempotency key: they must all get one message.
+            if i % 10 == 0 {
+                req = req.header("idempotency-key", "same");
+            }
+            let body = json!({"to": "+447700900123", "from": "Acme", "body": if i % 10 == 0 { "same".to_string() } else { format!("n{i}") }});
+            let r = req.json(&body).send().await.unwrap();
+            (i, r.status(), r.json::<Value>().await.unwrap())
+        });
+    }
+    let mut ids = std::collections::HashSet::new();
+    let mut same = std::collections::HashSet::new();
+    while let Some(done) = tasks.join_next().await {
+        let (i, status, m) = done.unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{m}");
+        let id = m["id"].as_str().unwrap().to_string();
+        if i % 10 == 0 {
+            same.insert(id);
+        } else {
+            assert!(ids.insert(id));
+        }
+    }
+    assert_eq!((ids.len(), same.len()), (180, 1));
+    let (_, list) = s.call("GET", "/v1/messages?limit=1000", Some(&key), None).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 181);
 }

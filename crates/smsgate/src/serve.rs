@@ -59,6 +59,7 @@ async fn serve(args: Config) -> anyhow::Result<()> {
     let metrics = install_metrics()?;
     let state = smsgate_api::AppState {
         store: store.clone(),
+        inserter: smsgate_api::Inserter::spawn(store.clone()),
         engine,
         sim: Some(sim),
         policy: Arc::new(policy),
