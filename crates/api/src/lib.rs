@@ -51,17 +51,10 @@ pub struct AppState {
 }
 
 /// Group commit for `POST /v1/messages`: concurrent requests wait together for one transaction (one disk sync)
-/// instead of one each. A writer task takes the first waiting message and every other one already waiting (up to
-/// [`GROUP_INSERT`]), stores them with [`Store::insert_messages`] and answers each request.
+/// instead of one each ([`smsgate_engine::group`]).
 #[derive(Debug, Clone)]
 pub struct Inserter {
-    tx: tokio::sync::mpsc::Sender<PendingInsert>,
-}
-
-#[derive(Debug)]
-struct PendingInsert {
-    message: NewMessage,
-    reply: tokio::sync::oneshot::Sender<Result<Inserted, String>>,
+    group: smsgate_engine::group::Group<NewMessage, Inserted>,
 }
 
 /// The most messages one group commit stores.
@@ -70,43 +63,20 @@ pub const GROUP_INSERT: usize = 1000;
 impl Inserter {
     /// Starts the writer on the current tokio runtime; it ends when the last `Inserter` clone is dropped.
     pub fn spawn(store: Arc<dyn Store>) -> Inserter {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<PendingInsert>(GROUP_INSERT * 4);
-        tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                let mut batch = vec![first];
-                while batch.len() < GROUP_INSERT {
-                    match rx.try_recv() {
-                        Ok(p) => batch.push(p),
-                        Err(_) => break,
-                    }
-                }
-                let messages: Vec<NewMessage> = batch.iter().map(|p| p.message.clone()).collect();
-                match store.insert_messages(&messages).await {
-                    Ok(results) => {
-                        for (p, r) in batch.into_iter().zip(results) {
-                            let _ = p.reply.send(Ok(r));
-                        }
-                    }
-                    Err(e) => {
-                        let e = e.to_string();
-                        for p in batch {
-                            let _ = p.reply.send(Err(e.clone()));
-                        }
-                    }
-                }
-            }
-        });
-        Inserter { tx }
+        let (group, _writer) = smsgate_engine::group::Group::spawn(
+            GROUP_INSERT,
+            tokio_util::sync::CancellationToken::new(),
+            move |batch: Vec<NewMessage>| {
+                let store = store.clone();
+                async move { store.insert_messages(&batch).await.map_err(|e| e.to_string()) }
+            },
+        );
+        Inserter { group }
     }
 
     /// Stores one message, committed when this returns.
     async fn insert(&self, message: NewMessage) -> Result<Inserted, ApiError> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.tx
-            .send(PendingInsert { message, reply })
-            .await
-            .map_err(|_| ApiError::internal("the writer has stopped"))?;
-        answer.await.map_err(|_| ApiError::internal("the writer has stopped"))?.map_err(ApiError::internal)
+        self.group.submit(message).await.map_err(ApiError::internal)
     }
 }
 

@@ -11,6 +11,8 @@
 //! Routing, throttles and webhooks join here in the next issue. Every task stops on the shutdown token; the
 //! dispatcher finishes the sends it started before [`Engine::run`] returns.
 
+pub mod group;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,7 +20,7 @@ use std::time::Duration;
 use smsgate_connectors::{Connector, ConnectorEvent, Inbound, Receipt, ReceiptState, SubmitError, now};
 use smsgate_core::{AccountId, Direction, Message, MessageId, Status, Timestamp};
 use smsgate_store::{Changes, NewMessage, Store, Transition};
-use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -69,20 +71,11 @@ pub struct Engine {
     connector: Arc<dyn Connector>,
     config: Arc<Config>,
     wake: Arc<Notify>,
-    /// Status changes on their way to the group-commit writer ([`Engine::record`]).
-    recorder: mpsc::Sender<Pending>,
-    /// The writer's end, taken by [`Engine::run`].
-    recorder_rx: Arc<Mutex<Option<mpsc::Receiver<Pending>>>>,
+    /// The group-commit writer of status changes ([`Engine::record`]); started by [`Engine::run`].
+    recorder: Arc<Mutex<Option<group::Group<Transition, bool>>>>,
     /// When each message this node sent was recorded `sent`, by carrier id, for the sent-to-delivered histogram.
     /// Bounded: past [`SENT_TIMES`] entries it is cleared (a few observations are lost, memory is not).
     sent_at: Arc<Mutex<HashMap<String, Timestamp>>>,
-}
-
-/// A status change waiting for the writer, and who waits for its outcome.
-#[derive(Debug)]
-struct Pending {
-    transition: Transition,
-    reply: oneshot::Sender<Result<bool, String>>,
 }
 
 /// The most status changes one group commit writes.
@@ -111,14 +104,12 @@ fn seconds_between(from: Timestamp, to: Timestamp) -> f64 {
 
 impl Engine {
     pub fn new(store: Arc<dyn Store>, connector: Arc<dyn Connector>, config: Config) -> Engine {
-        let (recorder, rx) = mpsc::channel(GROUP_COMMIT * 4);
         Engine {
             store,
             connector,
             config: Arc::new(config),
             wake: Arc::new(Notify::new()),
-            recorder,
-            recorder_rx: Arc::new(Mutex::new(Some(rx))),
+            recorder: Arc::new(Mutex::new(None)),
             sent_at: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -131,9 +122,14 @@ impl Engine {
     /// Runs the dispatcher, the receipt and inbound handler, and the expiry sweep until `shutdown`; then waits for
     /// the submissions under way.
     pub async fn run(self, events: mpsc::Receiver<ConnectorEvent>, shutdown: CancellationToken) {
-        let rx = self.recorder_rx.lock().unwrap_or_else(|e| e.into_inner()).take();
         let writer_stop = CancellationToken::new();
-        let writer = rx.map(|rx| tokio::spawn(write_transitions(self.store.clone(), rx, writer_stop.clone())));
+        let store = self.store.clone();
+        let (recorder, writer) =
+            group::Group::spawn(GROUP_COMMIT, writer_stop.clone(), move |batch: Vec<Transition>| {
+                let store = store.clone();
+                async move { store.transition_many(&batch).await.map_err(|e| e.to_string()) }
+            });
+        *self.recorder.lock().unwrap_or_else(|e| e.into_inner()) = Some(recorder);
         let receipts = tokio::spawn(self.clone().handle_events(events, shutdown.clone()));
         let expiry = tokio::spawn(self.clone().sweep_expired(shutdown.clone()));
         self.dispatch(shutdown).await;
@@ -141,17 +137,17 @@ impl Engine {
         let _ = expiry.await;
         // Everything that records has stopped: let the writer drain what is left, then end.
         writer_stop.cancel();
-        if let Some(w) = writer {
-            let _ = w.await;
-        }
+        let _ = writer.await;
     }
 
     /// Records a status change through the group-commit writer: concurrent changes share one transaction (one
     /// disk sync). Returns whether the message moved.
     async fn record(&self, transition: Transition) -> Result<bool, String> {
-        let (reply, answer) = oneshot::channel();
-        self.recorder.send(Pending { transition, reply }).await.map_err(|_| "the writer has stopped".to_string())?;
-        answer.await.map_err(|_| "the writer has stopped".to_string())?
+        let recorder = self.recorder.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match recorder {
+            Some(r) => r.submit(transition).await,
+            None => Err("the engine is not running".to_string()),
+        }
     }
 
     async fn dispatch(&self, shutdown: CancellationToken) {
@@ -362,39 +358,6 @@ impl Engine {
                         warn!(error = %e, "expiring messages failed");
                         break;
                     }
-                }
-            }
-        }
-    }
-}
-
-/// The group-commit writer: takes the first waiting change, then every other one already waiting (up to
-/// [`GROUP_COMMIT`]), writes them in one transaction and answers each. Ends after `stop`, once the queue is empty.
-async fn write_transitions(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Pending>, stop: CancellationToken) {
-    loop {
-        let first = tokio::select! {
-            biased;
-            p = rx.recv() => match p { Some(p) => p, None => return },
-            _ = stop.cancelled() => match rx.try_recv() { Ok(p) => p, Err(_) => return },
-        };
-        let mut batch = vec![first];
-        while batch.len() < GROUP_COMMIT {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
-            }
-        }
-        let transitions: Vec<Transition> = batch.iter().map(|p| p.transition.clone()).collect();
-        match store.transition_many(&transitions).await {
-            Ok(moved) => {
-                for (p, m) in batch.into_iter().zip(moved) {
-                    let _ = p.reply.send(Ok(m));
-                }
-            }
-            Err(e) => {
-                let e = e.to_string();
-                for p in batch {
-                    let _ = p.reply.send(Err(e.clone()));
                 }
             }
         }

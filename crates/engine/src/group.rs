@@ -1,0 +1,118 @@
+//! Group commit: callers hand in one item each and wait; a writer task takes the first item waiting and every other
+//! one already waiting (up to a maximum), writes them together (one transaction, one disk sync) and answers each
+//! caller with its own result. Used for status changes here and for single sends in the API.
+
+use std::future::Future;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+type Reply<R> = oneshot::Sender<Result<R, String>>;
+
+/// The callers' side of a group writer.
+#[derive(Debug)]
+pub struct Group<T, R> {
+    tx: mpsc::Sender<(T, Reply<R>)>,
+}
+
+impl<T, R> Clone for Group<T, R> {
+    fn clone(&self) -> Self {
+        Group { tx: self.tx.clone() }
+    }
+}
+
+impl<T: Send + 'static, R: Send + 'static> Group<T, R> {
+    /// Starts the writer on the current tokio runtime. `write` gets a group and returns one result per item, in
+    /// order, or one error for all. The writer ends when every `Group` clone is dropped, or after `stop` once
+    /// nothing is left waiting.
+    pub fn spawn<F, Fut>(max: usize, stop: CancellationToken, write: F) -> (Group<T, R>, JoinHandle<()>)
+    where
+        F: Fn(Vec<T>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Vec<R>, String>> + Send,
+    {
+        let (tx, mut rx) = mpsc::channel::<(T, Reply<R>)>(max.max(1) * 4);
+        let task = tokio::spawn(async move {
+            loop {
+                let first = tokio::select! {
+                    biased;
+                    item = rx.recv() => match item { Some(i) => i, None => return },
+                    _ = stop.cancelled() => match rx.try_recv() { Ok(i) => i, Err(_) => return },
+                };
+                let mut items = vec![first.0];
+                let mut replies = vec![first.1];
+                while items.len() < max {
+                    match rx.try_recv() {
+                        Ok((item, reply)) => {
+                            items.push(item);
+                            replies.push(reply);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                match write(items).await {
+                    Ok(results) => {
+                        for (reply, r) in replies.into_iter().zip(results) {
+                            let _ = reply.send(Ok(r));
+                        }
+                    }
+                    Err(e) => {
+                        for reply in replies {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+        });
+        (Group { tx }, task)
+    }
+
+    /// Hands in one item and waits for its result.
+    pub async fn submit(&self, item: T) -> Result<R, String> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send((item, reply)).await.map_err(|_| "the writer has stopped".to_string())?;
+        answer.await.map_err(|_| "the writer has stopped".to_string())?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_items_share_writes_and_get_their_own_results() {
+        let writes = Arc::new(AtomicUsize::new(0));
+        let counter = writes.clone();
+        let (group, _task) = Group::spawn(100, CancellationToken::new(), move |items: Vec<u32>| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                Ok(items.into_iter().map(|i| i * 2).collect())
+            }
+        });
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..500u32 {
+            let g = group.clone();
+            tasks.spawn(async move { (i, g.submit(i).await) });
+        }
+        while let Some(done) = tasks.join_next().await {
+            let (i, r) = done.unwrap();
+            assert_eq!(r, Ok(i * 2));
+        }
+        assert!(writes.load(Ordering::SeqCst) < 500, "items were grouped");
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_fails_its_group_and_stop_drains() {
+        let stop = CancellationToken::new();
+        let (group, task) =
+            Group::spawn(10, stop.clone(), |_items: Vec<u32>| async { Err::<Vec<u32>, _>("disk full".to_string()) });
+        assert_eq!(group.submit(1).await, Err("disk full".into()));
+        stop.cancel();
+        task.await.unwrap();
+        assert!(group.submit(2).await.is_err());
+    }
+}
