@@ -125,17 +125,13 @@ async fn ensure_admin(store: &dyn Store) -> anyhow::Result<Option<String>> {
             }
             Ok(None)
         }
-        None if store_has_admin_key(store, admin.id).await? => Ok(None),
+        None if store.key_count(admin.id).await? > 0 => Ok(None),
         None => {
             let (key, hash) = smsgate_api::generate_key();
             store.create_api_key(admin.id, &hash, &smsgate_api::key_prefix(&key), now).await?;
             Ok(Some(key))
         }
     }
-}
-
-async fn store_has_admin_key(store: &dyn Store, admin: smsgate_core::AccountId) -> anyhow::Result<bool> {
-    Ok(store.key_count(admin).await? > 0)
 }
 
 /// A database URL without its password.

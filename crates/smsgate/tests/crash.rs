@@ -3,39 +3,17 @@
 //! check that every message that got a 2xx reaches a final status and that the simulated carrier took none of
 //! them twice (its log, `sim.log`, records every message it took). Bounded: 120 s at most.
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{start, stop};
 use serde_json::{Value, json};
 
 const KEY: &str = "sk_crash_0123456789abcdef";
 const BATCHES: usize = 12;
 const PER_BATCH: usize = 200;
-
-fn start(data: &std::path::Path, config: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_smsgate"))
-        .args(["serve", "--http", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .arg("--config")
-        .arg(config)
-        .env("SMSGATE_ADMIN_KEY", KEY)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let base = loop {
-        let mut line = String::new();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "serve exited early");
-        if let Some(rest) = line.strip_prefix("smsgate: listening on ") {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in reader.lines() {});
-    (child, base)
-}
 
 fn gauge(metrics: &str, name: &str) -> i64 {
     metrics
@@ -59,7 +37,9 @@ async fn kill_9_loses_nothing_and_sends_nothing_twice() {
         "lease_secs = 2\n[[sim.carriers]]\nname = \"slow\"\nprefix = \"+\"\nsubmit_latency_ms = 5\nreceipt_delay_ms = 300\n",
     )
     .unwrap();
-    let (mut server, base) = start(&data, &config);
+    let config_arg = [std::ffi::OsStr::new("--config"), config.as_os_str()];
+    let mut server = start(&data, config_arg, Some(KEY));
+    let base = server.base.clone();
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
 
     // Send every batch, four at a time; then kill the server while messages are queued, being sent, and sent
@@ -104,12 +84,13 @@ async fn kill_9_loses_nothing_and_sends_nothing_twice() {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
     assert_eq!(acknowledged.len(), BATCHES * PER_BATCH, "every batch was acknowledged before the kill");
 
     // Start again: everything acknowledged reaches a final status.
-    let (mut server, base) = start(&data, &config);
+    let server = start(&data, config_arg, Some(KEY));
+    let base = server.base.clone();
     let first = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
     eprintln!(
         "after kill -9: {} acknowledged; {} queued or sending, {} sent, {} delivered",
@@ -137,8 +118,7 @@ async fn kill_9_loses_nothing_and_sends_nothing_twice() {
         assert_eq!(m["status"], "delivered", "{m}");
         delivered += 1;
     }
-    Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
-    assert!(server.wait().unwrap().success());
+    stop(server);
 
     // The carrier took each message once.
     let log = smsgate_connectors::sim::read_log(&data.join("sim.log")).unwrap();

@@ -2,58 +2,19 @@
 //! `smsgate serve` as a user runs it: the real binary on an ephemeral port with a fresh data folder, a message
 //! sent over HTTP to `delivered`, SIGTERM for a clean exit, and a restart that finds everything where it was.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{start, stop};
 use serde_json::{Value, json};
 
 const KEY: &str = "sk_test_0123456789abcdef";
 
-struct Running {
-    child: Child,
-    base: String,
-    lines: Vec<String>,
-}
-
-fn start(data: &std::path::Path) -> Running {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_smsgate"))
-        .args(["serve", "--http", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .env("SMSGATE_ADMIN_KEY", KEY)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut lines = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let base = loop {
-        let mut line = String::new();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "serve exited early: {lines:?}");
-        lines.push(line.clone());
-        if let Some(rest) = line.strip_prefix("smsgate: listening on ") {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-        assert!(Instant::now() < deadline, "no listening line: {lines:?}");
-    };
-    // Keep reading stdout so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in reader.lines() {});
-    Running { child, base, lines }
-}
-
-fn stop(mut r: Running) {
-    let status = Command::new("kill").args(["-TERM", &r.child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(code) = r.child.try_wait().unwrap() {
-            assert!(code.success(), "serve exited with {code}");
-            return;
-        }
-        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// `GET /v1/messages/{id}` with the admin key.
+async fn message(client: &reqwest::Client, base: &str, id: &str) -> Value {
+    client.get(format!("{base}/v1/messages/{id}")).bearer_auth(KEY).send().await.unwrap().json().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,7 +22,7 @@ async fn serve_sends_stops_and_restarts() {
     let data = std::env::temp_dir().join(format!("smsgate-serve-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-    let server = start(&data);
+    let server = start(&data, [] as [&str; 0], Some(KEY));
     assert!(!server.lines.iter().any(|l| l.contains("admin API key")), "a key from the environment is not printed");
     let m: Value = client
         .post(format!("{}/v1/messages", server.base))
@@ -76,15 +37,7 @@ async fn serve_sends_stops_and_restarts() {
     let id = m["id"].as_str().unwrap().to_string();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let got: Value = client
-            .get(format!("{}/v1/messages/{id}", server.base))
-            .bearer_auth(KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let got = message(&client, &server.base, &id).await;
         if got["status"] == "delivered" {
             break;
         }
@@ -128,16 +81,8 @@ async fn serve_sends_stops_and_restarts() {
     assert_eq!(code, Some(1));
     assert!(err.contains("invalid_destination"), "{err}");
     stop(server);
-    let again = start(&data);
-    let got: Value = client
-        .get(format!("{}/v1/messages/{id}", again.base))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let again = start(&data, [] as [&str; 0], Some(KEY));
+    let got = message(&client, &again.base, &id).await;
     assert_eq!(got["status"], "delivered");
     assert_eq!(got["events"].as_array().unwrap().len(), 4);
     stop(again);
@@ -149,27 +94,9 @@ fn first_start_prints_a_key_once() {
     let data = std::env::temp_dir().join(format!("smsgate-serve-key-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
     let run = |data: &std::path::Path| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_smsgate"))
-            .args(["serve", "--http", "127.0.0.1:0", "--data-dir"])
-            .arg(data)
-            .env_remove("SMSGATE_ADMIN_KEY")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut reader = BufReader::new(child.stdout.take().unwrap());
-        let mut lines = Vec::new();
-        loop {
-            let mut line = String::new();
-            assert!(reader.read_line(&mut line).unwrap() > 0);
-            let done = line.starts_with("smsgate: try");
-            lines.push(line);
-            if done {
-                break;
-            }
-        }
-        std::thread::spawn(move || for _ in reader.lines() {});
-        stop(Running { child, base: String::new(), lines: lines.clone() });
+        let server = start(data, [] as [&str; 0], None);
+        let lines = server.lines.clone();
+        stop(server);
         lines
     };
     let first = run(&data);
