@@ -35,7 +35,7 @@ def main():
     def delivered():
         text = urllib.request.urlopen(base + "/metrics", timeout=30).read().decode()
         for line in text.splitlines():
-            if line.startswith('smsgate_messages{status="delivered"}'):
+            if line.startswith('smsgate_status_changes_total{status="delivered"}'):
                 return int(float(line.rsplit(" ", 1)[1]))
         return 0
 
@@ -48,7 +48,7 @@ def main():
     while delivered() - before < total:
         if time.time() > deadline:
             sys.exit("not all delivered within 10 minutes")
-        time.sleep(0.05)
+        time.sleep(0.1)
     t2 = time.time()
     print(f"accepted {total} in {t1 - t0:.2f}s ({total / (t1 - t0):.0f}/s); "
           f"all delivered after {t2 - t0:.2f}s ({total / (t2 - t0):.0f}/s end to end)")

@@ -173,14 +173,17 @@ async fn healthz() -> Json<HealthView> {
     Json(HealthView { status: "ok".into() })
 }
 
-/// `GET /metrics`, Prometheus text: messages by status and the queue depth, read from the store at scrape time
-/// (so they are right for every node sharing the database), then this node's counters and histograms.
+/// `GET /metrics`, Prometheus text: the messages still on their way by status and the queue depth, read from the
+/// store at scrape time (so they are right for every node sharing the database); then this node's counters and
+/// histograms, among them every status change it recorded (`smsgate_status_changes_total`).
 #[utoipa::path(get, path = "/metrics", responses((status = OK, description = "Prometheus text format", content_type = "text/plain")))]
 async fn metrics_text(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let counts = state.store.count_by_status().await.map_err(ApiError::internal)?;
-    let mut out =
-        String::from("# HELP smsgate_messages Messages in the store by status.\n# TYPE smsgate_messages gauge\n");
-    for status in Status::ALL {
+    let counts = state.store.count_pending().await.map_err(ApiError::internal)?;
+    let mut out = String::from(
+        "# HELP smsgate_messages Messages on their way (not yet final), by status, across all nodes.\n\
+         # TYPE smsgate_messages gauge\n",
+    );
+    for status in [Status::Scheduled, Status::Queued, Status::Sending, Status::Sent] {
         let n = counts.iter().find(|(s, _)| *s == status).map_or(0, |(_, n)| *n);
         out.push_str(&format!("smsgate_messages{{status=\"{status}\"}} {n}\n"));
     }

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use smsgate_connectors::{Connector, ConnectorEvent, Inbound, Receipt, ReceiptState, SubmitError, now};
 use smsgate_core::{AccountId, Direction, Message, MessageId, Status, Timestamp};
-use smsgate_store::{Changes, NewMessage, Store, Transition};
+use smsgate_store::{Changes, NewMessage, ReceiptUpdate, Store, Transition};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -71,11 +71,48 @@ pub struct Engine {
     connector: Arc<dyn Connector>,
     config: Arc<Config>,
     wake: Arc<Notify>,
-    /// The group-commit writer of status changes ([`Engine::record`]); started by [`Engine::run`].
-    recorder: Arc<Mutex<Option<group::Group<Transition, bool>>>>,
+    /// The group-commit writer of status changes and receipts ([`Engine::write`]); started by [`Engine::run`].
+    recorder: Arc<Mutex<Option<group::Group<Write, Written>>>>,
     /// When each message this node sent was recorded `sent`, by carrier id, for the sent-to-delivered histogram.
     /// Bounded: past [`SENT_TIMES`] entries it is cleared (a few observations are lost, memory is not).
     sent_at: Arc<Mutex<HashMap<String, Timestamp>>>,
+}
+
+/// A change for the group-commit writer.
+#[derive(Debug)]
+enum Write {
+    Transition(Transition),
+    Receipt(ReceiptUpdate),
+}
+
+/// What a [`Write`] did.
+#[derive(Debug)]
+enum Written {
+    /// Whether the transition moved its message.
+    Moved(bool),
+    /// The message the receipt moved, if any.
+    Matched(Option<MessageId>),
+}
+
+/// Writes a group: the transitions and the receipts in it, in one [`Store::record`] (one transaction), and the
+/// results back in the group's order.
+async fn write_group(store: &dyn Store, group: Vec<Write>) -> Result<Vec<Written>, String> {
+    let (mut transitions, mut receipts) = (Vec::new(), Vec::new());
+    for w in group.iter() {
+        match w {
+            Write::Transition(t) => transitions.push(t.clone()),
+            Write::Receipt(r) => receipts.push(r.clone()),
+        }
+    }
+    let (moved, matched) = store.record(&transitions, &receipts).await.map_err(|e| e.to_string())?;
+    let (mut moved, mut matched) = (moved.into_iter(), matched.into_iter());
+    Ok(group
+        .iter()
+        .map(|w| match w {
+            Write::Transition(_) => Written::Moved(moved.next().unwrap_or(false)),
+            Write::Receipt(_) => Written::Matched(matched.next().flatten()),
+        })
+        .collect())
 }
 
 /// The most status changes one group commit writes.
@@ -124,11 +161,10 @@ impl Engine {
     pub async fn run(self, events: mpsc::Receiver<ConnectorEvent>, shutdown: CancellationToken) {
         let writer_stop = CancellationToken::new();
         let store = self.store.clone();
-        let (recorder, writer) =
-            group::Group::spawn(GROUP_COMMIT, writer_stop.clone(), move |batch: Vec<Transition>| {
-                let store = store.clone();
-                async move { store.transition_many(&batch).await.map_err(|e| e.to_string()) }
-            });
+        let (recorder, writer) = group::Group::spawn(GROUP_COMMIT, writer_stop.clone(), move |batch: Vec<Write>| {
+            let store = store.clone();
+            async move { write_group(store.as_ref(), batch).await }
+        });
         *self.recorder.lock().unwrap_or_else(|e| e.into_inner()) = Some(recorder);
         let receipts = tokio::spawn(self.clone().handle_events(events, shutdown.clone()));
         let expiry = tokio::spawn(self.clone().sweep_expired(shutdown.clone()));
@@ -140,13 +176,20 @@ impl Engine {
         let _ = writer.await;
     }
 
-    /// Records a status change through the group-commit writer: concurrent changes share one transaction (one
-    /// disk sync). Returns whether the message moved.
-    async fn record(&self, transition: Transition) -> Result<bool, String> {
+    /// Writes through the group-commit writer: concurrent changes share one transaction (one disk sync).
+    async fn write(&self, change: Write) -> Result<Written, String> {
         let recorder = self.recorder.lock().unwrap_or_else(|e| e.into_inner()).clone();
         match recorder {
-            Some(r) => r.submit(transition).await,
+            Some(r) => r.submit(change).await,
             None => Err("the engine is not running".to_string()),
+        }
+    }
+
+    /// Records a status change; returns whether the message moved.
+    async fn record(&self, transition: Transition) -> Result<bool, String> {
+        match self.write(Write::Transition(transition)).await? {
+            Written::Moved(moved) => Ok(moved),
+            Written::Matched(_) => Err("the writer answered a transition with a receipt's result".to_string()),
         }
     }
 
@@ -275,43 +318,50 @@ impl Engine {
         while tasks.join_next().await.is_some() {}
     }
 
+    /// Applies a receipt: it moves the message the carrier's id names, in the same group commit as other changes.
+    /// A receipt can overtake the `sent` it follows (the carrier answers before the write lands); one that moves
+    /// nothing is tried again, with growing pauses, until the message is final or [`Config::receipt_wait`] passes.
     async fn apply_receipt(&self, r: Receipt) {
         let to = match r.state {
             ReceiptState::Delivered => Status::Delivered,
             ReceiptState::Undelivered | ReceiptState::Rejected => Status::Undelivered,
             ReceiptState::Expired => Status::Expired,
         };
-        let changes = Changes { error_code: r.error_code.clone(), ..Changes::default() };
+        let update = ReceiptUpdate {
+            connector: r.connector.clone(),
+            carrier_id: r.carrier_id.clone(),
+            to,
+            at: r.at,
+            detail: r.detail.clone(),
+            error_code: r.error_code.clone(),
+        };
         let deadline = tokio::time::Instant::now() + self.config.receipt_wait;
         let mut pause = Duration::from_millis(10);
         loop {
-            match self.store.message_by_carrier_id(&r.connector, &r.carrier_id).await {
-                Ok(Some(id)) => match self
-                    .record(Transition { id, to, at: r.at, detail: r.detail.clone(), changes: changes.clone() })
-                    .await
-                {
-                    Ok(true) => {
-                        metrics::counter!(metric::RECEIPTS, "status" => to.as_str()).increment(1);
-                        let sent = self.sent_at.lock().unwrap_or_else(|e| e.into_inner()).remove(&r.carrier_id);
-                        if let Some(sent) = sent {
-                            metrics::histogram!(metric::SENT_TO_DELIVERED).record(seconds_between(sent, r.at));
-                        }
-                        return;
+            match self.write(Write::Receipt(update.clone())).await {
+                Ok(Written::Matched(Some(_))) => {
+                    metrics::counter!(metric::RECEIPTS, "status" => to.as_str()).increment(1);
+                    let sent = self.sent_at.lock().unwrap_or_else(|e| e.into_inner()).remove(&r.carrier_id);
+                    if let Some(sent) = sent {
+                        metrics::histogram!(metric::SENT_TO_DELIVERED).record(seconds_between(sent, r.at));
                     }
-                    // Refused: either the message is final (a late or duplicate receipt, which changes nothing)
-                    // or it is not `sent` yet; only the latter is worth waiting for.
-                    Ok(false) => match self.store.message_status(id).await {
-                        Ok(Some(s)) if !s.is_final() && tokio::time::Instant::now() < deadline => {}
-                        _ => {
+                    return;
+                }
+                // Nothing moved: the message is final already (a late or duplicate receipt, which changes
+                // nothing), or its `sent` is not recorded yet; only the latter is worth waiting for.
+                Ok(_) => match self.store.message_by_carrier_id(&r.connector, &r.carrier_id).await {
+                    Ok(Some(id)) => match self.store.message_status(id).await {
+                        Ok(Some(s)) if s.is_final() => {
                             debug!(%id, receipt = %r.detail, "receipt for a message that can no longer move; ignored");
                             return;
                         }
+                        Ok(_) => {}
+                        Err(e) => warn!(error = %e, "reading a receipt's message failed; trying again"),
                     },
-                    Err(e) => warn!(error = %e, "recording a receipt failed; trying again"),
+                    Ok(None) => {}
+                    Err(e) => warn!(error = %e, "looking up a receipt's message failed; trying again"),
                 },
-                // The carrier's id is recorded when `sent` is; the receipt may have overtaken it.
-                Ok(None) => {}
-                Err(e) => warn!(error = %e, "looking up a receipt's message failed; trying again"),
+                Err(e) => warn!(error = %e, "recording a receipt failed; trying again"),
             }
             if tokio::time::Instant::now() >= deadline {
                 metrics::counter!(metric::RECEIPTS, "status" => "unmatched").increment(1);

@@ -10,12 +10,12 @@ use smsgate_connectors::sim::{SimNetwork, VirtualCarrier};
 use smsgate_connectors::{ConnectorEvent, now};
 use smsgate_core::{AccountId, Direction, Message, MessageId, Status, Timestamp};
 use smsgate_engine::{Config, Engine};
-use smsgate_store::{ListFilter, NewMessage, SqlStore, Store};
+use smsgate_store::{ListFilter, NewMessage, Store};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 struct Harness {
-    store: Arc<SqlStore>,
+    store: Arc<dyn Store>,
     sim: Arc<SimNetwork>,
     engine: Engine,
     shutdown: CancellationToken,
@@ -26,7 +26,7 @@ struct Harness {
 
 async fn start() -> Harness {
     let path = std::env::temp_dir().join(format!("smsgate-engine-{}.db", uuid::Uuid::now_v7().simple()));
-    let store = Arc::new(SqlStore::open(&format!("sqlite://{}", path.display()), 4).await.expect("store"));
+    let store = smsgate_store::open(&format!("sqlite://{}", path.display()), 4).await.expect("store");
     let account = store.create_account("acme", false, now()).await.expect("account").id;
     let (tx, rx) = mpsc::channel::<ConnectorEvent>(1024);
     let carrier = VirtualCarrier {

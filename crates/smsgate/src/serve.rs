@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use smsgate_connectors::sim::SimNetwork;
 use smsgate_core::admission::Policy;
 use smsgate_engine::{Config as EngineConfig, Engine};
-use smsgate_store::{SqlStore, Store};
+use smsgate_store::Store;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -36,7 +36,7 @@ async fn serve(args: Config) -> anyhow::Result<()> {
     };
     // Signals are caught from here on, so a SIGTERM during start-up is a clean stop too.
     let signals = Signals::new()?;
-    let store = Arc::new(SqlStore::open(&database, 8).await.with_context(|| format!("opening {database}"))?);
+    let store = smsgate_store::open(&database, 8).await.with_context(|| format!("opening {database}"))?;
     let admin_key = ensure_admin(store.as_ref()).await?;
 
     let (events_tx, events_rx) = mpsc::channel(10_000);

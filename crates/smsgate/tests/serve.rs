@@ -45,7 +45,8 @@ async fn serve_sends_stops_and_restarts() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let metrics = client.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("smsgate_messages{status=\"delivered\"} 1"), "{metrics}");
+    assert!(metrics.contains("smsgate_status_changes_total{status=\"delivered\"} 1"), "{metrics}");
+    assert!(metrics.contains("smsgate_messages{status=\"sent\"} 0"), "{metrics}");
     assert!(metrics.contains("smsgate_submissions_total{outcome=\"sent\"} 1"), "{metrics}");
     assert!(metrics.contains("smsgate_sent_to_delivered_seconds_bucket"), "{metrics}");
     assert!(metrics.contains("smsgate_submit_to_sent_seconds_count 1"), "{metrics}");

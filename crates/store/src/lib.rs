@@ -1,18 +1,52 @@
-//! Storage: the [`Store`] trait everything durable goes through, and [`SqlStore`], its implementation on SQLite
-//! (the embedded default) and PostgreSQL (for several nodes). Both run the same migrations and the same
-//! conformance suite (`tests/conformance.rs`).
+//! Storage: the [`Store`] trait everything durable goes through, and its two implementations: [`SqliteStore`]
+//! (the embedded default: one file, one writer thread that group-commits every write) and [`PgStore`] (for
+//! several nodes sharing PostgreSQL). Both run the same migrations and the same conformance suite
+//! (`tests/conformance.rs`); [`open`] picks one by the database URL.
 //!
 //! The queue lives here too: a dispatcher [`Store::claim_due`]s messages with a lease; a lease that runs out (a
 //! crash, a lost node) makes the message claimable again, and PostgreSQL's `FOR UPDATE SKIP LOCKED` keeps two
 //! nodes from claiming one message. Every status change goes through [`smsgate_core::Status::can_become`] inside
 //! the same transaction that writes it, so a late or duplicate receipt never moves a message backwards.
 
-mod sql;
+mod postgres;
+mod schema;
+mod sqlite;
 
 use async_trait::async_trait;
 use smsgate_core::{AccountId, Direction, Event, Message, MessageId, Status, Timestamp};
 
-pub use sql::SqlStore;
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// Opens the store a database URL names: `sqlite://PATH` (the embedded default) or `postgres://...`.
+pub async fn open(url: &str, max_connections: u32) -> Result<std::sync::Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(std::sync::Arc::new(SqliteStore::open(url).await?))
+    } else {
+        Ok(std::sync::Arc::new(PgStore::open(url, max_connections).await?))
+    }
+}
+
+/// Counts recorded status changes in [`metric::STATUS_CHANGES`]; called once they are committed.
+pub(crate) fn count_status_changes(statuses: &[Status]) {
+    let mut counts = [0u64; Status::ALL.len()];
+    for s in statuses {
+        if let Some(i) = Status::ALL.iter().position(|a| a == s) {
+            counts[i] += 1;
+        }
+    }
+    for (status, n) in Status::ALL.into_iter().zip(counts) {
+        if n > 0 {
+            metrics::counter!(metric::STATUS_CHANGES, "status" => status.as_str()).increment(n);
+        }
+    }
+}
+
+/// Metric names the store reports.
+pub mod metric {
+    /// Status changes this node recorded, by the status reached (acceptance counts as `queued` or `scheduled`).
+    pub const STATUS_CHANGES: &str = "smsgate_status_changes_total";
+}
 
 /// A tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,12 +123,34 @@ pub struct Transition {
     pub changes: Changes,
 }
 
+/// A receipt's status change, for a message found by the carrier's id for it rather than by ours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptUpdate {
+    /// The connector that took the message.
+    pub connector: String,
+    /// The id the carrier gave it.
+    pub carrier_id: String,
+    pub to: Status,
+    pub at: Timestamp,
+    pub detail: String,
+    pub error_code: Option<String>,
+}
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database said no, or could not be reached.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// SQLite said no.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The group transaction this write was part of could not commit; nothing of it was kept.
+    #[error("commit failed: {0}")]
+    Commit(String),
+    /// The store was closed, or its writer thread could not run.
+    #[error("store stopped: {0}")]
+    Stopped(String),
     /// The database held something smsgate did not write (a bad status name, id or number).
     #[error("corrupt row: {0}")]
     Corrupt(String),
@@ -159,11 +215,25 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: Timestamp,
         detail: &str,
         changes: &Changes,
-    ) -> Result<bool>;
+    ) -> Result<bool> {
+        let t = Transition { id, to, at: now, detail: detail.to_string(), changes: changes.clone() };
+        Ok(self.record(&[t], &[]).await?.0.first().copied().unwrap_or(false))
+    }
 
     /// Applies many status changes in one transaction (group commit: one disk sync for all), each as
     /// [`Store::transition`] would; returns, in order, whether each moved.
-    async fn transition_many(&self, batch: &[Transition]) -> Result<Vec<bool>>;
+    async fn transition_many(&self, batch: &[Transition]) -> Result<Vec<bool>> {
+        Ok(self.record(batch, &[]).await?.0)
+    }
+
+    /// Applies status changes and receipts in one transaction (group commit). Transitions apply first, in order,
+    /// each seeing the ones before it; then receipts, each moving the message its connector's carrier id names.
+    /// Returns whether each transition moved its message, and for each receipt the message it moved, if any.
+    async fn record(
+        &self,
+        transitions: &[Transition],
+        receipts: &[ReceiptUpdate],
+    ) -> Result<(Vec<bool>, Vec<Option<MessageId>>)>;
 
     /// Moves every message whose validity ended by `now` and is not final to `expired`; returns their ids.
     async fn expire_due(&self, now: Timestamp, limit: u32) -> Result<Vec<MessageId>>;
@@ -177,6 +247,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The account that last sent from `sender` to `handset`: where a reply from that handset belongs.
     async fn account_for_reply(&self, handset: &str, sender: &str) -> Result<Option<AccountId>>;
 
-    /// Messages by status across all accounts, for metrics.
-    async fn count_by_status(&self) -> Result<Vec<(Status, i64)>>;
+    /// Closes the store: waits for writes under way, then releases the database.
+    async fn close(&self) {}
+
+    /// Messages still on their way (`scheduled`, `queued`, `sending`, `sent`) by status, across all accounts, for
+    /// metrics. Counted through the partial indexes of what waits, so the cost follows the backlog, not the history.
+    async fn count_pending(&self) -> Result<Vec<(Status, i64)>>;
 }

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use smsgate_core::{AccountId, Direction, Message, MessageId, Status, Timestamp};
-use smsgate_store::{Changes, Inserted, ListFilter, NewMessage, SqlStore, Store, Transition};
+use smsgate_store::{
+    Changes, Inserted, ListFilter, NewMessage, PgStore, ReceiptUpdate, SqliteStore, Store, Transition,
+};
 
 const NOW: Timestamp = Timestamp(1_780_000_000_000);
 
@@ -18,7 +20,7 @@ enum Cleanup {
 }
 
 struct Db {
-    store: SqlStore,
+    store: Arc<dyn Store>,
     cleanup: Cleanup,
 }
 
@@ -28,14 +30,13 @@ fn postgres_url() -> String {
 
 async fn sqlite() -> Db {
     let path = std::env::temp_dir().join(format!("smsgate-store-{}.db", uuid::Uuid::now_v7().simple()));
-    let store = SqlStore::open(&format!("sqlite://{}", path.display()), 4).await.expect("open sqlite");
-    Db { store, cleanup: Cleanup::File(path) }
+    let store = SqliteStore::open(&format!("sqlite://{}", path.display())).await.expect("open sqlite");
+    Db { store: Arc::new(store), cleanup: Cleanup::File(path) }
 }
 
 /// Runs one statement on the PostgreSQL server outside any test schema.
 async fn on_server(sql: String) {
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(&postgres_url()).await.expect("PostgreSQL at SMSGATE_TEST_POSTGRES is up");
+    let pool = sqlx::PgPool::connect(&postgres_url()).await.expect("PostgreSQL at SMSGATE_TEST_POSTGRES is up");
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await.expect("statement");
     pool.close().await;
 }
@@ -44,8 +45,8 @@ async fn postgres() -> Db {
     let schema = format!("test_{}", uuid::Uuid::now_v7().simple());
     on_server(format!("CREATE SCHEMA {schema}")).await;
     let url = format!("{}?options=-c%20search_path%3D{schema}", postgres_url());
-    let store = SqlStore::open(&url, 4).await.expect("open postgres");
-    Db { store, cleanup: Cleanup::Schema(schema) }
+    let store = PgStore::open(&url, 4).await.expect("open postgres");
+    Db { store: Arc::new(store), cleanup: Cleanup::Schema(schema) }
 }
 
 impl Db {
@@ -101,6 +102,9 @@ conformance!(
     carrier_ids_and_counts,
     concurrent_claimers_never_share_a_message,
     many_transitions_in_one_commit,
+    receipts_find_messages_by_carrier_id,
+    large_batches_in_one_commit,
+    a_failed_write_leaves_the_others,
 );
 
 fn message(account: AccountId, to: &str, status: Status, at: Timestamp) -> Message {
@@ -132,21 +136,21 @@ fn new(m: Message) -> NewMessage {
     NewMessage { message: m, detail: "accepted".into(), idempotency: None }
 }
 
-async fn account(store: &SqlStore) -> AccountId {
+async fn account(store: &Arc<dyn Store>) -> AccountId {
     store.create_account("acme", false, NOW).await.expect("account").id
 }
 
-async fn insert(store: &SqlStore, m: Message) -> MessageId {
+async fn insert(store: &Arc<dyn Store>, m: Message) -> MessageId {
     let id = m.id;
     assert_eq!(store.insert_messages(&[new(m)]).await.expect("insert"), vec![Inserted::New]);
     id
 }
 
-async fn statuses(store: &SqlStore, id: MessageId) -> Vec<Status> {
+async fn statuses(store: &Arc<dyn Store>, id: MessageId) -> Vec<Status> {
     store.events(id).await.expect("events").into_iter().map(|e| e.status).collect()
 }
 
-async fn accounts_and_keys(store: &SqlStore) {
+async fn accounts_and_keys(store: &Arc<dyn Store>) {
     assert_eq!(store.admin_account().await.unwrap(), None);
     let admin = store.create_account("admin", true, NOW).await.unwrap();
     let acme = store.create_account("acme", false, NOW).await.unwrap();
@@ -163,7 +167,7 @@ async fn accounts_and_keys(store: &SqlStore) {
     assert!(store.create_api_key(admin.id, "hash-1", "sk_x", NOW).await.is_err());
 }
 
-async fn messages_and_their_journey(store: &SqlStore) {
+async fn messages_and_their_journey(store: &Arc<dyn Store>) {
     let acme = account(store).await;
     let mut m = message(acme, "+447700900123", Status::Queued, NOW);
     m.body = "Grüße, 😀 ' \" ; DROP TABLE messages; --".into();
@@ -176,7 +180,7 @@ async fn messages_and_their_journey(store: &SqlStore) {
     assert_eq!(store.message(acme, MessageId::generate()).await.unwrap(), None);
 }
 
-async fn tenants_see_only_their_own(store: &SqlStore) {
+async fn tenants_see_only_their_own(store: &Arc<dyn Store>) {
     let a = account(store).await;
     let b = account(store).await;
     let id = insert(store, message(a, "+447700900123", Status::Queued, NOW)).await;
@@ -185,7 +189,7 @@ async fn tenants_see_only_their_own(store: &SqlStore) {
     assert_eq!(store.list_messages(a, &ListFilter::default(), None, 10).await.unwrap().len(), 1);
 }
 
-async fn idempotency_keys(store: &SqlStore) {
+async fn idempotency_keys(store: &Arc<dyn Store>) {
     let a = account(store).await;
     let b = account(store).await;
     let with_key = |acc, hash: &str| NewMessage {
@@ -208,7 +212,7 @@ async fn idempotency_keys(store: &SqlStore) {
     assert_eq!(store.list_messages(a, &ListFilter::default(), None, 10).await.unwrap().len(), 1);
 }
 
-async fn listing_pages_and_filters(store: &SqlStore) {
+async fn listing_pages_and_filters(store: &Arc<dyn Store>) {
     let acme = account(store).await;
     let mut all = Vec::new();
     for i in 0..25 {
@@ -249,7 +253,7 @@ async fn listing_pages_and_filters(store: &SqlStore) {
     assert_eq!(only(both).await.len(), 3);
 }
 
-async fn claims_leases_and_takeover(store: &SqlStore) {
+async fn claims_leases_and_takeover(store: &Arc<dyn Store>) {
     let acme = account(store).await;
     let mut ids = Vec::new();
     for _ in 0..3 {
@@ -280,7 +284,7 @@ async fn claims_leases_and_takeover(store: &SqlStore) {
     assert!(!again.iter().any(|m| m.id == ids[0]));
 }
 
-async fn scheduled_messages_wait(store: &SqlStore) {
+async fn scheduled_messages_wait(store: &Arc<dyn Store>) {
     let acme = account(store).await;
     let mut m = message(acme, "+447700900123", Status::Scheduled, NOW);
     m.send_at = Some(NOW.plus_secs(60));
@@ -291,7 +295,7 @@ async fn scheduled_messages_wait(store: &SqlStore) {
     assert_eq!(statuses(store, id).await, vec![Status::Scheduled, Status::Queued, Status::Sending]);
 }
 
-async fn transitions_follow_the_state_machine(store: &SqlStore) {
+async fn transitions_follow_the_state_machine(store: &Arc<dyn Store>) {
     let acme = account(store).await;
     let id = insert(store, message(acme, "+447700900123", Status::Queued, NOW)).await;
     let none = Changes::default();
@@ -314,7 +318,7 @@ async fn transitions_follow_the_state_machine(store: &SqlStore) {
     assert!(store.claim_due("n", NOW.plus_secs(10), 1000, 10).await.unwrap().is_empty());
 }
 
-async fn retries_wait_for_their_time(store: &SqlStore) {
+async fn retries_wait_for_their_time(store: &Arc<dyn Store>) {
     let acme = account(store).await;
     let id = insert(store, message(acme, "+447700900123", Status::Queued, NOW)).await;
     store.claim_due("n", NOW, 1000, 10).await.unwrap();
@@ -330,7 +334,7 @@ async fn retries_wait_for_their_time(store: &SqlStore) {
     assert_eq!((again.len(), again[0].attempts), (1, 2));
 }
 
-async fn expiry(store: &SqlStore) {
+async fn expiry(store: &Arc<dyn Store>) {
     let acme = account(store).await;
     let queued = insert(store, message(acme, "+447700900001", Status::Queued, NOW)).await;
     let later = insert(store, message(acme, "+447700900002", Status::Queued, NOW.plus_secs(100))).await;
@@ -351,7 +355,7 @@ async fn expiry(store: &SqlStore) {
     assert!(store.expire_due(NOW.plus_secs(3600), 100).await.unwrap().is_empty());
 }
 
-async fn carrier_ids_and_counts(store: &SqlStore) {
+async fn carrier_ids_and_counts(store: &Arc<dyn Store>) {
     let acme = account(store).await;
     let id = insert(store, message(acme, "+447700900123", Status::Queued, NOW)).await;
     insert(store, message(acme, "+447700900123", Status::Queued, NOW)).await;
@@ -364,15 +368,15 @@ async fn carrier_ids_and_counts(store: &SqlStore) {
     assert_eq!(store.message_status(MessageId::generate()).await.unwrap(), None);
     assert_eq!(store.account_for_reply("+447700900123", "Acme").await.unwrap(), Some(acme));
     assert_eq!(store.account_for_reply("+447700900123", "Other").await.unwrap(), None);
-    let counts = store.count_by_status().await.unwrap();
+    let counts = store.count_pending().await.unwrap();
     assert!(counts.contains(&(Status::Sent, 1)) && counts.contains(&(Status::Queued, 1)), "{counts:?}");
 }
 
-async fn concurrent_claimers_never_share_a_message(store: &SqlStore) {
+async fn concurrent_claimers_never_share_a_message(store: &Arc<dyn Store>) {
     let acme = account(store).await;
     let batch: Vec<NewMessage> = (0..400).map(|_| new(message(acme, "+447700900123", Status::Queued, NOW))).collect();
     store.insert_messages(&batch).await.unwrap();
-    let store = Arc::new(store.clone());
+    let store = store.clone();
     let mut tasks = Vec::new();
     for worker in 0..4 {
         let store = store.clone();
@@ -398,7 +402,7 @@ async fn concurrent_claimers_never_share_a_message(store: &SqlStore) {
     assert_eq!(total, 400);
 }
 
-async fn many_transitions_in_one_commit(store: &SqlStore) {
+async fn many_transitions_in_one_commit(store: &Arc<dyn Store>) {
     let acme = account(store).await;
     let a = insert(store, message(acme, "+447700900123", Status::Queued, NOW)).await;
     let b = insert(store, message(acme, "+447700900124", Status::Queued, NOW)).await;
@@ -424,4 +428,189 @@ async fn many_transitions_in_one_commit(store: &SqlStore) {
     assert_eq!(statuses(store, a).await, vec![Status::Queued, Status::Sending, Status::Sent, Status::Delivered]);
     assert_eq!(store.message_status(b).await.unwrap(), Some(Status::Sent));
     assert!(store.transition_many(&[]).await.unwrap().is_empty());
+}
+
+fn receipt(carrier_id: &str, to: Status, detail: &str) -> ReceiptUpdate {
+    ReceiptUpdate {
+        connector: "sim".into(),
+        carrier_id: carrier_id.into(),
+        to,
+        at: NOW.plus_secs(5),
+        detail: detail.into(),
+        error_code: (to != Status::Delivered).then(|| "sim:001".into()),
+    }
+}
+
+async fn receipts_find_messages_by_carrier_id(store: &Arc<dyn Store>) {
+    let acme = account(store).await;
+    let a = insert(store, message(acme, "+447700900123", Status::Queued, NOW)).await;
+    let b = insert(store, message(acme, "+447700900124", Status::Queued, NOW)).await;
+    let c = insert(store, message(acme, "+447700900125", Status::Queued, NOW)).await;
+    store.claim_due("n", NOW, 1000, 10).await.unwrap();
+    let sent = |id, carrier_id: &str| Transition {
+        id,
+        to: Status::Sent,
+        at: NOW.plus_secs(1),
+        detail: "sent".into(),
+        changes: Changes { carrier_id: Some(carrier_id.into()), connector: Some("sim".into()), ..Default::default() },
+    };
+    // `c`'s receipt comes before its `sent` is recorded: it matches nothing (the engine tries it again later).
+    let (moved, matched) = store
+        .record(
+            &[sent(a, "A1"), sent(b, "B1")],
+            &[
+                receipt("A1", Status::Delivered, "stat:DELIVRD"),
+                receipt("B1", Status::Undelivered, "stat:UNDELIV"),
+                receipt("A1", Status::Undelivered, "duplicate, too late"),
+                receipt("C1", Status::Delivered, "early"),
+                receipt("NOPE", Status::Delivered, "unknown id"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved, vec![true, true]);
+    assert_eq!(matched, vec![Some(a), Some(b), None, None, None]);
+    assert_eq!(statuses(store, a).await, vec![Status::Queued, Status::Sending, Status::Sent, Status::Delivered]);
+    let m = store.message(acme, b).await.unwrap().unwrap();
+    assert_eq!((m.status, m.error_code.as_deref()), (Status::Undelivered, Some("sim:001")));
+    assert_eq!(store.events(b).await.unwrap().last().unwrap().detail, "stat:UNDELIV");
+    // Once `c` is sent, its receipt applies; a receipt of another connector with the same id does not.
+    assert!(store.transition_many(&[sent(c, "C1")]).await.unwrap()[0]);
+    let mut other = receipt("C1", Status::Undelivered, "other connector");
+    other.connector = "smpp-1".into();
+    let (_, matched) = store.record(&[], &[other, receipt("C1", Status::Delivered, "late")]).await.unwrap();
+    assert_eq!(matched, vec![None, Some(c)]);
+    assert_eq!(store.message_status(c).await.unwrap(), Some(Status::Delivered));
+    assert_eq!(store.record(&[], &[]).await.unwrap(), (vec![], vec![]));
+}
+
+/// Batches larger than one statement carries, with repeated idempotency keys inside one batch: every message and
+/// event lands once, in order, numbered from 1.
+async fn large_batches_in_one_commit(store: &Arc<dyn Store>) {
+    let acme = account(store).await;
+    let batch: Vec<NewMessage> = (0..1234)
+        .map(|i| {
+            let mut n = new(message(acme, &format!("+4477009{i:05}"), Status::Queued, NOW));
+            if i % 100 == 7 {
+                n.idempotency = Some((format!("key-{}", i % 200), "h".into()));
+            }
+            n
+        })
+        .collect();
+    let got = store.insert_messages(&batch).await.unwrap();
+    let new_count = got.iter().filter(|r| **r == Inserted::New).count();
+    // Keys repeat every 200 messages: 13 messages carry keys key-7 and key-107 (7 of one, 6 of the other).
+    assert_eq!(new_count, 1234 - 11);
+    assert_eq!(got[207], Inserted::Duplicate { id: batch[7].message.id, same_request: true });
+    let claimed = store.claim_due("n", NOW, 60_000, 2000).await.unwrap();
+    assert_eq!(claimed.len(), new_count);
+    let transitions: Vec<Transition> = claimed
+        .iter()
+        .map(|m| Transition {
+            id: m.id,
+            to: Status::Sent,
+            at: NOW.plus_secs(1),
+            detail: "sent".into(),
+            changes: Changes {
+                carrier_id: Some(format!("c{}", m.to)),
+                connector: Some("sim".into()),
+                lease_owner: Some("n".into()),
+                ..Default::default()
+            },
+        })
+        .collect();
+    assert!(store.transition_many(&transitions).await.unwrap().iter().all(|&m| m));
+    let receipts: Vec<ReceiptUpdate> =
+        claimed.iter().map(|m| receipt(&format!("c{}", m.to), Status::Delivered, "ok")).collect();
+    let (_, matched) = store.record(&[], &receipts).await.unwrap();
+    assert_eq!(matched, claimed.iter().map(|m| Some(m.id)).collect::<Vec<_>>());
+    assert_eq!(store.count_pending().await.unwrap(), vec![]);
+    let delivered = ListFilter { status: Some(Status::Delivered), ..Default::default() };
+    assert_eq!(store.list_messages(acme, &delivered, None, 2000).await.unwrap().len(), new_count);
+    for m in [&claimed[0], &claimed[600], &claimed[new_count - 1]] {
+        let events = store.events(m.id).await.unwrap();
+        let seen: Vec<Status> = events.iter().map(|e| e.status).collect();
+        assert_eq!(seen, vec![Status::Queued, Status::Sending, Status::Sent, Status::Delivered]);
+    }
+}
+
+/// Writes that arrive together share a commit on SQLite; one that fails (a duplicate key hash) fails alone.
+async fn a_failed_write_leaves_the_others(store: &Arc<dyn Store>) {
+    let acme = account(store).await;
+    store.create_api_key(acme, "hash-taken", "sk_a", NOW).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            if i == 25 {
+                return store.create_api_key(acme, "hash-taken", "sk_b", NOW).await.is_ok();
+            }
+            let m = message(acme, "+447700900123", Status::Queued, NOW);
+            store.insert_messages(&[new(m)]).await.unwrap() == vec![Inserted::New]
+        });
+    }
+    let mut ok = 0;
+    while let Some(done) = tasks.join_next().await {
+        ok += usize::from(done.unwrap());
+    }
+    assert_eq!(ok, 49, "every insert landed; the duplicate key failed");
+    assert_eq!(store.list_messages(acme, &ListFilter::default(), None, 100).await.unwrap().len(), 49);
+    assert_eq!(store.key_count(acme).await.unwrap(), 1);
+}
+
+/// A database written by schema version 1 (no `event_count`) is upgraded at open, its journeys counted, and
+/// the next events numbered after the old ones.
+async fn upgrade_from_version_1(url: &str) {
+    let store = smsgate_store::open(url, 2).await.unwrap();
+    let acme = account(&store).await;
+    let id = insert(&store, message(acme, "+447700900123", Status::Queued, NOW)).await;
+    store.claim_due("n", NOW, 1000, 10).await.unwrap();
+    store.close().await;
+    // Back to version 1, as an older smsgate left it.
+    let statements = [
+        "ALTER TABLE messages DROP COLUMN event_count",
+        "DROP INDEX messages_queue",
+        "DROP INDEX messages_to",
+        "CREATE INDEX messages_due ON messages (status, next_attempt_at)",
+        "DROP INDEX messages_expiring",
+        "CREATE INDEX messages_expiry ON messages (expires_at) \
+         WHERE status IN ('scheduled', 'queued', 'sending', 'sent')",
+        "DELETE FROM schema_migrations WHERE version = 2",
+    ];
+    match url.strip_prefix("sqlite://") {
+        Some(path) => {
+            let conn = rusqlite::Connection::open(path.split('?').next().unwrap()).unwrap();
+            for sql in statements {
+                conn.execute_batch(sql).unwrap();
+            }
+        }
+        None => {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            for sql in statements {
+                sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }
+    }
+    let store = smsgate_store::open(url, 2).await.unwrap();
+    assert!(store.transition(id, Status::Sent, NOW, "sent", &Changes::default()).await.unwrap());
+    assert_eq!(statuses(&store, id).await, vec![Status::Queued, Status::Sending, Status::Sent]);
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_from_version_1_on_sqlite() {
+    let path = std::env::temp_dir().join(format!("smsgate-upgrade-{}.db", uuid::Uuid::now_v7().simple()));
+    upgrade_from_version_1(&format!("sqlite://{}?mode=rwc", path.display())).await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_from_version_1_on_postgres() {
+    let schema = format!("test_{}", uuid::Uuid::now_v7().simple());
+    on_server(format!("CREATE SCHEMA {schema}")).await;
+    upgrade_from_version_1(&format!("{}?options=-c%20search_path%3D{schema}", postgres_url())).await;
+    on_server(format!("DROP SCHEMA {schema} CASCADE")).await;
 }

@@ -1,0 +1,671 @@
+//! [`PgStore`]: the [`Store`] on PostgreSQL through sqlx, for several nodes sharing one database.
+//!
+//! Every network round trip counts here, so writes go in groups: one multi-row `INSERT` for a batch of messages or
+//! events, one `UPDATE ... FROM (VALUES ...)` for a group of status changes, each statement carrying up to
+//! [`ROWS_PER_STATEMENT`] rows. Claims take `FOR UPDATE SKIP LOCKED`, so two nodes never claim one message.
+//! The schema (migrations) is shared with the SQLite store and valid SQL for both.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use smsgate_core::{AccountId, Direction, Event, Message, MessageId, Status, Timestamp};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+// Statements built with `format!` take only fixed SQL text (column lists, status names, `FOR UPDATE SKIP
+// LOCKED`, `$N` placeholders); every value goes through a bind parameter. That is what `AssertSqlSafe` asserts.
+use sqlx::{AssertSqlSafe, Row};
+
+use crate::schema::{
+    MESSAGE_COLUMNS, MIGRATIONS, Param, account_id_of, corrupt, list_query, message_id_of, status_list, status_of,
+};
+use crate::{Account, ApiKey, Inserted, ListFilter, NewMessage, ReceiptUpdate, Result, Store, StoreError, Transition};
+
+/// The PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects to the PostgreSQL database at `url` (`postgres://...`) and runs the migrations.
+    pub async fn open(url: &str, max_connections: u32) -> Result<PgStore> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(StoreError::UnsupportedUrl(url.to_string()));
+        }
+        let options = PgConnectOptions::from_str(url)?;
+        let pool = PgPoolOptions::new().max_connections(max_connections.max(1)).connect_with(options).await?;
+        let store = PgStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        // Nodes starting together migrate one at a time.
+        sqlx::query("SELECT pg_advisory_lock(724301)").execute(&mut *conn).await?;
+        let result = async {
+            sqlx::raw_sql(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+            )
+            .execute(&mut *conn)
+            .await?;
+            for &(version, sql) in MIGRATIONS {
+                let done: Option<(i64,)> = sqlx::query_as("SELECT version FROM schema_migrations WHERE version = $1")
+                    .bind(version)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                if done.is_some() {
+                    continue;
+                }
+                sqlx::raw_sql("BEGIN").execute(&mut *conn).await?;
+                let applied = async {
+                    sqlx::raw_sql(sql).execute(&mut *conn).await?;
+                    sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+                        .bind(version)
+                        .bind(0i64)
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok::<_, sqlx::Error>(())
+                }
+                .await;
+                match applied {
+                    Ok(()) => sqlx::raw_sql("COMMIT").execute(&mut *conn).await?,
+                    Err(e) => {
+                        sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await?;
+                        return Err(e);
+                    }
+                };
+            }
+            Ok::<_, sqlx::Error>(())
+        }
+        .await;
+        sqlx::query("SELECT pg_advisory_unlock(724301)").execute(&mut *conn).await?;
+        Ok(result?)
+    }
+}
+
+/// Splits `items` into runs whose lengths are powers of two, at most `max` (a power of two), largest first. Every
+/// multi-row statement then has one of a few shapes, and each shape is prepared once per connection and cached.
+fn pow2_chunks<T>(mut items: &[T], max: usize) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        if items.is_empty() {
+            return None;
+        }
+        let fit = max.min(items.len());
+        let (head, rest) = items.split_at(1 << (usize::BITS - 1 - fit.leading_zeros()));
+        items = rest;
+        Some(head)
+    })
+}
+
+/// `($1, $2), ($3, $4)`: the placeholders of a multi-row `VALUES` with `rows` rows of `columns` values.
+fn values_rows(rows: usize, columns: usize) -> String {
+    let mut out = String::with_capacity(rows * columns * 6);
+    for r in 0..rows {
+        out.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..columns {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            out.push('$');
+            out.push_str(&(r * columns + c + 1).to_string());
+        }
+        out.push(')');
+    }
+    out
+}
+
+/// A journey event to append; `seq` comes from the message's `event_count` after the change.
+struct NewEvent {
+    message_id: String,
+    seq: i64,
+    status: Status,
+    at: Timestamp,
+    detail: String,
+}
+
+/// The most rows one multi-row statement carries (a power of two; PostgreSQL allows 65,535 parameters).
+const ROWS_PER_STATEMENT: usize = 256;
+
+/// Counts committed events in [`crate::metric::STATUS_CHANGES`]; called after the commit that wrote them.
+fn count_events(events: &[NewEvent]) {
+    crate::count_status_changes(&events.iter().map(|e| e.status).collect::<Vec<_>>());
+}
+
+/// Appends events to journeys, many rows per statement.
+async fn add_events(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, events: &[NewEvent]) -> Result<()> {
+    for chunk in pow2_chunks(events, ROWS_PER_STATEMENT * 2) {
+        let sql = format!(
+            "INSERT INTO message_events (message_id, seq, status, at, detail) VALUES {}",
+            values_rows(chunk.len(), 5)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for e in chunk {
+            query = query.bind(&e.message_id).bind(e.seq).bind(e.status.as_str()).bind(e.at.0).bind(&e.detail);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// `(<to> = 'sent' AND messages.status IN ('sending')) OR ...`: the moves the state machine allows, for an
+/// `UPDATE` whose target status is the column `to`. Fixed text: status names, never input.
+fn allowed_moves(to: &str) -> String {
+    Status::ALL
+        .into_iter()
+        .filter_map(|target| {
+            let from = status_list(Status::ALL.into_iter().filter(|s| s.can_become(target)));
+            (!from.is_empty()).then(|| format!("({to} = '{}' AND messages.status IN ({from}))", target.as_str()))
+        })
+        .collect::<Vec<_>>()
+        .join(" OR ")
+}
+
+/// The longest prefix of `items` in which no key appears twice: one `UPDATE ... FROM` moves a row at most once,
+/// so a second change to the same message waits for the next statement.
+fn distinct_prefix<T, K: std::hash::Hash + Eq>(items: &[T], key: impl Fn(&T) -> K) -> usize {
+    let mut seen = HashSet::new();
+    items.iter().take_while(|t| seen.insert(key(t))).count()
+}
+
+/// Status changes by message id, many per statement: one `UPDATE ... FROM (VALUES ...)` moves every row the state
+/// machine (and, when fenced, the lease) allows and returns the new event numbers; the events to append go to
+/// `events`.
+async fn apply_transitions(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    batch: &[Transition],
+    events: &mut Vec<NewEvent>,
+) -> Result<Vec<bool>> {
+    let mut out = Vec::with_capacity(batch.len());
+    let mut rest = batch;
+    while !rest.is_empty() {
+        let run = distinct_prefix(rest, |t| t.id);
+        for chunk in pow2_chunks(&rest[..run], ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "UPDATE messages SET status = v.column2, updated_at = v.column3, \
+                 connector = COALESCE(v.column4, connector), carrier_id = COALESCE(v.column5, carrier_id), \
+                 error_code = COALESCE(v.column6, error_code), price_micros = COALESCE(v.column7, price_micros), \
+                 next_attempt_at = COALESCE(v.column8, next_attempt_at), \
+                 lease_owner = CASE WHEN v.column2 = 'sending' THEN lease_owner END, \
+                 lease_until = CASE WHEN v.column2 = 'sending' THEN lease_until END, \
+                 event_count = event_count + 1 \
+                 FROM (VALUES {}) AS v \
+                 WHERE messages.id = v.column1 AND (v.column9 IS NULL OR messages.lease_owner = v.column9) \
+                 AND ({}) \
+                 RETURNING messages.id, messages.event_count",
+                values_rows(chunk.len(), 9),
+                allowed_moves("v.column2"),
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for t in chunk {
+                let c = &t.changes;
+                query = query
+                    .bind(t.id.to_string())
+                    .bind(t.to.as_str())
+                    .bind(t.at.0)
+                    .bind(c.connector.as_deref())
+                    .bind(c.carrier_id.as_deref())
+                    .bind(c.error_code.as_deref())
+                    .bind(c.price_micros)
+                    .bind(c.retry_at.map(|t| t.0))
+                    .bind(c.lease_owner.as_deref());
+            }
+            let mut moved = HashMap::new();
+            for row in query.fetch_all(&mut **tx).await? {
+                moved.insert(message_id_of(&row.try_get::<String, _>(0)?)?, row.try_get::<i64, _>(1)?);
+            }
+            for t in chunk {
+                let seq = moved.get(&t.id);
+                out.push(seq.is_some());
+                if let Some(&seq) = seq {
+                    let (message_id, detail) = (t.id.to_string(), t.detail.clone());
+                    events.push(NewEvent { message_id, seq, status: t.to, at: t.at, detail });
+                }
+            }
+        }
+        rest = &rest[run..];
+    }
+    Ok(out)
+}
+
+/// Receipts, many per statement, each moving the message its connector's carrier id names.
+async fn apply_receipts(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    batch: &[ReceiptUpdate],
+    events: &mut Vec<NewEvent>,
+) -> Result<Vec<Option<MessageId>>> {
+    let mut out = Vec::with_capacity(batch.len());
+    let mut rest = batch;
+    while !rest.is_empty() {
+        let run = distinct_prefix(rest, |r| (r.connector.clone(), r.carrier_id.clone()));
+        for chunk in pow2_chunks(&rest[..run], ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "UPDATE messages SET status = v.column3, updated_at = v.column4, \
+                 error_code = COALESCE(v.column5, error_code), lease_owner = NULL, lease_until = NULL, \
+                 event_count = event_count + 1 \
+                 FROM (VALUES {}) AS v \
+                 WHERE messages.connector = v.column1 AND messages.carrier_id = v.column2 AND ({}) \
+                 RETURNING messages.id, messages.event_count, messages.connector, messages.carrier_id",
+                values_rows(chunk.len(), 5),
+                allowed_moves("v.column3"),
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for r in chunk {
+                query = query
+                    .bind(&r.connector)
+                    .bind(&r.carrier_id)
+                    .bind(r.to.as_str())
+                    .bind(r.at.0)
+                    .bind(r.error_code.as_deref());
+            }
+            let mut moved: HashMap<(String, String), Vec<(MessageId, i64)>> = HashMap::new();
+            for row in query.fetch_all(&mut **tx).await? {
+                let id = message_id_of(&row.try_get::<String, _>(0)?)?;
+                let key = (row.try_get::<String, _>(2)?, row.try_get::<String, _>(3)?);
+                moved.entry(key).or_default().push((id, row.try_get::<i64, _>(1)?));
+            }
+            for r in chunk {
+                // A carrier that reuses an id moves every message still waiting under it; report the newest.
+                let hits = moved.remove(&(r.connector.clone(), r.carrier_id.clone())).unwrap_or_default();
+                out.push(hits.iter().map(|&(id, _)| id).max());
+                for (id, seq) in hits {
+                    let (message_id, detail) = (id.to_string(), r.detail.clone());
+                    events.push(NewEvent { message_id, seq, status: r.to, at: r.at, detail });
+                }
+            }
+        }
+        rest = &rest[run..];
+    }
+    Ok(out)
+}
+
+fn account_from_row(row: &PgRow) -> Result<Account> {
+    Ok(Account {
+        id: account_id_of(&row.try_get::<String, _>("id")?)?,
+        name: row.try_get("name")?,
+        is_admin: row.try_get::<i64, _>("is_admin")? != 0,
+        created_at: Timestamp(row.try_get("created_at")?),
+    })
+}
+
+fn message_from_row(row: &PgRow) -> Result<Message> {
+    let direction: String = row.try_get("direction")?;
+    let count = |name: &str| -> Result<u32> {
+        let v: i64 = row.try_get(name)?;
+        u32::try_from(v).map_err(|_| corrupt(format!("{name} {v}")))
+    };
+    Ok(Message {
+        id: message_id_of(&row.try_get::<String, _>("id")?)?,
+        account_id: account_id_of(&row.try_get::<String, _>("account_id")?)?,
+        direction: Direction::parse(&direction).ok_or_else(|| corrupt(format!("direction {direction:?}")))?,
+        to: row.try_get("to_addr")?,
+        from: row.try_get("from_addr")?,
+        body: row.try_get("body")?,
+        encoding: row.try_get("encoding")?,
+        segments: count("segments")?,
+        price_micros: row.try_get("price_micros")?,
+        connector: row.try_get("connector")?,
+        carrier_id: row.try_get("carrier_id")?,
+        status: status_of(&row.try_get::<String, _>("status")?)?,
+        error_code: row.try_get("error_code")?,
+        reference: row.try_get("reference")?,
+        callback_url: row.try_get("callback_url")?,
+        send_at: row.try_get::<Option<i64>, _>("send_at")?.map(Timestamp),
+        expires_at: row.try_get::<Option<i64>, _>("expires_at")?.map(Timestamp),
+        attempts: count("attempts")?,
+        created_at: Timestamp(row.try_get("created_at")?),
+        updated_at: Timestamp(row.try_get("updated_at")?),
+    })
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn create_account(&self, name: &str, is_admin: bool, now: Timestamp) -> Result<Account> {
+        let account = Account { id: AccountId::generate(), name: name.to_string(), is_admin, created_at: now };
+        sqlx::query("INSERT INTO accounts (id, name, is_admin, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(account.id.to_string())
+            .bind(name)
+            .bind(i64::from(is_admin))
+            .bind(now.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(account)
+    }
+
+    async fn account(&self, id: AccountId) -> Result<Option<Account>> {
+        let row = sqlx::query("SELECT id, name, is_admin, created_at FROM accounts WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(account_from_row).transpose()
+    }
+
+    async fn admin_account(&self) -> Result<Option<Account>> {
+        let row = sqlx::query(
+            "SELECT id, name, is_admin, created_at FROM accounts WHERE is_admin = 1 ORDER BY created_at LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(account_from_row).transpose()
+    }
+
+    async fn create_api_key(&self, account: AccountId, key_hash: &str, prefix: &str, now: Timestamp) -> Result<ApiKey> {
+        let key = ApiKey {
+            id: uuid::Uuid::now_v7().hyphenated().to_string(),
+            account_id: account,
+            prefix: prefix.to_string(),
+            created_at: now,
+        };
+        sqlx::query("INSERT INTO api_keys (id, account_id, key_hash, prefix, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&key.id)
+            .bind(account.to_string())
+            .bind(key_hash)
+            .bind(prefix)
+            .bind(now.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(key)
+    }
+
+    async fn key_count(&self, account: AccountId) -> Result<i64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM api_keys WHERE account_id = $1 AND revoked_at IS NULL")
+            .bind(account.to_string())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n)
+    }
+
+    async fn account_by_key_hash(&self, key_hash: &str) -> Result<Option<Account>> {
+        let row = sqlx::query(
+            "SELECT a.id, a.name, a.is_admin, a.created_at FROM api_keys k JOIN accounts a ON a.id = k.account_id \
+             WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
+        )
+        .bind(key_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(account_from_row).transpose()
+    }
+
+    async fn insert_messages(&self, messages: &[NewMessage]) -> Result<Vec<Inserted>> {
+        let mut tx = self.pool.begin().await?;
+        let mut inserted = HashSet::new();
+        for chunk in pow2_chunks(messages, ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO messages (id, account_id, direction, to_addr, from_addr, body, encoding, segments, \
+                 price_micros, connector, carrier_id, status, error_code, reference, callback_url, send_at, \
+                 expires_at, attempts, next_attempt_at, idempotency_key, request_hash, created_at, updated_at, \
+                 event_count) VALUES {} ON CONFLICT DO NOTHING RETURNING id",
+                values_rows(chunk.len(), 24)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for new in chunk {
+                let m = &new.message;
+                let (idem_key, idem_hash) = match &new.idempotency {
+                    Some((k, h)) => (Some(k.as_str()), Some(h.as_str())),
+                    None => (None, None),
+                };
+                query = query
+                    .bind(m.id.to_string())
+                    .bind(m.account_id.to_string())
+                    .bind(m.direction.as_str())
+                    .bind(&m.to)
+                    .bind(&m.from)
+                    .bind(&m.body)
+                    .bind(&m.encoding)
+                    .bind(i64::from(m.segments))
+                    .bind(m.price_micros)
+                    .bind(m.connector.as_deref())
+                    .bind(m.carrier_id.as_deref())
+                    .bind(m.status.as_str())
+                    .bind(m.error_code.as_deref())
+                    .bind(m.reference.as_deref())
+                    .bind(m.callback_url.as_deref())
+                    .bind(m.send_at.map(|t| t.0))
+                    .bind(m.expires_at.map(|t| t.0))
+                    .bind(i64::from(m.attempts))
+                    .bind(m.send_at.unwrap_or(m.created_at).0)
+                    .bind(idem_key)
+                    .bind(idem_hash)
+                    .bind(m.created_at.0)
+                    .bind(m.updated_at.0)
+                    .bind(1i64);
+            }
+            for row in query.fetch_all(&mut *tx).await? {
+                inserted.insert(message_id_of(&row.try_get::<String, _>(0)?)?);
+            }
+        }
+        let mut out = Vec::with_capacity(messages.len());
+        let mut events = Vec::with_capacity(messages.len());
+        for new in messages {
+            let m = &new.message;
+            if inserted.contains(&m.id) {
+                let (message_id, detail) = (m.id.to_string(), new.detail.clone());
+                events.push(NewEvent { message_id, seq: 1, status: m.status, at: m.created_at, detail });
+                out.push(Inserted::New);
+                continue;
+            }
+            // Only the idempotency index can make a fresh UUIDv7 conflict.
+            let Some((key, hash)) = &new.idempotency else {
+                return Err(corrupt(format!("message id {} exists already", m.id)));
+            };
+            let row =
+                sqlx::query("SELECT id, request_hash FROM messages WHERE account_id = $1 AND idempotency_key = $2")
+                    .bind(m.account_id.to_string())
+                    .bind(key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let existing = message_id_of(&row.try_get::<String, _>("id")?)?;
+            let stored: Option<String> = row.try_get("request_hash")?;
+            out.push(Inserted::Duplicate { id: existing, same_request: stored.as_ref() == Some(hash) });
+        }
+        add_events(&mut tx, &events).await?;
+        tx.commit().await?;
+        count_events(&events);
+        Ok(out)
+    }
+
+    async fn message(&self, account: AccountId, id: MessageId) -> Result<Option<Message>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1 AND account_id = $2"
+        )))
+        .bind(id.to_string())
+        .bind(account.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(message_from_row).transpose()
+    }
+
+    async fn events(&self, id: MessageId) -> Result<Vec<Event>> {
+        let rows = sqlx::query("SELECT status, at, detail FROM message_events WHERE message_id = $1 ORDER BY seq")
+            .bind(id.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Event {
+                    status: status_of(&r.try_get::<String, _>("status")?)?,
+                    at: Timestamp(r.try_get("at")?),
+                    detail: r.try_get("detail")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn list_messages(
+        &self,
+        account: AccountId,
+        filter: &ListFilter,
+        cursor: Option<MessageId>,
+        limit: u32,
+    ) -> Result<Vec<Message>> {
+        let (text, params) = list_query(account, filter, cursor, limit);
+        // `$1`, `$2`, ... for the `?` placeholders, in order (the fixed SQL text has no other `?`).
+        let mut sql = String::with_capacity(text.len() + 16);
+        for (i, part) in text.split('?').enumerate() {
+            if i > 0 {
+                sql.push_str(&format!("${i}"));
+            }
+            sql.push_str(part);
+        }
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for p in params {
+            query = match p {
+                Param::Text(t) => query.bind(t),
+                Param::Int(n) => query.bind(n),
+            };
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter().map(message_from_row).collect()
+    }
+
+    async fn claim_due(&self, owner: &str, now: Timestamp, lease_ms: i64, limit: u32) -> Result<Vec<Message>> {
+        let mut tx = self.pool.begin().await?;
+        // First the messages whose holder's lease ran out, then what is due. Each UPDATE claims a batch at once,
+        // through the partial index of its WHERE term, in index order, so
+        // a claim costs the same with a backlog of a million. SET expressions see the row as it was:
+        // `claimed_from` keeps the old status for the journey.
+        let mut rows = Vec::new();
+        for (waiting, order) in [
+            ("status = 'sending' AND lease_until < $3", "lease_until"),
+            ("status IN ('queued', 'scheduled') AND next_attempt_at <= $3", "next_attempt_at"),
+        ] {
+            let Some(room) = i64::from(limit).checked_sub(rows.len() as i64).filter(|&n| n > 0) else { break };
+            let sql = format!(
+                "UPDATE messages SET claimed_from = status, status = 'sending', lease_owner = $1, lease_until = $2, \
+                 attempts = CASE WHEN status = 'sending' THEN attempts ELSE attempts + 1 END, updated_at = $3, \
+                 event_count = event_count + CASE WHEN status = 'scheduled' THEN 2 ELSE 1 END \
+                 WHERE id IN (SELECT id FROM messages WHERE {waiting} ORDER BY {order} LIMIT $4{}) \
+                 RETURNING {MESSAGE_COLUMNS}, claimed_from, event_count",
+                " FOR UPDATE SKIP LOCKED"
+            );
+            let claimed = sqlx::query(AssertSqlSafe(sql))
+                .bind(owner)
+                .bind(now.plus_millis(lease_ms).0)
+                .bind(now.0)
+                .bind(room)
+                .fetch_all(&mut *tx)
+                .await?;
+            rows.extend(claimed);
+        }
+        let mut out = Vec::with_capacity(rows.len());
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let m = message_from_row(row)?;
+            let seq: i64 = row.try_get("event_count")?;
+            let event =
+                |seq, status, detail: String| NewEvent { message_id: m.id.to_string(), seq, status, at: now, detail };
+            match status_of(&row.try_get::<String, _>("claimed_from")?)? {
+                Status::Scheduled => {
+                    events.push(event(seq - 1, Status::Queued, "send_at reached".into()));
+                    events.push(event(seq, Status::Sending, format!("claimed by {owner}")));
+                }
+                Status::Sending => {
+                    events.push(event(seq, Status::Sending, format!("previous lease ran out; claimed by {owner}")));
+                }
+                _ => events.push(event(seq, Status::Sending, format!("claimed by {owner}"))),
+            }
+            out.push(m);
+        }
+        add_events(&mut tx, &events).await?;
+        tx.commit().await?;
+        count_events(&events);
+        out.sort_by_key(|m| m.id);
+        Ok(out)
+    }
+
+    async fn record(
+        &self,
+        transitions: &[Transition],
+        receipts: &[ReceiptUpdate],
+    ) -> Result<(Vec<bool>, Vec<Option<MessageId>>)> {
+        if transitions.is_empty() && receipts.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut events = Vec::new();
+        let moved = apply_transitions(&mut tx, transitions, &mut events).await?;
+        let matched = apply_receipts(&mut tx, receipts, &mut events).await?;
+        add_events(&mut tx, &events).await?;
+        tx.commit().await?;
+        count_events(&events);
+        Ok((moved, matched))
+    }
+
+    async fn expire_due(&self, now: Timestamp, limit: u32) -> Result<Vec<MessageId>> {
+        // A message being sent is left to its dispatcher, which checks the validity before it submits.
+        let sql = format!(
+            "UPDATE messages SET claimed_from = status, status = 'expired', updated_at = $1, \
+             event_count = event_count + 1 \
+             WHERE id IN (SELECT id FROM messages \
+                 WHERE status IN ('scheduled', 'queued', 'sent') AND expires_at <= $1 LIMIT $2{}) \
+             RETURNING id, claimed_from, event_count",
+            " FOR UPDATE SKIP LOCKED"
+        );
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(AssertSqlSafe(sql)).bind(now.0).bind(i64::from(limit)).fetch_all(&mut *tx).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: String = row.try_get("id")?;
+            let from: String = row.try_get("claimed_from")?;
+            out.push(message_id_of(&id)?);
+            let detail = format!("validity ended while {from}");
+            events.push(NewEvent {
+                message_id: id,
+                seq: row.try_get("event_count")?,
+                status: Status::Expired,
+                at: now,
+                detail,
+            });
+        }
+        add_events(&mut tx, &events).await?;
+        tx.commit().await?;
+        count_events(&events);
+        out.sort();
+        Ok(out)
+    }
+
+    async fn message_by_carrier_id(&self, connector: &str, carrier_id: &str) -> Result<Option<MessageId>> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT id FROM messages WHERE connector = $1 AND carrier_id = $2 ORDER BY id DESC LIMIT 1")
+                .bind(connector)
+                .bind(carrier_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|(id,)| message_id_of(&id)).transpose()
+    }
+
+    async fn message_status(&self, id: MessageId) -> Result<Option<Status>> {
+        let row: Option<(String,)> = sqlx::query_as("SELECT status FROM messages WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|(s,)| status_of(&s)).transpose()
+    }
+
+    async fn account_for_reply(&self, handset: &str, sender: &str) -> Result<Option<AccountId>> {
+        let row: Option<(String,)> = sqlx::query_as(
+            "SELECT account_id FROM messages WHERE direction = 'outbound' AND to_addr = $1 AND from_addr = $2 \
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(handset)
+        .bind(sender)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|(a,)| account_id_of(&a)).transpose()
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn count_pending(&self) -> Result<Vec<(Status, i64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT status, COUNT(*) FROM messages WHERE status IN ('scheduled', 'queued', 'sending', 'sent') \
+             GROUP BY status ORDER BY status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(|(s, n)| Ok((status_of(&s)?, n))).collect()
+    }
+}

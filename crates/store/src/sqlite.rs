@@ -1,0 +1,715 @@
+//! [`SqliteStore`]: the [`Store`] on an embedded SQLite file, through rusqlite.
+//!
+//! One **writer thread** owns the only connection that writes. Every write call becomes a job on its channel; the
+//! thread takes every job waiting, runs them all in one transaction (each inside its own savepoint, so one job's
+//! error does not undo the others), commits once — one fsync for the whole group — and only then answers each
+//! caller. Group commit is therefore built in: inserts from the API, the dispatcher's claims, status changes and
+//! receipts that arrive together share a disk sync, and no write waits for another's lock.
+//!
+//! Reads run on a small pool of reader connections on tokio's blocking threads; WAL lets them read the last
+//! commit while the writer works.
+//!
+//! Why not sqlx here, as for PostgreSQL: sqlx's SQLite driver runs each statement on a worker thread and sends
+//! every row across a channel, which cost more than SQLite's own work on the server's hot path (BENCHMARKS.md).
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use smsgate_core::{AccountId, Direction, Event, Message, MessageId, Status, Timestamp};
+use tokio::sync::oneshot;
+
+use crate::schema::{
+    MESSAGE_COLUMNS, MIGRATIONS, Param, account_id_of, corrupt, list_query, message_id_of, status_list, status_of,
+};
+use crate::{Account, ApiKey, Inserted, ListFilter, NewMessage, ReceiptUpdate, Result, Store, StoreError, Transition};
+
+/// What a job hands back once its group's commit is known.
+type Reply = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
+
+/// A write: runs on the writer's connection inside the group's transaction.
+type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+
+/// Reader connections kept open between reads.
+const READERS: usize = 4;
+
+/// The most jobs one transaction takes; more wait for the next.
+const GROUP: usize = 4096;
+
+/// The SQLite store. Cheap to clone: clones share the writer and the readers.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+/// Opens a connection with the settings every connection needs: WAL lets readers run beside the writer; FULL makes
+/// every commit durable when it returns; the busy timeout makes another process's writer wait rather than fail.
+fn connect(path: &PathBuf) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; \
+         PRAGMA foreign_keys = ON; PRAGMA cache_size = -16384;",
+    )?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )?;
+    for &(version, sql) in MIGRATIONS {
+        let done: Option<i64> = conn
+            .query_row("SELECT version FROM schema_migrations WHERE version = ?1", [version], |r| r.get(0))
+            .optional()?;
+        if done.is_some() {
+            continue;
+        }
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?1, 0)", [version])?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// Runs one group: every job in one transaction, each in a savepoint; then the commit, then the answers.
+fn run_group(conn: &Connection, jobs: Vec<Job>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        // Nothing ran: dropping the jobs answers each caller with an error, and nothing is half done.
+        tracing::warn!(error = %e, "SQLite could not begin a transaction; {} writes fail", jobs.len());
+        return;
+    }
+    let replies: Vec<Reply> = jobs.into_iter().map(|job| job(conn)).collect();
+    let committed = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+    if committed.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    for reply in replies {
+        reply(committed.clone());
+    }
+}
+
+fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        while group.len() < GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        run_group(&conn, group);
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating it if needed) the SQLite file named by `url` (`sqlite://PATH` or `sqlite:PATH`; a query
+    /// string such as `?mode=rwc` is accepted and ignored) and runs the migrations.
+    pub async fn open(url: &str) -> Result<SqliteStore> {
+        let rest = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .ok_or_else(|| StoreError::UnsupportedUrl(url.to_string()))?;
+        let path = rest.split('?').next().unwrap_or_default();
+        if path.is_empty() || path == ":memory:" {
+            return Err(StoreError::UnsupportedUrl(url.to_string()));
+        }
+        let path = PathBuf::from(path);
+        let opened = tokio::task::spawn_blocking(move || -> Result<SqliteStore> {
+            let mut conn = connect(&path)?;
+            migrate(&mut conn)?;
+            let (tx, rx) = mpsc::channel();
+            let writer = std::thread::Builder::new()
+                .name("sqlite-writer".into())
+                .spawn(move || writer_loop(conn, rx))
+                .map_err(|e| StoreError::Stopped(format!("could not start the writer thread: {e}")))?;
+            Ok(SqliteStore {
+                inner: Arc::new(Inner {
+                    path,
+                    jobs: Mutex::new(Some(tx)),
+                    writer: Mutex::new(Some(writer)),
+                    readers: Mutex::new(Vec::new()),
+                }),
+            })
+        });
+        opened.await.map_err(|e| StoreError::Stopped(e.to_string()))?
+    }
+
+    /// Runs `f` on the writer's connection in the next group transaction and answers once that commit is durable.
+    /// `changed` collects the statuses `f` recorded, counted in the metrics after the commit.
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &mut Vec<Status>) -> Result<T> + Send + 'static,
+    {
+        let (answer, answered) = oneshot::channel();
+        let job: Job = Box::new(move |conn: &Connection| {
+            let mut changed = Vec::new();
+            let result = in_savepoint(conn, |c| f(c, &mut changed));
+            Box::new(move |committed| {
+                let result = match committed {
+                    Ok(()) => {
+                        if result.is_ok() {
+                            crate::count_status_changes(&changed);
+                        }
+                        result
+                    }
+                    Err(e) => Err(StoreError::Commit(e)),
+                };
+                let _ = answer.send(result);
+            })
+        });
+        let sender = self.inner.jobs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let stopped = || StoreError::Stopped("the store is closed".into());
+        sender.ok_or_else(stopped)?.send(job).map_err(|_| stopped())?;
+        answered.await.map_err(|_| StoreError::Stopped("the writer stopped before answering".into()))?
+    }
+
+    /// Runs `f` on a reader connection, on a blocking thread.
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let pooled = inner.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let conn = match pooled {
+                Some(c) => c,
+                None => connect(&inner.path)?,
+            };
+            let result = f(&conn);
+            let mut readers = inner.readers.lock().unwrap_or_else(|e| e.into_inner());
+            if readers.len() < READERS {
+                readers.push(conn);
+            }
+            result
+        });
+        task.await.map_err(|e| StoreError::Stopped(e.to_string()))?
+    }
+}
+
+/// Runs `f` in a savepoint: its writes stay if it succeeds and are undone if it fails, whatever the rest of the
+/// group does.
+fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
+    let result = f(conn);
+    let end = if result.is_ok() { "RELEASE job" } else { "ROLLBACK TO job" };
+    conn.prepare_cached(end)?.execute([])?;
+    if result.is_err() {
+        conn.prepare_cached("RELEASE job")?.execute([])?;
+    }
+    result
+}
+
+fn append_event(conn: &Connection, id: &str, seq: i64, status: Status, at: Timestamp, detail: &str) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO message_events (message_id, seq, status, at, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![id, seq, status.as_str(), at.0, detail])?;
+    Ok(())
+}
+
+fn account_from_row(row: &Row<'_>) -> Result<Account> {
+    Ok(Account {
+        id: account_id_of(&row.get::<_, String>(0)?)?,
+        name: row.get(1)?,
+        is_admin: row.get::<_, i64>(2)? != 0,
+        created_at: Timestamp(row.get(3)?),
+    })
+}
+
+/// A [`Message`] from the columns of [`MESSAGE_COLUMNS`], in order.
+fn message_from_row(row: &Row<'_>) -> Result<Message> {
+    let count = |i: usize| -> Result<u32> {
+        let v: i64 = row.get(i)?;
+        u32::try_from(v).map_err(|_| corrupt(format!("count {v} in column {i}")))
+    };
+    let direction: String = row.get(2)?;
+    Ok(Message {
+        id: message_id_of(&row.get::<_, String>(0)?)?,
+        account_id: account_id_of(&row.get::<_, String>(1)?)?,
+        direction: Direction::parse(&direction).ok_or_else(|| corrupt(format!("direction {direction:?}")))?,
+        to: row.get(3)?,
+        from: row.get(4)?,
+        body: row.get(5)?,
+        encoding: row.get(6)?,
+        segments: count(7)?,
+        price_micros: row.get(8)?,
+        connector: row.get(9)?,
+        carrier_id: row.get(10)?,
+        status: status_of(&row.get::<_, String>(11)?)?,
+        error_code: row.get(12)?,
+        reference: row.get(13)?,
+        callback_url: row.get(14)?,
+        send_at: row.get::<_, Option<i64>>(15)?.map(Timestamp),
+        expires_at: row.get::<_, Option<i64>>(16)?.map(Timestamp),
+        attempts: count(17)?,
+        created_at: Timestamp(row.get(18)?),
+        updated_at: Timestamp(row.get(19)?),
+    })
+}
+
+/// Moves one message by id if the state machine (and, when fenced, the lease) allows; appends the event.
+fn apply_transition(conn: &Connection, t: &Transition) -> Result<bool> {
+    let from = status_list(Status::ALL.into_iter().filter(|s| s.can_become(t.to)));
+    if from.is_empty() {
+        return Ok(false);
+    }
+    let sql = format!(
+        "UPDATE messages SET status = ?2, updated_at = ?3, \
+         connector = COALESCE(?4, connector), carrier_id = COALESCE(?5, carrier_id), \
+         error_code = COALESCE(?6, error_code), price_micros = COALESCE(?7, price_micros), \
+         next_attempt_at = COALESCE(?8, next_attempt_at), \
+         lease_owner = CASE WHEN ?2 = 'sending' THEN lease_owner END, \
+         lease_until = CASE WHEN ?2 = 'sending' THEN lease_until END, \
+         event_count = event_count + 1 \
+         WHERE id = ?1 AND status IN ({from}) AND (?9 IS NULL OR lease_owner = ?9) \
+         RETURNING event_count"
+    );
+    let c = &t.changes;
+    let id = t.id.to_string();
+    let seq: Option<i64> = conn
+        .prepare_cached(&sql)?
+        .query_row(
+            params![
+                id,
+                t.to.as_str(),
+                t.at.0,
+                c.connector,
+                c.carrier_id,
+                c.error_code,
+                c.price_micros,
+                c.retry_at.map(|r| r.0),
+                c.lease_owner
+            ],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match seq {
+        Some(seq) => {
+            append_event(conn, &id, seq, t.to, t.at, &t.detail)?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+/// Moves the messages a receipt's carrier id names; returns the newest it moved.
+fn apply_receipt(conn: &Connection, r: &ReceiptUpdate) -> Result<Option<MessageId>> {
+    let from = status_list(Status::ALL.into_iter().filter(|s| s.can_become(r.to)));
+    if from.is_empty() {
+        return Ok(None);
+    }
+    let sql = format!(
+        "UPDATE messages SET status = ?3, updated_at = ?4, error_code = COALESCE(?5, error_code), \
+         lease_owner = NULL, lease_until = NULL, event_count = event_count + 1 \
+         WHERE connector = ?1 AND carrier_id = ?2 AND status IN ({from}) \
+         RETURNING id, event_count"
+    );
+    let mut statement = conn.prepare_cached(&sql)?;
+    let mut rows = statement.query(params![r.connector, r.carrier_id, r.to.as_str(), r.at.0, r.error_code])?;
+    let mut moved = Vec::new();
+    while let Some(row) = rows.next()? {
+        moved.push((row.get::<_, String>(0)?, row.get::<_, i64>(1)?));
+    }
+    drop(rows);
+    let mut newest = None;
+    for (id, seq) in moved {
+        append_event(conn, &id, seq, r.to, r.at, &r.detail)?;
+        newest = newest.max(Some(message_id_of(&id)?));
+    }
+    Ok(newest)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_account(&self, name: &str, is_admin: bool, now: Timestamp) -> Result<Account> {
+        let account = Account { id: AccountId::generate(), name: name.to_string(), is_admin, created_at: now };
+        let row = account.clone();
+        self.write(move |conn, _| {
+            conn.prepare_cached("INSERT INTO accounts (id, name, is_admin, created_at) VALUES (?1, ?2, ?3, ?4)")?
+                .execute(params![row.id.to_string(), row.name, i64::from(row.is_admin), row.created_at.0])?;
+            Ok(())
+        })
+        .await?;
+        Ok(account)
+    }
+
+    async fn account(&self, id: AccountId) -> Result<Option<Account>> {
+        self.read(move |conn| {
+            let mut st = conn.prepare_cached("SELECT id, name, is_admin, created_at FROM accounts WHERE id = ?1")?;
+            let mut rows = st.query([id.to_string()])?;
+            rows.next()?.map(account_from_row).transpose()
+        })
+        .await
+    }
+
+    async fn admin_account(&self) -> Result<Option<Account>> {
+        self.read(|conn| {
+            let mut st = conn.prepare_cached(
+                "SELECT id, name, is_admin, created_at FROM accounts WHERE is_admin = 1 ORDER BY created_at LIMIT 1",
+            )?;
+            let mut rows = st.query([])?;
+            rows.next()?.map(account_from_row).transpose()
+        })
+        .await
+    }
+
+    async fn create_api_key(&self, account: AccountId, key_hash: &str, prefix: &str, now: Timestamp) -> Result<ApiKey> {
+        let key = ApiKey {
+            id: uuid::Uuid::now_v7().hyphenated().to_string(),
+            account_id: account,
+            prefix: prefix.to_string(),
+            created_at: now,
+        };
+        let (row, hash) = (key.clone(), key_hash.to_string());
+        self.write(move |conn, _| {
+            conn.prepare_cached(
+                "INSERT INTO api_keys (id, account_id, key_hash, prefix, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![row.id, row.account_id.to_string(), hash, row.prefix, row.created_at.0])?;
+            Ok(())
+        })
+        .await?;
+        Ok(key)
+    }
+
+    async fn key_count(&self, account: AccountId) -> Result<i64> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT COUNT(*) FROM api_keys WHERE account_id = ?1 AND revoked_at IS NULL")?
+                .query_row([account.to_string()], |r| r.get(0))?)
+        })
+        .await
+    }
+
+    async fn account_by_key_hash(&self, key_hash: &str) -> Result<Option<Account>> {
+        let hash = key_hash.to_string();
+        self.read(move |conn| {
+            let mut st = conn.prepare_cached(
+                "SELECT a.id, a.name, a.is_admin, a.created_at FROM api_keys k JOIN accounts a ON a.id = k.account_id \
+                 WHERE k.key_hash = ?1 AND k.revoked_at IS NULL",
+            )?;
+            let mut rows = st.query([hash])?;
+            rows.next()?.map(account_from_row).transpose()
+        })
+        .await
+    }
+
+    async fn insert_messages(&self, messages: &[NewMessage]) -> Result<Vec<Inserted>> {
+        let messages = messages.to_vec();
+        self.write(move |conn, changed| {
+            let mut out = Vec::with_capacity(messages.len());
+            for new in &messages {
+                let m = &new.message;
+                let id = m.id.to_string();
+                let (idem_key, idem_hash) = match &new.idempotency {
+                    Some((k, h)) => (Some(k.as_str()), Some(h.as_str())),
+                    None => (None, None),
+                };
+                let inserted = conn
+                    .prepare_cached(
+                        "INSERT INTO messages (id, account_id, direction, to_addr, from_addr, body, encoding, \
+                         segments, price_micros, connector, carrier_id, status, error_code, reference, callback_url, \
+                         send_at, expires_at, attempts, next_attempt_at, idempotency_key, request_hash, created_at, \
+                         updated_at, event_count) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+                         ?19, ?20, ?21, ?22, ?23, 1) ON CONFLICT DO NOTHING",
+                    )?
+                    .execute(params![
+                        id,
+                        m.account_id.to_string(),
+                        m.direction.as_str(),
+                        m.to,
+                        m.from,
+                        m.body,
+                        m.encoding,
+                        i64::from(m.segments),
+                        m.price_micros,
+                        m.connector,
+                        m.carrier_id,
+                        m.status.as_str(),
+                        m.error_code,
+                        m.reference,
+                        m.callback_url,
+                        m.send_at.map(|t| t.0),
+                        m.expires_at.map(|t| t.0),
+                        i64::from(m.attempts),
+                        m.send_at.unwrap_or(m.created_at).0,
+                        idem_key,
+                        idem_hash,
+                        m.created_at.0,
+                        m.updated_at.0,
+                    ])?;
+                if inserted == 1 {
+                    append_event(conn, &id, 1, m.status, m.created_at, &new.detail)?;
+                    changed.push(m.status);
+                    out.push(Inserted::New);
+                    continue;
+                }
+                // Only the idempotency index can make a fresh UUIDv7 conflict.
+                let Some(key) = idem_key else {
+                    return Err(corrupt(format!("message id {id} exists already")));
+                };
+                let (existing, hash): (String, Option<String>) = conn
+                    .prepare_cached(
+                        "SELECT id, request_hash FROM messages WHERE account_id = ?1 AND idempotency_key = ?2",
+                    )?
+                    .query_row(params![m.account_id.to_string(), key], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                out.push(Inserted::Duplicate {
+                    id: message_id_of(&existing)?,
+                    same_request: hash.as_deref() == idem_hash,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn message(&self, account: AccountId, id: MessageId) -> Result<Option<Message>> {
+        self.read(move |conn| {
+            let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1 AND account_id = ?2");
+            let mut st = conn.prepare_cached(&sql)?;
+            let mut rows = st.query([id.to_string(), account.to_string()])?;
+            rows.next()?.map(message_from_row).transpose()
+        })
+        .await
+    }
+
+    async fn events(&self, id: MessageId) -> Result<Vec<Event>> {
+        self.read(move |conn| {
+            let mut st = conn
+                .prepare_cached("SELECT status, at, detail FROM message_events WHERE message_id = ?1 ORDER BY seq")?;
+            let mut rows = st.query([id.to_string()])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(Event {
+                    status: status_of(&r.get::<_, String>(0)?)?,
+                    at: Timestamp(r.get(1)?),
+                    detail: r.get(2)?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn list_messages(
+        &self,
+        account: AccountId,
+        filter: &ListFilter,
+        cursor: Option<MessageId>,
+        limit: u32,
+    ) -> Result<Vec<Message>> {
+        let (sql, params) = list_query(account, filter, cursor, limit);
+        let values: Vec<rusqlite::types::Value> = params
+            .into_iter()
+            .map(|p| match p {
+                Param::Text(t) => rusqlite::types::Value::Text(t),
+                Param::Int(n) => rusqlite::types::Value::Integer(n),
+            })
+            .collect();
+        self.read(move |conn| {
+            let mut st = conn.prepare_cached(&sql)?;
+            let mut rows = st.query(rusqlite::params_from_iter(values))?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(message_from_row(r)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn claim_due(&self, owner: &str, now: Timestamp, lease_ms: i64, limit: u32) -> Result<Vec<Message>> {
+        let owner = owner.to_string();
+        self.write(move |conn, changed| {
+            // First the messages whose holder's lease ran out, then what is due, each through the partial index
+            // of its WHERE term in index order, so a claim costs the same with a backlog of a million. SET
+            // expressions see the row as it was: `claimed_from` keeps the old status for the journey.
+            let mut claimed: Vec<(Message, Status, i64)> = Vec::new();
+            for (waiting, order) in [
+                ("status = 'sending' AND lease_until < ?3", "lease_until"),
+                ("status IN ('queued', 'scheduled') AND next_attempt_at <= ?3", "next_attempt_at"),
+            ] {
+                let room = i64::from(limit) - claimed.len() as i64;
+                if room <= 0 {
+                    break;
+                }
+                let sql = format!(
+                    "UPDATE messages SET claimed_from = status, status = 'sending', lease_owner = ?1, \
+                     lease_until = ?2, attempts = CASE WHEN status = 'sending' THEN attempts ELSE attempts + 1 END, \
+                     updated_at = ?3, event_count = event_count + CASE WHEN status = 'scheduled' THEN 2 ELSE 1 END \
+                     WHERE id IN (SELECT id FROM messages WHERE {waiting} ORDER BY {order} LIMIT ?4) \
+                     RETURNING {MESSAGE_COLUMNS}, claimed_from, event_count"
+                );
+                let mut st = conn.prepare_cached(&sql)?;
+                let mut rows = st.query(params![owner, now.plus_millis(lease_ms).0, now.0, room])?;
+                while let Some(r) = rows.next()? {
+                    let from = status_of(&r.get::<_, String>(20)?)?;
+                    claimed.push((message_from_row(r)?, from, r.get(21)?));
+                }
+            }
+            let mut out = Vec::with_capacity(claimed.len());
+            for (m, from, seq) in claimed {
+                let id = m.id.to_string();
+                match from {
+                    Status::Scheduled => {
+                        append_event(conn, &id, seq - 1, Status::Queued, now, "send_at reached")?;
+                        append_event(conn, &id, seq, Status::Sending, now, &format!("claimed by {owner}"))?;
+                        changed.push(Status::Queued);
+                    }
+                    Status::Sending => {
+                        let detail = format!("previous lease ran out; claimed by {owner}");
+                        append_event(conn, &id, seq, Status::Sending, now, &detail)?;
+                    }
+                    _ => append_event(conn, &id, seq, Status::Sending, now, &format!("claimed by {owner}"))?,
+                }
+                changed.push(Status::Sending);
+                out.push(m);
+            }
+            out.sort_by_key(|m| m.id);
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn record(
+        &self,
+        transitions: &[Transition],
+        receipts: &[ReceiptUpdate],
+    ) -> Result<(Vec<bool>, Vec<Option<MessageId>>)> {
+        if transitions.is_empty() && receipts.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let (transitions, receipts) = (transitions.to_vec(), receipts.to_vec());
+        self.write(move |conn, changed| {
+            let mut moved = Vec::with_capacity(transitions.len());
+            for t in &transitions {
+                let m = apply_transition(conn, t)?;
+                if m {
+                    changed.push(t.to);
+                }
+                moved.push(m);
+            }
+            let mut matched = Vec::with_capacity(receipts.len());
+            for r in &receipts {
+                let m = apply_receipt(conn, r)?;
+                if m.is_some() {
+                    changed.push(r.to);
+                }
+                matched.push(m);
+            }
+            Ok((moved, matched))
+        })
+        .await
+    }
+
+    async fn expire_due(&self, now: Timestamp, limit: u32) -> Result<Vec<MessageId>> {
+        self.write(move |conn, changed| {
+            // A message being sent is left to its dispatcher, which checks the validity before it submits.
+            let mut st = conn.prepare_cached(
+                "UPDATE messages SET claimed_from = status, status = 'expired', updated_at = ?1, \
+                 event_count = event_count + 1 \
+                 WHERE id IN (SELECT id FROM messages \
+                     WHERE status IN ('scheduled', 'queued', 'sent') AND expires_at <= ?1 LIMIT ?2) \
+                 RETURNING id, claimed_from, event_count",
+            )?;
+            let mut rows = st.query(params![now.0, i64::from(limit)])?;
+            let mut expired = Vec::new();
+            while let Some(r) = rows.next()? {
+                expired.push((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?));
+            }
+            drop(rows);
+            let mut out = Vec::with_capacity(expired.len());
+            for (id, from, seq) in expired {
+                append_event(conn, &id, seq, Status::Expired, now, &format!("validity ended while {from}"))?;
+                changed.push(Status::Expired);
+                out.push(message_id_of(&id)?);
+            }
+            out.sort();
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn message_by_carrier_id(&self, connector: &str, carrier_id: &str) -> Result<Option<MessageId>> {
+        let (connector, carrier_id) = (connector.to_string(), carrier_id.to_string());
+        self.read(move |conn| {
+            let id: Option<String> = conn
+                .prepare_cached(
+                    "SELECT id FROM messages WHERE connector = ?1 AND carrier_id = ?2 ORDER BY id DESC LIMIT 1",
+                )?
+                .query_row([connector, carrier_id], |r| r.get(0))
+                .optional()?;
+            id.map(|id| message_id_of(&id)).transpose()
+        })
+        .await
+    }
+
+    async fn message_status(&self, id: MessageId) -> Result<Option<Status>> {
+        self.read(move |conn| {
+            let s: Option<String> = conn
+                .prepare_cached("SELECT status FROM messages WHERE id = ?1")?
+                .query_row([id.to_string()], |r| r.get(0))
+                .optional()?;
+            s.map(|s| status_of(&s)).transpose()
+        })
+        .await
+    }
+
+    async fn account_for_reply(&self, handset: &str, sender: &str) -> Result<Option<AccountId>> {
+        let (handset, sender) = (handset.to_string(), sender.to_string());
+        self.read(move |conn| {
+            let a: Option<String> = conn
+                .prepare_cached(
+                    "SELECT account_id FROM messages WHERE direction = 'outbound' AND to_addr = ?1 \
+                     AND from_addr = ?2 ORDER BY id DESC LIMIT 1",
+                )?
+                .query_row([handset, sender], |r| r.get(0))
+                .optional()?;
+            a.map(|a| account_id_of(&a)).transpose()
+        })
+        .await
+    }
+
+    async fn count_pending(&self) -> Result<Vec<(Status, i64)>> {
+        self.read(|conn| {
+            let mut st = conn.prepare_cached(
+                "SELECT status, COUNT(*) FROM messages WHERE status IN ('scheduled', 'queued', 'sending', 'sent') \
+                 GROUP BY status ORDER BY status",
+            )?;
+            let mut rows = st.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push((status_of(&r.get::<_, String>(0)?)?, r.get(1)?));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn close(&self) {
+        let sender = self.inner.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(sender);
+        let writer = self.inner.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(writer) = writer {
+            // The writer finishes the jobs already sent, then sees the channel closed.
+            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        }
+        self.inner.readers.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
