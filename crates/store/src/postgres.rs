@@ -16,7 +16,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Row};
 
 use crate::schema::{
-    MESSAGE_COLUMNS, MIGRATIONS, Param, account_id_of, corrupt, list_query, message_id_of, status_list, status_of,
+    MESSAGE_COLUMNS, MIGRATIONS, Param, account_id_of, corrupt, list_query, may_become, message_id_of, status_of,
+    waiting,
 };
 use crate::{Account, ApiKey, Inserted, ListFilter, NewMessage, ReceiptUpdate, Result, Store, StoreError, Transition};
 
@@ -148,14 +149,14 @@ async fn add_events(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, events: &[Ne
     Ok(())
 }
 
-/// `(<to> = 'sent' AND messages.status IN ('sending')) OR ...`: the moves the state machine allows, for an
+/// `(<to> = 'sent' AND messages.status = 'sending') OR ...`: the moves the state machine allows, for an
 /// `UPDATE` whose target status is the column `to`. Fixed text: status names, never input.
 fn allowed_moves(to: &str) -> String {
     Status::ALL
         .into_iter()
         .filter_map(|target| {
-            let from = status_list(Status::ALL.into_iter().filter(|s| s.can_become(target)));
-            (!from.is_empty()).then(|| format!("({to} = '{}' AND messages.status IN ({from}))", target.as_str()))
+            let from = may_become("messages.status", target);
+            (!from.is_empty()).then(|| format!("({to} = '{}' AND {from})", target.as_str()))
         })
         .collect::<Vec<_>>()
         .join(" OR ")
@@ -526,17 +527,16 @@ impl Store for PgStore {
         // `claimed_from` keeps the old status for the journey.
         let mut rows = Vec::new();
         for (waiting, order) in [
-            ("status = 'sending' AND lease_until < $3", "lease_until"),
-            ("status IN ('queued', 'scheduled') AND next_attempt_at <= $3", "next_attempt_at"),
+            (&"status = 'sending' AND lease_until < $3".to_string(), "lease_until"),
+            (&format!("{} AND next_attempt_at <= $3", waiting::QUEUE), "next_attempt_at"),
         ] {
             let Some(room) = i64::from(limit).checked_sub(rows.len() as i64).filter(|&n| n > 0) else { break };
             let sql = format!(
                 "UPDATE messages SET claimed_from = status, status = 'sending', lease_owner = $1, lease_until = $2, \
                  attempts = CASE WHEN status = 'sending' THEN attempts ELSE attempts + 1 END, updated_at = $3, \
                  event_count = event_count + CASE WHEN status = 'scheduled' THEN 2 ELSE 1 END \
-                 WHERE id IN (SELECT id FROM messages WHERE {waiting} ORDER BY {order} LIMIT $4{}) \
-                 RETURNING {MESSAGE_COLUMNS}, claimed_from, event_count",
-                " FOR UPDATE SKIP LOCKED"
+                 WHERE id IN (SELECT id FROM messages WHERE {waiting} ORDER BY {order} LIMIT $4 FOR UPDATE SKIP LOCKED) \
+                 RETURNING {MESSAGE_COLUMNS}, claimed_from, event_count"
             );
             let claimed = sqlx::query(AssertSqlSafe(sql))
                 .bind(owner)
@@ -596,10 +596,9 @@ impl Store for PgStore {
         let sql = format!(
             "UPDATE messages SET claimed_from = status, status = 'expired', updated_at = $1, \
              event_count = event_count + 1 \
-             WHERE id IN (SELECT id FROM messages \
-                 WHERE status IN ('scheduled', 'queued', 'sent') AND expires_at <= $1 LIMIT $2{}) \
+             WHERE id IN (SELECT id FROM messages WHERE {} AND expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED) \
              RETURNING id, claimed_from, event_count",
-            " FOR UPDATE SKIP LOCKED"
+            waiting::EXPIRING
         );
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(AssertSqlSafe(sql)).bind(now.0).bind(i64::from(limit)).fetch_all(&mut *tx).await?;
@@ -660,12 +659,19 @@ impl Store for PgStore {
     }
 
     async fn count_pending(&self) -> Result<Vec<(Status, i64)>> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT status, COUNT(*) FROM messages WHERE status IN ('scheduled', 'queued', 'sending', 'sent') \
-             GROUP BY status ORDER BY status",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter().map(|(s, n)| Ok((status_of(&s)?, n))).collect()
+        // Through the partial indexes: the cost follows what waits, not the history.
+        let sql = format!(
+            "SELECT status, COUNT(*) FROM messages WHERE {} GROUP BY status \
+             UNION ALL SELECT 'sending', COUNT(*) FROM messages WHERE status = 'sending'",
+            waiting::EXPIRING
+        );
+        let rows: Vec<(String, i64)> = sqlx::query_as(AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+        let mut out = rows
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(s, n)| Ok((status_of(&s)?, n)))
+            .collect::<Result<Vec<_>>>()?;
+        out.sort_by_key(|(s, _)| s.as_str());
+        Ok(out)
     }
 }

@@ -23,7 +23,8 @@ use smsgate_core::{AccountId, Direction, Event, Message, MessageId, Status, Time
 use tokio::sync::oneshot;
 
 use crate::schema::{
-    MESSAGE_COLUMNS, MIGRATIONS, Param, account_id_of, corrupt, list_query, message_id_of, status_list, status_of,
+    MESSAGE_COLUMNS, MIGRATIONS, Param, account_id_of, corrupt, list_query, may_become, message_id_of, status_of,
+    waiting,
 };
 use crate::{Account, ApiKey, Inserted, ListFilter, NewMessage, ReceiptUpdate, Result, Store, StoreError, Transition};
 
@@ -59,7 +60,7 @@ fn connect(path: &PathBuf) -> Result<Connection> {
     let conn = Connection::open(path)?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; \
-         PRAGMA foreign_keys = ON; PRAGMA cache_size = -16384;",
+         PRAGMA foreign_keys = ON; PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY;",
     )?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
@@ -262,13 +263,11 @@ fn message_from_row(row: &Row<'_>) -> Result<Message> {
     })
 }
 
-/// Moves one message by id if the state machine (and, when fenced, the lease) allows; appends the event.
-fn apply_transition(conn: &Connection, t: &Transition) -> Result<bool> {
-    let from = status_list(Status::ALL.into_iter().filter(|s| s.can_become(t.to)));
-    if from.is_empty() {
-        return Ok(false);
-    }
-    let sql = format!(
+/// Moves a message by id to `to` (`?2`) from a status that may become it, fenced by the lease owner (`?9`) when
+/// one is given; returns the new event number.
+fn transition_sql(to: Status) -> String {
+    let from = may_become("status", to);
+    format!(
         "UPDATE messages SET status = ?2, updated_at = ?3, \
          connector = COALESCE(?4, connector), carrier_id = COALESCE(?5, carrier_id), \
          error_code = COALESCE(?6, error_code), price_micros = COALESCE(?7, price_micros), \
@@ -276,9 +275,17 @@ fn apply_transition(conn: &Connection, t: &Transition) -> Result<bool> {
          lease_owner = CASE WHEN ?2 = 'sending' THEN lease_owner END, \
          lease_until = CASE WHEN ?2 = 'sending' THEN lease_until END, \
          event_count = event_count + 1 \
-         WHERE id = ?1 AND status IN ({from}) AND (?9 IS NULL OR lease_owner = ?9) \
+         WHERE id = ?1 AND {from} AND (?9 IS NULL OR lease_owner = ?9) \
          RETURNING event_count"
-    );
+    )
+}
+
+/// Moves one message by id if the state machine (and, when fenced, the lease) allows; appends the event.
+fn apply_transition(conn: &Connection, t: &Transition) -> Result<bool> {
+    if may_become("status", t.to).is_empty() {
+        return Ok(false);
+    }
+    let sql = transition_sql(t.to);
     let c = &t.changes;
     let id = t.id.to_string();
     let seq: Option<i64> = conn
@@ -307,18 +314,24 @@ fn apply_transition(conn: &Connection, t: &Transition) -> Result<bool> {
     }
 }
 
-/// Moves the messages a receipt's carrier id names; returns the newest it moved.
-fn apply_receipt(conn: &Connection, r: &ReceiptUpdate) -> Result<Option<MessageId>> {
-    let from = status_list(Status::ALL.into_iter().filter(|s| s.can_become(r.to)));
-    if from.is_empty() {
-        return Ok(None);
-    }
-    let sql = format!(
+/// Moves the messages a connector (`?1`) gave a carrier id (`?2`) to `to` (`?3`) from a status that may become
+/// it; returns their ids and new event numbers.
+fn receipt_sql(to: Status) -> String {
+    let from = may_become("status", to);
+    format!(
         "UPDATE messages SET status = ?3, updated_at = ?4, error_code = COALESCE(?5, error_code), \
          lease_owner = NULL, lease_until = NULL, event_count = event_count + 1 \
-         WHERE connector = ?1 AND carrier_id = ?2 AND status IN ({from}) \
+         WHERE connector = ?1 AND carrier_id = ?2 AND {from} \
          RETURNING id, event_count"
-    );
+    )
+}
+
+/// Moves the messages a receipt's carrier id names; returns the newest it moved.
+fn apply_receipt(conn: &Connection, r: &ReceiptUpdate) -> Result<Option<MessageId>> {
+    if may_become("status", r.to).is_empty() {
+        return Ok(None);
+    }
+    let sql = receipt_sql(r.to);
     let mut statement = conn.prepare_cached(&sql)?;
     let mut rows = statement.query(params![r.connector, r.carrier_id, r.to.as_str(), r.at.0, r.error_code])?;
     let mut moved = Vec::new();
@@ -332,6 +345,47 @@ fn apply_receipt(conn: &Connection, r: &ReceiptUpdate) -> Result<Option<MessageI
         newest = newest.max(Some(message_id_of(&id)?));
     }
     Ok(newest)
+}
+
+/// The claims, in order: messages whose holder's lease ran out, then what is due; each through the partial index
+/// of its `WHERE` term in index order, so a claim costs the same with a backlog of a million. SET expressions see
+/// the row as it was: `claimed_from` keeps the old status for the journey. Parameters: owner, lease end, now,
+/// limit.
+fn claim_sql() -> [String; 2] {
+    let claim = |waiting: &str, order: &str| {
+        format!(
+            "UPDATE messages SET claimed_from = status, status = 'sending', lease_owner = ?1, \
+             lease_until = ?2, attempts = CASE WHEN status = 'sending' THEN attempts ELSE attempts + 1 END, \
+             updated_at = ?3, event_count = event_count + CASE WHEN status = 'scheduled' THEN 2 ELSE 1 END \
+             WHERE id IN (SELECT id FROM messages WHERE {waiting} ORDER BY {order} LIMIT ?4) \
+             RETURNING {MESSAGE_COLUMNS}, claimed_from, event_count"
+        )
+    };
+    [
+        claim("status = 'sending' AND lease_until < ?3", "lease_until"),
+        claim(&format!("{} AND next_attempt_at <= ?3", waiting::QUEUE), "next_attempt_at"),
+    ]
+}
+
+/// Ends what waited past its validity. A message being sent is left to its dispatcher, which checks the validity
+/// before it submits. Parameters: now, limit.
+fn expire_sql() -> String {
+    format!(
+        "UPDATE messages SET claimed_from = status, status = 'expired', updated_at = ?1, \
+         event_count = event_count + 1 \
+         WHERE id IN (SELECT id FROM messages WHERE {} AND expires_at <= ?1 LIMIT ?2) \
+         RETURNING id, claimed_from, event_count",
+        waiting::EXPIRING
+    )
+}
+
+/// Counts of what waits, through the partial indexes, so the cost follows the backlog, not the history: by status
+/// for what can expire, and what is being sent.
+fn pending_sql() -> [String; 2] {
+    [
+        format!("SELECT status, COUNT(*) FROM messages WHERE {} GROUP BY status", waiting::EXPIRING),
+        "SELECT COUNT(*) FROM messages WHERE status = 'sending'".to_string(),
+    ]
 }
 
 #[async_trait]
@@ -537,25 +591,12 @@ impl Store for SqliteStore {
     async fn claim_due(&self, owner: &str, now: Timestamp, lease_ms: i64, limit: u32) -> Result<Vec<Message>> {
         let owner = owner.to_string();
         self.write(move |conn, changed| {
-            // First the messages whose holder's lease ran out, then what is due, each through the partial index
-            // of its WHERE term in index order, so a claim costs the same with a backlog of a million. SET
-            // expressions see the row as it was: `claimed_from` keeps the old status for the journey.
             let mut claimed: Vec<(Message, Status, i64)> = Vec::new();
-            for (waiting, order) in [
-                ("status = 'sending' AND lease_until < ?3", "lease_until"),
-                ("status IN ('queued', 'scheduled') AND next_attempt_at <= ?3", "next_attempt_at"),
-            ] {
+            for sql in claim_sql() {
                 let room = i64::from(limit) - claimed.len() as i64;
                 if room <= 0 {
                     break;
                 }
-                let sql = format!(
-                    "UPDATE messages SET claimed_from = status, status = 'sending', lease_owner = ?1, \
-                     lease_until = ?2, attempts = CASE WHEN status = 'sending' THEN attempts ELSE attempts + 1 END, \
-                     updated_at = ?3, event_count = event_count + CASE WHEN status = 'scheduled' THEN 2 ELSE 1 END \
-                     WHERE id IN (SELECT id FROM messages WHERE {waiting} ORDER BY {order} LIMIT ?4) \
-                     RETURNING {MESSAGE_COLUMNS}, claimed_from, event_count"
-                );
                 let mut st = conn.prepare_cached(&sql)?;
                 let mut rows = st.query(params![owner, now.plus_millis(lease_ms).0, now.0, room])?;
                 while let Some(r) = rows.next()? {
@@ -620,14 +661,7 @@ impl Store for SqliteStore {
 
     async fn expire_due(&self, now: Timestamp, limit: u32) -> Result<Vec<MessageId>> {
         self.write(move |conn, changed| {
-            // A message being sent is left to its dispatcher, which checks the validity before it submits.
-            let mut st = conn.prepare_cached(
-                "UPDATE messages SET claimed_from = status, status = 'expired', updated_at = ?1, \
-                 event_count = event_count + 1 \
-                 WHERE id IN (SELECT id FROM messages \
-                     WHERE status IN ('scheduled', 'queued', 'sent') AND expires_at <= ?1 LIMIT ?2) \
-                 RETURNING id, claimed_from, event_count",
-            )?;
+            let mut st = conn.prepare_cached(&expire_sql())?;
             let mut rows = st.query(params![now.0, i64::from(limit)])?;
             let mut expired = Vec::new();
             while let Some(r) = rows.next()? {
@@ -688,15 +722,19 @@ impl Store for SqliteStore {
 
     async fn count_pending(&self) -> Result<Vec<(Status, i64)>> {
         self.read(|conn| {
-            let mut st = conn.prepare_cached(
-                "SELECT status, COUNT(*) FROM messages WHERE status IN ('scheduled', 'queued', 'sending', 'sent') \
-                 GROUP BY status ORDER BY status",
-            )?;
+            let [waiting, sending] = pending_sql();
+            let mut st = conn.prepare_cached(&waiting)?;
             let mut rows = st.query([])?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
                 out.push((status_of(&r.get::<_, String>(0)?)?, r.get(1)?));
             }
+            drop(rows);
+            let sending: i64 = conn.prepare_cached(&sending)?.query_row([], |r| r.get(0))?;
+            if sending > 0 {
+                out.push((Status::Sending, sending));
+            }
+            out.sort_by_key(|(s, _)| s.as_str());
             Ok(out)
         })
         .await
@@ -711,5 +749,47 @@ impl Store for SqliteStore {
             let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         }
         self.inner.readers.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plans SQLite picks for the queue's statements: each through its partial index, never a scan of the
+    /// table, whose size is the whole history.
+    #[test]
+    fn queue_statements_use_the_partial_indexes() {
+        let path = std::env::temp_dir().join(format!("smsgate-plans-{}.db", uuid::Uuid::now_v7().simple()));
+        let mut conn = connect(&path).unwrap();
+        migrate(&mut conn).unwrap();
+        let plan = |sql: &str| -> String {
+            let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let mut rows = st.raw_query();
+            let mut steps = Vec::new();
+            while let Some(r) = rows.next().unwrap() {
+                steps.push(r.get::<_, String>(3).unwrap());
+            }
+            steps.join("; ")
+        };
+        let [lease, due] = claim_sql();
+        let [waiting, sending] = pending_sql();
+        for (sql, index) in [
+            (lease.as_str(), "messages_lease"),
+            (due.as_str(), "messages_queue"),
+            (expire_sql().as_str(), "messages_expiring"),
+            (waiting.as_str(), "messages_expiring"),
+            (sending.as_str(), "messages_lease"),
+        ] {
+            let p = plan(sql);
+            assert!(p.contains(index), "{sql}\n  plan: {p}");
+            assert!(!p.contains("SCAN messages ") || p.contains("USING"), "{sql}\n  plan: {p}");
+        }
+        assert!(plan(&transition_sql(Status::Sent)).contains("sqlite_autoindex_messages_1 (id=?)"));
+        assert!(plan(&receipt_sql(Status::Delivered)).contains("messages_carrier (connector=? AND carrier_id=?)"));
+        drop(conn);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
     }
 }
