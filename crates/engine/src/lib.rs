@@ -227,10 +227,7 @@ impl Engine {
                 for m in claimed {
                     let Ok(permit) = permits.clone().acquire_owned().await else { break 'outer };
                     let engine = self.clone();
-                    sends.spawn(async move {
-                        engine.send_one(m).await;
-                        drop(permit);
-                    });
+                    sends.spawn(async move { engine.send_one(m, permit).await });
                 }
                 if shutdown.is_cancelled() {
                     break 'outer;
@@ -240,8 +237,10 @@ impl Engine {
         while sends.join_next().await.is_some() {}
     }
 
-    /// Hands one claimed message to the connector and records the outcome, fenced by this node's lease.
-    async fn send_one(&self, m: Message) {
+    /// Hands one claimed message to the connector and records the outcome, fenced by this node's lease. The permit
+    /// bounds submissions to the carrier, so it is returned when the carrier has answered, not when the outcome is
+    /// on disk: the dispatcher claims the next messages while the group commit writes this one.
+    async fn send_one(&self, m: Message, permit: tokio::sync::OwnedSemaphorePermit) {
         let fence = || Changes { lease_owner: Some(self.config.node.clone()), ..Changes::default() };
         let record = |to: Status, detail: String, changes: Changes| async move {
             let transition = Transition { id: m.id, to, at: now(), detail, changes };
@@ -250,12 +249,15 @@ impl Engine {
             }
         };
         if m.expires_at.is_some_and(|e| e <= now()) {
+            drop(permit);
             metrics::counter!(metric::SUBMISSIONS, "outcome" => "expired").increment(1);
             record(Status::Expired, "validity ended before it could be sent".into(), fence()).await;
             return;
         }
         let name = self.connector.name().to_string();
-        match self.connector.submit(&m).await {
+        let submitted = self.connector.submit(&m).await;
+        drop(permit);
+        match submitted {
             Ok(carrier_id) => {
                 let at = now();
                 metrics::counter!(metric::SUBMISSIONS, "outcome" => "sent").increment(1);

@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use crate::{client, config, encode, pdu, serve};
+use crate::{bench, client, config, encode, pdu, serve};
 
 use clap::{Parser, Subcommand};
 
@@ -33,6 +33,9 @@ enum Command {
     /// Decode SMPP PDUs to JSON, or encode JSON to PDUs.
     #[command(subcommand)]
     Pdu(pdu::Command),
+    /// Measure a running server: send load and report throughput and latency.
+    #[command(subcommand)]
+    Bench(bench::Command),
 }
 
 /// Parses the command line, runs the command, and prints any error as one line on standard error.
@@ -52,6 +55,7 @@ pub fn main() -> ExitCode {
         Command::Messages(cmd) => client::messages(cmd),
         Command::Encode(args) => encode::run(args),
         Command::Pdu(cmd) => pdu::run(cmd),
+        Command::Bench(cmd) => bench::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,7 @@
 //! smsgate, the binary crate: the command line and the wiring of the library crates. Only this crate knows about
 //! the command line, configuration files, environment variables, standard input and output, and exit codes.
 
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;

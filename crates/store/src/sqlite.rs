@@ -51,16 +51,21 @@ struct Inner {
     path: PathBuf,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    checkpointer: Mutex<Option<(mpsc::Sender<()>, JoinHandle<()>)>>,
+    /// Idle reader connections; at most [`READERS`] exist, one per permit of `reading`.
     readers: Mutex<Vec<Connection>>,
+    reading: tokio::sync::Semaphore,
 }
 
 /// Opens a connection with the settings every connection needs: WAL lets readers run beside the writer; FULL makes
-/// every commit durable when it returns; the busy timeout makes another process's writer wait rather than fail.
+/// every commit durable when it returns; the busy timeout makes another process's writer wait rather than fail;
+/// statement journals stay in memory. No connection checkpoints on its own: the checkpointer thread does.
 fn connect(path: &PathBuf) -> Result<Connection> {
     let conn = Connection::open(path)?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; \
-         PRAGMA foreign_keys = ON; PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY;",
+         PRAGMA foreign_keys = ON; PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY; \
+         PRAGMA wal_autocheckpoint = 0;",
     )?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
@@ -102,6 +107,23 @@ fn run_group(conn: &Connection, jobs: Vec<Job>) {
     }
 }
 
+/// How often the checkpointer copies the WAL back into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Copies committed pages from the WAL into the database file, on its own connection and thread, until `stop`
+/// speaks or closes. SQLite's automatic checkpoint would run inside a commit on the writer thread, and its fsync
+/// of the database file held every write waiting behind it for tens to hundreds of milliseconds. A PASSIVE
+/// checkpoint runs beside the writer; SQLite starts the WAL over once a checkpoint has caught up.
+fn checkpointer_loop(conn: Connection, stop: mpsc::Receiver<()>) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "SQLite checkpoint failed; trying again");
+        }
+    }
+    // A last full checkpoint, so a clean stop leaves the database file whole.
+    let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+}
+
 fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>) {
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
@@ -136,12 +158,20 @@ impl SqliteStore {
                 .name("sqlite-writer".into())
                 .spawn(move || writer_loop(conn, rx))
                 .map_err(|e| StoreError::Stopped(format!("could not start the writer thread: {e}")))?;
+            let checkpoints = connect(&path)?;
+            let (stop, stopped) = mpsc::channel();
+            let checkpointer = std::thread::Builder::new()
+                .name("sqlite-checkpoint".into())
+                .spawn(move || checkpointer_loop(checkpoints, stopped))
+                .map_err(|e| StoreError::Stopped(format!("could not start the checkpoint thread: {e}")))?;
             Ok(SqliteStore {
                 inner: Arc::new(Inner {
                     path,
                     jobs: Mutex::new(Some(tx)),
                     writer: Mutex::new(Some(writer)),
+                    checkpointer: Mutex::new(Some((stop, checkpointer))),
                     readers: Mutex::new(Vec::new()),
+                    reading: tokio::sync::Semaphore::new(READERS),
                 }),
             })
         });
@@ -178,12 +208,14 @@ impl SqliteStore {
         answered.await.map_err(|_| StoreError::Stopped("the writer stopped before answering".into()))?
     }
 
-    /// Runs `f` on a reader connection, on a blocking thread.
+    /// Runs `f` on a reader connection, on a blocking thread. Readers are few and kept: opening one costs far
+    /// more than a read (the file, the WAL index, the schema), so a read waits for a free one instead.
     async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
+        let permit = self.inner.reading.acquire().await.map_err(|e| StoreError::Stopped(e.to_string()))?;
         let inner = self.inner.clone();
         let task = tokio::task::spawn_blocking(move || {
             let pooled = inner.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
@@ -192,13 +224,12 @@ impl SqliteStore {
                 None => connect(&inner.path)?,
             };
             let result = f(&conn);
-            let mut readers = inner.readers.lock().unwrap_or_else(|e| e.into_inner());
-            if readers.len() < READERS {
-                readers.push(conn);
-            }
+            inner.readers.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
             result
         });
-        task.await.map_err(|e| StoreError::Stopped(e.to_string()))?
+        let result = task.await.map_err(|e| StoreError::Stopped(e.to_string()))?;
+        drop(permit);
+        result
     }
 }
 
@@ -347,17 +378,24 @@ fn apply_receipt(conn: &Connection, r: &ReceiptUpdate) -> Result<Option<MessageI
     Ok(newest)
 }
 
+/// The largest power of two not above `n` (at least 1, at most 1,024): the `LIMIT` a statement takes as a literal.
+/// A `LIMIT` given as a parameter makes SQLite prepare an `IN (SELECT ... LIMIT ?)` statement again at every
+/// execution (it plans with the value); literals from a handful of sizes keep each shape prepared once.
+fn limit_literal(n: u32) -> u32 {
+    let n = n.clamp(1, 1024);
+    1 << (u32::BITS - 1 - n.leading_zeros())
+}
+
 /// The claims, in order: messages whose holder's lease ran out, then what is due; each through the partial index
 /// of its `WHERE` term in index order, so a claim costs the same with a backlog of a million. SET expressions see
-/// the row as it was: `claimed_from` keeps the old status for the journey. Parameters: owner, lease end, now,
-/// limit.
-fn claim_sql() -> [String; 2] {
+/// the row as it was: `claimed_from` keeps the old status for the journey. Parameters: owner, lease end, now.
+fn claim_sql(limit: u32) -> [String; 2] {
     let claim = |waiting: &str, order: &str| {
         format!(
             "UPDATE messages SET claimed_from = status, status = 'sending', lease_owner = ?1, \
              lease_until = ?2, attempts = CASE WHEN status = 'sending' THEN attempts ELSE attempts + 1 END, \
              updated_at = ?3, event_count = event_count + CASE WHEN status = 'scheduled' THEN 2 ELSE 1 END \
-             WHERE id IN (SELECT id FROM messages WHERE {waiting} ORDER BY {order} LIMIT ?4) \
+             WHERE id IN (SELECT id FROM messages WHERE {waiting} ORDER BY {order} LIMIT {limit}) \
              RETURNING {MESSAGE_COLUMNS}, claimed_from, event_count"
         )
     };
@@ -367,13 +405,13 @@ fn claim_sql() -> [String; 2] {
     ]
 }
 
-/// Ends what waited past its validity. A message being sent is left to its dispatcher, which checks the validity
-/// before it submits. Parameters: now, limit.
-fn expire_sql() -> String {
+/// Ends what waited past its validity, at most `limit` (a [`limit_literal`]). A message being sent is left to its
+/// dispatcher, which checks the validity before it submits. Parameter: now.
+fn expire_sql(limit: u32) -> String {
     format!(
         "UPDATE messages SET claimed_from = status, status = 'expired', updated_at = ?1, \
          event_count = event_count + 1 \
-         WHERE id IN (SELECT id FROM messages WHERE {} AND expires_at <= ?1 LIMIT ?2) \
+         WHERE id IN (SELECT id FROM messages WHERE {} AND expires_at <= ?1 LIMIT {limit}) \
          RETURNING id, claimed_from, event_count",
         waiting::EXPIRING
     )
@@ -592,16 +630,25 @@ impl Store for SqliteStore {
         let owner = owner.to_string();
         self.write(move |conn, changed| {
             let mut claimed: Vec<(Message, Status, i64)> = Vec::new();
-            for sql in claim_sql() {
-                let room = i64::from(limit) - claimed.len() as i64;
-                if room <= 0 {
-                    break;
-                }
-                let mut st = conn.prepare_cached(&sql)?;
-                let mut rows = st.query(params![owner, now.plus_millis(lease_ms).0, now.0, room])?;
-                while let Some(r) = rows.next()? {
-                    let from = status_of(&r.get::<_, String>(20)?)?;
-                    claimed.push((message_from_row(r)?, from, r.get(21)?));
+            for kind in 0..2 {
+                // In steps of the literal limits, until the room is full or nothing more waits.
+                loop {
+                    let room = limit.saturating_sub(u32::try_from(claimed.len()).unwrap_or(u32::MAX));
+                    if room == 0 {
+                        break;
+                    }
+                    let step = limit_literal(room);
+                    let mut st = conn.prepare_cached(&claim_sql(step)[kind])?;
+                    let mut rows = st.query(params![owner, now.plus_millis(lease_ms).0, now.0])?;
+                    let mut got = 0;
+                    while let Some(r) = rows.next()? {
+                        let from = status_of(&r.get::<_, String>(20)?)?;
+                        claimed.push((message_from_row(r)?, from, r.get(21)?));
+                        got += 1;
+                    }
+                    if got < step {
+                        break;
+                    }
                 }
             }
             let mut out = Vec::with_capacity(claimed.len());
@@ -661,13 +708,24 @@ impl Store for SqliteStore {
 
     async fn expire_due(&self, now: Timestamp, limit: u32) -> Result<Vec<MessageId>> {
         self.write(move |conn, changed| {
-            let mut st = conn.prepare_cached(&expire_sql())?;
-            let mut rows = st.query(params![now.0, i64::from(limit)])?;
             let mut expired = Vec::new();
-            while let Some(r) = rows.next()? {
-                expired.push((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?));
+            loop {
+                let room = limit.saturating_sub(u32::try_from(expired.len()).unwrap_or(u32::MAX));
+                if room == 0 {
+                    break;
+                }
+                let step = limit_literal(room);
+                let mut st = conn.prepare_cached(&expire_sql(step))?;
+                let mut rows = st.query(params![now.0])?;
+                let mut got = 0;
+                while let Some(r) = rows.next()? {
+                    expired.push((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?));
+                    got += 1;
+                }
+                if got < step {
+                    break;
+                }
             }
-            drop(rows);
             let mut out = Vec::with_capacity(expired.len());
             for (id, from, seq) in expired {
                 append_event(conn, &id, seq, Status::Expired, now, &format!("validity ended while {from}"))?;
@@ -748,6 +806,11 @@ impl Store for SqliteStore {
             // The writer finishes the jobs already sent, then sees the channel closed.
             let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         }
+        let checkpointer = self.inner.checkpointer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some((stop, thread)) = checkpointer {
+            drop(stop);
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
         self.inner.readers.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 }
@@ -772,18 +835,30 @@ mod tests {
             }
             steps.join("; ")
         };
-        let [lease, due] = claim_sql();
+        let [lease, due] = claim_sql(512);
         let [waiting, sending] = pending_sql();
         for (sql, index) in [
             (lease.as_str(), "messages_lease"),
             (due.as_str(), "messages_queue"),
-            (expire_sql().as_str(), "messages_expiring"),
+            (expire_sql(512).as_str(), "messages_expiring"),
             (waiting.as_str(), "messages_expiring"),
             (sending.as_str(), "messages_lease"),
         ] {
             let p = plan(sql);
             assert!(p.contains(index), "{sql}\n  plan: {p}");
             assert!(!p.contains("SCAN messages ") || p.contains("USING"), "{sql}\n  plan: {p}");
+        }
+        // Run with new values, each statement stays prepared: none of them plans with a parameter's value.
+        for sql in [lease, due, expire_sql(512), transition_sql(Status::Sent), receipt_sql(Status::Delivered)] {
+            let mut st = conn.prepare(&sql).unwrap();
+            for round in 0..3i64 {
+                for p in 1..=st.parameter_count() {
+                    st.raw_bind_parameter(p, round).unwrap();
+                }
+                let mut rows = st.raw_query();
+                while rows.next().unwrap().is_some() {}
+            }
+            assert_eq!(st.get_status(rusqlite::StatementStatus::RePrepare), 0, "{sql}");
         }
         assert!(plan(&transition_sql(Status::Sent)).contains("sqlite_autoindex_messages_1 (id=?)"));
         assert!(plan(&receipt_sql(Status::Delivered)).contains("messages_carrier (connector=? AND carrier_id=?)"));
