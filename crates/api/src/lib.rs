@@ -243,8 +243,12 @@ async fn send_message(
         }
     };
     let now = timestamp_now();
-    let (message, detail) = prepare(&state, caller.id, body, now)?;
-    let inserted = state.inserter.insert(NewMessage { message: message.clone(), detail, idempotency }).await?;
+    let (mut message, detail) = prepare(&state, caller.id, body, now)?;
+    // With room in the dispatcher, the message is stored claimed and goes to the carrier at once.
+    let reservation = state.engine.reserve(usize::from(message.status == Status::Queued));
+    let claim = (!reservation.is_empty()).then(|| state.engine.claim(now));
+    let new = NewMessage { message: message.clone(), detail, idempotency, claim: claim.clone() };
+    let inserted = state.inserter.insert(new).await?;
     match inserted {
         Inserted::Duplicate { id, same_request: true } => {
             let original = state.store.message(caller.id, id).await.map_err(ApiError::internal)?;
@@ -257,7 +261,13 @@ async fn send_message(
             "this Idempotency-Key was used with a different request",
         )),
         Inserted::New => {
-            state.engine.wake();
+            if claim.is_some() {
+                message.status = Status::Sending;
+                message.attempts += 1;
+                state.engine.dispatch_claimed(vec![message.clone()], reservation);
+            } else {
+                state.engine.wake();
+            }
             Ok((StatusCode::CREATED, Json(message_view(&message, None))))
         }
     }
@@ -342,13 +352,29 @@ async fn send_batch(
             .map_err(|e| ApiError::invalid("invalid_field", e.to_string()))
             .and_then(|b| prepare(&state, caller.id, b, now));
         results.push(prepared.map(|(message, detail)| {
-            to_store.push(NewMessage { message, detail, idempotency: None });
+            to_store.push(NewMessage { message, detail, idempotency: None, claim: None });
             to_store.len() - 1
         }));
     }
     if !to_store.is_empty() {
+        // As many as the dispatcher has room for are stored claimed and go to the carrier at once; the rest queue.
+        let due = to_store.iter().filter(|n| n.message.status == Status::Queued).count();
+        let reservation = state.engine.reserve(due);
+        let claim = state.engine.claim(now);
+        for n in to_store.iter_mut().filter(|n| n.message.status == Status::Queued).take(reservation.len()) {
+            n.claim = Some(claim.clone());
+        }
         state.store.insert_messages(&to_store).await.map_err(ApiError::internal)?;
-        state.engine.wake();
+        let mut handed = Vec::with_capacity(reservation.len());
+        for n in to_store.iter_mut().filter(|n| n.claim.is_some()) {
+            n.message.status = Status::Sending;
+            n.message.attempts += 1;
+            handed.push(n.message.clone());
+        }
+        if handed.len() < due {
+            state.engine.wake();
+        }
+        state.engine.dispatch_claimed(handed, reservation);
     }
     let data: Vec<Value> = results
         .into_iter()

@@ -186,7 +186,8 @@ async fn send_to_delivered(s: &Server) {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{m}");
-    assert_eq!((m["status"].as_str(), m["to"].as_str()), (Some("queued"), Some("+447700900123")));
+    // The dispatcher has room: the message was stored claimed and is on its way.
+    assert_eq!((m["status"].as_str(), m["to"].as_str()), (Some("sending"), Some("+447700900123")));
     assert_eq!((m["encoding"].as_str(), m["segments"].as_u64()), (Some("gsm7"), Some(1)));
     let done = s.until(&key, m["id"].as_str().unwrap(), "delivered").await;
     let journey: Vec<&str> = done["events"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap()).collect();
@@ -370,6 +371,51 @@ async fn batch(s: &Server) {
     assert_eq!(data[3]["body"], "four");
     for m in [&data[0], &data[3]] {
         s.until(&key, m["id"].as_str().unwrap(), "delivered").await;
+    }
+    // More than the dispatcher has room for (1,000 submissions at once): as many as it has room for are stored
+    // claimed and sent at once, the rest queue and are claimed as room frees up. All arrive.
+    let many: Vec<Value> =
+        (0..1500).map(|i| json!({"to": format!("+4477009{:04}5", i), "from": "A", "body": "x"})).collect();
+    let (st, v) = s.call("POST", "/v1/messages/batch", Some(&key), Some(json!({"messages": many}))).await;
+    assert_eq!(st, StatusCode::OK);
+    let data = v["data"].as_array().unwrap();
+    let status = |i: usize| data[i]["status"].as_str().unwrap().to_string();
+    // (Fewer than 1,000 when the dispatcher holds slots for a claim of its own at that moment.)
+    let sending = (0..1500).filter(|&i| status(i) == "sending").count();
+    assert!((1..=1000).contains(&sending), "{sending} sent at once");
+    assert!((0..1500).all(|i| status(i) == if i < sending { "sending" } else { "queued" }));
+    for i in [0, sending - 1, sending, 1499] {
+        s.until(&key, data[i]["id"].as_str().unwrap(), "delivered").await;
+    }
+    // Batches at once, beyond the dispatcher's room, while it claims queued ones: slots are shared between
+    // what the API hands over and what the dispatcher claims, and every message arrives.
+    let mut posts = tokio::task::JoinSet::new();
+    for b in 0..4 {
+        let (client, base, key) = (s.client.clone(), s.base.clone(), key.clone());
+        posts.spawn(async move {
+            let many: Vec<Value> = (0..800)
+                .map(|i| json!({"to": format!("+4477009{:04}5", b * 800 + i), "from": "A", "body": "x"}))
+                .collect();
+            let v: Value = client
+                .post(format!("{base}/v1/messages/batch"))
+                .bearer_auth(&key)
+                .json(&json!({ "messages": many }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+        });
+    }
+    let mut ids = Vec::new();
+    while let Some(batch) = posts.join_next().await {
+        ids.extend(batch.unwrap());
+    }
+    assert_eq!(ids.len(), 3200);
+    for id in ids.iter().step_by(97).chain(ids.last()) {
+        s.until(&key, id, "delivered").await;
     }
     let (st, v) = s.call("POST", "/v1/messages/batch", Some(&key), Some(json!({"messages": []}))).await;
     assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_batch")));

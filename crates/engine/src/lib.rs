@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use smsgate_connectors::{Connector, ConnectorEvent, Inbound, Receipt, ReceiptState, SubmitError, now};
 use smsgate_core::{AccountId, Direction, Message, MessageId, Status, Timestamp};
-use smsgate_store::{Changes, NewMessage, ReceiptUpdate, Store, Transition};
-use tokio::sync::{Notify, Semaphore, mpsc};
+use smsgate_store::{Changes, Claim, NewMessage, ReceiptUpdate, Store, Transition};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -73,9 +73,37 @@ pub struct Engine {
     wake: Arc<Notify>,
     /// The group-commit writer of status changes and receipts ([`Engine::write`]); started by [`Engine::run`].
     recorder: Arc<Mutex<Option<group::Group<Write, Written>>>>,
+    /// Submission slots: at most `max_in_flight` messages are with the carrier at once.
+    permits: Arc<Semaphore>,
+    /// Whether the dispatcher runs (and takes messages handed to [`Engine::dispatch_claimed`]).
+    running: Arc<std::sync::atomic::AtomicBool>,
+    /// Messages stored already claimed for this node, each with its slot, on their way to the dispatcher.
+    claimed_tx: mpsc::UnboundedSender<Handed>,
+    claimed_rx: Arc<Mutex<Option<mpsc::UnboundedReceiver<Handed>>>>,
     /// When each message this node sent was recorded `sent`, by carrier id, for the sent-to-delivered histogram.
     /// Bounded: past [`SENT_TIMES`] entries it is cleared (a few observations are lost, memory is not).
     sent_at: Arc<Mutex<HashMap<String, Timestamp>>>,
+}
+
+/// A message stored claimed for this node, with its submission slot.
+type Handed = (Message, OwnedSemaphorePermit);
+
+/// Submission slots taken for messages about to be stored already claimed ([`Engine::reserve`]). Dropping it gives
+/// the slots back.
+#[derive(Debug)]
+pub struct Reservation {
+    permits: Vec<OwnedSemaphorePermit>,
+}
+
+impl Reservation {
+    /// How many slots it holds.
+    pub fn len(&self) -> usize {
+        self.permits.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.permits.is_empty()
+    }
 }
 
 /// A change for the group-commit writer.
@@ -141,9 +169,14 @@ fn seconds_between(from: Timestamp, to: Timestamp) -> f64 {
 
 impl Engine {
     pub fn new(store: Arc<dyn Store>, connector: Arc<dyn Connector>, config: Config) -> Engine {
+        let (claimed_tx, claimed_rx) = mpsc::unbounded_channel();
         Engine {
             store,
             connector,
+            permits: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            running: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            claimed_tx,
+            claimed_rx: Arc::new(Mutex::new(Some(claimed_rx))),
             config: Arc::new(config),
             wake: Arc::new(Notify::new()),
             recorder: Arc::new(Mutex::new(None)),
@@ -154,6 +187,41 @@ impl Engine {
     /// Tells the dispatcher that messages were stored, so it looks now rather than at its next poll.
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// Takes up to `wanted` submission slots that are free right now, for messages the caller will store already
+    /// claimed (with [`Engine::claim`]) and hand to [`Engine::dispatch_claimed`]: a message accepted while the
+    /// dispatcher has room is stored once, `sending`, and goes to the carrier at once, instead of being stored
+    /// `queued`, woken for, and claimed by a second write. None while the dispatcher is not running.
+    pub fn reserve(&self, wanted: usize) -> Reservation {
+        let mut permits = Vec::new();
+        if self.running.load(std::sync::atomic::Ordering::Acquire) {
+            while permits.len() < wanted {
+                match self.permits.clone().try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                }
+            }
+        }
+        Reservation { permits }
+    }
+
+    /// The lease this node takes on a message it stores already claimed.
+    pub fn claim(&self, now: Timestamp) -> Claim {
+        let lease_ms = i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX);
+        Claim { owner: self.config.node.clone(), until: now.plus_millis(lease_ms) }
+    }
+
+    /// Sends messages that were stored claimed by [`Engine::claim`], one slot of `reservation` each (slots left over
+    /// go back). A message handed in while the engine stops stays claimed and is sent again when its lease runs
+    /// out, as after a crash.
+    pub fn dispatch_claimed(&self, messages: Vec<Message>, mut reservation: Reservation) {
+        for m in messages {
+            let Some(permit) = reservation.permits.pop() else { break };
+            if self.claimed_tx.send((m, permit)).is_err() {
+                break;
+            }
+        }
     }
 
     /// Runs the dispatcher, the receipt and inbound handler, and the expiry sweep until `shutdown`; then waits for
@@ -194,26 +262,66 @@ impl Engine {
     }
 
     async fn dispatch(&self, shutdown: CancellationToken) {
-        let permits = Arc::new(Semaphore::new(self.config.max_in_flight.max(1)));
+        let Some(mut handed) = self.claimed_rx.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            warn!("the dispatcher was started twice; the second does nothing");
+            return;
+        };
+        self.running.store(true, std::sync::atomic::Ordering::Release);
+        let permits = self.permits.clone();
         let mut sends = JoinSet::new();
         let lease_ms = i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX);
+        // An interval, not a sleep per turn: a steady stream of handed messages must not keep the poll from coming.
+        let mut poll = tokio::time::interval(self.config.poll_interval);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         'outer: loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                // A handed message needs no claim: send it and wait again.
+                Some((m, permit)) = handed.recv() => {
+                    let engine = self.clone();
+                    sends.spawn(async move { engine.send_one(m, permit).await });
+                    while sends.try_join_next().is_some() {}
+                    continue;
+                }
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(self.config.poll_interval) => {}
+                _ = poll.tick() => {}
             }
             loop {
                 while sends.try_join_next().is_some() {}
+                // Messages stored claimed for this node come with their own slots.
+                while let Ok((m, permit)) = handed.try_recv() {
+                    let engine = self.clone();
+                    sends.spawn(async move { engine.send_one(m, permit).await });
+                }
                 // Claim no more than can be sent now, so claimed messages do not wait out their lease.
                 let free = permits.available_permits();
                 if free == 0 {
+                    // Wait for a slot: a send ending, a handed message (whose slot a reservation held), or the
+                    // next poll (a reservation given back).
                     tokio::select! {
                         _ = shutdown.cancelled() => break 'outer,
-                        _ = sends.join_next() => continue,
+                        Some((m, permit)) = handed.recv() => {
+                            let engine = self.clone();
+                            sends.spawn(async move { engine.send_one(m, permit).await });
+                        }
+                        Some(_) = sends.join_next(), if !sends.is_empty() => {}
+                        _ = poll.tick() => {}
+                    }
+                    continue;
+                }
+                // The slots first, then the claim: waiting for a slot with claimed messages in hand would stop
+                // this loop from taking the handed messages whose slots it waits for.
+                let mut slots = Vec::new();
+                while slots.len() < free.min(self.config.batch as usize) {
+                    match permits.clone().try_acquire_owned() {
+                        Ok(p) => slots.push(p),
+                        Err(_) => break,
                     }
                 }
-                let limit = u32::try_from(free).unwrap_or(u32::MAX).min(self.config.batch);
+                if slots.is_empty() {
+                    continue;
+                }
+                let limit = u32::try_from(slots.len()).unwrap_or(u32::MAX);
                 let claimed = match self.store.claim_due(&self.config.node, now(), lease_ms, limit).await {
                     Ok(claimed) => claimed,
                     Err(e) => {
@@ -224,8 +332,8 @@ impl Engine {
                 if claimed.is_empty() {
                     break;
                 }
-                for m in claimed {
-                    let Ok(permit) = permits.clone().acquire_owned().await else { break 'outer };
+                // Slots left over go back when `slots` drops.
+                for (m, permit) in claimed.into_iter().zip(slots.drain(..)) {
                     let engine = self.clone();
                     sends.spawn(async move { engine.send_one(m, permit).await });
                 }
@@ -233,6 +341,13 @@ impl Engine {
                     break 'outer;
                 }
             }
+        }
+        // Stop taking handed messages; send those already handed, then wait for every submission under way.
+        self.running.store(false, std::sync::atomic::Ordering::Release);
+        handed.close();
+        while let Some((m, permit)) = handed.recv().await {
+            let engine = self.clone();
+            sends.spawn(async move { engine.send_one(m, permit).await });
         }
         while sends.join_next().await.is_some() {}
     }
@@ -390,7 +505,7 @@ impl Engine {
         };
         let message = inbound_message(account, &i);
         let detail = format!("received from {} via {}", i.from, i.connector);
-        match self.store.insert_messages(&[NewMessage { message, detail, idempotency: None }]).await {
+        match self.store.insert_messages(&[NewMessage { message, detail, idempotency: None, claim: None }]).await {
             Ok(_) => metrics::counter!(metric::INBOUND).increment(1),
             Err(e) => warn!(error = %e, "storing an inbound message failed"),
         }

@@ -75,7 +75,7 @@ impl Harness {
         };
         let id = m.id;
         self.store
-            .insert_messages(&[NewMessage { message: m, detail: "accepted".into(), idempotency: None }])
+            .insert_messages(&[NewMessage { message: m, detail: "accepted".into(), idempotency: None, claim: None }])
             .await
             .expect("insert");
         self.engine.wake();

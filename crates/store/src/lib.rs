@@ -75,6 +75,16 @@ pub struct NewMessage {
     pub detail: String,
     /// The `Idempotency-Key` the sender gave, with a hash of its request.
     pub idempotency: Option<(String, String)>,
+    /// Claimed at once by the accepting node, which sends it straight away: the message is stored `sending`,
+    /// leased to `owner`, its journey `queued` then `sending` (one write instead of an insert and a claim).
+    pub claim: Option<Claim>,
+}
+
+/// A dispatcher's lease on a message: who holds it and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub owner: String,
+    pub until: Timestamp,
 }
 
 /// What [`Store::insert_messages`] did with one message.

@@ -395,8 +395,8 @@ impl Store for PgStore {
                 "INSERT INTO messages (id, account_id, direction, to_addr, from_addr, body, encoding, segments, \
                  price_micros, connector, carrier_id, status, error_code, reference, callback_url, send_at, \
                  expires_at, attempts, next_attempt_at, idempotency_key, request_hash, created_at, updated_at, \
-                 event_count) VALUES {} ON CONFLICT DO NOTHING RETURNING id",
-                values_rows(chunk.len(), 24)
+                 event_count, lease_owner, lease_until) VALUES {} ON CONFLICT DO NOTHING RETURNING id",
+                values_rows(chunk.len(), 26)
             );
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for new in chunk {
@@ -417,19 +417,21 @@ impl Store for PgStore {
                     .bind(m.price_micros)
                     .bind(m.connector.as_deref())
                     .bind(m.carrier_id.as_deref())
-                    .bind(m.status.as_str())
+                    .bind(if new.claim.is_some() { Status::Sending } else { m.status }.as_str())
                     .bind(m.error_code.as_deref())
                     .bind(m.reference.as_deref())
                     .bind(m.callback_url.as_deref())
                     .bind(m.send_at.map(|t| t.0))
                     .bind(m.expires_at.map(|t| t.0))
-                    .bind(i64::from(m.attempts))
+                    .bind(i64::from(m.attempts + u32::from(new.claim.is_some())))
                     .bind(m.send_at.unwrap_or(m.created_at).0)
                     .bind(idem_key)
                     .bind(idem_hash)
                     .bind(m.created_at.0)
                     .bind(m.updated_at.0)
-                    .bind(1i64);
+                    .bind(if new.claim.is_some() { 2i64 } else { 1 })
+                    .bind(new.claim.as_ref().map(|c| c.owner.clone()))
+                    .bind(new.claim.as_ref().map(|c| c.until.0));
             }
             for row in query.fetch_all(&mut *tx).await? {
                 inserted.insert(message_id_of(&row.try_get::<String, _>(0)?)?);
@@ -441,7 +443,17 @@ impl Store for PgStore {
             let m = &new.message;
             if inserted.contains(&m.id) {
                 let (message_id, detail) = (m.id.to_string(), new.detail.clone());
-                events.push(NewEvent { message_id, seq: 1, status: m.status, at: m.created_at, detail });
+                events.push(NewEvent {
+                    message_id: message_id.clone(),
+                    seq: 1,
+                    status: m.status,
+                    at: m.created_at,
+                    detail,
+                });
+                if let Some(claim) = &new.claim {
+                    let detail = format!("claimed by {}", claim.owner);
+                    events.push(NewEvent { message_id, seq: 2, status: Status::Sending, at: m.created_at, detail });
+                }
                 out.push(Inserted::New);
                 continue;
             }

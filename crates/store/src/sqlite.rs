@@ -508,6 +508,10 @@ impl Store for SqliteStore {
             for new in &messages {
                 let m = &new.message;
                 let id = m.id.to_string();
+                let (status, attempts, events) = match new.claim {
+                    Some(_) => (Status::Sending, m.attempts + 1, 2i64),
+                    None => (m.status, m.attempts, 1),
+                };
                 let (idem_key, idem_hash) = match &new.idempotency {
                     Some((k, h)) => (Some(k.as_str()), Some(h.as_str())),
                     None => (None, None),
@@ -517,9 +521,9 @@ impl Store for SqliteStore {
                         "INSERT INTO messages (id, account_id, direction, to_addr, from_addr, body, encoding, \
                          segments, price_micros, connector, carrier_id, status, error_code, reference, callback_url, \
                          send_at, expires_at, attempts, next_attempt_at, idempotency_key, request_hash, created_at, \
-                         updated_at, event_count) \
+                         updated_at, event_count, lease_owner, lease_until) \
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-                         ?19, ?20, ?21, ?22, ?23, 1) ON CONFLICT DO NOTHING",
+                         ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26) ON CONFLICT DO NOTHING",
                     )?
                     .execute(params![
                         id,
@@ -533,22 +537,30 @@ impl Store for SqliteStore {
                         m.price_micros,
                         m.connector,
                         m.carrier_id,
-                        m.status.as_str(),
+                        status.as_str(),
                         m.error_code,
                         m.reference,
                         m.callback_url,
                         m.send_at.map(|t| t.0),
                         m.expires_at.map(|t| t.0),
-                        i64::from(m.attempts),
+                        i64::from(attempts),
                         m.send_at.unwrap_or(m.created_at).0,
                         idem_key,
                         idem_hash,
                         m.created_at.0,
                         m.updated_at.0,
+                        events,
+                        new.claim.as_ref().map(|c| c.owner.as_str()),
+                        new.claim.as_ref().map(|c| c.until.0),
                     ])?;
                 if inserted == 1 {
                     append_event(conn, &id, 1, m.status, m.created_at, &new.detail)?;
                     changed.push(m.status);
+                    if let Some(claim) = &new.claim {
+                        let detail = format!("claimed by {}", claim.owner);
+                        append_event(conn, &id, 2, Status::Sending, m.created_at, &detail)?;
+                        changed.push(Status::Sending);
+                    }
                     out.push(Inserted::New);
                     continue;
                 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use smsgate_core::{AccountId, Direction, Message, MessageId, Status, Timestamp};
 use smsgate_store::{
-    Changes, Inserted, ListFilter, NewMessage, PgStore, ReceiptUpdate, SqliteStore, Store, Transition,
+    Changes, Claim, Inserted, ListFilter, NewMessage, PgStore, ReceiptUpdate, SqliteStore, Store, Transition,
 };
 
 const NOW: Timestamp = Timestamp(1_780_000_000_000);
@@ -105,6 +105,7 @@ conformance!(
     receipts_find_messages_by_carrier_id,
     large_batches_in_one_commit,
     a_failed_write_leaves_the_others,
+    inserted_already_claimed,
 );
 
 fn message(account: AccountId, to: &str, status: Status, at: Timestamp) -> Message {
@@ -133,7 +134,7 @@ fn message(account: AccountId, to: &str, status: Status, at: Timestamp) -> Messa
 }
 
 fn new(m: Message) -> NewMessage {
-    NewMessage { message: m, detail: "accepted".into(), idempotency: None }
+    NewMessage { message: m, detail: "accepted".into(), idempotency: None, claim: None }
 }
 
 async fn account(store: &Arc<dyn Store>) -> AccountId {
@@ -196,6 +197,7 @@ async fn idempotency_keys(store: &Arc<dyn Store>) {
         message: message(acc, "+447700900123", Status::Queued, NOW),
         detail: "accepted".into(),
         idempotency: Some(("key-1".into(), hash.into())),
+        claim: None,
     };
     let first = with_key(a, "h1");
     let first_id = first.message.id;
@@ -556,6 +558,33 @@ async fn a_failed_write_leaves_the_others(store: &Arc<dyn Store>) {
     assert_eq!(ok, 49, "every insert landed; the duplicate key failed");
     assert_eq!(store.list_messages(acme, &ListFilter::default(), None, 100).await.unwrap().len(), 49);
     assert_eq!(store.key_count(acme).await.unwrap(), 1);
+}
+
+/// A message the accepting node sends at once is stored `sending` under its lease, with both first steps of its
+/// journey; no other claim takes it until the lease runs out.
+async fn inserted_already_claimed(store: &Arc<dyn Store>) {
+    let acme = account(store).await;
+    let m = message(acme, "+447700900123", Status::Queued, NOW);
+    let claim = Claim { owner: "node-1".into(), until: NOW.plus_secs(60) };
+    let got = store.insert_messages(&[NewMessage { claim: Some(claim), ..new(m.clone()) }]).await.unwrap();
+    assert_eq!(got, vec![Inserted::New]);
+    let stored = store.message(acme, m.id).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.attempts), (Status::Sending, 1));
+    let events = store.events(m.id).await.unwrap();
+    let steps: Vec<(Status, &str)> = events.iter().map(|e| (e.status, e.detail.as_str())).collect();
+    assert_eq!(steps, vec![(Status::Queued, "accepted"), (Status::Sending, "claimed by node-1")]);
+    assert!(store.claim_due("node-2", NOW.plus_secs(59), 1000, 10).await.unwrap().is_empty());
+    // Fenced: only the holder records the outcome.
+    let sent = |owner: &str| Changes { lease_owner: Some(owner.into()), ..Changes::default() };
+    assert!(!store.transition(m.id, Status::Sent, NOW, "sent", &sent("node-2")).await.unwrap());
+    assert!(store.transition(m.id, Status::Sent, NOW, "sent", &sent("node-1")).await.unwrap());
+    assert_eq!(statuses(store, m.id).await, vec![Status::Queued, Status::Sending, Status::Sent]);
+    // A lost node's claim runs out like any other.
+    let other = message(acme, "+447700900124", Status::Queued, NOW);
+    let claim = Claim { owner: "node-1".into(), until: NOW.plus_secs(60) };
+    store.insert_messages(&[NewMessage { claim: Some(claim), ..new(other.clone()) }]).await.unwrap();
+    let taken = store.claim_due("node-2", NOW.plus_secs(61), 1000, 10).await.unwrap();
+    assert_eq!(taken.iter().map(|m| m.id).collect::<Vec<_>>(), vec![other.id]);
 }
 
 /// A database written by schema version 1 (no `event_count`) is upgraded at open, its journeys counted, and
