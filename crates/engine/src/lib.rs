@@ -23,7 +23,7 @@ use smsgate_store::{Changes, Claim, NewMessage, ReceiptUpdate, Store, Transition
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 /// How the engine works.
 #[derive(Debug, Clone)]
@@ -234,6 +234,13 @@ impl Engine {
             async move { write_group(store.as_ref(), batch).await }
         });
         *self.recorder.lock().unwrap_or_else(|e| e.into_inner()) = Some(recorder);
+        // Whatever this node claimed before it stopped (or crashed) is not under way: take it back now rather than
+        // when the leases run out.
+        match self.store.release_leases(&self.config.node).await {
+            Ok(0) => {}
+            Ok(n) => info!(released = n, node = %self.config.node, "took back this node's earlier claims"),
+            Err(e) => warn!(error = %e, "releasing this node's earlier claims failed; they are taken when they expire"),
+        }
         let receipts = tokio::spawn(self.clone().handle_events(events, shutdown.clone()));
         let expiry = tokio::spawn(self.clone().sweep_expired(shutdown.clone()));
         self.dispatch(shutdown).await;

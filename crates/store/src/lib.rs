@@ -216,6 +216,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// queued ones whose next attempt is due move to `sending`; `sending` ones whose lease ran out are taken over.
     async fn claim_due(&self, owner: &str, now: Timestamp, lease_ms: i64, limit: u32) -> Result<Vec<Message>>;
 
+    /// Ends every lease `owner` holds, so its messages can be claimed at once: a node that starts again knows that
+    /// nothing it claimed before is under way any more. Returns how many. Node names must be unique among nodes
+    /// sharing a database.
+    async fn release_leases(&self, owner: &str) -> Result<u64>;
+
     /// Moves a message to `to` if the state machine allows it, with `changes`, recording the event. Returns
     /// whether it moved; a refused move (a late receipt for a final message) changes nothing.
     async fn transition(

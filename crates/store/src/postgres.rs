@@ -585,6 +585,16 @@ impl Store for PgStore {
         Ok(out)
     }
 
+    async fn release_leases(&self, owner: &str) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE messages SET lease_until = 0 WHERE status = 'sending' AND lease_owner = $1 AND lease_until > 0",
+        )
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn record(
         &self,
         transitions: &[Transition],

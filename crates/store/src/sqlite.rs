@@ -687,6 +687,19 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn release_leases(&self, owner: &str) -> Result<u64> {
+        let owner = owner.to_string();
+        self.write(move |conn, _| {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE messages SET lease_until = 0 WHERE status = 'sending' AND lease_owner = ?1 AND lease_until > 0",
+                )?
+                .execute([owner])?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
     async fn record(
         &self,
         transitions: &[Transition],

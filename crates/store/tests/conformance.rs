@@ -579,12 +579,29 @@ async fn inserted_already_claimed(store: &Arc<dyn Store>) {
     assert!(!store.transition(m.id, Status::Sent, NOW, "sent", &sent("node-2")).await.unwrap());
     assert!(store.transition(m.id, Status::Sent, NOW, "sent", &sent("node-1")).await.unwrap());
     assert_eq!(statuses(store, m.id).await, vec![Status::Queued, Status::Sending, Status::Sent]);
+    // A node that starts again takes back its own claims at once, and only its own.
+    let mine = message(acme, "+447700900125", Status::Queued, NOW);
+    let theirs = message(acme, "+447700900126", Status::Queued, NOW);
+    let claim = |owner: &str| Some(Claim { owner: owner.into(), until: NOW.plus_secs(60) });
+    store.insert_messages(&[NewMessage { claim: claim("node-1"), ..new(mine.clone()) }]).await.unwrap();
+    store.insert_messages(&[NewMessage { claim: claim("node-3"), ..new(theirs.clone()) }]).await.unwrap();
+    assert_eq!(store.release_leases("node-1").await.unwrap(), 1);
+    let taken = store.claim_due("node-1", NOW.plus_secs(1), 600_000, 10).await.unwrap();
+    assert_eq!(taken.iter().map(|m| m.id).collect::<Vec<_>>(), vec![mine.id]);
+    assert_eq!(
+        store.events(mine.id).await.unwrap().last().unwrap().detail,
+        "previous lease ran out; claimed by node-1"
+    );
     // A lost node's claim runs out like any other.
     let other = message(acme, "+447700900124", Status::Queued, NOW);
     let claim = Claim { owner: "node-1".into(), until: NOW.plus_secs(60) };
     store.insert_messages(&[NewMessage { claim: Some(claim), ..new(other.clone()) }]).await.unwrap();
     let taken = store.claim_due("node-2", NOW.plus_secs(61), 1000, 10).await.unwrap();
-    assert_eq!(taken.iter().map(|m| m.id).collect::<Vec<_>>(), vec![other.id]);
+    let mut ids: Vec<MessageId> = taken.iter().map(|m| m.id).collect();
+    ids.sort();
+    let mut want = vec![other.id, theirs.id];
+    want.sort();
+    assert_eq!(ids, want);
 }
 
 /// A database written by schema version 1 (no `event_count`) is upgraded at open, its journeys counted, and
