@@ -539,8 +539,8 @@ impl Store for PgStore {
         // `claimed_from` keeps the old status for the journey.
         let mut rows = Vec::new();
         for (waiting, order) in [
-            (&"status = 'sending' AND lease_until < $3".to_string(), "lease_until"),
-            (&format!("{} AND next_attempt_at <= $3", waiting::QUEUE), "next_attempt_at"),
+            ("status = 'sending' AND lease_until < $3".to_string(), "lease_until"),
+            (format!("{} AND next_attempt_at <= $3", waiting::QUEUE), "next_attempt_at"),
         ] {
             let Some(room) = i64::from(limit).checked_sub(rows.len() as i64).filter(|&n| n > 0) else { break };
             let sql = format!(

@@ -31,8 +31,10 @@ use crate::{Account, ApiKey, Inserted, ListFilter, NewMessage, ReceiptUpdate, Re
 /// What a job hands back once its group's commit is known.
 type Reply = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
 
-/// A write: runs on the writer's connection inside the group's transaction.
-type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+/// A write: runs on the writer's connection inside the group's transaction (given `None` when the transaction
+/// could not begin: it then runs nothing). Returns its answer, and whether its savepoint was closed cleanly; a job
+/// whose failed writes could not be undone makes the whole group roll back.
+type Job = Box<dyn FnOnce(Option<&Connection>) -> (Reply, bool) + Send>;
 
 /// Reader connections kept open between reads.
 const READERS: usize = 4;
@@ -93,12 +95,25 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 /// Runs one group: every job in one transaction, each in a savepoint; then the commit, then the answers.
 fn run_group(conn: &Connection, jobs: Vec<Job>) {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-        // Nothing ran: dropping the jobs answers each caller with an error, and nothing is half done.
         tracing::warn!(error = %e, "SQLite could not begin a transaction; {} writes fail", jobs.len());
+        for job in jobs {
+            let (reply, _) = job(None);
+            reply(Err(format!("could not begin a transaction: {e}")));
+        }
         return;
     }
-    let replies: Vec<Reply> = jobs.into_iter().map(|job| job(conn)).collect();
-    let committed = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+    let mut clean = true;
+    let mut replies = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let (reply, closed) = job(Some(conn));
+        clean &= closed;
+        replies.push(reply);
+    }
+    let committed = if clean {
+        conn.execute_batch("COMMIT").map_err(|e| e.to_string())
+    } else {
+        Err("a failed write could not be undone alone, so its whole group was rolled back".to_string())
+    };
     if committed.is_err() {
         let _ = conn.execute_batch("ROLLBACK");
     }
@@ -186,10 +201,13 @@ impl SqliteStore {
         F: FnOnce(&Connection, &mut Vec<Status>) -> Result<T> + Send + 'static,
     {
         let (answer, answered) = oneshot::channel();
-        let job: Job = Box::new(move |conn: &Connection| {
+        let job: Job = Box::new(move |conn: Option<&Connection>| {
             let mut changed = Vec::new();
-            let result = in_savepoint(conn, |c| f(c, &mut changed));
-            Box::new(move |committed| {
+            let (result, closed) = match conn {
+                Some(conn) => in_savepoint(conn, |c| f(c, &mut changed)),
+                None => (Err(StoreError::Stopped("the write did not run".into())), true),
+            };
+            let reply: Reply = Box::new(move |committed| {
                 let result = match committed {
                     Ok(()) => {
                         if result.is_ok() {
@@ -200,7 +218,8 @@ impl SqliteStore {
                     Err(e) => Err(StoreError::Commit(e)),
                 };
                 let _ = answer.send(result);
-            })
+            });
+            (reply, closed)
         });
         let sender = self.inner.jobs.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let stopped = || StoreError::Stopped("the store is closed".into());
@@ -234,16 +253,19 @@ impl SqliteStore {
 }
 
 /// Runs `f` in a savepoint: its writes stay if it succeeds and are undone if it fails, whatever the rest of the
-/// group does.
-fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
-    let result = f(conn);
-    let end = if result.is_ok() { "RELEASE job" } else { "ROLLBACK TO job" };
-    conn.prepare_cached(end)?.execute([])?;
-    if result.is_err() {
-        conn.prepare_cached("RELEASE job")?.execute([])?;
+/// group does. Also says whether the savepoint was closed; if not, the group must not commit, for it may hold a
+/// failed job's partial writes.
+fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> (Result<T>, bool) {
+    let execute = |sql: &str| conn.prepare_cached(sql).and_then(|mut st| st.execute([]));
+    if let Err(e) = execute("SAVEPOINT job") {
+        return (Err(e.into()), true);
     }
-    result
+    let result = f(conn);
+    let closed = match result {
+        Ok(_) => execute("RELEASE job").is_ok(),
+        Err(_) => execute("ROLLBACK TO job").and_then(|_| execute("RELEASE job")).is_ok(),
+    };
+    (result, closed)
 }
 
 fn append_event(conn: &Connection, id: &str, seq: i64, status: Status, at: Timestamp, detail: &str) -> Result<()> {
