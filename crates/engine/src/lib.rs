@@ -125,20 +125,21 @@ enum Written {
 /// Writes a group: the transitions and the receipts in it, in one [`Store::record`] (one transaction), and the
 /// results back in the group's order.
 async fn write_group(store: &dyn Store, group: Vec<Write>) -> Result<Vec<Written>, String> {
-    let (mut transitions, mut receipts) = (Vec::new(), Vec::new());
-    for w in group.iter() {
+    let (mut transitions, mut receipts, mut kinds) = (Vec::new(), Vec::new(), Vec::with_capacity(group.len()));
+    for w in group {
+        kinds.push(matches!(w, Write::Transition(_)));
         match w {
-            Write::Transition(t) => transitions.push(t.clone()),
-            Write::Receipt(r) => receipts.push(r.clone()),
+            Write::Transition(t) => transitions.push(t),
+            Write::Receipt(r) => receipts.push(r),
         }
     }
     let (moved, matched) = store.record(&transitions, &receipts).await.map_err(|e| e.to_string())?;
     let (mut moved, mut matched) = (moved.into_iter(), matched.into_iter());
-    Ok(group
-        .iter()
-        .map(|w| match w {
-            Write::Transition(_) => Written::Moved(moved.next().unwrap_or(false)),
-            Write::Receipt(_) => Written::Matched(matched.next().flatten()),
+    Ok(kinds
+        .into_iter()
+        .map(|is_transition| match is_transition {
+            true => Written::Moved(moved.next().unwrap_or(false)),
+            false => Written::Matched(matched.next().flatten()),
         })
         .collect())
 }
@@ -285,8 +286,7 @@ impl Engine {
                 _ = shutdown.cancelled() => break,
                 // A handed message needs no claim: send it and wait again.
                 Some((m, permit)) = handed.recv() => {
-                    let engine = self.clone();
-                    sends.spawn(async move { engine.send_one(m, permit).await });
+                    self.spawn_send(&mut sends, m, permit);
                     while sends.try_join_next().is_some() {}
                     continue;
                 }
@@ -297,8 +297,7 @@ impl Engine {
                 while sends.try_join_next().is_some() {}
                 // Messages stored claimed for this node come with their own slots.
                 while let Ok((m, permit)) = handed.try_recv() {
-                    let engine = self.clone();
-                    sends.spawn(async move { engine.send_one(m, permit).await });
+                    self.spawn_send(&mut sends, m, permit);
                 }
                 // Claim no more than can be sent now, so claimed messages do not wait out their lease.
                 let free = permits.available_permits();
@@ -308,8 +307,7 @@ impl Engine {
                     tokio::select! {
                         _ = shutdown.cancelled() => break 'outer,
                         Some((m, permit)) = handed.recv() => {
-                            let engine = self.clone();
-                            sends.spawn(async move { engine.send_one(m, permit).await });
+                            self.spawn_send(&mut sends, m, permit);
                         }
                         Some(_) = sends.join_next(), if !sends.is_empty() => {}
                         _ = poll.tick() => {}
@@ -341,8 +339,7 @@ impl Engine {
                 }
                 // Slots left over go back when `slots` drops.
                 for (m, permit) in claimed.into_iter().zip(slots.drain(..)) {
-                    let engine = self.clone();
-                    sends.spawn(async move { engine.send_one(m, permit).await });
+                    self.spawn_send(&mut sends, m, permit);
                 }
                 if shutdown.is_cancelled() {
                     break 'outer;
@@ -353,10 +350,15 @@ impl Engine {
         self.running.store(false, std::sync::atomic::Ordering::Release);
         handed.close();
         while let Some((m, permit)) = handed.recv().await {
-            let engine = self.clone();
-            sends.spawn(async move { engine.send_one(m, permit).await });
+            self.spawn_send(&mut sends, m, permit);
         }
         while sends.join_next().await.is_some() {}
+    }
+
+    /// Starts sending one claimed message, in its slot, among the sends the dispatcher waits for.
+    fn spawn_send(&self, sends: &mut JoinSet<()>, m: Message, permit: OwnedSemaphorePermit) {
+        let engine = self.clone();
+        sends.spawn(async move { engine.send_one(m, permit).await });
     }
 
     /// Hands one claimed message to the connector and records the outcome, fenced by this node's lease. The permit
