@@ -113,8 +113,35 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
                 async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], (*document).clone()) }
             }),
         )
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") });
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(axum::middleware::from_fn(time_request));
     (router, api)
+}
+
+/// Metric names the API reports.
+pub mod metric {
+    /// Seconds from a request's arrival to its answer, by method, route (its path pattern) and status class.
+    pub const HTTP_DURATION: &str = "smsgate_http_request_duration_seconds";
+}
+
+/// Records how long the server took to answer, so that its own latency can be told from a client's.
+async fn time_request(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let method = request.method().as_str().to_string();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let response = next.run(request).await;
+    let class = match response.status().as_u16() {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    metrics::histogram!(metric::HTTP_DURATION, "method" => method, "route" => route, "status" => class)
+        .record(started.elapsed().as_secs_f64());
+    response
 }
 
 /// The API's routes.

@@ -38,6 +38,7 @@ async fn serve(args: Config) -> anyhow::Result<()> {
     let signals = Signals::new()?;
     let store = smsgate_store::open(&database, 8).await.with_context(|| format!("opening {database}"))?;
     let admin_key = ensure_admin(store.as_ref()).await?;
+    tokio::task::spawn_blocking(smsgate_core::admission::load_metadata).await.context("loading number metadata")?;
 
     let (events_tx, events_rx) = mpsc::channel(10_000);
     let carriers = args.sim.carriers.iter().map(|c| c.to_carrier()).collect();
@@ -90,12 +91,19 @@ async fn serve(args: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Installs the process-wide metrics recorder, with latency buckets from 5 ms to 5 minutes.
+/// Installs the process-wide metrics recorder, with latency buckets from 5 ms to 5 minutes for a message's
+/// journey and from half a millisecond to 5 seconds for HTTP requests.
 fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
     const BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+    const HTTP_BUCKETS: [f64; 13] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets(&BUCKETS)
         .context("metrics buckets")?
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(smsgate_api::metric::HTTP_DURATION.to_string()),
+            &HTTP_BUCKETS,
+        )
+        .context("HTTP latency buckets")?
         .install_recorder()
         .context("installing the metrics recorder")
 }

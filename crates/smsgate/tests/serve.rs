@@ -50,6 +50,10 @@ async fn serve_sends_stops_and_restarts() {
     assert!(metrics.contains("smsgate_submissions_total{outcome=\"sent\"} 1"), "{metrics}");
     assert!(metrics.contains("smsgate_sent_to_delivered_seconds_bucket"), "{metrics}");
     assert!(metrics.contains("smsgate_submit_to_sent_seconds_count 1"), "{metrics}");
+    // The server's own answer times, by route pattern, in buckets from half a millisecond.
+    let sent = "smsgate_http_request_duration_seconds_count{method=\"POST\",route=\"/v1/messages\",status=\"2xx\"} 1";
+    assert!(metrics.contains(sent), "{metrics}");
+    assert!(metrics.contains("route=\"/v1/messages/{id}\",status=\"2xx\",le=\"0.0005\"}"), "{metrics}");
     // The command-line client against the same server.
     let cli = |args: &[&str], key: Option<&str>| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_smsgate"));
