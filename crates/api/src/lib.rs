@@ -7,6 +7,7 @@
 
 mod error;
 mod json;
+pub mod keys;
 pub mod views;
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use smsgate_store::{Account, Changes, Inserted, ListFilter, NewMessage, Store};
 
 pub use error::ApiError;
 use json::{JsonBody, MAX_BATCH_BODY, message_view, parse_time, time_json};
+pub use keys::KeyCache;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -48,6 +50,8 @@ pub struct AppState {
     pub policy: Arc<Policy>,
     /// Renders the engine's counters and histograms, when a recorder is installed.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The accounts of recently used API keys.
+    pub keys: KeyCache,
 }
 
 /// Group commit for `POST /v1/messages`: concurrent requests wait together for one transaction (one disk sync)
@@ -186,8 +190,15 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .filter(|k| !k.is_empty())
             .ok_or_else(|| unauthorized("Authorization must be Bearer <api key>"))?;
-        match state.store.account_by_key_hash(&hash_key(key)).await {
-            Ok(Some(account)) => Ok(Caller(account)),
+        let hash = hash_key(key);
+        if let Some(account) = state.keys.get(&hash) {
+            return Ok(Caller(account));
+        }
+        match state.store.account_by_key_hash(&hash).await {
+            Ok(Some(account)) => {
+                state.keys.put(&hash, account.clone());
+                Ok(Caller(account))
+            }
             Ok(None) => Err(unauthorized("unknown or revoked API key")),
             Err(e) => Err(ApiError::internal(e)),
         }

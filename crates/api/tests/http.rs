@@ -86,6 +86,7 @@ async fn start(backend: &str) -> Server {
         sim: Some(sim),
         policy: Arc::new(Policy::default()),
         metrics: None,
+        keys: smsgate_api::KeyCache::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

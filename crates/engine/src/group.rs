@@ -28,16 +28,35 @@ impl<T: Send + 'static, R: Send + 'static> Group<T, R> {
     /// nothing is left waiting.
     pub fn spawn<F, Fut>(max: usize, stop: CancellationToken, write: F) -> (Group<T, R>, JoinHandle<()>)
     where
-        F: Fn(Vec<T>) -> Fut + Send + 'static,
+        F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<R>, String>> + Send,
+    {
+        Self::spawn_parallel(max, 1, stop, write)
+    }
+
+    /// As [`Group::spawn`], with up to `parallel` groups written at once: while one waits for its commit, the next
+    /// takes what has arrived. For databases that commit concurrent transactions in parallel (PostgreSQL).
+    pub fn spawn_parallel<F, Fut>(
+        max: usize,
+        parallel: usize,
+        stop: CancellationToken,
+        write: F,
+    ) -> (Group<T, R>, JoinHandle<()>)
+    where
+        F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Vec<R>, String>> + Send,
     {
         let (tx, mut rx) = mpsc::channel::<(T, Reply<R>)>(max.max(1) * 4);
+        let write = std::sync::Arc::new(write);
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
         let task = tokio::spawn(async move {
+            let mut running = tokio::task::JoinSet::new();
             loop {
+                let Ok(slot) = slots.clone().acquire_owned().await else { break };
                 let first = tokio::select! {
                     biased;
-                    item = rx.recv() => match item { Some(i) => i, None => return },
-                    _ = stop.cancelled() => match rx.try_recv() { Ok(i) => i, Err(_) => return },
+                    item = rx.recv() => match item { Some(i) => i, None => break },
+                    _ = stop.cancelled() => match rx.try_recv() { Ok(i) => i, Err(_) => break },
                 };
                 let mut items = vec![first.0];
                 let mut replies = vec![first.1];
@@ -50,19 +69,25 @@ impl<T: Send + 'static, R: Send + 'static> Group<T, R> {
                         Err(_) => break,
                     }
                 }
-                match write(items).await {
-                    Ok(results) => {
-                        for (reply, r) in replies.into_iter().zip(results) {
-                            let _ = reply.send(Ok(r));
+                let write = write.clone();
+                running.spawn(async move {
+                    match write(items).await {
+                        Ok(results) => {
+                            for (reply, r) in replies.into_iter().zip(results) {
+                                let _ = reply.send(Ok(r));
+                            }
+                        }
+                        Err(e) => {
+                            for reply in replies {
+                                let _ = reply.send(Err(e.clone()));
+                            }
                         }
                     }
-                    Err(e) => {
-                        for reply in replies {
-                            let _ = reply.send(Err(e.clone()));
-                        }
-                    }
-                }
+                    drop(slot);
+                });
+                while running.try_join_next().is_some() {}
             }
+            while running.join_next().await.is_some() {}
         });
         (Group { tx }, task)
     }
@@ -103,6 +128,33 @@ mod tests {
             assert_eq!(r, Ok(i * 2));
         }
         assert!(writes.load(Ordering::SeqCst) < 500, "items were grouped");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn parallel_groups_overlap_and_answer_each_item() {
+        let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (n, m) = (now.clone(), most.clone());
+        let (group, _task) = Group::spawn_parallel(10, 3, CancellationToken::new(), move |items: Vec<u32>| {
+            let (n, m) = (n.clone(), m.clone());
+            async move {
+                let running = n.fetch_add(1, Ordering::SeqCst) + 1;
+                m.fetch_max(running, Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                n.fetch_sub(1, Ordering::SeqCst);
+                Ok(items.into_iter().map(|i| i + 1).collect())
+            }
+        });
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..200u32 {
+            let g = group.clone();
+            tasks.spawn(async move { (i, g.submit(i).await) });
+        }
+        while let Some(done) = tasks.join_next().await {
+            let (i, r) = done.unwrap();
+            assert_eq!(r, Ok(i + 1));
+        }
+        let most = most.load(Ordering::SeqCst);
+        assert!((2..=3).contains(&most), "{most} groups were written at once");
     }
 
     #[tokio::test]

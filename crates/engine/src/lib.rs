@@ -124,6 +124,29 @@ enum Written {
 
 /// Writes a group: the transitions and the receipts in it, in one [`Store::record`] (one transaction), and the
 /// results back in the group's order.
+/// Runs a store write, and again up to `retries` times while it fails, waiting a little longer each time. For
+/// writes that fail whole (a rolled-back transaction changes nothing), so that trying again is safe: PostgreSQL
+/// ends one of two transactions that wait on each other (groups written in parallel that change the same messages
+/// in opposite orders), and a connection can drop. Each try sees the messages as they are then.
+async fn with_retries<T, F, Fut>(retries: u32, mut write: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, smsgate_store::StoreError>>,
+{
+    let mut tries = 0;
+    loop {
+        match write().await {
+            Ok(done) => return Ok(done),
+            Err(e) if tries < retries => {
+                tries += 1;
+                warn!(error = %e, tries, "a store write failed; trying again");
+                tokio::time::sleep(Duration::from_millis(10 << tries)).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
 async fn write_group(store: &dyn Store, group: Vec<Write>) -> Result<Vec<Written>, String> {
     let (mut transitions, mut receipts, mut kinds) = (Vec::new(), Vec::new(), Vec::with_capacity(group.len()));
     for w in group {
@@ -133,7 +156,7 @@ async fn write_group(store: &dyn Store, group: Vec<Write>) -> Result<Vec<Written
             Write::Receipt(r) => receipts.push(r),
         }
     }
-    let (moved, matched) = store.record(&transitions, &receipts).await.map_err(|e| e.to_string())?;
+    let (moved, matched) = with_retries(WRITE_RETRIES, || store.record(&transitions, &receipts)).await?;
     let (mut moved, mut matched) = (moved.into_iter(), matched.into_iter());
     Ok(kinds
         .into_iter()
@@ -146,6 +169,13 @@ async fn write_group(store: &dyn Store, group: Vec<Write>) -> Result<Vec<Written
 
 /// The most status changes one group commit writes.
 const GROUP_COMMIT: usize = 1000;
+
+/// Groups of status changes written at once. One waits for its commit while the next forms: on PostgreSQL that
+/// keeps the server busy (a quarter more messages a second than one at a time); SQLite's writer thread merges them.
+const PARALLEL_GROUPS: usize = 3;
+
+/// How many times a failed group is written again before its changes are reported failed.
+const WRITE_RETRIES: u32 = 3;
 
 /// The most sent times kept for latency metrics.
 const SENT_TIMES: usize = 200_000;
@@ -230,10 +260,15 @@ impl Engine {
     pub async fn run(self, events: mpsc::Receiver<ConnectorEvent>, shutdown: CancellationToken) {
         let writer_stop = CancellationToken::new();
         let store = self.store.clone();
-        let (recorder, writer) = group::Group::spawn(GROUP_COMMIT, writer_stop.clone(), move |batch: Vec<Write>| {
-            let store = store.clone();
-            async move { write_group(store.as_ref(), batch).await }
-        });
+        let (recorder, writer) = group::Group::spawn_parallel(
+            GROUP_COMMIT,
+            PARALLEL_GROUPS,
+            writer_stop.clone(),
+            move |batch: Vec<Write>| {
+                let store = store.clone();
+                async move { write_group(store.as_ref(), batch).await }
+            },
+        );
         *self.recorder.lock().unwrap_or_else(|e| e.into_inner()) = Some(recorder);
         // Whatever this node claimed before it stopped (or crashed) is not under way: take it back now rather than
         // when the leases run out.
@@ -569,4 +604,24 @@ fn inbound_message(account: AccountId, i: &Inbound) -> Message {
 /// Now, for callers that build messages (the API).
 pub fn timestamp_now() -> Timestamp {
     now()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failed_write_is_tried_again_then_reported() {
+        let calls = std::cell::Cell::new(0);
+        let failing_twice = || {
+            calls.set(calls.get() + 1);
+            let n = calls.get();
+            async move { if n <= 2 { Err(smsgate_store::StoreError::Commit("deadlock".into())) } else { Ok(n) } }
+        };
+        assert_eq!(with_retries(3, failing_twice).await, Ok(3));
+        calls.set(0);
+        let always = || async { Err::<(), _>(smsgate_store::StoreError::Commit("disk full".into())) };
+        assert_eq!(with_retries(2, always).await, Err("commit failed: disk full".to_string()));
+        assert_eq!(with_retries(0, failing_twice).await, Err("commit failed: deadlock".to_string()));
+    }
 }

@@ -65,6 +65,7 @@ async fn serve(args: Config) -> anyhow::Result<()> {
         sim: Some(sim),
         policy: Arc::new(policy),
         metrics: Some(metrics),
+        keys: smsgate_api::KeyCache::default(),
     };
     let listener =
         tokio::net::TcpListener::bind(args.http).await.with_context(|| format!("listening on {}", args.http))?;

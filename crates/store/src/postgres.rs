@@ -16,8 +16,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Row};
 
 use crate::schema::{
-    MESSAGE_COLUMNS, MIGRATIONS, Param, account_id_of, corrupt, list_query, may_become, message_id_of, status_of,
-    waiting,
+    MESSAGE_COLUMNS, MIGRATIONS, Param, account_id_of, claim_lines, corrupt, expiry_lines, first_journey, journey_line,
+    list_query, may_become, message_id_of, parse_journey, status_of, waiting,
 };
 use crate::{Account, ApiKey, Inserted, ListFilter, NewMessage, ReceiptUpdate, Result, Store, StoreError, Transition};
 
@@ -50,7 +50,8 @@ impl PgStore {
             )
             .execute(&mut *conn)
             .await?;
-            for &(version, sql) in MIGRATIONS {
+            for m in MIGRATIONS {
+                let (version, sql) = (m.version, m.postgres);
                 let done: Option<(i64,)> = sqlx::query_as("SELECT version FROM schema_migrations WHERE version = $1")
                     .bind(version)
                     .fetch_optional(&mut *conn)
@@ -116,38 +117,8 @@ fn values_rows(rows: usize, columns: usize) -> String {
     out
 }
 
-/// A journey event to append; `seq` comes from the message's `event_count` after the change.
-struct NewEvent {
-    message_id: String,
-    seq: i64,
-    status: Status,
-    at: Timestamp,
-    detail: String,
-}
-
 /// The most rows one multi-row statement carries (a power of two; PostgreSQL allows 65,535 parameters).
 const ROWS_PER_STATEMENT: usize = 256;
-
-/// Counts committed events in [`crate::metric::STATUS_CHANGES`]; called after the commit that wrote them.
-fn count_events(events: &[NewEvent]) {
-    crate::count_status_changes(&events.iter().map(|e| e.status).collect::<Vec<_>>());
-}
-
-/// Appends events to journeys, many rows per statement.
-async fn add_events(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, events: &[NewEvent]) -> Result<()> {
-    for chunk in pow2_chunks(events, ROWS_PER_STATEMENT * 2) {
-        let sql = format!(
-            "INSERT INTO message_events (message_id, seq, status, at, detail) VALUES {}",
-            values_rows(chunk.len(), 5)
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for e in chunk {
-            query = query.bind(&e.message_id).bind(e.seq).bind(e.status.as_str()).bind(e.at.0).bind(&e.detail);
-        }
-        query.execute(&mut **tx).await?;
-    }
-    Ok(())
-}
 
 /// `(<to> = 'sent' AND messages.status = 'sending') OR ...`: the moves the state machine allows, for an
 /// `UPDATE` whose target status is the column `to`. Fixed text: status names, never input.
@@ -170,12 +141,12 @@ fn distinct_prefix<T, K: std::hash::Hash + Eq>(items: &[T], key: impl Fn(&T) -> 
 }
 
 /// Status changes by message id, many per statement: one `UPDATE ... FROM (VALUES ...)` moves every row the state
-/// machine (and, when fenced, the lease) allows and returns the new event numbers; the events to append go to
-/// `events`.
+/// machine (and, when fenced, the lease) allows, appending each one's journey line; the statuses reached go to
+/// `changed`.
 async fn apply_transitions(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     batch: &[Transition],
-    events: &mut Vec<NewEvent>,
+    changed: &mut Vec<Status>,
 ) -> Result<Vec<bool>> {
     let mut out = Vec::with_capacity(batch.len());
     let mut rest = batch;
@@ -189,12 +160,12 @@ async fn apply_transitions(
                  next_attempt_at = COALESCE(v.column8, next_attempt_at), \
                  lease_owner = CASE WHEN v.column2 = 'sending' THEN lease_owner END, \
                  lease_until = CASE WHEN v.column2 = 'sending' THEN lease_until END, \
-                 event_count = event_count + 1 \
+                 journey = journey || v.column10 \
                  FROM (VALUES {}) AS v \
                  WHERE messages.id = v.column1 AND (v.column9 IS NULL OR messages.lease_owner = v.column9) \
                  AND ({}) \
-                 RETURNING messages.id, messages.event_count",
-                values_rows(chunk.len(), 9),
+                 RETURNING messages.id",
+                values_rows(chunk.len(), 10),
                 allowed_moves("v.column2"),
             );
             let mut query = sqlx::query(AssertSqlSafe(sql));
@@ -209,19 +180,19 @@ async fn apply_transitions(
                     .bind(c.error_code.as_deref())
                     .bind(c.price_micros)
                     .bind(c.retry_at.map(|t| t.0))
-                    .bind(c.lease_owner.as_deref());
+                    .bind(c.lease_owner.as_deref())
+                    .bind(journey_line(t.to, t.at, &t.detail));
             }
-            let mut moved = HashMap::new();
+            let mut moved = HashSet::new();
             for row in query.fetch_all(&mut **tx).await? {
-                moved.insert(message_id_of(&row.try_get::<String, _>(0)?)?, row.try_get::<i64, _>(1)?);
+                moved.insert(message_id_of(&row.try_get::<String, _>(0)?)?);
             }
             for t in chunk {
-                let seq = moved.get(&t.id);
-                out.push(seq.is_some());
-                if let Some(&seq) = seq {
-                    let (message_id, detail) = (t.id.to_string(), t.detail.clone());
-                    events.push(NewEvent { message_id, seq, status: t.to, at: t.at, detail });
+                let m = moved.contains(&t.id);
+                if m {
+                    changed.push(t.to);
                 }
+                out.push(m);
             }
         }
         rest = &rest[run..];
@@ -233,7 +204,7 @@ async fn apply_transitions(
 async fn apply_receipts(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     batch: &[ReceiptUpdate],
-    events: &mut Vec<NewEvent>,
+    changed: &mut Vec<Status>,
 ) -> Result<Vec<Option<MessageId>>> {
     let mut out = Vec::with_capacity(batch.len());
     let mut rest = batch;
@@ -243,11 +214,11 @@ async fn apply_receipts(
             let sql = format!(
                 "UPDATE messages SET status = v.column3, updated_at = v.column4, \
                  error_code = COALESCE(v.column5, error_code), lease_owner = NULL, lease_until = NULL, \
-                 event_count = event_count + 1 \
+                 journey = journey || v.column6 \
                  FROM (VALUES {}) AS v \
                  WHERE messages.connector = v.column1 AND messages.carrier_id = v.column2 AND ({}) \
-                 RETURNING messages.id, messages.event_count, messages.connector, messages.carrier_id",
-                values_rows(chunk.len(), 5),
+                 RETURNING messages.id, messages.connector, messages.carrier_id",
+                values_rows(chunk.len(), 6),
                 allowed_moves("v.column3"),
             );
             let mut query = sqlx::query(AssertSqlSafe(sql));
@@ -257,22 +228,20 @@ async fn apply_receipts(
                     .bind(&r.carrier_id)
                     .bind(r.to.as_str())
                     .bind(r.at.0)
-                    .bind(r.error_code.as_deref());
+                    .bind(r.error_code.as_deref())
+                    .bind(journey_line(r.to, r.at, &r.detail));
             }
-            let mut moved: HashMap<(String, String), Vec<(MessageId, i64)>> = HashMap::new();
+            let mut moved: HashMap<(String, String), Vec<MessageId>> = HashMap::new();
             for row in query.fetch_all(&mut **tx).await? {
                 let id = message_id_of(&row.try_get::<String, _>(0)?)?;
-                let key = (row.try_get::<String, _>(2)?, row.try_get::<String, _>(3)?);
-                moved.entry(key).or_default().push((id, row.try_get::<i64, _>(1)?));
+                let key = (row.try_get::<String, _>(1)?, row.try_get::<String, _>(2)?);
+                moved.entry(key).or_default().push(id);
             }
             for r in chunk {
                 // A carrier that reuses an id moves every message still waiting under it; report the newest.
                 let hits = moved.remove(&(r.connector.clone(), r.carrier_id.clone())).unwrap_or_default();
-                out.push(hits.iter().map(|&(id, _)| id).max());
-                for (id, seq) in hits {
-                    let (message_id, detail) = (id.to_string(), r.detail.clone());
-                    events.push(NewEvent { message_id, seq, status: r.to, at: r.at, detail });
-                }
+                changed.extend(hits.iter().map(|_| r.to));
+                out.push(hits.into_iter().max());
             }
         }
         rest = &rest[run..];
@@ -395,7 +364,7 @@ impl Store for PgStore {
                 "INSERT INTO messages (id, account_id, direction, to_addr, from_addr, body, encoding, segments, \
                  price_micros, connector, carrier_id, status, error_code, reference, callback_url, send_at, \
                  expires_at, attempts, next_attempt_at, idempotency_key, request_hash, created_at, updated_at, \
-                 event_count, lease_owner, lease_until) VALUES {} ON CONFLICT DO NOTHING RETURNING id",
+                 journey, lease_owner, lease_until) VALUES {} ON CONFLICT DO NOTHING RETURNING id",
                 values_rows(chunk.len(), 26)
             );
             let mut query = sqlx::query(AssertSqlSafe(sql));
@@ -429,7 +398,7 @@ impl Store for PgStore {
                     .bind(idem_hash)
                     .bind(m.created_at.0)
                     .bind(m.updated_at.0)
-                    .bind(if new.claim.is_some() { 2i64 } else { 1 })
+                    .bind(first_journey(new))
                     .bind(new.claim.as_ref().map(|c| c.owner.clone()))
                     .bind(new.claim.as_ref().map(|c| c.until.0));
             }
@@ -438,21 +407,13 @@ impl Store for PgStore {
             }
         }
         let mut out = Vec::with_capacity(messages.len());
-        let mut events = Vec::with_capacity(messages.len());
+        let mut changed = Vec::with_capacity(messages.len());
         for new in messages {
             let m = &new.message;
             if inserted.contains(&m.id) {
-                let (message_id, detail) = (m.id.to_string(), new.detail.clone());
-                events.push(NewEvent {
-                    message_id: message_id.clone(),
-                    seq: 1,
-                    status: m.status,
-                    at: m.created_at,
-                    detail,
-                });
-                if let Some(claim) = &new.claim {
-                    let detail = format!("claimed by {}", claim.owner);
-                    events.push(NewEvent { message_id, seq: 2, status: Status::Sending, at: m.created_at, detail });
+                changed.push(m.status);
+                if new.claim.is_some() {
+                    changed.push(Status::Sending);
                 }
                 out.push(Inserted::New);
                 continue;
@@ -471,9 +432,8 @@ impl Store for PgStore {
             let stored: Option<String> = row.try_get("request_hash")?;
             out.push(Inserted::Duplicate { id: existing, same_request: stored.as_ref() == Some(hash) });
         }
-        add_events(&mut tx, &events).await?;
         tx.commit().await?;
-        count_events(&events);
+        crate::count_status_changes(&changed);
         Ok(out)
     }
 
@@ -489,19 +449,11 @@ impl Store for PgStore {
     }
 
     async fn events(&self, id: MessageId) -> Result<Vec<Event>> {
-        let rows = sqlx::query("SELECT status, at, detail FROM message_events WHERE message_id = $1 ORDER BY seq")
+        let journey: Option<(String,)> = sqlx::query_as("SELECT journey FROM messages WHERE id = $1")
             .bind(id.to_string())
-            .fetch_all(&self.pool)
+            .fetch_optional(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Event {
-                    status: status_of(&r.try_get::<String, _>("status")?)?,
-                    at: Timestamp(r.try_get("at")?),
-                    detail: r.try_get("detail")?,
-                })
-            })
-            .collect()
+        journey.map_or(Ok(Vec::new()), |(j,)| parse_journey(&j))
     }
 
     async fn list_messages(
@@ -535,8 +487,9 @@ impl Store for PgStore {
         let mut tx = self.pool.begin().await?;
         // First the messages whose holder's lease ran out, then what is due. Each UPDATE claims a batch at once,
         // through the partial index of its WHERE term, in index order, so
-        // a claim costs the same with a backlog of a million. SET expressions see the row as it was:
-        // `claimed_from` keeps the old status for the journey.
+        // a claim costs the same with a backlog of a million. SET expressions see the row as it was: the journey
+        // gets the lines for the old status ($5 scheduled, $6 taken over, $7 queued), `claimed_from` keeps it.
+        let [scheduled, taken_over, queued] = claim_lines(owner, now);
         let mut rows = Vec::new();
         for (waiting, order) in [
             ("status = 'sending' AND lease_until < $3".to_string(), "lease_until"),
@@ -546,41 +499,33 @@ impl Store for PgStore {
             let sql = format!(
                 "UPDATE messages SET claimed_from = status, status = 'sending', lease_owner = $1, lease_until = $2, \
                  attempts = CASE WHEN status = 'sending' THEN attempts ELSE attempts + 1 END, updated_at = $3, \
-                 event_count = event_count + CASE WHEN status = 'scheduled' THEN 2 ELSE 1 END \
+                 journey = journey || CASE status WHEN 'scheduled' THEN $5 WHEN 'sending' THEN $6 ELSE $7 END \
                  WHERE id IN (SELECT id FROM messages WHERE {waiting} ORDER BY {order} LIMIT $4 FOR UPDATE SKIP LOCKED) \
-                 RETURNING {MESSAGE_COLUMNS}, claimed_from, event_count"
+                 RETURNING {MESSAGE_COLUMNS}, claimed_from"
             );
             let claimed = sqlx::query(AssertSqlSafe(sql))
                 .bind(owner)
                 .bind(now.plus_millis(lease_ms).0)
                 .bind(now.0)
                 .bind(room)
+                .bind(&scheduled)
+                .bind(&taken_over)
+                .bind(&queued)
                 .fetch_all(&mut *tx)
                 .await?;
             rows.extend(claimed);
         }
         let mut out = Vec::with_capacity(rows.len());
-        let mut events = Vec::with_capacity(rows.len());
+        let mut changed = Vec::with_capacity(rows.len());
         for row in &rows {
-            let m = message_from_row(row)?;
-            let seq: i64 = row.try_get("event_count")?;
-            let event =
-                |seq, status, detail: String| NewEvent { message_id: m.id.to_string(), seq, status, at: now, detail };
-            match status_of(&row.try_get::<String, _>("claimed_from")?)? {
-                Status::Scheduled => {
-                    events.push(event(seq - 1, Status::Queued, "send_at reached".into()));
-                    events.push(event(seq, Status::Sending, format!("claimed by {owner}")));
-                }
-                Status::Sending => {
-                    events.push(event(seq, Status::Sending, format!("previous lease ran out; claimed by {owner}")));
-                }
-                _ => events.push(event(seq, Status::Sending, format!("claimed by {owner}"))),
+            if status_of(&row.try_get::<String, _>("claimed_from")?)? == Status::Scheduled {
+                changed.push(Status::Queued);
             }
-            out.push(m);
+            changed.push(Status::Sending);
+            out.push(message_from_row(row)?);
         }
-        add_events(&mut tx, &events).await?;
         tx.commit().await?;
-        count_events(&events);
+        crate::count_status_changes(&changed);
         out.sort_by_key(|m| m.id);
         Ok(out)
     }
@@ -604,44 +549,35 @@ impl Store for PgStore {
             return Ok((Vec::new(), Vec::new()));
         }
         let mut tx = self.pool.begin().await?;
-        let mut events = Vec::new();
-        let moved = apply_transitions(&mut tx, transitions, &mut events).await?;
-        let matched = apply_receipts(&mut tx, receipts, &mut events).await?;
-        add_events(&mut tx, &events).await?;
+        let mut changed = Vec::new();
+        let moved = apply_transitions(&mut tx, transitions, &mut changed).await?;
+        let matched = apply_receipts(&mut tx, receipts, &mut changed).await?;
         tx.commit().await?;
-        count_events(&events);
+        crate::count_status_changes(&changed);
         Ok((moved, matched))
     }
 
     async fn expire_due(&self, now: Timestamp, limit: u32) -> Result<Vec<MessageId>> {
-        // A message being sent is left to its dispatcher, which checks the validity before it submits.
+        // A message being sent is left to its dispatcher, which checks the validity before it submits. The journey
+        // gets the line for the status it had: $3 scheduled, $4 queued, $5 sent.
         let sql = format!(
             "UPDATE messages SET claimed_from = status, status = 'expired', updated_at = $1, \
-             event_count = event_count + 1 \
+             journey = journey || CASE status WHEN 'scheduled' THEN $3 WHEN 'queued' THEN $4 ELSE $5 END \
              WHERE id IN (SELECT id FROM messages WHERE {} AND expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED) \
-             RETURNING id, claimed_from, event_count",
+             RETURNING id",
             waiting::EXPIRING
         );
-        let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query(AssertSqlSafe(sql)).bind(now.0).bind(i64::from(limit)).fetch_all(&mut *tx).await?;
-        let mut out = Vec::with_capacity(rows.len());
-        let mut events = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let id: String = row.try_get("id")?;
-            let from: String = row.try_get("claimed_from")?;
-            out.push(message_id_of(&id)?);
-            let detail = format!("validity ended while {from}");
-            events.push(NewEvent {
-                message_id: id,
-                seq: row.try_get("event_count")?,
-                status: Status::Expired,
-                at: now,
-                detail,
-            });
-        }
-        add_events(&mut tx, &events).await?;
-        tx.commit().await?;
-        count_events(&events);
+        let [scheduled, queued, sent] = expiry_lines(now);
+        let rows: Vec<(String,)> = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(now.0)
+            .bind(i64::from(limit))
+            .bind(scheduled)
+            .bind(queued)
+            .bind(sent)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = rows.iter().map(|(id,)| message_id_of(id)).collect::<Result<Vec<_>>>()?;
+        crate::count_status_changes(&vec![Status::Expired; out.len()]);
         out.sort();
         Ok(out)
     }

@@ -1,13 +1,82 @@
-//! What both stores share: the migrations (valid SQL for SQLite and PostgreSQL), the message columns, and the
-//! parsing of what the database holds back into core types.
+//! What both stores share: the migrations, the message columns, the journey's format, and the parsing of what the
+//! database holds back into core types.
 
-use smsgate_core::{AccountId, MessageId, Status};
+use smsgate_core::{AccountId, Event, MessageId, Status, Timestamp};
 
-use crate::{ListFilter, Result, StoreError};
+use crate::{ListFilter, NewMessage, Result, StoreError};
+
+/// A schema migration: its version, and its SQL for SQLite and for PostgreSQL (the same text where the dialects
+/// agree, which is most of the time).
+pub(crate) struct Migration {
+    pub(crate) version: i64,
+    pub(crate) sqlite: &'static str,
+    pub(crate) postgres: &'static str,
+}
 
 /// The migrations, in order. Each runs once, in a transaction, recorded in `schema_migrations`.
-pub(crate) const MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("../migrations/0001_init.sql")), (2, include_str!("../migrations/0002_event_count.sql"))];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sqlite: include_str!("../migrations/0001_init.sql"),
+        postgres: include_str!("../migrations/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        sqlite: include_str!("../migrations/0002_event_count.sql"),
+        postgres: include_str!("../migrations/0002_event_count.sql"),
+    },
+    Migration {
+        version: 3,
+        sqlite: include_str!("../migrations/0003_journey.sqlite.sql"),
+        postgres: include_str!("../migrations/0003_journey.postgres.sql"),
+    },
+];
+
+/// One step of a journey as the `journey` column keeps it: a JSON object and a newline, appended with `||` by the
+/// statement that moves the message.
+pub(crate) fn journey_line(status: Status, at: Timestamp, detail: &str) -> String {
+    let event = Event { status, at, detail: detail.to_string() };
+    let mut line = serde_json::to_string(&event).unwrap_or_default();
+    line.push('\n');
+    line
+}
+
+/// The journey a new message starts with: accepted (`queued` or `scheduled`), and `sending` when it is stored
+/// already claimed.
+pub(crate) fn first_journey(new: &NewMessage) -> String {
+    let m = &new.message;
+    let mut journey = journey_line(m.status, m.created_at, &new.detail);
+    if let Some(claim) = &new.claim {
+        journey.push_str(&journey_line(Status::Sending, m.created_at, &format!("claimed by {}", claim.owner)));
+    }
+    journey
+}
+
+/// What a claim appends to a journey, by the status the message had: scheduled (its time came, then the claim),
+/// sending (a lease that ran out, taken over), queued.
+pub(crate) fn claim_lines(owner: &str, now: Timestamp) -> [String; 3] {
+    let claimed = journey_line(Status::Sending, now, &format!("claimed by {owner}"));
+    [
+        journey_line(Status::Queued, now, "send_at reached") + &claimed,
+        journey_line(Status::Sending, now, &format!("previous lease ran out; claimed by {owner}")),
+        claimed,
+    ]
+}
+
+/// What expiry appends to a journey, by the status the message had: scheduled, queued, sent.
+pub(crate) fn expiry_lines(now: Timestamp) -> [String; 3] {
+    [Status::Scheduled, Status::Queued, Status::Sent]
+        .map(|from| journey_line(Status::Expired, now, &format!("validity ended while {from}")))
+}
+
+/// The events of a `journey` column, oldest first.
+pub(crate) fn parse_journey(journey: &str) -> Result<Vec<Event>> {
+    journey
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).map_err(|e| corrupt(format!("journey line {l:?}: {e}"))))
+        .collect()
+}
 
 /// The columns of `messages` that make a `Message`, in the order both stores read them.
 pub(crate) const MESSAGE_COLUMNS: &str = "id, account_id, direction, to_addr, from_addr, body, encoding, segments, \

@@ -23,8 +23,8 @@ use smsgate_core::{AccountId, Direction, Event, Message, MessageId, Status, Time
 use tokio::sync::oneshot;
 
 use crate::schema::{
-    MESSAGE_COLUMNS, MIGRATIONS, Param, account_id_of, corrupt, list_query, may_become, message_id_of, status_of,
-    waiting,
+    MESSAGE_COLUMNS, MIGRATIONS, Param, account_id_of, claim_lines, corrupt, expiry_lines, first_journey, journey_line,
+    list_query, may_become, message_id_of, parse_journey, status_of, waiting,
 };
 use crate::{Account, ApiKey, Inserted, ListFilter, NewMessage, ReceiptUpdate, Result, Store, StoreError, Transition};
 
@@ -114,7 +114,8 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
     )?;
-    for &(version, sql) in MIGRATIONS {
+    for m in MIGRATIONS {
+        let (version, sql) = (m.version, m.sqlite);
         let done: Option<i64> = conn
             .query_row("SELECT version FROM schema_migrations WHERE version = ?1", [version], |r| r.get(0))
             .optional()?;
@@ -275,14 +276,6 @@ impl SqliteStore {
     }
 }
 
-fn append_event(conn: &Connection, id: &str, seq: i64, status: Status, at: Timestamp, detail: &str) -> Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO message_events (message_id, seq, status, at, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![id, seq, status.as_str(), at.0, detail])?;
-    Ok(())
-}
-
 fn account_from_row(row: &Row<'_>) -> Result<Account> {
     Ok(Account {
         id: account_id_of(&row.get::<_, String>(0)?)?,
@@ -324,7 +317,7 @@ fn message_from_row(row: &Row<'_>) -> Result<Message> {
 }
 
 /// Moves a message by id to `to` (`?2`) from a status that may become it, fenced by the lease owner (`?9`) when
-/// one is given; returns the new event number.
+/// one is given, appending the journey line `?10`.
 fn transition_sql(to: Status) -> String {
     let from = may_become("status", to);
     format!(
@@ -334,55 +327,42 @@ fn transition_sql(to: Status) -> String {
          next_attempt_at = COALESCE(?8, next_attempt_at), \
          lease_owner = CASE WHEN ?2 = 'sending' THEN lease_owner END, \
          lease_until = CASE WHEN ?2 = 'sending' THEN lease_until END, \
-         event_count = event_count + 1 \
-         WHERE id = ?1 AND {from} AND (?9 IS NULL OR lease_owner = ?9) \
-         RETURNING event_count"
+         journey = journey || ?10 \
+         WHERE id = ?1 AND {from} AND (?9 IS NULL OR lease_owner = ?9)"
     )
 }
 
-/// Moves one message by id if the state machine (and, when fenced, the lease) allows; appends the event.
+/// Moves one message by id if the state machine (and, when fenced, the lease) allows, with its journey line.
 fn apply_transition(conn: &Connection, t: &Transition) -> Result<bool> {
     if may_become("status", t.to).is_empty() {
         return Ok(false);
     }
     let sql = transition_sql(t.to);
     let c = &t.changes;
-    let id = t.id.to_string();
-    let seq: Option<i64> = conn
-        .prepare_cached(&sql)?
-        .query_row(
-            params![
-                id,
-                t.to.as_str(),
-                t.at.0,
-                c.connector,
-                c.carrier_id,
-                c.error_code,
-                c.price_micros,
-                c.retry_at.map(|r| r.0),
-                c.lease_owner
-            ],
-            |r| r.get(0),
-        )
-        .optional()?;
-    match seq {
-        Some(seq) => {
-            append_event(conn, &id, seq, t.to, t.at, &t.detail)?;
-            Ok(true)
-        }
-        None => Ok(false),
-    }
+    let moved = conn.prepare_cached(&sql)?.execute(params![
+        t.id.to_string(),
+        t.to.as_str(),
+        t.at.0,
+        c.connector,
+        c.carrier_id,
+        c.error_code,
+        c.price_micros,
+        c.retry_at.map(|r| r.0),
+        c.lease_owner,
+        journey_line(t.to, t.at, &t.detail),
+    ])?;
+    Ok(moved == 1)
 }
 
 /// Moves the messages a connector (`?1`) gave a carrier id (`?2`) to `to` (`?3`) from a status that may become
-/// it; returns their ids and new event numbers.
+/// it, appending the journey line `?6`; returns their ids.
 fn receipt_sql(to: Status) -> String {
     let from = may_become("status", to);
     format!(
         "UPDATE messages SET status = ?3, updated_at = ?4, error_code = COALESCE(?5, error_code), \
-         lease_owner = NULL, lease_until = NULL, event_count = event_count + 1 \
+         lease_owner = NULL, lease_until = NULL, journey = journey || ?6 \
          WHERE connector = ?1 AND carrier_id = ?2 AND {from} \
-         RETURNING id, event_count"
+         RETURNING id"
     )
 }
 
@@ -393,16 +373,12 @@ fn apply_receipt(conn: &Connection, r: &ReceiptUpdate) -> Result<Option<MessageI
     }
     let sql = receipt_sql(r.to);
     let mut statement = conn.prepare_cached(&sql)?;
-    let mut rows = statement.query(params![r.connector, r.carrier_id, r.to.as_str(), r.at.0, r.error_code])?;
-    let mut moved = Vec::new();
-    while let Some(row) = rows.next()? {
-        moved.push((row.get::<_, String>(0)?, row.get::<_, i64>(1)?));
-    }
-    drop(rows);
+    let line = journey_line(r.to, r.at, &r.detail);
+    let mut rows = statement.query(params![r.connector, r.carrier_id, r.to.as_str(), r.at.0, r.error_code, line])?;
+    // A carrier that reuses an id moves every message still waiting under it; report the newest.
     let mut newest = None;
-    for (id, seq) in moved {
-        append_event(conn, &id, seq, r.to, r.at, &r.detail)?;
-        newest = newest.max(Some(message_id_of(&id)?));
+    while let Some(row) = rows.next()? {
+        newest = newest.max(Some(message_id_of(&row.get::<_, String>(0)?)?));
     }
     Ok(newest)
 }
@@ -417,15 +393,17 @@ fn limit_literal(n: u32) -> u32 {
 
 /// The claims, in order: messages whose holder's lease ran out, then what is due; each through the partial index
 /// of its `WHERE` term in index order, so a claim costs the same with a backlog of a million. SET expressions see
-/// the row as it was: `claimed_from` keeps the old status for the journey. Parameters: owner, lease end, now.
+/// the row as it was: the journey gets the line for the old status, and `claimed_from` keeps it for the caller.
+/// Parameters: owner, lease end, now, and the journey lines for a scheduled message, a taken-over one, a queued one.
 fn claim_sql(limit: u32) -> [String; 2] {
     let claim = |waiting: &str, order: &str| {
         format!(
             "UPDATE messages SET claimed_from = status, status = 'sending', lease_owner = ?1, \
              lease_until = ?2, attempts = CASE WHEN status = 'sending' THEN attempts ELSE attempts + 1 END, \
-             updated_at = ?3, event_count = event_count + CASE WHEN status = 'scheduled' THEN 2 ELSE 1 END \
+             updated_at = ?3, \
+             journey = journey || CASE status WHEN 'scheduled' THEN ?4 WHEN 'sending' THEN ?5 ELSE ?6 END \
              WHERE id IN (SELECT id FROM messages WHERE {waiting} ORDER BY {order} LIMIT {limit}) \
-             RETURNING {MESSAGE_COLUMNS}, claimed_from, event_count"
+             RETURNING {MESSAGE_COLUMNS}, claimed_from"
         )
     };
     [
@@ -435,13 +413,14 @@ fn claim_sql(limit: u32) -> [String; 2] {
 }
 
 /// Ends what waited past its validity, at most `limit` (a [`limit_literal`]). A message being sent is left to its
-/// dispatcher, which checks the validity before it submits. Parameter: now.
+/// dispatcher, which checks the validity before it submits. Parameters: now, and the journey lines for a message
+/// that was scheduled, queued, sent.
 fn expire_sql(limit: u32) -> String {
     format!(
         "UPDATE messages SET claimed_from = status, status = 'expired', updated_at = ?1, \
-         event_count = event_count + 1 \
+         journey = journey || CASE status WHEN 'scheduled' THEN ?2 WHEN 'queued' THEN ?3 ELSE ?4 END \
          WHERE id IN (SELECT id FROM messages WHERE {} AND expires_at <= ?1 LIMIT {limit}) \
-         RETURNING id, claimed_from, event_count",
+         RETURNING id, claimed_from",
         waiting::EXPIRING
     )
 }
@@ -537,9 +516,9 @@ impl Store for SqliteStore {
             for new in &messages {
                 let m = &new.message;
                 let id = m.id.to_string();
-                let (status, attempts, events) = match new.claim {
-                    Some(_) => (Status::Sending, m.attempts + 1, 2i64),
-                    None => (m.status, m.attempts, 1),
+                let (status, attempts) = match new.claim {
+                    Some(_) => (Status::Sending, m.attempts + 1),
+                    None => (m.status, m.attempts),
                 };
                 let (idem_key, idem_hash) = match &new.idempotency {
                     Some((k, h)) => (Some(k.as_str()), Some(h.as_str())),
@@ -550,7 +529,7 @@ impl Store for SqliteStore {
                         "INSERT INTO messages (id, account_id, direction, to_addr, from_addr, body, encoding, \
                          segments, price_micros, connector, carrier_id, status, error_code, reference, callback_url, \
                          send_at, expires_at, attempts, next_attempt_at, idempotency_key, request_hash, created_at, \
-                         updated_at, event_count, lease_owner, lease_until) \
+                         updated_at, journey, lease_owner, lease_until) \
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
                          ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26) ON CONFLICT DO NOTHING",
                     )?
@@ -578,16 +557,13 @@ impl Store for SqliteStore {
                         idem_hash,
                         m.created_at.0,
                         m.updated_at.0,
-                        events,
+                        first_journey(new),
                         new.claim.as_ref().map(|c| c.owner.as_str()),
                         new.claim.as_ref().map(|c| c.until.0),
                     ])?;
                 if inserted == 1 {
-                    append_event(conn, &id, 1, m.status, m.created_at, &new.detail)?;
                     changed.push(m.status);
-                    if let Some(claim) = &new.claim {
-                        let detail = format!("claimed by {}", claim.owner);
-                        append_event(conn, &id, 2, Status::Sending, m.created_at, &detail)?;
+                    if new.claim.is_some() {
                         changed.push(Status::Sending);
                     }
                     out.push(Inserted::New);
@@ -624,18 +600,11 @@ impl Store for SqliteStore {
 
     async fn events(&self, id: MessageId) -> Result<Vec<Event>> {
         self.read(move |conn| {
-            let mut st = conn
-                .prepare_cached("SELECT status, at, detail FROM message_events WHERE message_id = ?1 ORDER BY seq")?;
-            let mut rows = st.query([id.to_string()])?;
-            let mut out = Vec::new();
-            while let Some(r) = rows.next()? {
-                out.push(Event {
-                    status: status_of(&r.get::<_, String>(0)?)?,
-                    at: Timestamp(r.get(1)?),
-                    detail: r.get(2)?,
-                });
-            }
-            Ok(out)
+            let journey: Option<String> = conn
+                .prepare_cached("SELECT journey FROM messages WHERE id = ?1")?
+                .query_row([id.to_string()], |r| r.get(0))
+                .optional()?;
+            journey.map_or(Ok(Vec::new()), |j| parse_journey(&j))
         })
         .await
     }
@@ -668,47 +637,34 @@ impl Store for SqliteStore {
     }
 
     async fn claim_due(&self, owner: &str, now: Timestamp, lease_ms: i64, limit: u32) -> Result<Vec<Message>> {
+        let [scheduled, taken_over, queued] = claim_lines(owner, now);
         let owner = owner.to_string();
         self.write(move |conn, changed| {
-            let mut claimed: Vec<(Message, Status, i64)> = Vec::new();
+            let mut out = Vec::new();
             for kind in 0..2 {
                 // In steps of the literal limits, until the room is full or nothing more waits.
                 loop {
-                    let room = limit.saturating_sub(u32::try_from(claimed.len()).unwrap_or(u32::MAX));
+                    let room = limit.saturating_sub(u32::try_from(out.len()).unwrap_or(u32::MAX));
                     if room == 0 {
                         break;
                     }
                     let step = limit_literal(room);
                     let mut st = conn.prepare_cached(&claim_sql(step)[kind])?;
-                    let mut rows = st.query(params![owner, now.plus_millis(lease_ms).0, now.0])?;
+                    let lease_end = now.plus_millis(lease_ms).0;
+                    let mut rows = st.query(params![owner, lease_end, now.0, scheduled, taken_over, queued])?;
                     let mut got = 0;
                     while let Some(r) = rows.next()? {
-                        let from = status_of(&r.get::<_, String>(20)?)?;
-                        claimed.push((message_from_row(r)?, from, r.get(21)?));
+                        if status_of(&r.get::<_, String>(20)?)? == Status::Scheduled {
+                            changed.push(Status::Queued);
+                        }
+                        changed.push(Status::Sending);
+                        out.push(message_from_row(r)?);
                         got += 1;
                     }
                     if got < step {
                         break;
                     }
                 }
-            }
-            let mut out = Vec::with_capacity(claimed.len());
-            for (m, from, seq) in claimed {
-                let id = m.id.to_string();
-                match from {
-                    Status::Scheduled => {
-                        append_event(conn, &id, seq - 1, Status::Queued, now, "send_at reached")?;
-                        append_event(conn, &id, seq, Status::Sending, now, &format!("claimed by {owner}"))?;
-                        changed.push(Status::Queued);
-                    }
-                    Status::Sending => {
-                        let detail = format!("previous lease ran out; claimed by {owner}");
-                        append_event(conn, &id, seq, Status::Sending, now, &detail)?;
-                    }
-                    _ => append_event(conn, &id, seq, Status::Sending, now, &format!("claimed by {owner}"))?,
-                }
-                changed.push(Status::Sending);
-                out.push(m);
             }
             out.sort_by_key(|m| m.id);
             Ok(out)
@@ -761,30 +717,26 @@ impl Store for SqliteStore {
     }
 
     async fn expire_due(&self, now: Timestamp, limit: u32) -> Result<Vec<MessageId>> {
+        let [scheduled, queued, sent] = expiry_lines(now);
         self.write(move |conn, changed| {
-            let mut expired = Vec::new();
+            let mut out = Vec::new();
             loop {
-                let room = limit.saturating_sub(u32::try_from(expired.len()).unwrap_or(u32::MAX));
+                let room = limit.saturating_sub(u32::try_from(out.len()).unwrap_or(u32::MAX));
                 if room == 0 {
                     break;
                 }
                 let step = limit_literal(room);
                 let mut st = conn.prepare_cached(&expire_sql(step))?;
-                let mut rows = st.query(params![now.0])?;
+                let mut rows = st.query(params![now.0, scheduled, queued, sent])?;
                 let mut got = 0;
                 while let Some(r) = rows.next()? {
-                    expired.push((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?));
+                    out.push(message_id_of(&r.get::<_, String>(0)?)?);
+                    changed.push(Status::Expired);
                     got += 1;
                 }
                 if got < step {
                     break;
                 }
-            }
-            let mut out = Vec::with_capacity(expired.len());
-            for (id, from, seq) in expired {
-                append_event(conn, &id, seq, Status::Expired, now, &format!("validity ended while {from}"))?;
-                changed.push(Status::Expired);
-                out.push(message_id_of(&id)?);
             }
             out.sort();
             Ok(out)

@@ -607,38 +607,50 @@ async fn inserted_already_claimed(store: &Arc<dyn Store>) {
 /// A database written by schema version 1 (no `event_count`) is upgraded at open, its journeys counted, and
 /// the next events numbered after the old ones.
 async fn upgrade_from_version_1(url: &str) {
-    let store = smsgate_store::open(url, 2).await.unwrap();
-    let acme = account(&store).await;
-    let id = insert(&store, message(acme, "+447700900123", Status::Queued, NOW)).await;
-    store.claim_due("n", NOW, 1000, 10).await.unwrap();
-    store.close().await;
-    // Back to version 1, as an older smsgate left it.
+    // A database as smsgate's first schema left it: a message being sent, its journey in the event table, one
+    // detail with characters JSON must escape.
+    let (account, id) = (AccountId::generate(), MessageId::generate());
     let statements = [
-        "ALTER TABLE messages DROP COLUMN event_count",
-        "DROP INDEX messages_queue",
-        "DROP INDEX messages_to",
-        "CREATE INDEX messages_due ON messages (status, next_attempt_at)",
-        "DROP INDEX messages_expiring",
-        "CREATE INDEX messages_expiry ON messages (expires_at) \
-         WHERE status IN ('scheduled', 'queued', 'sending', 'sent')",
-        "DELETE FROM schema_migrations WHERE version = 2",
+        "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)".to_string(),
+        include_str!("../migrations/0001_init.sql").to_string(),
+        "INSERT INTO schema_migrations (version, applied_at) VALUES (1, 0)".to_string(),
+        format!("INSERT INTO accounts (id, name, is_admin, created_at) VALUES ('{account}', 'old', 0, {})", NOW.0),
+        format!(
+            "INSERT INTO messages (id, account_id, direction, to_addr, from_addr, body, encoding, segments, status, \
+             attempts, next_attempt_at, lease_owner, lease_until, expires_at, created_at, updated_at) \
+             VALUES ('{id}', '{account}', 'outbound', '+447700900123', 'Acme', 'Hi', 'gsm7', 1, 'sending', 1, {now}, \
+             'n', {until}, {until}, {now}, {now})",
+            now = NOW.0,
+            until = NOW.0 + 60_000
+        ),
+        format!(
+            "INSERT INTO message_events (message_id, seq, status, at, detail) VALUES \
+             ('{id}', 2, 'sending', {}, 'claimed by \"n\" \\ again'), ('{id}', 1, 'queued', {}, 'accepted')",
+            NOW.0 + 1,
+            NOW.0
+        ),
     ];
     match url.strip_prefix("sqlite://") {
         Some(path) => {
             let conn = rusqlite::Connection::open(path.split('?').next().unwrap()).unwrap();
-            for sql in statements {
+            for sql in &statements {
                 conn.execute_batch(sql).unwrap();
             }
         }
         None => {
             let pool = sqlx::PgPool::connect(url).await.unwrap();
             for sql in statements {
-                sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await.unwrap();
             }
             pool.close().await;
         }
     }
     let store = smsgate_store::open(url, 2).await.unwrap();
+    let journey = store.events(id).await.unwrap();
+    let expected =
+        [(Status::Queued, NOW, "accepted"), (Status::Sending, Timestamp(NOW.0 + 1), "claimed by \"n\" \\ again")];
+    assert_eq!(journey.iter().map(|e| (e.status, e.at, e.detail.as_str())).collect::<Vec<_>>(), expected);
+    assert_eq!(store.message(account, id).await.unwrap().unwrap().status, Status::Sending);
     assert!(store.transition(id, Status::Sent, NOW, "sent", &Changes::default()).await.unwrap());
     assert_eq!(statuses(&store, id).await, vec![Status::Queued, Status::Sending, Status::Sent]);
     store.close().await;
