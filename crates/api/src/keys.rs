@@ -52,7 +52,13 @@ mod tests {
     use smsgate_core::{AccountId, Timestamp};
 
     fn account(name: &str) -> Account {
-        Account { id: AccountId::generate(), name: name.into(), is_admin: false, created_at: Timestamp(0) }
+        Account {
+            id: AccountId::generate(),
+            name: name.into(),
+            is_admin: false,
+            created_at: Timestamp(0),
+            routes: None,
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod message;
+pub mod routing;
 pub mod status;
 
 pub use message::{AccountId, Direction, Event, Message, MessageId, Timestamp};

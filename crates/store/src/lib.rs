@@ -13,6 +13,7 @@ mod schema;
 mod sqlite;
 
 use async_trait::async_trait;
+use smsgate_core::routing::Route;
 use smsgate_core::{AccountId, Direction, Event, Message, MessageId, Status, Timestamp};
 
 pub use postgres::PgStore;
@@ -56,6 +57,18 @@ pub struct Account {
     /// The admin account manages accounts and keys.
     pub is_admin: bool,
     pub created_at: Timestamp,
+    /// The routes the account may use, by name; `None`: all.
+    pub routes: Option<Vec<String>>,
+}
+
+/// A connector as stored: its kind and settings (JSON, read by the code that knows the kind).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorRecord {
+    pub name: String,
+    pub kind: String,
+    pub settings: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }
 
 /// An API key's record; the key itself is never stored, only its hash.
@@ -261,6 +274,37 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// The account that last sent from `sender` to `handset`: where a reply from that handset belongs.
     async fn account_for_reply(&self, handset: &str, sender: &str) -> Result<Option<AccountId>>;
+
+    /// Every connector, by name.
+    async fn connectors(&self) -> Result<Vec<ConnectorRecord>>;
+
+    /// Stores a new connector; false if one has its name.
+    async fn insert_connector(&self, connector: &ConnectorRecord) -> Result<bool>;
+
+    /// Replaces a connector's kind and settings (keeping when it was created); false if there is none by its name.
+    async fn update_connector(&self, connector: &ConnectorRecord) -> Result<bool>;
+
+    /// Deletes a connector; false if there was none.
+    async fn delete_connector(&self, name: &str) -> Result<bool>;
+
+    /// Every route, in no particular order ([`smsgate_core::routing::RoutingTable`] orders them).
+    async fn routes(&self) -> Result<Vec<Route>>;
+
+    /// Stores a new route; false if one has its name.
+    async fn insert_route(&self, route: &Route, now: Timestamp) -> Result<bool>;
+
+    /// Replaces a route; false if there is none by its name.
+    async fn update_route(&self, route: &Route, now: Timestamp) -> Result<bool>;
+
+    /// Deletes a route; false if there was none.
+    async fn delete_route(&self, name: &str) -> Result<bool>;
+
+    /// Records that the one-time step `name` is done; true if this call did it, false if it was done before (by
+    /// this node or another).
+    async fn do_once(&self, name: &str, now: Timestamp) -> Result<bool>;
+
+    /// Limits an account to the named routes (`None`: all); false if there is no such account.
+    async fn set_account_routes(&self, account: AccountId, routes: Option<&[String]>) -> Result<bool>;
 
     /// Closes the store: waits for writes under way, then releases the database.
     async fn close(&self) {}

@@ -13,13 +13,18 @@ use smsgate_core::{AccountId, Direction, Event, Message, MessageId, Status, Time
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 // Statements built with `format!` take only fixed SQL text (column lists, status names, `FOR UPDATE SKIP
 // LOCKED`, `$N` placeholders); every value goes through a bind parameter. That is what `AssertSqlSafe` asserts.
+use smsgate_core::routing::Route;
 use sqlx::{AssertSqlSafe, Row};
 
 use crate::schema::{
     MESSAGE_COLUMNS, MIGRATIONS, Param, account_id_of, claim_lines, corrupt, expiry_lines, first_journey, journey_line,
     list_query, may_become, message_id_of, parse_journey, status_of, waiting,
 };
-use crate::{Account, ApiKey, Inserted, ListFilter, NewMessage, ReceiptUpdate, Result, Store, StoreError, Transition};
+use crate::schema::{route_json, route_of, routes_json, routes_of};
+use crate::{
+    Account, ApiKey, ConnectorRecord, Inserted, ListFilter, NewMessage, ReceiptUpdate, Result, Store, StoreError,
+    Transition,
+};
 
 /// The PostgreSQL store.
 #[derive(Debug, Clone)]
@@ -258,6 +263,7 @@ fn account_from_row(row: &PgRow) -> Result<Account> {
         name: row.try_get("name")?,
         is_admin: row.try_get::<i64, _>("is_admin")? != 0,
         created_at: Timestamp(row.try_get("created_at")?),
+        routes: routes_of(row.try_get("routes")?)?,
     })
 }
 
@@ -294,7 +300,8 @@ fn message_from_row(row: &PgRow) -> Result<Message> {
 #[async_trait]
 impl Store for PgStore {
     async fn create_account(&self, name: &str, is_admin: bool, now: Timestamp) -> Result<Account> {
-        let account = Account { id: AccountId::generate(), name: name.to_string(), is_admin, created_at: now };
+        let account =
+            Account { id: AccountId::generate(), name: name.to_string(), is_admin, created_at: now, routes: None };
         sqlx::query("INSERT INTO accounts (id, name, is_admin, created_at) VALUES ($1, $2, $3, $4)")
             .bind(account.id.to_string())
             .bind(name)
@@ -306,7 +313,7 @@ impl Store for PgStore {
     }
 
     async fn account(&self, id: AccountId) -> Result<Option<Account>> {
-        let row = sqlx::query("SELECT id, name, is_admin, created_at FROM accounts WHERE id = $1")
+        let row = sqlx::query("SELECT id, name, is_admin, created_at, routes FROM accounts WHERE id = $1")
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await?;
@@ -315,7 +322,7 @@ impl Store for PgStore {
 
     async fn admin_account(&self) -> Result<Option<Account>> {
         let row = sqlx::query(
-            "SELECT id, name, is_admin, created_at FROM accounts WHERE is_admin = 1 ORDER BY created_at LIMIT 1",
+            "SELECT id, name, is_admin, created_at, routes FROM accounts WHERE is_admin = 1 ORDER BY created_at LIMIT 1",
         )
         .fetch_optional(&self.pool)
         .await?;
@@ -350,7 +357,7 @@ impl Store for PgStore {
 
     async fn account_by_key_hash(&self, key_hash: &str) -> Result<Option<Account>> {
         let row = sqlx::query(
-            "SELECT a.id, a.name, a.is_admin, a.created_at FROM api_keys k JOIN accounts a ON a.id = k.account_id \
+            "SELECT a.id, a.name, a.is_admin, a.created_at, a.routes FROM api_keys k JOIN accounts a ON a.id = k.account_id \
              WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
         )
         .bind(key_hash)
@@ -613,6 +620,114 @@ impl Store for PgStore {
         .fetch_optional(&self.pool)
         .await?;
         row.map(|(a,)| account_id_of(&a)).transpose()
+    }
+
+    async fn connectors(&self) -> Result<Vec<ConnectorRecord>> {
+        let rows: Vec<(String, String, String, i64, i64)> =
+            sqlx::query_as("SELECT name, kind, settings, created_at, updated_at FROM connectors ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, kind, settings, created, updated)| ConnectorRecord {
+                name,
+                kind,
+                settings,
+                created_at: Timestamp(created),
+                updated_at: Timestamp(updated),
+            })
+            .collect())
+    }
+
+    async fn insert_connector(&self, c: &ConnectorRecord) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO connectors (name, kind, settings, created_at, updated_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&c.name)
+        .bind(&c.kind)
+        .bind(&c.settings)
+        .bind(c.created_at.0)
+        .bind(c.updated_at.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn update_connector(&self, c: &ConnectorRecord) -> Result<bool> {
+        let done = sqlx::query("UPDATE connectors SET kind = $2, settings = $3, updated_at = $4 WHERE name = $1")
+            .bind(&c.name)
+            .bind(&c.kind)
+            .bind(&c.settings)
+            .bind(c.updated_at.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_connector(&self, name: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM connectors WHERE name = $1").bind(name).execute(&self.pool).await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn routes(&self) -> Result<Vec<Route>> {
+        let rows: Vec<(String, i64, String, String)> =
+            sqlx::query_as("SELECT name, position, matches, connectors FROM routes").fetch_all(&self.pool).await?;
+        rows.into_iter().map(|(name, position, m, c)| route_of(name, position, &m, &c)).collect()
+    }
+
+    async fn insert_route(&self, route: &Route, now: Timestamp) -> Result<bool> {
+        let (matches, connectors) = route_json(route);
+        let done = sqlx::query(
+            "INSERT INTO routes (name, position, matches, connectors, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(&route.name)
+        .bind(route.position)
+        .bind(matches)
+        .bind(connectors)
+        .bind(now.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn update_route(&self, route: &Route, now: Timestamp) -> Result<bool> {
+        let (matches, connectors) = route_json(route);
+        let done = sqlx::query(
+            "UPDATE routes SET position = $2, matches = $3, connectors = $4, updated_at = $5 WHERE name = $1",
+        )
+        .bind(&route.name)
+        .bind(route.position)
+        .bind(matches)
+        .bind(connectors)
+        .bind(now.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_route(&self, name: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM routes WHERE name = $1").bind(name).execute(&self.pool).await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn do_once(&self, name: &str, now: Timestamp) -> Result<bool> {
+        let done = sqlx::query("INSERT INTO done_once (name, at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(name)
+            .bind(now.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_account_routes(&self, account: AccountId, routes: Option<&[String]>) -> Result<bool> {
+        let done = sqlx::query("UPDATE accounts SET routes = $2 WHERE id = $1")
+            .bind(account.to_string())
+            .bind(routes_json(routes))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn close(&self) {

@@ -1,6 +1,7 @@
 //! What both stores share: the migrations, the message columns, the journey's format, and the parsing of what the
 //! database holds back into core types.
 
+use smsgate_core::routing::Route;
 use smsgate_core::{AccountId, Event, MessageId, Status, Timestamp};
 
 use crate::{ListFilter, NewMessage, Result, StoreError};
@@ -29,6 +30,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 3,
         sqlite: include_str!("../migrations/0003_journey.sqlite.sql"),
         postgres: include_str!("../migrations/0003_journey.postgres.sql"),
+    },
+    Migration {
+        version: 4,
+        sqlite: include_str!("../migrations/0004_routing.sql"),
+        postgres: include_str!("../migrations/0004_routing.sql"),
     },
 ];
 
@@ -67,6 +73,34 @@ pub(crate) fn claim_lines(owner: &str, now: Timestamp) -> [String; 3] {
 pub(crate) fn expiry_lines(now: Timestamp) -> [String; 3] {
     [Status::Scheduled, Status::Queued, Status::Sent]
         .map(|from| journey_line(Status::Expired, now, &format!("validity ended while {from}")))
+}
+
+/// The JSON an account's route list is kept as; `None` stays NULL.
+pub(crate) fn routes_json(routes: Option<&[String]>) -> Option<String> {
+    routes.map(|r| serde_json::to_string(r).unwrap_or_else(|_| "[]".into()))
+}
+
+/// An account's route list from its column.
+pub(crate) fn routes_of(json: Option<String>) -> Result<Option<Vec<String>>> {
+    json.map(|j| serde_json::from_str(&j).map_err(|e| corrupt(format!("account routes {j:?}: {e}")))).transpose()
+}
+
+/// A route's `matches` and `connectors` columns.
+pub(crate) fn route_json(route: &Route) -> (String, String) {
+    let matches = serde_json::to_string(&route.matches).unwrap_or_else(|_| "{}".into());
+    let connectors = serde_json::to_string(&route.connectors).unwrap_or_else(|_| "[]".into());
+    (matches, connectors)
+}
+
+/// A route from its columns.
+pub(crate) fn route_of(name: String, position: i64, matches: &str, connectors: &str) -> Result<Route> {
+    let bad = |what: &str, e: serde_json::Error| corrupt(format!("route {name:?} {what}: {e}"));
+    Ok(Route {
+        matches: serde_json::from_str(matches).map_err(|e| bad("matches", e))?,
+        connectors: serde_json::from_str(connectors).map_err(|e| bad("connectors", e))?,
+        name,
+        position,
+    })
 }
 
 /// The events of a `journey` column, oldest first.

@@ -19,6 +19,7 @@ use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
+use smsgate_core::routing::Route;
 use smsgate_core::{AccountId, Direction, Event, Message, MessageId, Status, Timestamp};
 use tokio::sync::oneshot;
 
@@ -26,7 +27,11 @@ use crate::schema::{
     MESSAGE_COLUMNS, MIGRATIONS, Param, account_id_of, claim_lines, corrupt, expiry_lines, first_journey, journey_line,
     list_query, may_become, message_id_of, parse_journey, status_of, waiting,
 };
-use crate::{Account, ApiKey, Inserted, ListFilter, NewMessage, ReceiptUpdate, Result, Store, StoreError, Transition};
+use crate::schema::{route_json, route_of, routes_json, routes_of};
+use crate::{
+    Account, ApiKey, ConnectorRecord, Inserted, ListFilter, NewMessage, ReceiptUpdate, Result, Store, StoreError,
+    Transition,
+};
 
 /// A write the writer thread runs inside a group transaction. It may run more than once: when another job of
 /// its group fails, the group is rolled back and run again without the failed one.
@@ -282,6 +287,7 @@ fn account_from_row(row: &Row<'_>) -> Result<Account> {
         name: row.get(1)?,
         is_admin: row.get::<_, i64>(2)? != 0,
         created_at: Timestamp(row.get(3)?),
+        routes: routes_of(row.get(4)?)?,
     })
 }
 
@@ -437,7 +443,8 @@ fn pending_sql() -> [String; 2] {
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_account(&self, name: &str, is_admin: bool, now: Timestamp) -> Result<Account> {
-        let account = Account { id: AccountId::generate(), name: name.to_string(), is_admin, created_at: now };
+        let account =
+            Account { id: AccountId::generate(), name: name.to_string(), is_admin, created_at: now, routes: None };
         let row = account.clone();
         self.write(move |conn, _| {
             conn.prepare_cached("INSERT INTO accounts (id, name, is_admin, created_at) VALUES (?1, ?2, ?3, ?4)")?
@@ -450,7 +457,8 @@ impl Store for SqliteStore {
 
     async fn account(&self, id: AccountId) -> Result<Option<Account>> {
         self.read(move |conn| {
-            let mut st = conn.prepare_cached("SELECT id, name, is_admin, created_at FROM accounts WHERE id = ?1")?;
+            let mut st =
+                conn.prepare_cached("SELECT id, name, is_admin, created_at, routes FROM accounts WHERE id = ?1")?;
             let mut rows = st.query([id.to_string()])?;
             rows.next()?.map(account_from_row).transpose()
         })
@@ -460,7 +468,7 @@ impl Store for SqliteStore {
     async fn admin_account(&self) -> Result<Option<Account>> {
         self.read(|conn| {
             let mut st = conn.prepare_cached(
-                "SELECT id, name, is_admin, created_at FROM accounts WHERE is_admin = 1 ORDER BY created_at LIMIT 1",
+                "SELECT id, name, is_admin, created_at, routes FROM accounts WHERE is_admin = 1 ORDER BY created_at LIMIT 1",
             )?;
             let mut rows = st.query([])?;
             rows.next()?.map(account_from_row).transpose()
@@ -500,7 +508,7 @@ impl Store for SqliteStore {
         let hash = key_hash.to_string();
         self.read(move |conn| {
             let mut st = conn.prepare_cached(
-                "SELECT a.id, a.name, a.is_admin, a.created_at FROM api_keys k JOIN accounts a ON a.id = k.account_id \
+                "SELECT a.id, a.name, a.is_admin, a.created_at, a.routes FROM api_keys k JOIN accounts a ON a.id = k.account_id \
                  WHERE k.key_hash = ?1 AND k.revoked_at IS NULL",
             )?;
             let mut rows = st.query([hash])?;
@@ -800,6 +808,125 @@ impl Store for SqliteStore {
             }
             out.sort_by_key(|(s, _)| s.as_str());
             Ok(out)
+        })
+        .await
+    }
+
+    async fn connectors(&self) -> Result<Vec<ConnectorRecord>> {
+        self.read(|conn| {
+            let mut st = conn
+                .prepare_cached("SELECT name, kind, settings, created_at, updated_at FROM connectors ORDER BY name")?;
+            let rows = st.query_map([], |r| {
+                Ok(ConnectorRecord {
+                    name: r.get(0)?,
+                    kind: r.get(1)?,
+                    settings: r.get(2)?,
+                    created_at: Timestamp(r.get(3)?),
+                    updated_at: Timestamp(r.get(4)?),
+                })
+            })?;
+            Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn insert_connector(&self, c: &ConnectorRecord) -> Result<bool> {
+        let c = c.clone();
+        self.write(move |conn, _| {
+            let n = conn
+                .prepare_cached(
+                    "INSERT INTO connectors (name, kind, settings, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+                     ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![c.name, c.kind, c.settings, c.created_at.0, c.updated_at.0])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn update_connector(&self, c: &ConnectorRecord) -> Result<bool> {
+        let c = c.clone();
+        self.write(move |conn, _| {
+            let n = conn
+                .prepare_cached("UPDATE connectors SET kind = ?2, settings = ?3, updated_at = ?4 WHERE name = ?1")?
+                .execute(params![c.name, c.kind, c.settings, c.updated_at.0])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn delete_connector(&self, name: &str) -> Result<bool> {
+        let name = name.to_string();
+        self.write(move |conn, _| {
+            Ok(conn.prepare_cached("DELETE FROM connectors WHERE name = ?1")?.execute([&name])? == 1)
+        })
+        .await
+    }
+
+    async fn routes(&self) -> Result<Vec<Route>> {
+        self.read(|conn| {
+            let mut st = conn.prepare_cached("SELECT name, position, matches, connectors FROM routes")?;
+            let mut rows = st.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(route_of(r.get(0)?, r.get(1)?, &r.get::<_, String>(2)?, &r.get::<_, String>(3)?)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn insert_route(&self, route: &Route, now: Timestamp) -> Result<bool> {
+        let (r, (matches, connectors)) = (route.clone(), route_json(route));
+        self.write(move |conn, _| {
+            let n = conn
+                .prepare_cached(
+                    "INSERT INTO routes (name, position, matches, connectors, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![r.name, r.position, matches, connectors, now.0])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn update_route(&self, route: &Route, now: Timestamp) -> Result<bool> {
+        let (r, (matches, connectors)) = (route.clone(), route_json(route));
+        self.write(move |conn, _| {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE routes SET position = ?2, matches = ?3, connectors = ?4, updated_at = ?5 WHERE name = ?1",
+                )?
+                .execute(params![r.name, r.position, matches, connectors, now.0])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn delete_route(&self, name: &str) -> Result<bool> {
+        let name = name.to_string();
+        self.write(move |conn, _| Ok(conn.prepare_cached("DELETE FROM routes WHERE name = ?1")?.execute([&name])? == 1))
+            .await
+    }
+
+    async fn do_once(&self, name: &str, now: Timestamp) -> Result<bool> {
+        let name = name.to_string();
+        self.write(move |conn, _| {
+            let n = conn
+                .prepare_cached("INSERT INTO done_once (name, at) VALUES (?1, ?2) ON CONFLICT DO NOTHING")?
+                .execute(params![name, now.0])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn set_account_routes(&self, account: AccountId, routes: Option<&[String]>) -> Result<bool> {
+        let json = routes_json(routes);
+        self.write(move |conn, _| {
+            let n = conn
+                .prepare_cached("UPDATE accounts SET routes = ?2 WHERE id = ?1")?
+                .execute(params![account.to_string(), json])?;
+            Ok(n == 1)
         })
         .await
     }

@@ -7,9 +7,11 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use smsgate_core::routing::{Route, RouteMatch, RouteTarget};
 use smsgate_core::{AccountId, Direction, Message, MessageId, Status, Timestamp};
 use smsgate_store::{
-    Changes, Claim, Inserted, ListFilter, NewMessage, PgStore, ReceiptUpdate, SqliteStore, Store, Transition,
+    Changes, Claim, ConnectorRecord, Inserted, ListFilter, NewMessage, PgStore, ReceiptUpdate, SqliteStore, Store,
+    Transition,
 };
 
 const NOW: Timestamp = Timestamp(1_780_000_000_000);
@@ -106,6 +108,7 @@ conformance!(
     large_batches_in_one_commit,
     a_failed_write_leaves_the_others,
     inserted_already_claimed,
+    connectors_routes_and_one_time_steps,
 );
 
 fn message(account: AccountId, to: &str, status: Status, at: Timestamp) -> Message {
@@ -606,6 +609,57 @@ async fn inserted_already_claimed(store: &Arc<dyn Store>) {
 
 /// A database written by schema version 1 (no `event_count`) is upgraded at open, its journeys counted, and
 /// the next events numbered after the old ones.
+async fn connectors_routes_and_one_time_steps(store: &Arc<dyn Store>) {
+    let sim = ConnectorRecord {
+        name: "sim-a".into(),
+        kind: "sim".into(),
+        settings: r#"{"mode":"healthy"}"#.into(),
+        created_at: NOW,
+        updated_at: NOW,
+    };
+    assert!(store.insert_connector(&sim).await.unwrap());
+    assert!(!store.insert_connector(&sim).await.unwrap(), "a name is taken once");
+    let changed =
+        ConnectorRecord { settings: r#"{"mode":"reject_all"}"#.into(), updated_at: NOW.plus_secs(1), ..sim.clone() };
+    assert!(store.update_connector(&changed).await.unwrap());
+    let ghost = ConnectorRecord { name: "ghost".into(), ..sim.clone() };
+    assert!(!store.update_connector(&ghost).await.unwrap());
+    assert_eq!(store.connectors().await.unwrap(), vec![changed]);
+    assert!(store.delete_connector("sim-a").await.unwrap());
+    assert!(!store.delete_connector("sim-a").await.unwrap());
+    assert!(store.connectors().await.unwrap().is_empty());
+
+    let vip = store.create_account("vip", false, NOW).await.unwrap();
+    let uk = Route {
+        name: "uk".into(),
+        position: 2,
+        matches: RouteMatch { prefix: Some("+44".into()), account: Some(vip.id), ..Default::default() },
+        connectors: vec![
+            RouteTarget { name: "a".into(), priority: 0, weight: 3, price_micros: Some(7_500) },
+            RouteTarget { name: "b".into(), priority: 1, weight: 1, price_micros: None },
+        ],
+    };
+    assert!(store.insert_route(&uk, NOW).await.unwrap());
+    assert!(!store.insert_route(&uk, NOW).await.unwrap());
+    let moved = Route { position: -1, ..uk.clone() };
+    assert!(store.update_route(&moved, NOW).await.unwrap());
+    assert!(!store.update_route(&Route { name: "nope".into(), ..uk.clone() }, NOW).await.unwrap());
+    assert_eq!(store.routes().await.unwrap(), vec![moved]);
+    assert!(store.delete_route("uk").await.unwrap());
+    assert!(!store.delete_route("uk").await.unwrap());
+
+    assert!(store.do_once("seed default route", NOW).await.unwrap());
+    assert!(!store.do_once("seed default route", NOW).await.unwrap());
+
+    assert_eq!(store.account(vip.id).await.unwrap().unwrap().routes, None);
+    let only = ["uk".to_string(), "backup".to_string()];
+    assert!(store.set_account_routes(vip.id, Some(&only)).await.unwrap());
+    assert_eq!(store.account(vip.id).await.unwrap().unwrap().routes, Some(only.to_vec()));
+    assert!(store.set_account_routes(vip.id, None).await.unwrap());
+    assert_eq!(store.account(vip.id).await.unwrap().unwrap().routes, None);
+    assert!(!store.set_account_routes(AccountId::generate(), None).await.unwrap());
+}
+
 async fn upgrade_from_version_1(url: &str) {
     // A database as smsgate's first schema left it: a message being sent, its journey in the event table, one
     // detail with characters JSON must escape.
