@@ -8,6 +8,7 @@
 mod error;
 mod json;
 pub mod keys;
+mod routing;
 pub mod views;
 
 use std::sync::Arc;
@@ -106,6 +107,11 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .routes(routes!(create_key))
         .routes(routes!(handset_inbox))
         .routes(routes!(handset_reply))
+        .routes(routes!(routing::create_connector, routing::list_connectors))
+        .routes(routes!(routing::get_connector, routing::update_connector, routing::delete_connector))
+        .routes(routes!(routing::create_route, routing::list_routes))
+        .routes(routes!(routing::resolve_route))
+        .routes(routes!(routing::get_route, routing::update_route, routing::delete_route))
         .with_state(state)
         .split_for_parts();
     let document = Arc::new(api.to_pretty_json().unwrap_or_else(|_| "{}".into()));
@@ -550,11 +556,15 @@ async fn list(
     Ok(Json(ListView { data, next_cursor: next }))
 }
 
-fn require_admin(caller: &Account) -> Result<(), ApiError> {
+pub(crate) fn require_admin(caller: &Account) -> Result<(), ApiError> {
     if caller.is_admin {
         Ok(())
     } else {
-        Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "only the admin key manages accounts and keys"))
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only the admin key manages accounts, keys, connectors and routes",
+        ))
     }
 }
 

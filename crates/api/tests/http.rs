@@ -9,9 +9,10 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use smsgate_api::{AppState, generate_key, key_prefix};
+use smsgate_connectors::Kit;
 use smsgate_connectors::sim::{SimNetwork, VirtualCarrier};
 use smsgate_core::admission::Policy;
-use smsgate_engine::{Config, Engine};
+use smsgate_engine::{Config, Engine, Registry};
 use smsgate_store::Store;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -76,7 +77,7 @@ async fn start(backend: &str) -> Server {
         expiry_interval: Duration::from_millis(50),
         ..Config::default()
     };
-    let engine = Engine::new(store.clone(), sim.clone(), config);
+    let engine = Engine::new(store.clone(), Arc::new(Registry::new(Kit { sim: sim.clone() })), config);
     let shutdown = CancellationToken::new();
     let engine_task = tokio::spawn(engine.clone().run(rx, shutdown.clone()));
     let state = AppState {
@@ -173,7 +174,8 @@ on_both!(
     lists_and_inbound,
     batch,
     openapi_matches_the_routes,
-    concurrent_sends
+    concurrent_sends,
+    connectors_and_routes
 );
 
 async fn send_to_delivered(s: &Server) {
@@ -442,6 +444,17 @@ async fn openapi_matches_the_routes(s: &Server) {
         ("/v1/accounts/{id}/keys", "post"),
         ("/v1/sim/handsets/{number}/messages", "get"),
         ("/v1/sim/handsets/{number}/reply", "post"),
+        ("/v1/connectors", "post"),
+        ("/v1/connectors", "get"),
+        ("/v1/connectors/{name}", "get"),
+        ("/v1/connectors/{name}", "patch"),
+        ("/v1/connectors/{name}", "delete"),
+        ("/v1/routes", "post"),
+        ("/v1/routes", "get"),
+        ("/v1/routes/{name}", "get"),
+        ("/v1/routes/{name}", "patch"),
+        ("/v1/routes/{name}", "delete"),
+        ("/v1/routes/resolve", "get"),
     ];
     for (path, method) in expected {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing from the document");
@@ -493,4 +506,125 @@ async fn concurrent_sends(s: &Server) {
     assert_eq!((ids.len(), same.len()), (180, 1));
     let (_, list) = s.call("GET", "/v1/messages?limit=1000", Some(&key), None).await;
     assert_eq!(list["data"].as_array().unwrap().len(), 181);
+}
+
+async fn connectors_and_routes(s: &Server) {
+    let admin = Some(s.admin_key.as_str());
+    let (account, key) = s.tenant("acme").await;
+    // Tenants do not manage connectors or routes.
+    let (st, e) = s.call("GET", "/v1/connectors", Some(&key), None).await;
+    assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")));
+    // The zero-config connector and route are there.
+    let (_, all) = s.call("GET", "/v1/connectors", admin, None).await;
+    assert_eq!(all["data"][0]["name"], "sim");
+    let (_, routes) = s.call("GET", "/v1/routes", admin, None).await;
+    assert_eq!(routes["data"][0]["name"], "default");
+
+    let alpha =
+        json!({"name": "alpha", "kind": "sim", "submit_latency_ms": 0, "receipt_delay_ms": 5, "throughput": 500});
+    let (st, c) = s.call("POST", "/v1/connectors", admin, Some(alpha.clone())).await;
+    assert_eq!(st, StatusCode::CREATED, "{c}");
+    assert_eq!(
+        (c["receipt_delay_ms"].as_u64(), c["throughput"].as_u64(), c["in_force"].as_bool()),
+        (Some(5), Some(500), Some(true))
+    );
+    let (st, e) = s.call("POST", "/v1/connectors", admin, Some(alpha)).await;
+    assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("connector_exists")));
+    for bad in [
+        json!({"name": "x", "kind": "smtp"}),
+        json!({"name": "x", "kind": "sim", "delivery_ratio": 2}),
+        json!({"name": "x", "kind": "sim", "mode": "asleep"}),
+        json!({"name": "x", "kind": "sim", "throughput": -1}),
+        json!({"name": "no spaces", "kind": "sim"}),
+        json!({"kind": "sim"}),
+    ] {
+        let (st, e) = s.call("POST", "/v1/connectors", admin, Some(bad.clone())).await;
+        assert_eq!(
+            (st, e["error"]["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_connector")),
+            "{bad}"
+        );
+    }
+    let (st, _) = s
+        .call("POST", "/v1/connectors", admin, Some(json!({"name": "beta", "kind": "sim", "receipt_delay_ms": 5})))
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+
+    // UK numbers through alpha at 0.01 a segment, beta behind it.
+    let uk = json!({"name": "uk", "match": {"prefix": "44"}, "connectors": [
+        {"name": "alpha", "price": 0.01}, {"name": "beta", "priority": 1, "price": 0.005}]});
+    let (st, r) = s.call("POST", "/v1/routes", admin, Some(uk.clone())).await;
+    assert_eq!(st, StatusCode::CREATED, "{r}");
+    assert_eq!(r["match"]["prefix"], "+44");
+    let (st, e) = s.call("POST", "/v1/routes", admin, Some(uk)).await;
+    assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("route_exists")));
+    let unknown = json!({"name": "x", "connectors": [{"name": "gamma"}]});
+    let (st, e) = s.call("POST", "/v1/routes", admin, Some(unknown)).await;
+    assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("unknown_connector")));
+    let (st, e) = s
+        .call(
+            "POST",
+            "/v1/routes",
+            admin,
+            Some(json!({"name": "x", "match": {"country": "Britain"}, "connectors": [{"name": "beta"}]})),
+        )
+        .await;
+    assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_route")));
+    let (_, routes) = s.call("GET", "/v1/routes", admin, None).await;
+    let order: Vec<&str> = routes["data"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(order, ["uk", "default"]);
+
+    // Resolve explains; a message follows it, priced by its segments.
+    let (st, why) = s.call("GET", "/v1/routes/resolve?to=%2B447700900123&from=Acme", admin, None).await;
+    assert_eq!(st, StatusCode::OK, "{why}");
+    assert_eq!(
+        (why["decision"].as_str(), why["route"].as_str(), why["connector"].as_str()),
+        (Some("connector"), Some("uk"), Some("alpha"))
+    );
+    assert!(why["why"].as_array().unwrap().iter().any(|w| w == "route \"uk\" matches"), "{why}");
+    let long = "x".repeat(200);
+    let (_, m) = s
+        .call("POST", "/v1/messages", Some(&key), Some(json!({"to": "+447700900123", "from": "Acme", "body": long})))
+        .await;
+    let done = s.until(&key, m["id"].as_str().unwrap(), "delivered").await;
+    assert_eq!(
+        (done["connector"].as_str(), done["segments"].as_u64(), done["price"].as_f64()),
+        (Some("alpha"), Some(2), Some(0.02))
+    );
+    // Elsewhere: the default route.
+    let (_, m) = s
+        .call("POST", "/v1/messages", Some(&key), Some(json!({"to": "+14155550123", "from": "Acme", "body": "hi"})))
+        .await;
+    assert_eq!(s.until(&key, m["id"].as_str().unwrap(), "delivered").await["connector"], "sim");
+
+    // alpha rejects everything: a retry passes over it to beta.
+    let (st, c) = s.call("PATCH", "/v1/connectors/alpha", admin, Some(json!({"mode": "reject_all"}))).await;
+    assert_eq!((st, c["mode"].as_str(), c["receipt_delay_ms"].as_u64()), (StatusCode::OK, Some("reject_all"), Some(5)));
+    let (_, m) = s
+        .call("POST", "/v1/messages", Some(&key), Some(json!({"to": "+447700900124", "from": "Acme", "body": "hi"})))
+        .await;
+    let done = s.until(&key, m["id"].as_str().unwrap(), "delivered").await;
+    assert_eq!((done["connector"].as_str(), done["price"].as_f64()), (Some("beta"), Some(0.005)));
+    let journey: Vec<&str> = done["events"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap()).collect();
+    assert_eq!(journey, ["queued", "sending", "queued", "sending", "sent", "delivered"]);
+    assert!(done["events"][2]["detail"].as_str().unwrap().contains("reject_all"), "{done}");
+
+    // A connector a route names cannot go; a route can, the default one too, and then nothing matches.
+    let (st, e) = s.call("DELETE", "/v1/connectors/beta", admin, None).await;
+    assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("connector_in_use")));
+    let (st, _) = s.call("PATCH", "/v1/routes/uk", admin, Some(json!({"connectors": [{"name": "alpha"}]}))).await;
+    assert_eq!(st, StatusCode::OK);
+    for gone in ["/v1/connectors/beta", "/v1/routes/default"] {
+        let r = s.client.delete(format!("{}{gone}", s.base)).bearer_auth(&s.admin_key).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT, "{gone}");
+    }
+    let (_, why) = s.call("GET", &format!("/v1/routes/resolve?to=%2B14155550123&account={account}"), admin, None).await;
+    assert_eq!(why["decision"], "no_route");
+    let (_, m) = s
+        .call("POST", "/v1/messages", Some(&key), Some(json!({"to": "+14155550123", "from": "Acme", "body": "hi"})))
+        .await;
+    let failed = s.until(&key, m["id"].as_str().unwrap(), "failed").await;
+    assert_eq!(failed["error_code"], "no_route");
+    let (st, _) = s.call("GET", "/v1/routes/default", admin, None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
 }

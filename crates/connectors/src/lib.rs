@@ -69,6 +69,35 @@ pub trait Connector: Send + Sync + std::fmt::Debug {
     async fn submit(&self, message: &Message) -> Result<String, SubmitError>;
 }
 
+/// The connector kinds this version builds.
+pub const KINDS: &[&str] = &["sim"];
+
+/// What connectors are built with: the simulated network every `sim` connector submits into (and, with the SMPP
+/// issue, what SMPP sessions need).
+#[derive(Debug, Clone)]
+pub struct Kit {
+    pub sim: std::sync::Arc<sim::SimNetwork>,
+}
+
+impl Kit {
+    /// A connector of `kind` named `name`, from its kind's settings (a JSON object). Bad settings or an unknown
+    /// kind are an error for people: it says what is wrong.
+    pub fn build(
+        &self,
+        name: &str,
+        kind: &str,
+        settings: serde_json::Value,
+    ) -> Result<std::sync::Arc<dyn Connector>, String> {
+        match kind {
+            "sim" => {
+                let settings = sim::SimSettings::from_json(settings)?;
+                Ok(std::sync::Arc::new(sim::SimConnector::new(name, self.sim.clone(), &settings)))
+            }
+            other => Err(format!("unknown connector kind {other:?}; this version has {KINDS:?}")),
+        }
+    }
+}
+
 /// Now, as a [`Timestamp`].
 pub fn now() -> Timestamp {
     let ms = std::time::SystemTime::now()

@@ -1,5 +1,8 @@
-//! The built-in simulated carrier network (connector kind `sim`): virtual carriers chosen by number prefix, each
-//! with a submit latency, a receipt delay and a delivery ratio; every number a virtual handset with an inbox.
+//! The built-in simulated carrier network (connector kind `sim`). One [`SimNetwork`] holds the virtual handsets
+//! (every number has an inbox) and what was taken; carriers submit into it. The network itself is the connector
+//! named `sim`, whose virtual carriers are chosen by number prefix (the zero-config default); every connector of
+//! kind `sim` made over the API is a [`SimConnector`]: one virtual carrier of its own, with a submit latency, a
+//! receipt delay, a delivery ratio and a [`SimMode`] to play a carrier's bad days.
 //!
 //! Magic destinations — the last four digits choose a fault:
 //!
@@ -87,11 +90,18 @@ struct SimState {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LogLine {
     pub id: String,
+    /// The connector that submitted it (lines written before connectors had names: the network's own).
+    #[serde(default = "default_connector")]
+    pub connector: String,
     pub carrier_id: String,
     pub to: String,
     pub from: String,
     pub body: String,
     pub at: i64,
+}
+
+fn default_connector() -> String {
+    NAME.to_string()
 }
 
 /// Reads a log the network wrote: one [`LogLine`] a line.
@@ -148,7 +158,7 @@ impl SimNetwork {
             for line in read_log(path)? {
                 let Some(id) = MessageId::parse(&line.id) else { continue };
                 if line.at >= replay_from.0 {
-                    replay.push((id, line.to.clone(), line.carrier_id.clone()));
+                    replay.push((id, line.connector.clone(), line.to.clone(), line.carrier_id.clone()));
                 }
                 state.next_id += 1;
                 state.taken.insert(id, line.carrier_id.clone());
@@ -161,9 +171,10 @@ impl SimNetwork {
             }
             state.log = Some(std::fs::OpenOptions::new().create(true).append(true).open(path)?);
         }
-        for (id, to, carrier_id) in replay {
+        // Receipts go out with the prefix carriers' settings: a connector made over the API may be gone by now.
+        for (id, connector, to, carrier_id) in replay {
             let carrier = sim.carrier_for(&to).clone();
-            sim.schedule_receipt(id, &carrier, fault(&to), carrier_id);
+            sim.schedule_receipt(&connector, id, &carrier, fault(&to), carrier_id);
         }
         Ok(sim)
     }
@@ -226,6 +237,14 @@ impl Connector for SimNetwork {
 
     async fn submit(&self, m: &Message) -> Result<String, SubmitError> {
         let carrier = self.carrier_for(&m.to).clone();
+        self.take(NAME, &carrier, m).await
+    }
+}
+
+impl SimNetwork {
+    /// A carrier of the network takes a message for `connector`: after the carrier's latency, the destination's
+    /// fault if it asks for one, else the message goes to the handset's inbox and its receipt is scheduled.
+    pub async fn take(&self, connector: &str, carrier: &VirtualCarrier, m: &Message) -> Result<String, SubmitError> {
         tokio::time::sleep(carrier.submit_latency).await;
         let fault = fault(&m.to);
         let carrier_id = {
@@ -233,7 +252,7 @@ impl Connector for SimNetwork {
             if let Some(id) = state.taken.get(&m.id).cloned() {
                 drop(state);
                 // Taken before: the same id, and the receipt again.
-                self.schedule_receipt(m.id, &carrier, fault, id.clone());
+                self.schedule_receipt(connector, m.id, carrier, fault, id.clone());
                 return Ok(id);
             }
             match fault {
@@ -261,6 +280,7 @@ impl Connector for SimNetwork {
             if let Some(log) = state.log.as_mut() {
                 let line = LogLine {
                     id: m.id.to_string(),
+                    connector: connector.to_string(),
                     carrier_id: carrier_id.clone(),
                     to: m.to.clone(),
                     from: m.from.clone(),
@@ -283,14 +303,21 @@ impl Connector for SimNetwork {
             });
             carrier_id
         };
-        self.schedule_receipt(m.id, &carrier, fault, carrier_id.clone());
+        self.schedule_receipt(connector, m.id, carrier, fault, carrier_id.clone());
         Ok(carrier_id)
     }
 }
 
 impl SimNetwork {
     /// Sends the receipt a taken message gets, after the carrier's delay.
-    fn schedule_receipt(&self, id: MessageId, carrier: &VirtualCarrier, fault: Option<&str>, carrier_id: String) {
+    fn schedule_receipt(
+        &self,
+        connector: &str,
+        id: MessageId,
+        carrier: &VirtualCarrier,
+        fault: Option<&str>,
+        carrier_id: String,
+    ) {
         let state = match fault {
             Some("no_receipt") => None,
             Some("undelivered") => Some(ReceiptState::Undelivered),
@@ -301,6 +328,7 @@ impl SimNetwork {
             let events = self.events.clone();
             let cid = carrier_id;
             let carrier = carrier.clone();
+            let connector = connector.to_string();
             tokio::spawn(async move {
                 tokio::time::sleep(carrier.receipt_delay).await;
                 let (stat, err) = match state {
@@ -308,7 +336,7 @@ impl SimNetwork {
                     _ => ("UNDELIV", "001"),
                 };
                 let receipt = Receipt {
-                    connector: NAME.into(),
+                    connector,
                     carrier_id: cid.clone(),
                     state,
                     error_code: (err != "000").then(|| format!("sim:{err}")),
@@ -318,6 +346,132 @@ impl SimNetwork {
                 // A receipt for a server that is stopping is lost, as a real carrier's would be until it retries.
                 let _ = events.send(ConnectorEvent::Receipt(receipt)).await;
             });
+        }
+    }
+}
+
+/// How a `sim` connector's carrier behaves, settable while it runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SimMode {
+    /// As its settings say.
+    #[default]
+    Healthy,
+    /// The carrier answers every submission with a system error (temporary: the message is tried again, on
+    /// another connector if its route has one that is up).
+    RejectAll,
+    /// The connection is down: every submission fails at once (temporary).
+    Disconnected,
+    /// Every submission takes a second more.
+    Slow,
+}
+
+impl SimMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SimMode::Healthy => "healthy",
+            SimMode::RejectAll => "reject_all",
+            SimMode::Disconnected => "disconnected",
+            SimMode::Slow => "slow",
+        }
+    }
+}
+
+/// The settings of a connector of kind `sim`, as its JSON has them. A connector that gives none of the carrier
+/// settings (latency, receipt delay, delivery ratio) uses the network's own carriers, chosen by number prefix
+/// (`[[sim.carriers]]` in the config file); one that gives any is a carrier of its own, with the defaults of
+/// [`VirtualCarrier`] for the rest.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimSettings {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub submit_latency_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receipt_delay_ms: Option<u64>,
+    /// The share of messages delivered, 0 to 1; the rest get an undelivered receipt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery_ratio: Option<f64>,
+    pub mode: SimMode,
+}
+
+/// The longest latency or receipt delay a `sim` connector may be given.
+const MAX_DELAY_MS: u64 = 600_000;
+
+impl SimSettings {
+    /// Settings from a connector's JSON, checked.
+    pub fn from_json(value: serde_json::Value) -> Result<SimSettings, String> {
+        let s: SimSettings = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        if let Some(r) = s.delivery_ratio
+            && !(0.0..=1.0).contains(&r)
+        {
+            return Err(format!("delivery_ratio must be from 0 to 1, not {r}"));
+        }
+        if s.submit_latency_ms.unwrap_or(0) > MAX_DELAY_MS || s.receipt_delay_ms.unwrap_or(0) > MAX_DELAY_MS {
+            return Err(format!("submit_latency_ms and receipt_delay_ms must be at most {MAX_DELAY_MS}"));
+        }
+        Ok(s)
+    }
+
+    /// The carrier of its own these settings describe, if they describe one.
+    fn carrier(&self, name: &str) -> Option<VirtualCarrier> {
+        if self.submit_latency_ms.is_none() && self.receipt_delay_ms.is_none() && self.delivery_ratio.is_none() {
+            return None;
+        }
+        let d = VirtualCarrier::default();
+        Some(VirtualCarrier {
+            name: name.to_string(),
+            prefix: "+".into(),
+            submit_latency: self.submit_latency_ms.map_or(d.submit_latency, Duration::from_millis),
+            receipt_delay: self.receipt_delay_ms.map_or(d.receipt_delay, Duration::from_millis),
+            delivery_ratio: self.delivery_ratio.unwrap_or(d.delivery_ratio),
+        })
+    }
+}
+
+/// A connector of kind `sim`: a carrier of the network (its own, or the network's by prefix) in a mode.
+#[derive(Debug)]
+pub struct SimConnector {
+    name: String,
+    network: std::sync::Arc<SimNetwork>,
+    carrier: Option<VirtualCarrier>,
+    mode: SimMode,
+}
+
+impl SimConnector {
+    pub fn new(name: &str, network: std::sync::Arc<SimNetwork>, settings: &SimSettings) -> SimConnector {
+        SimConnector { name: name.to_string(), network, carrier: settings.carrier(name), mode: settings.mode }
+    }
+
+    fn carrier_for(&self, to: &str) -> VirtualCarrier {
+        self.carrier.clone().unwrap_or_else(|| self.network.carrier_for(to).clone())
+    }
+}
+
+#[async_trait]
+impl Connector for SimConnector {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn submit(&self, m: &Message) -> Result<String, SubmitError> {
+        let carrier = self.carrier_for(&m.to);
+        match self.mode {
+            SimMode::Healthy => self.network.take(&self.name, &carrier, m).await,
+            SimMode::Slow => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                self.network.take(&self.name, &carrier, m).await
+            }
+            SimMode::RejectAll => {
+                tokio::time::sleep(carrier.submit_latency).await;
+                Err(SubmitError::Temporary {
+                    code: "carrier_error".into(),
+                    detail: format!("{} answered with a system error (mode reject_all)", self.name),
+                })
+            }
+            SimMode::Disconnected => Err(SubmitError::Temporary {
+                code: "connection_lost".into(),
+                detail: format!("{} is not connected (mode disconnected)", self.name),
+            }),
         }
     }
 }
@@ -427,6 +581,42 @@ mod tests {
         assert!(matches!(rx.recv().await, Some(ConnectorEvent::Receipt(_))));
         assert_eq!(read_log(&path).unwrap().len(), 1);
         std::fs::remove_file(&path).unwrap();
+    }
+
+    #[tokio::test]
+    async fn connectors_of_their_own_and_their_modes() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let network = std::sync::Arc::new(SimNetwork::new(vec![fast()], tx));
+        let kit = crate::Kit { sim: network.clone() };
+        let own = kit.build("alpha", "sim", serde_json::json!({"receipt_delay_ms": 1})).unwrap();
+        let id = own.submit(&message("+447700900123")).await.unwrap();
+        let Some(ConnectorEvent::Receipt(r)) = rx.recv().await else { panic!("a receipt") };
+        assert_eq!((r.connector.as_str(), r.carrier_id.as_str()), ("alpha", id.as_str()));
+        assert!(r.detail.starts_with("alpha: "), "its own carrier: {}", r.detail);
+        // No carrier settings: the network's carriers by prefix.
+        let plain = kit.build("beta", "sim", serde_json::json!({})).unwrap();
+        plain.submit(&message("+447700900124")).await.unwrap();
+        let Some(ConnectorEvent::Receipt(r)) = rx.recv().await else { panic!("a receipt") };
+        assert!(r.detail.starts_with("sim-carrier: "), "{}", r.detail);
+        assert_eq!(r.connector, "beta");
+        for (mode, code) in [("reject_all", "carrier_error"), ("disconnected", "connection_lost")] {
+            let down = kit.build("gamma", "sim", serde_json::json!({"mode": mode, "submit_latency_ms": 0})).unwrap();
+            match down.submit(&message("+447700900125")).await {
+                Err(SubmitError::Temporary { code: c, .. }) => assert_eq!(c, code),
+                other => panic!("{mode}: {other:?}"),
+            }
+        }
+        assert_eq!(network.inbox("+447700900125").len(), 0, "nothing reached the handset");
+        for (settings, error) in [
+            (serde_json::json!({"delivery_ratio": 1.5}), "delivery_ratio"),
+            (serde_json::json!({"mode": "sleepy"}), "unknown variant"),
+            (serde_json::json!({"latency": 3}), "unknown field"),
+            (serde_json::json!({"receipt_delay_ms": 700_000}), "at most"),
+        ] {
+            let e = kit.build("bad", "sim", settings).unwrap_err();
+            assert!(e.contains(error), "{e}");
+        }
+        assert!(kit.build("x", "smtp", serde_json::json!({})).unwrap_err().contains("unknown connector kind"));
     }
 
     #[tokio::test]

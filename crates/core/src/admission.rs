@@ -284,6 +284,13 @@ static COUNTRY_CODES: std::sync::LazyLock<Vec<Option<CountryCode>>> = std::sync:
         .collect()
 });
 
+/// The region (ISO 3166 alpha-2, such as `GB`) of a number in E.164, as the numbering metadata knows it; for
+/// routes that match by country.
+pub fn country_of(e164: &str) -> Option<String> {
+    let number = phonenumber::parse(None, e164).ok()?;
+    number.country().id().map(|id| id.as_ref().to_string())
+}
+
 /// Loads the numbering metadata now rather than at the first message, which would otherwise wait for it (about
 /// 60 ms: the metadata is decoded and its national prefix patterns compiled on first use).
 pub fn load_metadata() {

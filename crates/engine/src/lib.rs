@@ -12,12 +12,16 @@
 //! dispatcher finishes the sends it started before [`Engine::run`] returns.
 
 pub mod group;
+pub mod registry;
+
+pub use registry::Registry;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use smsgate_connectors::{Connector, ConnectorEvent, Inbound, Receipt, ReceiptState, SubmitError, now};
+use smsgate_connectors::{ConnectorEvent, Inbound, Receipt, ReceiptState, SubmitError, now};
+use smsgate_core::routing::Decision;
 use smsgate_core::{AccountId, Direction, Message, MessageId, Status, Timestamp};
 use smsgate_store::{Changes, Claim, NewMessage, ReceiptUpdate, Store, Transition};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
@@ -68,7 +72,8 @@ impl Default for Config {
 #[derive(Debug, Clone)]
 pub struct Engine {
     store: Arc<dyn Store>,
-    connector: Arc<dyn Connector>,
+    /// The connectors and routes in force.
+    registry: Arc<Registry>,
     config: Arc<Config>,
     wake: Arc<Notify>,
     /// The group-commit writer of status changes and receipts ([`Engine::write`]); started by [`Engine::run`].
@@ -174,6 +179,9 @@ const GROUP_COMMIT: usize = 1000;
 /// keeps the server busy (a quarter more messages a second than one at a time); SQLite's writer thread merges them.
 const PARALLEL_GROUPS: usize = 3;
 
+/// How often connectors and routes are read again from the store.
+const RELOAD_EVERY: Duration = Duration::from_secs(2);
+
 /// How many times a failed group is written again before its changes are reported failed.
 const WRITE_RETRIES: u32 = 3;
 
@@ -199,11 +207,12 @@ fn seconds_between(from: Timestamp, to: Timestamp) -> f64 {
 }
 
 impl Engine {
-    pub fn new(store: Arc<dyn Store>, connector: Arc<dyn Connector>, config: Config) -> Engine {
+    /// An engine that sends through the connectors and routes of `registry` (loaded when [`Engine::run`] starts).
+    pub fn new(store: Arc<dyn Store>, registry: Arc<Registry>, config: Config) -> Engine {
         let (claimed_tx, claimed_rx) = mpsc::unbounded_channel();
         Engine {
             store,
-            connector,
+            registry,
             permits: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             running: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             claimed_tx,
@@ -258,6 +267,22 @@ impl Engine {
     /// Runs the dispatcher, the receipt and inbound handler, and the expiry sweep until `shutdown`; then waits for
     /// the submissions under way.
     pub async fn run(self, events: mpsc::Receiver<ConnectorEvent>, shutdown: CancellationToken) {
+        // The zero-config connector and route, the first time this database is used; then what is in force. Nothing
+        // is sent before the routes are loaded: with none, every message would fail for want of a route.
+        loop {
+            let loaded = async {
+                registry::seed_defaults(self.store.as_ref(), now()).await?;
+                self.registry.reload(self.store.as_ref()).await
+            };
+            match loaded.await {
+                Ok(()) => break,
+                Err(e) => warn!(error = %e, "loading connectors and routes failed; trying again in a second"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
         let writer_stop = CancellationToken::new();
         let store = self.store.clone();
         let (recorder, writer) = group::Group::spawn_parallel(
@@ -277,14 +302,41 @@ impl Engine {
             Ok(n) => info!(released = n, node = %self.config.node, "took back this node's earlier claims"),
             Err(e) => warn!(error = %e, "releasing this node's earlier claims failed; they are taken when they expire"),
         }
+        let reloads = tokio::spawn(self.clone().reload_every(shutdown.clone()));
         let receipts = tokio::spawn(self.clone().handle_events(events, shutdown.clone()));
         let expiry = tokio::spawn(self.clone().sweep_expired(shutdown.clone()));
         self.dispatch(shutdown).await;
         let _ = receipts.await;
         let _ = expiry.await;
+        let _ = reloads.await;
         // Everything that records has stopped: let the writer drain what is left, then end.
         writer_stop.cancel();
         let _ = writer.await;
+    }
+
+    /// The connectors and routes in force.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Puts in force the connectors and routes the store holds now (after a change over the API).
+    pub async fn reload(&self) -> Result<(), String> {
+        self.registry.reload(self.store.as_ref()).await.map_err(|e| e.to_string())
+    }
+
+    /// Reloads connectors and routes every [`RELOAD_EVERY`], so changes made on other nodes arrive.
+    async fn reload_every(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(RELOAD_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = self.registry.reload(self.store.as_ref()).await {
+                warn!(error = %e, "reloading connectors and routes failed; keeping those in force");
+            }
+        }
     }
 
     /// Writes through the group-commit writer: concurrent changes share one transaction (one disk sync).
@@ -413,8 +465,35 @@ impl Engine {
             record(Status::Expired, "validity ended before it could be sent".into(), fence()).await;
             return;
         }
-        let name = self.connector.name().to_string();
-        let submitted = self.connector.submit(&m).await;
+        // The route, and within it the connector.
+        let (live, price) = match self.registry.resolve_message(&m, None).decision {
+            Decision::Connector { connector, price_micros, .. } => match self.registry.connector(&connector) {
+                Some(live) => (live, price_micros),
+                None => {
+                    // Removed between the choice and now.
+                    drop(permit);
+                    let detail = format!("connector {connector:?} was removed");
+                    self.retry_or_fail(&m, None, "no_connector_up".into(), detail).await;
+                    return;
+                }
+            },
+            Decision::NoRoute => {
+                drop(permit);
+                metrics::counter!(metric::SUBMISSIONS, "outcome" => "failed").increment(1);
+                let detail = format!("no route matches {} from {}", m.to, m.from);
+                let changes = Changes { error_code: Some("no_route".into()), ..fence() };
+                record(Status::Failed, detail, changes).await;
+                return;
+            }
+            Decision::Unavailable { route } => {
+                drop(permit);
+                let detail = format!("no connector of route {route:?} is up");
+                self.retry_or_fail(&m, None, "no_connector_up".into(), detail).await;
+                return;
+            }
+        };
+        let name = live.record.name.clone();
+        let submitted = live.connector.submit(&m).await;
         drop(permit);
         match submitted {
             Ok(carrier_id) => {
@@ -430,7 +509,8 @@ impl Engine {
                     sent.insert(carrier_id.clone(), at);
                 }
                 let detail = format!("{name} accepted it: carrier id {carrier_id}");
-                let changes = Changes { connector: Some(name), carrier_id: Some(carrier_id), ..fence() };
+                let price_micros = price.map(|p| p.saturating_mul(i64::from(m.segments)));
+                let changes = Changes { connector: Some(name), carrier_id: Some(carrier_id), price_micros, ..fence() };
                 record(Status::Sent, detail, changes).await;
             }
             Err(SubmitError::Permanent { code, detail }) => {
@@ -438,22 +518,27 @@ impl Engine {
                 let changes = Changes { connector: Some(name), error_code: Some(code), ..fence() };
                 record(Status::Failed, detail, changes).await;
             }
-            Err(SubmitError::Temporary { code, detail }) if m.attempts >= self.config.max_attempts => {
-                metrics::counter!(metric::SUBMISSIONS, "outcome" => "failed").increment(1);
-                let detail = format!("{detail}; giving up after {} attempts", m.attempts);
-                let changes = Changes { connector: Some(name), error_code: Some(code), ..fence() };
-                record(Status::Failed, detail, changes).await;
-            }
-            Err(SubmitError::Temporary { code, detail }) => {
-                metrics::counter!(metric::SUBMISSIONS, "outcome" => "retry").increment(1);
-                let delay = self.retry_delay(m.attempts);
-                let retry_at = now().plus_millis(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
-                let detail =
-                    format!("{detail}; attempt {} of {} in {delay:?}", m.attempts + 1, self.config.max_attempts);
-                let changes =
-                    Changes { connector: Some(name), error_code: Some(code), retry_at: Some(retry_at), ..fence() };
-                record(Status::Queued, detail, changes).await;
-            }
+            Err(SubmitError::Temporary { code, detail }) => self.retry_or_fail(&m, Some(name), code, detail).await,
+        }
+    }
+
+    /// A temporary failure: the message is queued again after a backoff, or fails once it has had its attempts.
+    async fn retry_or_fail(&self, m: &Message, connector: Option<String>, code: String, detail: String) {
+        let fence = Changes { lease_owner: Some(self.config.node.clone()), ..Changes::default() };
+        let (to, detail, changes) = if m.attempts >= self.config.max_attempts {
+            metrics::counter!(metric::SUBMISSIONS, "outcome" => "failed").increment(1);
+            let detail = format!("{detail}; giving up after {} attempts", m.attempts);
+            (Status::Failed, detail, Changes { connector, error_code: Some(code), ..fence })
+        } else {
+            metrics::counter!(metric::SUBMISSIONS, "outcome" => "retry").increment(1);
+            let delay = self.retry_delay(m.attempts);
+            let retry_at = now().plus_millis(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+            let detail = format!("{detail}; attempt {} of {} in {delay:?}", m.attempts + 1, self.config.max_attempts);
+            (Status::Queued, detail, Changes { connector, error_code: Some(code), retry_at: Some(retry_at), ..fence })
+        };
+        let transition = Transition { id: m.id, to, at: now(), detail, changes };
+        if let Err(e) = self.record(transition).await {
+            warn!(id = %m.id, error = %e, "recording {to} failed; the message is retried when its lease ends");
         }
     }
 

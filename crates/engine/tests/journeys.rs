@@ -6,10 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use smsgate_connectors::Kit;
 use smsgate_connectors::sim::{SimNetwork, VirtualCarrier};
 use smsgate_connectors::{ConnectorEvent, now};
 use smsgate_core::{AccountId, Direction, Message, MessageId, Status, Timestamp};
-use smsgate_engine::{Config, Engine};
+use smsgate_engine::{Config, Engine, Registry};
 use smsgate_store::{ListFilter, NewMessage, Store};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -42,7 +43,7 @@ async fn start() -> Harness {
         lease: Duration::from_secs(5),
         ..Config::default()
     };
-    let engine = Engine::new(store.clone(), sim.clone(), config);
+    let engine = Engine::new(store.clone(), Arc::new(Registry::new(Kit { sim: sim.clone() })), config);
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(engine.clone().run(rx, shutdown.clone()));
     Harness { store, sim, engine, shutdown, running, account, path }

@@ -5,9 +5,10 @@
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use smsgate_connectors::Kit;
 use smsgate_connectors::sim::SimNetwork;
 use smsgate_core::admission::Policy;
-use smsgate_engine::{Config as EngineConfig, Engine};
+use smsgate_engine::{Config as EngineConfig, Engine, Registry};
 use smsgate_store::Store;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -52,7 +53,7 @@ async fn serve(args: Config) -> anyhow::Result<()> {
         lease: std::time::Duration::from_secs(args.lease_secs),
         ..EngineConfig::default()
     };
-    let engine = Engine::new(store.clone(), sim.clone(), engine_config);
+    let engine = Engine::new(store.clone(), Arc::new(Registry::new(Kit { sim: sim.clone() })), engine_config);
     let shutdown = CancellationToken::new();
     let engine_task = tokio::spawn(engine.clone().run(events_rx, shutdown.clone()));
 
