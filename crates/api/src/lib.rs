@@ -234,6 +234,14 @@ async fn metrics_text(State(state): State<AppState>) -> Result<impl IntoResponse
     let depth: i64 = counts.iter().filter(|(s, _)| matches!(s, Status::Queued | Status::Sending)).map(|(_, n)| n).sum();
     out.push_str("# HELP smsgate_queue_depth Messages queued or being sent.\n# TYPE smsgate_queue_depth gauge\n");
     out.push_str(&format!("smsgate_queue_depth {depth}\n"));
+    let now = std::time::Instant::now();
+    for live in state.engine.registry().connectors() {
+        let (name, r) = (live.record.name.clone(), &live.runtime);
+        let in_flight = r.counters.in_flight.load(std::sync::atomic::Ordering::Relaxed);
+        metrics::gauge!(smsgate_engine::metric::CONNECTOR_IN_FLIGHT, "connector" => name.clone()).set(in_flight as f64);
+        let up = if r.health(now).up { 1.0 } else { 0.0 };
+        metrics::gauge!(smsgate_engine::metric::CONNECTOR_UP, "connector" => name).set(up);
+    }
     if let Some(handle) = &state.metrics {
         out.push_str(&handle.render());
     }
@@ -653,6 +661,7 @@ async fn handset_inbox(
         .inbox(&number)
         .iter()
         .map(|m| HandsetMessageView {
+            connector: m.connector.clone(),
             from: m.from.clone(),
             body: m.body.clone(),
             carrier_id: m.carrier_id.clone(),

@@ -54,6 +54,23 @@ fn connector_view(state: &AppState, record: &ConnectorRecord) -> Value {
     let live = state.engine.registry().connector(&record.name);
     let in_force = live.as_ref().is_some_and(|l| l.record.settings == record.settings);
     out.insert("in_force".into(), json!(in_force));
+    if let Some(live) = live {
+        let r = &live.runtime;
+        let health = r.health(std::time::Instant::now());
+        let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        out.insert(
+            "health".into(),
+            json!({"up": health.up, "consecutive_failures": health.consecutive_failures,
+                   "next_probe_in_ms": health.down_for.map(|d| d.as_millis() as u64)}),
+        );
+        let c = &r.counters;
+        out.insert(
+            "counters".into(),
+            json!({"submitted": n(&c.submitted), "accepted": n(&c.accepted), "rejected": n(&c.rejected),
+                   "temporary_errors": n(&c.temporary_errors), "put_back": n(&c.put_back),
+                   "in_flight": n(&c.in_flight)}),
+        );
+    }
     out.insert("created_at".into(), time_json(record.created_at));
     out.insert("updated_at".into(), time_json(record.updated_at));
     Value::Object(out)
@@ -446,7 +463,7 @@ pub(crate) async fn resolve_route(
     };
     let from = q.from.unwrap_or_else(|| "smsgate".into());
     let allowed = state.store.account(account).await.map_err(ApiError::internal)?.and_then(|a| a.routes);
-    let r = state.engine.registry().resolve(&to, &from, account, allowed.as_deref(), None, 0.5);
+    let r = state.engine.registry().resolve(&to, &from, account, allowed.as_deref());
     let (decision, route, connector, price) = match &r.decision {
         Decision::Connector { route, connector, price_micros } => {
             ("connector", Some(route.clone()), Some(connector.clone()), price_micros.map(|p| p as f64 / 1_000_000.0))

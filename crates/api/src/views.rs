@@ -113,6 +113,8 @@ pub struct InboxView {
 /// A message a virtual handset received.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct HandsetMessageView {
+    /// The connector whose carrier took it.
+    pub connector: String,
     pub from: String,
     pub body: String,
     pub carrier_id: String,

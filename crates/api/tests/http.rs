@@ -175,7 +175,9 @@ on_both!(
     batch,
     openapi_matches_the_routes,
     concurrent_sends,
-    connectors_and_routes
+    connectors_and_routes,
+    throughput_limits,
+    failover_and_recovery
 );
 
 async fn send_to_delivered(s: &Server) {
@@ -627,4 +629,117 @@ async fn connectors_and_routes(s: &Server) {
     assert_eq!(failed["error_code"], "no_route");
     let (st, _) = s.call("GET", "/v1/routes/default", admin, None).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
+}
+
+/// Sends `n` messages to distinct handsets (none a magic number), starting at `first`; returns their ids.
+async fn send_many(s: &Server, key: &str, first: usize, n: usize) -> Vec<String> {
+    let messages: Vec<Value> = (first..first + n)
+        .map(|i| json!({"to": format!("+447700{:05}5", 10_000 + i), "from": "Acme", "body": "hi"}))
+        .collect();
+    let (st, r) = s.call("POST", "/v1/messages/batch", Some(key), Some(json!({"messages": messages}))).await;
+    assert_eq!(st, StatusCode::OK, "{r}");
+    r["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect()
+}
+
+async fn throughput_limits(s: &Server) {
+    let admin = Some(s.admin_key.as_str());
+    let (_, key) = s.tenant("acme").await;
+    for c in [
+        json!({"name": "slow", "kind": "sim", "submit_latency_ms": 0, "receipt_delay_ms": 5, "throughput": 20}),
+        json!({"name": "fast", "kind": "sim", "submit_latency_ms": 0, "receipt_delay_ms": 5}),
+    ] {
+        assert_eq!(s.call("POST", "/v1/connectors", admin, Some(c)).await.0, StatusCode::CREATED);
+    }
+    for r in [
+        json!({"name": "limited", "match": {"sender": "Slow"}, "connectors": [{"name": "slow"}]}),
+        json!({"name": "open", "match": {"sender": "Acme"}, "connectors": [{"name": "fast"}]}),
+    ] {
+        assert_eq!(s.call("POST", "/v1/routes", admin, Some(r)).await.0, StatusCode::CREATED);
+    }
+    // 50 messages to the limited connector and 300 to the unlimited one, at once.
+    let slow: Vec<Value> =
+        (0..50).map(|i| json!({"to": format!("+447700{:05}5", 20_000 + i), "from": "Slow", "body": "hi"})).collect();
+    let started = tokio::time::Instant::now();
+    let (st, r) = s.call("POST", "/v1/messages/batch", Some(&key), Some(json!({"messages": slow}))).await;
+    assert_eq!(st, StatusCode::OK, "{r}");
+    let slow_ids: Vec<String> =
+        r["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
+    let fast_ids = send_many(s, &key, 0, 300).await;
+    for id in &fast_ids {
+        s.until(&key, id, "delivered").await;
+    }
+    let fast_done = started.elapsed();
+    for id in &slow_ids {
+        s.until(&key, id, "delivered").await;
+    }
+    let slow_done = started.elapsed();
+    // The unlimited connector was not held back by the limited one, which took its time.
+    assert!(fast_done < Duration::from_millis(2_000), "the unlimited connector took {fast_done:?}");
+    assert!(slow_done >= Duration::from_millis(2_400), "50 messages at 20/s took only {slow_done:?}");
+    // On the carrier's side: never more than 20 in any one second.
+    let mut times = Vec::new();
+    for i in 0..50 {
+        let (_, inbox) =
+            s.call("GET", &format!("/v1/sim/handsets/+447700{:05}5/messages", 20_000 + i), Some(&key), None).await;
+        let got = &inbox["data"][0];
+        assert_eq!(got["connector"], "slow");
+        let at = chrono::DateTime::parse_from_rfc3339(got["received_at"].as_str().unwrap()).unwrap();
+        times.push(at.timestamp_millis());
+    }
+    times.sort();
+    for (i, t) in times.iter().enumerate() {
+        let in_second = times[i..].iter().take_while(|u| **u - t < 1000).count();
+        assert!(in_second <= 20, "{in_second} submissions in the second from {t}: {times:?}");
+    }
+    let (_, c) = s.call("GET", "/v1/connectors/slow", admin, None).await;
+    assert_eq!(c["counters"]["accepted"], 50, "{c}");
+    assert!(c["counters"]["put_back"].as_u64().unwrap() > 0, "{c}");
+}
+
+async fn failover_and_recovery(s: &Server) {
+    let admin = Some(s.admin_key.as_str());
+    let (_, key) = s.tenant("acme").await;
+    for c in ["main", "backup"] {
+        let body = json!({"name": c, "kind": "sim", "submit_latency_ms": 0, "receipt_delay_ms": 5});
+        assert_eq!(s.call("POST", "/v1/connectors", admin, Some(body)).await.0, StatusCode::CREATED);
+    }
+    let route = json!({"name": "uk", "match": {"prefix": "+44"},
+                       "connectors": [{"name": "main"}, {"name": "backup", "priority": 1}]});
+    assert_eq!(s.call("POST", "/v1/routes", admin, Some(route)).await.0, StatusCode::CREATED);
+    let by = |m: &Value| m["connector"].as_str().unwrap().to_string();
+    for id in send_many(s, &key, 0, 20).await {
+        assert_eq!(by(&s.until(&key, &id, "delivered").await), "main");
+    }
+    // The main carrier goes away mid-run: nothing is lost, traffic moves to the backup, main is marked down.
+    let (st, _) = s.call("PATCH", "/v1/connectors/main", admin, Some(json!({"mode": "disconnected"}))).await;
+    assert_eq!(st, StatusCode::OK);
+    let ids = send_many(s, &key, 20, 40).await;
+    for id in &ids {
+        assert_eq!(by(&s.until(&key, id, "delivered").await), "backup");
+    }
+    let (_, c) = s.call("GET", "/v1/connectors/main", admin, None).await;
+    assert_eq!(c["health"]["up"], false, "{c}");
+    assert!(c["health"]["consecutive_failures"].as_u64().unwrap() >= 5, "{c}");
+    let (_, why) = s.call("GET", "/v1/routes/resolve?to=%2B447700900123", admin, None).await;
+    assert_eq!(why["connector"], "backup", "{why}");
+    // It heals: after its cool-down a probe brings it back, and traffic returns.
+    let (st, _) = s.call("PATCH", "/v1/connectors/main", admin, Some(json!({"mode": "healthy"}))).await;
+    assert_eq!(st, StatusCode::OK);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut next = 60;
+    loop {
+        let id = &send_many(s, &key, next, 1).await[0];
+        next += 1;
+        if by(&s.until(&key, id, "delivered").await) == "main" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "main never came back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, c) = s.call("GET", "/v1/connectors/main", admin, None).await;
+    assert_eq!(
+        (c["health"]["up"].as_bool(), c["health"]["consecutive_failures"].as_u64()),
+        (Some(true), Some(0)),
+        "{c}"
+    );
 }

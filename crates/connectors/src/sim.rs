@@ -60,6 +60,8 @@ impl Default for VirtualCarrier {
 /// A message as a virtual handset has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandsetMessage {
+    /// The connector whose carrier took it.
+    pub connector: String,
     pub from: String,
     pub body: String,
     pub carrier_id: String,
@@ -163,6 +165,7 @@ impl SimNetwork {
                 state.next_id += 1;
                 state.taken.insert(id, line.carrier_id.clone());
                 state.inboxes.entry(line.to.clone()).or_default().push(HandsetMessage {
+                    connector: line.connector.clone(),
                     from: line.from,
                     body: line.body,
                     carrier_id: line.carrier_id,
@@ -244,7 +247,9 @@ impl Connector for SimNetwork {
 impl SimNetwork {
     /// A carrier of the network takes a message for `connector`: after the carrier's latency, the destination's
     /// fault if it asks for one, else the message goes to the handset's inbox and its receipt is scheduled.
+    /// The message's `at` in the handset's inbox is when the carrier received the submission.
     pub async fn take(&self, connector: &str, carrier: &VirtualCarrier, m: &Message) -> Result<String, SubmitError> {
+        let at = now();
         tokio::time::sleep(carrier.submit_latency).await;
         let fault = fault(&m.to);
         let carrier_id = {
@@ -276,7 +281,6 @@ impl SimNetwork {
             }
             state.next_id += 1;
             let carrier_id = format!("{:X}", 0x5100_0000_u64 + state.next_id);
-            let at = now();
             if let Some(log) = state.log.as_mut() {
                 let line = LogLine {
                     id: m.id.to_string(),
@@ -296,6 +300,7 @@ impl SimNetwork {
             }
             state.taken.insert(m.id, carrier_id.clone());
             state.inboxes.entry(m.to.clone()).or_default().push(HandsetMessage {
+                connector: connector.to_string(),
                 from: m.from.clone(),
                 body: m.body.clone(),
                 carrier_id: carrier_id.clone(),

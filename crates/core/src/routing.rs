@@ -174,11 +174,15 @@ fn choose(
     draw: f64,
     why: &mut Vec<String>,
 ) -> Decision {
-    let up: Vec<&RouteTarget> = route.connectors.iter().filter(|t| is_up(&t.name)).collect();
-    for t in route.connectors.iter().filter(|t| !is_up(&t.name)) {
-        why.push(format!("connector {:?} is down", t.name));
+    // Each connector is asked once: asking may hand out a probe of one that was down.
+    let mut candidates = Vec::with_capacity(route.connectors.len());
+    for t in &route.connectors {
+        if is_up(&t.name) {
+            candidates.push(t);
+        } else {
+            why.push(format!("connector {:?} is down", t.name));
+        }
     }
-    let mut candidates = up.clone();
     if let Some(avoid) = avoid
         && candidates.iter().any(|t| t.name != avoid)
         && candidates.iter().any(|t| t.name == avoid)

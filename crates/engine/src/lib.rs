@@ -13,6 +13,7 @@
 
 pub mod group;
 pub mod registry;
+pub mod runtime;
 
 pub use registry::Registry;
 
@@ -20,6 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use runtime::Turn;
 use smsgate_connectors::{ConnectorEvent, Inbound, Receipt, ReceiptState, SubmitError, now};
 use smsgate_core::routing::Decision;
 use smsgate_core::{AccountId, Direction, Message, MessageId, Status, Timestamp};
@@ -200,6 +202,17 @@ pub mod metric {
     pub const SENT_TO_DELIVERED: &str = "smsgate_sent_to_delivered_seconds";
     /// Inbound messages stored.
     pub const INBOUND: &str = "smsgate_inbound_total";
+    /// Submissions by connector and outcome (`accepted`, `rejected`, `temporary_error`, `put_back` to wait for
+    /// the connector's pace).
+    pub const CONNECTOR_SUBMISSIONS: &str = "smsgate_connector_submissions_total";
+    /// Temporary errors by connector and code.
+    pub const CONNECTOR_ERRORS: &str = "smsgate_connector_errors_total";
+    /// Seconds a carrier took to answer a submission, by connector.
+    pub const CONNECTOR_SUBMIT_SECONDS: &str = "smsgate_connector_submit_seconds";
+    /// Submissions waiting for the carrier's answer, by connector (a gauge, set when `/metrics` is read).
+    pub const CONNECTOR_IN_FLIGHT: &str = "smsgate_connector_in_flight";
+    /// 1 when a connector is up, 0 while it cools down after errors (a gauge, set when `/metrics` is read).
+    pub const CONNECTOR_UP: &str = "smsgate_connector_up";
 }
 
 fn seconds_between(from: Timestamp, to: Timestamp) -> f64 {
@@ -493,8 +506,55 @@ impl Engine {
             }
         };
         let name = live.record.name.clone();
+        let runtime = live.runtime.clone();
+        // The connector's pace: go now, wait a little, or step back into the queue until its turn.
+        match runtime.turn(std::time::Instant::now()) {
+            Turn::Now => {}
+            Turn::Wait(w) => tokio::time::sleep(w).await,
+            Turn::Later(wait) => {
+                drop(permit);
+                metrics::counter!(metric::CONNECTOR_SUBMISSIONS, "connector" => name.clone(), "outcome" => "put_back")
+                    .increment(1);
+                let rate = runtime.limits().throughput.unwrap_or(0.0);
+                let detail = format!("waiting for {name}'s pace ({rate}/s): back in {} ms", wait.as_millis());
+                let back = now().plus_millis(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
+                let changes = Changes { retry_at: Some(back), attempt_undone: true, ..fence() };
+                record(Status::Queued, detail, changes).await;
+                return;
+            }
+        }
+        let window = runtime.enter().await;
+        runtime.counters.submitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let started = std::time::Instant::now();
         let submitted = live.connector.submit(&m).await;
+        drop(window);
         drop(permit);
+        metrics::histogram!(metric::CONNECTOR_SUBMIT_SECONDS, "connector" => name.clone())
+            .record(started.elapsed().as_secs_f64());
+        let outcome = match &submitted {
+            Ok(_) => "accepted",
+            Err(SubmitError::Permanent { .. }) => "rejected",
+            Err(SubmitError::Temporary { .. }) => "temporary_error",
+        };
+        metrics::counter!(metric::CONNECTOR_SUBMISSIONS, "connector" => name.clone(), "outcome" => outcome)
+            .increment(1);
+        match &submitted {
+            // A refusal for the message's own sake (a bad number) says the carrier works.
+            Ok(_) | Err(SubmitError::Permanent { .. }) => runtime.succeeded(),
+            Err(SubmitError::Temporary { code, .. }) => {
+                metrics::counter!(metric::CONNECTOR_ERRORS, "connector" => name.clone(), "code" => code.clone())
+                    .increment(1);
+                if runtime.failed(std::time::Instant::now()) {
+                    warn!(connector = %name, code = %code, "connector down after repeated temporary errors");
+                }
+            }
+        }
+        let counter = match &submitted {
+            Ok(_) => &runtime.counters.accepted,
+            Err(SubmitError::Permanent { .. }) => &runtime.counters.rejected,
+            Err(SubmitError::Temporary { .. }) => &runtime.counters.temporary_errors,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match submitted {
             Ok(carrier_id) => {
                 let at = now();

@@ -12,6 +12,8 @@ use smsgate_core::{Message, Timestamp};
 use smsgate_store::{ConnectorRecord, Store, StoreError};
 use tracing::warn;
 
+use crate::runtime::Runtime;
+
 /// The connector the zero-config route sends to: the built-in simulated network.
 pub const DEFAULT_CONNECTOR: &str = "sim";
 
@@ -30,6 +32,8 @@ pub struct Live {
     pub record: ConnectorRecord,
     pub connector: Arc<dyn Connector>,
     pub limits: Limits,
+    /// Its pace, window, health and counters on this node.
+    pub runtime: Arc<Runtime>,
 }
 
 #[derive(Debug, Default)]
@@ -43,6 +47,8 @@ struct InForce {
 pub struct Registry {
     kit: Kit,
     in_force: RwLock<Arc<InForce>>,
+    /// Each connector's state by name, kept when its settings change.
+    runtimes: std::sync::Mutex<HashMap<String, Arc<Runtime>>>,
 }
 
 /// The keys of a connector's settings that are the dispatcher's, not its kind's.
@@ -70,12 +76,12 @@ pub fn split_settings(settings: &serde_json::Value) -> Result<(Limits, serde_jso
 }
 
 /// Builds a connector from its record; errors say what is wrong with it.
-pub fn build(kit: &Kit, record: &ConnectorRecord) -> Result<Live, String> {
+fn build(kit: &Kit, record: &ConnectorRecord) -> Result<(Arc<dyn Connector>, Limits), String> {
     let settings: serde_json::Value =
         serde_json::from_str(&record.settings).map_err(|e| format!("settings are not JSON: {e}"))?;
     let (limits, kind_settings) = split_settings(&settings)?;
     let connector = kit.build(&record.name, &record.kind, kind_settings)?;
-    Ok(Live { record: record.clone(), connector, limits })
+    Ok((connector, limits))
 }
 
 /// Creates the zero-config connector and route the first time a database is used, and never again: an operator
@@ -111,7 +117,11 @@ pub async fn seed_defaults(store: &dyn Store, now: Timestamp) -> Result<(), Stor
 impl Registry {
     /// An empty registry; [`Registry::reload`] fills it.
     pub fn new(kit: Kit) -> Registry {
-        Registry { kit, in_force: RwLock::new(Arc::new(InForce::default())) }
+        Registry {
+            kit,
+            in_force: RwLock::new(Arc::new(InForce::default())),
+            runtimes: std::sync::Mutex::new(HashMap::new()),
+        }
     }
 
     fn current(&self) -> Arc<InForce> {
@@ -124,6 +134,8 @@ impl Registry {
         let (records, routes) = (store.connectors().await?, store.routes().await?);
         let before = self.current();
         let mut connectors = HashMap::with_capacity(records.len());
+        let mut runtimes = self.runtimes.lock().unwrap_or_else(|e| e.into_inner());
+        runtimes.retain(|name, _| records.iter().any(|r| &r.name == name));
         for record in records {
             if let Some(live) = before.connectors.get(&record.name)
                 && live.record.kind == record.kind
@@ -133,12 +145,18 @@ impl Registry {
                 continue;
             }
             match build(&self.kit, &record) {
-                Ok(live) => {
+                Ok((connector, limits)) => {
+                    let runtime = runtimes
+                        .entry(record.name.clone())
+                        .or_insert_with(|| Arc::new(Runtime::new(&record.name, limits)));
+                    runtime.set_limits(limits);
+                    let live = Live { record: record.clone(), connector, limits, runtime: runtime.clone() };
                     connectors.insert(record.name.clone(), Arc::new(live));
                 }
                 Err(e) => warn!(connector = %record.name, error = %e, "connector left out: its settings are bad"),
             }
         }
+        drop(runtimes);
         let in_force = Arc::new(InForce { table: RoutingTable::new(routes), connectors });
         *self.in_force.write().unwrap_or_else(|e| e.into_inner()) = in_force;
         Ok(())
@@ -147,6 +165,11 @@ impl Registry {
     /// Whether a connector record would build (its kind is known and its settings are good); errors say why not.
     pub fn check(&self, record: &ConnectorRecord) -> Result<(), String> {
         build(&self.kit, record).map(|_| ())
+    }
+
+    /// The state of a connector on this node, if it is in force.
+    pub fn runtime(&self, name: &str) -> Option<Arc<Runtime>> {
+        self.current().connectors.get(name).map(|l| l.runtime.clone())
     }
 
     /// The connector of this name, if in force.
@@ -166,9 +189,23 @@ impl Registry {
         self.current().table.routes().to_vec()
     }
 
-    /// Which connector carries a message to `to` from `from` for its account; see
-    /// [`RoutingTable::resolve`]. A connector is up when it is in force.
+    /// Which connector would carry a message to `to` from `from` for its account, and why; see
+    /// [`RoutingTable::resolve`]. A connector is up when it is in force and healthy (or its cool-down is over).
+    /// Asking takes no probe: for explaining, not sending.
     pub fn resolve(
+        &self,
+        to: &str,
+        from: &str,
+        account: smsgate_core::AccountId,
+        allowed: Option<&[String]>,
+    ) -> Resolution {
+        let now = std::time::Instant::now();
+        let up = |live: &Live| live.runtime.health(now).down_for.is_none_or(|d| d.is_zero());
+        self.resolve_with(to, from, account, allowed, None, 0.5, up)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn resolve_with(
         &self,
         to: &str,
         from: &str,
@@ -176,18 +213,22 @@ impl Registry {
         allowed: Option<&[String]>,
         avoid: Option<&str>,
         draw: f64,
+        up: impl Fn(&Live) -> bool,
     ) -> Resolution {
         let in_force = self.current();
         let country = if in_force.table.uses_country() { country_of(to) } else { None };
         let dest = Destination { to, from, account, country: country.as_deref() };
-        in_force.table.resolve(&dest, allowed, |name| in_force.connectors.contains_key(name), avoid, draw)
+        let is_up = |name: &str| in_force.connectors.get(name).is_some_and(|l| up(l));
+        in_force.table.resolve(&dest, allowed, is_up, avoid, draw)
     }
 
     /// [`Registry::resolve`] for a message about to be sent: a retry after a temporary error passes over the
     /// connector that gave it, and the spread by weight draws from the message's id and attempt.
+    /// A connector whose cool-down is over gets this message as its probe.
     pub fn resolve_message(&self, m: &Message, allowed: Option<&[String]>) -> Resolution {
         let avoid = m.error_code.as_ref().and(m.connector.as_deref());
-        self.resolve(&m.to, &m.from, m.account_id, allowed, avoid, draw(m))
+        let now = std::time::Instant::now();
+        self.resolve_with(&m.to, &m.from, m.account_id, allowed, avoid, draw(m), |l| l.runtime.is_up(now))
     }
 }
 

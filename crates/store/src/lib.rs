@@ -134,6 +134,9 @@ pub struct Changes {
     /// Fencing for a message being sent: the move happens only if this dispatcher still holds the lease, so one
     /// whose lease ran out (and was taken over) cannot overwrite the new holder's work.
     pub lease_owner: Option<String>,
+    /// The claim that counted an attempt was not one (the message is put back to wait for its connector's
+    /// pace): the count goes back down.
+    pub attempt_undone: bool,
 }
 
 /// One status change, for [`Store::transition_many`].

@@ -168,12 +168,12 @@ async fn apply_transitions(
                  next_attempt_at = COALESCE(v.column8, next_attempt_at), \
                  lease_owner = CASE WHEN v.column2 = 'sending' THEN lease_owner END, \
                  lease_until = CASE WHEN v.column2 = 'sending' THEN lease_until END, \
-                 journey = journey || v.column10 \
+                 journey = journey || v.column10, attempts = attempts - v.column11 \
                  FROM (VALUES {}) AS v \
                  WHERE messages.id = v.column1 AND (v.column9 IS NULL OR messages.lease_owner = v.column9) \
                  AND ({}) \
                  RETURNING messages.id",
-                values_rows(chunk.len(), 10),
+                values_rows(chunk.len(), 11),
                 allowed_moves("v.column2"),
             );
             let mut query = sqlx::query(AssertSqlSafe(sql));
@@ -189,7 +189,8 @@ async fn apply_transitions(
                     .bind(c.price_micros)
                     .bind(c.retry_at.map(|t| t.0))
                     .bind(c.lease_owner.as_deref())
-                    .bind(journey_line(t.to, t.at, &t.detail));
+                    .bind(journey_line(t.to, t.at, &t.detail))
+                    .bind(i64::from(c.attempt_undone));
             }
             let mut moved = HashSet::new();
             for row in query.fetch_all(&mut **tx).await? {

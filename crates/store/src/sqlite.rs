@@ -333,7 +333,7 @@ fn transition_sql(to: Status) -> String {
          next_attempt_at = COALESCE(?8, next_attempt_at), \
          lease_owner = CASE WHEN ?2 = 'sending' THEN lease_owner END, \
          lease_until = CASE WHEN ?2 = 'sending' THEN lease_until END, \
-         journey = journey || ?10 \
+         journey = journey || ?10, attempts = attempts - ?11 \
          WHERE id = ?1 AND {from} AND (?9 IS NULL OR lease_owner = ?9)"
     )
 }
@@ -356,6 +356,7 @@ fn apply_transition(conn: &Connection, t: &Transition) -> Result<bool> {
         c.retry_at.map(|r| r.0),
         c.lease_owner,
         journey_line(t.to, t.at, &t.detail),
+        i64::from(c.attempt_undone),
     ])?;
     Ok(moved == 1)
 }
