@@ -111,6 +111,7 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .routes(routes!(routing::get_connector, routing::update_connector, routing::delete_connector))
         .routes(routes!(routing::create_route, routing::list_routes))
         .routes(routes!(routing::resolve_route))
+        .routes(routes!(routing::update_account))
         .routes(routes!(routing::get_route, routing::update_route, routing::delete_route))
         .with_state(state)
         .split_for_parts();

@@ -462,8 +462,7 @@ pub(crate) async fn resolve_route(
         None => caller.id,
     };
     let from = q.from.unwrap_or_else(|| "smsgate".into());
-    let allowed = state.store.account(account).await.map_err(ApiError::internal)?.and_then(|a| a.routes);
-    let r = state.engine.registry().resolve(&to, &from, account, allowed.as_deref());
+    let r = state.engine.registry().resolve(&to, &from, account);
     let (decision, route, connector, price) = match &r.decision {
         Decision::Connector { route, connector, price_micros } => {
             ("connector", Some(route.clone()), Some(connector.clone()), price_micros.map(|p| p as f64 / 1_000_000.0))
@@ -473,4 +472,42 @@ pub(crate) async fn resolve_route(
     };
     Ok(Json(json!({"to": to, "from": from, "account": account.to_string(), "decision": decision,
                    "route": route, "connector": connector, "price": price, "why": r.why})))
+}
+
+/// `PATCH /v1/accounts/{id}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AccountPatch {
+    /// The routes the account may use, by name; `null`: all.
+    routes: Option<Vec<String>>,
+}
+
+/// Limit an account to named routes (`{"routes": ["uk", "backup"]}`), or lift the limit (`{"routes": null}`).
+/// Admin only.
+#[utoipa::path(patch, path = "/v1/accounts/{id}", params(("id" = String, Path)), request_body = AccountPatch,
+    responses((status = OK, body = Object), (status = NOT_FOUND, body = ErrorView),
+        (status = UNPROCESSABLE_ENTITY, body = ErrorView)))]
+pub(crate) async fn update_account(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    JsonBody { value: body, .. }: JsonBody<AccountPatch>,
+) -> Result<impl IntoResponse, ApiError> {
+    require_admin(&caller)?;
+    let account = AccountId::parse(&id).ok_or_else(|| not_found("account", &id))?;
+    if let Some(names) = &body.routes {
+        let routes = state.store.routes().await.map_err(ApiError::internal)?;
+        if let Some(unknown) = names.iter().find(|n| !routes.iter().any(|r| &r.name == *n)) {
+            return Err(ApiError::invalid("unknown_route", format!("no route named {unknown:?}")));
+        }
+    }
+    if !state.store.set_account_routes(account, body.routes.as_deref()).await.map_err(ApiError::internal)? {
+        return Err(not_found("account", &id));
+    }
+    reload(&state).await?;
+    state.keys.clear();
+    let account =
+        state.store.account(account).await.map_err(ApiError::internal)?.ok_or_else(|| not_found("account", &id))?;
+    Ok(Json(json!({"id": account.id.to_string(), "name": account.name, "is_admin": account.is_admin,
+                   "created_at": time_json(account.created_at), "routes": account.routes})))
 }

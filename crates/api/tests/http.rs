@@ -457,6 +457,7 @@ async fn openapi_matches_the_routes(s: &Server) {
         ("/v1/routes/{name}", "patch"),
         ("/v1/routes/{name}", "delete"),
         ("/v1/routes/resolve", "get"),
+        ("/v1/accounts/{id}", "patch"),
     ];
     for (path, method) in expected {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing from the document");
@@ -610,6 +611,23 @@ async fn connectors_and_routes(s: &Server) {
     let journey: Vec<&str> = done["events"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap()).collect();
     assert_eq!(journey, ["queued", "sending", "queued", "sending", "sent", "delivered"]);
     assert!(done["events"][2]["detail"].as_str().unwrap().contains("reject_all"), "{done}");
+
+    // An account limited to named routes uses only those.
+    let path = format!("/v1/accounts/{account}");
+    let (st, e) = s.call("PATCH", &path, admin, Some(json!({"routes": ["nope"]}))).await;
+    assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("unknown_route")));
+    let (st, a) = s.call("PATCH", &path, admin, Some(json!({"routes": ["default"]}))).await;
+    assert_eq!((st, a["routes"].clone()), (StatusCode::OK, json!(["default"])));
+    let (_, why) =
+        s.call("GET", &format!("/v1/routes/resolve?to=%2B447700900123&account={account}"), admin, None).await;
+    assert_eq!((why["route"].as_str(), why["connector"].as_str()), (Some("default"), Some("sim")), "{why}");
+    assert!(why["why"][0].as_str().unwrap().contains("not among the account's routes"), "{why}");
+    let (_, m) = s
+        .call("POST", "/v1/messages", Some(&key), Some(json!({"to": "+447700900125", "from": "Acme", "body": "hi"})))
+        .await;
+    assert_eq!(s.until(&key, m["id"].as_str().unwrap(), "delivered").await["connector"], "sim");
+    let (st, a) = s.call("PATCH", &path, admin, Some(json!({"routes": null}))).await;
+    assert_eq!((st, a["routes"].clone()), (StatusCode::OK, Value::Null));
 
     // A connector a route names cannot go; a route can, the default one too, and then nothing matches.
     let (st, e) = s.call("DELETE", "/v1/connectors/beta", admin, None).await;

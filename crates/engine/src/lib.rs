@@ -479,7 +479,7 @@ impl Engine {
             return;
         }
         // The route, and within it the connector.
-        let (live, price) = match self.registry.resolve_message(&m, None).decision {
+        let (live, price) = match self.registry.resolve_message(&m).decision {
             Decision::Connector { connector, price_micros, .. } => match self.registry.connector(&connector) {
                 Some(live) => (live, price_micros),
                 None => {
@@ -575,6 +575,7 @@ impl Engine {
             }
             Err(SubmitError::Permanent { code, detail }) => {
                 metrics::counter!(metric::SUBMISSIONS, "outcome" => "failed").increment(1);
+                let detail = format!("{name} refused it, {code}: {detail}");
                 let changes = Changes { connector: Some(name), error_code: Some(code), ..fence() };
                 record(Status::Failed, detail, changes).await;
             }
@@ -585,6 +586,11 @@ impl Engine {
     /// A temporary failure: the message is queued again after a backoff, or fails once it has had its attempts.
     async fn retry_or_fail(&self, m: &Message, connector: Option<String>, code: String, detail: String) {
         let fence = Changes { lease_owner: Some(self.config.node.clone()), ..Changes::default() };
+        // Each attempt's event names the connector, what happened and the code.
+        let detail = match &connector {
+            Some(c) => format!("{c}: temporary error, {code}: {detail}"),
+            None => format!("{code}: {detail}"),
+        };
         let (to, detail, changes) = if m.attempts >= self.config.max_attempts {
             metrics::counter!(metric::SUBMISSIONS, "outcome" => "failed").increment(1);
             let detail = format!("{detail}; giving up after {} attempts", m.attempts);

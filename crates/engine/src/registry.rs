@@ -40,6 +40,8 @@ pub struct Live {
 struct InForce {
     table: RoutingTable,
     connectors: HashMap<String, Arc<Live>>,
+    /// The accounts limited to named routes.
+    limited: HashMap<smsgate_core::AccountId, Vec<String>>,
 }
 
 /// This node's connectors and routes.
@@ -132,6 +134,7 @@ impl Registry {
     /// whose settings cannot be built is left out (its routes see it as down) and logged.
     pub async fn reload(&self, store: &dyn Store) -> Result<(), StoreError> {
         let (records, routes) = (store.connectors().await?, store.routes().await?);
+        let limited = store.route_limits().await?.into_iter().collect();
         let before = self.current();
         let mut connectors = HashMap::with_capacity(records.len());
         let mut runtimes = self.runtimes.lock().unwrap_or_else(|e| e.into_inner());
@@ -157,7 +160,7 @@ impl Registry {
             }
         }
         drop(runtimes);
-        let in_force = Arc::new(InForce { table: RoutingTable::new(routes), connectors });
+        let in_force = Arc::new(InForce { table: RoutingTable::new(routes), connectors, limited });
         *self.in_force.write().unwrap_or_else(|e| e.into_inner()) = in_force;
         Ok(())
     }
@@ -189,33 +192,26 @@ impl Registry {
         self.current().table.routes().to_vec()
     }
 
-    /// Which connector would carry a message to `to` from `from` for its account, and why; see
-    /// [`RoutingTable::resolve`]. A connector is up when it is in force and healthy (or its cool-down is over).
-    /// Asking takes no probe: for explaining, not sending.
-    pub fn resolve(
-        &self,
-        to: &str,
-        from: &str,
-        account: smsgate_core::AccountId,
-        allowed: Option<&[String]>,
-    ) -> Resolution {
+    /// Which connector would carry a message to `to` from `from` for `account`, and why; see
+    /// [`RoutingTable::resolve`]. A connector is up when it is in force and healthy (or its cool-down is over); an
+    /// account limited to named routes gets only those. Asking takes no probe: for explaining, not sending.
+    pub fn resolve(&self, to: &str, from: &str, account: smsgate_core::AccountId) -> Resolution {
         let now = std::time::Instant::now();
         let up = |live: &Live| live.runtime.health(now).down_for.is_none_or(|d| d.is_zero());
-        self.resolve_with(to, from, account, allowed, None, 0.5, up)
+        self.resolve_with(to, from, account, None, 0.5, up)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn resolve_with(
         &self,
         to: &str,
         from: &str,
         account: smsgate_core::AccountId,
-        allowed: Option<&[String]>,
         avoid: Option<&str>,
         draw: f64,
         up: impl Fn(&Live) -> bool,
     ) -> Resolution {
         let in_force = self.current();
+        let allowed = in_force.limited.get(&account).map(Vec::as_slice);
         let country = if in_force.table.uses_country() { country_of(to) } else { None };
         let dest = Destination { to, from, account, country: country.as_deref() };
         let is_up = |name: &str| in_force.connectors.get(name).is_some_and(|l| up(l));
@@ -225,10 +221,10 @@ impl Registry {
     /// [`Registry::resolve`] for a message about to be sent: a retry after a temporary error passes over the
     /// connector that gave it, and the spread by weight draws from the message's id and attempt.
     /// A connector whose cool-down is over gets this message as its probe.
-    pub fn resolve_message(&self, m: &Message, allowed: Option<&[String]>) -> Resolution {
+    pub fn resolve_message(&self, m: &Message) -> Resolution {
         let avoid = m.error_code.as_ref().and(m.connector.as_deref());
         let now = std::time::Instant::now();
-        self.resolve_with(&m.to, &m.from, m.account_id, allowed, avoid, draw(m), |l| l.runtime.is_up(now))
+        self.resolve_with(&m.to, &m.from, m.account_id, avoid, draw(m), |l| l.runtime.is_up(now))
     }
 }
 

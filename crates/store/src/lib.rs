@@ -306,6 +306,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// this node or another).
     async fn do_once(&self, name: &str, now: Timestamp) -> Result<bool>;
 
+    /// The accounts limited to named routes, with their routes.
+    async fn route_limits(&self) -> Result<Vec<(AccountId, Vec<String>)>>;
+
     /// Limits an account to the named routes (`None`: all); false if there is no such account.
     async fn set_account_routes(&self, account: AccountId, routes: Option<&[String]>) -> Result<bool>;
 

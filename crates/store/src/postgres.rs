@@ -722,6 +722,12 @@ impl Store for PgStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn route_limits(&self) -> Result<Vec<(AccountId, Vec<String>)>> {
+        let rows: Vec<(String, Option<String>)> =
+            sqlx::query_as("SELECT id, routes FROM accounts WHERE routes IS NOT NULL").fetch_all(&self.pool).await?;
+        rows.into_iter().map(|(id, routes)| Ok((account_id_of(&id)?, routes_of(routes)?.unwrap_or_default()))).collect()
+    }
+
     async fn set_account_routes(&self, account: AccountId, routes: Option<&[String]>) -> Result<bool> {
         let done = sqlx::query("UPDATE accounts SET routes = $2 WHERE id = $1")
             .bind(account.to_string())

@@ -921,6 +921,20 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn route_limits(&self) -> Result<Vec<(AccountId, Vec<String>)>> {
+        self.read(|conn| {
+            let mut st = conn.prepare_cached("SELECT id, routes FROM accounts WHERE routes IS NOT NULL")?;
+            let mut rows = st.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let routes = routes_of(r.get(1)?)?.unwrap_or_default();
+                out.push((account_id_of(&r.get::<_, String>(0)?)?, routes));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn set_account_routes(&self, account: AccountId, routes: Option<&[String]>) -> Result<bool> {
         let json = routes_json(routes);
         self.write(move |conn, _| {

@@ -655,6 +655,7 @@ async fn connectors_routes_and_one_time_steps(store: &Arc<dyn Store>) {
     let only = ["uk".to_string(), "backup".to_string()];
     assert!(store.set_account_routes(vip.id, Some(&only)).await.unwrap());
     assert_eq!(store.account(vip.id).await.unwrap().unwrap().routes, Some(only.to_vec()));
+    assert_eq!(store.route_limits().await.unwrap(), vec![(vip.id, only.to_vec())]);
     assert!(store.set_account_routes(vip.id, None).await.unwrap());
     assert_eq!(store.account(vip.id).await.unwrap().unwrap().routes, None);
     assert!(!store.set_account_routes(AccountId::generate(), None).await.unwrap());
