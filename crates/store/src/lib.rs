@@ -61,6 +61,83 @@ pub struct Account {
     pub routes: Option<Vec<String>>,
 }
 
+/// An account's webhooks: where status and inbound callbacks go, and the secret that signs them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhooks {
+    pub account_id: AccountId,
+    pub status_url: Option<String>,
+    pub inbound_url: Option<String>,
+    pub secret: String,
+    pub updated_at: Timestamp,
+}
+
+/// A callback due to go out, with what sending it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueCallback {
+    pub id: String,
+    pub account_id: AccountId,
+    pub message_id: MessageId,
+    /// `status` or `inbound`.
+    pub kind: String,
+    pub url: String,
+    /// The status it reports, and its time.
+    pub status: Status,
+    pub error_code: Option<String>,
+    pub at: Timestamp,
+    pub attempts: u32,
+    pub created_at: Timestamp,
+    /// The account's signing secret now (empty if its webhooks were removed).
+    pub secret: String,
+}
+
+/// One try at delivering a callback.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CallbackAttempt {
+    pub at: Timestamp,
+    /// `200`, `500`, `timeout`, `refused`, ...
+    pub result: String,
+    /// How long the receiver took, in milliseconds.
+    pub ms: u64,
+}
+
+/// A callback of a message, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackRecord {
+    pub id: String,
+    pub kind: String,
+    pub url: String,
+    pub status: Status,
+    pub error_code: Option<String>,
+    pub at: Timestamp,
+    /// `pending`, `delivered` or `failed` (given up).
+    pub state: String,
+    pub attempts: Vec<CallbackAttempt>,
+    pub next_attempt_at: Option<Timestamp>,
+}
+
+/// What became of a delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallbackNext {
+    Delivered,
+    /// Try again at this time.
+    RetryAt(Timestamp),
+    /// No more tries (its 24 hours are over).
+    GiveUp,
+}
+
+/// A delivery attempt's outcome, for [`Store::finish_callbacks`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackResult {
+    pub id: String,
+    pub attempt: CallbackAttempt,
+    pub next: CallbackNext,
+}
+
+/// Whether a status change is reported to webhooks: every one after `queued`.
+pub(crate) fn notifies(status: Status) -> bool {
+    !matches!(status, Status::Queued | Status::Scheduled)
+}
+
 /// A connector as stored: its kind and settings (JSON, read by the code that knows the kind).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectorRecord {
@@ -311,6 +388,37 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Limits an account to the named routes (`None`: all); false if there is no such account.
     async fn set_account_routes(&self, account: AccountId, routes: Option<&[String]>) -> Result<bool>;
+
+    /// Sets an account's webhook URLs (`None` removes one), keeping its secret, or giving it `new_secret` if it
+    /// has none yet.
+    async fn put_webhooks(
+        &self,
+        account: AccountId,
+        status_url: Option<&str>,
+        inbound_url: Option<&str>,
+        new_secret: &str,
+        now: Timestamp,
+    ) -> Result<Webhooks>;
+
+    /// An account's webhooks, if it set any.
+    async fn webhooks(&self, account: AccountId) -> Result<Option<Webhooks>>;
+
+    /// Replaces an account's signing secret; false if it has no webhooks.
+    async fn rotate_webhook_secret(&self, account: AccountId, secret: &str, now: Timestamp) -> Result<bool>;
+
+    /// Claims up to `limit` callbacks due at `now` for `owner` until `now + lease_ms`: for each message only its
+    /// oldest undelivered callback, so a message's callbacks go out in order.
+    async fn claim_callbacks(&self, owner: &str, now: Timestamp, lease_ms: i64, limit: u32)
+    -> Result<Vec<DueCallback>>;
+
+    /// Records delivery attempts.
+    async fn finish_callbacks(&self, results: &[CallbackResult]) -> Result<()>;
+
+    /// A message's callbacks, oldest first (for the account that owns it).
+    async fn callbacks(&self, account: AccountId, message: MessageId) -> Result<Vec<CallbackRecord>>;
+
+    /// Callbacks still to deliver, across all accounts.
+    async fn count_pending_callbacks(&self) -> Result<i64>;
 
     /// Closes the store: waits for writes under way, then releases the database.
     async fn close(&self) {}

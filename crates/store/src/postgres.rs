@@ -20,11 +20,12 @@ use crate::schema::{
     MESSAGE_COLUMNS, MIGRATIONS, Param, account_id_of, claim_lines, corrupt, expiry_lines, first_journey, journey_line,
     list_query, may_become, message_id_of, parse_journey, status_of, waiting,
 };
-use crate::schema::{route_json, route_of, routes_json, routes_of};
+use crate::schema::{attempt_line, callback_url_sql, parse_attempts, route_json, route_of, routes_json, routes_of};
 use crate::{
     Account, ApiKey, ConnectorRecord, Inserted, ListFilter, NewMessage, ReceiptUpdate, Result, Store, StoreError,
     Transition,
 };
+use crate::{CallbackNext, CallbackRecord, CallbackResult, DueCallback, Webhooks};
 
 /// The PostgreSQL store.
 #[derive(Debug, Clone)]
@@ -125,6 +126,39 @@ fn values_rows(rows: usize, columns: usize) -> String {
     out
 }
 
+/// Writes the callbacks status changes make (message, status, time), for messages whose account (or which
+/// itself) has a webhook for them. Run after the statement that made the changes, in its transaction, so each
+/// callback's `seq` is its message's journey length right after its change.
+async fn enqueue_callbacks(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    changes: &[(MessageId, Status, Timestamp)],
+) -> Result<()> {
+    let changes: Vec<_> = changes.iter().filter(|(_, s, _)| crate::notifies(*s)).collect();
+    for chunk in pow2_chunks(&changes, ROWS_PER_STATEMENT) {
+        let url = callback_url_sql("v.column3");
+        let sql = format!(
+            "INSERT INTO callbacks (id, account_id, message_id, seq, kind, url, status, error_code, at, state, \
+             next_attempt_at, created_at) \
+             SELECT v.column1, m.account_id, m.id, length(m.journey), \
+             CASE WHEN v.column3 = 'received' THEN 'inbound' ELSE 'status' END, {url}, v.column3, m.error_code, \
+             v.column4, 'pending', v.column4, v.column4 \
+             FROM (VALUES {}) AS v JOIN messages m ON m.id = v.column2 \
+             LEFT JOIN webhooks w ON w.account_id = m.account_id WHERE {url} IS NOT NULL",
+            values_rows(chunk.len(), 4)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (id, status, at) in chunk.iter() {
+            query = query
+                .bind(uuid::Uuid::now_v7().hyphenated().to_string())
+                .bind(id.to_string())
+                .bind(status.as_str())
+                .bind(at.0);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 /// The most rows one multi-row statement carries (a power of two; PostgreSQL allows 65,535 parameters).
 const ROWS_PER_STATEMENT: usize = 256;
 
@@ -196,13 +230,16 @@ async fn apply_transitions(
             for row in query.fetch_all(&mut **tx).await? {
                 moved.insert(message_id_of(&row.try_get::<String, _>(0)?)?);
             }
+            let mut notify = Vec::new();
             for t in chunk {
                 let m = moved.contains(&t.id);
                 if m {
                     changed.push(t.to);
+                    notify.push((t.id, t.to, t.at));
                 }
                 out.push(m);
             }
+            enqueue_callbacks(tx, &notify).await?;
         }
         rest = &rest[run..];
     }
@@ -246,12 +283,15 @@ async fn apply_receipts(
                 let key = (row.try_get::<String, _>(1)?, row.try_get::<String, _>(2)?);
                 moved.entry(key).or_default().push(id);
             }
+            let mut notify = Vec::new();
             for r in chunk {
                 // A carrier that reuses an id moves every message still waiting under it; report the newest.
                 let hits = moved.remove(&(r.connector.clone(), r.carrier_id.clone())).unwrap_or_default();
                 changed.extend(hits.iter().map(|_| r.to));
+                notify.extend(hits.iter().map(|&id| (id, r.to, r.at)));
                 out.push(hits.into_iter().max());
             }
+            enqueue_callbacks(tx, &notify).await?;
         }
         rest = &rest[run..];
     }
@@ -419,12 +459,15 @@ impl Store for PgStore {
         }
         let mut out = Vec::with_capacity(messages.len());
         let mut changed = Vec::with_capacity(messages.len());
+        let mut notify = Vec::new();
         for new in messages {
             let m = &new.message;
             if inserted.contains(&m.id) {
                 changed.push(m.status);
+                notify.push((m.id, m.status, m.created_at));
                 if new.claim.is_some() {
                     changed.push(Status::Sending);
+                    notify.push((m.id, Status::Sending, m.created_at));
                 }
                 out.push(Inserted::New);
                 continue;
@@ -443,6 +486,7 @@ impl Store for PgStore {
             let stored: Option<String> = row.try_get("request_hash")?;
             out.push(Inserted::Duplicate { id: existing, same_request: stored.as_ref() == Some(hash) });
         }
+        enqueue_callbacks(&mut tx, &notify).await?;
         tx.commit().await?;
         crate::count_status_changes(&changed);
         Ok(out)
@@ -535,6 +579,8 @@ impl Store for PgStore {
             changed.push(Status::Sending);
             out.push(message_from_row(row)?);
         }
+        let notify: Vec<_> = out.iter().map(|m| (m.id, Status::Sending, now)).collect();
+        enqueue_callbacks(&mut tx, &notify).await?;
         tx.commit().await?;
         crate::count_status_changes(&changed);
         out.sort_by_key(|m| m.id);
@@ -579,15 +625,19 @@ impl Store for PgStore {
             waiting::EXPIRING
         );
         let [scheduled, queued, sent] = expiry_lines(now);
+        let mut tx = self.pool.begin().await?;
         let rows: Vec<(String,)> = sqlx::query_as(AssertSqlSafe(sql))
             .bind(now.0)
             .bind(i64::from(limit))
             .bind(scheduled)
             .bind(queued)
             .bind(sent)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await?;
         let mut out = rows.iter().map(|(id,)| message_id_of(id)).collect::<Result<Vec<_>>>()?;
+        let notify: Vec<_> = out.iter().map(|&id| (id, Status::Expired, now)).collect();
+        enqueue_callbacks(&mut tx, &notify).await?;
+        tx.commit().await?;
         crate::count_status_changes(&vec![Status::Expired; out.len()]);
         out.sort();
         Ok(out)
@@ -735,6 +785,156 @@ impl Store for PgStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn put_webhooks(
+        &self,
+        account: AccountId,
+        status_url: Option<&str>,
+        inbound_url: Option<&str>,
+        new_secret: &str,
+        now: Timestamp,
+    ) -> Result<Webhooks> {
+        sqlx::query(
+            "INSERT INTO webhooks (account_id, status_url, inbound_url, secret, updated_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (account_id) DO UPDATE SET status_url = excluded.status_url, \
+             inbound_url = excluded.inbound_url, updated_at = excluded.updated_at",
+        )
+        .bind(account.to_string())
+        .bind(status_url)
+        .bind(inbound_url)
+        .bind(new_secret)
+        .bind(now.0)
+        .execute(&self.pool)
+        .await?;
+        self.webhooks(account).await?.ok_or_else(|| corrupt("webhooks just written are gone"))
+    }
+
+    async fn webhooks(&self, account: AccountId) -> Result<Option<Webhooks>> {
+        let row: Option<(Option<String>, Option<String>, String, i64)> =
+            sqlx::query_as("SELECT status_url, inbound_url, secret, updated_at FROM webhooks WHERE account_id = $1")
+                .bind(account.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(status_url, inbound_url, secret, updated)| Webhooks {
+            account_id: account,
+            status_url,
+            inbound_url,
+            secret,
+            updated_at: Timestamp(updated),
+        }))
+    }
+
+    async fn rotate_webhook_secret(&self, account: AccountId, secret: &str, now: Timestamp) -> Result<bool> {
+        let done = sqlx::query("UPDATE webhooks SET secret = $2, updated_at = $3 WHERE account_id = $1")
+            .bind(account.to_string())
+            .bind(secret)
+            .bind(now.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn claim_callbacks(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<DueCallback>> {
+        let rows = sqlx::query(
+            "UPDATE callbacks SET lease_owner = $1, lease_until = $2 WHERE id IN ( \
+             SELECT c.id FROM callbacks c WHERE c.state = 'pending' AND c.next_attempt_at <= $3 \
+             AND (c.lease_until IS NULL OR c.lease_until < $3) \
+             AND NOT EXISTS (SELECT 1 FROM callbacks p WHERE p.message_id = c.message_id AND p.state = 'pending' \
+             AND p.seq < c.seq) ORDER BY c.next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
+             RETURNING id, account_id, message_id, kind, url, status, error_code, at, attempts, created_at, \
+             (SELECT secret FROM webhooks w WHERE w.account_id = callbacks.account_id) AS secret",
+        )
+        .bind(owner)
+        .bind(now.plus_millis(lease_ms).0)
+        .bind(now.0)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DueCallback {
+                    id: r.try_get("id")?,
+                    account_id: account_id_of(&r.try_get::<String, _>("account_id")?)?,
+                    message_id: message_id_of(&r.try_get::<String, _>("message_id")?)?,
+                    kind: r.try_get("kind")?,
+                    url: r.try_get("url")?,
+                    status: status_of(&r.try_get::<String, _>("status")?)?,
+                    error_code: r.try_get("error_code")?,
+                    at: Timestamp(r.try_get("at")?),
+                    attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
+                    created_at: Timestamp(r.try_get("created_at")?),
+                    secret: r.try_get::<Option<String>, _>("secret")?.unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    async fn finish_callbacks(&self, results: &[CallbackResult]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for chunk in pow2_chunks(results, ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "UPDATE callbacks SET state = v.column2, attempts = attempts + 1, \
+                 next_attempt_at = COALESCE(v.column3, next_attempt_at), lease_owner = NULL, lease_until = NULL, \
+                 attempt_log = attempt_log || v.column4 FROM (VALUES {}) AS v WHERE callbacks.id = v.column1",
+                values_rows(chunk.len(), 4)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for r in chunk {
+                let (state, next) = match r.next {
+                    CallbackNext::Delivered => ("delivered", None),
+                    CallbackNext::RetryAt(t) => ("pending", Some(t.0)),
+                    CallbackNext::GiveUp => ("failed", None),
+                };
+                query = query.bind(&r.id).bind(state).bind(next).bind(attempt_line(&r.attempt));
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn callbacks(&self, account: AccountId, message: MessageId) -> Result<Vec<CallbackRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, kind, url, status, error_code, at, state, attempt_log, next_attempt_at FROM callbacks \
+             WHERE message_id = $1 AND account_id = $2 ORDER BY seq, id",
+        )
+        .bind(message.to_string())
+        .bind(account.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let state: String = r.try_get("state")?;
+                Ok(CallbackRecord {
+                    id: r.try_get("id")?,
+                    kind: r.try_get("kind")?,
+                    url: r.try_get("url")?,
+                    status: status_of(&r.try_get::<String, _>("status")?)?,
+                    error_code: r.try_get("error_code")?,
+                    at: Timestamp(r.try_get("at")?),
+                    attempts: parse_attempts(&r.try_get::<String, _>("attempt_log")?)?,
+                    next_attempt_at: if state == "pending" {
+                        Some(Timestamp(r.try_get("next_attempt_at")?))
+                    } else {
+                        None
+                    },
+                    state,
+                })
+            })
+            .collect()
+    }
+
+    async fn count_pending_callbacks(&self) -> Result<i64> {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM callbacks WHERE state = 'pending'").fetch_one(&self.pool).await?;
+        Ok(n)
     }
 
     async fn close(&self) {

@@ -36,6 +36,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/0004_routing.sql"),
         postgres: include_str!("../migrations/0004_routing.sql"),
     },
+    Migration {
+        version: 5,
+        sqlite: include_str!("../migrations/0005_webhooks.sql"),
+        postgres: include_str!("../migrations/0005_webhooks.sql"),
+    },
 ];
 
 /// One step of a journey as the `journey` column keeps it: a JSON object and a newline, appended with `||` by the
@@ -101,6 +106,28 @@ pub(crate) fn route_of(name: String, position: i64, matches: &str, connectors: &
         name,
         position,
     })
+}
+
+/// The attempts of an `attempt_log` column, oldest first.
+pub(crate) fn parse_attempts(log: &str) -> Result<Vec<crate::CallbackAttempt>> {
+    log.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).map_err(|e| corrupt(format!("callback attempt {l:?}: {e}"))))
+        .collect()
+}
+
+/// One attempt as the `attempt_log` column keeps it.
+pub(crate) fn attempt_line(a: &crate::CallbackAttempt) -> String {
+    let mut line = serde_json::to_string(a).unwrap_or_default();
+    line.push('\n');
+    line
+}
+
+/// The webhook URL a status change goes to, as SQL over `m` (messages) and `w` (webhooks), for the status in
+/// parameter `status`: an inbound message's to the inbound URL, the rest to the message's own callback URL or
+/// the account's status URL.
+pub(crate) fn callback_url_sql(status: &str) -> String {
+    format!("(CASE WHEN {status} = 'received' THEN w.inbound_url ELSE COALESCE(m.callback_url, w.status_url) END)")
 }
 
 /// The events of a `journey` column, oldest first.

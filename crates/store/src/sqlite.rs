@@ -27,11 +27,12 @@ use crate::schema::{
     MESSAGE_COLUMNS, MIGRATIONS, Param, account_id_of, claim_lines, corrupt, expiry_lines, first_journey, journey_line,
     list_query, may_become, message_id_of, parse_journey, status_of, waiting,
 };
-use crate::schema::{route_json, route_of, routes_json, routes_of};
+use crate::schema::{attempt_line, callback_url_sql, parse_attempts, route_json, route_of, routes_json, routes_of};
 use crate::{
     Account, ApiKey, ConnectorRecord, Inserted, ListFilter, NewMessage, ReceiptUpdate, Result, Store, StoreError,
     Transition,
 };
+use crate::{CallbackNext, CallbackRecord, CallbackResult, DueCallback, Webhooks};
 
 /// A write the writer thread runs inside a group transaction. It may run more than once: when another job of
 /// its group fails, the group is rolled back and run again without the failed one.
@@ -281,6 +282,24 @@ impl SqliteStore {
     }
 }
 
+/// Writes the callback a status change makes, if the message's account (or the message) has a webhook for it.
+fn enqueue_callback(conn: &Connection, message: &str, status: Status, at: Timestamp) -> Result<()> {
+    if !crate::notifies(status) {
+        return Ok(());
+    }
+    let url = callback_url_sql("?3");
+    let sql = format!(
+        "INSERT INTO callbacks (id, account_id, message_id, seq, kind, url, status, error_code, at, state, \
+         next_attempt_at, created_at) \
+         SELECT ?1, m.account_id, m.id, length(m.journey), CASE WHEN ?3 = 'received' THEN 'inbound' ELSE 'status' END, \
+         {url}, ?3, m.error_code, ?4, 'pending', ?4, ?4 \
+         FROM messages m LEFT JOIN webhooks w ON w.account_id = m.account_id WHERE m.id = ?2 AND {url} IS NOT NULL"
+    );
+    let id = uuid::Uuid::now_v7().hyphenated().to_string();
+    conn.prepare_cached(&sql)?.execute(params![id, message, status.as_str(), at.0])?;
+    Ok(())
+}
+
 fn account_from_row(row: &Row<'_>) -> Result<Account> {
     Ok(Account {
         id: account_id_of(&row.get::<_, String>(0)?)?,
@@ -358,6 +377,9 @@ fn apply_transition(conn: &Connection, t: &Transition) -> Result<bool> {
         journey_line(t.to, t.at, &t.detail),
         i64::from(c.attempt_undone),
     ])?;
+    if moved == 1 {
+        enqueue_callback(conn, &t.id.to_string(), t.to, t.at)?;
+    }
     Ok(moved == 1)
 }
 
@@ -383,9 +405,15 @@ fn apply_receipt(conn: &Connection, r: &ReceiptUpdate) -> Result<Option<MessageI
     let line = journey_line(r.to, r.at, &r.detail);
     let mut rows = statement.query(params![r.connector, r.carrier_id, r.to.as_str(), r.at.0, r.error_code, line])?;
     // A carrier that reuses an id moves every message still waiting under it; report the newest.
-    let mut newest = None;
+    let mut moved = Vec::new();
     while let Some(row) = rows.next()? {
-        newest = newest.max(Some(message_id_of(&row.get::<_, String>(0)?)?));
+        moved.push(row.get::<_, String>(0)?);
+    }
+    drop(rows);
+    let mut newest = None;
+    for id in moved {
+        enqueue_callback(conn, &id, r.to, r.at)?;
+        newest = newest.max(Some(message_id_of(&id)?));
     }
     Ok(newest)
 }
@@ -430,6 +458,33 @@ fn expire_sql(limit: u32) -> String {
          RETURNING id, claimed_from",
         waiting::EXPIRING
     )
+}
+
+/// Claims due callbacks: the oldest pending one of each message whose time has come and whose lease (if any) ran
+/// out. Parameters: owner, lease end, now.
+fn claim_callbacks_sql(limit: u32) -> String {
+    format!(
+        "UPDATE callbacks SET lease_owner = ?1, lease_until = ?2 WHERE id IN ( \
+         SELECT c.id FROM callbacks c WHERE c.state = 'pending' AND c.next_attempt_at <= ?3 \
+         AND (c.lease_until IS NULL OR c.lease_until < ?3) \
+         AND NOT EXISTS (SELECT 1 FROM callbacks p WHERE p.message_id = c.message_id AND p.state = 'pending' \
+         AND p.seq < c.seq) ORDER BY c.next_attempt_at LIMIT {limit}) \
+         RETURNING id, account_id, message_id, kind, url, status, error_code, at, attempts, created_at"
+    )
+}
+
+fn webhooks_row(conn: &Connection, account: AccountId) -> Result<Option<Webhooks>> {
+    let mut st =
+        conn.prepare_cached("SELECT status_url, inbound_url, secret, updated_at FROM webhooks WHERE account_id = ?1")?;
+    let mut rows = st.query([account.to_string()])?;
+    let Some(r) = rows.next()? else { return Ok(None) };
+    Ok(Some(Webhooks {
+        account_id: account,
+        status_url: r.get(0)?,
+        inbound_url: r.get(1)?,
+        secret: r.get(2)?,
+        updated_at: Timestamp(r.get(3)?),
+    }))
 }
 
 /// Counts of what waits, through the partial indexes, so the cost follows the backlog, not the history: by status
@@ -572,8 +627,10 @@ impl Store for SqliteStore {
                     ])?;
                 if inserted == 1 {
                     changed.push(m.status);
+                    enqueue_callback(conn, &id, m.status, m.created_at)?;
                     if new.claim.is_some() {
                         changed.push(Status::Sending);
+                        enqueue_callback(conn, &id, Status::Sending, m.created_at)?;
                     }
                     out.push(Inserted::New);
                     continue;
@@ -650,6 +707,7 @@ impl Store for SqliteStore {
         let owner = owner.to_string();
         self.write(move |conn, changed| {
             let mut out = Vec::new();
+            let mut claimed_ids = Vec::new();
             for kind in 0..2 {
                 // In steps of the literal limits, until the room is full or nothing more waits.
                 loop {
@@ -667,13 +725,18 @@ impl Store for SqliteStore {
                             changed.push(Status::Queued);
                         }
                         changed.push(Status::Sending);
-                        out.push(message_from_row(r)?);
+                        let m = message_from_row(r)?;
+                        claimed_ids.push(m.id.to_string());
+                        out.push(m);
                         got += 1;
                     }
                     if got < step {
                         break;
                     }
                 }
+            }
+            for id in &claimed_ids {
+                enqueue_callback(conn, id, Status::Sending, now)?;
             }
             out.sort_by_key(|m| m.id);
             Ok(out)
@@ -738,10 +801,16 @@ impl Store for SqliteStore {
                 let mut st = conn.prepare_cached(&expire_sql(step))?;
                 let mut rows = st.query(params![now.0, scheduled, queued, sent])?;
                 let mut got = 0;
+                let mut ids = Vec::new();
                 while let Some(r) = rows.next()? {
-                    out.push(message_id_of(&r.get::<_, String>(0)?)?);
+                    ids.push(r.get::<_, String>(0)?);
                     changed.push(Status::Expired);
                     got += 1;
+                }
+                drop(rows);
+                for id in ids {
+                    enqueue_callback(conn, &id, Status::Expired, now)?;
+                    out.push(message_id_of(&id)?);
                 }
                 if got < step {
                     break;
@@ -942,6 +1011,141 @@ impl Store for SqliteStore {
                 .prepare_cached("UPDATE accounts SET routes = ?2 WHERE id = ?1")?
                 .execute(params![account.to_string(), json])?;
             Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn put_webhooks(
+        &self,
+        account: AccountId,
+        status_url: Option<&str>,
+        inbound_url: Option<&str>,
+        new_secret: &str,
+        now: Timestamp,
+    ) -> Result<Webhooks> {
+        let (status_url, inbound_url, secret) =
+            (status_url.map(String::from), inbound_url.map(String::from), new_secret.to_string());
+        self.write(move |conn, _| {
+            conn.prepare_cached(
+                "INSERT INTO webhooks (account_id, status_url, inbound_url, secret, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (account_id) DO UPDATE SET status_url = excluded.status_url, \
+                 inbound_url = excluded.inbound_url, updated_at = excluded.updated_at",
+            )?
+            .execute(params![account.to_string(), status_url, inbound_url, secret, now.0])?;
+            webhooks_row(conn, account)?.ok_or_else(|| corrupt("webhooks just written are gone"))
+        })
+        .await
+    }
+
+    async fn webhooks(&self, account: AccountId) -> Result<Option<Webhooks>> {
+        self.read(move |conn| webhooks_row(conn, account)).await
+    }
+
+    async fn rotate_webhook_secret(&self, account: AccountId, secret: &str, now: Timestamp) -> Result<bool> {
+        let secret = secret.to_string();
+        self.write(move |conn, _| {
+            let n = conn
+                .prepare_cached("UPDATE webhooks SET secret = ?2, updated_at = ?3 WHERE account_id = ?1")?
+                .execute(params![account.to_string(), secret, now.0])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn claim_callbacks(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<DueCallback>> {
+        let owner = owner.to_string();
+        let sql = claim_callbacks_sql(limit_literal(limit));
+        self.write(move |conn, _| {
+            let mut st = conn.prepare_cached(&sql)?;
+            let mut rows = st.query(params![owner, now.plus_millis(lease_ms).0, now.0])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(DueCallback {
+                    id: r.get(0)?,
+                    account_id: account_id_of(&r.get::<_, String>(1)?)?,
+                    message_id: message_id_of(&r.get::<_, String>(2)?)?,
+                    kind: r.get(3)?,
+                    url: r.get(4)?,
+                    status: status_of(&r.get::<_, String>(5)?)?,
+                    error_code: r.get(6)?,
+                    at: Timestamp(r.get(7)?),
+                    attempts: u32::try_from(r.get::<_, i64>(8)?).unwrap_or(u32::MAX),
+                    created_at: Timestamp(r.get(9)?),
+                    secret: String::new(),
+                });
+            }
+            drop(rows);
+            for c in &mut out {
+                c.secret = conn
+                    .prepare_cached("SELECT secret FROM webhooks WHERE account_id = ?1")?
+                    .query_row([c.account_id.to_string()], |r| r.get(0))
+                    .optional()?
+                    .unwrap_or_default();
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn finish_callbacks(&self, results: &[CallbackResult]) -> Result<()> {
+        let results = results.to_vec();
+        self.write(move |conn, _| {
+            for r in &results {
+                let (state, next) = match r.next {
+                    CallbackNext::Delivered => ("delivered", None),
+                    CallbackNext::RetryAt(t) => ("pending", Some(t.0)),
+                    CallbackNext::GiveUp => ("failed", None),
+                };
+                conn.prepare_cached(
+                    "UPDATE callbacks SET state = ?2, attempts = attempts + 1, \
+                     next_attempt_at = COALESCE(?3, next_attempt_at), lease_owner = NULL, lease_until = NULL, \
+                     attempt_log = attempt_log || ?4 WHERE id = ?1",
+                )?
+                .execute(params![r.id, state, next, attempt_line(&r.attempt)])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn callbacks(&self, account: AccountId, message: MessageId) -> Result<Vec<CallbackRecord>> {
+        self.read(move |conn| {
+            let mut st = conn.prepare_cached(
+                "SELECT id, kind, url, status, error_code, at, state, attempt_log, next_attempt_at FROM callbacks \
+                 WHERE message_id = ?1 AND account_id = ?2 ORDER BY seq, id",
+            )?;
+            let mut rows = st.query([message.to_string(), account.to_string()])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let state: String = r.get(6)?;
+                out.push(CallbackRecord {
+                    id: r.get(0)?,
+                    kind: r.get(1)?,
+                    url: r.get(2)?,
+                    status: status_of(&r.get::<_, String>(3)?)?,
+                    error_code: r.get(4)?,
+                    at: Timestamp(r.get(5)?),
+                    attempts: parse_attempts(&r.get::<_, String>(7)?)?,
+                    next_attempt_at: (state == "pending").then(|| r.get(8).map(Timestamp)).transpose()?,
+                    state,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn count_pending_callbacks(&self) -> Result<i64> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT COUNT(*) FROM callbacks WHERE state = 'pending'")?
+                .query_row([], |r| r.get(0))?)
         })
         .await
     }

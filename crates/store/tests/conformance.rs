@@ -10,8 +10,8 @@ use std::sync::Arc;
 use smsgate_core::routing::{Route, RouteMatch, RouteTarget};
 use smsgate_core::{AccountId, Direction, Message, MessageId, Status, Timestamp};
 use smsgate_store::{
-    Changes, Claim, ConnectorRecord, Inserted, ListFilter, NewMessage, PgStore, ReceiptUpdate, SqliteStore, Store,
-    Transition,
+    CallbackAttempt, CallbackNext, CallbackResult, Changes, Claim, ConnectorRecord, Inserted, ListFilter, NewMessage,
+    PgStore, ReceiptUpdate, SqliteStore, Store, Transition,
 };
 
 const NOW: Timestamp = Timestamp(1_780_000_000_000);
@@ -109,6 +109,7 @@ conformance!(
     a_failed_write_leaves_the_others,
     inserted_already_claimed,
     connectors_routes_and_one_time_steps,
+    callbacks_in_order,
 );
 
 fn message(account: AccountId, to: &str, status: Status, at: Timestamp) -> Message {
@@ -659,6 +660,76 @@ async fn connectors_routes_and_one_time_steps(store: &Arc<dyn Store>) {
     assert!(store.set_account_routes(vip.id, None).await.unwrap());
     assert_eq!(store.account(vip.id).await.unwrap().unwrap().routes, None);
     assert!(!store.set_account_routes(AccountId::generate(), None).await.unwrap());
+}
+
+async fn callbacks_in_order(store: &Arc<dyn Store>) {
+    let acme = account(store).await;
+    let quiet = account(store).await;
+    assert_eq!(store.webhooks(acme).await.unwrap(), None);
+    let hooks = store.put_webhooks(acme, Some("http://127.0.0.1:1/status"), None, "s1", NOW).await.unwrap();
+    assert_eq!(
+        (hooks.status_url.as_deref(), hooks.inbound_url.as_deref(), hooks.secret.as_str()),
+        (Some("http://127.0.0.1:1/status"), None, "s1")
+    );
+    // Setting the URLs again keeps the secret; rotating replaces it.
+    let hooks =
+        store.put_webhooks(acme, Some("http://127.0.0.1:1/s"), Some("http://127.0.0.1:1/in"), "s2", NOW).await.unwrap();
+    assert_eq!((hooks.secret.as_str(), hooks.inbound_url.as_deref()), ("s1", Some("http://127.0.0.1:1/in")));
+    assert!(store.rotate_webhook_secret(acme, "s3", NOW).await.unwrap());
+    assert!(!store.rotate_webhook_secret(quiet, "s3", NOW).await.unwrap());
+    assert_eq!(store.webhooks(acme).await.unwrap().unwrap().secret, "s3");
+
+    // A message of an account with webhooks: sending, sent, delivered each make a callback; one without, none.
+    let m = message(acme, "+447700900123", Status::Queued, NOW);
+    let claim = Some(Claim { owner: "n".into(), until: NOW.plus_secs(60) });
+    store.insert_messages(&[NewMessage { claim: claim.clone(), ..new(m.clone()) }]).await.unwrap();
+    let silent = message(quiet, "+447700900124", Status::Queued, NOW);
+    store.insert_messages(&[NewMessage { claim, ..new(silent.clone()) }]).await.unwrap();
+    let sent = Changes { carrier_id: Some("c1".into()), connector: Some("sim".into()), ..Changes::default() };
+    assert!(store.transition(m.id, Status::Sent, NOW.plus_millis(1), "sent", &sent).await.unwrap());
+    let receipt = ReceiptUpdate {
+        connector: "sim".into(),
+        carrier_id: "c1".into(),
+        to: Status::Delivered,
+        at: NOW.plus_millis(2),
+        detail: "DELIVRD".into(),
+        error_code: None,
+    };
+    assert_eq!(store.record(&[], &[receipt]).await.unwrap().1, vec![Some(m.id)]);
+    assert_eq!(store.count_pending_callbacks().await.unwrap(), 3);
+    assert!(store.callbacks(quiet, silent.id).await.unwrap().is_empty());
+    let listed = store.callbacks(acme, m.id).await.unwrap();
+    let steps: Vec<Status> = listed.iter().map(|c| c.status).collect();
+    assert_eq!(steps, vec![Status::Sending, Status::Sent, Status::Delivered]);
+    assert!(listed.iter().all(|c| c.kind == "status" && c.url == "http://127.0.0.1:1/s" && c.state == "pending"));
+    // Tenants see only their own.
+    assert!(store.callbacks(quiet, m.id).await.unwrap().is_empty());
+
+    // One at a time per message, in order: the next only once the one before is done.
+    let attempt = |result: &str| CallbackAttempt { at: NOW, result: result.into(), ms: 3 };
+    let due = store.claim_callbacks("n", NOW.plus_secs(1), 10_000, 10).await.unwrap();
+    assert_eq!(due.iter().map(|c| (c.status, c.secret.as_str())).collect::<Vec<_>>(), vec![(Status::Sending, "s3")]);
+    assert!(store.claim_callbacks("n", NOW.plus_secs(1), 10_000, 10).await.unwrap().is_empty(), "leased");
+    let retry = CallbackResult {
+        id: due[0].id.clone(),
+        attempt: attempt("500"),
+        next: CallbackNext::RetryAt(NOW.plus_secs(5)),
+    };
+    store.finish_callbacks(&[retry]).await.unwrap();
+    assert!(store.claim_callbacks("n", NOW.plus_secs(2), 10_000, 10).await.unwrap().is_empty(), "not yet due");
+    let again = store.claim_callbacks("n", NOW.plus_secs(5), 10_000, 10).await.unwrap();
+    assert_eq!((again[0].id.as_str(), again[0].attempts), (due[0].id.as_str(), 1));
+    let done = CallbackResult { id: again[0].id.clone(), attempt: attempt("200"), next: CallbackNext::Delivered };
+    store.finish_callbacks(&[done]).await.unwrap();
+    let next = store.claim_callbacks("n", NOW.plus_secs(5), 10_000, 10).await.unwrap();
+    assert_eq!(next.iter().map(|c| c.status).collect::<Vec<_>>(), vec![Status::Sent]);
+    let gave_up = CallbackResult { id: next[0].id.clone(), attempt: attempt("timeout"), next: CallbackNext::GiveUp };
+    store.finish_callbacks(&[gave_up]).await.unwrap();
+    assert_eq!(store.claim_callbacks("n", NOW.plus_secs(5), 10_000, 10).await.unwrap()[0].status, Status::Delivered);
+    let listed = store.callbacks(acme, m.id).await.unwrap();
+    assert_eq!(listed[0].attempts.iter().map(|a| a.result.as_str()).collect::<Vec<_>>(), ["500", "200"]);
+    assert_eq!((listed[0].state.as_str(), listed[1].state.as_str()), ("delivered", "failed"));
+    assert_eq!(store.count_pending_callbacks().await.unwrap(), 1);
 }
 
 async fn upgrade_from_version_1(url: &str) {
