@@ -10,6 +10,7 @@ mod json;
 pub mod keys;
 mod routing;
 pub mod views;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -112,6 +113,9 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .routes(routes!(routing::create_route, routing::list_routes))
         .routes(routes!(routing::resolve_route))
         .routes(routes!(routing::update_account))
+        .routes(routes!(webhooks::put_webhooks, webhooks::get_webhooks))
+        .routes(routes!(webhooks::rotate_secret))
+        .routes(routes!(webhooks::list_callbacks))
         .routes(routes!(routing::get_route, routing::update_route, routing::delete_route))
         .with_state(state)
         .split_for_parts();
@@ -235,6 +239,8 @@ async fn metrics_text(State(state): State<AppState>) -> Result<impl IntoResponse
     let depth: i64 = counts.iter().filter(|(s, _)| matches!(s, Status::Queued | Status::Sending)).map(|(_, n)| n).sum();
     out.push_str("# HELP smsgate_queue_depth Messages queued or being sent.\n# TYPE smsgate_queue_depth gauge\n");
     out.push_str(&format!("smsgate_queue_depth {depth}\n"));
+    let outbox = state.store.count_pending_callbacks().await.map_err(ApiError::internal)?;
+    metrics::gauge!(webhooks::metric::OUTBOX).set(outbox as f64);
     let now = std::time::Instant::now();
     for live in state.engine.registry().connectors() {
         let (name, r) = (live.record.name.clone(), &live.runtime);

@@ -24,6 +24,8 @@ struct Server {
     store: Arc<dyn Store>,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The webhook deliverer, apart so that a test can restart it.
+    deliverer: std::sync::Mutex<Option<(CancellationToken, tokio::task::JoinHandle<()>)>>,
     cleanup: ServerCleanup,
 }
 
@@ -80,6 +82,15 @@ async fn start(backend: &str) -> Server {
     let engine = Engine::new(store.clone(), Arc::new(Registry::new(Kit { sim: sim.clone() })), config);
     let shutdown = CancellationToken::new();
     let engine_task = tokio::spawn(engine.clone().run(rx, shutdown.clone()));
+    // Requests find the dispatcher running (and routes loaded), as they would a server that has been up a while.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !engine.is_running() {
+        assert!(tokio::time::Instant::now() < deadline, "the engine did not start");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let deliverer_stop = CancellationToken::new();
+    let deliverer =
+        tokio::spawn(smsgate_api::webhooks::Deliverer::new(store.clone(), "test").run(deliverer_stop.clone()));
     let state = AppState {
         store: store.clone(),
         inserter: smsgate_api::Inserter::spawn(store.clone()),
@@ -99,14 +110,40 @@ async fn start(backend: &str) -> Server {
             .unwrap();
     });
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-    Server { base, admin_key, client, store, shutdown, tasks: vec![engine_task, http], cleanup }
+    Server {
+        base,
+        admin_key,
+        client,
+        store,
+        shutdown,
+        tasks: vec![engine_task, http],
+        deliverer: std::sync::Mutex::new(Some((deliverer_stop, deliverer))),
+        cleanup,
+    }
 }
 
 type ServerCleanup = Box<dyn FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send>;
 
 impl Server {
+    /// Stops the webhook deliverer (letting deliveries under way finish) and starts a new one on the same store.
+    async fn restart_deliverer(&self) {
+        let old = self.deliverer.lock().unwrap().take();
+        if let Some((stop, task)) = old {
+            stop.cancel();
+            tokio::time::timeout(Duration::from_secs(15), task).await.expect("stops").unwrap();
+        }
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(smsgate_api::webhooks::Deliverer::new(self.store.clone(), "test").run(stop.clone()));
+        *self.deliverer.lock().unwrap() = Some((stop, task));
+    }
+
     async fn stop(self) {
         self.shutdown.cancel();
+        let deliverer = self.deliverer.lock().unwrap().take();
+        if let Some((stop, task)) = deliverer {
+            stop.cancel();
+            tokio::time::timeout(Duration::from_secs(15), task).await.expect("stops").unwrap();
+        }
         for t in self.tasks {
             tokio::time::timeout(Duration::from_secs(10), t).await.expect("stops").unwrap();
         }
@@ -177,7 +214,8 @@ on_both!(
     concurrent_sends,
     connectors_and_routes,
     throughput_limits,
-    failover_and_recovery
+    failover_and_recovery,
+    webhooks_signed_in_order_and_retried
 );
 
 async fn send_to_delivered(s: &Server) {
@@ -458,6 +496,10 @@ async fn openapi_matches_the_routes(s: &Server) {
         ("/v1/routes/{name}", "delete"),
         ("/v1/routes/resolve", "get"),
         ("/v1/accounts/{id}", "patch"),
+        ("/v1/webhooks", "put"),
+        ("/v1/webhooks", "get"),
+        ("/v1/webhooks/rotate-secret", "post"),
+        ("/v1/messages/{id}/callbacks", "get"),
     ];
     for (path, method) in expected {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing from the document");
@@ -759,5 +801,151 @@ async fn failover_and_recovery(s: &Server) {
         (c["health"]["up"].as_bool(), c["health"]["consecutive_failures"].as_u64()),
         (Some(true), Some(0)),
         "{c}"
+    );
+}
+
+/// What a webhook receiver got: the signature header and the body of each POST, by path.
+#[derive(Default)]
+struct Received {
+    /// Path, signature, body, and whether it was answered 200.
+    posts: Vec<(String, String, String, bool)>,
+    failing: bool,
+}
+
+/// A real HTTP receiver on a loopback port: answers 503 while `failing`, else 200, and keeps every POST.
+async fn receiver() -> (String, Arc<std::sync::Mutex<Received>>, CancellationToken) {
+    let got = Arc::new(std::sync::Mutex::new(Received { failing: true, ..Received::default() }));
+    let state = got.clone();
+    let app = axum::Router::new().route(
+        "/{kind}",
+        axum::routing::post(
+            move |axum::extract::Path(kind): axum::extract::Path<String>,
+                  headers: axum::http::HeaderMap,
+                  body: String| {
+                let state = state.clone();
+                async move {
+                    let sig = headers.get("smsgate-signature").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                    let mut s = state.lock().unwrap();
+                    let ok = !s.failing;
+                    s.posts.push((kind, sig, body, ok));
+                    if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    let until = stop.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app).with_graceful_shutdown(async move { until.cancelled().await }).await.unwrap();
+    });
+    (base, got, stop)
+}
+
+/// Checks a `Smsgate-Signature` header the way the README tells receivers to.
+fn verify(secret: &str, header: &str, body: &str) -> bool {
+    use hmac::{KeyInit, Mac};
+    let Some((t, v1)) = header.strip_prefix("t=").and_then(|h| h.split_once(",v1=")) else { return false };
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.{body}").as_bytes());
+    hex::decode(v1).is_ok_and(|sig| mac.verify_slice(&sig).is_ok())
+}
+
+async fn webhooks_signed_in_order_and_retried(s: &Server) {
+    let (_, key) = s.tenant("acme").await;
+    let (hooks, got, stop_receiver) = receiver().await;
+    let (st, w) = s.call("GET", "/v1/webhooks", Some(&key), None).await;
+    assert_eq!((st, w["secret"].clone()), (StatusCode::OK, Value::Null));
+    let (st, e) = s.call("PUT", "/v1/webhooks", Some(&key), Some(json!({"status_url": "ftp://x"}))).await;
+    assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_url")));
+    let (st, e) = s.call("POST", "/v1/webhooks/rotate-secret", Some(&key), None).await;
+    assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    let body = json!({"status_url": format!("{hooks}/status"), "inbound_url": format!("{hooks}/inbound")});
+    let (st, w) = s.call("PUT", "/v1/webhooks", Some(&key), Some(body)).await;
+    assert_eq!(st, StatusCode::OK, "{w}");
+    let first_secret = w["secret"].as_str().unwrap().to_string();
+    assert!(first_secret.starts_with("whsec_"));
+    let (_, w) = s.call("POST", "/v1/webhooks/rotate-secret", Some(&key), None).await;
+    let secret = w["secret"].as_str().unwrap().to_string();
+    assert_ne!(secret, first_secret);
+
+    // Three messages while the receiver fails: one delivered, one undelivered (0002), one failed (0001).
+    let mut ids = Vec::new();
+    for to in ["+447700900125", "+447700900002", "+447700900001"] {
+        let (_, m) =
+            s.call("POST", "/v1/messages", Some(&key), Some(json!({"to": to, "from": "Acme", "body": "hi"}))).await;
+        ids.push(m["id"].as_str().unwrap().to_string());
+    }
+    for (id, end) in ids.iter().zip(["delivered", "undelivered", "failed"]) {
+        s.until(&key, id, end).await;
+    }
+    // The receiver said 503 to the first of each message's callbacks; the rest wait behind it, in order.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while got.lock().unwrap().posts.len() < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "no callback tried");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, cb) = s.call("GET", &format!("/v1/messages/{}/callbacks", ids[0]), Some(&key), None).await;
+    assert_eq!(cb["data"][0]["status"], "sending", "{cb}");
+    assert_eq!(cb["data"][0]["attempts"][0]["result"], "503", "{cb}");
+    assert_eq!(cb["data"][0]["state"], "pending", "{cb}");
+    // A restart of the deliverer between the failure and the recovery loses nothing.
+    s.restart_deliverer().await;
+    got.lock().unwrap().failing = false;
+    // A reply from a handset: an inbound callback.
+    let (st, _) = s
+        .call("POST", "/v1/sim/handsets/+447700900125/reply", Some(&key), Some(json!({"to": "Acme", "body": "thanks"})))
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    // Wait until every callback is recorded delivered.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    'waiting: loop {
+        assert!(tokio::time::Instant::now() < deadline, "callbacks missing: {:?}", got.lock().unwrap().posts);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for id in &ids {
+            let (_, cb) = s.call("GET", &format!("/v1/messages/{id}/callbacks"), Some(&key), None).await;
+            if cb["data"].as_array().unwrap().iter().any(|c| c["state"] != "delivered") {
+                continue 'waiting;
+            }
+        }
+        if got.lock().unwrap().posts.iter().any(|p| p.0 == "inbound" && p.3) {
+            break;
+        }
+    }
+    stop_receiver.cancel();
+    let posts = std::mem::take(&mut got.lock().unwrap().posts);
+    // Every POST is signed with the secret of its time (the rotation came before any message).
+    for (_, sig, body, _) in &posts {
+        assert!(verify(&secret, sig, body), "bad signature {sig} on {body}");
+    }
+    // Each message's callbacks were taken once each, in order.
+    let bodies: Vec<Value> =
+        posts.iter().filter(|p| p.3).map(|(_, _, b, _)| serde_json::from_str(b).unwrap()).collect();
+    for (id, journey) in ids.iter().zip([
+        vec!["sending", "sent", "delivered"],
+        vec!["sending", "sent", "undelivered"],
+        vec!["sending", "failed"],
+    ]) {
+        let seen: Vec<&str> =
+            bodies.iter().filter(|b| b["message_id"] == id.as_str()).map(|b| b["status"].as_str().unwrap()).collect();
+        assert_eq!(seen, journey, "{id}");
+    }
+    let failed = bodies.iter().find(|b| b["status"] == "failed").unwrap();
+    assert_eq!(
+        (failed["type"].as_str(), failed["error_code"].as_str()),
+        (Some("message.status"), Some("invalid_destination"))
+    );
+    assert_eq!(failed["message"]["to"], "+447700900001");
+    let inbound = bodies.iter().find(|b| b["type"] == "message.inbound").unwrap();
+    assert_eq!((inbound["status"].as_str(), inbound["message"]["body"].as_str()), (Some("received"), Some("thanks")));
+    assert!(posts.iter().any(|(kind, _, b, _)| kind == "inbound" && b.contains("message.inbound")));
+    let (_, cb) = s.call("GET", &format!("/v1/messages/{}/callbacks", ids[0]), Some(&key), None).await;
+    let states: Vec<&str> = cb["data"].as_array().unwrap().iter().map(|c| c["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["delivered", "delivered", "delivered"], "{cb}");
+    let first = &cb["data"][0]["attempts"];
+    assert_eq!(
+        (first[0]["result"].as_str(), first.as_array().unwrap().last().unwrap()["result"].as_str()),
+        (Some("503"), Some("200"))
     );
 }

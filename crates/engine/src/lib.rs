@@ -327,6 +327,11 @@ impl Engine {
         let _ = writer.await;
     }
 
+    /// Whether the dispatcher runs (connectors and routes are loaded, messages are being sent).
+    pub fn is_running(&self) -> bool {
+        self.running.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// The connectors and routes in force.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry

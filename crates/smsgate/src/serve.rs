@@ -56,6 +56,8 @@ async fn serve(args: Config) -> anyhow::Result<()> {
     let engine = Engine::new(store.clone(), Arc::new(Registry::new(Kit { sim: sim.clone() })), engine_config);
     let shutdown = CancellationToken::new();
     let engine_task = tokio::spawn(engine.clone().run(events_rx, shutdown.clone()));
+    let deliverer = smsgate_api::webhooks::Deliverer::new(store.clone(), &args.node);
+    let deliverer_task = tokio::spawn(deliverer.run(shutdown.clone()));
 
     let policy = Policy { default_region, ..Policy::default() };
     let metrics = install_metrics()?;
@@ -88,6 +90,7 @@ async fn serve(args: Config) -> anyhow::Result<()> {
         .context("serving HTTP")?;
     shutdown.cancel();
     engine_task.await.context("the engine stopped abnormally")?;
+    deliverer_task.await.context("the webhook deliverer stopped abnormally")?;
     store.close().await;
     println!("smsgate: stopped");
     Ok(())
