@@ -8,7 +8,7 @@
 mod error;
 mod json;
 pub mod keys;
-mod routing;
+pub mod routing;
 pub mod views;
 pub mod webhooks;
 

@@ -10,8 +10,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use smsgate_core::AccountId;
 use smsgate_core::routing::{Decision, Route, RouteMatch, RouteTarget};
+use smsgate_engine::Engine;
 use smsgate_engine::timestamp_now;
-use smsgate_store::ConnectorRecord;
+use smsgate_store::{ConnectorRecord, Store};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ApiError;
@@ -76,9 +77,21 @@ fn connector_view(state: &AppState, record: &ConnectorRecord) -> Value {
     Value::Object(out)
 }
 
+/// A new connector from a body `{"name", "kind", ...settings}`, checked.
+fn new_connector(engine: &Engine, mut settings: Map<String, Value>) -> Result<ConnectorRecord, ApiError> {
+    let text = |v: Option<Value>, field: &str| match v {
+        Some(Value::String(s)) => Ok(s),
+        _ => Err(ApiError::invalid("invalid_connector", format!("{field} must be a string"))),
+    };
+    let name = text(settings.remove("name"), "name")?;
+    let kind = text(settings.remove("kind"), "kind")?;
+    check_name("invalid_connector", &name)?;
+    connector_record(engine, &name, &kind, settings)
+}
+
 /// The settings of a connector body: everything but `name` and `kind`, checked by building the connector.
 fn connector_record(
-    state: &AppState,
+    engine: &Engine,
     name: &str,
     kind: &str,
     settings: Map<String, Value>,
@@ -91,7 +104,7 @@ fn connector_record(
         created_at: now,
         updated_at: now,
     };
-    state.engine.registry().check(&record).map_err(|e| ApiError::invalid("invalid_connector", e))?;
+    engine.registry().check(&record).map_err(|e| ApiError::invalid("invalid_connector", e))?;
     Ok(record)
 }
 
@@ -105,15 +118,8 @@ pub(crate) async fn create_connector(
     JsonBody { value, .. }: JsonBody<Map<String, Value>>,
 ) -> Result<impl IntoResponse, ApiError> {
     require_admin(&caller)?;
-    let mut settings = value;
-    let text = |v: Option<Value>, field: &str| match v {
-        Some(Value::String(s)) => Ok(s),
-        _ => Err(ApiError::invalid("invalid_connector", format!("{field} must be a string"))),
-    };
-    let name = text(settings.remove("name"), "name")?;
-    let kind = text(settings.remove("kind"), "kind")?;
-    check_name("invalid_connector", &name)?;
-    let record = connector_record(&state, &name, &kind, settings)?;
+    let record = new_connector(&state.engine, value)?;
+    let name = record.name.clone();
     if !state.store.insert_connector(&record).await.map_err(ApiError::internal)? {
         return Err(ApiError::new(StatusCode::CONFLICT, "connector_exists", format!("a connector is named {name:?}")));
     }
@@ -181,8 +187,10 @@ pub(crate) async fn update_connector(
             }
         }
     }
-    let record =
-        ConnectorRecord { created_at: stored.created_at, ..connector_record(&state, &name, &stored.kind, settings)? };
+    let record = ConnectorRecord {
+        created_at: stored.created_at,
+        ..connector_record(&state.engine, &name, &stored.kind, settings)?
+    };
     if !state.store.update_connector(&record).await.map_err(ApiError::internal)? {
         return Err(not_found("connector", &name));
     }
@@ -301,8 +309,8 @@ fn route_match(body: MatchBody) -> Result<RouteMatch, ApiError> {
     })
 }
 
-async fn route_targets(state: &AppState, body: Vec<TargetBody>) -> Result<Vec<RouteTarget>, ApiError> {
-    let known = state.store.connectors().await.map_err(ApiError::internal)?;
+async fn route_targets(store: &dyn Store, body: Vec<TargetBody>) -> Result<Vec<RouteTarget>, ApiError> {
+    let known = store.connectors().await.map_err(ApiError::internal)?;
     let bad = |m: String| ApiError::invalid("invalid_route", m);
     if body.is_empty() {
         return Err(bad("connectors must name at least one connector".into()));
@@ -330,6 +338,50 @@ async fn route_targets(state: &AppState, body: Vec<TargetBody>) -> Result<Vec<Ro
     Ok(out)
 }
 
+/// A new route from its body, checked (its connectors must exist); placed after every route there is unless it
+/// gives a position.
+async fn new_route(store: &dyn Store, body: RouteBody) -> Result<Route, ApiError> {
+    let name = body.name.ok_or_else(|| ApiError::invalid("invalid_route", "name is required"))?;
+    check_name("invalid_route", &name)?;
+    let connectors = route_targets(store, body.connectors.unwrap_or_default()).await?;
+    let matches = route_match(body.matches.unwrap_or_default())?;
+    let routes = store.routes().await.map_err(ApiError::internal)?;
+    let last = routes.iter().filter(|r| r.name != smsgate_core::routing::DEFAULT_ROUTE).map(|r| r.position).max();
+    let position = body.position.unwrap_or_else(|| last.map_or(0, |p| p.saturating_add(10)));
+    Ok(Route { name, position, matches, connectors })
+}
+
+/// Creates the connectors and routes a config file gives (each as the API takes it) that the database does not
+/// have by name yet; those it has stay as they are (they are managed over the API). Returns what it created;
+/// errors name the entry and what is wrong with it.
+pub async fn seed(
+    store: &dyn Store,
+    engine: &Engine,
+    connectors: Vec<Map<String, Value>>,
+    routes: Vec<Map<String, Value>>,
+) -> Result<Vec<String>, String> {
+    let mut created = Vec::new();
+    for (i, body) in connectors.into_iter().enumerate() {
+        let record = new_connector(engine, body).map_err(|e| format!("connectors[{i}]: {}", e.message))?;
+        if store.insert_connector(&record).await.map_err(|e| e.to_string())? {
+            created.push(format!("connector {}", record.name));
+        }
+    }
+    for (i, body) in routes.into_iter().enumerate() {
+        let body: RouteBody = serde_json::from_value(Value::Object(body)).map_err(|e| format!("routes[{i}]: {e}"))?;
+        if let Some(name) = &body.name
+            && store.routes().await.map_err(|e| e.to_string())?.iter().any(|r| &r.name == name)
+        {
+            continue;
+        }
+        let route = new_route(store, body).await.map_err(|e| format!("routes[{i}]: {}", e.message))?;
+        if store.insert_route(&route, timestamp_now()).await.map_err(|e| e.to_string())? {
+            created.push(format!("route {}", route.name));
+        }
+    }
+    Ok(created)
+}
+
 /// Create a route: `{"name", "match": {"prefix"?, "country"?, "sender"?, "account"?}, "connectors": [{"name",
 /// "priority"?, "weight"?, "price"?}], "position"?}`. Admin only.
 #[utoipa::path(post, path = "/v1/routes", request_body = RouteBody,
@@ -341,14 +393,8 @@ pub(crate) async fn create_route(
     JsonBody { value: body, .. }: JsonBody<RouteBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     require_admin(&caller)?;
-    let name = body.name.ok_or_else(|| ApiError::invalid("invalid_route", "name is required"))?;
-    check_name("invalid_route", &name)?;
-    let connectors = route_targets(&state, body.connectors.unwrap_or_default()).await?;
-    let matches = route_match(body.matches.unwrap_or_default())?;
-    let routes = state.store.routes().await.map_err(ApiError::internal)?;
-    let last = routes.iter().filter(|r| r.name != smsgate_core::routing::DEFAULT_ROUTE).map(|r| r.position).max();
-    let position = body.position.unwrap_or_else(|| last.map_or(0, |p| p.saturating_add(10)));
-    let route = Route { name: name.clone(), position, matches, connectors };
+    let route = new_route(state.store.as_ref(), body).await?;
+    let name = route.name.clone();
     if !state.store.insert_route(&route, timestamp_now()).await.map_err(ApiError::internal)? {
         return Err(ApiError::new(StatusCode::CONFLICT, "route_exists", format!("a route is named {name:?}")));
     }
@@ -404,7 +450,7 @@ pub(crate) async fn update_route(
         route.matches = route_match(m)?;
     }
     if let Some(c) = body.connectors {
-        route.connectors = route_targets(&state, c).await?;
+        route.connectors = route_targets(state.store.as_ref(), c).await?;
     }
     if let Some(p) = body.position {
         route.position = p;

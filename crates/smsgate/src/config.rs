@@ -30,6 +30,14 @@ pub struct Config {
     pub lease_secs: u64,
     /// The simulated carrier network.
     pub sim: SimConfig,
+    /// `[[connectors]]`: each `{name, kind, ...settings}` as `POST /v1/connectors` takes it, created at start when
+    /// the database has no connector of that name; from then on it is managed over the API.
+    #[serde(default)]
+    pub connectors: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// `[[routes]]`: each as `POST /v1/routes` takes it, created at start when the database has no route of that
+    /// name.
+    #[serde(default)]
+    pub routes: Vec<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// `[sim]`: the virtual carriers.
@@ -78,6 +86,8 @@ impl Default for Config {
             node: "node-1".into(),
             lease_secs: 60,
             sim: SimConfig::default(),
+            connectors: Vec::new(),
+            routes: Vec::new(),
         }
     }
 }
@@ -158,7 +168,7 @@ impl Flags {
             return Err(anyhow!("the configuration is not a table"));
         };
         for (key, v) in &dict {
-            if key == "sim" {
+            if matches!(key.as_str(), "sim" | "connectors" | "routes") {
                 continue;
             }
             let meta = figment.find_metadata(key);
@@ -184,6 +194,14 @@ impl Flags {
         }
         if config.sim.carriers.is_empty() {
             out.push_str("\n# [[sim.carriers]]: none configured; one catch-all virtual carrier with the defaults\n");
+        }
+        for (what, items) in [("connectors", &config.connectors), ("routes", &config.routes)] {
+            let names: Vec<String> =
+                items.iter().map(|c| c.get("name").map_or_else(|| "?".into(), |n| n.to_string())).collect();
+            out.push_str(&format!(
+                "\n# [[{what}]]: {} (created at start when the database has none of the name)\n",
+                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+            ));
         }
         Ok(out)
     }
@@ -250,5 +268,9 @@ mod tests {
         assert!(e.contains("prefix"), "{e}");
         let e = Flags { config: Some("/nonexistent.toml".into()), ..Flags::default() }.load().unwrap_err().to_string();
         assert!(e.contains("does not exist"), "{e}");
+        let e = with_file("[[routes]]\nname = 3\n[[routes]]\nname = \"x\"\n").load().map(|c| c.routes.len());
+        assert_eq!(e.unwrap(), 2, "routes are checked when they are created");
+        let e = with_file("connectors = 3\n").load().unwrap_err().to_string();
+        assert!(e.contains("connectors"), "{e}");
     }
 }

@@ -55,6 +55,16 @@ async fn serve(args: Config) -> anyhow::Result<()> {
     };
     let engine = Engine::new(store.clone(), Arc::new(Registry::new(Kit { sim: sim.clone() })), engine_config);
     let shutdown = CancellationToken::new();
+    // The zero-config connector and route, then those the config file adds (when the database lacks them).
+    smsgate_engine::registry::seed_defaults(store.as_ref(), smsgate_engine::timestamp_now())
+        .await
+        .context("creating the default connector and route")?;
+    let created = smsgate_api::routing::seed(store.as_ref(), &engine, args.connectors.clone(), args.routes.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    for c in created {
+        println!("smsgate: created {c} from the configuration");
+    }
     let engine_task = tokio::spawn(engine.clone().run(events_rx, shutdown.clone()));
     let deliverer = smsgate_api::webhooks::Deliverer::new(store.clone(), &args.node);
     let deliverer_task = tokio::spawn(deliverer.run(shutdown.clone()));

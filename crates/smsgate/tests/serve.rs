@@ -110,3 +110,74 @@ fn first_start_prints_a_key_once() {
     assert!(!second.iter().any(|l| l.contains("admin API key")), "{second:?}");
     std::fs::remove_dir_all(&data).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connectors_and_routes_from_the_config_file() {
+    let data = std::env::temp_dir().join(format!("smsgate-serve-routes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data).unwrap();
+    let config = data.join("smsgate.toml");
+    std::fs::write(
+        &config,
+        r#"
+[[connectors]]
+name = "carrier-a"
+kind = "sim"
+receipt_delay_ms = 20
+throughput = 100
+
+[[connectors]]
+name = "carrier-b"
+kind = "sim"
+
+[[routes]]
+name = "uk"
+match = { prefix = "+44" }
+connectors = [{ name = "carrier-a", price = 0.01 }, { name = "carrier-b", priority = 1 }]
+"#,
+    )
+    .unwrap();
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let get = |path: &str| {
+        let (client, url) = (client.clone(), path.to_string());
+        async move { client.get(url).bearer_auth(KEY).send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let server = start(&data, ["--config".as_ref(), config.as_os_str()], Some(KEY));
+    assert!(server.lines.iter().any(|l| l.contains("created route uk from the configuration")), "{:?}", server.lines);
+    let connectors = get(&format!("{}/v1/connectors", server.base)).await;
+    let names: Vec<&str> = connectors["data"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["carrier-a", "carrier-b", "sim"]);
+    assert_eq!(connectors["data"][0]["throughput"], 100);
+    let routes = get(&format!("{}/v1/routes", server.base)).await;
+    let names: Vec<&str> = routes["data"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["uk", "default"]);
+    // Changed over the API, then a restart: the database's version stays.
+    let r = client
+        .patch(format!("{}/v1/connectors/carrier-a", server.base))
+        .bearer_auth(KEY)
+        .json(&json!({"throughput": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    stop(server);
+    let server = start(&data, ["--config".as_ref(), config.as_os_str()], Some(KEY));
+    assert!(!server.lines.iter().any(|l| l.contains("from the configuration")), "{:?}", server.lines);
+    let a = get(&format!("{}/v1/connectors/carrier-a", server.base)).await;
+    assert_eq!(a["throughput"], 5);
+    stop(server);
+    // A bad entry stops the start with its place named.
+    std::fs::write(&config, "[[connectors]]\nname = \"bad\"\nkind = \"sim\"\ndelivery_ratio = 3\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_smsgate"))
+        .args(["serve", "--http", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .arg("--config")
+        .arg(&config)
+        .env("SMSGATE_ADMIN_KEY", KEY)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("connectors[0]") && err.contains("delivery_ratio"), "{err}");
+    std::fs::remove_dir_all(&data).unwrap();
+}
