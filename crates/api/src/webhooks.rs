@@ -73,6 +73,28 @@ fn backoff(attempts: u32, jitter: f64) -> Duration {
     base.mul_f64(0.8 + 0.4 * jitter.clamp(0.0, 1.0))
 }
 
+/// Makes TLS available to every HTTP client of this process (webhooks to `https://` URLs; the CLI's client):
+/// rustls with ring's cryptography. Once per process; later calls do nothing. Call it before building a
+/// `reqwest::Client`, which refuses to be built without it.
+pub fn install_tls() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Another part of the process may have installed one first; that one serves as well.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// The client callbacks go out with: no redirects followed, a timeout, http and https.
+fn client() -> reqwest::Client {
+    install_tls();
+    reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("smsgate/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_default()
+}
+
 /// Takes due callbacks from the outbox and delivers them.
 #[derive(Debug, Clone)]
 pub struct Deliverer {
@@ -83,13 +105,7 @@ pub struct Deliverer {
 
 impl Deliverer {
     pub fn new(store: Arc<dyn Store>, node: &str) -> Deliverer {
-        let client = reqwest::Client::builder()
-            .timeout(TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("smsgate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
-        Deliverer { store, client, node: node.to_string() }
+        Deliverer { store, client: client(), node: node.to_string() }
     }
 
     /// Delivers until `shutdown`, then lets the deliveries under way finish.
@@ -294,6 +310,13 @@ pub(crate) async fn list_callbacks(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An https URL is tried like an http one: the connection is what fails here (nothing listens), not the scheme.
+    #[tokio::test]
+    async fn https_urls_are_tried() {
+        let e = client().post("https://127.0.0.1:1/hook").body("{}").send().await.unwrap_err();
+        assert!(e.is_connect(), "{e:?}");
+    }
 
     #[test]
     fn signatures_and_backoff() {

@@ -109,6 +109,7 @@ async fn start(backend: &str) -> Server {
             .await
             .unwrap();
     });
+    smsgate_api::webhooks::install_tls();
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     Server {
         base,

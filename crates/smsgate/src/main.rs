@@ -6,5 +6,6 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    smsgate_api::webhooks::install_tls();
     smsgate::cli::main()
 }

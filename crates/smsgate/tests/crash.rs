@@ -40,7 +40,7 @@ async fn kill_9_loses_nothing_and_sends_nothing_twice() {
     let config_arg = [std::ffi::OsStr::new("--config"), config.as_os_str()];
     let mut server = start(&data, config_arg, Some(KEY));
     let base = server.base.clone();
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let client = common::http_client(Duration::from_secs(30));
 
     // Send every batch, four at a time; then kill the server while messages are queued, being sent, and sent
     // but without their receipt.

@@ -21,7 +21,7 @@ async fn message(client: &reqwest::Client, base: &str, id: &str) -> Value {
 async fn serve_sends_stops_and_restarts() {
     let data = std::env::temp_dir().join(format!("smsgate-serve-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let client = common::http_client(Duration::from_secs(10));
     let server = start(&data, [] as [&str; 0], Some(KEY));
     assert!(!server.lines.iter().any(|l| l.contains("admin API key")), "a key from the environment is not printed");
     let m: Value = client
@@ -137,7 +137,7 @@ connectors = [{ name = "carrier-a", price = 0.01 }, { name = "carrier-b", priori
 "#,
     )
     .unwrap();
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let client = common::http_client(Duration::from_secs(10));
     let get = |path: &str| {
         let (client, url) = (client.clone(), path.to_string());
         async move { client.get(url).bearer_auth(KEY).send().await.unwrap().json::<Value>().await.unwrap() }

@@ -8,6 +8,12 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// An HTTP client for talking to the server under test, with TLS set up as the binary sets it up.
+pub fn http_client(timeout: Duration) -> reqwest::Client {
+    smsgate_api::webhooks::install_tls();
+    reqwest::Client::builder().timeout(timeout).build().unwrap()
+}
+
 /// A running server.
 pub struct Server {
     pub child: Child,
