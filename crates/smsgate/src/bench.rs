@@ -1,3 +1,6 @@
+//! `smsgate bench sink`: a webhook receiver that counts what it gets and checks signatures, for measuring a server
+//! with webhooks on.
+//!
 //! `smsgate bench http`: a load generator for the REST API. It posts N messages, one per request or in batches, at
 //! most C requests at once or at a fixed rate, and reports what the server accepted, how fast, with what latency,
 //! and (with `--receipts`) how fast messages reached `delivered`.
@@ -18,6 +21,91 @@ use tokio::sync::Semaphore;
 pub enum Command {
     /// Load the REST API: POST /v1/messages (or /v1/messages/batch with --batch).
     Http(HttpArgs),
+    /// Receive webhooks: answer every POST 200, count them by status, check signatures; GET /stats shows the
+    /// counts as JSON. Runs until SIGINT or SIGTERM.
+    Sink(SinkArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct SinkArgs {
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8099")]
+    listen: std::net::SocketAddr,
+    /// The account's webhook secret: each POST's Smsgate-Signature is checked with it.
+    #[arg(long, env = "SMSGATE_WEBHOOK_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+}
+
+/// What the sink has received.
+#[derive(Debug, Default)]
+struct SinkStats {
+    received: u64,
+    by_status: BTreeMap<String, u64>,
+    bad_signatures: u64,
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+impl SinkStats {
+    fn json(&self) -> Value {
+        let span = match (self.first, self.last) {
+            (Some(f), Some(l)) => (l - f).as_secs_f64(),
+            _ => 0.0,
+        };
+        json!({"received": self.received, "by_status": self.by_status, "bad_signatures": self.bad_signatures,
+               "seconds_first_to_last": round(span)})
+    }
+}
+
+async fn sink(args: SinkArgs) -> anyhow::Result<()> {
+    let stats = Arc::new(std::sync::Mutex::new(SinkStats::default()));
+    let (posts, reads) = (stats.clone(), stats.clone());
+    let secret = args.secret.clone();
+    let app = axum::Router::new()
+        .route(
+            "/stats",
+            axum::routing::get(move || {
+                let reads = reads.clone();
+                async move { axum::Json(reads.lock().unwrap_or_else(|e| e.into_inner()).json()) }
+            }),
+        )
+        .fallback(axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let (posts, secret) = (posts.clone(), secret.clone());
+            async move {
+                let good = secret.as_deref().is_none_or(|s| {
+                    let header = headers.get("smsgate-signature").and_then(|v| v.to_str().ok()).unwrap_or("");
+                    let t = header.strip_prefix("t=").and_then(|h| h.split(',').next()).unwrap_or("");
+                    t.parse::<i64>().is_ok_and(|t| smsgate_api::webhooks::signature(s, t, &body) == header)
+                });
+                let status = serde_json::from_str::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v["status"].as_str().map(String::from))
+                    .unwrap_or_else(|| "unknown".into());
+                let mut st = posts.lock().unwrap_or_else(|e| e.into_inner());
+                let now = Instant::now();
+                st.first.get_or_insert(now);
+                st.last = Some(now);
+                st.received += 1;
+                *st.by_status.entry(status).or_default() += 1;
+                if !good {
+                    st.bad_signatures += 1;
+                }
+                axum::http::StatusCode::OK
+            }
+        }));
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
+    println!("smsgate bench sink: listening on http://{}", listener.local_addr()?);
+    let stop = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+    };
+    axum::serve(listener, app).with_graceful_shutdown(stop).await.context("serving")?;
+    println!("{}", stats.lock().unwrap_or_else(|e| e.into_inner()).json());
+    Ok(())
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -70,7 +158,13 @@ struct Outcome {
 }
 
 pub fn run(cmd: Command) -> anyhow::Result<()> {
-    let Command::Http(args) = cmd;
+    let args = match cmd {
+        Command::Http(args) => args,
+        Command::Sink(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+            return runtime.block_on(sink(args));
+        }
+    };
     if !(1..=10_000_000).contains(&args.messages) {
         bail!("--messages must be 1 to 10,000,000");
     }

@@ -57,3 +57,35 @@ fn bench_http_reports_what_the_server_did() {
     }
     std::fs::remove_dir_all(&data).unwrap();
 }
+
+/// `smsgate bench sink` counts what it receives by status and checks every signature.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_sink_counts_and_checks_signatures() {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_smsgate"))
+        .args(["bench", "sink", "--listen", "127.0.0.1:0", "--secret", "whsec_test"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let base = first.rsplit(' ').next().unwrap().to_string();
+    assert!(base.starts_with("http://127.0.0.1:"), "{first}");
+    let client = common::http_client(std::time::Duration::from_secs(10));
+    let body = r#"{"status":"delivered"}"#;
+    let t = 1_700_000_000;
+    let good = smsgate_api::webhooks::signature("whsec_test", t, body);
+    let bad = smsgate_api::webhooks::signature("whsec_other", t, body);
+    for sig in [good, bad] {
+        let r = client.post(format!("{base}/hook")).header("smsgate-signature", sig).body(body).send().await.unwrap();
+        assert!(r.status().is_success());
+    }
+    let stats: Value = client.get(format!("{base}/stats")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(stats["received"], 2, "{stats}");
+    assert_eq!(stats["bad_signatures"], 1, "{stats}");
+    assert_eq!(stats["by_status"]["delivered"], 2, "{stats}");
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(child.wait().unwrap().success());
+    let last = lines.next().unwrap().unwrap();
+    assert!(last.contains("\"received\":2"), "{last}");
+}

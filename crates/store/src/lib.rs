@@ -88,6 +88,8 @@ pub struct DueCallback {
     pub created_at: Timestamp,
     /// The account's signing secret now (empty if its webhooks were removed).
     pub secret: String,
+    /// The message as it is now, for the body.
+    pub message: Option<Message>,
 }
 
 /// One try at delivering a callback.

@@ -857,7 +857,8 @@ impl Store for PgStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
+        let mut due = rows
+            .iter()
             .map(|r| {
                 Ok(DueCallback {
                     id: r.try_get("id")?,
@@ -871,9 +872,25 @@ impl Store for PgStore {
                     attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
                     created_at: Timestamp(r.try_get("created_at")?),
                     secret: r.try_get::<Option<String>, _>("secret")?.unwrap_or_default(),
+                    message: None,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<DueCallback>>>()?;
+        // The messages, for the bodies, in one query.
+        let ids: Vec<String> = due.iter().map(|c| c.message_id.to_string()).collect();
+        if !ids.is_empty() {
+            let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ANY($1)");
+            let rows = sqlx::query(AssertSqlSafe(sql)).bind(&ids).fetch_all(&self.pool).await?;
+            let mut by_id = HashMap::new();
+            for r in &rows {
+                let m = message_from_row(r)?;
+                by_id.insert(m.id, m);
+            }
+            for c in &mut due {
+                c.message = by_id.remove(&c.message_id);
+            }
+        }
+        Ok(due)
     }
 
     async fn finish_callbacks(&self, results: &[CallbackResult]) -> Result<()> {

@@ -1078,15 +1078,20 @@ impl Store for SqliteStore {
                     attempts: u32::try_from(r.get::<_, i64>(8)?).unwrap_or(u32::MAX),
                     created_at: Timestamp(r.get(9)?),
                     secret: String::new(),
+                    message: None,
                 });
             }
             drop(rows);
+            let one = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1");
             for c in &mut out {
                 c.secret = conn
                     .prepare_cached("SELECT secret FROM webhooks WHERE account_id = ?1")?
                     .query_row([c.account_id.to_string()], |r| r.get(0))
                     .optional()?
                     .unwrap_or_default();
+                let mut st = conn.prepare_cached(&one)?;
+                let mut rows = st.query([c.message_id.to_string()])?;
+                c.message = rows.next()?.map(message_from_row).transpose()?;
             }
             Ok(out)
         })

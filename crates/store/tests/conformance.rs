@@ -709,6 +709,7 @@ async fn callbacks_in_order(store: &Arc<dyn Store>) {
     let attempt = |result: &str| CallbackAttempt { at: NOW, result: result.into(), ms: 3 };
     let due = store.claim_callbacks("n", NOW.plus_secs(1), 10_000, 10).await.unwrap();
     assert_eq!(due.iter().map(|c| (c.status, c.secret.as_str())).collect::<Vec<_>>(), vec![(Status::Sending, "s3")]);
+    assert_eq!(due[0].message.as_ref().map(|d| (d.id, d.status)), Some((m.id, Status::Delivered)), "as it is now");
     assert!(store.claim_callbacks("n", NOW.plus_secs(1), 10_000, 10).await.unwrap().is_empty(), "leased");
     let retry = CallbackResult {
         id: due[0].id.clone(),
