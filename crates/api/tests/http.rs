@@ -216,7 +216,8 @@ on_both!(
     connectors_and_routes,
     throughput_limits,
     failover_and_recovery,
-    webhooks_signed_in_order_and_retried
+    webhooks_signed_in_order_and_retried,
+    concatenated_messages_by_parts
 );
 
 async fn send_to_delivered(s: &Server) {
@@ -948,5 +949,28 @@ async fn webhooks_signed_in_order_and_retried(s: &Server) {
     assert_eq!(
         (first[0]["result"].as_str(), first.as_array().unwrap().last().unwrap()["result"].as_str()),
         (Some("503"), Some("200"))
+    );
+}
+
+async fn concatenated_messages_by_parts(s: &Server) {
+    let (_, key) = s.tenant("acme").await;
+    let long = "part ".repeat(80);
+    let send = |to: &'static str| {
+        let (body, key) = (json!({"to": to, "from": "Acme", "body": long.clone()}), key.clone());
+        async move { s.call("POST", "/v1/messages", Some(&key), Some(body)).await.1["id"].as_str().unwrap().to_string() }
+    };
+    // Three parts, each with the carrier's id and receipt: delivered once all three are.
+    let id = send("+447700900125").await;
+    let done = s.until(&key, &id, "delivered").await;
+    assert_eq!(done["segments"], 3);
+    let details: Vec<&str> = done["events"].as_array().unwrap().iter().map(|e| e["detail"].as_str().unwrap()).collect();
+    assert!(details.iter().any(|d| d.starts_with("sim accepted its 3 parts: carrier ids ")), "{details:?}");
+    assert!(details.last().unwrap().contains(" of 3: "), "{details:?}");
+    // One part undelivered (the simulator's 0002): the message is undelivered.
+    let id = send("+447700900002").await;
+    let done = s.until(&key, &id, "undelivered").await;
+    assert!(
+        done["events"].as_array().unwrap().last().unwrap()["detail"].as_str().unwrap().starts_with("part 3 of 3: "),
+        "{done}"
     );
 }

@@ -65,8 +65,9 @@ pub trait Connector: Send + Sync + std::fmt::Debug {
     /// The name messages record as their `connector`.
     fn name(&self) -> &str;
 
-    /// Hands one message to the carrier; on success, the carrier's id for it.
-    async fn submit(&self, message: &Message) -> Result<String, SubmitError>;
+    /// Hands one message to the carrier, every part through this connector; on success, the carrier's id for each
+    /// part, in order (one for a message of one part). A message is taken only when all its parts are.
+    async fn submit(&self, message: &Message) -> Result<Vec<String>, SubmitError>;
 }
 
 /// The connector kinds this version builds.

@@ -81,8 +81,8 @@ struct SimState {
     /// Where taken messages are logged, when the network is persistent.
     log: Option<std::fs::File>,
     inboxes: HashMap<String, Vec<HandsetMessage>>,
-    /// Carrier ids of messages taken, by our id.
-    taken: HashMap<MessageId, String>,
+    /// Carrier ids of messages taken (one per part), by our id.
+    taken: HashMap<MessageId, Vec<String>>,
     /// Submissions refused as throttled, by our id (for the `0004` fault).
     throttled: HashMap<MessageId, u32>,
     next_id: u64,
@@ -95,6 +95,9 @@ pub struct LogLine {
     /// The connector that submitted it (lines written before connectors had names: the network's own).
     #[serde(default = "default_connector")]
     pub connector: String,
+    /// The carrier ids of all its parts when it had more than one (the first is `carrier_id`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<String>,
     pub carrier_id: String,
     pub to: String,
     pub from: String,
@@ -159,11 +162,12 @@ impl SimNetwork {
             let mut state = sim.lock();
             for line in read_log(path)? {
                 let Some(id) = MessageId::parse(&line.id) else { continue };
+                let parts = if line.parts.is_empty() { vec![line.carrier_id.clone()] } else { line.parts.clone() };
                 if line.at >= replay_from.0 {
-                    replay.push((id, line.connector.clone(), line.to.clone(), line.carrier_id.clone()));
+                    replay.push((id, line.connector.clone(), line.to.clone(), parts.clone()));
                 }
-                state.next_id += 1;
-                state.taken.insert(id, line.carrier_id.clone());
+                state.next_id += parts.len() as u64;
+                state.taken.insert(id, parts);
                 state.inboxes.entry(line.to.clone()).or_default().push(HandsetMessage {
                     connector: line.connector.clone(),
                     from: line.from,
@@ -175,9 +179,9 @@ impl SimNetwork {
             state.log = Some(std::fs::OpenOptions::new().create(true).append(true).open(path)?);
         }
         // Receipts go out with the prefix carriers' settings: a connector made over the API may be gone by now.
-        for (id, connector, to, carrier_id) in replay {
+        for (id, connector, to, parts) in replay {
             let carrier = sim.carrier_for(&to).clone();
-            sim.schedule_receipt(&connector, id, &carrier, fault(&to), carrier_id);
+            sim.schedule_receipts(&connector, id, &carrier, fault(&to), parts);
         }
         Ok(sim)
     }
@@ -238,7 +242,7 @@ impl Connector for SimNetwork {
         NAME
     }
 
-    async fn submit(&self, m: &Message) -> Result<String, SubmitError> {
+    async fn submit(&self, m: &Message) -> Result<Vec<String>, SubmitError> {
         let carrier = self.carrier_for(&m.to).clone();
         self.take(NAME, &carrier, m).await
     }
@@ -246,19 +250,25 @@ impl Connector for SimNetwork {
 
 impl SimNetwork {
     /// A carrier of the network takes a message for `connector`: after the carrier's latency, the destination's
-    /// fault if it asks for one, else the message goes to the handset's inbox and its receipt is scheduled.
-    /// The message's `at` in the handset's inbox is when the carrier received the submission.
-    pub async fn take(&self, connector: &str, carrier: &VirtualCarrier, m: &Message) -> Result<String, SubmitError> {
+    /// fault if it asks for one, else the message goes to the handset's inbox and a receipt is scheduled for each
+    /// of its parts, each part with a carrier id of its own (returned in order). The message's `at` in the
+    /// handset's inbox is when the carrier received the submission.
+    pub async fn take(
+        &self,
+        connector: &str,
+        carrier: &VirtualCarrier,
+        m: &Message,
+    ) -> Result<Vec<String>, SubmitError> {
         let at = now();
         tokio::time::sleep(carrier.submit_latency).await;
         let fault = fault(&m.to);
-        let carrier_id = {
+        let parts = {
             let mut state = self.lock();
-            if let Some(id) = state.taken.get(&m.id).cloned() {
+            if let Some(ids) = state.taken.get(&m.id).cloned() {
                 drop(state);
-                // Taken before: the same id, and the receipt again.
-                self.schedule_receipt(connector, m.id, carrier, fault, id.clone());
-                return Ok(id);
+                // Taken before: the same ids, and the receipts again.
+                self.schedule_receipts(connector, m.id, carrier, fault, ids.clone());
+                return Ok(ids);
             }
             match fault {
                 Some("reject") => {
@@ -279,12 +289,18 @@ impl SimNetwork {
                 }
                 _ => {}
             }
-            state.next_id += 1;
-            let carrier_id = format!("{:X}", 0x5100_0000_u64 + state.next_id);
+            let parts: Vec<String> = (0..m.segments.max(1))
+                .map(|_| {
+                    state.next_id += 1;
+                    format!("{:X}", 0x5100_0000_u64 + state.next_id)
+                })
+                .collect();
+            let carrier_id = parts[0].clone();
             if let Some(log) = state.log.as_mut() {
                 let line = LogLine {
                     id: m.id.to_string(),
                     connector: connector.to_string(),
+                    parts: if parts.len() > 1 { parts.clone() } else { Vec::new() },
                     carrier_id: carrier_id.clone(),
                     to: m.to.clone(),
                     from: m.from.clone(),
@@ -298,23 +314,43 @@ impl SimNetwork {
                     detail: format!("the simulated network could not write its log: {e}"),
                 })?;
             }
-            state.taken.insert(m.id, carrier_id.clone());
+            state.taken.insert(m.id, parts.clone());
             state.inboxes.entry(m.to.clone()).or_default().push(HandsetMessage {
                 connector: connector.to_string(),
                 from: m.from.clone(),
                 body: m.body.clone(),
-                carrier_id: carrier_id.clone(),
+                carrier_id,
                 at,
             });
-            carrier_id
+            parts
         };
-        self.schedule_receipt(connector, m.id, carrier, fault, carrier_id.clone());
-        Ok(carrier_id)
+        self.schedule_receipts(connector, m.id, carrier, fault, parts.clone());
+        Ok(parts)
     }
 }
 
 impl SimNetwork {
-    /// Sends the receipt a taken message gets, after the carrier's delay.
+    /// Sends the receipts of a taken message's parts. The `0002` fault makes the last part undelivered (a
+    /// single part: the message); the delivery ratio decides for all parts of a message alike.
+    fn schedule_receipts(
+        &self,
+        connector: &str,
+        id: MessageId,
+        carrier: &VirtualCarrier,
+        fault: Option<&str>,
+        parts: Vec<String>,
+    ) {
+        let last = parts.len().saturating_sub(1);
+        for (i, carrier_id) in parts.into_iter().enumerate() {
+            let fault = match fault {
+                Some("undelivered") if i != last => None,
+                other => other,
+            };
+            self.schedule_receipt(connector, id, carrier, fault, carrier_id);
+        }
+    }
+
+    /// Sends the receipt of one part, after the carrier's delay.
     fn schedule_receipt(
         &self,
         connector: &str,
@@ -458,7 +494,7 @@ impl Connector for SimConnector {
         &self.name
     }
 
-    async fn submit(&self, m: &Message) -> Result<String, SubmitError> {
+    async fn submit(&self, m: &Message) -> Result<Vec<String>, SubmitError> {
         let carrier = self.carrier_for(&m.to);
         match self.mode {
             SimMode::Healthy => self.network.take(&self.name, &carrier, m).await,
@@ -525,7 +561,7 @@ mod tests {
         assert_eq!(sim.submit(&m).await.unwrap(), cid);
         assert_eq!(sim.inbox("+447700900123").len(), 1);
         let Some(ConnectorEvent::Receipt(r)) = rx.recv().await else { panic!("a receipt") };
-        assert_eq!((r.carrier_id, r.state), (cid, ReceiptState::Delivered));
+        assert_eq!((r.carrier_id, r.state), (cid[0].clone(), ReceiptState::Delivered));
     }
 
     #[tokio::test]
@@ -596,7 +632,7 @@ mod tests {
         let own = kit.build("alpha", "sim", serde_json::json!({"receipt_delay_ms": 1})).unwrap();
         let id = own.submit(&message("+447700900123")).await.unwrap();
         let Some(ConnectorEvent::Receipt(r)) = rx.recv().await else { panic!("a receipt") };
-        assert_eq!((r.connector.as_str(), r.carrier_id.as_str()), ("alpha", id.as_str()));
+        assert_eq!((r.connector.as_str(), r.carrier_id.as_str()), ("alpha", id[0].as_str()));
         assert!(r.detail.starts_with("alpha: "), "its own carrier: {}", r.detail);
         // No carrier settings: the network's carriers by prefix.
         let plain = kit.build("beta", "sim", serde_json::json!({})).unwrap();
@@ -622,6 +658,27 @@ mod tests {
             assert!(e.contains(error), "{e}");
         }
         assert!(kit.build("x", "smtp", serde_json::json!({})).unwrap_err().contains("unknown connector kind"));
+    }
+
+    /// Each part gets a carrier id and a receipt of its own; `0002` makes only the last part undelivered.
+    #[tokio::test]
+    async fn parts_each_get_an_id_and_a_receipt() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let sim = SimNetwork::new(vec![fast()], tx);
+        let three = Message { segments: 3, ..message("+447700900123") };
+        let ids = sim.submit(&three).await.unwrap();
+        assert_eq!(ids.len(), 3);
+        assert_eq!(sim.submit(&three).await.unwrap(), ids, "taken once");
+        let bad = Message { segments: 2, ..message("+447700900002") };
+        let bad_ids = sim.submit(&bad).await.unwrap();
+        let mut states = std::collections::HashMap::new();
+        while states.len() < 5 {
+            let Some(ConnectorEvent::Receipt(r)) = rx.recv().await else { panic!("a receipt") };
+            states.insert(r.carrier_id, r.state);
+        }
+        assert!(ids.iter().all(|id| states[id] == ReceiptState::Delivered), "{states:?}");
+        assert_eq!((states[&bad_ids[0]], states[&bad_ids[1]]), (ReceiptState::Delivered, ReceiptState::Undelivered));
+        assert_eq!(sim.inbox("+447700900123").len(), 1, "the handset gets the whole message once");
     }
 
     #[tokio::test]

@@ -561,8 +561,14 @@ impl Engine {
         };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match submitted {
-            Ok(carrier_id) => {
+            Ok(carrier_ids) => {
                 let at = now();
+                let Some(carrier_id) = carrier_ids.first().cloned() else {
+                    // A connector that took a message must say under which id; treat it as a carrier error.
+                    let detail = format!("{name} answered without a carrier id");
+                    self.retry_or_fail(&m, Some(name), "no_carrier_id".into(), detail).await;
+                    return;
+                };
                 metrics::counter!(metric::SUBMISSIONS, "outcome" => "sent").increment(1);
                 metrics::histogram!(metric::SUBMIT_TO_SENT)
                     .record(seconds_between(m.send_at.unwrap_or(m.created_at), at));
@@ -573,9 +579,14 @@ impl Engine {
                     }
                     sent.insert(carrier_id.clone(), at);
                 }
-                let detail = format!("{name} accepted it: carrier id {carrier_id}");
+                let detail = match carrier_ids.len() {
+                    1 => format!("{name} accepted it: carrier id {carrier_id}"),
+                    n => format!("{name} accepted its {n} parts: carrier ids {}", carrier_ids.join(", ")),
+                };
                 let price_micros = price.map(|p| p.saturating_mul(i64::from(m.segments)));
-                let changes = Changes { connector: Some(name), carrier_id: Some(carrier_id), price_micros, ..fence() };
+                let parts = if carrier_ids.len() > 1 { carrier_ids } else { Vec::new() };
+                let changes =
+                    Changes { connector: Some(name), carrier_id: Some(carrier_id), price_micros, parts, ..fence() };
                 record(Status::Sent, detail, changes).await;
             }
             Err(SubmitError::Permanent { code, detail }) => {

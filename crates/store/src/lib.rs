@@ -216,6 +216,9 @@ pub struct Changes {
     /// The claim that counted an attempt was not one (the message is put back to wait for its connector's
     /// pace): the count goes back down.
     pub attempt_undone: bool,
+    /// For `sent` through a connector that submitted the message part by part: the carrier's id of each part, in
+    /// order (`carrier_id` is the first). Receipts then come per part, and the message follows them all.
+    pub parts: Vec<String>,
 }
 
 /// One status change, for [`Store::transition_many`].

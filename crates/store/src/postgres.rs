@@ -25,7 +25,7 @@ use crate::{
     Account, ApiKey, ConnectorRecord, Inserted, ListFilter, NewMessage, ReceiptUpdate, Result, Store, StoreError,
     Transition,
 };
-use crate::{CallbackNext, CallbackRecord, CallbackResult, DueCallback, Webhooks};
+use crate::{CallbackNext, CallbackRecord, CallbackResult, Changes, DueCallback, Webhooks};
 
 /// The PostgreSQL store.
 #[derive(Debug, Clone)]
@@ -231,18 +231,112 @@ async fn apply_transitions(
                 moved.insert(message_id_of(&row.try_get::<String, _>(0)?)?);
             }
             let mut notify = Vec::new();
+            let mut parts = Vec::new();
             for t in chunk {
                 let m = moved.contains(&t.id);
                 if m {
                     changed.push(t.to);
                     notify.push((t.id, t.to, t.at));
+                    if let Some(connector) = t.changes.connector.as_deref().filter(|_| t.changes.parts.len() > 1) {
+                        for (i, carrier_id) in t.changes.parts.iter().enumerate() {
+                            parts.push((t.id.to_string(), i as i64 + 1, connector.to_string(), carrier_id.clone()));
+                        }
+                    }
                 }
                 out.push(m);
             }
             enqueue_callbacks(tx, &notify).await?;
+            for rows in pow2_chunks(&parts, ROWS_PER_STATEMENT) {
+                let sql = format!(
+                    "INSERT INTO message_parts (message_id, part, connector, carrier_id, status) \
+                     SELECT v.column1, v.column2, v.column3, v.column4, 'sent' FROM (VALUES {}) AS v \
+                     ON CONFLICT DO NOTHING",
+                    values_rows(rows.len(), 4)
+                );
+                let mut query = sqlx::query(AssertSqlSafe(sql));
+                for (id, part, connector, carrier_id) in rows {
+                    query = query.bind(id).bind(part).bind(connector).bind(carrier_id);
+                }
+                query.execute(&mut **tx).await?;
+            }
         }
         rest = &rest[run..];
     }
+    Ok(out)
+}
+
+/// Receipts for parts of messages sent part by part: records each part's status, and moves a message once its
+/// parts decide it (delivered when all are, otherwise at the first part that is not). Returns, for each receipt,
+/// the message whose part it was, if it was one.
+async fn apply_part_receipts(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    chunk: &[ReceiptUpdate],
+    changed: &mut Vec<Status>,
+) -> Result<Vec<Option<MessageId>>> {
+    // Receipts for parts of one message can be in groups written at once: each would see only its own part as
+    // delivered and none would move the message. Locking the messages first (in id order) puts them one after the
+    // other, and each counts what the one before committed.
+    let sql = format!(
+        "SELECT DISTINCT p.message_id FROM message_parts p JOIN (VALUES {}) AS v \
+         ON p.connector = v.column1 AND p.carrier_id = v.column2",
+        values_rows(chunk.len(), 2)
+    );
+    let mut query = sqlx::query_as::<_, (String,)>(AssertSqlSafe(sql));
+    for r in chunk {
+        query = query.bind(&r.connector).bind(&r.carrier_id);
+    }
+    let owners: Vec<String> = query.fetch_all(&mut **tx).await?.into_iter().map(|(id,)| id).collect();
+    if owners.is_empty() {
+        return Ok(vec![None; chunk.len()]);
+    }
+    sqlx::query("SELECT id FROM messages WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .bind(&owners)
+        .fetch_all(&mut **tx)
+        .await?;
+    let sql = format!(
+        "UPDATE message_parts SET status = v.column3 FROM (VALUES {}) AS v \
+         WHERE message_parts.connector = v.column1 AND message_parts.carrier_id = v.column2 \
+         AND message_parts.status = 'sent' \
+         RETURNING message_parts.message_id, message_parts.part, message_parts.connector, message_parts.carrier_id",
+        values_rows(chunk.len(), 3)
+    );
+    let mut query = sqlx::query(AssertSqlSafe(sql));
+    for r in chunk {
+        query = query.bind(&r.connector).bind(&r.carrier_id).bind(r.to.as_str());
+    }
+    let mut hits: HashMap<(String, String), (MessageId, i64)> = HashMap::new();
+    for row in query.fetch_all(&mut **tx).await? {
+        let key = (row.try_get::<String, _>(2)?, row.try_get::<String, _>(3)?);
+        hits.insert(key, (message_id_of(&row.try_get::<String, _>(0)?)?, row.try_get(1)?));
+    }
+    if hits.is_empty() {
+        return Ok(vec![None; chunk.len()]);
+    }
+    let ids: Vec<String> = hits.values().map(|(id, _)| id.to_string()).collect();
+    let counts: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT message_id, COUNT(*) FILTER (WHERE status <> 'delivered'), COUNT(*) FROM message_parts \
+         WHERE message_id = ANY($1) GROUP BY message_id",
+    )
+    .bind(&ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    let counts: HashMap<String, (i64, i64)> = counts.into_iter().map(|(id, left, all)| (id, (left, all))).collect();
+    let mut out = Vec::with_capacity(chunk.len());
+    let mut moves = Vec::new();
+    for r in chunk {
+        let Some(&(id, part)) = hits.get(&(r.connector.clone(), r.carrier_id.clone())) else {
+            out.push(None);
+            continue;
+        };
+        let (left, total) = counts.get(&id.to_string()).copied().unwrap_or((0, 0));
+        if r.to != Status::Delivered || left == 0 {
+            let changes = Changes { error_code: r.error_code.clone(), ..Changes::default() };
+            let detail = format!("part {part} of {total}: {}", r.detail);
+            moves.push(Transition { id, to: r.to, at: r.at, detail, changes });
+        }
+        out.push(Some(id));
+    }
+    apply_transitions(tx, &moves, changed).await?;
     Ok(out)
 }
 
@@ -257,12 +351,14 @@ async fn apply_receipts(
     while !rest.is_empty() {
         let run = distinct_prefix(rest, |r| (r.connector.clone(), r.carrier_id.clone()));
         for chunk in pow2_chunks(&rest[..run], ROWS_PER_STATEMENT) {
+            let parts = apply_part_receipts(tx, chunk, changed).await?;
             let sql = format!(
                 "UPDATE messages SET status = v.column3, updated_at = v.column4, \
                  error_code = COALESCE(v.column5, error_code), lease_owner = NULL, lease_until = NULL, \
                  journey = journey || v.column6 \
                  FROM (VALUES {}) AS v \
                  WHERE messages.connector = v.column1 AND messages.carrier_id = v.column2 AND ({}) \
+                 AND NOT EXISTS (SELECT 1 FROM message_parts p WHERE p.message_id = messages.id) \
                  RETURNING messages.id, messages.connector, messages.carrier_id",
                 values_rows(chunk.len(), 6),
                 allowed_moves("v.column3"),
@@ -284,7 +380,11 @@ async fn apply_receipts(
                 moved.entry(key).or_default().push(id);
             }
             let mut notify = Vec::new();
-            for r in chunk {
+            for (r, part_of) in chunk.iter().zip(parts) {
+                if part_of.is_some() {
+                    out.push(part_of);
+                    continue;
+                }
                 // A carrier that reuses an id moves every message still waiting under it; report the newest.
                 let hits = moved.remove(&(r.connector.clone(), r.carrier_id.clone())).unwrap_or_default();
                 changed.extend(hits.iter().map(|_| r.to));

@@ -41,6 +41,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/0005_webhooks.sql"),
         postgres: include_str!("../migrations/0005_webhooks.sql"),
     },
+    Migration {
+        version: 6,
+        sqlite: include_str!("../migrations/0006_parts.sql"),
+        postgres: include_str!("../migrations/0006_parts.sql"),
+    },
 ];
 
 /// One step of a journey as the `journey` column keeps it: a JSON object and a newline, appended with `||` by the

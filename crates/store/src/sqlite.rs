@@ -29,8 +29,8 @@ use crate::schema::{
 };
 use crate::schema::{attempt_line, callback_url_sql, parse_attempts, route_json, route_of, routes_json, routes_of};
 use crate::{
-    Account, ApiKey, ConnectorRecord, Inserted, ListFilter, NewMessage, ReceiptUpdate, Result, Store, StoreError,
-    Transition,
+    Account, ApiKey, Changes, ConnectorRecord, Inserted, ListFilter, NewMessage, ReceiptUpdate, Result, Store,
+    StoreError, Transition,
 };
 use crate::{CallbackNext, CallbackRecord, CallbackResult, DueCallback, Webhooks};
 
@@ -378,7 +378,17 @@ fn apply_transition(conn: &Connection, t: &Transition) -> Result<bool> {
         i64::from(c.attempt_undone),
     ])?;
     if moved == 1 {
-        enqueue_callback(conn, &t.id.to_string(), t.to, t.at)?;
+        let id = t.id.to_string();
+        enqueue_callback(conn, &id, t.to, t.at)?;
+        if let Some(connector) = c.connector.as_deref().filter(|_| c.parts.len() > 1) {
+            for (i, carrier_id) in c.parts.iter().enumerate() {
+                conn.prepare_cached(
+                    "INSERT INTO message_parts (message_id, part, connector, carrier_id, status) \
+                     VALUES (?1, ?2, ?3, ?4, 'sent') ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![id, i as i64 + 1, connector, carrier_id])?;
+            }
+        }
     }
     Ok(moved == 1)
 }
@@ -391,14 +401,37 @@ fn receipt_sql(to: Status) -> String {
         "UPDATE messages SET status = ?3, updated_at = ?4, error_code = COALESCE(?5, error_code), \
          lease_owner = NULL, lease_until = NULL, journey = journey || ?6 \
          WHERE connector = ?1 AND carrier_id = ?2 AND {from} \
+         AND NOT EXISTS (SELECT 1 FROM message_parts p WHERE p.message_id = messages.id) \
          RETURNING id"
     )
 }
 
-/// Moves the messages a receipt's carrier id names; returns the newest it moved.
+/// Moves the messages a receipt's carrier id names; returns the newest it moved. A receipt for a part of a message
+/// sent part by part records the part and returns its message; the message moves once its parts decide it.
 fn apply_receipt(conn: &Connection, r: &ReceiptUpdate) -> Result<Option<MessageId>> {
     if may_become("status", r.to).is_empty() {
         return Ok(None);
+    }
+    let part: Option<(String, i64)> = conn
+        .prepare_cached(
+            "UPDATE message_parts SET status = ?3 WHERE connector = ?1 AND carrier_id = ?2 AND status = 'sent' \
+             RETURNING message_id, part",
+        )?
+        .query_row(params![r.connector, r.carrier_id, r.to.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    if let Some((message, part)) = part {
+        let (left, total): (i64, i64) = conn
+            .prepare_cached(
+                "SELECT COUNT(*) FILTER (WHERE status <> 'delivered'), COUNT(*) FROM message_parts WHERE message_id = ?1",
+            )?
+            .query_row([&message], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        let id = message_id_of(&message)?;
+        if r.to != Status::Delivered || left == 0 {
+            let changes = Changes { error_code: r.error_code.clone(), ..Changes::default() };
+            let detail = format!("part {part} of {total}: {}", r.detail);
+            apply_transition(conn, &Transition { id, to: r.to, at: r.at, detail, changes })?;
+        }
+        return Ok(Some(id));
     }
     let sql = receipt_sql(r.to);
     let mut statement = conn.prepare_cached(&sql)?;

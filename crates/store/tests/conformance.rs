@@ -110,6 +110,7 @@ conformance!(
     inserted_already_claimed,
     connectors_routes_and_one_time_steps,
     callbacks_in_order,
+    parts_decide_their_message,
 );
 
 fn message(account: AccountId, to: &str, status: Status, at: Timestamp) -> Message {
@@ -731,6 +732,54 @@ async fn callbacks_in_order(store: &Arc<dyn Store>) {
     assert_eq!(listed[0].attempts.iter().map(|a| a.result.as_str()).collect::<Vec<_>>(), ["500", "200"]);
     assert_eq!((listed[0].state.as_str(), listed[1].state.as_str()), ("delivered", "failed"));
     assert_eq!(store.count_pending_callbacks().await.unwrap(), 1);
+}
+
+async fn parts_decide_their_message(store: &Arc<dyn Store>) {
+    let acme = account(store).await;
+    let sent_in_parts = |ids: &[&str]| Changes {
+        connector: Some("sim".into()),
+        carrier_id: Some(ids[0].into()),
+        parts: ids.iter().map(|s| s.to_string()).collect(),
+        ..Changes::default()
+    };
+    let receipt = |cid: &str, to: Status| ReceiptUpdate {
+        connector: "sim".into(),
+        carrier_id: cid.into(),
+        to,
+        at: NOW,
+        detail: format!("id:{cid}"),
+        error_code: None,
+    };
+    let three = Message { segments: 3, ..message(acme, "+447700900123", Status::Sending, NOW) };
+    insert(store, three.clone()).await;
+    assert!(store.transition(three.id, Status::Sent, NOW, "sent", &sent_in_parts(&["p1", "p2", "p3"])).await.unwrap());
+    // Each part's receipt is its message's, but the message waits for all of them.
+    for cid in ["p1", "p3"] {
+        assert_eq!(store.record(&[], &[receipt(cid, Status::Delivered)]).await.unwrap().1, vec![Some(three.id)]);
+        assert_eq!(store.message(acme, three.id).await.unwrap().unwrap().status, Status::Sent);
+    }
+    // A second receipt for a part that has one changes nothing, and does not deliver the whole message.
+    assert_eq!(store.record(&[], &[receipt("p1", Status::Delivered)]).await.unwrap().1, vec![None]);
+    assert_eq!(store.record(&[], &[receipt("p2", Status::Delivered)]).await.unwrap().1, vec![Some(three.id)]);
+    assert_eq!(store.message(acme, three.id).await.unwrap().unwrap().status, Status::Delivered);
+    assert_eq!(store.events(three.id).await.unwrap().last().unwrap().detail, "part 2 of 3: id:p2");
+
+    // One part undelivered: the message is undelivered at once, whatever the others say later.
+    let two = Message { segments: 2, ..message(acme, "+447700900124", Status::Sending, NOW) };
+    insert(store, two.clone()).await;
+    assert!(store.transition(two.id, Status::Sent, NOW, "sent", &sent_in_parts(&["q1", "q2"])).await.unwrap());
+    assert_eq!(store.record(&[], &[receipt("q2", Status::Undelivered)]).await.unwrap().1, vec![Some(two.id)]);
+    assert_eq!(store.message(acme, two.id).await.unwrap().unwrap().status, Status::Undelivered);
+    assert_eq!(store.record(&[], &[receipt("q1", Status::Delivered)]).await.unwrap().1, vec![Some(two.id)]);
+    assert_eq!(store.message(acme, two.id).await.unwrap().unwrap().status, Status::Undelivered);
+    // Several parts in one group: the message moves once.
+    let pair = Message { segments: 2, ..message(acme, "+447700900125", Status::Sending, NOW) };
+    insert(store, pair.clone()).await;
+    assert!(store.transition(pair.id, Status::Sent, NOW, "sent", &sent_in_parts(&["r1", "r2"])).await.unwrap());
+    let both = [receipt("r1", Status::Delivered), receipt("r2", Status::Delivered)];
+    assert_eq!(store.record(&[], &both).await.unwrap().1, vec![Some(pair.id), Some(pair.id)]);
+    assert_eq!(statuses(store, pair.id).await.last(), Some(&Status::Delivered));
+    assert_eq!(statuses(store, pair.id).await.iter().filter(|s| **s == Status::Delivered).count(), 1);
 }
 
 async fn upgrade_from_version_1(url: &str) {
