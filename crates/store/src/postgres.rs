@@ -126,6 +126,35 @@ fn values_rows(rows: usize, columns: usize) -> String {
     out
 }
 
+/// `WITH moved AS (<update>), callbacks AS (<insert>) SELECT <out> FROM moved`: one statement that moves (or
+/// inserts) messages and writes the webhook callbacks of the changes that report one (statuses after `queued`: to
+/// the message's callback URL, else its account's status URL; `received` to the inbound URL), so a status change
+/// costs one round trip. `update` must return `id`,
+/// `account_id`, `callback_url`, `error_code`, `seq` (the journey's length), `new_status` and `new_at`.
+fn moved_with_callbacks(update: &str, out: &str) -> String {
+    format!(
+        "WITH moved AS ({update}), callbacks_written AS ( \
+         INSERT INTO callbacks (id, account_id, message_id, seq, kind, url, status, error_code, at, state, \
+         next_attempt_at, created_at) \
+         SELECT gen_random_uuid()::text, m.account_id, m.id, m.seq, \
+         CASE WHEN m.new_status = 'received' THEN 'inbound' ELSE 'status' END, {url}, \
+         m.new_status, m.error_code, m.new_at, 'pending', m.new_at, m.new_at \
+         FROM moved m LEFT JOIN webhooks w ON w.account_id = m.account_id \
+         WHERE m.new_status <> 'queued' AND m.new_status <> 'scheduled' AND {url} IS NOT NULL) \
+         SELECT {out} FROM moved",
+        url = callback_url_sql("m.new_status")
+    )
+}
+
+/// What [`moved_with_callbacks`] needs an `UPDATE messages ... FROM (VALUES ...) AS v` to return, for the new
+/// status in `status` and its time in `at`.
+fn callback_returning(status: &str, at: &str) -> String {
+    format!(
+        "messages.account_id, messages.callback_url, messages.error_code, length(messages.journey) AS seq, \
+         {status} AS new_status, {at} AS new_at"
+    )
+}
+
 /// Writes the callbacks status changes make (message, status, time), for messages whose account (or which
 /// itself) has a webhook for them. Run after the statement that made the changes, in its transaction, so each
 /// callback's `seq` is its message's journey length right after its change.
@@ -206,10 +235,12 @@ async fn apply_transitions(
                  FROM (VALUES {}) AS v \
                  WHERE messages.id = v.column1 AND (v.column9 IS NULL OR messages.lease_owner = v.column9) \
                  AND ({}) \
-                 RETURNING messages.id",
+                 RETURNING messages.id, {}",
                 values_rows(chunk.len(), 11),
                 allowed_moves("v.column2"),
+                callback_returning("v.column2", "v.column3"),
             );
+            let sql = moved_with_callbacks(&sql, "id");
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for t in chunk {
                 let c = &t.changes;
@@ -230,13 +261,11 @@ async fn apply_transitions(
             for row in query.fetch_all(&mut **tx).await? {
                 moved.insert(message_id_of(&row.try_get::<String, _>(0)?)?);
             }
-            let mut notify = Vec::new();
             let mut parts = Vec::new();
             for t in chunk {
                 let m = moved.contains(&t.id);
                 if m {
                     changed.push(t.to);
-                    notify.push((t.id, t.to, t.at));
                     if let Some(connector) = t.changes.connector.as_deref().filter(|_| t.changes.parts.len() > 1) {
                         for (i, carrier_id) in t.changes.parts.iter().enumerate() {
                             parts.push((t.id.to_string(), i as i64 + 1, connector.to_string(), carrier_id.clone()));
@@ -245,7 +274,6 @@ async fn apply_transitions(
                 }
                 out.push(m);
             }
-            enqueue_callbacks(tx, &notify).await?;
             for rows in pow2_chunks(&parts, ROWS_PER_STATEMENT) {
                 let sql = format!(
                     "INSERT INTO message_parts (message_id, part, connector, carrier_id, status) \
@@ -351,7 +379,6 @@ async fn apply_receipts(
     while !rest.is_empty() {
         let run = distinct_prefix(rest, |r| (r.connector.clone(), r.carrier_id.clone()));
         for chunk in pow2_chunks(&rest[..run], ROWS_PER_STATEMENT) {
-            let parts = apply_part_receipts(tx, chunk, changed).await?;
             let sql = format!(
                 "UPDATE messages SET status = v.column3, updated_at = v.column4, \
                  error_code = COALESCE(v.column5, error_code), lease_owner = NULL, lease_until = NULL, \
@@ -359,10 +386,12 @@ async fn apply_receipts(
                  FROM (VALUES {}) AS v \
                  WHERE messages.connector = v.column1 AND messages.carrier_id = v.column2 AND ({}) \
                  AND NOT EXISTS (SELECT 1 FROM message_parts p WHERE p.message_id = messages.id) \
-                 RETURNING messages.id, messages.connector, messages.carrier_id",
+                 RETURNING messages.id, messages.connector, messages.carrier_id, {}",
                 values_rows(chunk.len(), 6),
                 allowed_moves("v.column3"),
+                callback_returning("v.column3", "v.column4"),
             );
+            let sql = moved_with_callbacks(&sql, "id, connector, carrier_id");
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for r in chunk {
                 query = query
@@ -379,19 +408,22 @@ async fn apply_receipts(
                 let key = (row.try_get::<String, _>(1)?, row.try_get::<String, _>(2)?);
                 moved.entry(key).or_default().push(id);
             }
-            let mut notify = Vec::new();
-            for (r, part_of) in chunk.iter().zip(parts) {
-                if part_of.is_some() {
-                    out.push(part_of);
-                    continue;
-                }
+            let mut found = Vec::with_capacity(chunk.len());
+            for r in chunk {
                 // A carrier that reuses an id moves every message still waiting under it; report the newest.
                 let hits = moved.remove(&(r.connector.clone(), r.carrier_id.clone())).unwrap_or_default();
                 changed.extend(hits.iter().map(|_| r.to));
-                notify.extend(hits.iter().map(|&id| (id, r.to, r.at)));
-                out.push(hits.into_iter().max());
+                found.push(hits.into_iter().max());
             }
-            enqueue_callbacks(tx, &notify).await?;
+            // What moved no message may be a part's receipt (or a late one, which changes nothing).
+            let unmatched: Vec<ReceiptUpdate> =
+                chunk.iter().zip(&found).filter(|(_, f)| f.is_none()).map(|(r, _)| r.clone()).collect();
+            let mut parts =
+                if unmatched.is_empty() { Vec::new() } else { apply_part_receipts(tx, &unmatched, changed).await? }
+                    .into_iter();
+            for f in found {
+                out.push(if f.is_some() { f } else { parts.next().flatten() });
+            }
         }
         rest = &rest[run..];
     }
@@ -515,9 +547,12 @@ impl Store for PgStore {
                 "INSERT INTO messages (id, account_id, direction, to_addr, from_addr, body, encoding, segments, \
                  price_micros, connector, carrier_id, status, error_code, reference, callback_url, send_at, \
                  expires_at, attempts, next_attempt_at, idempotency_key, request_hash, created_at, updated_at, \
-                 journey, lease_owner, lease_until) VALUES {} ON CONFLICT DO NOTHING RETURNING id",
+                 journey, lease_owner, lease_until) VALUES {} ON CONFLICT DO NOTHING \
+                 RETURNING id, account_id, callback_url, error_code, length(journey) AS seq, status AS new_status, \
+                 created_at AS new_at",
                 values_rows(chunk.len(), 26)
             );
+            let sql = moved_with_callbacks(&sql, "id");
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for new in chunk {
                 let m = &new.message;
@@ -559,15 +594,12 @@ impl Store for PgStore {
         }
         let mut out = Vec::with_capacity(messages.len());
         let mut changed = Vec::with_capacity(messages.len());
-        let mut notify = Vec::new();
         for new in messages {
             let m = &new.message;
             if inserted.contains(&m.id) {
                 changed.push(m.status);
-                notify.push((m.id, m.status, m.created_at));
                 if new.claim.is_some() {
                     changed.push(Status::Sending);
-                    notify.push((m.id, Status::Sending, m.created_at));
                 }
                 out.push(Inserted::New);
                 continue;
@@ -586,7 +618,6 @@ impl Store for PgStore {
             let stored: Option<String> = row.try_get("request_hash")?;
             out.push(Inserted::Duplicate { id: existing, same_request: stored.as_ref() == Some(hash) });
         }
-        enqueue_callbacks(&mut tx, &notify).await?;
         tx.commit().await?;
         crate::count_status_changes(&changed);
         Ok(out)

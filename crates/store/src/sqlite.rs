@@ -406,12 +406,37 @@ fn receipt_sql(to: Status) -> String {
     )
 }
 
-/// Moves the messages a receipt's carrier id names; returns the newest it moved. A receipt for a part of a message
-/// sent part by part records the part and returns its message; the message moves once its parts decide it.
+/// Moves the messages a receipt's carrier id names; returns the newest it moved. A receipt that moves none may be
+/// for a part of a message sent part by part: [`apply_part_receipt`].
 fn apply_receipt(conn: &Connection, r: &ReceiptUpdate) -> Result<Option<MessageId>> {
     if may_become("status", r.to).is_empty() {
         return Ok(None);
     }
+    let sql = receipt_sql(r.to);
+    let mut statement = conn.prepare_cached(&sql)?;
+    let line = journey_line(r.to, r.at, &r.detail);
+    let mut rows = statement.query(params![r.connector, r.carrier_id, r.to.as_str(), r.at.0, r.error_code, line])?;
+    // A carrier that reuses an id moves every message still waiting under it; report the newest.
+    let mut moved = Vec::new();
+    while let Some(row) = rows.next()? {
+        moved.push(row.get::<_, String>(0)?);
+    }
+    drop(rows);
+    let mut newest = None;
+    for id in moved {
+        enqueue_callback(conn, &id, r.to, r.at)?;
+        newest = newest.max(Some(message_id_of(&id)?));
+    }
+    if newest.is_some() {
+        return Ok(newest);
+    }
+    // Nothing moved: a part's receipt, or a late one (which changes nothing).
+    apply_part_receipt(conn, r)
+}
+
+/// A receipt for a part of a message sent part by part: records the part and returns its message, which moves once
+/// its parts decide it (delivered when all are, otherwise at the first part that is not).
+fn apply_part_receipt(conn: &Connection, r: &ReceiptUpdate) -> Result<Option<MessageId>> {
     let part: Option<(String, i64)> = conn
         .prepare_cached(
             "UPDATE message_parts SET status = ?3 WHERE connector = ?1 AND carrier_id = ?2 AND status = 'sent' \
@@ -433,22 +458,7 @@ fn apply_receipt(conn: &Connection, r: &ReceiptUpdate) -> Result<Option<MessageI
         }
         return Ok(Some(id));
     }
-    let sql = receipt_sql(r.to);
-    let mut statement = conn.prepare_cached(&sql)?;
-    let line = journey_line(r.to, r.at, &r.detail);
-    let mut rows = statement.query(params![r.connector, r.carrier_id, r.to.as_str(), r.at.0, r.error_code, line])?;
-    // A carrier that reuses an id moves every message still waiting under it; report the newest.
-    let mut moved = Vec::new();
-    while let Some(row) = rows.next()? {
-        moved.push(row.get::<_, String>(0)?);
-    }
-    drop(rows);
-    let mut newest = None;
-    for id in moved {
-        enqueue_callback(conn, &id, r.to, r.at)?;
-        newest = newest.max(Some(message_id_of(&id)?));
-    }
-    Ok(newest)
+    Ok(None)
 }
 
 /// The largest power of two not above `n` (at least 1, at most 1,024): the `LIMIT` a statement takes as a literal.
