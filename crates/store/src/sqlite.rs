@@ -188,6 +188,8 @@ fn checkpointer_loop(conn: Connection, stop: mpsc::Receiver<()>) {
 }
 
 fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Box<dyn Job>>) {
+    let any: rusqlite::Result<bool> = conn.query_row("SELECT EXISTS (SELECT 1 FROM webhooks)", [], |r| r.get(0));
+    WEBHOOKS.set(any.unwrap_or(true));
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < GROUP {
@@ -282,9 +284,23 @@ impl SqliteStore {
     }
 }
 
+thread_local! {
+    /// On a store's writer thread: whether any account of its database has webhooks. It starts from the database
+    /// and turns true when one is set; a change whose message has no callback URL of its own then needs no outbox
+    /// statement. Everywhere else (and until known) true, which only costs the statement.
+    static WEBHOOKS: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
 /// Writes the callback a status change makes, if the message's account (or the message) has a webhook for it.
-fn enqueue_callback(conn: &Connection, message: &str, status: Status, at: Timestamp) -> Result<()> {
-    if !crate::notifies(status) {
+/// `has_url`: whether the message has a callback URL of its own, when the caller knows.
+fn enqueue_callback(
+    conn: &Connection,
+    message: &str,
+    status: Status,
+    at: Timestamp,
+    has_url: Option<bool>,
+) -> Result<()> {
+    if !crate::notifies(status) || (has_url == Some(false) && !WEBHOOKS.get()) {
         return Ok(());
     }
     let url = callback_url_sql("?3");
@@ -353,7 +369,8 @@ fn transition_sql(to: Status) -> String {
          lease_owner = CASE WHEN ?2 = 'sending' THEN lease_owner END, \
          lease_until = CASE WHEN ?2 = 'sending' THEN lease_until END, \
          journey = journey || ?10, attempts = attempts - ?11 \
-         WHERE id = ?1 AND {from} AND (?9 IS NULL OR lease_owner = ?9)"
+         WHERE id = ?1 AND {from} AND (?9 IS NULL OR lease_owner = ?9) \
+         RETURNING callback_url IS NOT NULL"
     )
 }
 
@@ -364,22 +381,29 @@ fn apply_transition(conn: &Connection, t: &Transition) -> Result<bool> {
     }
     let sql = transition_sql(t.to);
     let c = &t.changes;
-    let moved = conn.prepare_cached(&sql)?.execute(params![
-        t.id.to_string(),
-        t.to.as_str(),
-        t.at.0,
-        c.connector,
-        c.carrier_id,
-        c.error_code,
-        c.price_micros,
-        c.retry_at.map(|r| r.0),
-        c.lease_owner,
-        journey_line(t.to, t.at, &t.detail),
-        i64::from(c.attempt_undone),
-    ])?;
-    if moved == 1 {
+    let has_url: Option<bool> = conn
+        .prepare_cached(&sql)?
+        .query_row(
+            params![
+                t.id.to_string(),
+                t.to.as_str(),
+                t.at.0,
+                c.connector,
+                c.carrier_id,
+                c.error_code,
+                c.price_micros,
+                c.retry_at.map(|r| r.0),
+                c.lease_owner,
+                journey_line(t.to, t.at, &t.detail),
+                i64::from(c.attempt_undone),
+            ],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let moved = has_url.is_some();
+    if moved {
         let id = t.id.to_string();
-        enqueue_callback(conn, &id, t.to, t.at)?;
+        enqueue_callback(conn, &id, t.to, t.at, has_url)?;
         if let Some(connector) = c.connector.as_deref().filter(|_| c.parts.len() > 1) {
             for (i, carrier_id) in c.parts.iter().enumerate() {
                 conn.prepare_cached(
@@ -390,7 +414,7 @@ fn apply_transition(conn: &Connection, t: &Transition) -> Result<bool> {
             }
         }
     }
-    Ok(moved == 1)
+    Ok(moved)
 }
 
 /// Moves the messages a connector (`?1`) gave a carrier id (`?2`) to `to` (`?3`) from a status that may become
@@ -402,7 +426,7 @@ fn receipt_sql(to: Status) -> String {
          lease_owner = NULL, lease_until = NULL, journey = journey || ?6 \
          WHERE connector = ?1 AND carrier_id = ?2 AND {from} \
          AND NOT EXISTS (SELECT 1 FROM message_parts p WHERE p.message_id = messages.id) \
-         RETURNING id"
+         RETURNING id, callback_url IS NOT NULL"
     )
 }
 
@@ -419,12 +443,12 @@ fn apply_receipt(conn: &Connection, r: &ReceiptUpdate) -> Result<Option<MessageI
     // A carrier that reuses an id moves every message still waiting under it; report the newest.
     let mut moved = Vec::new();
     while let Some(row) = rows.next()? {
-        moved.push(row.get::<_, String>(0)?);
+        moved.push((row.get::<_, String>(0)?, row.get::<_, bool>(1)?));
     }
     drop(rows);
     let mut newest = None;
-    for id in moved {
-        enqueue_callback(conn, &id, r.to, r.at)?;
+    for (id, has_url) in moved {
+        enqueue_callback(conn, &id, r.to, r.at, Some(has_url))?;
         newest = newest.max(Some(message_id_of(&id)?));
     }
     if newest.is_some() {
@@ -670,10 +694,11 @@ impl Store for SqliteStore {
                     ])?;
                 if inserted == 1 {
                     changed.push(m.status);
-                    enqueue_callback(conn, &id, m.status, m.created_at)?;
+                    enqueue_callback(conn, &id, m.status, m.created_at, Some(m.callback_url.is_some()))?;
                     if new.claim.is_some() {
                         changed.push(Status::Sending);
-                        enqueue_callback(conn, &id, Status::Sending, m.created_at)?;
+                        let has_url = Some(m.callback_url.is_some());
+                        enqueue_callback(conn, &id, Status::Sending, m.created_at, has_url)?;
                     }
                     out.push(Inserted::New);
                     continue;
@@ -769,7 +794,7 @@ impl Store for SqliteStore {
                         }
                         changed.push(Status::Sending);
                         let m = message_from_row(r)?;
-                        claimed_ids.push(m.id.to_string());
+                        claimed_ids.push((m.id.to_string(), m.callback_url.is_some()));
                         out.push(m);
                         got += 1;
                     }
@@ -778,8 +803,8 @@ impl Store for SqliteStore {
                     }
                 }
             }
-            for id in &claimed_ids {
-                enqueue_callback(conn, id, Status::Sending, now)?;
+            for (id, has_url) in &claimed_ids {
+                enqueue_callback(conn, id, Status::Sending, now, Some(*has_url))?;
             }
             out.sort_by_key(|m| m.id);
             Ok(out)
@@ -852,7 +877,7 @@ impl Store for SqliteStore {
                 }
                 drop(rows);
                 for id in ids {
-                    enqueue_callback(conn, &id, Status::Expired, now)?;
+                    enqueue_callback(conn, &id, Status::Expired, now, None)?;
                     out.push(message_id_of(&id)?);
                 }
                 if got < step {
@@ -1075,6 +1100,7 @@ impl Store for SqliteStore {
                  inbound_url = excluded.inbound_url, updated_at = excluded.updated_at",
             )?
             .execute(params![account.to_string(), status_url, inbound_url, secret, now.0])?;
+            WEBHOOKS.set(true);
             webhooks_row(conn, account)?.ok_or_else(|| corrupt("webhooks just written are gone"))
         })
         .await

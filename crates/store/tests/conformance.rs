@@ -111,6 +111,7 @@ conformance!(
     connectors_routes_and_one_time_steps,
     callbacks_in_order,
     parts_decide_their_message,
+    a_message_url_and_webhooks_set_later,
 );
 
 fn message(account: AccountId, to: &str, status: Status, at: Timestamp) -> Message {
@@ -780,6 +781,44 @@ async fn parts_decide_their_message(store: &Arc<dyn Store>) {
     assert_eq!(store.record(&[], &both).await.unwrap().1, vec![Some(pair.id), Some(pair.id)]);
     assert_eq!(statuses(store, pair.id).await.last(), Some(&Status::Delivered));
     assert_eq!(statuses(store, pair.id).await.iter().filter(|s| **s == Status::Delivered).count(), 1);
+}
+
+async fn a_message_url_and_webhooks_set_later(store: &Arc<dyn Store>) {
+    let acme = account(store).await;
+    let with_url = Message {
+        callback_url: Some("http://127.0.0.1:1/own".into()),
+        ..message(acme, "+447700900123", Status::Sending, NOW)
+    };
+    let plain = message(acme, "+447700900124", Status::Sending, NOW);
+    insert(store, with_url.clone()).await;
+    insert(store, plain.clone()).await;
+    let sent =
+        |cid: &str| Changes { carrier_id: Some(cid.into()), connector: Some("sim".into()), ..Changes::default() };
+    // No account has webhooks: only the message with its own URL makes callbacks.
+    assert!(store.transition(with_url.id, Status::Sent, NOW, "sent", &sent("a")).await.unwrap());
+    assert!(store.transition(plain.id, Status::Sent, NOW, "sent", &sent("b")).await.unwrap());
+    let own = store.callbacks(acme, with_url.id).await.unwrap();
+    assert_eq!(
+        own.iter().map(|c| (c.status, c.url.as_str())).collect::<Vec<_>>(),
+        vec![(Status::Sending, "http://127.0.0.1:1/own"), (Status::Sent, "http://127.0.0.1:1/own")]
+    );
+    assert!(store.callbacks(acme, plain.id).await.unwrap().is_empty());
+    // Webhooks set now: the next change of the plain message reports to them.
+    store.put_webhooks(acme, Some("http://127.0.0.1:1/hooks"), None, "s", NOW).await.unwrap();
+    let receipt = ReceiptUpdate {
+        connector: "sim".into(),
+        carrier_id: "b".into(),
+        to: Status::Delivered,
+        at: NOW,
+        detail: "d".into(),
+        error_code: None,
+    };
+    assert_eq!(store.record(&[], &[receipt]).await.unwrap().1, vec![Some(plain.id)]);
+    let later = store.callbacks(acme, plain.id).await.unwrap();
+    assert_eq!(
+        later.iter().map(|c| (c.status, c.url.as_str())).collect::<Vec<_>>(),
+        vec![(Status::Delivered, "http://127.0.0.1:1/hooks")]
+    );
 }
 
 async fn upgrade_from_version_1(url: &str) {
