@@ -197,7 +197,7 @@ fn choose(
     candidates.retain(|t| t.priority == best);
     let cheapest = candidates.iter().map(|t| t.price_micros.unwrap_or(0)).min().unwrap_or(0);
     candidates.retain(|t| t.price_micros.unwrap_or(0) == cheapest);
-    why.push(format!("priority {best}, price {cheapest} micros: {}", names(&candidates)));
+    why.push(format!("priority {best}, price {}: {}", cheapest as f64 / 1_000_000.0, names(&candidates)));
     let total: u64 = candidates.iter().map(|t| u64::from(t.weight)).sum();
     let chosen = if total == 0 {
         candidates[0]
