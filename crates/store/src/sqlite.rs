@@ -1130,7 +1130,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<DueCallback>> {
         let owner = owner.to_string();
         let sql = claim_callbacks_sql(limit_literal(limit));
-        self.write(move |conn, _| {
+        let mut claimed = self.write(move |conn, _| {
             let mut st = conn.prepare_cached(&sql)?;
             let mut rows = st.query(params![owner, now.plus_millis(lease_ms).0, now.0])?;
             let mut out = Vec::new();
@@ -1150,9 +1150,16 @@ impl Store for SqliteStore {
                     message: None,
                 });
             }
-            drop(rows);
+            Ok(out)
+        })
+        .await?;
+        if claimed.is_empty() {
+            return Ok(claimed);
+        }
+        // Their messages and secrets from a reader, in one go: the writer thread is what callbacks keep busy.
+        self.read(move |conn| {
             let one = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1");
-            for c in &mut out {
+            for c in &mut claimed {
                 c.secret = conn
                     .prepare_cached("SELECT secret FROM webhooks WHERE account_id = ?1")?
                     .query_row([c.account_id.to_string()], |r| r.get(0))
@@ -1162,7 +1169,7 @@ impl Store for SqliteStore {
                 let mut rows = st.query([c.message_id.to_string()])?;
                 c.message = rows.next()?.map(message_from_row).transpose()?;
             }
-            Ok(out)
+            Ok(claimed)
         })
         .await
     }
