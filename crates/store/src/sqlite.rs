@@ -1130,29 +1130,30 @@ impl Store for SqliteStore {
     ) -> Result<Vec<DueCallback>> {
         let owner = owner.to_string();
         let sql = claim_callbacks_sql(limit_literal(limit));
-        let mut claimed = self.write(move |conn, _| {
-            let mut st = conn.prepare_cached(&sql)?;
-            let mut rows = st.query(params![owner, now.plus_millis(lease_ms).0, now.0])?;
-            let mut out = Vec::new();
-            while let Some(r) = rows.next()? {
-                out.push(DueCallback {
-                    id: r.get(0)?,
-                    account_id: account_id_of(&r.get::<_, String>(1)?)?,
-                    message_id: message_id_of(&r.get::<_, String>(2)?)?,
-                    kind: r.get(3)?,
-                    url: r.get(4)?,
-                    status: status_of(&r.get::<_, String>(5)?)?,
-                    error_code: r.get(6)?,
-                    at: Timestamp(r.get(7)?),
-                    attempts: u32::try_from(r.get::<_, i64>(8)?).unwrap_or(u32::MAX),
-                    created_at: Timestamp(r.get(9)?),
-                    secret: String::new(),
-                    message: None,
-                });
-            }
-            Ok(out)
-        })
-        .await?;
+        let mut claimed = self
+            .write(move |conn, _| {
+                let mut st = conn.prepare_cached(&sql)?;
+                let mut rows = st.query(params![owner, now.plus_millis(lease_ms).0, now.0])?;
+                let mut out = Vec::new();
+                while let Some(r) = rows.next()? {
+                    out.push(DueCallback {
+                        id: r.get(0)?,
+                        account_id: account_id_of(&r.get::<_, String>(1)?)?,
+                        message_id: message_id_of(&r.get::<_, String>(2)?)?,
+                        kind: r.get(3)?,
+                        url: r.get(4)?,
+                        status: status_of(&r.get::<_, String>(5)?)?,
+                        error_code: r.get(6)?,
+                        at: Timestamp(r.get(7)?),
+                        attempts: u32::try_from(r.get::<_, i64>(8)?).unwrap_or(u32::MAX),
+                        created_at: Timestamp(r.get(9)?),
+                        secret: String::new(),
+                        message: None,
+                    });
+                }
+                Ok(out)
+            })
+            .await?;
         if claimed.is_empty() {
             return Ok(claimed);
         }
