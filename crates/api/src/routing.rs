@@ -496,9 +496,10 @@ pub(crate) struct ResolveQuery {
 pub(crate) async fn resolve_route(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Query(q): Query<ResolveQuery>,
+    query: Result<Query<ResolveQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     require_admin(&caller)?;
+    let Query(q) = query.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
     let to =
         smsgate_core::admission::normalize_destination(&q.to, state.policy.default_region, state.policy.strict_numbers)
             .map_err(|r| ApiError::invalid(r.code.as_str(), r.message))?;

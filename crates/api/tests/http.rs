@@ -621,6 +621,9 @@ async fn connectors_and_routes(s: &Server) {
     let order: Vec<&str> = routes["data"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
     assert_eq!(order, ["uk", "default"]);
 
+    // A question without a destination gets a JSON error like every other.
+    let (st, e) = s.call("GET", "/v1/routes/resolve?from=Acme", admin, None).await;
+    assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_query")));
     // Resolve explains; a message follows it, priced by its segments.
     let (st, why) = s.call("GET", "/v1/routes/resolve?to=%2B447700900123&from=Acme", admin, None).await;
     assert_eq!(st, StatusCode::OK, "{why}");
