@@ -14,38 +14,25 @@ pub(crate) struct Migration {
     pub(crate) postgres: &'static str,
 }
 
+impl Migration {
+    /// A migration whose SQL both databases take as it is.
+    const fn both(version: i64, sql: &'static str) -> Migration {
+        Migration { version, sqlite: sql, postgres: sql }
+    }
+}
+
 /// The migrations, in order. Each runs once, in a transaction, recorded in `schema_migrations`.
 pub(crate) const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        sqlite: include_str!("../migrations/0001_init.sql"),
-        postgres: include_str!("../migrations/0001_init.sql"),
-    },
-    Migration {
-        version: 2,
-        sqlite: include_str!("../migrations/0002_event_count.sql"),
-        postgres: include_str!("../migrations/0002_event_count.sql"),
-    },
+    Migration::both(1, include_str!("../migrations/0001_init.sql")),
+    Migration::both(2, include_str!("../migrations/0002_event_count.sql")),
     Migration {
         version: 3,
         sqlite: include_str!("../migrations/0003_journey.sqlite.sql"),
         postgres: include_str!("../migrations/0003_journey.postgres.sql"),
     },
-    Migration {
-        version: 4,
-        sqlite: include_str!("../migrations/0004_routing.sql"),
-        postgres: include_str!("../migrations/0004_routing.sql"),
-    },
-    Migration {
-        version: 5,
-        sqlite: include_str!("../migrations/0005_webhooks.sql"),
-        postgres: include_str!("../migrations/0005_webhooks.sql"),
-    },
-    Migration {
-        version: 6,
-        sqlite: include_str!("../migrations/0006_parts.sql"),
-        postgres: include_str!("../migrations/0006_parts.sql"),
-    },
+    Migration::both(4, include_str!("../migrations/0004_routing.sql")),
+    Migration::both(5, include_str!("../migrations/0005_webhooks.sql")),
+    Migration::both(6, include_str!("../migrations/0006_parts.sql")),
 ];
 
 /// One step of a journey as the `journey` column keeps it: a JSON object and a newline, appended with `||` by the

@@ -291,6 +291,19 @@ thread_local! {
     static WEBHOOKS: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
 }
 
+/// The statement [`enqueue_callback`] runs, built once (it runs at every status change). Parameters: callback id,
+/// message id, status, time.
+static ENQUEUE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let url = callback_url_sql("?3");
+    format!(
+        "INSERT INTO callbacks (id, account_id, message_id, seq, kind, url, status, error_code, at, state, \
+         next_attempt_at, created_at) \
+         SELECT ?1, m.account_id, m.id, length(m.journey), CASE WHEN ?3 = 'received' THEN 'inbound' ELSE 'status' END, \
+         {url}, ?3, m.error_code, ?4, 'pending', ?4, ?4 \
+         FROM messages m LEFT JOIN webhooks w ON w.account_id = m.account_id WHERE m.id = ?2 AND {url} IS NOT NULL"
+    )
+});
+
 /// Writes the callback a status change makes, if the message's account (or the message) has a webhook for it.
 /// `has_url`: whether the message has a callback URL of its own, when the caller knows.
 fn enqueue_callback(
@@ -303,16 +316,8 @@ fn enqueue_callback(
     if !crate::notifies(status) || (has_url == Some(false) && !WEBHOOKS.get()) {
         return Ok(());
     }
-    let url = callback_url_sql("?3");
-    let sql = format!(
-        "INSERT INTO callbacks (id, account_id, message_id, seq, kind, url, status, error_code, at, state, \
-         next_attempt_at, created_at) \
-         SELECT ?1, m.account_id, m.id, length(m.journey), CASE WHEN ?3 = 'received' THEN 'inbound' ELSE 'status' END, \
-         {url}, ?3, m.error_code, ?4, 'pending', ?4, ?4 \
-         FROM messages m LEFT JOIN webhooks w ON w.account_id = m.account_id WHERE m.id = ?2 AND {url} IS NOT NULL"
-    );
     let id = uuid::Uuid::now_v7().hyphenated().to_string();
-    conn.prepare_cached(&sql)?.execute(params![id, message, status.as_str(), at.0])?;
+    conn.prepare_cached(&ENQUEUE_SQL)?.execute(params![id, message, status.as_str(), at.0])?;
     Ok(())
 }
 
