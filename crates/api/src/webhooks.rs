@@ -58,7 +58,9 @@ pub mod metric {
 /// `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
 pub fn signature(secret: &str, unix_seconds: i64, body: &str) -> String {
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
-    mac.update(format!("{unix_seconds}.{body}").as_bytes());
+    mac.update(unix_seconds.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body.as_bytes());
     format!("t={unix_seconds},v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
@@ -95,17 +97,48 @@ fn client() -> reqwest::Client {
         .unwrap_or_default()
 }
 
+/// A callback's JSON body, in the order its fields are written.
+#[derive(serde::Serialize)]
+struct CallbackBody<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    message_id: String,
+    status: &'static str,
+    error_code: Option<&'a str>,
+    at: Value,
+    message: crate::views::MessageView,
+}
+
+/// Receivers' URLs, parsed once each (parsing one is a good part of a POST's cost); at most this many are kept.
+const URLS_KEPT: usize = 1024;
+
 /// Takes due callbacks from the outbox and delivers them.
 #[derive(Debug, Clone)]
 pub struct Deliverer {
     store: Arc<dyn Store>,
     client: reqwest::Client,
     node: String,
+    urls: Arc<std::sync::Mutex<std::collections::HashMap<String, reqwest::Url>>>,
 }
 
 impl Deliverer {
     pub fn new(store: Arc<dyn Store>, node: &str) -> Deliverer {
-        Deliverer { store, client: client(), node: node.to_string() }
+        Deliverer { store, client: client(), node: node.to_string(), urls: Arc::default() }
+    }
+
+    /// `url` parsed, from the ones kept when it was seen before.
+    fn url(&self, url: &str) -> Result<reqwest::Url, String> {
+        let mut urls = self.urls.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(u) = urls.get(url) {
+            return Ok(u.clone());
+        }
+        let parsed = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
+        if urls.len() >= URLS_KEPT {
+            urls.clear();
+        }
+        urls.insert(url.to_string(), parsed.clone());
+        Ok(parsed)
     }
 
     /// Delivers until `shutdown`, then lets the deliveries under way finish.
@@ -170,22 +203,29 @@ impl Deliverer {
             let attempt = CallbackAttempt { at: timestamp_now(), result: "message gone".into(), ms: 0 };
             return Some(CallbackResult { id: c.id, attempt, next: CallbackNext::GiveUp });
         };
-        let kind = if c.kind == "inbound" { "message.inbound" } else { "message.status" };
-        let body = json!({
-            "id": c.id,
-            "type": kind,
-            "message_id": c.message_id.to_string(),
-            "status": c.status.as_str(),
-            "error_code": c.error_code,
-            "at": time_json(c.at),
-            "message": message_view(message, None),
-        })
-        .to_string();
+        let body = CallbackBody {
+            id: &c.id,
+            kind: if c.kind == "inbound" { "message.inbound" } else { "message.status" },
+            message_id: c.message_id.to_string(),
+            status: c.status.as_str(),
+            error_code: c.error_code.as_deref(),
+            at: time_json(c.at),
+            message: message_view(message, None),
+        };
+        let body = serde_json::to_string(&body).unwrap_or_default();
         let now = timestamp_now();
         let started = Instant::now();
+        let url = match self.url(&c.url) {
+            Ok(url) => url,
+            Err(e) => {
+                // Stored URLs were checked when set; one that no longer parses will never be deliverable.
+                let attempt = CallbackAttempt { at: now, result: format!("error: bad url: {e}"), ms: 0 };
+                return Some(CallbackResult { id: c.id, attempt, next: CallbackNext::GiveUp });
+            }
+        };
         let sent = self
             .client
-            .post(&c.url)
+            .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(SIGNATURE_HEADER, signature(&c.secret, now.0.div_euclid(1000), &body))
             .body(body)

@@ -187,6 +187,11 @@ const RELOAD_EVERY: Duration = Duration::from_secs(2);
 /// How many times a failed group is written again before its changes are reported failed.
 const WRITE_RETRIES: u32 = 3;
 
+/// How long a send waits for a place in its connector's window before it steps back into the queue, and how long
+/// it stays there.
+const WINDOW_WAIT: Duration = Duration::from_millis(100);
+const WINDOW_BACK_MS: i64 = 200;
+
 /// The most sent times kept for latency metrics.
 const SENT_TIMES: usize = 200_000;
 
@@ -512,11 +517,26 @@ impl Engine {
         };
         let name = live.record.name.clone();
         let runtime = live.runtime.clone();
+        // A place in the connector's window: wait a little for one, or step back into the queue (a full window
+        // of a slow carrier must not hold this node's submission slots, which every connector shares).
+        let Ok(window) = tokio::time::timeout(WINDOW_WAIT, runtime.enter()).await else {
+            drop(permit);
+            runtime.counters.put_back.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            metrics::counter!(metric::CONNECTOR_SUBMISSIONS, "connector" => name.clone(), "outcome" => "put_back")
+                .increment(1);
+            let size = runtime.limits().window.unwrap_or(0);
+            let detail = format!("waiting for a place in {name}'s window ({size} under way): back in a moment");
+            let changes =
+                Changes { retry_at: Some(now().plus_millis(WINDOW_BACK_MS)), attempt_undone: true, ..fence() };
+            record(Status::Queued, detail, changes).await;
+            return;
+        };
         // The connector's pace: go now, wait a little, or step back into the queue until its turn.
         match runtime.turn(std::time::Instant::now()) {
             Turn::Now => {}
             Turn::Wait(w) => tokio::time::sleep(w).await,
             Turn::Later(wait) => {
+                drop(window);
                 drop(permit);
                 metrics::counter!(metric::CONNECTOR_SUBMISSIONS, "connector" => name.clone(), "outcome" => "put_back")
                     .increment(1);
@@ -528,7 +548,6 @@ impl Engine {
                 return;
             }
         }
-        let window = runtime.enter().await;
         runtime.counters.submitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let started = std::time::Instant::now();
         let submitted = live.connector.submit(&m).await;

@@ -974,9 +974,8 @@ impl Store for PgStore {
         limit: u32,
     ) -> Result<Vec<DueCallback>> {
         let rows = sqlx::query(
-            "UPDATE callbacks SET lease_owner = $1, lease_until = $2 WHERE id IN ( \
+            "UPDATE callbacks SET lease_owner = $1, lease_until = $2, next_attempt_at = $2 WHERE id IN ( \
              SELECT c.id FROM callbacks c WHERE c.state = 'pending' AND c.next_attempt_at <= $3 \
-             AND (c.lease_until IS NULL OR c.lease_until < $3) \
              AND NOT EXISTS (SELECT 1 FROM callbacks p WHERE p.message_id = c.message_id AND p.state = 'pending' \
              AND p.seq < c.seq) ORDER BY c.next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
              RETURNING id, account_id, message_id, kind, url, status, error_code, at, attempts, created_at, \

@@ -12,6 +12,7 @@
 //! Why not sqlx here, as for PostgreSQL: sqlx's SQLite driver runs each statement on a worker thread and sends
 //! every row across a channel, which cost more than SQLite's own work on the server's hot path (BENCHMARKS.md).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -27,7 +28,7 @@ use crate::schema::{
     MESSAGE_COLUMNS, MIGRATIONS, Param, account_id_of, claim_lines, corrupt, expiry_lines, first_journey, journey_line,
     list_query, may_become, message_id_of, parse_journey, status_of, waiting,
 };
-use crate::schema::{attempt_line, callback_url_sql, parse_attempts, route_json, route_of, routes_json, routes_of};
+use crate::schema::{attempt_line, parse_attempts, route_json, route_of, routes_json, routes_of};
 use crate::{
     Account, ApiKey, Changes, ConnectorRecord, Inserted, ListFilter, NewMessage, ReceiptUpdate, Result, Store,
     StoreError, Transition,
@@ -156,6 +157,7 @@ fn run_group(conn: &Connection, mut jobs: Vec<Box<dyn Job>>) {
                 let committed = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
                 if committed.is_err() {
                     let _ = conn.execute_batch("ROLLBACK");
+                    forget_hooks();
                 }
                 for job in jobs {
                     job.answer(committed.clone());
@@ -164,6 +166,7 @@ fn run_group(conn: &Connection, mut jobs: Vec<Box<dyn Job>>) {
             }
             Some(i) => {
                 let _ = conn.execute_batch("ROLLBACK");
+                forget_hooks();
                 jobs.remove(i).answer(Ok(()));
             }
         }
@@ -188,8 +191,6 @@ fn checkpointer_loop(conn: Connection, stop: mpsc::Receiver<()>) {
 }
 
 fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Box<dyn Job>>) {
-    let any: rusqlite::Result<bool> = conn.query_row("SELECT EXISTS (SELECT 1 FROM webhooks)", [], |r| r.get(0));
-    WEBHOOKS.set(any.unwrap_or(true));
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < GROUP {
@@ -284,40 +285,95 @@ impl SqliteStore {
     }
 }
 
+/// Accounts' webhook URLs by account id: (status URL, inbound URL).
+type HookUrls = HashMap<String, (Option<String>, Option<String>)>;
+
 thread_local! {
-    /// On a store's writer thread: whether any account of its database has webhooks. It starts from the database
-    /// and turns true when one is set; a change whose message has no callback URL of its own then needs no outbox
-    /// statement. Everywhere else (and until known) true, which only costs the statement.
-    static WEBHOOKS: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+    /// On a store's writer thread: each account's webhook URLs (status, inbound), read from the database when
+    /// first needed and kept as the writer changes them; `None` until read, and again after a rollback (which may
+    /// have undone a change kept here). Status changes look their callback's URL up here instead of joining the
+    /// `webhooks` table at every change, and with no URL at all they write nothing.
+    static HOOKS: std::cell::RefCell<Option<HookUrls>> = const { std::cell::RefCell::new(None) };
 }
 
-/// The statement [`enqueue_callback`] runs, built once (it runs at every status change). Parameters: callback id,
-/// message id, status, time.
-static ENQUEUE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let url = callback_url_sql("?3");
-    format!(
-        "INSERT INTO callbacks (id, account_id, message_id, seq, kind, url, status, error_code, at, state, \
-         next_attempt_at, created_at) \
-         SELECT ?1, m.account_id, m.id, length(m.journey), CASE WHEN ?3 = 'received' THEN 'inbound' ELSE 'status' END, \
-         {url}, ?3, m.error_code, ?4, 'pending', ?4, ?4 \
-         FROM messages m LEFT JOIN webhooks w ON w.account_id = m.account_id WHERE m.id = ?2 AND {url} IS NOT NULL"
-    )
-});
+/// Forgets what [`HOOKS`] holds; the next status change reads it again.
+fn forget_hooks() {
+    HOOKS.with_borrow_mut(|h| *h = None);
+}
 
-/// Writes the callback a status change makes, if the message's account (or the message) has a webhook for it.
-/// `has_url`: whether the message has a callback URL of its own, when the caller knows.
-fn enqueue_callback(
-    conn: &Connection,
-    message: &str,
-    status: Status,
-    at: Timestamp,
-    has_url: Option<bool>,
-) -> Result<()> {
-    if !crate::notifies(status) || (has_url == Some(false) && !WEBHOOKS.get()) {
+/// The URL a callback for `status` of a message goes to: `received` to the account's inbound URL, any other
+/// status to the message's own callback URL, else the account's status URL.
+fn hook_url(conn: &Connection, account: &str, callback_url: Option<&str>, status: Status) -> Result<Option<String>> {
+    if status != Status::Received
+        && let Some(url) = callback_url
+    {
+        return Ok(Some(url.to_string()));
+    }
+    HOOKS.with_borrow_mut(|hooks| {
+        if hooks.is_none() {
+            let mut st = conn.prepare_cached("SELECT account_id, status_url, inbound_url FROM webhooks")?;
+            let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?))))?;
+            *hooks = Some(rows.collect::<rusqlite::Result<_>>()?);
+        }
+        let urls = hooks.as_ref().and_then(|h| h.get(account));
+        Ok(urls.and_then(
+            |(status_url, inbound_url)| {
+                if status == Status::Received { inbound_url.clone() } else { status_url.clone() }
+            },
+        ))
+    })
+}
+
+/// A message as a status change left it: what its callback needs. The statements that change statuses return
+/// it through [`HOOK_COLUMNS`].
+struct Moved {
+    id: String,
+    account: String,
+    callback_url: Option<String>,
+    error_code: Option<String>,
+    /// The journey's length after the change: a callback's place among its message's.
+    seq: i64,
+}
+
+/// What a status change's `RETURNING` gives for [`Moved`], in order.
+const HOOK_COLUMNS: &str = "id, account_id, callback_url, error_code, length(journey)";
+
+impl Moved {
+    /// From the [`HOOK_COLUMNS`] starting at column `at`.
+    fn from_row(r: &Row<'_>, at: usize) -> rusqlite::Result<Moved> {
+        Ok(Moved {
+            id: r.get(at)?,
+            account: r.get(at + 1)?,
+            callback_url: r.get(at + 2)?,
+            error_code: r.get(at + 3)?,
+            seq: r.get(at + 4)?,
+        })
+    }
+}
+
+/// Writes the callback a status change makes, if the message (or its account) has a webhook for it: one
+/// single-row insert, in the change's transaction.
+fn enqueue_callback(conn: &Connection, m: &Moved, status: Status, at: Timestamp) -> Result<()> {
+    if !crate::notifies(status) {
         return Ok(());
     }
-    let id = uuid::Uuid::now_v7().hyphenated().to_string();
-    conn.prepare_cached(&ENQUEUE_SQL)?.execute(params![id, message, status.as_str(), at.0])?;
+    let Some(url) = hook_url(conn, &m.account, m.callback_url.as_deref(), status)? else { return Ok(()) };
+    let kind = if status == Status::Received { "inbound" } else { "status" };
+    conn.prepare_cached(
+        "INSERT INTO callbacks (id, account_id, message_id, seq, kind, url, status, error_code, at, state, \
+         next_attempt_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?9, ?9)",
+    )?
+    .execute(params![
+        uuid::Uuid::now_v7().hyphenated().to_string(),
+        m.account,
+        m.id,
+        m.seq,
+        kind,
+        url,
+        status.as_str(),
+        m.error_code,
+        at.0
+    ])?;
     Ok(())
 }
 
@@ -375,7 +431,7 @@ fn transition_sql(to: Status) -> String {
          lease_until = CASE WHEN ?2 = 'sending' THEN lease_until END, \
          journey = journey || ?10, attempts = attempts - ?11 \
          WHERE id = ?1 AND {from} AND (?9 IS NULL OR lease_owner = ?9) \
-         RETURNING callback_url IS NOT NULL"
+         RETURNING {HOOK_COLUMNS}"
     )
 }
 
@@ -386,7 +442,7 @@ fn apply_transition(conn: &Connection, t: &Transition) -> Result<bool> {
     }
     let sql = transition_sql(t.to);
     let c = &t.changes;
-    let has_url: Option<bool> = conn
+    let moved: Option<Moved> = conn
         .prepare_cached(&sql)?
         .query_row(
             params![
@@ -402,13 +458,13 @@ fn apply_transition(conn: &Connection, t: &Transition) -> Result<bool> {
                 journey_line(t.to, t.at, &t.detail),
                 i64::from(c.attempt_undone),
             ],
-            |r| r.get(0),
+            |r| Moved::from_row(r, 0),
         )
         .optional()?;
-    let moved = has_url.is_some();
-    if moved {
-        let id = t.id.to_string();
-        enqueue_callback(conn, &id, t.to, t.at, has_url)?;
+    let Some(moved) = moved else { return Ok(false) };
+    enqueue_callback(conn, &moved, t.to, t.at)?;
+    {
+        let id = moved.id;
         if let Some(connector) = c.connector.as_deref().filter(|_| c.parts.len() > 1) {
             for (i, carrier_id) in c.parts.iter().enumerate() {
                 conn.prepare_cached(
@@ -419,7 +475,7 @@ fn apply_transition(conn: &Connection, t: &Transition) -> Result<bool> {
             }
         }
     }
-    Ok(moved)
+    Ok(true)
 }
 
 /// Moves the messages a connector (`?1`) gave a carrier id (`?2`) to `to` (`?3`) from a status that may become
@@ -431,7 +487,7 @@ fn receipt_sql(to: Status) -> String {
          lease_owner = NULL, lease_until = NULL, journey = journey || ?6 \
          WHERE connector = ?1 AND carrier_id = ?2 AND {from} \
          AND NOT EXISTS (SELECT 1 FROM message_parts p WHERE p.message_id = messages.id) \
-         RETURNING id, callback_url IS NOT NULL"
+         RETURNING {HOOK_COLUMNS}"
     )
 }
 
@@ -448,13 +504,13 @@ fn apply_receipt(conn: &Connection, r: &ReceiptUpdate) -> Result<Option<MessageI
     // A carrier that reuses an id moves every message still waiting under it; report the newest.
     let mut moved = Vec::new();
     while let Some(row) = rows.next()? {
-        moved.push((row.get::<_, String>(0)?, row.get::<_, bool>(1)?));
+        moved.push(Moved::from_row(row, 0)?);
     }
     drop(rows);
     let mut newest = None;
-    for (id, has_url) in moved {
-        enqueue_callback(conn, &id, r.to, r.at, Some(has_url))?;
-        newest = newest.max(Some(message_id_of(&id)?));
+    for m in moved {
+        enqueue_callback(conn, &m, r.to, r.at)?;
+        newest = newest.max(Some(message_id_of(&m.id)?));
     }
     if newest.is_some() {
         return Ok(newest);
@@ -510,7 +566,7 @@ fn claim_sql(limit: u32) -> [String; 2] {
              updated_at = ?3, \
              journey = journey || CASE status WHEN 'scheduled' THEN ?4 WHEN 'sending' THEN ?5 ELSE ?6 END \
              WHERE id IN (SELECT id FROM messages WHERE {waiting} ORDER BY {order} LIMIT {limit}) \
-             RETURNING {MESSAGE_COLUMNS}, claimed_from"
+             RETURNING {MESSAGE_COLUMNS}, claimed_from, length(journey)"
         )
     };
     [
@@ -527,18 +583,18 @@ fn expire_sql(limit: u32) -> String {
         "UPDATE messages SET claimed_from = status, status = 'expired', updated_at = ?1, \
          journey = journey || CASE status WHEN 'scheduled' THEN ?2 WHEN 'queued' THEN ?3 ELSE ?4 END \
          WHERE id IN (SELECT id FROM messages WHERE {} AND expires_at <= ?1 LIMIT {limit}) \
-         RETURNING id, claimed_from",
+         RETURNING {HOOK_COLUMNS}",
         waiting::EXPIRING
     )
 }
 
-/// Claims due callbacks: the oldest pending one of each message whose time has come and whose lease (if any) ran
-/// out. Parameters: owner, lease end, now.
+/// Claims due callbacks: the oldest pending one of each message whose time has come. A claim moves its callbacks'
+/// next attempt to the lease's end, so what is under way leaves the due range (a claim does not walk past it) and
+/// comes due again only if its lease runs out unrecorded. Parameters: owner, lease end, now.
 fn claim_callbacks_sql(limit: u32) -> String {
     format!(
-        "UPDATE callbacks SET lease_owner = ?1, lease_until = ?2 WHERE id IN ( \
+        "UPDATE callbacks SET lease_owner = ?1, lease_until = ?2, next_attempt_at = ?2 WHERE id IN ( \
          SELECT c.id FROM callbacks c WHERE c.state = 'pending' AND c.next_attempt_at <= ?3 \
-         AND (c.lease_until IS NULL OR c.lease_until < ?3) \
          AND NOT EXISTS (SELECT 1 FROM callbacks p WHERE p.message_id = c.message_id AND p.state = 'pending' \
          AND p.seq < c.seq) ORDER BY c.next_attempt_at LIMIT {limit}) \
          RETURNING id, account_id, message_id, kind, url, status, error_code, at, attempts, created_at"
@@ -660,6 +716,7 @@ impl Store for SqliteStore {
                     Some((k, h)) => (Some(k.as_str()), Some(h.as_str())),
                     None => (None, None),
                 };
+                let journey = first_journey(new);
                 let inserted = conn
                     .prepare_cached(
                         "INSERT INTO messages (id, account_id, direction, to_addr, from_addr, body, encoding, \
@@ -693,17 +750,23 @@ impl Store for SqliteStore {
                         idem_hash,
                         m.created_at.0,
                         m.updated_at.0,
-                        first_journey(new),
+                        journey,
                         new.claim.as_ref().map(|c| c.owner.as_str()),
                         new.claim.as_ref().map(|c| c.until.0),
                     ])?;
                 if inserted == 1 {
                     changed.push(m.status);
-                    enqueue_callback(conn, &id, m.status, m.created_at, Some(m.callback_url.is_some()))?;
+                    let moved = Moved {
+                        id: id.clone(),
+                        account: m.account_id.to_string(),
+                        callback_url: m.callback_url.clone(),
+                        error_code: m.error_code.clone(),
+                        seq: journey.chars().count() as i64,
+                    };
+                    enqueue_callback(conn, &moved, m.status, m.created_at)?;
                     if new.claim.is_some() {
                         changed.push(Status::Sending);
-                        let has_url = Some(m.callback_url.is_some());
-                        enqueue_callback(conn, &id, Status::Sending, m.created_at, has_url)?;
+                        enqueue_callback(conn, &moved, Status::Sending, m.created_at)?;
                     }
                     out.push(Inserted::New);
                     continue;
@@ -780,7 +843,7 @@ impl Store for SqliteStore {
         let owner = owner.to_string();
         self.write(move |conn, changed| {
             let mut out = Vec::new();
-            let mut claimed_ids = Vec::new();
+            let mut claimed = Vec::new();
             for kind in 0..2 {
                 // In steps of the literal limits, until the room is full or nothing more waits.
                 loop {
@@ -799,7 +862,13 @@ impl Store for SqliteStore {
                         }
                         changed.push(Status::Sending);
                         let m = message_from_row(r)?;
-                        claimed_ids.push((m.id.to_string(), m.callback_url.is_some()));
+                        claimed.push(Moved {
+                            id: m.id.to_string(),
+                            account: m.account_id.to_string(),
+                            callback_url: m.callback_url.clone(),
+                            error_code: m.error_code.clone(),
+                            seq: r.get(21)?,
+                        });
                         out.push(m);
                         got += 1;
                     }
@@ -808,8 +877,8 @@ impl Store for SqliteStore {
                     }
                 }
             }
-            for (id, has_url) in &claimed_ids {
-                enqueue_callback(conn, id, Status::Sending, now, Some(*has_url))?;
+            for m in &claimed {
+                enqueue_callback(conn, m, Status::Sending, now)?;
             }
             out.sort_by_key(|m| m.id);
             Ok(out)
@@ -876,14 +945,14 @@ impl Store for SqliteStore {
                 let mut got = 0;
                 let mut ids = Vec::new();
                 while let Some(r) = rows.next()? {
-                    ids.push(r.get::<_, String>(0)?);
+                    ids.push(Moved::from_row(r, 0)?);
                     changed.push(Status::Expired);
                     got += 1;
                 }
                 drop(rows);
-                for id in ids {
-                    enqueue_callback(conn, &id, Status::Expired, now, None)?;
-                    out.push(message_id_of(&id)?);
+                for m in ids {
+                    enqueue_callback(conn, &m, Status::Expired, now)?;
+                    out.push(message_id_of(&m.id)?);
                 }
                 if got < step {
                     break;
@@ -1105,7 +1174,7 @@ impl Store for SqliteStore {
                  inbound_url = excluded.inbound_url, updated_at = excluded.updated_at",
             )?
             .execute(params![account.to_string(), status_url, inbound_url, secret, now.0])?;
-            WEBHOOKS.set(true);
+            forget_hooks();
             webhooks_row(conn, account)?.ok_or_else(|| corrupt("webhooks just written are gone"))
         })
         .await
@@ -1163,8 +1232,11 @@ impl Store for SqliteStore {
             return Ok(claimed);
         }
         // Their messages and secrets from a reader, in one go: the writer thread is what callbacks keep busy.
+        // One read transaction for them all: each statement on its own would start one, and starting one behind a
+        // busy writer re-reads the WAL index and drops the page cache.
         self.read(move |conn| {
             let one = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1");
+            let read = conn.unchecked_transaction()?;
             for c in &mut claimed {
                 c.secret = conn
                     .prepare_cached("SELECT secret FROM webhooks WHERE account_id = ?1")?
@@ -1175,6 +1247,7 @@ impl Store for SqliteStore {
                 let mut rows = st.query([c.message_id.to_string()])?;
                 c.message = rows.next()?.map(message_from_row).transpose()?;
             }
+            read.finish()?;
             Ok(claimed)
         })
         .await
