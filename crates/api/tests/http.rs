@@ -937,7 +937,15 @@ async fn webhooks_signed_in_order_and_retried(s: &Server) {
         assert!(tokio::time::Instant::now() < deadline, "no callback tried");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (_, cb) = s.call("GET", &format!("/v1/messages/{}/callbacks", ids[0]), Some(&key), None).await;
+    // The deliverer records a result after its POST has come back: wait for the record.
+    let cb = loop {
+        let (_, cb) = s.call("GET", &format!("/v1/messages/{}/callbacks", ids[0]), Some(&key), None).await;
+        if cb["data"][0]["attempts"].as_array().is_some_and(|a| !a.is_empty()) {
+            break cb;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no attempt recorded: {cb}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(cb["data"][0]["status"], "sending", "{cb}");
     assert_eq!(cb["data"][0]["attempts"][0]["result"], "503", "{cb}");
     assert_eq!(cb["data"][0]["state"], "pending", "{cb}");

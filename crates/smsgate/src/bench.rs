@@ -21,6 +21,9 @@ use tokio::sync::Semaphore;
 pub enum Command {
     /// Load the REST API: POST /v1/messages (or /v1/messages/batch with --batch).
     Http(HttpArgs),
+    /// Load an SMPP server: transceiver binds submitting with a window each (and, with --receipts, waiting for
+    /// every receipt).
+    Smpp(crate::bench_smpp::Args),
     /// Receive webhooks: answer every POST 200, count them by status, check signatures; GET /stats shows the
     /// counts as JSON. Runs until SIGINT or SIGTERM.
     Sink(SinkArgs),
@@ -160,6 +163,7 @@ struct Outcome {
 pub fn run(cmd: Command) -> anyhow::Result<()> {
     let args = match cmd {
         Command::Http(args) => args,
+        Command::Smpp(args) => return crate::bench_smpp::run(args),
         Command::Sink(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
             return runtime.block_on(sink(args));
@@ -177,15 +181,30 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
     if args.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
         bail!("--rate must be a positive number of requests per second");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     let as_json = args.json;
-    let report = runtime.block_on(http(args))?;
+    report(as_json, http(args), print_report)
+}
+
+/// Runs a load on a runtime of its own and prints its report: as JSON, or through `human`.
+pub(crate) fn report(
+    as_json: bool,
+    load: impl std::future::Future<Output = anyhow::Result<Value>>,
+    human: fn(&Value),
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    let report = runtime.block_on(load)?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print_report(&report);
+        human(&report);
     }
     Ok(())
+}
+
+/// The `q` quantile of `sorted`, in milliseconds (0 when empty).
+pub(crate) fn quantile_ms(sorted: &[Duration], q: f64) -> f64 {
+    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len().max(1)) - 1;
+    sorted.get(i).map_or(0.0, |d| round(d.as_secs_f64() * 1000.0))
 }
 
 fn message(args: &HttpArgs, i: u64) -> Value {
@@ -250,10 +269,7 @@ async fn http(mut args: HttpArgs) -> anyhow::Result<Value> {
         "accepted_per_s": round(accepted as f64 / accept_secs),
     });
     latencies.sort();
-    let ms = |q: f64| -> f64 {
-        let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len().max(1)) - 1;
-        latencies.get(i).map_or(0.0, |d| round(d.as_secs_f64() * 1000.0))
-    };
+    let ms = |q: f64| quantile_ms(&latencies, q);
     report["submit_p50_ms"] = json!(ms(0.50));
     report["submit_p90_ms"] = json!(ms(0.90));
     report["submit_p99_ms"] = json!(ms(0.99));
@@ -330,7 +346,7 @@ async fn delivered(client: &reqwest::Client, target: &str) -> anyhow::Result<f64
         .unwrap_or(0.0))
 }
 
-fn round(x: f64) -> f64 {
+pub(crate) fn round(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 

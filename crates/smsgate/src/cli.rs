@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use crate::{bench, client, config, encode, pdu, serve};
+use crate::{bench, client, config, encode, pdu, serve, sim};
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +36,8 @@ enum Command {
     /// Measure a running server: send load and report throughput and latency.
     #[command(subcommand)]
     Bench(bench::Command),
+    /// Run a standalone SMSC simulator on an SMPP port: acks submits, sends receipts, plays carrier faults.
+    Sim(sim::Args),
 }
 
 /// Parses the command line, runs the command, and prints any error as one line on standard error.
@@ -56,6 +58,10 @@ pub fn main() -> ExitCode {
         Command::Encode(args) => encode::run(args),
         Command::Pdu(cmd) => pdu::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Sim(args) => {
+            init_logging();
+            sim::run(args)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

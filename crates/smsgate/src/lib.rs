@@ -2,9 +2,11 @@
 //! the command line, configuration files, environment variables, standard input and output, and exit codes.
 
 pub mod bench;
+pub mod bench_smpp;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod encode;
 pub mod pdu;
 pub mod serve;
+pub mod sim;

@@ -89,3 +89,53 @@ async fn bench_sink_counts_and_checks_signatures() {
     let last = lines.next().unwrap().unwrap();
     assert!(last.contains("\"received\":2"), "{last}");
 }
+
+/// `smsgate sim` on an ephemeral port, loaded by `smsgate bench smpp`: every submit taken and every receipt back,
+/// a bind refused with a clear error, and the counters over HTTP.
+#[test]
+fn bench_smpp_against_smsgate_sim() {
+    use std::io::{BufRead, BufReader};
+    let mut sim = Command::new(env!("CARGO_BIN_EXE_smsgate"))
+        .args(["sim", "--smpp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--receipt-delay-ms", "10"])
+        .args(["--account", "bench:bench"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(sim.stdout.take().unwrap()).lines();
+    let mut address = |prefix: &str| {
+        let line = lines.next().unwrap().unwrap();
+        line.strip_prefix(prefix).unwrap_or_else(|| panic!("{line}")).trim_end_matches("/stats").to_string()
+    };
+    let smpp = address("smsgate sim: SMPP on ");
+    let http = address("smsgate sim: counters on ");
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_smsgate"))
+            .args(["bench", "smpp", "--target", &smpp, "--json", "--timeout", "60"])
+            .args(args)
+            .output()
+            .unwrap();
+        let report = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.success(), report, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, r, err) = run(&["--messages", "2000", "--sessions", "2", "--window", "50", "--receipts"]);
+    assert!(ok, "{err}");
+    assert_eq!((r["accepted"].as_u64(), r["receipts"].as_u64()), (Some(2000), Some(2000)), "{r}");
+    assert_eq!(r["errors"], serde_json::json!({}));
+    assert!(r["receipted_per_s"].as_f64().is_some_and(|v| v > 0.0), "{r}");
+    // A bind with the wrong password.
+    let (ok, _, err) = run(&["--password", "wrong"]);
+    assert!(!ok && err.starts_with("smsgate: ") && err.contains("ESME_RINVPASWD"), "{err}");
+    let stats = {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(http.trim_start_matches("http://")).unwrap();
+        c.write_all(b"GET /stats HTTP/1.0\r\nHost: sim\r\n\r\n").unwrap();
+        let mut response = String::new();
+        c.read_to_string(&mut response).unwrap();
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+        serde_json::from_str::<Value>(body).unwrap_or(Value::Null)
+    };
+    assert!(stats["accepted"].as_u64().unwrap() >= 2000, "{stats}");
+    assert_eq!(stats["refused_binds"].as_u64(), Some(1), "{stats}");
+    sim.kill().unwrap();
+    sim.wait().unwrap();
+}

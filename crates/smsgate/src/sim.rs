@@ -1,0 +1,112 @@
+//! `smsgate sim`: the standalone SMSC simulator (crate `sim-smsc`) on an SMPP port, with its counters over HTTP.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::json;
+use sim_smsc::{SimConfig, SimSmsc};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// The SMPP address to listen on.
+    #[arg(long, default_value = "127.0.0.1:2776")]
+    smpp: std::net::SocketAddr,
+    /// Also serve GET /stats (the counters, as JSON) on this address.
+    #[arg(long)]
+    http: Option<std::net::SocketAddr>,
+    /// The system_id it answers binds with.
+    #[arg(long, default_value = "smsgate-sim")]
+    system_id: String,
+    /// Take only these binds, SYSTEM_ID:PASSWORD (repeat it); without it, any bind is taken.
+    #[arg(long = "account", value_name = "SYSTEM_ID:PASSWORD")]
+    accounts: Vec<String>,
+    /// Milliseconds before each submit is answered.
+    #[arg(long, default_value_t = 0)]
+    submit_latency_ms: u64,
+    /// Milliseconds from a submit to its delivery receipt.
+    #[arg(long, default_value_t = 100)]
+    receipt_delay_ms: u64,
+    /// The share of receipts that say delivered, 0 to 1; the rest say undeliverable.
+    #[arg(long, default_value_t = 1.0)]
+    delivery_ratio: f64,
+    /// Submits a second each session may make; more are answered ESME_RTHROTTLED.
+    #[arg(long)]
+    throttle: Option<u32>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if !(0.0..=1.0).contains(&args.delivery_ratio) {
+        bail!("--delivery-ratio must be 0 to 1");
+    }
+    let mut credentials = HashMap::new();
+    for a in &args.accounts {
+        let Some((id, password)) = a.split_once(':') else { bail!("--account takes SYSTEM_ID:PASSWORD, got {a:?}") };
+        if id.is_empty() || id.len() > 15 || password.len() > 8 {
+            bail!("--account {a:?}: a system_id is 1 to 15 characters and a password at most 8 (SMPP 3.4)");
+        }
+        credentials.insert(id.to_string(), password.to_string());
+    }
+    let config = SimConfig {
+        system_id: args.system_id.clone(),
+        credentials: (!credentials.is_empty()).then_some(credentials),
+        submit_latency: Duration::from_millis(args.submit_latency_ms),
+        receipt_delay: Duration::from_millis(args.receipt_delay_ms),
+        delivery_ratio: args.delivery_ratio,
+        throttle: args.throttle,
+        session: smpp_session::Config { window: 1024, concurrency: 4096, ..Default::default() },
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    runtime.block_on(serve(args, config))
+}
+
+async fn serve(args: Args, config: SimConfig) -> anyhow::Result<()> {
+    let listener =
+        tokio::net::TcpListener::bind(args.smpp).await.with_context(|| format!("listening on {}", args.smpp))?;
+    let smsc = SimSmsc::new(config);
+    let stop = CancellationToken::new();
+    println!("smsgate sim: SMPP on {}", listener.local_addr()?);
+    if let Some(addr) = args.http {
+        let http = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+        println!("smsgate sim: counters on http://{}/stats", http.local_addr()?);
+        let smsc = Arc::new(smsc.clone());
+        let app = axum::Router::new().route(
+            "/stats",
+            axum::routing::get(move || {
+                let smsc = smsc.clone();
+                async move { axum::Json(stats(&smsc)) }
+            }),
+        );
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(http, app).with_graceful_shutdown(stop.cancelled_owned()).await;
+        });
+    }
+    let serving = tokio::spawn({
+        let (smsc, stop) = (smsc.clone(), stop.clone());
+        async move { smsc.serve(listener, stop).await }
+    });
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("signals")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    stop.cancel();
+    let _ = serving.await;
+    println!("{}", stats(&smsc));
+    Ok(())
+}
+
+fn stats(smsc: &SimSmsc) -> serde_json::Value {
+    let c = smsc.counters();
+    let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    json!({
+        "binds": n(&c.binds), "refused_binds": n(&c.refused_binds), "submits": n(&c.submits),
+        "accepted": n(&c.accepted), "rejected": n(&c.rejected), "throttled": n(&c.throttled),
+        "receipts_sent": n(&c.receipts_sent), "receipts_retried": n(&c.receipts_retried),
+        "receipts_dropped": n(&c.receipts_dropped),
+    })
+}
