@@ -52,10 +52,18 @@ fn connector_view(state: &AppState, record: &ConnectorRecord) -> Value {
     if let Ok(Value::Object(settings)) = serde_json::from_str::<Value>(&record.settings) {
         out.extend(settings);
     }
+    // A carrier password is written, never shown.
+    if out.get("password").is_some_and(|p| !p.is_null()) {
+        out.insert("password".into(), json!("********"));
+    }
     let live = state.engine.registry().connector(&record.name);
     let in_force = live.as_ref().is_some_and(|l| l.record.settings == record.settings);
     out.insert("in_force".into(), json!(in_force));
     if let Some(live) = live {
+        let link = live.connector.link();
+        if !link.is_null() {
+            out.insert("link".into(), link);
+        }
         let r = &live.runtime;
         let health = r.health(std::time::Instant::now());
         let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);

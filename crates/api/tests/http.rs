@@ -79,7 +79,7 @@ async fn start(backend: &str) -> Server {
         expiry_interval: Duration::from_millis(50),
         ..Config::default()
     };
-    let engine = Engine::new(store.clone(), Arc::new(Registry::new(Kit { sim: sim.clone() })), config);
+    let engine = Engine::new(store.clone(), Arc::new(Registry::new(Kit::new(sim.clone()))), config);
     let shutdown = CancellationToken::new();
     let engine_task = tokio::spawn(engine.clone().run(rx, shutdown.clone()));
     // Requests find the dispatcher running (and routes loaded), as they would a server that has been up a while.

@@ -3,6 +3,7 @@
 //! connectors join them with the SMPP issue.
 
 pub mod sim;
+pub mod smpp;
 
 use async_trait::async_trait;
 use smsgate_core::{Message, Timestamp};
@@ -65,22 +66,38 @@ pub trait Connector: Send + Sync + std::fmt::Debug {
     /// The name messages record as their `connector`.
     fn name(&self) -> &str;
 
+    /// Puts the connector to work when it comes into force (an SMPP connector binds); building one only to check
+    /// its settings does not start it. Called once; later calls do nothing.
+    fn start(&self) {}
+
+    /// What the connector can tell of its link to the carrier now (an SMPP connector: its binds), for the API.
+    fn link(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+
     /// Hands one message to the carrier, every part through this connector; on success, the carrier's id for each
     /// part, in order (one for a message of one part). A message is taken only when all its parts are.
     async fn submit(&self, message: &Message) -> Result<Vec<String>, SubmitError>;
 }
 
 /// The connector kinds this version builds.
-pub const KINDS: &[&str] = &["sim"];
+pub const KINDS: &[&str] = &["sim", "smpp"];
 
-/// What connectors are built with: the simulated network every `sim` connector submits into (and, with the SMPP
-/// issue, what SMPP sessions need).
+/// What connectors are built with: the simulated network every `sim` connector submits into, and where the
+/// others report receipts and inbound messages.
 #[derive(Debug, Clone)]
 pub struct Kit {
     pub sim: std::sync::Arc<sim::SimNetwork>,
+    pub events: tokio::sync::mpsc::Sender<ConnectorEvent>,
 }
 
 impl Kit {
+    /// A kit whose connectors report where the simulated network does.
+    pub fn new(sim: std::sync::Arc<sim::SimNetwork>) -> Kit {
+        let events = sim.events();
+        Kit { sim, events }
+    }
+
     /// A connector of `kind` named `name`, from its kind's settings (a JSON object). Bad settings or an unknown
     /// kind are an error for people: it says what is wrong.
     pub fn build(
@@ -93,6 +110,10 @@ impl Kit {
             "sim" => {
                 let settings = sim::SimSettings::from_json(settings)?;
                 Ok(std::sync::Arc::new(sim::SimConnector::new(name, self.sim.clone(), &settings)))
+            }
+            "smpp" => {
+                let settings = smpp::SmppSettings::from_json(settings)?;
+                Ok(std::sync::Arc::new(smpp::SmppConnector::new(name, settings, self.events.clone())))
             }
             other => Err(format!("unknown connector kind {other:?}; this version has {KINDS:?}")),
         }

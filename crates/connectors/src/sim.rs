@@ -146,6 +146,11 @@ impl SimNetwork {
         SimNetwork { carriers, events, state: Mutex::new(SimState::default()) }
     }
 
+    /// Where it reports receipts and inbound messages.
+    pub fn events(&self) -> mpsc::Sender<ConnectorEvent> {
+        self.events.clone()
+    }
+
     /// A network that keeps what it took in the log at `path` (created if missing) and starts from what the log
     /// holds. Like an SMSC whose client reconnects, it sends again the receipts of the messages it took in the last
     /// [`RECEIPT_REPLAY`]: receipts in flight when the server stopped would otherwise be lost (receipts the server
@@ -628,7 +633,7 @@ mod tests {
     async fn connectors_of_their_own_and_their_modes() {
         let (tx, mut rx) = mpsc::channel(16);
         let network = std::sync::Arc::new(SimNetwork::new(vec![fast()], tx));
-        let kit = crate::Kit { sim: network.clone() };
+        let kit = crate::Kit::new(network.clone());
         let own = kit.build("alpha", "sim", serde_json::json!({"receipt_delay_ms": 1})).unwrap();
         let id = own.submit(&message("+447700900123")).await.unwrap();
         let Some(ConnectorEvent::Receipt(r)) = rx.recv().await else { panic!("a receipt") };

@@ -153,6 +153,7 @@ impl Registry {
                         .entry(record.name.clone())
                         .or_insert_with(|| Arc::new(Runtime::new(&record.name, limits)));
                     runtime.set_limits(limits);
+                    connector.start();
                     let live = Live { record: record.clone(), connector, limits, runtime: runtime.clone() };
                     connectors.insert(record.name.clone(), Arc::new(live));
                 }

@@ -43,7 +43,7 @@ async fn start() -> Harness {
         lease: Duration::from_secs(5),
         ..Config::default()
     };
-    let engine = Engine::new(store.clone(), Arc::new(Registry::new(Kit { sim: sim.clone() })), config);
+    let engine = Engine::new(store.clone(), Arc::new(Registry::new(Kit::new(sim.clone()))), config);
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(engine.clone().run(rx, shutdown.clone()));
     Harness { store, sim, engine, shutdown, running, account, path }

@@ -53,7 +53,7 @@ async fn serve(args: Config) -> anyhow::Result<()> {
         lease: std::time::Duration::from_secs(args.lease_secs),
         ..EngineConfig::default()
     };
-    let engine = Engine::new(store.clone(), Arc::new(Registry::new(Kit { sim: sim.clone() })), engine_config);
+    let engine = Engine::new(store.clone(), Arc::new(Registry::new(Kit::new(sim.clone()))), engine_config);
     let shutdown = CancellationToken::new();
     // The zero-config connector and route, then those the config file adds (when the database lacks them).
     smsgate_engine::registry::seed_defaults(store.as_ref(), smsgate_engine::timestamp_now())

@@ -1,0 +1,190 @@
+#![allow(clippy::unwrap_used)] // Test code; a failure is a test failure.
+//! The `smpp` connector against the SMSC simulator (`sim-smsc`) on real loopback TCP: binds, submits in each
+//! concatenation style, the SMSC's refusals mapped to temporary or permanent errors, receipts matched to the ids the
+//! submits got, and rebinding after the SMSC goes away and comes back.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use sim_smsc::{SimConfig, SimSmsc};
+use smsgate_connectors::sim::SimNetwork;
+use smsgate_connectors::{Connector, ConnectorEvent, Kit, ReceiptState, SubmitError};
+use smsgate_core::{AccountId, Direction, Message, MessageId, Status, Timestamp};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+const WITHIN: Duration = Duration::from_secs(10);
+
+fn message(to: &str, body: &str) -> Message {
+    Message {
+        id: MessageId::generate(),
+        account_id: AccountId::generate(),
+        direction: Direction::Outbound,
+        to: to.into(),
+        from: "Acme".into(),
+        body: body.into(),
+        encoding: "gsm7".into(),
+        segments: 1,
+        price_micros: None,
+        connector: None,
+        carrier_id: None,
+        status: Status::Sending,
+        error_code: None,
+        reference: None,
+        callback_url: None,
+        send_at: None,
+        expires_at: None,
+        attempts: 1,
+        created_at: Timestamp(0),
+        updated_at: Timestamp(0),
+    }
+}
+
+/// Runs the simulator on `listener` until the token is cancelled.
+fn run_sim(listener: TcpListener, config: SimConfig) -> (SimSmsc, CancellationToken) {
+    let smsc = SimSmsc::new(config);
+    let stop = CancellationToken::new();
+    tokio::spawn({
+        let (smsc, stop) = (smsc.clone(), stop.clone());
+        async move { smsc.serve(listener, stop).await }
+    });
+    (smsc, stop)
+}
+
+fn fast() -> SimConfig {
+    SimConfig { receipt_delay: Duration::from_millis(5), ..SimConfig::default() }
+}
+
+/// A kit whose connectors report on the returned channel.
+fn kit() -> (Kit, mpsc::Receiver<ConnectorEvent>) {
+    let (tx, rx) = mpsc::channel(1024);
+    (Kit::new(Arc::new(SimNetwork::new(Vec::new(), tx))), rx)
+}
+
+fn settings(addr: SocketAddr, extra: serde_json::Value) -> serde_json::Value {
+    let mut s = json!({"host": addr.ip().to_string(), "port": addr.port(), "system_id": "acme", "password": "pw",
+                       "reconnect_min_ms": 50, "reconnect_max_ms": 200, "response_timeout_ms": 2000});
+    for (k, v) in extra.as_object().unwrap() {
+        s[k] = v.clone();
+    }
+    s
+}
+
+/// Submits until it works (the connector binds in the background); the carrier ids.
+async fn submit_when_bound(c: &dyn Connector, m: &Message) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    loop {
+        match c.submit(m).await {
+            Ok(ids) => return ids,
+            Err(SubmitError::Temporary { code, .. }) if code == "not_bound" => {
+                assert!(tokio::time::Instant::now() < deadline, "never bound");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+}
+
+async fn receipts(rx: &mut mpsc::Receiver<ConnectorEvent>, n: usize) -> Vec<(String, ReceiptState)> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        match tokio::time::timeout(WITHIN, rx.recv()).await.unwrap().unwrap() {
+            ConnectorEvent::Receipt(r) => {
+                assert_eq!(r.connector, "carrier");
+                out.push((r.carrier_id, r.state));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submits_and_receipts_in_every_concatenation_style() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (smsc, _stop) = run_sim(listener, fast());
+    let (kit, mut events) = kit();
+    let long = "a long message ".repeat(20); // 300 characters: 2 parts of GSM 7-bit
+    for (style, parts) in [("udh", 2), ("sar", 2), ("payload", 1)] {
+        let c = kit.build("carrier", "smpp", settings(addr, json!({"concatenation": style}))).unwrap();
+        c.start();
+        let ids = submit_when_bound(c.as_ref(), &message("+447700900125", &long)).await;
+        assert_eq!(ids.len(), parts, "{style}");
+        let mut got = receipts(&mut events, parts).await;
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut want: Vec<_> = ids.iter().map(|i| (i.clone(), ReceiptState::Delivered)).collect();
+        want.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(got, want, "{style}");
+    }
+    // One part, then the faults: 0001 refused for good, 0004 throttled (temporary), 0002 an undelivered receipt.
+    let c = kit.build("carrier", "smpp", settings(addr, json!({}))).unwrap();
+    c.start();
+    let one = submit_when_bound(c.as_ref(), &message("+447700900125", "Hi €")).await;
+    assert_eq!(receipts(&mut events, 1).await, vec![(one[0].clone(), ReceiptState::Delivered)]);
+    match c.submit(&message("+447700900001", "x")).await {
+        Err(SubmitError::Permanent { code, .. }) => assert_eq!(code, "esme_rinvdstadr"),
+        other => panic!("{other:?}"),
+    }
+    match c.submit(&message("+447700900004", "x")).await {
+        Err(SubmitError::Temporary { code, .. }) => assert_eq!(code, "esme_rthrottled"),
+        other => panic!("{other:?}"),
+    }
+    let bad = c.submit(&message("+447700900002", "x")).await.unwrap();
+    let Some(ConnectorEvent::Receipt(r)) = tokio::time::timeout(WITHIN, events.recv()).await.unwrap() else {
+        panic!("a receipt")
+    };
+    assert_eq!((r.carrier_id, r.state), (bad[0].clone(), ReceiptState::Undelivered));
+    // The carrier's own error code, named by the connector; the receipt text as the journey's detail.
+    assert_eq!(r.error_code.as_deref(), Some("carrier:001"));
+    assert!(r.detail.contains("stat:UNDELIV"), "{}", r.detail);
+    assert!(smsc.counters().binds.load(std::sync::atomic::Ordering::Relaxed) >= 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binds_again_after_the_smsc_goes_away_and_with_a_transmitter_and_a_receiver() {
+    // Nothing listens yet: submits fail temporarily, not_bound.
+    let probe = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = probe.local_addr().unwrap();
+    drop(probe);
+    let (kit, mut events) = kit();
+    let c =
+        kit.build("carrier", "smpp", settings(addr, json!({"bind": "transmitter_receiver", "sessions": 2}))).unwrap();
+    c.start();
+    match c.submit(&message("+447700900125", "early")).await {
+        Err(SubmitError::Temporary { code, .. }) => assert_eq!(code, "not_bound"),
+        other => panic!("{other:?}"),
+    }
+    // The SMSC comes up: the connector binds (transmitter and receiver), submits, gets the receipt.
+    let (_, stop) = run_sim(TcpListener::bind(addr).await.unwrap(), fast());
+    let ids = submit_when_bound(c.as_ref(), &message("+447700900125", "hello")).await;
+    assert_eq!(receipts(&mut events, 1).await, vec![(ids[0].clone(), ReceiptState::Delivered)]);
+    // It goes away (its sessions end) and comes back: the connector binds again.
+    stop.cancel();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (_, _again) = run_sim(TcpListener::bind(addr).await.unwrap(), fast());
+    let ids = submit_when_bound(c.as_ref(), &message("+447700900125", "again")).await;
+    assert_eq!(receipts(&mut events, 1).await, vec![(ids[0].clone(), ReceiptState::Delivered)]);
+}
+
+#[test]
+fn bad_settings_say_what_is_wrong() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let _guard = rt.enter();
+    let (kit, _) = kit();
+    let addr: SocketAddr = "127.0.0.1:2775".parse().unwrap();
+    for (bad, says) in [
+        (json!({"password": "far too long"}), "password"),
+        (json!({"sessions": 0}), "sessions"),
+        (json!({"concatenation": "smoke"}), "expected one of `udh`, `sar`, `payload`"),
+        (json!({"tls": true}), "tls"),
+        (json!({"colour": "red"}), "colour"),
+    ] {
+        let e = kit.build("carrier", "smpp", settings(addr, bad.clone())).unwrap_err();
+        assert!(e.contains(says), "{bad}: {e}");
+    }
+    assert!(kit.build("carrier", "smpp", json!({"host": "h"})).unwrap_err().contains("port"));
+}

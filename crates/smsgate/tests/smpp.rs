@@ -1,0 +1,109 @@
+#![allow(clippy::unwrap_used)] // Test code; a failure is a test failure.
+//! End to end through a real carrier link: REST → `smsgate serve` → `smpp` connector → `smsgate sim` (another
+//! process, over SMPP on loopback) → receipt → `delivered` → a signed webhook at `smsgate bench sink`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{start, stop};
+use serde_json::{Value, json};
+
+const KEY: &str = "sk_test_smpp_0123456789";
+
+/// Starts a subcommand of ours and reads the address from the first line that starts with `prefix`.
+fn spawn(args: &[&str], prefix: &str) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_smsgate"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines.next().unwrap().unwrap();
+    let address = line.strip_prefix(prefix).unwrap_or_else(|| panic!("{line}")).trim().to_string();
+    std::thread::spawn(move || for _ in lines {});
+    (child, address)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_to_an_smpp_carrier_and_back() {
+    let (mut sim, smpp) = spawn(
+        &["sim", "--smpp", "127.0.0.1:0", "--receipt-delay-ms", "20", "--account", "acme:pw"],
+        "smsgate sim: SMPP on ",
+    );
+    let (mut sink, sink_addr) =
+        spawn(&["bench", "sink", "--listen", "127.0.0.1:0"], "smsgate bench sink: listening on ");
+    let data = std::env::temp_dir().join(format!("smsgate-smpp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let server = start(&data, [] as [&str; 0], Some(KEY));
+    let client = common::http_client(Duration::from_secs(10));
+    let call = |method: reqwest::Method, path: &str, body: Option<Value>| {
+        let mut r = client.request(method, format!("{}{path}", server.base)).bearer_auth(KEY);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (host, port) = smpp.rsplit_once(':').unwrap();
+    let connector = json!({"name": "carrier", "kind": "smpp", "host": host, "port": port.parse::<u16>().unwrap(),
+                           "system_id": "acme", "password": "pw", "throughput": 100});
+    let (st, c) = call(reqwest::Method::POST, "/v1/connectors", Some(connector)).await;
+    assert_eq!(st, 201, "{c}");
+    assert_eq!(c["password"], "********", "never shown: {c}");
+    let route = json!({"name": "uk", "match": {"prefix": "+44"}, "connectors": [{"name": "carrier", "price": 0.02}]});
+    assert_eq!(call(reqwest::Method::POST, "/v1/routes", Some(route)).await.0, 201);
+    let (st, _) =
+        call(reqwest::Method::PUT, "/v1/webhooks", Some(json!({"status_url": format!("{sink_addr}/status")}))).await;
+    assert_eq!(st, 200);
+    // One message of one part and one of three (UDH), both to delivered through the carrier.
+    let mut ids = Vec::new();
+    for body in ["Hello over SMPP", &"Three parts of GSM text. ".repeat(18)] {
+        let (st, m) = call(
+            reqwest::Method::POST,
+            "/v1/messages",
+            Some(json!({"to": "+447700900125", "from": "Acme", "body": body})),
+        )
+        .await;
+        assert_eq!(st, 201, "{m}");
+        ids.push(m["id"].as_str().unwrap().to_string());
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for id in &ids {
+        loop {
+            let (_, m) = call(reqwest::Method::GET, &format!("/v1/messages/{id}?events=true"), None).await;
+            if m["status"] == "delivered" {
+                assert_eq!(m["connector"], "carrier", "{m}");
+                assert!(m["carrier_id"].as_str().is_some_and(|c| !c.is_empty()), "{m}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "not delivered: {m}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let (_, c) = call(reqwest::Method::GET, "/v1/connectors/carrier", None).await;
+    assert_eq!(c["link"], json!({"sessions": 1, "bound": 1}), "{c}");
+    assert_eq!(c["counters"]["accepted"], 2, "{c}");
+    // Every status after queued of both messages reached the webhook receiver.
+    loop {
+        let stats: Value = client.get(format!("{sink_addr}/stats")).send().await.unwrap().json().await.unwrap();
+        if stats["by_status"]["delivered"] == 2 {
+            assert_eq!(stats["by_status"]["sent"], 2, "{stats}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "callbacks missing: {stats}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop(server);
+    for child in [&mut sim, &mut sink] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    std::fs::remove_dir_all(&data).unwrap();
+}
