@@ -9,6 +9,7 @@ mod error;
 mod json;
 pub mod keys;
 pub mod routing;
+mod smpp;
 pub mod views;
 pub mod webhooks;
 
@@ -116,6 +117,8 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .routes(routes!(webhooks::put_webhooks, webhooks::get_webhooks))
         .routes(routes!(webhooks::rotate_secret))
         .routes(routes!(webhooks::list_callbacks))
+        .routes(routes!(smpp::create_credential, smpp::list_credentials))
+        .routes(routes!(smpp::get_credential, smpp::delete_credential))
         .routes(routes!(routing::get_route, routing::update_route, routing::delete_route))
         .with_state(state)
         .split_for_parts();

@@ -163,6 +163,9 @@ impl Server {
         let resp = req.send().await.unwrap();
         let status = resp.status();
         let text = resp.text().await.unwrap();
+        if text.is_empty() {
+            return (status, Value::Null); // 204
+        }
         (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text:?}")))
     }
 
@@ -218,7 +221,8 @@ on_both!(
     full_windows_step_back,
     failover_and_recovery,
     webhooks_signed_in_order_and_retried,
-    concatenated_messages_by_parts
+    concatenated_messages_by_parts,
+    smpp_credentials
 );
 
 async fn send_to_delivered(s: &Server) {
@@ -503,6 +507,10 @@ async fn openapi_matches_the_routes(s: &Server) {
         ("/v1/webhooks", "get"),
         ("/v1/webhooks/rotate-secret", "post"),
         ("/v1/messages/{id}/callbacks", "get"),
+        ("/v1/smpp/credentials", "post"),
+        ("/v1/smpp/credentials", "get"),
+        ("/v1/smpp/credentials/{system_id}", "get"),
+        ("/v1/smpp/credentials/{system_id}", "delete"),
     ];
     for (path, method) in expected {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing from the document");
@@ -1030,4 +1038,50 @@ async fn concatenated_messages_by_parts(s: &Server) {
         done["events"].as_array().unwrap().last().unwrap()["detail"].as_str().unwrap().starts_with("part 3 of 3: "),
         "{done}"
     );
+}
+
+async fn smpp_credentials(s: &Server) {
+    let (acme_id, acme) = s.tenant("acme").await;
+    let (_, other) = s.tenant("other").await;
+    let body = json!({"system_id": "acme_app", "password": "s3cret!", "allowed_ips": ["10.0.0.0/8", "127.0.0.1"],
+                      "max_binds": 2, "throughput": 50});
+    let (st, c) = s.call("POST", "/v1/smpp/credentials", Some(&acme), Some(body.clone())).await;
+    assert_eq!(st, StatusCode::CREATED, "{c}");
+    assert_eq!((c["system_id"].as_str(), c["max_binds"].as_u64()), (Some("acme_app"), Some(2)));
+    assert!(c.get("password").is_none() && c.get("password_hash").is_none(), "never shown: {c}");
+    // Kept as a slow hash that the password verifies against.
+    let stored = s.store.smpp_credential("acme_app").await.unwrap().unwrap();
+    assert_eq!(stored.account_id.to_string(), acme_id);
+    assert!(stored.password_hash.starts_with("$argon2id$"));
+    assert!(smsgate_core::access::verify_password("s3cret!", &stored.password_hash));
+    // A system_id is unique on the server.
+    let (st, e) = s.call("POST", "/v1/smpp/credentials", Some(&other), Some(body)).await;
+    assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("system_id_taken")));
+    for (bad, code) in [
+        (json!({"system_id": "x", "password": "ninechars"}), "invalid_password"),
+        (json!({"system_id": "x", "password": ""}), "invalid_password"),
+        (json!({"system_id": "has space", "password": "p"}), "invalid_system_id"),
+        (json!({"system_id": "sixteen_chars_id", "password": "p"}), "invalid_system_id"),
+        (json!({"system_id": "x", "password": "p", "allowed_ips": ["10.0.0.0/99"]}), "invalid_allowed_ips"),
+        (json!({"system_id": "x", "password": "p", "max_binds": 0}), "invalid_max_binds"),
+        (json!({"system_id": "x", "password": "p", "throughput": -1}), "invalid_throughput"),
+    ] {
+        let (st, e) = s.call("POST", "/v1/smpp/credentials", Some(&acme), Some(bad.clone())).await;
+        assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some(code)), "{bad}");
+    }
+    // Each account sees and removes only its own.
+    let (_, list) = s.call("GET", "/v1/smpp/credentials", Some(&acme), None).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1, "{list}");
+    let (_, list) = s.call("GET", "/v1/smpp/credentials", Some(&other), None).await;
+    assert_eq!(list["data"], json!([]));
+    let (st, _) = s.call("GET", "/v1/smpp/credentials/acme_app", Some(&other), None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, _) = s.call("DELETE", "/v1/smpp/credentials/acme_app", Some(&other), None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, c) = s.call("GET", "/v1/smpp/credentials/acme_app", Some(&acme), None).await;
+    assert_eq!((st, c["allowed_ips"].clone()), (StatusCode::OK, json!(["10.0.0.0/8", "127.0.0.1"])));
+    let (st, _) = s.call("DELETE", "/v1/smpp/credentials/acme_app", Some(&acme), None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, _) = s.call("GET", "/v1/smpp/credentials/acme_app", Some(&acme), None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
 }

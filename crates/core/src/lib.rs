@@ -2,6 +2,7 @@
 //! goes through ([`status`]), and admission ([`admission`]), the single function every way in (REST, SMPP,
 //! campaigns) calls before a message is stored. Time is a parameter ([`Timestamp`]), never read from a clock here.
 
+pub mod access;
 pub mod admission;
 pub mod message;
 pub mod routing;

@@ -71,6 +71,22 @@ pub struct Webhooks {
     pub updated_at: Timestamp,
 }
 
+/// What an account's SMPP client applications bind with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SmppCredential {
+    pub system_id: String,
+    pub account_id: AccountId,
+    /// An Argon2 PHC string.
+    pub password_hash: String,
+    /// Address ranges binds may come from; `None`: anywhere.
+    pub allowed_ips: Option<Vec<String>>,
+    /// Binds at once; `None`: no limit.
+    pub max_binds: Option<u32>,
+    /// Submits per second over all its binds; `None`: no limit.
+    pub throughput: Option<f64>,
+    pub created_at: Timestamp,
+}
+
 /// A callback due to go out, with what sending it needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DueCallback {
@@ -410,6 +426,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Replaces an account's signing secret; false if it has no webhooks.
     async fn rotate_webhook_secret(&self, account: AccountId, secret: &str, now: Timestamp) -> Result<bool>;
+
+    /// Adds SMPP credentials; false when the `system_id` is taken (by any account: binds name no account).
+    async fn create_smpp_credential(&self, credential: &SmppCredential) -> Result<bool>;
+
+    /// An account's SMPP credentials, by `system_id`.
+    async fn smpp_credentials(&self, account: AccountId) -> Result<Vec<SmppCredential>>;
+
+    /// The credentials a bind names.
+    async fn smpp_credential(&self, system_id: &str) -> Result<Option<SmppCredential>>;
+
+    /// Removes an account's credentials; false when it has none of that `system_id`.
+    async fn delete_smpp_credential(&self, account: AccountId, system_id: &str) -> Result<bool>;
 
     /// Claims up to `limit` callbacks due at `now` for `owner` until `now + lease_ms`: for each message only its
     /// oldest undelivered callback, so a message's callbacks go out in order.

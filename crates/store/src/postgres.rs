@@ -25,7 +25,26 @@ use crate::{
     Account, ApiKey, ConnectorRecord, Inserted, ListFilter, NewMessage, ReceiptUpdate, Result, Store, StoreError,
     Transition,
 };
-use crate::{CallbackNext, CallbackRecord, CallbackResult, Changes, DueCallback, Webhooks};
+use crate::{CallbackNext, CallbackRecord, CallbackResult, Changes, DueCallback, SmppCredential, Webhooks};
+
+/// The columns [`smpp_credential_from_row`] reads.
+const SMPP_COLUMNS: &str = "system_id, account_id, password_hash, allowed_ips, max_binds, throughput, created_at";
+
+fn smpp_credential_from_row(r: &sqlx::postgres::PgRow) -> Result<SmppCredential> {
+    let ips: Option<String> = r.try_get("allowed_ips")?;
+    Ok(SmppCredential {
+        system_id: r.try_get("system_id")?,
+        account_id: account_id_of(&r.try_get::<String, _>("account_id")?)?,
+        password_hash: r.try_get("password_hash")?,
+        allowed_ips: ips
+            .map(|j| serde_json::from_str(&j))
+            .transpose()
+            .map_err(|e| corrupt(format!("allowed_ips: {e}")))?,
+        max_binds: r.try_get::<Option<i64>, _>("max_binds")?.map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+        throughput: r.try_get("throughput")?,
+        created_at: Timestamp(r.try_get("created_at")?),
+    })
+}
 
 /// The PostgreSQL store.
 #[derive(Debug, Clone)]
@@ -961,6 +980,44 @@ impl Store for PgStore {
             .bind(account.to_string())
             .bind(secret)
             .bind(now.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn create_smpp_credential(&self, c: &SmppCredential) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO smpp_credentials (system_id, account_id, password_hash, allowed_ips, max_binds, throughput, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (system_id) DO NOTHING",
+        )
+        .bind(&c.system_id)
+        .bind(c.account_id.to_string())
+        .bind(&c.password_hash)
+        .bind(c.allowed_ips.as_ref().map(|a| serde_json::json!(a).to_string()))
+        .bind(c.max_binds.map(i64::from))
+        .bind(c.throughput)
+        .bind(c.created_at.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn smpp_credentials(&self, account: AccountId) -> Result<Vec<SmppCredential>> {
+        let sql = format!("SELECT {SMPP_COLUMNS} FROM smpp_credentials WHERE account_id = $1 ORDER BY system_id");
+        let rows = sqlx::query(AssertSqlSafe(sql)).bind(account.to_string()).fetch_all(&self.pool).await?;
+        rows.iter().map(smpp_credential_from_row).collect()
+    }
+
+    async fn smpp_credential(&self, system_id: &str) -> Result<Option<SmppCredential>> {
+        let sql = format!("SELECT {SMPP_COLUMNS} FROM smpp_credentials WHERE system_id = $1");
+        let row = sqlx::query(AssertSqlSafe(sql)).bind(system_id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(smpp_credential_from_row).transpose()
+    }
+
+    async fn delete_smpp_credential(&self, account: AccountId, system_id: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM smpp_credentials WHERE account_id = $1 AND system_id = $2")
+            .bind(account.to_string())
+            .bind(system_id)
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)

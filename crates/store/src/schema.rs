@@ -33,6 +33,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration::both(4, include_str!("../migrations/0004_routing.sql")),
     Migration::both(5, include_str!("../migrations/0005_webhooks.sql")),
     Migration::both(6, include_str!("../migrations/0006_parts.sql")),
+    Migration::both(7, include_str!("../migrations/0007_smpp.sql")),
 ];
 
 /// One step of a journey as the `journey` column keeps it: a JSON object and a newline, appended with `||` by the

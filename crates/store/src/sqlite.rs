@@ -33,7 +33,7 @@ use crate::{
     Account, ApiKey, Changes, ConnectorRecord, Inserted, ListFilter, NewMessage, ReceiptUpdate, Result, Store,
     StoreError, Transition,
 };
-use crate::{CallbackNext, CallbackRecord, CallbackResult, DueCallback, Webhooks};
+use crate::{CallbackNext, CallbackRecord, CallbackResult, DueCallback, SmppCredential, Webhooks};
 
 /// A write the writer thread runs inside a group transaction. It may run more than once: when another job of
 /// its group fails, the group is rolled back and run again without the failed one.
@@ -375,6 +375,25 @@ fn enqueue_callback(conn: &Connection, m: &Moved, status: Status, at: Timestamp)
         at.0
     ])?;
     Ok(())
+}
+
+/// The columns [`smpp_credential_from_row`] reads, in order.
+const SMPP_COLUMNS: &str = "system_id, account_id, password_hash, allowed_ips, max_binds, throughput, created_at";
+
+fn smpp_credential_from_row(r: &Row<'_>) -> Result<SmppCredential> {
+    let ips: Option<String> = r.get(3)?;
+    Ok(SmppCredential {
+        system_id: r.get(0)?,
+        account_id: account_id_of(&r.get::<_, String>(1)?)?,
+        password_hash: r.get(2)?,
+        allowed_ips: ips
+            .map(|j| serde_json::from_str(&j))
+            .transpose()
+            .map_err(|e| corrupt(format!("allowed_ips: {e}")))?,
+        max_binds: r.get::<_, Option<i64>>(4)?.map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+        throughput: r.get(5)?,
+        created_at: Timestamp(r.get(6)?),
+    })
 }
 
 fn account_from_row(row: &Row<'_>) -> Result<Account> {
@@ -1190,6 +1209,64 @@ impl Store for SqliteStore {
             let n = conn
                 .prepare_cached("UPDATE webhooks SET secret = ?2, updated_at = ?3 WHERE account_id = ?1")?
                 .execute(params![account.to_string(), secret, now.0])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn create_smpp_credential(&self, c: &SmppCredential) -> Result<bool> {
+        let c = c.clone();
+        self.write(move |conn, _| {
+            let n = conn
+                .prepare_cached(
+                    "INSERT INTO smpp_credentials (system_id, account_id, password_hash, allowed_ips, max_binds, \
+                     throughput, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (system_id) DO NOTHING",
+                )?
+                .execute(params![
+                    c.system_id,
+                    c.account_id.to_string(),
+                    c.password_hash,
+                    c.allowed_ips.as_ref().map(|a| serde_json::json!(a).to_string()),
+                    c.max_binds.map(i64::from),
+                    c.throughput,
+                    c.created_at.0
+                ])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn smpp_credentials(&self, account: AccountId) -> Result<Vec<SmppCredential>> {
+        self.read(move |conn| {
+            let sql = format!("SELECT {SMPP_COLUMNS} FROM smpp_credentials WHERE account_id = ?1 ORDER BY system_id");
+            let mut st = conn.prepare_cached(&sql)?;
+            let mut rows = st.query([account.to_string()])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(smpp_credential_from_row(r)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn smpp_credential(&self, system_id: &str) -> Result<Option<SmppCredential>> {
+        let system_id = system_id.to_string();
+        self.read(move |conn| {
+            let sql = format!("SELECT {SMPP_COLUMNS} FROM smpp_credentials WHERE system_id = ?1");
+            let mut st = conn.prepare_cached(&sql)?;
+            let mut rows = st.query([system_id])?;
+            rows.next()?.map(smpp_credential_from_row).transpose()
+        })
+        .await
+    }
+
+    async fn delete_smpp_credential(&self, account: AccountId, system_id: &str) -> Result<bool> {
+        let system_id = system_id.to_string();
+        self.write(move |conn, _| {
+            let n = conn
+                .prepare_cached("DELETE FROM smpp_credentials WHERE account_id = ?1 AND system_id = ?2")?
+                .execute(params![account.to_string(), system_id])?;
             Ok(n == 1)
         })
         .await

@@ -112,6 +112,7 @@ conformance!(
     callbacks_in_order,
     parts_decide_their_message,
     a_message_url_and_webhooks_set_later,
+    smpp_credentials,
 );
 
 fn message(account: AccountId, to: &str, status: Status, at: Timestamp) -> Message {
@@ -886,4 +887,44 @@ async fn upgrade_from_version_1_on_postgres() {
     on_server(format!("CREATE SCHEMA {schema}")).await;
     upgrade_from_version_1(&format!("{}?options=-c%20search_path%3D{schema}", postgres_url())).await;
     on_server(format!("DROP SCHEMA {schema} CASCADE")).await;
+}
+
+async fn smpp_credentials(store: &Arc<dyn Store>) {
+    let (acme, other) = (account(store).await, account(store).await);
+    let c = smsgate_store::SmppCredential {
+        system_id: "acme1".into(),
+        account_id: acme,
+        password_hash: "$argon2id$x".into(),
+        allowed_ips: Some(vec!["10.0.0.0/8".into(), "192.0.2.7".into()]),
+        max_binds: Some(3),
+        throughput: Some(12.5),
+        created_at: NOW,
+    };
+    assert!(store.create_smpp_credential(&c).await.unwrap());
+    // A system_id is unique across accounts: binds name no account.
+    let taken = smsgate_store::SmppCredential { account_id: other, ..c.clone() };
+    assert!(!store.create_smpp_credential(&taken).await.unwrap());
+    let bare = smpp_bare("acme0", acme);
+    assert!(store.create_smpp_credential(&bare).await.unwrap());
+    assert_eq!(store.smpp_credentials(acme).await.unwrap(), vec![bare.clone(), c.clone()]);
+    assert_eq!(store.smpp_credentials(other).await.unwrap(), vec![]);
+    assert_eq!(store.smpp_credential("acme1").await.unwrap(), Some(c.clone()));
+    assert_eq!(store.smpp_credential("nobody").await.unwrap(), None);
+    // Only its own account removes it.
+    assert!(!store.delete_smpp_credential(other, "acme1").await.unwrap());
+    assert!(store.delete_smpp_credential(acme, "acme1").await.unwrap());
+    assert_eq!(store.smpp_credential("acme1").await.unwrap(), None);
+    assert!(!store.delete_smpp_credential(acme, "acme1").await.unwrap());
+}
+
+fn smpp_bare(system_id: &str, account: AccountId) -> smsgate_store::SmppCredential {
+    smsgate_store::SmppCredential {
+        system_id: system_id.into(),
+        account_id: account,
+        password_hash: "h".into(),
+        allowed_ips: None,
+        max_binds: None,
+        throughput: None,
+        created_at: NOW,
+    }
 }
