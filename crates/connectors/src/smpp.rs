@@ -23,6 +23,8 @@ use smpp::receipt::{MessageState, Receipt as ReceiptText, id_variants, normalize
 use smpp::tlv::Tlv;
 use smpp::{Body, CommandStatus, Pdu, ShortMessage, Tlvs};
 use smpp_session::{BindKind, Handler, RequestError, Session};
+use sms_text::reassembly::{Pushed, Reassembler};
+use sms_text::udh::Concat;
 use smsgate_core::Message;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -202,6 +204,8 @@ struct Shared {
     ids: Mutex<HashMap<String, String>>,
     started: std::sync::Once,
     stop: CancellationToken,
+    /// Parts of inbound concatenated messages until their sets are whole, by source and destination.
+    parts: Mutex<Reassembler<(String, String), String>>,
 }
 
 /// How many carrier ids are kept for matching receipts written in another form.
@@ -221,6 +225,7 @@ impl SmppConnector {
             ids: Mutex::new(HashMap::new()),
             started: std::sync::Once::new(),
             stop: stop.clone(),
+            parts: Mutex::new(Reassembler::new(sms_text::reassembly::Config::default())),
         });
         SmppConnector { name: name.to_string(), settings, shared, _stop: stop.drop_guard() }
     }
@@ -540,7 +545,20 @@ impl Handler for Receiver {
                 }
             }
         } else {
-            match inbound(&self.shared.name, &deliver) {
+            let Some((part, concat)) = inbound(&self.shared.name, &deliver) else {
+                return answer(CommandStatus::ESME_ROK);
+            };
+            // A part of a longer message is held until its set is whole (or, incomplete, its time is up).
+            let (whole, expired) = match concat {
+                None => (Some(part), Vec::new()),
+                Some(c) => self.shared.reassemble(part, c),
+            };
+            for e in expired {
+                if self.shared.events.send(ConnectorEvent::Inbound(e)).await.is_err() {
+                    return answer(CommandStatus::ESME_RX_T_APPN);
+                }
+            }
+            match whole {
                 Some(i) => ConnectorEvent::Inbound(i),
                 None => return answer(CommandStatus::ESME_ROK),
             }
@@ -595,8 +613,39 @@ impl Receiver {
     }
 }
 
-/// A `deliver_sm` that is not a receipt, as an inbound message (one part; parts of a long one each on their own).
-fn inbound(connector: &str, d: &SubmitSm) -> Option<Inbound> {
+impl Shared {
+    /// Holds `part` of a concatenated inbound message; the whole message when this part completes it, and any sets
+    /// that expired incomplete (released with what came, their gaps marked).
+    fn reassemble(&self, part: Inbound, concat: Concat) -> (Option<Inbound>, Vec<Inbound>) {
+        let clock = std::time::Instant::now();
+        let mut parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (part.from.clone(), part.to.clone());
+        let (pushed, evicted) = parts.push(key, concat, part.body.clone(), clock);
+        let mut expired: Vec<_> = parts.expire(clock);
+        expired.extend(evicted);
+        let released = expired
+            .into_iter()
+            .filter(|e| !e.parts.is_empty())
+            .map(|e| {
+                warn!(connector = %self.name, missing = ?e.missing, "an inbound message expired incomplete");
+                let body = e.parts.into_iter().map(|(_, t)| t).collect::<Vec<_>>().join(" [...] ");
+                Inbound { connector: self.name.clone(), from: e.key.0, to: e.key.1, body, at: now() }
+            })
+            .collect();
+        let whole = match pushed {
+            Pushed::Complete(texts) => Some(Inbound { body: texts.concat(), ..part }),
+            // Held, or a part seen before: nothing to hand on yet.
+            Pushed::Pending | Pushed::Duplicate => None,
+            // Numbers that make no sense: the part on its own.
+            Pushed::Invalid => Some(part),
+        };
+        (whole, released)
+    }
+}
+
+/// A `deliver_sm` that is not a receipt, as an inbound message, and where it stands among the parts of a longer
+/// one (from its UDH or SAR TLVs).
+fn inbound(connector: &str, d: &SubmitSm) -> Option<(Inbound, Option<Concat>)> {
     let payload = d.tlvs.0.iter().find_map(|t| match t {
         Tlv::MessagePayload(p) => Some(p.0.0.clone()),
         _ => None,
@@ -607,13 +656,19 @@ fn inbound(connector: &str, d: &SubmitSm) -> Option<Inbound> {
         let s = String::from_utf8_lossy(a).into_owned();
         if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) { format!("+{s}") } else { s }
     };
-    Some(Inbound {
+    let concat = decoded
+        .udh
+        .as_ref()
+        .and_then(|u| u.concat())
+        .or_else(|| d.tlvs.sar().map(|(reference, total, seq)| Concat { reference, wide: true, total, seq }));
+    let message = Inbound {
         connector: connector.to_string(),
         from: number(d.source_addr.as_bytes()),
         to: number(d.destination_addr.as_bytes()),
         body: decoded.text.unwrap_or_default(),
         at: now(),
-    })
+    };
+    Some((message, concat.filter(|c| c.total > 1)))
 }
 
 fn error_body(request: &Body) -> Body {

@@ -188,3 +188,26 @@ fn bad_settings_say_what_is_wrong() {
     }
     assert!(kit.build("carrier", "smpp", json!({"host": "h"})).unwrap_err().contains("port"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_messages_arrive_whole() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (smsc, _stop) = run_sim(listener, fast());
+    let (kit, mut events) = kit();
+    let c = kit.build("carrier", "smpp", settings(addr, json!({}))).unwrap();
+    c.start();
+    submit_when_bound(c.as_ref(), &message("+447700900003", "bind first")).await; // 0003: no receipt
+    let long_gsm = "Thanks for the reminder, see you on Tuesday at ten. ".repeat(5); // 3 parts
+    let long_ucs2 = "Спасибо, до встречи во вторник! ".repeat(5); // UCS-2, 3 parts
+    for text in ["Yes", long_gsm.as_str(), long_ucs2.as_str()] {
+        let parts = smsc.inbound("acme", "+447700900125", "Acme", text).await.unwrap();
+        assert!(text.len() < 10 || parts > 1, "{parts}");
+        let Some(ConnectorEvent::Inbound(i)) = tokio::time::timeout(WITHIN, events.recv()).await.unwrap() else {
+            panic!("an inbound message")
+        };
+        assert_eq!((i.from.as_str(), i.to.as_str(), i.body.as_str()), ("+447700900125", "Acme", text));
+    }
+    // Nothing else came: each long message was handed on once, whole.
+    assert!(tokio::time::timeout(Duration::from_millis(200), events.recv()).await.is_err());
+}

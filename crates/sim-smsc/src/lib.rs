@@ -132,6 +132,40 @@ impl SimSmsc {
         &self.inner.counters
     }
 
+    /// A message from handset `from` to `to` (a number or sender of the client's), sent as `deliver_sm` to a
+    /// receiver bound as `system_id`: GSM 7-bit or UCS-2 as the text needs, in parts with a UDH when long. The parts
+    /// sent, or why none was.
+    pub async fn inbound(&self, system_id: &str, from: &str, to: &str, text: &str) -> Result<usize, String> {
+        let reference = self.inner.next_id.fetch_add(1, Ordering::Relaxed) as u8;
+        let options = sms_text::Options { reference: sms_text::Reference::Eight(reference), ..Default::default() };
+        let plan = sms_text::plan(text, &options).map_err(|e| e.to_string())?;
+        let receiver = {
+            let mut receivers = self.inner.receivers.lock().unwrap_or_else(|e| e.into_inner());
+            let list = receivers.entry(system_id.to_string()).or_default();
+            list.retain(|s| !s.is_closed());
+            list.first().cloned()
+        };
+        let Some(session) = receiver else { return Err(format!("no receiver is bound as {system_id:?}")) };
+        for segment in &plan.segments {
+            let body = SubmitSm {
+                source_addr_ton: 1,
+                source_addr_npi: 1,
+                source_addr: from.trim_start_matches('+').into(),
+                destination_addr: to.trim_start_matches('+').into(),
+                esm_class: if segment.udh.is_empty() { 0 } else { 0x40 },
+                data_coding: plan.encoding.data_coding(),
+                short_message: ShortMessage::new(segment.short_message()),
+                ..Default::default()
+            };
+            match session.request(Body::DeliverSm(body)).await {
+                Ok(r) if r.command_status == CommandStatus::ESME_ROK => {}
+                Ok(r) => return Err(format!("the client answered {:?}", r.command_status)),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(plan.segments.len())
+    }
+
     /// Takes connections from `listener` until `shutdown`, then unbinds every session.
     pub async fn serve(&self, listener: TcpListener, shutdown: CancellationToken) {
         let binder: Arc<dyn Binder> = Arc::new(SimBinder { inner: self.inner.clone() });

@@ -15,7 +15,8 @@ pub struct Args {
     /// The SMPP address to listen on.
     #[arg(long, default_value = "127.0.0.1:2776")]
     smpp: std::net::SocketAddr,
-    /// Also serve GET /stats (the counters, as JSON) on this address.
+    /// Also serve HTTP on this address: GET /stats (the counters, as JSON), and POST /inbound {"system_id",
+    /// "from", "to", "text"} to send a handset's message to a bound client.
     #[arg(long)]
     http: Option<std::net::SocketAddr>,
     /// The system_id it answers binds with.
@@ -73,13 +74,22 @@ async fn serve(args: Args, config: SimConfig) -> anyhow::Result<()> {
         let http = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
         println!("smsgate sim: counters on http://{}/stats", http.local_addr()?);
         let smsc = Arc::new(smsc.clone());
-        let app = axum::Router::new().route(
-            "/stats",
-            axum::routing::get(move || {
-                let smsc = smsc.clone();
-                async move { axum::Json(stats(&smsc)) }
-            }),
-        );
+        let reads = smsc.clone();
+        let app = axum::Router::new()
+            .route(
+                "/stats",
+                axum::routing::get(move || {
+                    let smsc = reads.clone();
+                    async move { axum::Json(stats(&smsc)) }
+                }),
+            )
+            .route(
+                "/inbound",
+                axum::routing::post(move |body: axum::Json<InboundBody>| {
+                    let smsc = smsc.clone();
+                    async move { inbound(&smsc, body.0).await }
+                }),
+            );
         let stop = stop.clone();
         tokio::spawn(async move {
             let _ = axum::serve(http, app).with_graceful_shutdown(stop.cancelled_owned()).await;
@@ -98,6 +108,27 @@ async fn serve(args: Args, config: SimConfig) -> anyhow::Result<()> {
     let _ = serving.await;
     println!("{}", stats(&smsc));
     Ok(())
+}
+
+/// `POST /inbound`: a handset's message to a bound client.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InboundBody {
+    /// The client's bind that receives it.
+    system_id: String,
+    /// The handset's number.
+    from: String,
+    /// The client's number or sender.
+    to: String,
+    text: String,
+}
+
+async fn inbound(smsc: &SimSmsc, b: InboundBody) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
+    use axum::http::StatusCode;
+    match smsc.inbound(&b.system_id, &b.from, &b.to, &b.text).await {
+        Ok(parts) => (StatusCode::ACCEPTED, axum::Json(json!({"parts": parts}))),
+        Err(e) => (StatusCode::CONFLICT, axum::Json(json!({"error": {"code": "not_delivered", "message": e}}))),
+    }
 }
 
 fn stats(smsc: &SimSmsc) -> serde_json::Value {

@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 
 const KEY: &str = "sk_test_smpp_0123456789";
 
-/// Starts a subcommand of ours and reads the address from the first line that starts with `prefix`.
-fn spawn(args: &[&str], prefix: &str) -> (Child, String) {
+/// Starts a subcommand of ours and reads an address from each of its first lines, which start with `prefixes`.
+fn spawn(args: &[&str], prefixes: &[&str]) -> (Child, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_smsgate"))
         .args(args)
         .stdout(Stdio::piped())
@@ -22,20 +22,26 @@ fn spawn(args: &[&str], prefix: &str) -> (Child, String) {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = lines.next().unwrap().unwrap();
-    let address = line.strip_prefix(prefix).unwrap_or_else(|| panic!("{line}")).trim().to_string();
+    let mut addresses = Vec::new();
+    for prefix in prefixes {
+        let line = lines.next().unwrap().unwrap();
+        let address = line.strip_prefix(prefix).unwrap_or_else(|| panic!("{line}")).trim();
+        addresses.push(address.trim_end_matches("/stats").to_string());
+    }
     std::thread::spawn(move || for _ in lines {});
-    (child, address)
+    (child, addresses)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_to_an_smpp_carrier_and_back() {
-    let (mut sim, smpp) = spawn(
-        &["sim", "--smpp", "127.0.0.1:0", "--receipt-delay-ms", "20", "--account", "acme:pw"],
-        "smsgate sim: SMPP on ",
+    let (mut sim, sim_addresses) = spawn(
+        &["sim", "--smpp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--receipt-delay-ms", "20", "--account", "acme:pw"],
+        &["smsgate sim: SMPP on ", "smsgate sim: counters on "],
     );
-    let (mut sink, sink_addr) =
-        spawn(&["bench", "sink", "--listen", "127.0.0.1:0"], "smsgate bench sink: listening on ");
+    let (smpp, sim_http) = (&sim_addresses[0], &sim_addresses[1]);
+    let (mut sink, sink_addresses) =
+        spawn(&["bench", "sink", "--listen", "127.0.0.1:0"], &["smsgate bench sink: listening on "]);
+    let sink_addr = &sink_addresses[0];
     let data = std::env::temp_dir().join(format!("smsgate-smpp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
     let server = start(&data, [] as [&str; 0], Some(KEY));
@@ -86,6 +92,28 @@ async fn rest_to_an_smpp_carrier_and_back() {
             assert!(Instant::now() < deadline, "not delivered: {m}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+    // A handset answers (a long reply, in three parts with a UDH): one inbound message, whole.
+    let reply = "Thanks! I will be there on Tuesday, and I will bring the papers you asked for. ".repeat(4);
+    let sent: Value = client
+        .post(format!("{sim_http}/inbound"))
+        .json(&json!({"system_id": "acme", "from": "+447700900125", "to": "Acme", "text": reply}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sent["parts"], 3, "{sent}");
+    loop {
+        let (_, inbound) = call(reqwest::Method::GET, "/v1/inbound", None).await;
+        if let Some(m) = inbound["data"].as_array().and_then(|d| d.first()) {
+            assert_eq!((m["from"].as_str(), m["body"].as_str()), (Some("+447700900125"), Some(reply.as_str())), "{m}");
+            assert_eq!(inbound["data"].as_array().unwrap().len(), 1, "{inbound}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no inbound message: {inbound}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (_, c) = call(reqwest::Method::GET, "/v1/connectors/carrier", None).await;
     assert_eq!(c["link"], json!({"sessions": 1, "bound": 1}), "{c}");
