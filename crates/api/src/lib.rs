@@ -25,10 +25,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use smsgate_connectors::sim::SimNetwork;
-use smsgate_core::admission::{Policy, Request, admit};
-use smsgate_core::{Direction, Message, MessageId, Status, Timestamp};
+use smsgate_core::admission::Request;
+use smsgate_core::{Direction, MessageId, Status, Timestamp};
+use smsgate_engine::ingress::{Ingress, Prepared};
 use smsgate_engine::{Engine, timestamp_now};
-use smsgate_store::{Account, Changes, Inserted, ListFilter, NewMessage, Store};
+use smsgate_store::{Account, Changes, Inserted, ListFilter, Store};
 
 pub use error::ApiError;
 use json::{JsonBody, MAX_BATCH_BODY, message_view, parse_time, time_json};
@@ -45,46 +46,15 @@ use views::{
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
-    /// Group commit for single sends; see [`Inserter`].
-    pub inserter: Inserter,
+    /// Admission and storing, shared with every other way in.
+    pub ingress: Ingress,
     pub engine: Engine,
     /// The simulated network, when it is the connector.
     pub sim: Option<Arc<SimNetwork>>,
-    pub policy: Arc<Policy>,
     /// Renders the engine's counters and histograms, when a recorder is installed.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// The accounts of recently used API keys.
     pub keys: KeyCache,
-}
-
-/// Group commit for `POST /v1/messages`: concurrent requests wait together for one transaction (one disk sync)
-/// instead of one each ([`smsgate_engine::group`]).
-#[derive(Debug, Clone)]
-pub struct Inserter {
-    group: smsgate_engine::group::Group<NewMessage, Inserted>,
-}
-
-/// The most messages one group commit stores.
-pub const GROUP_INSERT: usize = 1000;
-
-impl Inserter {
-    /// Starts the writer on the current tokio runtime; it ends when the last `Inserter` clone is dropped.
-    pub fn spawn(store: Arc<dyn Store>) -> Inserter {
-        let (group, _writer) = smsgate_engine::group::Group::spawn(
-            GROUP_INSERT,
-            tokio_util::sync::CancellationToken::new(),
-            move |batch: Vec<NewMessage>| {
-                let store = store.clone();
-                async move { store.insert_messages(&batch).await.map_err(|e| e.to_string()) }
-            },
-        );
-        Inserter { group }
-    }
-
-    /// Stores one message, committed when this returns.
-    async fn insert(&self, message: NewMessage) -> Result<Inserted, ApiError> {
-        self.group.submit(message).await.map_err(ApiError::internal)
-    }
 }
 
 /// The document's frame; the paths come from the handlers' `#[utoipa::path]`.
@@ -305,12 +275,8 @@ async fn send_message(
         }
     };
     let now = timestamp_now();
-    let (mut message, detail) = prepare(&state, caller.id, body, now)?;
-    // With room in the dispatcher, the message is stored claimed and goes to the carrier at once.
-    let reservation = state.engine.reserve(usize::from(message.status == Status::Queued));
-    let claim = (!reservation.is_empty()).then(|| state.engine.claim(now));
-    let new = NewMessage { message: message.clone(), detail, idempotency, claim: claim.clone() };
-    let inserted = state.inserter.insert(new).await?;
+    let prepared = prepare(&state, caller.id, body, now)?;
+    let (inserted, message) = state.ingress.submit(prepared, idempotency, now).await.map_err(ApiError::internal)?;
     match inserted {
         Inserted::Duplicate { id, same_request: true } => {
             let original = state.store.message(caller.id, id).await.map_err(ApiError::internal)?;
@@ -322,26 +288,17 @@ async fn send_message(
             "idempotency_key_reused",
             "this Idempotency-Key was used with a different request",
         )),
-        Inserted::New => {
-            if claim.is_some() {
-                message.status = Status::Sending;
-                message.attempts += 1;
-                state.engine.dispatch_claimed(vec![message.clone()], reservation);
-            } else {
-                state.engine.wake();
-            }
-            Ok((StatusCode::CREATED, Json(message_view(&message, None))))
-        }
+        Inserted::New => Ok((StatusCode::CREATED, Json(message_view(&message, None)))),
     }
 }
 
-/// Admits one request and builds the message to store, with its first event's detail.
+/// Admits one request through the ingress and builds the message to store.
 fn prepare(
     state: &AppState,
     account: smsgate_core::AccountId,
     body: SendBody,
     now: Timestamp,
-) -> Result<(Message, String), ApiError> {
+) -> Result<Prepared, ApiError> {
     let send_at = body.send_at.as_deref().map(|s| parse_time("send_at", s)).transpose()?;
     let request = Request {
         to: body.to,
@@ -352,34 +309,7 @@ fn prepare(
         callback_url: body.callback_url,
         reference: body.reference,
     };
-    let admitted = admit(&request, &state.policy, now).map_err(|r| ApiError::invalid(r.code.as_str(), r.message))?;
-    let message = Message {
-        id: MessageId::generate(),
-        account_id: account,
-        direction: Direction::Outbound,
-        to: admitted.to,
-        from: admitted.from,
-        body: admitted.body,
-        encoding: admitted.encoding,
-        segments: admitted.segments,
-        price_micros: None,
-        connector: None,
-        carrier_id: None,
-        status: admitted.status,
-        error_code: None,
-        reference: admitted.reference,
-        callback_url: admitted.callback_url,
-        send_at: admitted.send_at,
-        expires_at: Some(admitted.expires_at),
-        attempts: 0,
-        created_at: now,
-        updated_at: now,
-    };
-    let detail = match admitted.status {
-        Status::Scheduled => "accepted; scheduled".to_string(),
-        _ => "accepted".to_string(),
-    };
-    Ok((message, detail))
+    state.ingress.prepare(account, &request, now).map_err(|r| ApiError::invalid(r.code.as_str(), r.message))
 }
 
 /// The most messages one batch may hold.
@@ -413,35 +343,16 @@ async fn send_batch(
         let prepared = serde_json::from_value::<SendBody>(item)
             .map_err(|e| ApiError::invalid("invalid_field", e.to_string()))
             .and_then(|b| prepare(&state, caller.id, b, now));
-        results.push(prepared.map(|(message, detail)| {
-            to_store.push(NewMessage { message, detail, idempotency: None, claim: None });
+        results.push(prepared.map(|p| {
+            to_store.push(p);
             to_store.len() - 1
         }));
     }
-    if !to_store.is_empty() {
-        // As many as the dispatcher has room for are stored claimed and go to the carrier at once; the rest queue.
-        let due = to_store.iter().filter(|n| n.message.status == Status::Queued).count();
-        let reservation = state.engine.reserve(due);
-        let claim = state.engine.claim(now);
-        for n in to_store.iter_mut().filter(|n| n.message.status == Status::Queued).take(reservation.len()) {
-            n.claim = Some(claim.clone());
-        }
-        state.store.insert_messages(&to_store).await.map_err(ApiError::internal)?;
-        let mut handed = Vec::with_capacity(reservation.len());
-        for n in to_store.iter_mut().filter(|n| n.claim.is_some()) {
-            n.message.status = Status::Sending;
-            n.message.attempts += 1;
-            handed.push(n.message.clone());
-        }
-        if handed.len() < due {
-            state.engine.wake();
-        }
-        state.engine.dispatch_claimed(handed, reservation);
-    }
+    let stored = state.ingress.submit_many(to_store, now).await.map_err(ApiError::internal)?;
     let data: Vec<Value> = results
         .into_iter()
         .map(|r| match r {
-            Ok(i) => serde_json::to_value(message_view(&to_store[i].message, None)).unwrap_or(Value::Null),
+            Ok(i) => serde_json::to_value(message_view(&stored[i], None)).unwrap_or(Value::Null),
             Err(e) => json!({"error": {"code": e.code, "message": e.message}}),
         })
         .collect();

@@ -508,9 +508,12 @@ pub(crate) async fn resolve_route(
 ) -> Result<impl IntoResponse, ApiError> {
     require_admin(&caller)?;
     let Query(q) = query.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
-    let to =
-        smsgate_core::admission::normalize_destination(&q.to, state.policy.default_region, state.policy.strict_numbers)
-            .map_err(|r| ApiError::invalid(r.code.as_str(), r.message))?;
+    let to = smsgate_core::admission::normalize_destination(
+        &q.to,
+        state.ingress.policy().default_region,
+        state.ingress.policy().strict_numbers,
+    )
+    .map_err(|r| ApiError::invalid(r.code.as_str(), r.message))?;
     let account = match q.account {
         Some(a) => AccountId::parse(&a)
             .ok_or_else(|| ApiError::invalid("invalid_field", format!("account {a:?} is not an account id")))?,

@@ -91,12 +91,12 @@ async fn start(backend: &str) -> Server {
     let deliverer_stop = CancellationToken::new();
     let deliverer =
         tokio::spawn(smsgate_api::webhooks::Deliverer::new(store.clone(), "test").run(deliverer_stop.clone()));
+    let ingress = smsgate_engine::ingress::Ingress::spawn(engine.clone(), store.clone(), Arc::new(Policy::default()));
     let state = AppState {
         store: store.clone(),
-        inserter: smsgate_api::Inserter::spawn(store.clone()),
+        ingress,
         engine,
         sim: Some(sim),
-        policy: Arc::new(Policy::default()),
         metrics: None,
         keys: smsgate_api::KeyCache::default(),
     };

@@ -12,6 +12,7 @@
 //! dispatcher finishes the sends it started before [`Engine::run`] returns.
 
 pub mod group;
+pub mod ingress;
 pub mod registry;
 pub mod runtime;
 

@@ -71,12 +71,12 @@ async fn serve(args: Config) -> anyhow::Result<()> {
 
     let policy = Policy { default_region, ..Policy::default() };
     let metrics = install_metrics()?;
+    let ingress = smsgate_engine::ingress::Ingress::spawn(engine.clone(), store.clone(), Arc::new(policy));
     let state = smsgate_api::AppState {
         store: store.clone(),
-        inserter: smsgate_api::Inserter::spawn(store.clone()),
+        ingress,
         engine,
         sim: Some(sim),
-        policy: Arc::new(policy),
         metrics: Some(metrics),
         keys: smsgate_api::KeyCache::default(),
     };

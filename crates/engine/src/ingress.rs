@@ -1,0 +1,137 @@
+//! The one way messages come in, whatever the door (REST, the SMPP server, later campaigns): admission
+//! ([`Ingress::prepare`], where opt-out and quiet-hour rules will live), then storing — committed before any answer
+//! says accepted — and, when the dispatcher has room, stored already claimed and handed to it at once.
+
+use std::sync::Arc;
+
+use smsgate_core::admission::{Policy, Rejection, Request, admit};
+use smsgate_core::{AccountId, Direction, Message, MessageId, Status, Timestamp};
+use smsgate_store::{Inserted, NewMessage, Store};
+
+use crate::Engine;
+use crate::group::Group;
+
+/// The most messages one group commit of single submissions stores.
+pub const GROUP_INSERT: usize = 1000;
+
+/// Admission and storing for every way in. Clones share it.
+#[derive(Debug, Clone)]
+pub struct Ingress {
+    engine: Engine,
+    store: Arc<dyn Store>,
+    policy: Arc<Policy>,
+    /// Single submissions that arrive together wait for one transaction (one disk sync) instead of one each.
+    inserter: Group<NewMessage, Inserted>,
+}
+
+/// A message admitted and built, not yet stored, with its first event's detail.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub message: Message,
+    pub detail: String,
+}
+
+impl Ingress {
+    /// Starts the group writer on the current runtime; it ends when the last clone is dropped.
+    pub fn spawn(engine: Engine, store: Arc<dyn Store>, policy: Arc<Policy>) -> Ingress {
+        let writer_store = store.clone();
+        let (inserter, _writer) =
+            Group::spawn(GROUP_INSERT, tokio_util::sync::CancellationToken::new(), move |batch: Vec<NewMessage>| {
+                let store = writer_store.clone();
+                async move { store.insert_messages(&batch).await.map_err(|e| e.to_string()) }
+            });
+        Ingress { engine, store, policy, inserter }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Admits one request for `account` and builds the message to store.
+    pub fn prepare(&self, account: AccountId, request: &Request, now: Timestamp) -> Result<Prepared, Rejection> {
+        let admitted = admit(request, &self.policy, now)?;
+        let detail = match admitted.status {
+            Status::Scheduled => "accepted; scheduled".to_string(),
+            _ => "accepted".to_string(),
+        };
+        let message = Message {
+            id: MessageId::generate(),
+            account_id: account,
+            direction: Direction::Outbound,
+            to: admitted.to,
+            from: admitted.from,
+            body: admitted.body,
+            encoding: admitted.encoding,
+            segments: admitted.segments,
+            price_micros: None,
+            connector: None,
+            carrier_id: None,
+            status: admitted.status,
+            error_code: None,
+            reference: admitted.reference,
+            callback_url: admitted.callback_url,
+            send_at: admitted.send_at,
+            expires_at: Some(admitted.expires_at),
+            attempts: 0,
+            created_at: now,
+            updated_at: now,
+        };
+        Ok(Prepared { message, detail })
+    }
+
+    /// Stores one prepared message, in a group commit with others arriving meanwhile; committed when this returns.
+    /// `idempotency` is the key and the request's hash. On [`Inserted::New`] the message is returned as stored
+    /// (`sending` when it went straight to the dispatcher).
+    pub async fn submit(
+        &self,
+        prepared: Prepared,
+        idempotency: Option<(String, String)>,
+        now: Timestamp,
+    ) -> Result<(Inserted, Message), String> {
+        let Prepared { mut message, detail } = prepared;
+        let reservation = self.engine.reserve(usize::from(message.status == Status::Queued));
+        let claim = (!reservation.is_empty()).then(|| self.engine.claim(now));
+        let new = NewMessage { message: message.clone(), detail, idempotency, claim: claim.clone() };
+        let inserted = self.inserter.submit(new).await?;
+        if inserted == Inserted::New {
+            if claim.is_some() {
+                message.status = Status::Sending;
+                message.attempts += 1;
+                self.engine.dispatch_claimed(vec![message.clone()], reservation);
+            } else {
+                self.engine.wake();
+            }
+        }
+        Ok((inserted, message))
+    }
+
+    /// Stores prepared messages in one transaction; returns them as stored, in order.
+    pub async fn submit_many(&self, prepared: Vec<Prepared>, now: Timestamp) -> Result<Vec<Message>, String> {
+        let mut to_store: Vec<NewMessage> = prepared
+            .into_iter()
+            .map(|p| NewMessage { message: p.message, detail: p.detail, idempotency: None, claim: None })
+            .collect();
+        if to_store.is_empty() {
+            return Ok(Vec::new());
+        }
+        // As many as the dispatcher has room for are stored claimed and go to the carrier at once; the rest queue.
+        let due = to_store.iter().filter(|n| n.message.status == Status::Queued).count();
+        let reservation = self.engine.reserve(due);
+        let claim = self.engine.claim(now);
+        for n in to_store.iter_mut().filter(|n| n.message.status == Status::Queued).take(reservation.len()) {
+            n.claim = Some(claim.clone());
+        }
+        self.store.insert_messages(&to_store).await.map_err(|e| e.to_string())?;
+        let mut handed = Vec::with_capacity(reservation.len());
+        for n in to_store.iter_mut().filter(|n| n.claim.is_some()) {
+            n.message.status = Status::Sending;
+            n.message.attempts += 1;
+            handed.push(n.message.clone());
+        }
+        if handed.len() < due {
+            self.engine.wake();
+        }
+        self.engine.dispatch_claimed(handed, reservation);
+        Ok(to_store.into_iter().map(|n| n.message).collect())
+    }
+}
