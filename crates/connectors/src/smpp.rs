@@ -270,7 +270,7 @@ impl SmppConnector {
         let (data_coding, latin1) = match (plan.encoding, s.default_alphabet) {
             (sms_text::Encoding::Ucs2, _) => (0x08, false),
             (_, DefaultAlphabet::Gsm) => (0x00, false),
-            (_, DefaultAlphabet::Latin1) if plan.text.chars().all(|c| u32::from(c) < 0x100) => (0x03, true),
+            (_, DefaultAlphabet::Latin1) if plan.text.chars().all(|c| u32::from(c) < 0x100) => (0x00, true),
             // A GSM text with characters Latin-1 lacks (Greek capitals, the euro sign): as UCS-2.
             (_, DefaultAlphabet::Latin1) => return Ok(self.ucs2_bodies(m, base, reference)),
         };
@@ -681,4 +681,82 @@ fn error_body(request: &Body) -> Body {
 /// An address of a data_sm (up to 64 characters) where a deliver_sm's (up to 20) goes.
 fn short(address: &[u8]) -> smpp::COctetString<21> {
     smpp::COctetString::from_unchecked(address.iter().copied().take(20).collect::<Vec<u8>>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smsgate_core::{AccountId, Direction, MessageId, Status, Timestamp};
+
+    fn message(body: &str) -> Message {
+        Message {
+            id: MessageId::generate(),
+            account_id: AccountId::generate(),
+            direction: Direction::Outbound,
+            to: "+447700900125".into(),
+            from: "Acme".into(),
+            body: body.into(),
+            encoding: String::new(),
+            segments: 1,
+            price_micros: None,
+            connector: None,
+            carrier_id: None,
+            status: Status::Sending,
+            error_code: None,
+            reference: None,
+            callback_url: None,
+            send_at: None,
+            expires_at: None,
+            attempts: 1,
+            created_at: Timestamp(0),
+            updated_at: Timestamp(0),
+        }
+    }
+
+    fn connector(extra: serde_json::Value) -> SmppConnector {
+        let mut s = serde_json::json!({"host": "127.0.0.1", "port": 2775, "system_id": "a", "password": "p"});
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            s[k] = v.clone();
+        }
+        SmppConnector::new("c", SmppSettings::from_json(s).unwrap(), mpsc::channel(1).0)
+    }
+
+    #[tokio::test]
+    async fn what_goes_on_the_wire() {
+        let gsm = connector(serde_json::json!({}));
+        let one = gsm.bodies(&message("Café {x}")).unwrap();
+        assert_eq!(one.len(), 1);
+        // GSM 7-bit unpacked, one septet an octet, escapes included; an alphanumeric sender is TON 5.
+        assert_eq!((one[0].data_coding, one[0].source_addr_ton, one[0].dest_addr_ton), (0, 5, 1));
+        assert_eq!(one[0].short_message.as_bytes(), &[0x43, 0x61, 0x66, 0x05, 0x20, 0x1B, 0x28, 0x78, 0x1B, 0x29]);
+        assert_eq!(one[0].destination_addr.as_bytes(), b"447700900125");
+        // Latin-1 where the carrier reads 0 as Latin-1; UCS-2 when a character is not Latin-1.
+        let latin = connector(serde_json::json!({"default_alphabet": "latin1"}));
+        let one = latin.bodies(&message("Café {x}")).unwrap();
+        assert_eq!(one[0].data_coding, 0);
+        assert_eq!(one[0].short_message.as_bytes(), &[0x43, 0x61, 0x66, 0xE9, 0x20, 0x7B, 0x78, 0x7D]);
+        let greek = latin.bodies(&message("Ωmega")).unwrap();
+        assert_eq!(
+            (greek[0].data_coding, greek[0].short_message.as_bytes()),
+            (8, &[0x03, 0xA9, 0, 0x6D, 0, 0x65, 0, 0x67, 0, 0x61][..])
+        );
+        // Long: UDH parts by default, SAR TLVs, or one message_payload.
+        let long = "x".repeat(200);
+        let udh = gsm.bodies(&message(&long)).unwrap();
+        assert_eq!(udh.len(), 2);
+        assert!(udh.iter().all(|p| p.esm_class & 0x40 != 0 && p.short_message.as_bytes()[..3] == [5, 0, 3]));
+        let sar = connector(serde_json::json!({"concatenation": "sar"})).bodies(&message(&long)).unwrap();
+        assert_eq!(sar.len(), 2);
+        assert_eq!(sar[1].tlvs.sar().map(|(_, total, seq)| (total, seq)), Some((2, 2)));
+        assert!(sar.iter().all(|p| p.esm_class & 0x40 == 0));
+        let payload = connector(serde_json::json!({"concatenation": "payload"})).bodies(&message(&long)).unwrap();
+        assert_eq!(payload.len(), 1);
+        assert!(payload[0].short_message.as_bytes().is_empty());
+        assert!(matches!(&payload[0].tlvs.0[..], [Tlv::MessagePayload(p)] if p.0.0.len() == 200));
+        // A numeric sender is TON 1 NPI 1 without its +; a source_addr setting replaces every sender.
+        let numbered = gsm.bodies(&Message { from: "+447700900999".into(), ..message("hi") }).unwrap();
+        assert_eq!((numbered[0].source_addr_ton, numbered[0].source_addr.as_bytes()), (1, &b"447700900999"[..]));
+        let fixed = connector(serde_json::json!({"source_addr": "Brand"})).bodies(&message("hi")).unwrap();
+        assert_eq!(fixed[0].source_addr.as_bytes(), b"Brand");
+    }
 }
