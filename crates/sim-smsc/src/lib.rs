@@ -50,7 +50,27 @@ pub struct SimConfig {
     pub delivery_ratio: f64,
     /// Submits per second a session may make; more within one second are answered `ESME_RTHROTTLED`.
     pub throttle: Option<u32>,
+    /// Keep what each handset received ([`SimSmsc::inbox`]): the last [`INBOX_KEPT`] messages of up to
+    /// [`HANDSETS_KEPT`] handsets.
+    pub keep_inboxes: bool,
     pub session: smpp_session::Config,
+}
+
+/// Messages kept per handset.
+pub const INBOX_KEPT: usize = 20;
+/// Handsets whose messages are kept; messages to others are not recorded.
+pub const HANDSETS_KEPT: usize = 100_000;
+
+/// A message as a simulated handset has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// The id the simulator gave it.
+    pub id: String,
+    pub from: String,
+    /// The text as the handset shows it (from `data_coding`; binary as hex).
+    pub text: String,
+    /// Unix milliseconds.
+    pub at: i64,
 }
 
 impl Default for SimConfig {
@@ -62,6 +82,7 @@ impl Default for SimConfig {
             receipt_delay: Duration::from_millis(100),
             delivery_ratio: 1.0,
             throttle: None,
+            keep_inboxes: false,
             session: smpp_session::Config::default(),
         }
     }
@@ -98,6 +119,8 @@ struct Inner {
     receipts: mpsc::UnboundedSender<Due>,
     /// Tries so far of `0004` destinations, by destination and text.
     throttled_tries: Mutex<HashMap<Attempted, u32>>,
+    /// What handsets received, when kept.
+    inboxes: Mutex<HashMap<String, VecDeque<Received>>>,
 }
 
 /// A destination and a text, as submitted.
@@ -123,6 +146,7 @@ impl SimSmsc {
             receivers: Mutex::new(HashMap::new()),
             receipts: tx,
             throttled_tries: Mutex::new(HashMap::new()),
+            inboxes: Mutex::new(HashMap::new()),
         });
         tokio::spawn(receipts(Arc::downgrade(&inner), rx));
         SimSmsc { inner }
@@ -130,6 +154,13 @@ impl SimSmsc {
 
     pub fn counters(&self) -> &Counters {
         &self.inner.counters
+    }
+
+    /// What the handset `number` received, oldest first (with [`SimConfig::keep_inboxes`]); a leading `+` is
+    /// ignored.
+    pub fn inbox(&self, number: &str) -> Vec<Received> {
+        let inboxes = self.inner.inboxes.lock().unwrap_or_else(|e| e.into_inner());
+        inboxes.get(number.trim_start_matches('+')).map(|q| q.iter().cloned().collect()).unwrap_or_default()
     }
 
     /// A message from handset `from` to `to` (a number or sender of the client's), sent as `deliver_sm` to a
@@ -303,6 +334,9 @@ impl SimSession {
         let n = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let id = format!("{n:x}");
         c.accepted.fetch_add(1, Ordering::Relaxed);
+        if self.inner.config.keep_inboxes {
+            self.keep(&id, source);
+        }
         if source.registered_delivery & 0x03 != 0 && fault != Some(3) {
             // Delivered or not: fault 0002, or the share not delivered (spread evenly over the ids).
             let delivered = fault != Some(2)
@@ -314,6 +348,33 @@ impl SimSession {
         }
         Ok(id)
     }
+}
+
+impl SimSession {
+    fn keep(&self, id: &str, source: &SubmitSm) {
+        let udhi = source.esm_class & 0x40 != 0;
+        let text =
+            match sms_text::decode::decode_short_message(source.data_coding, udhi, source.short_message.as_bytes()) {
+                Ok(d) => d.text.unwrap_or_else(|| hex(&d.body)),
+                Err(_) => hex(source.short_message.as_bytes()),
+            };
+        let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let to = String::from_utf8_lossy(source.destination_addr.as_bytes()).trim_start_matches('+').to_string();
+        let from = String::from_utf8_lossy(source.source_addr.as_bytes()).into_owned();
+        let mut inboxes = self.inner.inboxes.lock().unwrap_or_else(|e| e.into_inner());
+        if !inboxes.contains_key(&to) && inboxes.len() >= HANDSETS_KEPT {
+            return;
+        }
+        let inbox = inboxes.entry(to).or_default();
+        if inbox.len() >= INBOX_KEPT {
+            inbox.pop_front();
+        }
+        inbox.push_back(Received { id: id.to_string(), from, text, at });
+    }
+}
+
+fn hex(octets: &[u8]) -> String {
+    octets.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The deliver_sm that reports on message `id` (submitted as `source`).

@@ -171,3 +171,26 @@ async fn configured_credentials_and_throttling() {
     assert!(results[..5].iter().all(|ok| *ok), "{results:?}");
     assert!(results[5..].iter().any(|ok| !ok), "{results:?}");
 }
+
+#[tokio::test]
+async fn handsets_keep_their_last_messages() {
+    let sim = sim(SimConfig { keep_inboxes: true, ..SimConfig::default() }).await;
+    let (c, _) = client(&sim, BindKind::Transmitter, "acme", "x").await.unwrap();
+    for i in 0..25 {
+        send(&c, "447700900125", &format!("message {i}")).await.unwrap();
+    }
+    let ucs2 = Body::SubmitSm(SubmitSm {
+        source_addr: "Acme".into(),
+        destination_addr: "447700900135".into(),
+        data_coding: 8,
+        short_message: smpp::ShortMessage::new(vec![0x04, 0x1F, 0x04, 0x40, 0x04, 0x38]),
+        ..Default::default()
+    });
+    assert_eq!(c.request(ucs2).await.unwrap().command_status, CommandStatus::ESME_ROK);
+    let inbox = sim.smsc.inbox("+447700900125");
+    assert_eq!(inbox.len(), sim_smsc::INBOX_KEPT);
+    assert_eq!((inbox[0].text.as_str(), inbox[19].text.as_str()), ("message 5", "message 24"));
+    assert_eq!(inbox[19].from, "Acme");
+    assert_eq!(sim.smsc.inbox("447700900135")[0].text, "При");
+    assert!(sim.smsc.inbox("+1555").is_empty());
+}

@@ -15,8 +15,9 @@ pub struct Args {
     /// The SMPP address to listen on.
     #[arg(long, default_value = "127.0.0.1:2776")]
     smpp: std::net::SocketAddr,
-    /// Also serve HTTP on this address: GET /stats (the counters, as JSON), and POST /inbound {"system_id",
-    /// "from", "to", "text"} to send a handset's message to a bound client.
+    /// Also serve HTTP on this address: GET /stats (the counters, as JSON), GET /handsets/NUMBER/messages (the
+    /// last 20 a handset received, each part on its own), and POST /inbound {"system_id", "from", "to", "text"}
+    /// to send a handset's message to a bound client.
     #[arg(long)]
     http: Option<std::net::SocketAddr>,
     /// The system_id it answers binds with.
@@ -58,6 +59,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         receipt_delay: Duration::from_millis(args.receipt_delay_ms),
         delivery_ratio: args.delivery_ratio,
         throttle: args.throttle,
+        keep_inboxes: args.http.is_some(),
         session: smpp_session::Config { window: 1024, concurrency: 4096, ..Default::default() },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
@@ -81,6 +83,23 @@ async fn serve(args: Args, config: SimConfig) -> anyhow::Result<()> {
                 axum::routing::get(move || {
                     let smsc = reads.clone();
                     async move { axum::Json(stats(&smsc)) }
+                }),
+            )
+            .route(
+                "/handsets/{number}/messages",
+                axum::routing::get({
+                    let smsc = smsc.clone();
+                    move |axum::extract::Path(number): axum::extract::Path<String>| {
+                        let smsc = smsc.clone();
+                        async move {
+                            let data: Vec<serde_json::Value> = smsc
+                                .inbox(&number)
+                                .into_iter()
+                                .map(|m| json!({"id": m.id, "from": m.from, "text": m.text, "at_ms": m.at}))
+                                .collect();
+                            axum::Json(json!({"data": data}))
+                        }
+                    }
                 }),
             )
             .route(

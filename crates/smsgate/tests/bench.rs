@@ -125,15 +125,20 @@ fn bench_smpp_against_smsgate_sim() {
     // A bind with the wrong password.
     let (ok, _, err) = run(&["--password", "wrong"]);
     assert!(!ok && err.starts_with("smsgate: ") && err.contains("ESME_RINVPASWD"), "{err}");
-    let stats = {
+    let get = |path: &str| {
         use std::io::{Read, Write};
         let mut c = std::net::TcpStream::connect(http.trim_start_matches("http://")).unwrap();
-        c.write_all(b"GET /stats HTTP/1.0\r\nHost: sim\r\n\r\n").unwrap();
+        c.write_all(format!("GET {path} HTTP/1.0\r\nHost: sim\r\n\r\n").as_bytes()).unwrap();
         let mut response = String::new();
         c.read_to_string(&mut response).unwrap();
         let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
         serde_json::from_str::<Value>(body).unwrap_or(Value::Null)
     };
+    let stats = get("/stats");
+    // The handsets' inboxes: bench smpp sent to +4477009{0000..9999}5; the first got the first message.
+    let inbox = get("/handsets/+447700900005/messages");
+    let first = &inbox["data"][0];
+    assert_eq!((first["from"].as_str(), first["text"].as_str()), (Some("Bench"), Some("benchmark message")), "{inbox}");
     assert!(stats["accepted"].as_u64().unwrap() >= 2000, "{stats}");
     assert_eq!(stats["refused_binds"].as_u64(), Some(1), "{stats}");
     sim.kill().unwrap();
