@@ -20,6 +20,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The address the HTTP API listens on.
     pub http: SocketAddr,
+    /// The address the SMPP server for client applications listens on.
+    pub smpp: SocketAddr,
     /// `sqlite://PATH` or `postgres://...`; empty: SQLite in the data folder.
     pub database: String,
     /// The region national numbers are read in (ISO 3166, such as US or GB); empty: international numbers only.
@@ -81,6 +83,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("smsgate-data"),
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            smpp: SocketAddr::from(([127, 0, 0, 1], 2775)),
             database: String::new(),
             default_region: String::new(),
             node: "node-1".into(),
@@ -107,6 +110,10 @@ pub struct Flags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<String>,
+    /// The address the SMPP server listens on [env: SMSGATE_SMPP] [default: 127.0.0.1:2775].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smpp: Option<String>,
     /// sqlite://PATH or postgres://USER@HOST:PORT/DB [env: SMSGATE_DATABASE] [default: SQLite in the data folder].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -126,7 +133,7 @@ pub struct Flags {
 }
 
 /// The environment variables read, without the `SMSGATE_` prefix.
-const ENV_KEYS: [&str; 6] = ["data_dir", "http", "database", "default_region", "node", "lease_secs"];
+const ENV_KEYS: [&str; 7] = ["data_dir", "http", "smpp", "database", "default_region", "node", "lease_secs"];
 
 impl Flags {
     fn figment(&self) -> anyhow::Result<Figment> {

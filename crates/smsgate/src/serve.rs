@@ -72,6 +72,7 @@ async fn serve(args: Config) -> anyhow::Result<()> {
     let policy = Policy { default_region, ..Policy::default() };
     let metrics = install_metrics()?;
     let ingress = smsgate_engine::ingress::Ingress::spawn(engine.clone(), store.clone(), Arc::new(policy));
+    let smpp = smpp_server::SmppServer::new(store.clone(), ingress.clone(), smpp_session::Config::default());
     let state = smsgate_api::AppState {
         store: store.clone(),
         ingress,
@@ -84,6 +85,13 @@ async fn serve(args: Config) -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(args.http).await.with_context(|| format!("listening on {}", args.http))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     println!("smsgate: listening on http://{addr} (database {})", redact(&database));
+    let smpp_listener =
+        tokio::net::TcpListener::bind(args.smpp).await.with_context(|| format!("listening on {}", args.smpp))?;
+    println!("smsgate: SMPP on {}", smpp_listener.local_addr().context("reading the bound address")?);
+    let smpp_task = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { smpp.serve(smpp_listener, shutdown).await }
+    });
     if let Some(key) = admin_key {
         println!("smsgate: admin API key (shown once; keep it): {key}");
     }
@@ -101,6 +109,7 @@ async fn serve(args: Config) -> anyhow::Result<()> {
     shutdown.cancel();
     engine_task.await.context("the engine stopped abnormally")?;
     deliverer_task.await.context("the webhook deliverer stopped abnormally")?;
+    smpp_task.await.context("the SMPP server stopped abnormally")?;
     store.close().await;
     println!("smsgate: stopped");
     Ok(())

@@ -169,7 +169,7 @@ connectors = [{ name = "carrier-a", price = 0.01 }, { name = "carrier-b", priori
     // A bad entry stops the start with its place named.
     std::fs::write(&config, "[[connectors]]\nname = \"bad\"\nkind = \"sim\"\ndelivery_ratio = 3\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_smsgate"))
-        .args(["serve", "--http", "127.0.0.1:0", "--data-dir"])
+        .args(["serve", "--http", "127.0.0.1:0", "--smpp", "127.0.0.1:0", "--data-dir"])
         .arg(&data)
         .arg("--config")
         .arg(&config)

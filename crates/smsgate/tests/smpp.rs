@@ -135,3 +135,89 @@ async fn rest_to_an_smpp_carrier_and_back() {
     }
     std::fs::remove_dir_all(&data).unwrap();
 }
+
+/// Answers whatever the server sends (receipts come with a later part of issue 5).
+struct Client;
+
+#[async_trait::async_trait]
+impl smpp_session::Handler for Client {
+    async fn request(&self, _: smpp::Pdu) -> (smpp::CommandStatus, smpp::Body) {
+        (smpp::CommandStatus::ESME_ROK, smpp::Body::DeliverSmResp(Default::default()))
+    }
+}
+
+/// An SMPP client application binds to `smsgate serve --smpp` with credentials made over REST, submits, and
+/// follows its message to delivered with query_sm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_smpp_client_submits_to_smsgate() {
+    use smpp::pdu::{Bind, QuerySm, SubmitSm};
+    use smpp::{Body, CommandStatus};
+    let data = std::env::temp_dir().join(format!("smsgate-smpp-server-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let server = start(&data, [] as [&str; 0], Some(KEY));
+    let smpp_addr = server
+        .lines
+        .iter()
+        .find_map(|l| l.strip_prefix("smsgate: SMPP on "))
+        .map(|a| a.trim().to_string())
+        .expect("the SMPP line");
+    let client = common::http_client(Duration::from_secs(10));
+    let made = client
+        .post(format!("{}/v1/smpp/credentials", server.base))
+        .bearer_auth(KEY)
+        .json(&json!({"system_id": "app1", "password": "pw123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status().as_u16(), 201);
+    let stream = tokio::net::TcpStream::connect(&smpp_addr).await.unwrap();
+    let bind =
+        Bind { system_id: "app1".into(), password: "pw123".into(), interface_version: 0x34, ..Default::default() };
+    let (session, resp) = smpp_session::bind(
+        stream,
+        smpp_session::BindKind::Transceiver,
+        bind,
+        smpp_session::Config::default(),
+        std::sync::Arc::new(Client),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.system_id.as_bytes(), b"smsgate");
+    let submit = Body::SubmitSm(SubmitSm {
+        source_addr_ton: 5,
+        source_addr: "Acme".into(),
+        dest_addr_ton: 1,
+        dest_addr_npi: 1,
+        destination_addr: "447700900125".into(),
+        short_message: smpp::ShortMessage::new(b"Hello from an SMPP client".to_vec()),
+        ..Default::default()
+    });
+    let r = session.request(submit).await.unwrap();
+    assert_eq!(r.command_status, CommandStatus::ESME_ROK);
+    let Body::SubmitSmResp(r) = r.body else { panic!("a submit_sm_resp") };
+    let id = r.message_id.to_str_lossy().into_owned();
+    // The same message over REST, and query_sm to delivered.
+    let m: Value = client
+        .get(format!("{}/v1/messages/{id}", server.base))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((m["to"].as_str(), m["from"].as_str()), (Some("+447700900125"), Some("Acme")), "{m}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let q = session.request(Body::QuerySm(QuerySm { message_id: id.as_str().into(), ..Default::default() })).await;
+        let Body::QuerySmResp(q) = q.unwrap().body else { panic!("a query_sm_resp") };
+        if q.message_state == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not delivered: {q:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    session.unbind().await;
+    stop(server);
+    std::fs::remove_dir_all(&data).unwrap();
+}

@@ -31,7 +31,7 @@ where
     S: AsRef<OsStr>,
 {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_smsgate"));
-    cmd.args(["serve", "--http", "127.0.0.1:0", "--data-dir"]).arg(data).args(args);
+    cmd.args(["serve", "--http", "127.0.0.1:0", "--smpp", "127.0.0.1:0", "--data-dir"]).arg(data).args(args);
     match admin_key {
         Some(k) => cmd.env("SMSGATE_ADMIN_KEY", k),
         None => cmd.env_remove("SMSGATE_ADMIN_KEY"),
