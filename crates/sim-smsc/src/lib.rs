@@ -32,7 +32,7 @@ use smpp_session::{BindKind, Binder, Handler, Session};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::info;
 
 /// How long a receipt waits for a receiver to bind (and is tried again after failures) before it is dropped.
 pub const RECEIPT_PATIENCE: Duration = Duration::from_secs(600);
@@ -200,36 +200,21 @@ impl SimSmsc {
     /// Takes connections from `listener` until `shutdown`, then unbinds every session.
     pub async fn serve(&self, listener: TcpListener, shutdown: CancellationToken) {
         let binder: Arc<dyn Binder> = Arc::new(SimBinder { inner: self.inner.clone() });
-        loop {
-            let (stream, peer) = tokio::select! {
-                a = listener.accept() => match a {
-                    Ok(a) => a,
-                    Err(e) => {
-                        debug!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                },
-                _ = shutdown.cancelled() => break,
-            };
-            let _ = stream.set_nodelay(true);
-            let (inner, binder) = (self.inner.clone(), binder.clone());
-            let config = inner.config.session.clone();
-            tokio::spawn(async move {
-                match smpp_session::accept(stream, Some(peer), &inner.config.system_id, config, binder.as_ref()).await {
-                    Ok(session) => {
-                        info!(system_id = session.system_id(), bind = session.kind().as_str(), %peer, "bound");
-                        if session.kind().can_receive() {
-                            let mut receivers = inner.receivers.lock().unwrap_or_else(|e| e.into_inner());
-                            let list = receivers.entry(session.system_id().to_string()).or_default();
-                            list.retain(|s| !s.is_closed());
-                            list.push(session);
-                        }
-                    }
-                    Err(e) => debug!(error = %e, %peer, "no bind"),
+        let inner = self.inner.clone();
+        let bound = move |session: Session| {
+            let inner = inner.clone();
+            async move {
+                info!(system_id = session.system_id(), bind = session.kind().as_str(), peer = ?session.peer(), "bound");
+                if session.kind().can_receive() {
+                    let mut receivers = inner.receivers.lock().unwrap_or_else(|e| e.into_inner());
+                    let list = receivers.entry(session.system_id().to_string()).or_default();
+                    list.retain(|s| !s.is_closed());
+                    list.push(session);
                 }
-            });
-        }
+            }
+        };
+        let config = self.inner.config.session.clone();
+        smpp_session::listen(listener, shutdown, &self.inner.config.system_id, config, binder, bound).await;
         let all: Vec<Session> =
             self.inner.receivers.lock().unwrap_or_else(|e| e.into_inner()).values().flatten().cloned().collect();
         for s in all {

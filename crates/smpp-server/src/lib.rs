@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use smpp::pdu::{Bind, QuerySmResp, SubmitSm, SubmitSmResp};
 use smpp::{Body, CommandStatus, Pdu};
-use smpp_session::{BindKind, Binder, Handler};
+use smpp_session::{BindKind, Binder, Handler, Session};
 use smsgate_core::access::{IpRanges, verify_password};
 use smsgate_core::admission::{ErrorCode, Request};
 use smsgate_core::{AccountId, MessageId, Status};
@@ -23,7 +23,7 @@ use smsgate_engine::timestamp_now;
 use smsgate_store::{Inserted, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 /// The `system_id` the server answers binds with.
 pub const SYSTEM_ID: &str = "smsgate";
@@ -53,36 +53,21 @@ impl SmppServer {
         self.inner.binds.lock().unwrap_or_else(|e| e.into_inner()).get(system_id).copied().unwrap_or(0)
     }
 
-    /// Takes connections until `shutdown`.
+    /// Takes connections until `shutdown`, then unbinds its sessions.
     pub async fn serve(&self, listener: TcpListener, shutdown: CancellationToken) {
         let binder: Arc<dyn Binder> = Arc::new(CredentialBinder { inner: self.inner.clone() });
-        loop {
-            let (stream, peer) = tokio::select! {
-                a = listener.accept() => match a {
-                    Ok(a) => a,
-                    Err(e) => {
-                        warn!(error = %e, "SMPP accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                        continue;
-                    }
-                },
-                _ = shutdown.cancelled() => return,
-            };
-            let _ = stream.set_nodelay(true);
-            let (binder, config, shutdown) = (binder.clone(), self.inner.config.clone(), shutdown.clone());
-            tokio::spawn(async move {
-                match smpp_session::accept(stream, Some(peer), SYSTEM_ID, config, binder.as_ref()).await {
-                    Ok(session) => {
-                        info!(system_id = session.system_id(), bind = session.kind().as_str(), %peer, "SMPP bind");
-                        tokio::select! {
-                            _ = session.closed() => {}
-                            _ = shutdown.cancelled() => session.unbind().await,
-                        }
-                    }
-                    Err(e) => debug!(error = %e, %peer, "no SMPP bind"),
+        let stop = shutdown.clone();
+        let bound = move |session: Session| {
+            let stop = stop.clone();
+            async move {
+                info!(system_id = session.system_id(), bind = session.kind().as_str(), peer = ?session.peer(), "SMPP bind");
+                tokio::select! {
+                    _ = session.closed() => {}
+                    _ = stop.cancelled() => session.unbind().await,
                 }
-            });
-        }
+            }
+        };
+        smpp_session::listen(listener, shutdown, SYSTEM_ID, self.inner.config.clone(), binder, bound).await;
     }
 }
 

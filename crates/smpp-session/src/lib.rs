@@ -406,6 +406,43 @@ where
     }
 }
 
+/// Accepts TCP connections from `listener` until `shutdown`, each answered by [`accept`] on a task of its own (as
+/// `our_id`, binds decided by `binder`); every session bound goes to `bound`, on that task.
+pub async fn listen<F, Fut>(
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+    our_id: &str,
+    config: Config,
+    binder: Arc<dyn Binder>,
+    bound: F,
+) where
+    F: Fn(Session) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let (stream, peer) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, say: wait a moment rather than spin.
+                    debug!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let (binder, config, bound, our_id) = (binder.clone(), config.clone(), bound.clone(), our_id.to_string());
+        tokio::spawn(async move {
+            match accept(stream, Some(peer), &our_id, config, binder.as_ref()).await {
+                Ok(session) => bound(session).await,
+                Err(e) => debug!(error = %e, %peer, "no bind"),
+            }
+        });
+    }
+}
+
 /// The response to a request that is refused with `status`: its own response (empty), or a `generic_nack` for a
 /// command that has none.
 fn error_response(request: &Body, sequence: u32, status: CommandStatus) -> Pdu {
