@@ -4,8 +4,12 @@
 //! `submit_sm` goes through the same [`Ingress`] as REST: admitted, committed, and only then answered with
 //! `submit_sm_resp`, whose `message_id` is the message's id. `query_sm` reads the account's messages.
 //!
-//! Not yet: concatenated submits (UDH, SAR, `message_payload`), `data_sm`, `submit_multi`, `cancel_sm`,
-//! `replace_sm`, receipts and inbound messages as `deliver_sm`, per-credential throughput, TLS.
+//! A long text may come as one `submit_sm` with `message_payload`, or in parts marked by a UDH or SAR TLVs: the
+//! parts' responses wait until the last part has come and the whole message is stored, and all carry its one id
+//! (a set not whole within [`PARTS_WAIT`] is refused, every part `ESME_RSUBMITFAIL`, and nothing is stored).
+//!
+//! Not yet: `data_sm`, `submit_multi`, `cancel_sm`, `replace_sm`, receipts and inbound messages as `deliver_sm`,
+//! per-credential throughput, TLS.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,6 +19,8 @@ use async_trait::async_trait;
 use smpp::pdu::{Bind, QuerySmResp, SubmitSm, SubmitSmResp};
 use smpp::{Body, CommandStatus, Pdu};
 use smpp_session::{BindKind, Binder, Handler, Session};
+use sms_text::reassembly::{ExpiryPolicy, Pushed, Reassembler};
+use sms_text::udh::Concat;
 use smsgate_core::access::{IpRanges, verify_password};
 use smsgate_core::admission::{ErrorCode, Request};
 use smsgate_core::{AccountId, MessageId, Status};
@@ -27,6 +33,15 @@ use tracing::{info, warn};
 
 /// The `system_id` the server answers binds with.
 pub const SYSTEM_ID: &str = "smsgate";
+
+/// How long the parts of a concatenated submit wait for the rest of their set.
+pub const PARTS_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A part's text and where its submit's answer goes.
+type Part = (String, tokio::sync::oneshot::Sender<Result<String, CommandStatus>>);
+
+/// Parts of concatenated submits by account, source and destination.
+type Parts = Reassembler<(AccountId, String, String), Part>;
 
 /// The SMPP server. Clones share it.
 #[derive(Debug, Clone)]
@@ -41,11 +56,19 @@ struct Inner {
     config: smpp_session::Config,
     /// Binds open now, by `system_id`.
     binds: Mutex<HashMap<String, u32>>,
+    /// Parts of concatenated submits until their sets are whole.
+    parts: Mutex<Parts>,
 }
 
 impl SmppServer {
     pub fn new(store: Arc<dyn Store>, ingress: Ingress, config: smpp_session::Config) -> SmppServer {
-        SmppServer { inner: Arc::new(Inner { store, ingress, config, binds: Mutex::new(HashMap::new()) }) }
+        let parts = Reassembler::new(sms_text::reassembly::Config {
+            timeout: PARTS_WAIT,
+            policy: ExpiryPolicy::Drop,
+            ..Default::default()
+        });
+        let parts = Mutex::new(parts);
+        SmppServer { inner: Arc::new(Inner { store, ingress, config, binds: Mutex::new(HashMap::new()), parts }) }
     }
 
     /// Binds open now with `system_id`.
@@ -173,23 +196,32 @@ impl Client {
             return Err(CommandStatus::ESME_RINVBNDSTS);
         }
         let udhi = s.esm_class & 0x40 != 0;
-        if udhi || s.tlvs.sar().is_some() {
-            // Parts of a concatenated message are not taken yet (issue 5 goes on).
-            return Err(CommandStatus::ESME_RINVESMCLASS);
-        }
-        let decoded = sms_text::decode::decode_short_message(s.data_coding, false, s.short_message.as_bytes())
-            .map_err(|_| CommandStatus::ESME_RINVMSGLEN)?;
+        let payload = s.tlvs.0.iter().find_map(|t| match t {
+            smpp::Tlv::MessagePayload(p) => Some(p.0.0.as_slice()),
+            _ => None,
+        });
+        let octets = payload.unwrap_or(s.short_message.as_bytes());
+        let decoded = sms_text::decode::decode_short_message(s.data_coding, udhi, octets)
+            .map_err(|_| CommandStatus::ESME_RINVESMCLASS)?;
         // Binary data codings carry no text to admit.
         let Some(text) = decoded.text else { return Err(CommandStatus::ESME_RSUBMITFAIL) };
-        let request = Request {
-            to: address(s.dest_addr_ton, s.destination_addr.as_bytes()),
-            from: address(s.source_addr_ton, s.source_addr.as_bytes()),
-            body: text,
-            send_at: None,
-            validity_secs: None,
-            callback_url: None,
-            reference: None,
-        };
+        let to = address(s.dest_addr_ton, s.destination_addr.as_bytes());
+        let from = address(s.source_addr_ton, s.source_addr.as_bytes());
+        let concat = decoded
+            .udh
+            .as_ref()
+            .and_then(|u| u.concat())
+            .or_else(|| s.tlvs.sar().map(|(reference, total, seq)| Concat { reference, wide: true, total, seq }));
+        match concat.filter(|c| c.total > 1) {
+            None => self.store(to, from, text).await,
+            Some(c) => self.part(to, from, text, c).await,
+        }
+    }
+
+    /// Admits and stores one whole text; its id.
+    async fn store(&self, to: String, from: String, body: String) -> Result<String, CommandStatus> {
+        let request =
+            Request { to, from, body, send_at: None, validity_secs: None, callback_url: None, reference: None };
         let now = timestamp_now();
         let prepared = self.inner.ingress.prepare(self.account, &request, now).map_err(|r| refused(r.code))?;
         match self.inner.ingress.submit(prepared, None, now).await {
@@ -199,6 +231,37 @@ impl Client {
                 warn!(error = %e, "storing an SMPP submit failed");
                 Err(CommandStatus::ESME_RSYSERR)
             }
+        }
+    }
+
+    /// One part of a concatenated text: held until its set is whole; then the whole text is stored and every part
+    /// answered with its id.
+    async fn part(&self, to: String, from: String, text: String, c: Concat) -> Result<String, CommandStatus> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let now = std::time::Instant::now();
+        let pushed = {
+            let mut parts = self.inner.parts.lock().unwrap_or_else(|e| e.into_inner());
+            // Sets past their time are dropped; their parts' waiters hear it.
+            drop(parts.expire(now));
+            parts.push((self.account, to.clone(), from.clone()), c, (text.clone(), tx), now).0
+        };
+        match pushed {
+            Pushed::Complete(set) => {
+                let body: String = set.iter().map(|(t, _)| t.as_str()).collect();
+                let stored = self.store(to, from, body).await;
+                for (_, waiter) in set {
+                    let _ = waiter.send(stored.clone());
+                }
+            }
+            Pushed::Pending => {}
+            // The same part again (a client's retry): the first one is answered when the set is.
+            Pushed::Duplicate => return Err(CommandStatus::ESME_RSUBMITFAIL),
+            // Numbers that make no sense: the part as a message of its own.
+            Pushed::Invalid => return self.store(to, from, text).await,
+        }
+        match tokio::time::timeout(PARTS_WAIT, rx).await {
+            Ok(Ok(result)) => result,
+            _ => Err(CommandStatus::ESME_RSUBMITFAIL),
         }
     }
 

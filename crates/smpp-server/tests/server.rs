@@ -162,13 +162,59 @@ async fn submits_are_stored_before_the_response_and_followed_with_query_sm() {
     assert_eq!(empty.command_status, CommandStatus::ESME_RINVMSGLEN);
     let q = Body::QuerySm(QuerySm { message_id: "nope".into(), ..Default::default() });
     assert_eq!(c.request(q).await.unwrap().command_status, CommandStatus::ESME_RINVMSGID);
-    // Parts of a concatenated message are not taken yet: refused, not half-stored.
-    let part = Body::SubmitSm(SubmitSm {
-        esm_class: 0x40,
-        destination_addr: "447700900125".into(),
+    // A long text: in parts with a UDH, in parts with SAR TLVs, or whole in message_payload. The parts' answers
+    // wait for the set and carry the one message's id.
+    let long = "A long text over SMPP, in more than one part. ".repeat(5);
+    let plan = sms_text::plan(&long, &sms_text::Options::default()).unwrap();
+    assert_eq!(plan.segments.len(), 2);
+    let part = |i: usize, sar: bool| {
+        let seg = &plan.segments[i];
+        let (esm_class, short_message, tlvs) = if sar {
+            let tlvs = vec![
+                smpp::Tlv::SarMsgRefNum(7),
+                smpp::Tlv::SarTotalSegments(2),
+                smpp::Tlv::SarSegmentSeqnum(i as u8 + 1),
+            ];
+            (0, seg.payload.clone(), smpp::Tlvs(tlvs))
+        } else {
+            (0x40, seg.short_message(), smpp::Tlvs::default())
+        };
+        Body::SubmitSm(SubmitSm {
+            esm_class,
+            source_addr: if sar { "Sar".into() } else { "Udh".into() },
+            source_addr_ton: 5,
+            dest_addr_ton: 1,
+            destination_addr: "447700900125".into(),
+            short_message: smpp::ShortMessage::new(short_message),
+            tlvs,
+            ..Default::default()
+        })
+    };
+    for sar in [false, true] {
+        // The second part first: order does not matter.
+        let (second, first) = tokio::join!(c.request(part(1, sar)), c.request(part(0, sar)));
+        let ids: Vec<String> = [first.unwrap(), second.unwrap()]
+            .into_iter()
+            .map(|r| {
+                assert_eq!(r.command_status, CommandStatus::ESME_ROK, "{r:?}");
+                let Body::SubmitSmResp(resp) = r.body else { panic!("{r:?}") };
+                resp.message_id.to_str_lossy().into_owned()
+            })
+            .collect();
+        assert_eq!(ids[0], ids[1], "one message for both parts");
+        let m = s.store.message(s.account, MessageId::parse(&ids[0]).unwrap()).await.unwrap().unwrap();
+        assert_eq!((m.body.as_str(), m.segments), (long.as_str(), 2));
+    }
+    let whole = Body::SubmitSm(SubmitSm {
+        source_addr: "Acme".into(),
+        source_addr_ton: 5,
         dest_addr_ton: 1,
-        short_message: smpp::ShortMessage::new(vec![5, 0, 3, 1, 2, 1, b'h', b'i']),
+        destination_addr: "447700900125".into(),
+        tlvs: smpp::Tlvs(vec![smpp::Tlv::MessagePayload(smpp::tlv::Bounded(smpp::Octets(long.as_bytes().to_vec())))]),
         ..Default::default()
     });
-    assert_eq!(c.request(part).await.unwrap().command_status, CommandStatus::ESME_RINVESMCLASS);
+    let r = c.request(whole).await.unwrap();
+    let Body::SubmitSmResp(resp) = r.body else { panic!("{r:?}") };
+    let m = s.store.message(s.account, MessageId::parse(&resp.message_id.to_str_lossy()).unwrap()).await.unwrap();
+    assert_eq!(m.unwrap().body, long);
 }
