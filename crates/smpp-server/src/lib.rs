@@ -6,7 +6,8 @@
 //!
 //! A long text may come as one `submit_sm` with `message_payload`, or in parts marked by a UDH or SAR TLVs: the
 //! parts' responses wait until the last part has come and the whole message is stored, and all carry its one id
-//! (a set not whole within [`PARTS_WAIT`] is refused, every part `ESME_RSUBMITFAIL`, and nothing is stored).
+//! (a set not whole within [`PARTS_WAIT`], or [`SmppServer::parts_wait`], is refused, every part
+//! `ESME_RSUBMITFAIL`, and nothing is stored).
 //!
 //! Not yet: `data_sm`, `submit_multi`, `cancel_sm`, `replace_sm`, receipts and inbound messages as `deliver_sm`,
 //! per-credential throughput, TLS.
@@ -34,7 +35,7 @@ use tracing::{info, warn};
 /// The `system_id` the server answers binds with.
 pub const SYSTEM_ID: &str = "smsgate";
 
-/// How long the parts of a concatenated submit wait for the rest of their set.
+/// How long the parts of a concatenated submit wait for the rest of their set, unless set otherwise.
 pub const PARTS_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A part's text and where its submit's answer goes.
@@ -58,17 +59,29 @@ struct Inner {
     binds: Mutex<HashMap<String, u32>>,
     /// Parts of concatenated submits until their sets are whole.
     parts: Mutex<Parts>,
+    parts_wait: std::time::Duration,
 }
 
 impl SmppServer {
     pub fn new(store: Arc<dyn Store>, ingress: Ingress, config: smpp_session::Config) -> SmppServer {
+        SmppServer::parts_wait(store, ingress, config, PARTS_WAIT)
+    }
+
+    /// A server whose concatenated submits wait `wait` for the rest of their set.
+    pub fn parts_wait(
+        store: Arc<dyn Store>,
+        ingress: Ingress,
+        config: smpp_session::Config,
+        wait: std::time::Duration,
+    ) -> SmppServer {
         let parts = Reassembler::new(sms_text::reassembly::Config {
-            timeout: PARTS_WAIT,
+            timeout: wait,
             policy: ExpiryPolicy::Drop,
             ..Default::default()
         });
         let parts = Mutex::new(parts);
-        SmppServer { inner: Arc::new(Inner { store, ingress, config, binds: Mutex::new(HashMap::new()), parts }) }
+        let binds = Mutex::new(HashMap::new());
+        SmppServer { inner: Arc::new(Inner { store, ingress, config, binds, parts, parts_wait: wait }) }
     }
 
     /// Binds open now with `system_id`.
@@ -259,7 +272,7 @@ impl Client {
             // Numbers that make no sense: the part as a message of its own.
             Pushed::Invalid => return self.store(to, from, text).await,
         }
-        match tokio::time::timeout(PARTS_WAIT, rx).await {
+        match tokio::time::timeout(self.inner.parts_wait, rx).await {
             Ok(Ok(result)) => result,
             _ => Err(CommandStatus::ESME_RSUBMITFAIL),
         }

@@ -74,7 +74,8 @@ async fn setup() -> Setup {
     let stop = CancellationToken::new();
     tokio::spawn(engine.clone().run(rx, stop.clone()));
     let ingress = Ingress::spawn(engine, store.clone(), Arc::default());
-    let server = SmppServer::new(store.clone(), ingress, smpp_session::Config::default());
+    let wait = Duration::from_millis(300);
+    let server = SmppServer::parts_wait(store.clone(), ingress, smpp_session::Config::default(), wait);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn({
@@ -217,4 +218,23 @@ async fn submits_are_stored_before_the_response_and_followed_with_query_sm() {
     let Body::SubmitSmResp(resp) = r.body else { panic!("{r:?}") };
     let m = s.store.message(s.account, MessageId::parse(&resp.message_id.to_str_lossy()).unwrap()).await.unwrap();
     assert_eq!(m.unwrap().body, long);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_of_parts_that_never_completes_is_refused_and_not_stored() {
+    let s = setup().await;
+    let c = bind_as(&s, BindKind::Transmitter, "acme", "secret").await.unwrap();
+    let first_of_two = Body::SubmitSm(SubmitSm {
+        esm_class: 0x40,
+        source_addr_ton: 5,
+        source_addr: "Acme".into(),
+        dest_addr_ton: 1,
+        destination_addr: "447700900125".into(),
+        short_message: smpp::ShortMessage::new(vec![5, 0, 3, 9, 2, 1, b'h', b'i']),
+        ..Default::default()
+    });
+    let r = c.request(first_of_two).await.unwrap();
+    assert_eq!(r.command_status, CommandStatus::ESME_RSUBMITFAIL, "refused after the wait: {r:?}");
+    let stored = s.store.list_messages(s.account, &smsgate_store::ListFilter::default(), None, 10).await.unwrap();
+    assert!(stored.is_empty(), "nothing stored: {stored:?}");
 }
