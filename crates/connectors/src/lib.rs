@@ -128,3 +128,35 @@ pub fn now() -> Timestamp {
         .unwrap_or(0);
     Timestamp(ms)
 }
+
+/// What tests of connectors (here and in other crates) submit.
+#[doc(hidden)]
+pub mod testing {
+    use smsgate_core::{AccountId, Direction, Message, MessageId, Status, Timestamp};
+
+    /// A message from "Acme" to `to` being sent (first attempt).
+    pub fn message(to: &str, body: &str) -> Message {
+        Message {
+            id: MessageId::generate(),
+            account_id: AccountId::generate(),
+            direction: Direction::Outbound,
+            to: to.into(),
+            from: "Acme".into(),
+            body: body.into(),
+            encoding: "gsm7".into(),
+            segments: 1,
+            price_micros: None,
+            connector: None,
+            carrier_id: None,
+            status: Status::Sending,
+            error_code: None,
+            reference: None,
+            callback_url: None,
+            send_at: None,
+            expires_at: None,
+            attempts: 1,
+            created_at: Timestamp(0),
+            updated_at: Timestamp(0),
+        }
+    }
+}

@@ -525,31 +525,9 @@ impl Connector for SimConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use smsgate_core::{AccountId, Direction, Status};
 
     fn message(to: &str) -> Message {
-        Message {
-            id: MessageId::generate(),
-            account_id: AccountId::generate(),
-            direction: Direction::Outbound,
-            to: to.into(),
-            from: "Acme".into(),
-            body: "Hi".into(),
-            encoding: "gsm7".into(),
-            segments: 1,
-            price_micros: None,
-            connector: None,
-            carrier_id: None,
-            status: Status::Sending,
-            error_code: None,
-            reference: None,
-            callback_url: None,
-            send_at: None,
-            expires_at: None,
-            attempts: 1,
-            created_at: Timestamp(0),
-            updated_at: Timestamp(0),
-        }
+        crate::testing::message(to, "Hi")
     }
 
     fn fast() -> VirtualCarrier {

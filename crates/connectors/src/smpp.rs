@@ -267,12 +267,21 @@ impl SmppConnector {
             registered_delivery: 1,
             ..Default::default()
         };
-        let (data_coding, latin1) = match (plan.encoding, s.default_alphabet) {
-            (sms_text::Encoding::Ucs2, _) => (0x08, false),
-            (_, DefaultAlphabet::Gsm) => (0x00, false),
-            (_, DefaultAlphabet::Latin1) if plan.text.chars().all(|c| u32::from(c) < 0x100) => (0x00, true),
-            // A GSM text with characters Latin-1 lacks (Greek capitals, the euro sign): as UCS-2.
-            (_, DefaultAlphabet::Latin1) => return Ok(self.ucs2_bodies(m, base, reference)),
+        // A carrier that reads data_coding 0 as Latin-1 gets GSM texts as Latin-1 octets, and as UCS-2 those with
+        // characters Latin-1 lacks (Greek capitals, the euro sign).
+        let latin1_default = s.default_alphabet == DefaultAlphabet::Latin1;
+        let plan = if latin1_default
+            && plan.encoding != sms_text::Encoding::Ucs2
+            && !plan.text.chars().all(|c| u32::from(c) < 0x100)
+        {
+            sms_text::plan::plan_ucs2(&plan.text, &options)
+                .map_err(|e| SubmitError::Permanent { code: "body_not_encodable".into(), detail: e.to_string() })?
+        } else {
+            plan
+        };
+        let (data_coding, latin1) = match plan.encoding {
+            sms_text::Encoding::Ucs2 => (0x08, false),
+            _ => (0x00, latin1_default),
         };
         // Latin-1 octets for what the plan has as septets: the same characters, one an octet.
         let text_of = |seg: &sms_text::Segment| -> Vec<u8> {
@@ -313,36 +322,6 @@ impl SmppConnector {
                 part
             })
             .collect())
-    }
-
-    /// A text sent as UCS-2 whatever the plan chose.
-    fn ucs2_bodies(&self, m: &Message, base: SubmitSm, reference: u16) -> Vec<SubmitSm> {
-        let units: Vec<u8> = m.body.encode_utf16().flat_map(|u| u.to_be_bytes()).collect();
-        if units.len() <= 140 {
-            return vec![SubmitSm { data_coding: 0x08, short_message: ShortMessage::new(units), ..base }];
-        }
-        // 67 UTF-16 units a part, never splitting a surrogate pair.
-        let utf16: Vec<u16> = m.body.encode_utf16().collect();
-        let mut parts: Vec<&[u16]> = Vec::new();
-        let mut rest = utf16.as_slice();
-        while !rest.is_empty() {
-            let mut n = rest.len().min(67);
-            if n < rest.len() && (0xD800..0xDC00).contains(&rest[n - 1]) {
-                n -= 1;
-            }
-            parts.push(&rest[..n]);
-            rest = &rest[n..];
-        }
-        let total = parts.len();
-        parts
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let mut sm = vec![5, 0, 3, reference as u8, total as u8, i as u8 + 1];
-                sm.extend(p.iter().flat_map(|u| u.to_be_bytes()));
-                SubmitSm { data_coding: 0x08, esm_class: 0x40, short_message: ShortMessage::new(sm), ..base.clone() }
-            })
-            .collect()
     }
 }
 
@@ -527,7 +506,9 @@ impl Handler for Receiver {
                 },
                 true,
             ),
-            other => return (CommandStatus::ESME_RINVCMDID, error_body(&other)),
+            other => {
+                return (CommandStatus::ESME_RINVCMDID, Pdu::refusal(&other, 0, CommandStatus::ESME_RINVCMDID).body);
+            }
         };
         let answer = |status| {
             if data {
@@ -671,13 +652,6 @@ fn inbound(connector: &str, d: &SubmitSm) -> Option<(Inbound, Option<Concat>)> {
     Some((message, concat.filter(|c| c.total > 1)))
 }
 
-fn error_body(request: &Body) -> Body {
-    match request {
-        Body::SubmitSm(_) => Body::SubmitSmResp(SubmitSmResp::default()),
-        _ => Body::GenericNack,
-    }
-}
-
 /// An address of a data_sm (up to 64 characters) where a deliver_sm's (up to 20) goes.
 fn short(address: &[u8]) -> smpp::COctetString<21> {
     smpp::COctetString::from_unchecked(address.iter().copied().take(20).collect::<Vec<u8>>())
@@ -686,31 +660,9 @@ fn short(address: &[u8]) -> smpp::COctetString<21> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use smsgate_core::{AccountId, Direction, MessageId, Status, Timestamp};
 
     fn message(body: &str) -> Message {
-        Message {
-            id: MessageId::generate(),
-            account_id: AccountId::generate(),
-            direction: Direction::Outbound,
-            to: "+447700900125".into(),
-            from: "Acme".into(),
-            body: body.into(),
-            encoding: String::new(),
-            segments: 1,
-            price_micros: None,
-            connector: None,
-            carrier_id: None,
-            status: Status::Sending,
-            error_code: None,
-            reference: None,
-            callback_url: None,
-            send_at: None,
-            expires_at: None,
-            attempts: 1,
-            created_at: Timestamp(0),
-            updated_at: Timestamp(0),
-        }
+        crate::testing::message("+447700900125", body)
     }
 
     fn connector(extra: serde_json::Value) -> SmppConnector {

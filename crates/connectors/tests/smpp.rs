@@ -10,38 +10,14 @@ use std::time::Duration;
 use serde_json::json;
 use sim_smsc::{SimConfig, SimSmsc};
 use smsgate_connectors::sim::SimNetwork;
+use smsgate_connectors::testing::message;
 use smsgate_connectors::{Connector, ConnectorEvent, Kit, ReceiptState, SubmitError};
-use smsgate_core::{AccountId, Direction, Message, MessageId, Status, Timestamp};
+use smsgate_core::Message;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 const WITHIN: Duration = Duration::from_secs(10);
-
-fn message(to: &str, body: &str) -> Message {
-    Message {
-        id: MessageId::generate(),
-        account_id: AccountId::generate(),
-        direction: Direction::Outbound,
-        to: to.into(),
-        from: "Acme".into(),
-        body: body.into(),
-        encoding: "gsm7".into(),
-        segments: 1,
-        price_micros: None,
-        connector: None,
-        carrier_id: None,
-        status: Status::Sending,
-        error_code: None,
-        reference: None,
-        callback_url: None,
-        send_at: None,
-        expires_at: None,
-        attempts: 1,
-        created_at: Timestamp(0),
-        updated_at: Timestamp(0),
-    }
-}
 
 /// Runs the simulator on `listener` until the token is cancelled.
 fn run_sim(listener: TcpListener, config: SimConfig) -> (SimSmsc, CancellationToken) {

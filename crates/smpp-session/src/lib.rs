@@ -373,7 +373,7 @@ where
             let answer = match &pdu.body {
                 Body::EnquireLink => Some(reply(CommandStatus::ESME_ROK, Body::EnquireLinkResp)),
                 b if is_response(b.command_id()) => None,
-                b => Some(error_response(b, seq, CommandStatus::ESME_RINVBNDSTS)),
+                b => Some(Pdu::refusal(b, seq, CommandStatus::ESME_RINVBNDSTS)),
             };
             if let Some(a) = answer {
                 write.write_all(&a.encode().unwrap_or_default()).await.map_err(|e| gone(&e))?;
@@ -441,27 +441,6 @@ pub async fn listen<F, Fut>(
             }
         });
     }
-}
-
-/// The response to a request that is refused with `status`: its own response (empty), or a `generic_nack` for a
-/// command that has none.
-fn error_response(request: &Body, sequence: u32, status: CommandStatus) -> Pdu {
-    let body = match request {
-        Body::SubmitSm(_) => Body::SubmitSmResp(Default::default()),
-        Body::DeliverSm(_) => Body::DeliverSmResp(Default::default()),
-        Body::DataSm(_) => Body::DataSmResp(Default::default()),
-        Body::SubmitMulti(_) => Body::SubmitMultiResp(Default::default()),
-        Body::QuerySm(_) => Body::QuerySmResp(Default::default()),
-        Body::CancelSm(_) => Body::CancelSmResp,
-        Body::ReplaceSm(_) => Body::ReplaceSmResp,
-        Body::Unbind => Body::UnbindResp,
-        Body::EnquireLink => Body::EnquireLinkResp,
-        Body::BindTransmitter(_) => Body::BindTransmitterResp(Default::default()),
-        Body::BindReceiver(_) => Body::BindReceiverResp(Default::default()),
-        Body::BindTransceiver(_) => Body::BindTransceiverResp(Default::default()),
-        _ => Body::GenericNack,
-    };
-    Pdu { command_status: status, sequence_number: sequence, body }
 }
 
 /// Starts the writer and reader tasks of a bound session.
@@ -611,7 +590,7 @@ async fn reader<R: AsyncRead + Unpin>(
                 break;
             }
             b if BindKind::of(b).is_some() => {
-                let _ = s.out.send(Out::Pdu(error_response(b, seq, CommandStatus::ESME_RALYBND))).await;
+                let _ = s.out.send(Out::Pdu(Pdu::refusal(b, seq, CommandStatus::ESME_RALYBND))).await;
             }
             _ => {
                 let Ok(permit) = handling.clone().acquire_owned().await else { break };

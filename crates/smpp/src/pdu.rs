@@ -539,6 +539,14 @@ impl PduError {
 }
 
 impl Pdu {
+    /// The answer that refuses `request` (sequence number `sequence`) with `status`: its own response with an empty
+    /// body, or `generic_nack` for a command that has no response (or is a response itself).
+    pub fn refusal(request: &Body, sequence: u32, status: CommandStatus) -> Pdu {
+        let id = request.command_id();
+        let body = if is_response(id) { None } else { Body::empty(id | 0x8000_0000) };
+        Pdu { command_status: status, sequence_number: sequence, body: body.unwrap_or(Body::GenericNack) }
+    }
+
     /// A PDU with status `ESME_ROK`.
     pub fn new(sequence_number: u32, body: Body) -> Pdu {
         Pdu { command_status: CommandStatus::ESME_ROK, sequence_number, body }

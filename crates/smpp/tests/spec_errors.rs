@@ -43,3 +43,20 @@ fn valid_spec_vectors_round_trip() {
         assert_eq!(pdu.encode().expect("encodes"), bytes, "{}", v["name"]);
     }
 }
+
+/// A refused request is answered with its own (empty) response, or generic_nack when it has none.
+#[test]
+fn refusals_are_the_requests_own_responses() {
+    use smpp::pdu::{CancelSm, Outbind, SubmitSm, SubmitSmResp};
+    use smpp::{Body, CommandStatus, Pdu};
+    let r = Pdu::refusal(&Body::SubmitSm(SubmitSm::default()), 7, CommandStatus::ESME_RTHROTTLED);
+    assert_eq!(
+        (r.body, r.sequence_number, r.command_status),
+        (Body::SubmitSmResp(SubmitSmResp::default()), 7, CommandStatus::ESME_RTHROTTLED)
+    );
+    let cancel = Pdu::refusal(&Body::CancelSm(CancelSm::default()), 1, CommandStatus::ESME_RCANCELFAIL);
+    assert_eq!(cancel.body, Body::CancelSmResp);
+    let outbind = Pdu::refusal(&Body::Outbind(Outbind::default()), 1, CommandStatus::ESME_RINVCMDID);
+    assert_eq!(outbind.body, Body::GenericNack);
+    assert_eq!(Pdu::refusal(&Body::EnquireLinkResp, 1, CommandStatus::ESME_RINVCMDID).body, Body::GenericNack);
+}

@@ -189,6 +189,11 @@ pub fn plan(text: &str, options: &Options) -> Result<Plan, PlanError> {
     Ok(plan)
 }
 
+/// The text planned in UCS-2 whatever it holds: for a carrier that cannot take it in the GSM alphabet.
+pub fn plan_ucs2(text: &str, options: &Options) -> Result<Plan, PlanError> {
+    build_ucs2(Cow::Borrowed(text), options.reference)
+}
+
 /// Counts what [`plan`] would, without building segments: the encoding and the number of parts (which may
 /// exceed 255, where [`plan`] fails).
 pub fn count(text: &str, options: &Options) -> (Encoding, usize) {
