@@ -193,14 +193,13 @@ fn refused(code: ErrorCode) -> CommandStatus {
     }
 }
 
-/// An SMPP address as admission takes it: international numbers (TON 1) get their `+`.
-fn address(ton: u8, addr: &[u8]) -> String {
+/// An SMPP address as admission takes it: a number of TON 1 (international) gets its `+`; so does one of TON 0
+/// (unknown) when the server reads no national numbers (no default region), as clients often send international
+/// numbers with TON 0.
+fn address(ton: u8, addr: &[u8], national_region: bool) -> String {
     let s = String::from_utf8_lossy(addr).into_owned();
-    if ton == 1 && !s.starts_with('+') && !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        format!("+{s}")
-    } else {
-        s
-    }
+    let digits = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if digits && (ton == 1 || (ton == 0 && !national_region)) { format!("+{s}") } else { s }
 }
 
 impl Client {
@@ -218,8 +217,9 @@ impl Client {
             .map_err(|_| CommandStatus::ESME_RINVESMCLASS)?;
         // Binary data codings carry no text to admit.
         let Some(text) = decoded.text else { return Err(CommandStatus::ESME_RSUBMITFAIL) };
-        let to = address(s.dest_addr_ton, s.destination_addr.as_bytes());
-        let from = address(s.source_addr_ton, s.source_addr.as_bytes());
+        let national = self.inner.ingress.policy().default_region.is_some();
+        let to = address(s.dest_addr_ton, s.destination_addr.as_bytes(), national);
+        let from = address(s.source_addr_ton, s.source_addr.as_bytes(), national);
         let concat = decoded
             .udh
             .as_ref()

@@ -156,6 +156,15 @@ async fn submits_are_stored_before_the_response_and_followed_with_query_sm() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(s.store.message(s.account, id).await.unwrap().unwrap().status, Status::Delivered);
+    // An international number sent with TON 0 (unknown), as many clients do: the server reads no national numbers.
+    let unknown_ton = Body::SubmitSm(SubmitSm {
+        source_addr: "Acme".into(),
+        destination_addr: "447700900125".into(),
+        short_message: smpp::ShortMessage::new(b"TON 0".to_vec()),
+        ..Default::default()
+    });
+    let r = c.request(unknown_ton).await.unwrap();
+    assert_eq!(r.command_status, CommandStatus::ESME_ROK, "{r:?}");
     // Admission refusals as command_status; unknown ids for query_sm.
     let bad = c.request(submit("12", "hi")).await.unwrap();
     assert_eq!(bad.command_status, CommandStatus::ESME_RINVDSTADR);

@@ -175,6 +175,8 @@ async fn submit_share(session: Session, args: Arc<Args>, n: usize) -> (u64, Vec<
         }
         let body = Body::SubmitSm(SubmitSm {
             source_addr: args.from.as_str().into(),
+            dest_addr_ton: 1,
+            dest_addr_npi: 1,
             destination_addr: format!("{}{:04}5", args.to_prefix, i % 10_000).as_str().into(),
             registered_delivery: u8::from(args.receipts),
             short_message: smpp::ShortMessage::new(args.text.as_bytes()),
