@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use smsgate_core::admission::{Policy, Rejection, Request, admit};
 use smsgate_core::{AccountId, Direction, Message, MessageId, Status, Timestamp};
-use smsgate_store::{Inserted, NewMessage, Store};
+use smsgate_store::{Inserted, NewMessage, SmppReceipts, Store};
 
 use crate::Engine;
 use crate::group::Group;
@@ -29,6 +29,8 @@ pub struct Ingress {
 pub struct Prepared {
     pub message: Message,
     pub detail: String,
+    /// Submitted over SMPP with receipts asked for.
+    pub smpp: Option<SmppReceipts>,
 }
 
 impl Ingress {
@@ -76,7 +78,7 @@ impl Ingress {
             created_at: now,
             updated_at: now,
         };
-        Ok(Prepared { message, detail })
+        Ok(Prepared { message, detail, smpp: None })
     }
 
     /// Stores one prepared message, in a group commit with others arriving meanwhile; committed when this returns.
@@ -88,10 +90,10 @@ impl Ingress {
         idempotency: Option<(String, String)>,
         now: Timestamp,
     ) -> Result<(Inserted, Message), String> {
-        let Prepared { mut message, detail } = prepared;
+        let Prepared { mut message, detail, smpp } = prepared;
         let reservation = self.engine.reserve(usize::from(message.status == Status::Queued));
         let claim = (!reservation.is_empty()).then(|| self.engine.claim(now));
-        let new = NewMessage { message: message.clone(), detail, idempotency, claim: claim.clone() };
+        let new = NewMessage { message: message.clone(), detail, idempotency, claim: claim.clone(), smpp };
         let inserted = self.inserter.submit(new).await?;
         if inserted == Inserted::New {
             if claim.is_some() {
@@ -107,10 +109,8 @@ impl Ingress {
 
     /// Stores prepared messages in one transaction; returns them as stored, in order.
     pub async fn submit_many(&self, prepared: Vec<Prepared>, now: Timestamp) -> Result<Vec<Message>, String> {
-        let mut to_store: Vec<NewMessage> = prepared
-            .into_iter()
-            .map(|p| NewMessage { message: p.message, detail: p.detail, idempotency: None, claim: None })
-            .collect();
+        let mut to_store: Vec<NewMessage> =
+            prepared.into_iter().map(|p| NewMessage { smpp: p.smpp, ..NewMessage::new(p.message, p.detail) }).collect();
         if to_store.is_empty() {
             return Ok(Vec::new());
         }

@@ -736,7 +736,7 @@ impl Engine {
         };
         let message = inbound_message(account, &i);
         let detail = format!("received from {} via {}", i.from, i.connector);
-        match self.store.insert_messages(&[NewMessage { message, detail, idempotency: None, claim: None }]).await {
+        match self.store.insert_messages(&[NewMessage::new(message, detail)]).await {
             Ok(_) => metrics::counter!(metric::INBOUND).increment(1),
             Err(e) => warn!(error = %e, "storing an inbound message failed"),
         }

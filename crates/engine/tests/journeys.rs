@@ -75,10 +75,7 @@ impl Harness {
             updated_at: at,
         };
         let id = m.id;
-        self.store
-            .insert_messages(&[NewMessage { message: m, detail: "accepted".into(), idempotency: None, claim: None }])
-            .await
-            .expect("insert");
+        self.store.insert_messages(&[NewMessage::new(m, "accepted")]).await.expect("insert");
         self.engine.wake();
         id
     }

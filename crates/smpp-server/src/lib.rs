@@ -9,25 +9,37 @@
 //! (a set not whole within [`PARTS_WAIT`], or [`SmppServer::parts_wait`], is refused, every part
 //! `ESME_RSUBMITFAIL`, and nothing is stored).
 //!
-//! Not yet: `data_sm`, `submit_multi`, `cancel_sm`, `replace_sm`, receipts and inbound messages as `deliver_sm`,
-//! per-credential throughput, TLS.
+//! Receipts a submit asks for (`registered_delivery`), and the account's inbound messages, go back as deliver_sm
+//! to any receiver or transceiver of the account ([`deliver`]). When more than one part of a concatenated submit
+//! asks for a receipt, each part is answered with an id of its own (`<message id>.<part>`) and gets its own
+//! receipt; otherwise the parts share the message's id and one receipt.
+//!
+//! `data_sm` and each destination of a `submit_multi` go the same way as `submit_sm`; `schedule_delivery_time`
+//! and `validity_period` (absolute or relative) become the message's `send_at` and validity. `cancel_sm` and
+//! `replace_sm` act on the account's messages that have not gone to a carrier yet. A credential's `throughput`
+//! is shared by its binds; a submit over it is answered `ESME_RTHROTTLED`.
+//!
+//! Not yet: TLS.
+
+pub mod deliver;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use smpp::pdu::{Bind, QuerySmResp, SubmitSm, SubmitSmResp};
+use smpp::pdu::{Bind, CancelSm, DataSm, DestAddress, QuerySmResp, ReplaceSm, SubmitMulti, SubmitMultiResp};
+use smpp::pdu::{SubmitSm, SubmitSmResp, UnsuccessSme, UnsuccessSmes};
 use smpp::{Body, CommandStatus, Pdu};
 use smpp_session::{BindKind, Binder, Handler, Session};
 use sms_text::reassembly::{ExpiryPolicy, Pushed, Reassembler};
 use sms_text::udh::Concat;
 use smsgate_core::access::{IpRanges, verify_password};
 use smsgate_core::admission::{ErrorCode, Request};
-use smsgate_core::{AccountId, MessageId, Status};
+use smsgate_core::{AccountId, Message, MessageId, Status, Timestamp};
 use smsgate_engine::ingress::Ingress;
 use smsgate_engine::timestamp_now;
-use smsgate_store::{Inserted, Store};
+use smsgate_store::{Inserted, ListFilter, SmppReceipts, Store, Transition};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -38,8 +50,8 @@ pub const SYSTEM_ID: &str = "smsgate";
 /// How long the parts of a concatenated submit wait for the rest of their set, unless set otherwise.
 pub const PARTS_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// A part's text and where its submit's answer goes.
-type Part = (String, tokio::sync::oneshot::Sender<Result<String, CommandStatus>>);
+/// A part's text, its submit's `registered_delivery`, and where its submit's answer goes.
+type Part = (String, u8, tokio::sync::oneshot::Sender<Result<String, CommandStatus>>);
 
 /// Parts of concatenated submits by account, source and destination.
 type Parts = Reassembler<(AccountId, String, String), Part>;
@@ -50,38 +62,59 @@ pub struct SmppServer {
     inner: Arc<Inner>,
 }
 
+/// How the server behaves.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Each session's window, timeouts and enquire_link.
+    pub session: smpp_session::Config,
+    /// How long the parts of a concatenated submit wait for the rest of their set.
+    pub parts_wait: std::time::Duration,
+    /// This node's name, as the deliver_sm outbox's leases record it.
+    pub node: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { session: smpp_session::Config::default(), parts_wait: PARTS_WAIT, node: "node-1".into() }
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     store: Arc<dyn Store>,
     ingress: Ingress,
-    config: smpp_session::Config,
+    settings: Settings,
     /// Binds open now, by `system_id`.
     binds: Mutex<HashMap<String, u32>>,
+    /// The account of each `system_id` bound since the start.
+    accounts: Mutex<HashMap<String, AccountId>>,
     /// Parts of concatenated submits until their sets are whole.
     parts: Mutex<Parts>,
-    parts_wait: std::time::Duration,
+    /// Each credential's throughput limit, shared by its binds.
+    throttles: Mutex<HashMap<String, Arc<Throttle>>>,
+    /// Sessions that take deliver_sm, by account.
+    receivers: Arc<deliver::Receivers>,
 }
 
 impl SmppServer {
-    pub fn new(store: Arc<dyn Store>, ingress: Ingress, config: smpp_session::Config) -> SmppServer {
-        SmppServer::parts_wait(store, ingress, config, PARTS_WAIT)
-    }
-
-    /// A server whose concatenated submits wait `wait` for the rest of their set.
-    pub fn parts_wait(
-        store: Arc<dyn Store>,
-        ingress: Ingress,
-        config: smpp_session::Config,
-        wait: std::time::Duration,
-    ) -> SmppServer {
+    pub fn new(store: Arc<dyn Store>, ingress: Ingress, settings: Settings) -> SmppServer {
         let parts = Reassembler::new(sms_text::reassembly::Config {
-            timeout: wait,
+            timeout: settings.parts_wait,
             policy: ExpiryPolicy::Drop,
             ..Default::default()
         });
-        let parts = Mutex::new(parts);
-        let binds = Mutex::new(HashMap::new());
-        SmppServer { inner: Arc::new(Inner { store, ingress, config, binds, parts, parts_wait: wait }) }
+        SmppServer {
+            inner: Arc::new(Inner {
+                store,
+                ingress,
+                settings,
+                binds: Mutex::default(),
+                accounts: Mutex::default(),
+                parts: Mutex::new(parts),
+                throttles: Mutex::default(),
+                receivers: Arc::default(),
+            }),
+        }
     }
 
     /// Binds open now with `system_id`.
@@ -89,21 +122,41 @@ impl SmppServer {
         self.inner.binds.lock().unwrap_or_else(|e| e.into_inner()).get(system_id).copied().unwrap_or(0)
     }
 
-    /// Takes connections until `shutdown`, then unbinds its sessions.
+    /// Takes connections until `shutdown`, sending the outbox's deliver_sm to the receivers bound; then unbinds
+    /// its sessions.
     pub async fn serve(&self, listener: TcpListener, shutdown: CancellationToken) {
-        let binder: Arc<dyn Binder> = Arc::new(CredentialBinder { inner: self.inner.clone() });
+        let inner = &self.inner;
+        let deliverer = tokio::spawn(deliver::run(
+            inner.store.clone(),
+            inner.settings.node.clone(),
+            inner.receivers.clone(),
+            shutdown.clone(),
+        ));
+        let binder: Arc<dyn Binder> = Arc::new(CredentialBinder { inner: inner.clone() });
         let stop = shutdown.clone();
+        let server = inner.clone();
         let bound = move |session: Session| {
             let stop = stop.clone();
+            let server = server.clone();
             async move {
                 info!(system_id = session.system_id(), bind = session.kind().as_str(), peer = ?session.peer(), "SMPP bind");
+                let account =
+                    server.accounts.lock().unwrap_or_else(|e| e.into_inner()).get(session.system_id()).copied();
+                if let Some(account) = account.filter(|_| session.kind().can_receive()) {
+                    server.receivers.add(account, session.clone());
+                }
                 tokio::select! {
                     _ = session.closed() => {}
                     _ = stop.cancelled() => session.unbind().await,
                 }
             }
         };
-        smpp_session::listen(listener, shutdown, SYSTEM_ID, self.inner.config.clone(), binder, bound).await;
+        let config = inner.settings.session.clone();
+        smpp_session::listen(listener, shutdown, SYSTEM_ID, config, binder, bound).await;
+        let _ = deliverer.await;
+        for s in inner.receivers.all() {
+            s.close();
+        }
     }
 }
 
@@ -142,7 +195,17 @@ impl Binder for CredentialBinder {
             }
         }
         let slot = BindSlot::take(&self.inner, &system_id, credential.max_binds)?;
-        Ok(Arc::new(Client { inner: self.inner.clone(), account: credential.account_id, kind, _slot: slot }))
+        self.inner.accounts.lock().unwrap_or_else(|e| e.into_inner()).insert(system_id, credential.account_id);
+        let throttle = credential.throughput.filter(|r| *r > 0.0).map(|rate| {
+            let mut throttles = self.inner.throttles.lock().unwrap_or_else(|e| e.into_inner());
+            let t = throttles.entry(credential.system_id.clone()).or_insert_with(|| Arc::new(Throttle::new(rate)));
+            // A changed limit (the credential was made again) takes effect at the next bind.
+            if t.rate != rate {
+                *t = Arc::new(Throttle::new(rate));
+            }
+            t.clone()
+        });
+        Ok(Arc::new(Client { inner: self.inner.clone(), account: credential.account_id, kind, throttle, _slot: slot }))
     }
 }
 
@@ -178,6 +241,8 @@ struct Client {
     inner: Arc<Inner>,
     account: AccountId,
     kind: BindKind,
+    /// The credential's throughput, shared by its binds.
+    throttle: Option<Arc<Throttle>>,
     _slot: BindSlot,
 }
 
@@ -193,6 +258,13 @@ fn refused(code: ErrorCode) -> CommandStatus {
     }
 }
 
+/// The receipts a submit's `registered_delivery` asks for, if any (bits 0–1 `11` are reserved: none).
+fn receipts(registered_delivery: u8, ids: u32) -> Option<SmppReceipts> {
+    let finals = registered_delivery & 3;
+    let asks = (finals == 1 || finals == 2) || registered_delivery & 0x10 != 0;
+    asks.then_some(SmppReceipts { registered_delivery: registered_delivery & 0x13, ids })
+}
+
 /// An SMPP address as admission takes it: a number of TON 1 (international) gets its `+`; so does one of TON 0
 /// (unknown) when the server reads no national numbers (no default region), as clients often send international
 /// numbers with TON 0.
@@ -202,44 +274,142 @@ fn address(ton: u8, addr: &[u8], national_region: bool) -> String {
     if digits && (ton == 1 || (ton == 0 && !national_region)) { format!("+{s}") } else { s }
 }
 
+/// What a submit_sm, a data_sm, or one destination of a submit_multi asks for.
+struct Submit<'a> {
+    source: (u8, &'a [u8]),
+    dest: (u8, &'a [u8]),
+    esm_class: u8,
+    registered_delivery: u8,
+    data_coding: u8,
+    short_message: &'a [u8],
+    tlvs: &'a smpp::Tlvs,
+    /// `schedule_delivery_time` and `validity_period`, empty when not given.
+    schedule: &'a [u8],
+    validity: &'a [u8],
+}
+
+impl<'a> Submit<'a> {
+    fn of_submit_sm(s: &'a SubmitSm) -> Submit<'a> {
+        Submit {
+            source: (s.source_addr_ton, s.source_addr.as_bytes()),
+            dest: (s.dest_addr_ton, s.destination_addr.as_bytes()),
+            esm_class: s.esm_class,
+            registered_delivery: s.registered_delivery,
+            data_coding: s.data_coding,
+            short_message: s.short_message.as_bytes(),
+            tlvs: &s.tlvs,
+            schedule: s.schedule_delivery_time.as_bytes(),
+            validity: s.validity_period.as_bytes(),
+        }
+    }
+
+    fn of_data_sm(d: &'a DataSm) -> Submit<'a> {
+        Submit {
+            source: (d.source_addr_ton, d.source_addr.as_bytes()),
+            dest: (d.dest_addr_ton, d.destination_addr.as_bytes()),
+            esm_class: d.esm_class,
+            registered_delivery: d.registered_delivery,
+            data_coding: d.data_coding,
+            short_message: &[],
+            tlvs: &d.tlvs,
+            schedule: &[],
+            validity: &[],
+        }
+    }
+}
+
+/// When a message is to be sent and how long it may wait, from SMPP times (absolute or relative to `now`):
+/// `send_at` and `validity_secs` as admission takes them.
+fn times(schedule: &[u8], validity: &[u8], now: Timestamp) -> Result<(Option<Timestamp>, Option<i64>), CommandStatus> {
+    let read = |t: &[u8], refusal| -> Result<Option<i64>, CommandStatus> {
+        if t.is_empty() {
+            return Ok(None);
+        }
+        let text = std::str::from_utf8(t).map_err(|_| refusal)?;
+        let time = smpp::time::SmppTime::parse(text).map_err(|_| refusal)?;
+        Ok(Some(time.resolve(now.0.div_euclid(1000))))
+    };
+    let send_at = read(schedule, CommandStatus::ESME_RINVSCHED)?.map(|secs| Timestamp(secs * 1000));
+    // A time already come is "now".
+    let send_at = send_at.filter(|t| *t > now);
+    let from = send_at.unwrap_or(now).0.div_euclid(1000);
+    let validity = read(validity, CommandStatus::ESME_RINVEXPIRY)?.map(|until| until - from);
+    Ok((send_at, validity))
+}
+
+/// A credential's submits per second over all its binds: a token bucket holding a second's worth.
+#[derive(Debug)]
+struct Throttle {
+    rate: f64,
+    /// Tokens, and when they were counted.
+    state: Mutex<(f64, std::time::Instant)>,
+}
+
+impl Throttle {
+    fn new(rate: f64) -> Throttle {
+        Throttle { rate, state: Mutex::new((rate.max(1.0), std::time::Instant::now())) }
+    }
+
+    /// Takes one submit's token; false when there is none.
+    fn take(&self) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        let (tokens, then) = *state;
+        let tokens = (tokens + now.duration_since(then).as_secs_f64() * self.rate).min(self.rate.max(1.0));
+        let (left, ok) = if tokens >= 1.0 { (tokens - 1.0, true) } else { (tokens, false) };
+        *state = (left, now);
+        ok
+    }
+}
+
 impl Client {
-    async fn submit(&self, s: &SubmitSm) -> Result<String, CommandStatus> {
+    /// A submit's checks that come before its content: the bind may submit, and the credential's throughput.
+    fn may_submit(&self) -> Result<(), CommandStatus> {
         if !self.kind.can_submit() {
             return Err(CommandStatus::ESME_RINVBNDSTS);
         }
+        if self.throttle.as_ref().is_some_and(|t| !t.take()) {
+            return Err(CommandStatus::ESME_RTHROTTLED);
+        }
+        Ok(())
+    }
+
+    async fn submit(&self, s: Submit<'_>) -> Result<String, CommandStatus> {
         let udhi = s.esm_class & 0x40 != 0;
         let payload = s.tlvs.0.iter().find_map(|t| match t {
             smpp::Tlv::MessagePayload(p) => Some(p.0.0.as_slice()),
             _ => None,
         });
-        let octets = payload.unwrap_or(s.short_message.as_bytes());
+        let octets = payload.unwrap_or(s.short_message);
         let decoded = sms_text::decode::decode_short_message(s.data_coding, udhi, octets)
             .map_err(|_| CommandStatus::ESME_RINVESMCLASS)?;
         // Binary data codings carry no text to admit.
         let Some(text) = decoded.text else { return Err(CommandStatus::ESME_RSUBMITFAIL) };
         let national = self.inner.ingress.policy().default_region.is_some();
-        let to = address(s.dest_addr_ton, s.destination_addr.as_bytes(), national);
-        let from = address(s.source_addr_ton, s.source_addr.as_bytes(), national);
+        let to = address(s.dest.0, s.dest.1, national);
+        let from = address(s.source.0, s.source.1, national);
+        let (send_at, validity_secs) = times(s.schedule, s.validity, timestamp_now())?;
+        let request = Request { to, from, body: text, send_at, validity_secs, callback_url: None, reference: None };
         let concat = decoded
             .udh
             .as_ref()
             .and_then(|u| u.concat())
             .or_else(|| s.tlvs.sar().map(|(reference, total, seq)| Concat { reference, wide: true, total, seq }));
+        let rd = s.registered_delivery;
         match concat.filter(|c| c.total > 1) {
-            None => self.store(to, from, text).await,
-            Some(c) => self.part(to, from, text, c).await,
+            None => Ok(self.store(request, receipts(rd, 1)).await?.to_string()),
+            Some(c) => self.part(request, rd, c).await,
         }
     }
 
     /// Admits and stores one whole text; its id.
-    async fn store(&self, to: String, from: String, body: String) -> Result<String, CommandStatus> {
-        let request =
-            Request { to, from, body, send_at: None, validity_secs: None, callback_url: None, reference: None };
+    async fn store(&self, request: Request, smpp: Option<SmppReceipts>) -> Result<MessageId, CommandStatus> {
         let now = timestamp_now();
-        let prepared = self.inner.ingress.prepare(self.account, &request, now).map_err(|r| refused(r.code))?;
+        let mut prepared = self.inner.ingress.prepare(self.account, &request, now).map_err(|r| refused(r.code))?;
+        prepared.smpp = smpp;
         match self.inner.ingress.submit(prepared, None, now).await {
-            Ok((Inserted::New, m)) => Ok(m.id.to_string()),
-            Ok((Inserted::Duplicate { id, .. }, _)) => Ok(id.to_string()),
+            Ok((Inserted::New, m)) => Ok(m.id),
+            Ok((Inserted::Duplicate { id, .. }, _)) => Ok(id),
             Err(e) => {
                 warn!(error = %e, "storing an SMPP submit failed");
                 Err(CommandStatus::ESME_RSYSERR)
@@ -248,52 +418,116 @@ impl Client {
     }
 
     /// One part of a concatenated text: held until its set is whole; then the whole text is stored and every part
-    /// answered with its id.
-    async fn part(&self, to: String, from: String, text: String, c: Concat) -> Result<String, CommandStatus> {
+    /// answered with its id (or, when more than one part asked for a receipt, with its own id).
+    async fn part(&self, request: Request, rd: u8, c: Concat) -> Result<String, CommandStatus> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let now = std::time::Instant::now();
+        let key = (self.account, request.to.clone(), request.from.clone());
         let pushed = {
             let mut parts = self.inner.parts.lock().unwrap_or_else(|e| e.into_inner());
             // Sets past their time are dropped; their parts' waiters hear it.
             drop(parts.expire(now));
-            parts.push((self.account, to.clone(), from.clone()), c, (text.clone(), tx), now).0
+            parts.push(key, c, (request.body.clone(), rd, tx), now).0
         };
         match pushed {
             Pushed::Complete(set) => {
-                let body: String = set.iter().map(|(t, _)| t.as_str()).collect();
-                let stored = self.store(to, from, body).await;
-                for (_, waiter) in set {
-                    let _ = waiter.send(stored.clone());
+                let body: String = set.iter().map(|(t, _, _)| t.as_str()).collect();
+                let asking: Vec<u8> =
+                    set.iter().map(|(_, rd, _)| *rd).filter(|rd| receipts(*rd, 1).is_some()).collect();
+                let per_part = asking.len() > 1;
+                let wanted = asking.iter().fold(0, |a, rd| a | rd);
+                let ids = if per_part { set.len() as u32 } else { 1 };
+                // The schedule and validity are the last part's.
+                let stored = self.store(Request { body, ..request }, receipts(wanted, ids)).await;
+                for (i, (_, _, waiter)) in set.into_iter().enumerate() {
+                    let part = if per_part { i as u32 + 1 } else { 0 };
+                    let _ = waiter.send(stored.map(|id| deliver::part_id(id, part)));
                 }
             }
             Pushed::Pending => {}
             // The same part again (a client's retry): the first one is answered when the set is.
             Pushed::Duplicate => return Err(CommandStatus::ESME_RSUBMITFAIL),
             // Numbers that make no sense: the part as a message of its own.
-            Pushed::Invalid => return self.store(to, from, text).await,
+            Pushed::Invalid => return Ok(self.store(request, receipts(rd, 1)).await?.to_string()),
         }
-        match tokio::time::timeout(self.inner.parts_wait, rx).await {
-            Ok(Ok(result)) => result,
-            _ => Err(CommandStatus::ESME_RSUBMITFAIL),
+        let mut rx = rx;
+        if let Ok(answer) = tokio::time::timeout(self.inner.settings.parts_wait, &mut rx).await {
+            return answer.unwrap_or(Err(CommandStatus::ESME_RSUBMITFAIL));
+        }
+        // The wait is over: a set still incomplete is dropped (its waiters hear it); one that completed meanwhile
+        // is being stored, and its answer comes.
+        drop(self.inner.parts.lock().unwrap_or_else(|e| e.into_inner()).expire(std::time::Instant::now()));
+        rx.await.unwrap_or(Err(CommandStatus::ESME_RSUBMITFAIL))
+    }
+
+    /// submit_multi: each destination a message of its own, through the same admission; the response carries the
+    /// first stored message's id and the destinations refused, each with its status.
+    async fn submit_multi(&self, m: &SubmitMulti) -> Result<SubmitMultiResp, CommandStatus> {
+        if m.dest_address.0.is_empty() {
+            return Err(CommandStatus::ESME_RINVNUMDESTS);
+        }
+        let mut first = None;
+        let mut unsuccess = Vec::new();
+        for d in &m.dest_address.0 {
+            let DestAddress::SmeAddress { dest_addr_ton, dest_addr_npi, destination_addr } = d else {
+                // Distribution lists live on the SMSC; smsgate keeps none.
+                unsuccess
+                    .push(UnsuccessSme { error_status_code: CommandStatus::ESME_RINVDLNAME, ..Default::default() });
+                continue;
+            };
+            let s = Submit {
+                source: (m.source_addr_ton, m.source_addr.as_bytes()),
+                dest: (*dest_addr_ton, destination_addr.as_bytes()),
+                esm_class: m.esm_class,
+                registered_delivery: m.registered_delivery,
+                data_coding: m.data_coding,
+                short_message: m.short_message.as_bytes(),
+                tlvs: &m.tlvs,
+                schedule: m.schedule_delivery_time.as_bytes(),
+                validity: m.validity_period.as_bytes(),
+            };
+            match self.submit(s).await {
+                Ok(id) => first = first.or(Some(id)),
+                Err(status) => unsuccess.push(UnsuccessSme {
+                    dest_addr_ton: *dest_addr_ton,
+                    dest_addr_npi: *dest_addr_npi,
+                    destination_addr: destination_addr.clone(),
+                    error_status_code: status,
+                }),
+            }
+        }
+        let Some(id) = first else {
+            // Nothing stored: the first refusal is the answer's.
+            return Err(unsuccess.first().map_or(CommandStatus::ESME_RSUBMITFAIL, |u| u.error_status_code));
+        };
+        Ok(SubmitMultiResp {
+            message_id: id.as_str().into(),
+            unsuccess_sme: UnsuccessSmes(unsuccess),
+            ..Default::default()
+        })
+    }
+
+    /// The account's message a client's id names (a part's id names its message).
+    async fn message(&self, id: &[u8]) -> Result<Message, CommandStatus> {
+        let id = deliver::parse_part_id(&String::from_utf8_lossy(id)).ok_or(CommandStatus::ESME_RINVMSGID)?;
+        match self.inner.store.message(self.account, id).await {
+            Ok(Some(m)) => Ok(m),
+            Ok(None) => Err(CommandStatus::ESME_RINVMSGID),
+            Err(_) => Err(CommandStatus::ESME_RSYSERR),
         }
     }
 
     async fn query(&self, id: &[u8]) -> Result<QuerySmResp, CommandStatus> {
-        let text = String::from_utf8_lossy(id);
-        let id = MessageId::parse(text.trim()).ok_or(CommandStatus::ESME_RINVMSGID)?;
-        let m = match self.inner.store.message(self.account, id).await {
-            Ok(Some(m)) => m,
-            Ok(None) => return Err(CommandStatus::ESME_RINVMSGID),
-            Err(_) => return Err(CommandStatus::ESME_RSYSERR),
-        };
+        let m = self.message(id).await?;
         // message_state values of SMPP 3.4 5.2.28.
         let state = match m.status {
             Status::Scheduled | Status::Queued | Status::Sending | Status::Sent => 1,
             Status::Delivered => 2,
             Status::Expired => 3,
             Status::Canceled => 4,
-            Status::Undelivered | Status::Failed => 5,
-            _ => 7,
+            Status::Undelivered => 5,
+            Status::Failed => 8,
+            Status::Received => 7,
         };
         let final_date = if m.status.is_final() {
             smpp::time::AbsoluteTime::from_unix(m.updated_at.0.div_euclid(1000))
@@ -305,26 +539,138 @@ impl Client {
         } else {
             smpp::TimeString::default()
         };
-        Ok(QuerySmResp { message_id: text.trim().into(), final_date, message_state: state, error_code: 0 })
+        let id = String::from_utf8_lossy(id).trim().to_string();
+        Ok(QuerySmResp { message_id: id.as_str().into(), final_date, message_state: state, error_code: 0 })
+    }
+
+    /// cancel_sm: the message the id names, or with no id every waiting message from `source_addr` to
+    /// `destination_addr`; only what has not gone to a carrier yet (`scheduled`, `queued`) can be canceled.
+    async fn cancel(&self, c: &CancelSm) -> Result<(), CommandStatus> {
+        if !self.kind.can_submit() {
+            return Err(CommandStatus::ESME_RINVBNDSTS);
+        }
+        let ids: Vec<MessageId> = if !c.message_id.as_bytes().is_empty() {
+            vec![self.message(c.message_id.as_bytes()).await?.id]
+        } else {
+            let national = self.inner.ingress.policy().default_region.is_some();
+            let to = address(c.dest_addr_ton, c.destination_addr.as_bytes(), national);
+            let from = address(c.source_addr_ton, c.source_addr.as_bytes(), national);
+            let mut ids = Vec::new();
+            for status in [Status::Scheduled, Status::Queued] {
+                let filter = ListFilter {
+                    status: Some(status),
+                    to: Some(to.clone()),
+                    from: Some(from.clone()),
+                    ..ListFilter::default()
+                };
+                let mut cursor = None;
+                loop {
+                    let page = self
+                        .inner
+                        .store
+                        .list_messages(self.account, &filter, cursor, 500)
+                        .await
+                        .map_err(|_| CommandStatus::ESME_RSYSERR)?;
+                    ids.extend(page.iter().map(|m| m.id));
+                    match page.last() {
+                        Some(last) if page.len() == 500 => cursor = Some(last.id),
+                        _ => break,
+                    }
+                }
+            }
+            ids
+        };
+        let now = timestamp_now();
+        let batch: Vec<Transition> = ids
+            .iter()
+            .map(|&id| Transition {
+                id,
+                to: Status::Canceled,
+                at: now,
+                detail: "canceled by the sender (cancel_sm)".into(),
+                changes: Default::default(),
+            })
+            .collect();
+        let moved = self.inner.store.transition_many(&batch).await.map_err(|_| CommandStatus::ESME_RSYSERR)?;
+        if moved.iter().any(|&m| m) { Ok(()) } else { Err(CommandStatus::ESME_RCANCELFAIL) }
+    }
+
+    /// replace_sm: a new text (and schedule and validity, when given) for a message still waiting.
+    async fn replace(&self, r: &ReplaceSm) -> Result<(), CommandStatus> {
+        if !self.kind.can_submit() {
+            return Err(CommandStatus::ESME_RINVBNDSTS);
+        }
+        let m = self.message(r.message_id.as_bytes()).await?;
+        // The SMSC default alphabet, or the text's own message_payload is not part of replace_sm.
+        let text = sms_text::decode::decode_short_message(0, false, r.short_message.as_bytes())
+            .ok()
+            .and_then(|d| d.text)
+            .ok_or(CommandStatus::ESME_RREPLACEFAIL)?;
+        let now = timestamp_now();
+        let (send_at, validity_secs) = times(r.schedule_delivery_time.as_bytes(), r.validity_period.as_bytes(), now)?;
+        let request = Request {
+            to: m.to.clone(),
+            from: m.from.clone(),
+            body: text,
+            send_at: send_at.or(m.send_at.filter(|t| *t > now)),
+            validity_secs: validity_secs.or_else(|| {
+                m.expires_at.map(|e| (e.0 - send_at.or(m.send_at).unwrap_or(now).0).div_euclid(1000).max(1))
+            }),
+            callback_url: None,
+            reference: None,
+        };
+        let prepared = self.inner.ingress.prepare(self.account, &request, now).map_err(|r| refused(r.code))?;
+        let replaced = self
+            .inner
+            .store
+            .replace_message(self.account, m.id, &prepared.message, now, "replaced by the sender (replace_sm)")
+            .await
+            .map_err(|_| CommandStatus::ESME_RSYSERR)?;
+        if replaced { Ok(()) } else { Err(CommandStatus::ESME_RREPLACEFAIL) }
     }
 }
 
 #[async_trait]
 impl Handler for Client {
     async fn request(&self, request: Pdu) -> (CommandStatus, Body) {
+        let answer = |r: Result<String, CommandStatus>| match r {
+            Ok(id) => (CommandStatus::ESME_ROK, SubmitSmResp { message_id: id.as_str().into(), ..Default::default() }),
+            Err(status) => (status, SubmitSmResp::default()),
+        };
+        let empty = |r: Result<(), CommandStatus>| r.err().unwrap_or(CommandStatus::ESME_ROK);
         match request.body {
-            Body::SubmitSm(s) => match self.submit(&s).await {
-                Ok(id) => (
-                    CommandStatus::ESME_ROK,
-                    Body::SubmitSmResp(SubmitSmResp { message_id: id.as_str().into(), ..Default::default() }),
-                ),
-                Err(status) => (status, Body::SubmitSmResp(SubmitSmResp::default())),
-            },
+            Body::SubmitSm(s) => {
+                let r = match self.may_submit() {
+                    Ok(()) => self.submit(Submit::of_submit_sm(&s)).await,
+                    Err(status) => Err(status),
+                };
+                let (status, body) = answer(r);
+                (status, Body::SubmitSmResp(body))
+            }
+            Body::DataSm(d) => {
+                let r = match self.may_submit() {
+                    Ok(()) => self.submit(Submit::of_data_sm(&d)).await,
+                    Err(status) => Err(status),
+                };
+                let (status, body) = answer(r);
+                (status, Body::DataSmResp(body))
+            }
+            Body::SubmitMulti(m) => {
+                let r = match self.may_submit() {
+                    Ok(()) => self.submit_multi(&m).await,
+                    Err(status) => Err(status),
+                };
+                match r {
+                    Ok(resp) => (CommandStatus::ESME_ROK, Body::SubmitMultiResp(resp)),
+                    Err(status) => (status, Body::SubmitMultiResp(Default::default())),
+                }
+            }
             Body::QuerySm(q) => match self.query(q.message_id.as_bytes()).await {
                 Ok(r) => (CommandStatus::ESME_ROK, Body::QuerySmResp(r)),
                 Err(status) => (status, Body::QuerySmResp(Default::default())),
             },
-            Body::DeliverSmResp(_) => (CommandStatus::ESME_ROK, Body::GenericNack),
+            Body::CancelSm(c) => (empty(self.cancel(&c).await), Body::CancelSmResp),
+            Body::ReplaceSm(r) => (empty(self.replace(&r).await), Body::ReplaceSmResp),
             _ => (CommandStatus::ESME_RINVCMDID, Body::GenericNack),
         }
     }

@@ -3,12 +3,13 @@
 //! submits answered only once stored, query_sm following the message to `delivered`.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use smpp::pdu::{Bind, QuerySm, SubmitSm};
 use smpp::{Body, CommandStatus, Pdu};
-use smpp_server::SmppServer;
+use smpp_server::{Settings, SmppServer};
 use smpp_session::{BindError, BindKind, Handler, Session};
 use smsgate_connectors::Kit;
 use smsgate_connectors::sim::SimNetwork;
@@ -17,7 +18,7 @@ use smsgate_core::{AccountId, MessageId, Status, Timestamp};
 use smsgate_engine::ingress::Ingress;
 use smsgate_engine::registry::Registry;
 use smsgate_engine::{Config, Engine};
-use smsgate_store::{SmppCredential, Store};
+use smsgate_store::{ListFilter, SmppCredential, Store};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
@@ -54,15 +55,19 @@ async fn setup() -> Setup {
     let path = std::env::temp_dir().join(format!("smsgate-smpp-server-{}.db", MessageId::generate()));
     let store = smsgate_store::open(&format!("sqlite://{}", path.display()), 4).await.unwrap();
     let account = store.create_account("acme", false, Timestamp(1)).await.unwrap().id;
-    for (system_id, allowed, max) in [("acme", None, Some(1)), ("acme_lan", Some(vec!["10.0.0.0/8".to_string()]), None)]
-    {
+    for (system_id, allowed, max) in [
+        ("acme", None, Some(1)),
+        ("acme_tx", None, None),
+        ("acme_slow", None, None),
+        ("acme_lan", Some(vec!["10.0.0.0/8".to_string()]), None),
+    ] {
         let c = SmppCredential {
             system_id: system_id.into(),
             account_id: account,
             password_hash: hash_password("secret"),
             allowed_ips: allowed,
             max_binds: max,
-            throughput: None,
+            throughput: (system_id == "acme_slow").then_some(2.0),
             created_at: Timestamp(1),
         };
         assert!(store.create_smpp_credential(&c).await.unwrap());
@@ -74,8 +79,8 @@ async fn setup() -> Setup {
     let stop = CancellationToken::new();
     tokio::spawn(engine.clone().run(rx, stop.clone()));
     let ingress = Ingress::spawn(engine, store.clone(), Arc::default());
-    let wait = Duration::from_millis(300);
-    let server = SmppServer::parts_wait(store.clone(), ingress, smpp_session::Config::default(), wait);
+    let settings = Settings { parts_wait: Duration::from_millis(300), ..Settings::default() };
+    let server = SmppServer::new(store.clone(), ingress, settings);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn({
@@ -86,9 +91,70 @@ async fn setup() -> Setup {
 }
 
 async fn bind_as(s: &Setup, kind: BindKind, id: &str, password: &str) -> Result<Session, BindError> {
+    bind_with(s, kind, id, password, Arc::new(Nothing)).await
+}
+
+async fn bind_with(
+    s: &Setup,
+    kind: BindKind,
+    id: &str,
+    password: &str,
+    handler: Arc<dyn Handler>,
+) -> Result<Session, BindError> {
     let stream = TcpStream::connect(s.addr).await.unwrap();
     let creds = Bind { system_id: id.into(), password: password.into(), interface_version: 0x34, ..Default::default() };
-    smpp_session::bind(stream, kind, creds, smpp_session::Config::default(), Arc::new(Nothing)).await.map(|(s, _)| s)
+    smpp_session::bind(stream, kind, creds, smpp_session::Config::default(), handler).await.map(|(s, _)| s)
+}
+
+/// A client that keeps the deliver_sm it gets, refusing the first `refuse` of them (ESME_RX_T_APPN).
+struct Inbox {
+    got: tokio::sync::mpsc::UnboundedSender<SubmitSm>,
+    refuse: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl Handler for Inbox {
+    async fn request(&self, request: Pdu) -> (CommandStatus, Body) {
+        let Body::DeliverSm(d) = request.body else { return (CommandStatus::ESME_RINVCMDID, Body::GenericNack) };
+        let _ = self.got.send(d);
+        let refused = self.refuse.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok();
+        let status = if refused { CommandStatus::ESME_RX_T_APPN } else { CommandStatus::ESME_ROK };
+        (status, Body::DeliverSmResp(Default::default()))
+    }
+}
+
+fn inbox(refuse: usize) -> (Arc<Inbox>, tokio::sync::mpsc::UnboundedReceiver<SubmitSm>) {
+    let (got, rx) = tokio::sync::mpsc::unbounded_channel();
+    (Arc::new(Inbox { got, refuse: refuse.into() }), rx)
+}
+
+async fn next_deliver(rx: &mut tokio::sync::mpsc::UnboundedReceiver<SubmitSm>) -> SubmitSm {
+    tokio::time::timeout(WITHIN, rx.recv()).await.expect("a deliver_sm in time").expect("open")
+}
+
+/// A receipt's `receipted_message_id`, `message_state` and parsed text.
+fn receipt_of(d: &SubmitSm) -> (String, u8, smpp::receipt::Receipt) {
+    assert_eq!(d.esm_class & 0x3c, 0x04, "an SMSC delivery receipt: {d:?}");
+    let id = String::from_utf8_lossy(d.tlvs.receipted_message_id().expect("receipted_message_id")).into_owned();
+    let state = d.tlvs.0.iter().find_map(|t| match t {
+        smpp::Tlv::MessageState(s) => Some(*s),
+        _ => None,
+    });
+    let text = smpp::receipt::Receipt::parse(&String::from_utf8_lossy(d.short_message.as_bytes())).unwrap();
+    (id, state.expect("message_state"), text)
+}
+
+fn with_receipt(body: Body, registered_delivery: u8) -> Body {
+    match body {
+        Body::SubmitSm(s) => Body::SubmitSm(SubmitSm { registered_delivery, ..s }),
+        other => other,
+    }
+}
+
+fn id_of(r: &Pdu) -> String {
+    assert_eq!(r.command_status, CommandStatus::ESME_ROK, "{r:?}");
+    let Body::SubmitSmResp(resp) = &r.body else { panic!("{r:?}") };
+    resp.message_id.to_str_lossy().into_owned()
 }
 
 fn submit(to: &str, text: &str) -> Body {
@@ -246,4 +312,300 @@ async fn a_set_of_parts_that_never_completes_is_refused_and_not_stored() {
     assert_eq!(r.command_status, CommandStatus::ESME_RSUBMITFAIL, "refused after the wait: {r:?}");
     let stored = s.store.list_messages(s.account, &smsgate_store::ListFilter::default(), None, 10).await.unwrap();
     assert!(stored.is_empty(), "nothing stored: {stored:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_go_back_to_the_client_as_deliver_sm() {
+    let s = setup().await;
+    let (handler, mut got) = inbox(0);
+    let c = bind_with(&s, BindKind::Transceiver, "acme", "secret", handler).await.unwrap();
+    let id = id_of(&c.request(with_receipt(submit("447700900125", "Receipt, please"), 1)).await.unwrap());
+    let d = next_deliver(&mut got).await;
+    let (receipted, state, text) = receipt_of(&d);
+    assert_eq!((receipted.as_str(), state), (id.as_str(), 2));
+    assert_eq!(
+        (text.id.as_str(), text.stat.stat(), text.dlvrd, text.text.as_str()),
+        (id.as_str(), "DELIVRD", 1, "Receipt, please")
+    );
+    // From the handset to the sender, as SMSCs write receipts.
+    assert_eq!((d.source_addr.to_str_lossy(), d.dest_addr_ton), ("447700900125".into(), 5));
+    assert_eq!(d.destination_addr.to_str_lossy(), "Acme");
+    // Without registered_delivery, none; with failures only (2), none for a delivered message; an undelivered
+    // one (the built-in network's ending 0002) gets its UNDELIV.
+    c.request(submit("447700900126", "no receipt")).await.unwrap();
+    c.request(with_receipt(submit("447700900127", "failures only"), 2)).await.unwrap();
+    let failing = id_of(&c.request(with_receipt(submit("447700900002", "failures only"), 2)).await.unwrap());
+    let d = next_deliver(&mut got).await;
+    let (receipted, state, text) = receipt_of(&d);
+    assert_eq!((receipted.as_str(), state, text.stat.stat()), (failing.as_str(), 5, "UNDELIV"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(got.try_recv().is_err(), "nothing else");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_wait_for_a_receiver_and_are_retried_until_taken() {
+    let s = setup().await;
+    let t = bind_as(&s, BindKind::Transmitter, "acme_tx", "secret").await.unwrap();
+    // An intermediate notification (sent) and the final receipt.
+    let id = id_of(&t.request(with_receipt(submit("447700900125", "held"), 0x11)).await.unwrap());
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    let message = MessageId::parse(&id).unwrap();
+    while s.store.message(s.account, message).await.unwrap().unwrap().status != Status::Delivered {
+        assert!(tokio::time::Instant::now() < deadline, "not delivered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(s.store.count_pending_smpp_deliveries().await.unwrap(), 2, "held while no receiver is bound");
+    // A receiver of the same account (another system_id) takes them, in order; it refuses the first once, which
+    // comes again.
+    let (handler, mut got) = inbox(1);
+    let _r = bind_with(&s, BindKind::Receiver, "acme", "secret", handler).await.unwrap();
+    let first = next_deliver(&mut got).await;
+    assert_eq!(first.esm_class & 0x3c, 0x20, "intermediate notification: {first:?}");
+    let again = next_deliver(&mut got).await;
+    assert_eq!(again, first, "refused, then sent again");
+    let last = next_deliver(&mut got).await;
+    let (receipted, state, _) = receipt_of(&last);
+    assert_eq!((receipted.as_str(), state), (id.as_str(), 2));
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    while s.store.count_pending_smpp_deliveries().await.unwrap() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "not recorded as taken");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_that_each_ask_for_a_receipt_get_their_own_ids() {
+    let s = setup().await;
+    let (handler, mut got) = inbox(0);
+    let c = bind_with(&s, BindKind::Transceiver, "acme", "secret", handler).await.unwrap();
+    let long = "Each part of this long text asks for a receipt of its own. ".repeat(3);
+    let plan = sms_text::plan(&long, &sms_text::Options::default()).unwrap();
+    let parts: Vec<Body> = plan
+        .segments
+        .iter()
+        .map(|seg| {
+            Body::SubmitSm(SubmitSm {
+                esm_class: 0x40,
+                registered_delivery: 1,
+                source_addr_ton: 5,
+                source_addr: "Acme".into(),
+                dest_addr_ton: 1,
+                destination_addr: "447700900125".into(),
+                short_message: smpp::ShortMessage::new(seg.short_message()),
+                ..Default::default()
+            })
+        })
+        .collect();
+    let answers = futures_util::future::join_all(parts.into_iter().map(|p| c.request(p))).await;
+    let ids: Vec<String> = answers.iter().map(|r| id_of(r.as_ref().unwrap())).collect();
+    let whole = ids[0].rsplit_once('.').unwrap().0.to_string();
+    let want: Vec<String> = (1..=ids.len()).map(|i| format!("{whole}.{i}")).collect();
+    assert_eq!(ids, want);
+    let mut receipted = Vec::new();
+    for _ in &ids {
+        receipted.push(receipt_of(&next_deliver(&mut got).await).0);
+    }
+    receipted.sort();
+    assert_eq!(receipted, want);
+    // query_sm takes a part's id too.
+    let q = Body::QuerySm(QuerySm { message_id: ids[1].as_str().into(), ..Default::default() });
+    let r = c.request(q).await.unwrap();
+    let Body::QuerySmResp(q) = r.body else { panic!("{r:?}") };
+    assert_eq!(q.message_state, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_messages_go_to_the_accounts_receivers() {
+    let s = setup().await;
+    let (handler, mut got) = inbox(0);
+    let _c = bind_with(&s, BindKind::Receiver, "acme", "secret", handler).await.unwrap();
+    let now = smsgate_engine::timestamp_now();
+    let reply = |body: &str| smsgate_core::Message {
+        id: MessageId::generate(),
+        account_id: s.account,
+        direction: smsgate_core::Direction::Inbound,
+        to: "Acme".into(),
+        from: "+447700900125".into(),
+        body: body.into(),
+        encoding: "gsm7".into(),
+        segments: 1,
+        price_micros: None,
+        connector: None,
+        carrier_id: None,
+        status: Status::Received,
+        error_code: None,
+        reference: None,
+        callback_url: None,
+        send_at: None,
+        expires_at: None,
+        attempts: 0,
+        created_at: now,
+        updated_at: now,
+    };
+    let long = "Ünïcode reply that is long enough to need more than one part of seventy characters. ".repeat(2);
+    s.store
+        .insert_messages(&[
+            smsgate_store::NewMessage::new(reply("YES"), "received"),
+            smsgate_store::NewMessage::new(reply(&long), "received"),
+        ])
+        .await
+        .unwrap();
+    // The two messages go side by side; a long one's parts in order.
+    let plan = sms_text::plan(&long, &sms_text::Options::default()).unwrap();
+    let mut all = Vec::new();
+    for _ in 0..=plan.segments.len() {
+        all.push(next_deliver(&mut got).await);
+    }
+    let (short, parts): (Vec<SubmitSm>, Vec<SubmitSm>) = all.into_iter().partition(|d| d.esm_class == 0);
+    let first = &short[0];
+    assert_eq!((first.data_coding, first.short_message.as_bytes()), (0, b"YES".as_slice()));
+    assert_eq!((first.source_addr.to_str_lossy(), first.source_addr_ton), ("447700900125".into(), 1));
+    let mut text = String::new();
+    for p in &parts {
+        assert_eq!((p.esm_class, p.data_coding), (0x40, 8));
+        let d = sms_text::decode::decode_short_message(8, true, p.short_message.as_bytes()).unwrap();
+        text.push_str(&d.text.unwrap());
+    }
+    assert_eq!(text, long);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_sm_submit_multi_cancel_and_replace() {
+    use smpp::pdu::{CancelSm, DataSm, DestAddress, DestAddresses, ReplaceSm, SubmitMulti};
+    let s = setup().await;
+    let c = bind_as(&s, BindKind::Transceiver, "acme", "secret").await.unwrap();
+    let stored = |id: &str| {
+        let (store, account, id) = (s.store.clone(), s.account, MessageId::parse(id).unwrap());
+        async move { store.message(account, id).await.unwrap().unwrap() }
+    };
+    // data_sm: the text in message_payload.
+    let data = Body::DataSm(DataSm {
+        source_addr_ton: 5,
+        source_addr: "Acme".into(),
+        dest_addr_ton: 1,
+        destination_addr: "447700900125".into(),
+        tlvs: smpp::Tlvs(vec![smpp::Tlv::MessagePayload(smpp::tlv::Bounded(smpp::Octets(b"by data sm".to_vec())))]),
+        ..Default::default()
+    });
+    let r = c.request(data).await.unwrap();
+    let Body::DataSmResp(resp) = &r.body else { panic!("{r:?}") };
+    assert_eq!(r.command_status, CommandStatus::ESME_ROK);
+    assert_eq!(stored(&resp.message_id.to_str_lossy()).await.body, "by data sm");
+
+    // submit_multi: two good destinations, a bad one and a distribution list; the bad ones are listed.
+    let dest = |n: &str| DestAddress::SmeAddress { dest_addr_ton: 1, dest_addr_npi: 1, destination_addr: n.into() };
+    let multi = Body::SubmitMulti(SubmitMulti {
+        source_addr_ton: 5,
+        source_addr: "Acme".into(),
+        dest_address: DestAddresses(vec![
+            dest("447700900131"),
+            dest("12"),
+            DestAddress::DistributionList { dl_name: "staff".into() },
+            dest("447700900132"),
+        ]),
+        short_message: smpp::ShortMessage::new(b"to many".to_vec()),
+        ..Default::default()
+    });
+    let r = c.request(multi).await.unwrap();
+    assert_eq!(r.command_status, CommandStatus::ESME_ROK, "{r:?}");
+    let Body::SubmitMultiResp(resp) = &r.body else { panic!("{r:?}") };
+    let refused: Vec<_> = resp.unsuccess_sme.0.iter().map(|u| u.error_status_code).collect();
+    assert_eq!(refused, vec![CommandStatus::ESME_RINVDSTADR, CommandStatus::ESME_RINVDLNAME]);
+    assert_eq!(stored(&resp.message_id.to_str_lossy()).await.to, "+447700900131");
+    let to_many = ListFilter { to: Some("+447700900132".into()), ..ListFilter::default() };
+    assert_eq!(s.store.list_messages(s.account, &to_many, None, 10).await.unwrap().len(), 1);
+
+    // A scheduled submit (relative: in ten minutes) with a validity of an hour after it; replaced, then canceled.
+    let scheduled = |to: &str, text: &str| {
+        Body::SubmitSm(SubmitSm {
+            source_addr_ton: 5,
+            source_addr: "Acme".into(),
+            dest_addr_ton: 1,
+            destination_addr: to.into(),
+            schedule_delivery_time: smpp::TimeString::new("000000001000000R").unwrap(),
+            validity_period: smpp::TimeString::new("000000010000000R").unwrap(),
+            short_message: smpp::ShortMessage::new(text.as_bytes()),
+            ..Default::default()
+        })
+    };
+    let id = id_of(&c.request(scheduled("447700900133", "first text")).await.unwrap());
+    let m = stored(&id).await;
+    assert_eq!(m.status, Status::Scheduled);
+    let wait = m.send_at.unwrap().0 - m.created_at.0;
+    assert!((599_000..=601_000).contains(&wait), "in ten minutes: {wait}");
+    // A relative validity counts from now (SMPP 3.4 7.1.1.2), not from the schedule.
+    assert!((3_599_000..=3_601_000).contains(&(m.expires_at.unwrap().0 - m.created_at.0)));
+    let replace = Body::ReplaceSm(ReplaceSm {
+        message_id: id.as_str().into(),
+        short_message: smpp::ShortMessage::new(b"second text".to_vec()),
+        ..Default::default()
+    });
+    assert_eq!(c.request(replace).await.unwrap().command_status, CommandStatus::ESME_ROK);
+    let m = stored(&id).await;
+    assert_eq!((m.body.as_str(), m.status), ("second text", Status::Scheduled));
+    let cancel = |id: &str| Body::CancelSm(CancelSm { message_id: id.into(), ..Default::default() });
+    assert_eq!(c.request(cancel(&id)).await.unwrap().command_status, CommandStatus::ESME_ROK);
+    assert_eq!(stored(&id).await.status, Status::Canceled);
+    // Twice: nothing left to cancel or replace.
+    assert_eq!(c.request(cancel(&id)).await.unwrap().command_status, CommandStatus::ESME_RCANCELFAIL);
+    let replace = Body::ReplaceSm(ReplaceSm {
+        message_id: id.as_str().into(),
+        short_message: smpp::ShortMessage::new(b"too late".to_vec()),
+        ..Default::default()
+    });
+    assert_eq!(c.request(replace).await.unwrap().command_status, CommandStatus::ESME_RREPLACEFAIL);
+    assert_eq!(c.request(cancel("nope")).await.unwrap().command_status, CommandStatus::ESME_RINVMSGID);
+    // Without an id: every waiting message from that source to that destination.
+    let a = id_of(&c.request(scheduled("447700900134", "one")).await.unwrap());
+    let b = id_of(&c.request(scheduled("447700900134", "two")).await.unwrap());
+    let other = id_of(&c.request(scheduled("447700900135", "three")).await.unwrap());
+    let by_address = Body::CancelSm(CancelSm {
+        source_addr_ton: 5,
+        source_addr: "Acme".into(),
+        dest_addr_ton: 1,
+        destination_addr: "447700900134".into(),
+        ..Default::default()
+    });
+    assert_eq!(c.request(by_address).await.unwrap().command_status, CommandStatus::ESME_ROK);
+    assert_eq!((stored(&a).await.status, stored(&b).await.status), (Status::Canceled, Status::Canceled));
+    assert_eq!(stored(&other).await.status, Status::Scheduled);
+
+    // Times that make no sense.
+    let bad = |schedule: &str, validity: &str| {
+        Body::SubmitSm(SubmitSm {
+            source_addr_ton: 5,
+            source_addr: "Acme".into(),
+            dest_addr_ton: 1,
+            destination_addr: "447700900125".into(),
+            schedule_delivery_time: smpp::TimeString::new(schedule).unwrap_or_default(),
+            validity_period: smpp::TimeString::new(validity).unwrap_or_default(),
+            short_message: smpp::ShortMessage::new(b"x".to_vec()),
+            ..Default::default()
+        })
+    };
+    // A validity that ends before the message is due.
+    let r = c.request(bad("000000001000000R", "000000000100000R")).await.unwrap();
+    assert_eq!(r.command_status, CommandStatus::ESME_RINVEXPIRY);
+    // One that ended long ago (absolute, 2001).
+    let r = c.request(bad("", "010101000000000+")).await.unwrap();
+    assert_eq!(r.command_status, CommandStatus::ESME_RINVEXPIRY);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credentials_throughput_is_answered_with_throttled() {
+    let s = setup().await;
+    let c = bind_as(&s, BindKind::Transmitter, "acme_slow", "secret").await.unwrap();
+    // 2 a second, a second's worth at once: of ten submits sent together, the first two go and the rest are
+    // throttled, but for what the time they took let through.
+    let started = tokio::time::Instant::now();
+    let answers =
+        futures_util::future::join_all((0..10).map(|i| c.request(submit("447700900125", &format!("n{i}"))))).await;
+    let allowed = 2 + (started.elapsed().as_secs_f64() * 2.0).ceil() as usize;
+    let statuses: Vec<CommandStatus> = answers.into_iter().map(|r| r.unwrap().command_status).collect();
+    let ok = statuses.iter().filter(|s| **s == CommandStatus::ESME_ROK).count();
+    let throttled = statuses.iter().filter(|s| **s == CommandStatus::ESME_RTHROTTLED).count();
+    assert_eq!(ok + throttled, 10, "{statuses:?}");
+    assert!((2..=allowed).contains(&ok) && throttled > 0, "{ok} of 10 went, {allowed} allowed: {statuses:?}");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(c.request(submit("447700900125", "later")).await.unwrap().command_status, CommandStatus::ESME_ROK);
 }

@@ -30,6 +30,9 @@ pub struct Config {
     pub node: String,
     /// How long a node's claim on a message lasts; after a crash, its messages are taken up again after this.
     pub lease_secs: u64,
+    /// `[smpp_server]`: how the SMPP server treats its sessions.
+    #[serde(default)]
+    pub smpp_server: SmppServerConfig,
     /// The simulated carrier network.
     pub sim: SimConfig,
     /// `[[connectors]]`: each `{name, kind, ...settings}` as `POST /v1/connectors` takes it, created at start when
@@ -40,6 +43,75 @@ pub struct Config {
     /// name.
     #[serde(default)]
     pub routes: Vec<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// `[smpp_server]`: the SMPP server's sessions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmppServerConfig {
+    /// A client's requests handled at once per session; more wait unread (TCP pushes back).
+    pub window: u32,
+    /// Our deliver_sm (receipts, inbound messages) waiting for the client's answer at once per session.
+    pub deliver_window: u32,
+    /// Seconds without a PDU from the client before we send enquire_link.
+    pub enquire_link_secs: u64,
+    /// Seconds without a PDU from the client (not even an answer to our enquire_link) before the session ends.
+    pub idle_secs: u64,
+    /// Seconds a deliver_sm waits for the client's answer.
+    pub response_timeout_secs: u64,
+    /// Seconds the parts of a concatenated submit wait for the rest of their set.
+    pub parts_wait_secs: u64,
+}
+
+impl Default for SmppServerConfig {
+    fn default() -> Self {
+        SmppServerConfig {
+            window: 256,
+            deliver_window: 64,
+            enquire_link_secs: 30,
+            idle_secs: 90,
+            response_timeout_secs: 10,
+            parts_wait_secs: 60,
+        }
+    }
+}
+
+impl SmppServerConfig {
+    fn check(&self) -> anyhow::Result<()> {
+        let positive = [
+            ("window", self.window as u64),
+            ("deliver_window", self.deliver_window as u64),
+            ("enquire_link_secs", self.enquire_link_secs),
+            ("idle_secs", self.idle_secs),
+            ("response_timeout_secs", self.response_timeout_secs),
+            ("parts_wait_secs", self.parts_wait_secs),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(anyhow!("configuration: smpp_server.{key} must be at least 1"));
+        }
+        if self.idle_secs <= self.enquire_link_secs {
+            return Err(anyhow!(
+                "configuration: smpp_server.idle_secs must be longer than enquire_link_secs, or live idle clients are dropped"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The server's settings, for this node.
+    pub fn settings(&self, node: &str) -> smpp_server::Settings {
+        smpp_server::Settings {
+            session: smpp_session::Config {
+                window: self.deliver_window as usize,
+                concurrency: self.window as usize,
+                enquire_link: Duration::from_secs(self.enquire_link_secs),
+                dead_after: Duration::from_secs(self.idle_secs),
+                response_timeout: Duration::from_secs(self.response_timeout_secs),
+                ..smpp_session::Config::default()
+            },
+            parts_wait: Duration::from_secs(self.parts_wait_secs),
+            node: node.to_string(),
+        }
+    }
 }
 
 /// `[sim]`: the virtual carriers.
@@ -88,6 +160,7 @@ impl Default for Config {
             default_region: String::new(),
             node: "node-1".into(),
             lease_secs: 60,
+            smpp_server: SmppServerConfig::default(),
             sim: SimConfig::default(),
             connectors: Vec::new(),
             routes: Vec::new(),
@@ -154,6 +227,7 @@ impl Flags {
         if config.lease_secs == 0 {
             return Err(anyhow!("configuration: lease_secs must be at least 1"));
         }
+        config.smpp_server.check()?;
         for c in &config.sim.carriers {
             if !c.prefix.starts_with('+') || !(0.0..=1.0).contains(&c.delivery_ratio) {
                 return Err(anyhow!(
@@ -175,7 +249,7 @@ impl Flags {
             return Err(anyhow!("the configuration is not a table"));
         };
         for (key, v) in &dict {
-            if matches!(key.as_str(), "sim" | "connectors" | "routes") {
+            if matches!(key.as_str(), "sim" | "connectors" | "routes" | "smpp_server") {
                 continue;
             }
             let meta = figment.find_metadata(key);
@@ -193,6 +267,12 @@ impl Flags {
         if config.lease_secs == 0 {
             return Err(anyhow!("configuration: lease_secs must be at least 1"));
         }
+        let smpp = &config.smpp_server;
+        out.push_str(&format!(
+            "\n[smpp_server]\nwindow = {}\ndeliver_window = {}\nenquire_link_secs = {}\nidle_secs = {}\nresponse_timeout_secs = {}\nparts_wait_secs = {}\n",
+            smpp.window, smpp.deliver_window, smpp.enquire_link_secs, smpp.idle_secs, smpp.response_timeout_secs,
+            smpp.parts_wait_secs
+        ));
         for c in &config.sim.carriers {
             out.push_str(&format!(
                 "\n[[sim.carriers]]\nname = {:?}\nprefix = {:?}\nsubmit_latency_ms = {}\nreceipt_delay_ms = {}\ndelivery_ratio = {}\n",
@@ -279,5 +359,21 @@ mod tests {
         assert_eq!(e.unwrap(), 2, "routes are checked when they are created");
         let e = with_file("connectors = 3\n").load().unwrap_err().to_string();
         assert!(e.contains("connectors"), "{e}");
+        let e = with_file("[smpp_server]\nwindw = 3\n").load().unwrap_err().to_string();
+        assert!(e.contains("windw"), "{e}");
+        let e = with_file("[smpp_server]\nidle_secs = 20\n").load().unwrap_err().to_string();
+        assert!(e.contains("idle_secs"), "{e}");
+        let e = with_file("[smpp_server]\nwindow = 0\n").load().unwrap_err().to_string();
+        assert!(e.contains("smpp_server.window"), "{e}");
+    }
+
+    #[test]
+    fn smpp_server_settings() {
+        let flags = with_file("[smpp_server]\nwindow = 8\nidle_secs = 300\nparts_wait_secs = 5\n");
+        let c = flags.load().unwrap();
+        let s = c.smpp_server.settings("n2");
+        assert_eq!((s.session.concurrency, s.session.window, s.node.as_str()), (8, 64, "n2"));
+        assert_eq!((s.session.dead_after.as_secs(), s.parts_wait.as_secs()), (300, 5));
+        assert!(flags.describe().unwrap().contains("[smpp_server]\nwindow = 8\n"));
     }
 }

@@ -72,7 +72,8 @@ async fn serve(args: Config) -> anyhow::Result<()> {
     let policy = Policy { default_region, ..Policy::default() };
     let metrics = install_metrics()?;
     let ingress = smsgate_engine::ingress::Ingress::spawn(engine.clone(), store.clone(), Arc::new(policy));
-    let smpp = smpp_server::SmppServer::new(store.clone(), ingress.clone(), smpp_session::Config::default());
+    let smpp_settings = args.smpp_server.settings(&args.node);
+    let smpp = smpp_server::SmppServer::new(store.clone(), ingress.clone(), smpp_settings);
     let state = smsgate_api::AppState {
         store: store.clone(),
         ingress,

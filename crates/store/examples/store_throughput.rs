@@ -32,7 +32,7 @@ fn message(account: AccountId, i: usize, at: Timestamp) -> NewMessage {
         created_at: at,
         updated_at: at,
     };
-    NewMessage { message, detail: "accepted".into(), idempotency: None, claim: None }
+    NewMessage::new(message, "accepted")
 }
 
 #[tokio::main]

@@ -186,6 +186,74 @@ pub struct NewMessage {
     /// Claimed at once by the accepting node, which sends it straight away: the message is stored `sending`,
     /// leased to `owner`, its journey `queued` then `sending` (one write instead of an insert and a claim).
     pub claim: Option<Claim>,
+    /// Submitted over SMPP with receipts asked for: which, and how many ids the client was given.
+    pub smpp: Option<SmppReceipts>,
+}
+
+impl NewMessage {
+    /// A message to store as it is, with its first event's detail.
+    pub fn new(message: Message, detail: impl Into<String>) -> NewMessage {
+        NewMessage { message, detail: detail.into(), idempotency: None, claim: None, smpp: None }
+    }
+}
+
+/// The receipts an SMPP client asked for with a message it submitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SmppReceipts {
+    /// The submit's `registered_delivery` (SMPP 3.4 5.2.17): bits 0–1 `01` a receipt for the final status, `10`
+    /// only for a final failure; bit 4 intermediate notifications (here: `sent`, the carrier took it).
+    pub registered_delivery: u8,
+    /// Ids the client was given for the message: 1, or its parts' count when it asked for a receipt per part
+    /// (each part then has its own id, and gets its own receipt).
+    pub ids: u32,
+}
+
+impl SmppReceipts {
+    /// Whether a change to `status` makes a receipt.
+    pub fn wants(&self, status: Status) -> bool {
+        let finals = self.registered_delivery & 3;
+        match status {
+            Status::Delivered => finals == 1,
+            Status::Undelivered | Status::Failed | Status::Expired => finals == 1 || finals == 2,
+            Status::Canceled => finals == 1,
+            Status::Sent => self.registered_delivery & 0x10 != 0,
+            _ => false,
+        }
+    }
+}
+
+/// How long a deliver_sm waits for a receiver of its account to bind and take it.
+pub const SMPP_DELIVERY_TTL_MS: i64 = 72 * 3600 * 1000;
+
+/// A deliver_sm due to go to an account's SMPP client: a receipt, or an inbound message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueDelivery {
+    pub id: String,
+    pub account_id: AccountId,
+    pub message_id: MessageId,
+    /// `receipt` or `inbound`.
+    pub kind: String,
+    /// 0: for the message; else the part (its own id) the receipt is for.
+    pub part: u32,
+    /// The status it reports, and its time.
+    pub status: Status,
+    pub error_code: Option<String>,
+    pub at: Timestamp,
+    pub attempts: u32,
+    pub expires_at: Timestamp,
+    /// The message as it is now.
+    pub message: Option<Message>,
+}
+
+/// What became of a deliver_sm, for [`Store::finish_smpp_deliveries`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryNext {
+    /// The client answered OK.
+    Delivered,
+    /// Try again at this time.
+    RetryAt(Timestamp),
+    /// Its time is over.
+    Expired,
 }
 
 /// A dispatcher's lease on a message: who holds it and until when.
@@ -364,6 +432,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         receipts: &[ReceiptUpdate],
     ) -> Result<(Vec<bool>, Vec<Option<MessageId>>)>;
 
+    /// Replaces the text of an account's message that is still waiting (`scheduled` or `queued`, not being sent),
+    /// with `replacement`'s body, encoding, segments, price, and its `send_at` and `expires_at` (the message waits
+    /// until the new `send_at`, if any); records `detail` in its journey. Returns whether it was replaced.
+    async fn replace_message(
+        &self,
+        account: AccountId,
+        id: MessageId,
+        replacement: &Message,
+        now: Timestamp,
+        detail: &str,
+    ) -> Result<bool>;
+
     /// Moves every message whose validity ended by `now` and is not final to `expired`; returns their ids.
     async fn expire_due(&self, now: Timestamp, limit: u32) -> Result<Vec<MessageId>>;
 
@@ -452,6 +532,26 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Callbacks still to deliver, across all accounts.
     async fn count_pending_callbacks(&self) -> Result<i64>;
+
+    /// Claims up to `limit` deliver_sm due at `now` for the `accounts` bound here, for `owner` until
+    /// `now + lease_ms`: for each message only its oldest pending ones, so a message's receipts go out in order.
+    async fn claim_smpp_deliveries(
+        &self,
+        owner: &str,
+        accounts: &[AccountId],
+        now: Timestamp,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<DueDelivery>>;
+
+    /// Records what became of deliver_sm.
+    async fn finish_smpp_deliveries(&self, results: &[(String, DeliveryNext)]) -> Result<()>;
+
+    /// Gives up the deliver_sm whose time ran out by `now` (no receiver bound in time); returns how many.
+    async fn expire_smpp_deliveries(&self, now: Timestamp) -> Result<u64>;
+
+    /// Deliver_sm still to go, across all accounts.
+    async fn count_pending_smpp_deliveries(&self) -> Result<i64>;
 
     /// Closes the store: waits for writes under way, then releases the database.
     async fn close(&self) {}

@@ -16,6 +16,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use smsgate_core::routing::Route;
 use sqlx::{AssertSqlSafe, Row};
 
+use crate::schema::smpp_wants_sql;
 use crate::schema::{
     MESSAGE_COLUMNS, MIGRATIONS, Param, account_id_of, claim_lines, corrupt, expiry_lines, first_journey, journey_line,
     list_query, may_become, message_id_of, parse_journey, status_of, waiting,
@@ -26,6 +27,7 @@ use crate::{
     Transition,
 };
 use crate::{CallbackNext, CallbackRecord, CallbackResult, Changes, DueCallback, SmppCredential, Webhooks};
+use crate::{DeliveryNext, DueDelivery};
 
 /// The columns [`smpp_credential_from_row`] reads.
 const SMPP_COLUMNS: &str = "system_id, account_id, password_hash, allowed_ips, max_binds, throughput, created_at";
@@ -66,6 +68,21 @@ impl PgStore {
         let store = PgStore { pool };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Messages by id, whoever owns them, in one query.
+    async fn messages_by_id(&self, ids: impl Iterator<Item = MessageId>) -> Result<HashMap<MessageId, Message>> {
+        let ids: Vec<String> = ids.map(|id| id.to_string()).collect();
+        let mut by_id = HashMap::new();
+        if ids.is_empty() {
+            return Ok(by_id);
+        }
+        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ANY($1)");
+        for r in &sqlx::query(AssertSqlSafe(sql)).bind(&ids).fetch_all(&self.pool).await? {
+            let m = message_from_row(r)?;
+            by_id.insert(m.id, m);
+        }
+        Ok(by_id)
     }
 
     async fn migrate(&self) -> Result<()> {
@@ -149,10 +166,12 @@ fn values_rows(rows: usize, columns: usize) -> String {
 /// inserts) messages and writes the webhook callbacks of the changes that report one (statuses after `queued`: to
 /// the message's callback URL, else its account's status URL; `received` to the inbound URL), so a status change
 /// costs one round trip. `update` must return `id`,
-/// `account_id`, `callback_url`, `error_code`, `seq` (the journey's length), `new_status` and `new_at`.
+/// `account_id`, `callback_url`, `error_code`, `seq` (the journey's length), `new_status`, `new_at`,
+/// `smpp_receipts` and `smpp_parts`. The deliver_sm the changes make for SMPP clients go to `smpp_outbox` in the
+/// same statement ([`smpp_outbox_insert`]).
 fn moved_with_callbacks(update: &str, out: &str) -> String {
     format!(
-        "WITH moved AS ({update}), callbacks_written AS ( \
+        "WITH moved AS ({update}), smpp_written AS ({smpp}), callbacks_written AS ( \
          INSERT INTO callbacks (id, account_id, message_id, seq, kind, url, status, error_code, at, state, \
          next_attempt_at, created_at) \
          SELECT gen_random_uuid()::text, m.account_id, m.id, m.seq, \
@@ -161,7 +180,28 @@ fn moved_with_callbacks(update: &str, out: &str) -> String {
          FROM moved m LEFT JOIN webhooks w ON w.account_id = m.account_id \
          WHERE m.new_status <> 'queued' AND m.new_status <> 'scheduled' AND {url} IS NOT NULL) \
          SELECT {out} FROM moved",
-        url = callback_url_sql("m.new_status")
+        url = callback_url_sql("m.new_status"),
+        smpp = smpp_outbox_insert("moved m")
+    )
+}
+
+/// `INSERT INTO smpp_outbox SELECT ... FROM <source>`, where `source` names a relation `m` with the columns
+/// [`moved_with_callbacks`] needs: the receipts the submitting client asked for (one per id it was given), and
+/// inbound messages of accounts with SMPP credentials.
+fn smpp_outbox_insert(source: &str) -> String {
+    format!(
+        "INSERT INTO smpp_outbox (id, account_id, message_id, seq, part, kind, status, error_code, at, state, \
+         next_attempt_at, expires_at, created_at) \
+         SELECT gen_random_uuid()::text, m.account_id, m.id, m.seq, p.part, \
+         CASE WHEN m.new_status = 'received' THEN 'inbound' ELSE 'receipt' END, m.new_status, m.error_code, \
+         m.new_at, 'pending', m.new_at, m.new_at + {ttl}, m.new_at \
+         FROM {source} CROSS JOIN LATERAL generate_series( \
+         CASE WHEN m.smpp_parts > 1 THEN 1 ELSE 0 END, CASE WHEN m.smpp_parts > 1 THEN m.smpp_parts ELSE 0 END) \
+         AS p(part) \
+         WHERE (m.new_status = 'received' \
+         AND EXISTS (SELECT 1 FROM smpp_credentials c WHERE c.account_id = m.account_id)) OR {wants}",
+        ttl = crate::SMPP_DELIVERY_TTL_MS,
+        wants = smpp_wants_sql("m.new_status", "m.smpp_receipts"),
     )
 }
 
@@ -170,7 +210,7 @@ fn moved_with_callbacks(update: &str, out: &str) -> String {
 fn callback_returning(status: &str, at: &str) -> String {
     format!(
         "messages.account_id, messages.callback_url, messages.error_code, length(messages.journey) AS seq, \
-         {status} AS new_status, {at} AS new_at"
+         {status} AS new_status, {at} AS new_at, messages.smpp_receipts, messages.smpp_parts"
     )
 }
 
@@ -201,6 +241,21 @@ async fn enqueue_callbacks(
                 .bind(id.to_string())
                 .bind(status.as_str())
                 .bind(at.0);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    // And the deliver_sm for SMPP clients (a message's expiry makes receipts).
+    let smpp: Vec<_> = changes.iter().filter(|(_, s, _)| matches!(s, Status::Expired | Status::Sent)).collect();
+    for chunk in pow2_chunks(&smpp, ROWS_PER_STATEMENT) {
+        let source = format!(
+            "(SELECT msg.id, msg.account_id, msg.error_code, length(msg.journey) AS seq, v.column2 AS new_status, \
+             v.column3 AS new_at, msg.smpp_receipts, msg.smpp_parts \
+             FROM (VALUES {}) AS v JOIN messages msg ON msg.id = v.column1 WHERE msg.smpp_receipts IS NOT NULL) m",
+            values_rows(chunk.len(), 3)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(smpp_outbox_insert(&source)));
+        for (id, status, at) in chunk.iter() {
+            query = query.bind(id.to_string()).bind(status.as_str()).bind(at.0);
         }
         query.execute(&mut **tx).await?;
     }
@@ -566,10 +621,10 @@ impl Store for PgStore {
                 "INSERT INTO messages (id, account_id, direction, to_addr, from_addr, body, encoding, segments, \
                  price_micros, connector, carrier_id, status, error_code, reference, callback_url, send_at, \
                  expires_at, attempts, next_attempt_at, idempotency_key, request_hash, created_at, updated_at, \
-                 journey, lease_owner, lease_until) VALUES {} ON CONFLICT DO NOTHING \
+                 journey, lease_owner, lease_until, smpp_receipts, smpp_parts) VALUES {} ON CONFLICT DO NOTHING \
                  RETURNING id, account_id, callback_url, error_code, length(journey) AS seq, status AS new_status, \
-                 created_at AS new_at",
-                values_rows(chunk.len(), 26)
+                 created_at AS new_at, smpp_receipts, smpp_parts",
+                values_rows(chunk.len(), 28)
             );
             let sql = moved_with_callbacks(&sql, "id");
             let mut query = sqlx::query(AssertSqlSafe(sql));
@@ -605,7 +660,9 @@ impl Store for PgStore {
                     .bind(m.updated_at.0)
                     .bind(first_journey(new))
                     .bind(new.claim.as_ref().map(|c| c.owner.clone()))
-                    .bind(new.claim.as_ref().map(|c| c.until.0));
+                    .bind(new.claim.as_ref().map(|c| c.until.0))
+                    .bind(new.smpp.map(|r| i64::from(r.registered_delivery)))
+                    .bind(new.smpp.map(|r| i64::from(r.ids)));
             }
             for row in query.fetch_all(&mut *tx).await? {
                 inserted.insert(message_id_of(&row.try_get::<String, _>(0)?)?);
@@ -762,6 +819,36 @@ impl Store for PgStore {
         tx.commit().await?;
         crate::count_status_changes(&changed);
         Ok((moved, matched))
+    }
+
+    async fn replace_message(
+        &self,
+        account: AccountId,
+        id: MessageId,
+        r: &Message,
+        now: Timestamp,
+        detail: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE messages SET body = $3, encoding = $4, segments = $5, price_micros = $6, send_at = $7, \
+             expires_at = $8, next_attempt_at = COALESCE($7, next_attempt_at), updated_at = $9, \
+             journey = journey || CASE status WHEN 'scheduled' THEN $10 ELSE $11 END \
+             WHERE id = $1 AND account_id = $2 AND status IN ('scheduled', 'queued')",
+        )
+        .bind(id.to_string())
+        .bind(account.to_string())
+        .bind(&r.body)
+        .bind(&r.encoding)
+        .bind(i64::from(r.segments))
+        .bind(r.price_micros)
+        .bind(r.send_at.map(|t| t.0))
+        .bind(r.expires_at.map(|t| t.0))
+        .bind(now.0)
+        .bind(journey_line(Status::Scheduled, now, detail))
+        .bind(journey_line(Status::Queued, now, detail))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn expire_due(&self, now: Timestamp, limit: u32) -> Result<Vec<MessageId>> {
@@ -1064,18 +1151,9 @@ impl Store for PgStore {
             })
             .collect::<Result<Vec<DueCallback>>>()?;
         // The messages, for the bodies, in one query.
-        let ids: Vec<String> = due.iter().map(|c| c.message_id.to_string()).collect();
-        if !ids.is_empty() {
-            let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ANY($1)");
-            let rows = sqlx::query(AssertSqlSafe(sql)).bind(&ids).fetch_all(&self.pool).await?;
-            let mut by_id = HashMap::new();
-            for r in &rows {
-                let m = message_from_row(r)?;
-                by_id.insert(m.id, m);
-            }
-            for c in &mut due {
-                c.message = by_id.remove(&c.message_id);
-            }
+        let by_id = self.messages_by_id(due.iter().map(|c| c.message_id)).await?;
+        for c in &mut due {
+            c.message = by_id.get(&c.message_id).cloned();
         }
         Ok(due)
     }
@@ -1133,6 +1211,99 @@ impl Store for PgStore {
                 })
             })
             .collect()
+    }
+
+    async fn claim_smpp_deliveries(
+        &self,
+        owner: &str,
+        accounts: &[AccountId],
+        now: Timestamp,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<DueDelivery>> {
+        if accounts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let accounts: Vec<String> = accounts.iter().map(|a| a.to_string()).collect();
+        let rows = sqlx::query(
+            "UPDATE smpp_outbox SET lease_owner = $1, lease_until = $2, next_attempt_at = $2 WHERE id IN ( \
+             SELECT c.id FROM smpp_outbox c WHERE c.state = 'pending' AND c.account_id = ANY($5) \
+             AND c.next_attempt_at <= $3 \
+             AND NOT EXISTS (SELECT 1 FROM smpp_outbox p WHERE p.message_id = c.message_id \
+             AND p.state = 'pending' AND p.seq < c.seq) ORDER BY c.next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
+             RETURNING id, account_id, message_id, kind, part, status, error_code, at, attempts, expires_at",
+        )
+        .bind(owner)
+        .bind(now.plus_millis(lease_ms).0)
+        .bind(now.0)
+        .bind(i64::from(limit))
+        .bind(&accounts)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut due = rows
+            .iter()
+            .map(|r| {
+                Ok(DueDelivery {
+                    id: r.try_get("id")?,
+                    account_id: account_id_of(&r.try_get::<String, _>("account_id")?)?,
+                    message_id: message_id_of(&r.try_get::<String, _>("message_id")?)?,
+                    kind: r.try_get("kind")?,
+                    part: u32::try_from(r.try_get::<i64, _>("part")?).unwrap_or(0),
+                    status: status_of(&r.try_get::<String, _>("status")?)?,
+                    error_code: r.try_get("error_code")?,
+                    at: Timestamp(r.try_get("at")?),
+                    attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
+                    expires_at: Timestamp(r.try_get("expires_at")?),
+                    message: None,
+                })
+            })
+            .collect::<Result<Vec<DueDelivery>>>()?;
+        let by_id = self.messages_by_id(due.iter().map(|d| d.message_id)).await?;
+        for d in &mut due {
+            d.message = by_id.get(&d.message_id).cloned();
+        }
+        Ok(due)
+    }
+
+    async fn finish_smpp_deliveries(&self, results: &[(String, DeliveryNext)]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for chunk in pow2_chunks(results, ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "UPDATE smpp_outbox SET state = v.column2, attempts = attempts + 1, \
+                 next_attempt_at = COALESCE(v.column3, next_attempt_at), lease_owner = NULL, lease_until = NULL \
+                 FROM (VALUES {}) AS v WHERE smpp_outbox.id = v.column1",
+                values_rows(chunk.len(), 3)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for (id, next) in chunk {
+                let (state, next) = match next {
+                    DeliveryNext::Delivered => ("delivered", None),
+                    DeliveryNext::RetryAt(t) => ("pending", Some(t.0)),
+                    DeliveryNext::Expired => ("expired", None),
+                };
+                query = query.bind(id).bind(state).bind(next);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn expire_smpp_deliveries(&self, now: Timestamp) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE smpp_outbox SET state = 'expired', lease_owner = NULL, lease_until = NULL \
+             WHERE state = 'pending' AND expires_at <= $1",
+        )
+        .bind(now.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn count_pending_smpp_deliveries(&self) -> Result<i64> {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM smpp_outbox WHERE state = 'pending'").fetch_one(&self.pool).await?;
+        Ok(n)
     }
 
     async fn count_pending_callbacks(&self) -> Result<i64> {

@@ -34,6 +34,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration::both(5, include_str!("../migrations/0005_webhooks.sql")),
     Migration::both(6, include_str!("../migrations/0006_parts.sql")),
     Migration::both(7, include_str!("../migrations/0007_smpp.sql")),
+    Migration::both(8, include_str!("../migrations/0008_smpp_outbox.sql")),
 ];
 
 /// One step of a journey as the `journey` column keeps it: a JSON object and a newline, appended with `||` by the
@@ -224,4 +225,15 @@ pub(crate) fn list_query(
     }
     add(" ORDER BY id DESC LIMIT ?", Param::Int(i64::from(limit)));
     (sql, values)
+}
+
+/// `smpp_outbox` rows a change makes for the SMPP client that submitted a message, as SQL over a status column
+/// and the message's `smpp_receipts` column: what [`crate::SmppReceipts::wants`] says in Rust.
+pub(crate) fn smpp_wants_sql(status: &str, receipts: &str) -> String {
+    format!(
+        "({receipts} IS NOT NULL AND (({status} = 'delivered' AND ({receipts} & 3) = 1) \
+         OR ({status} IN ('undelivered', 'failed', 'expired') AND ({receipts} & 3) IN (1, 2)) \
+         OR ({status} = 'canceled' AND ({receipts} & 3) = 1) \
+         OR ({status} = 'sent' AND ({receipts} & 16) <> 0)))"
+    )
 }

@@ -34,6 +34,7 @@ use crate::{
     StoreError, Transition,
 };
 use crate::{CallbackNext, CallbackRecord, CallbackResult, DueCallback, SmppCredential, Webhooks};
+use crate::{DeliveryNext, DueDelivery, SmppReceipts};
 
 /// A write the writer thread runs inside a group transaction. It may run more than once: when another job of
 /// its group fails, the group is rolled back and run again without the failed one.
@@ -285,15 +286,34 @@ impl SqliteStore {
     }
 }
 
-/// Accounts' webhook URLs by account id: (status URL, inbound URL).
-type HookUrls = HashMap<String, (Option<String>, Option<String>)>;
+/// Where accounts hear about their messages: webhook URLs by account id (status URL, inbound URL), and the
+/// accounts with SMPP credentials (whose inbound messages go to their SMPP clients too).
+struct Hooks {
+    urls: HashMap<String, (Option<String>, Option<String>)>,
+    smpp: std::collections::HashSet<String>,
+}
 
 thread_local! {
-    /// On a store's writer thread: each account's webhook URLs (status, inbound), read from the database when
-    /// first needed and kept as the writer changes them; `None` until read, and again after a rollback (which may
-    /// have undone a change kept here). Status changes look their callback's URL up here instead of joining the
-    /// `webhooks` table at every change, and with no URL at all they write nothing.
-    static HOOKS: std::cell::RefCell<Option<HookUrls>> = const { std::cell::RefCell::new(None) };
+    /// On a store's writer thread: [`Hooks`], read from the database when first needed and forgotten when the
+    /// writer changes them; `None` until read, and again after a rollback (which may have undone a change kept
+    /// here). Status changes look their callback's URL up here instead of joining the `webhooks` table at every
+    /// change, and with no URL at all they write nothing.
+    static HOOKS: std::cell::RefCell<Option<Hooks>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` on [`HOOKS`], reading them first if they are not held.
+fn with_hooks<T>(conn: &Connection, f: impl FnOnce(&Hooks) -> T) -> Result<T> {
+    HOOKS.with_borrow_mut(|hooks| {
+        if hooks.is_none() {
+            let mut st = conn.prepare_cached("SELECT account_id, status_url, inbound_url FROM webhooks")?;
+            let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?))))?;
+            let urls = rows.collect::<rusqlite::Result<_>>()?;
+            let mut st = conn.prepare_cached("SELECT DISTINCT account_id FROM smpp_credentials")?;
+            let smpp = st.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<_>>()?;
+            *hooks = Some(Hooks { urls, smpp });
+        }
+        Ok(f(hooks.as_ref().expect("read just above")))
+    })
 }
 
 /// Forgets what [`HOOKS`] holds; the next status change reads it again.
@@ -309,18 +329,10 @@ fn hook_url(conn: &Connection, account: &str, callback_url: Option<&str>, status
     {
         return Ok(Some(url.to_string()));
     }
-    HOOKS.with_borrow_mut(|hooks| {
-        if hooks.is_none() {
-            let mut st = conn.prepare_cached("SELECT account_id, status_url, inbound_url FROM webhooks")?;
-            let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?))))?;
-            *hooks = Some(rows.collect::<rusqlite::Result<_>>()?);
-        }
-        let urls = hooks.as_ref().and_then(|h| h.get(account));
-        Ok(urls.and_then(
-            |(status_url, inbound_url)| {
-                if status == Status::Received { inbound_url.clone() } else { status_url.clone() }
-            },
-        ))
+    with_hooks(conn, |hooks| {
+        hooks.urls.get(account).and_then(|(status_url, inbound_url)| {
+            if status == Status::Received { inbound_url.clone() } else { status_url.clone() }
+        })
     })
 }
 
@@ -333,10 +345,12 @@ struct Moved {
     error_code: Option<String>,
     /// The journey's length after the change: a callback's place among its message's.
     seq: i64,
+    /// The receipts the SMPP client that submitted it asked for.
+    smpp: Option<SmppReceipts>,
 }
 
 /// What a status change's `RETURNING` gives for [`Moved`], in order.
-const HOOK_COLUMNS: &str = "id, account_id, callback_url, error_code, length(journey)";
+const HOOK_COLUMNS: &str = "id, account_id, callback_url, error_code, length(journey), smpp_receipts, smpp_parts";
 
 impl Moved {
     /// From the [`HOOK_COLUMNS`] starting at column `at`.
@@ -347,13 +361,57 @@ impl Moved {
             callback_url: r.get(at + 2)?,
             error_code: r.get(at + 3)?,
             seq: r.get(at + 4)?,
+            smpp: smpp_receipts_of(r.get(at + 5)?, r.get(at + 6)?),
         })
     }
+}
+
+/// [`SmppReceipts`] from the `smpp_receipts` and `smpp_parts` columns.
+fn smpp_receipts_of(registered_delivery: Option<i64>, ids: Option<i64>) -> Option<SmppReceipts> {
+    registered_delivery.map(|rd| SmppReceipts {
+        registered_delivery: u8::try_from(rd).unwrap_or(0),
+        ids: ids.and_then(|n| u32::try_from(n).ok()).unwrap_or(1).max(1),
+    })
+}
+
+/// Writes the deliver_sm a change makes for the account's SMPP clients: the receipts the submitting client asked
+/// for (one per id it was given), or an inbound message for an account with SMPP credentials.
+fn enqueue_smpp(conn: &Connection, m: &Moved, status: Status, at: Timestamp) -> Result<()> {
+    let (kind, parts) = match (status, m.smpp) {
+        (Status::Received, _) => {
+            if !with_hooks(conn, |h| h.smpp.contains(&m.account))? {
+                return Ok(());
+            }
+            ("inbound", 0..=0)
+        }
+        (_, Some(r)) if r.wants(status) => ("receipt", if r.ids > 1 { 1..=r.ids } else { 0..=0 }),
+        _ => return Ok(()),
+    };
+    for part in parts {
+        conn.prepare_cached(
+            "INSERT INTO smpp_outbox (id, account_id, message_id, seq, part, kind, status, error_code, at, state, \
+             next_attempt_at, expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?9, ?10, ?9)",
+        )?
+        .execute(params![
+            uuid::Uuid::now_v7().hyphenated().to_string(),
+            m.account,
+            m.id,
+            m.seq,
+            i64::from(part),
+            kind,
+            status.as_str(),
+            m.error_code,
+            at.0,
+            at.0 + crate::SMPP_DELIVERY_TTL_MS,
+        ])?;
+    }
+    Ok(())
 }
 
 /// Writes the callback a status change makes, if the message (or its account) has a webhook for it: one
 /// single-row insert, in the change's transaction.
 fn enqueue_callback(conn: &Connection, m: &Moved, status: Status, at: Timestamp) -> Result<()> {
+    enqueue_smpp(conn, m, status, at)?;
     if !crate::notifies(status) {
         return Ok(());
     }
@@ -620,6 +678,43 @@ fn claim_callbacks_sql(limit: u32) -> String {
     )
 }
 
+/// A message by id, whoever owns it.
+fn message_by_id(conn: &Connection, id: MessageId) -> Result<Option<Message>> {
+    let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1");
+    let mut st = conn.prepare_cached(&sql)?;
+    let mut rows = st.query([id.to_string()])?;
+    rows.next()?.map(message_from_row).transpose()
+}
+
+/// Claims an account's due deliver_sm: the oldest pending ones of each message whose time has come, their next
+/// attempt moved to the lease's end as [`claim_callbacks_sql`] does. Parameters: owner, lease end, now, account.
+fn claim_smpp_sql(limit: u32) -> String {
+    format!(
+        "UPDATE smpp_outbox SET lease_owner = ?1, lease_until = ?2, next_attempt_at = ?2 WHERE id IN ( \
+         SELECT c.id FROM smpp_outbox c WHERE c.state = 'pending' AND c.account_id = ?4 AND c.next_attempt_at <= ?3 \
+         AND NOT EXISTS (SELECT 1 FROM smpp_outbox p WHERE p.message_id = c.message_id AND p.state = 'pending' \
+         AND p.seq < c.seq) ORDER BY c.next_attempt_at LIMIT {limit}) \
+         RETURNING id, account_id, message_id, kind, part, status, error_code, at, attempts, expires_at"
+    )
+}
+
+/// A [`DueDelivery`] from the columns [`claim_smpp_sql`] returns (the message is read after).
+fn due_delivery_from_row(r: &Row<'_>) -> Result<DueDelivery> {
+    Ok(DueDelivery {
+        id: r.get(0)?,
+        account_id: account_id_of(&r.get::<_, String>(1)?)?,
+        message_id: message_id_of(&r.get::<_, String>(2)?)?,
+        kind: r.get(3)?,
+        part: u32::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
+        status: status_of(&r.get::<_, String>(5)?)?,
+        error_code: r.get(6)?,
+        at: Timestamp(r.get(7)?),
+        attempts: u32::try_from(r.get::<_, i64>(8)?).unwrap_or(u32::MAX),
+        expires_at: Timestamp(r.get(9)?),
+        message: None,
+    })
+}
+
 fn webhooks_row(conn: &Connection, account: AccountId) -> Result<Option<Webhooks>> {
     let mut st =
         conn.prepare_cached("SELECT status_url, inbound_url, secret, updated_at FROM webhooks WHERE account_id = ?1")?;
@@ -741,9 +836,9 @@ impl Store for SqliteStore {
                         "INSERT INTO messages (id, account_id, direction, to_addr, from_addr, body, encoding, \
                          segments, price_micros, connector, carrier_id, status, error_code, reference, callback_url, \
                          send_at, expires_at, attempts, next_attempt_at, idempotency_key, request_hash, created_at, \
-                         updated_at, journey, lease_owner, lease_until) \
+                         updated_at, journey, lease_owner, lease_until, smpp_receipts, smpp_parts) \
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-                         ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26) ON CONFLICT DO NOTHING",
+                         ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28) ON CONFLICT DO NOTHING",
                     )?
                     .execute(params![
                         id,
@@ -772,6 +867,8 @@ impl Store for SqliteStore {
                         journey,
                         new.claim.as_ref().map(|c| c.owner.as_str()),
                         new.claim.as_ref().map(|c| c.until.0),
+                        new.smpp.map(|r| i64::from(r.registered_delivery)),
+                        new.smpp.map(|r| i64::from(r.ids)),
                     ])?;
                 if inserted == 1 {
                     changed.push(m.status);
@@ -781,6 +878,7 @@ impl Store for SqliteStore {
                         callback_url: m.callback_url.clone(),
                         error_code: m.error_code.clone(),
                         seq: journey.chars().count() as i64,
+                        smpp: new.smpp,
                     };
                     enqueue_callback(conn, &moved, m.status, m.created_at)?;
                     if new.claim.is_some() {
@@ -887,6 +985,7 @@ impl Store for SqliteStore {
                             callback_url: m.callback_url.clone(),
                             error_code: m.error_code.clone(),
                             seq: r.get(21)?,
+                            smpp: None,
                         });
                         out.push(m);
                         got += 1;
@@ -945,6 +1044,42 @@ impl Store for SqliteStore {
                 matched.push(m);
             }
             Ok((moved, matched))
+        })
+        .await
+    }
+
+    async fn replace_message(
+        &self,
+        account: AccountId,
+        id: MessageId,
+        r: &Message,
+        now: Timestamp,
+        detail: &str,
+    ) -> Result<bool> {
+        let r = r.clone();
+        let lines = [journey_line(Status::Scheduled, now, detail), journey_line(Status::Queued, now, detail)];
+        self.write(move |conn, _| {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE messages SET body = ?3, encoding = ?4, segments = ?5, price_micros = ?6, send_at = ?7, \
+                     expires_at = ?8, next_attempt_at = COALESCE(?7, next_attempt_at), updated_at = ?9, \
+                     journey = journey || CASE status WHEN 'scheduled' THEN ?10 ELSE ?11 END \
+                     WHERE id = ?1 AND account_id = ?2 AND status IN ('scheduled', 'queued')",
+                )?
+                .execute(params![
+                    id.to_string(),
+                    account.to_string(),
+                    r.body,
+                    r.encoding,
+                    i64::from(r.segments),
+                    r.price_micros,
+                    r.send_at.map(|t| t.0),
+                    r.expires_at.map(|t| t.0),
+                    now.0,
+                    lines[0],
+                    lines[1],
+                ])?;
+            Ok(n == 1)
         })
         .await
     }
@@ -1231,6 +1366,7 @@ impl Store for SqliteStore {
                     c.throughput,
                     c.created_at.0
                 ])?;
+            forget_hooks();
             Ok(n == 1)
         })
         .await
@@ -1267,6 +1403,7 @@ impl Store for SqliteStore {
             let n = conn
                 .prepare_cached("DELETE FROM smpp_credentials WHERE account_id = ?1 AND system_id = ?2")?
                 .execute(params![account.to_string(), system_id])?;
+            forget_hooks();
             Ok(n == 1)
         })
         .await
@@ -1312,7 +1449,6 @@ impl Store for SqliteStore {
         // One read transaction for them all: each statement on its own would start one, and starting one behind a
         // busy writer re-reads the WAL index and drops the page cache.
         self.read(move |conn| {
-            let one = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1");
             let read = conn.unchecked_transaction()?;
             for c in &mut claimed {
                 c.secret = conn
@@ -1320,9 +1456,7 @@ impl Store for SqliteStore {
                     .query_row([c.account_id.to_string()], |r| r.get(0))
                     .optional()?
                     .unwrap_or_default();
-                let mut st = conn.prepare_cached(&one)?;
-                let mut rows = st.query([c.message_id.to_string()])?;
-                c.message = rows.next()?.map(message_from_row).transpose()?;
+                c.message = message_by_id(conn, c.message_id)?;
             }
             read.finish()?;
             Ok(claimed)
@@ -1374,6 +1508,91 @@ impl Store for SqliteStore {
                 });
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn claim_smpp_deliveries(
+        &self,
+        owner: &str,
+        accounts: &[AccountId],
+        now: Timestamp,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<DueDelivery>> {
+        if accounts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let owner = owner.to_string();
+        let accounts: Vec<String> = accounts.iter().map(|a| a.to_string()).collect();
+        let sql = claim_smpp_sql(limit_literal(limit));
+        let mut claimed = self
+            .write(move |conn, _| {
+                let mut st = conn.prepare_cached(&sql)?;
+                let mut out = Vec::new();
+                for account in &accounts {
+                    let mut rows = st.query(params![owner, now.plus_millis(lease_ms).0, now.0, account])?;
+                    while let Some(r) = rows.next()? {
+                        out.push(due_delivery_from_row(r)?);
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+        if claimed.is_empty() {
+            return Ok(claimed);
+        }
+        // Their messages from a reader, in one read transaction (as for callbacks).
+        self.read(move |conn| {
+            let read = conn.unchecked_transaction()?;
+            for d in &mut claimed {
+                d.message = message_by_id(conn, d.message_id)?;
+            }
+            read.finish()?;
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn finish_smpp_deliveries(&self, results: &[(String, DeliveryNext)]) -> Result<()> {
+        let results = results.to_vec();
+        self.write(move |conn, _| {
+            for (id, next) in &results {
+                let (state, next) = match next {
+                    DeliveryNext::Delivered => ("delivered", None),
+                    DeliveryNext::RetryAt(t) => ("pending", Some(t.0)),
+                    DeliveryNext::Expired => ("expired", None),
+                };
+                conn.prepare_cached(
+                    "UPDATE smpp_outbox SET state = ?2, attempts = attempts + 1, \
+                     next_attempt_at = COALESCE(?3, next_attempt_at), lease_owner = NULL, lease_until = NULL \
+                     WHERE id = ?1",
+                )?
+                .execute(params![id, state, next])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn expire_smpp_deliveries(&self, now: Timestamp) -> Result<u64> {
+        self.write(move |conn, _| {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE smpp_outbox SET state = 'expired', lease_owner = NULL, lease_until = NULL \
+                     WHERE state = 'pending' AND expires_at <= ?1",
+                )?
+                .execute([now.0])?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn count_pending_smpp_deliveries(&self) -> Result<i64> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT COUNT(*) FROM smpp_outbox WHERE state = 'pending'")?
+                .query_row([], |r| r.get(0))?)
         })
         .await
     }

@@ -113,6 +113,8 @@ conformance!(
     parts_decide_their_message,
     a_message_url_and_webhooks_set_later,
     smpp_credentials,
+    smpp_deliveries,
+    replacing_a_waiting_message,
 );
 
 fn message(account: AccountId, to: &str, status: Status, at: Timestamp) -> Message {
@@ -141,7 +143,7 @@ fn message(account: AccountId, to: &str, status: Status, at: Timestamp) -> Messa
 }
 
 fn new(m: Message) -> NewMessage {
-    NewMessage { message: m, detail: "accepted".into(), idempotency: None, claim: None }
+    NewMessage::new(m, "accepted")
 }
 
 async fn account(store: &Arc<dyn Store>) -> AccountId {
@@ -201,10 +203,8 @@ async fn idempotency_keys(store: &Arc<dyn Store>) {
     let a = account(store).await;
     let b = account(store).await;
     let with_key = |acc, hash: &str| NewMessage {
-        message: message(acc, "+447700900123", Status::Queued, NOW),
-        detail: "accepted".into(),
         idempotency: Some(("key-1".into(), hash.into())),
-        claim: None,
+        ..NewMessage::new(message(acc, "+447700900123", Status::Queued, NOW), "accepted")
     };
     let first = with_key(a, "h1");
     let first_id = first.message.id;
@@ -927,4 +927,113 @@ fn smpp_bare(system_id: &str, account: AccountId) -> smsgate_store::SmppCredenti
         throughput: None,
         created_at: NOW,
     }
+}
+
+/// What the SMPP outbox holds for a message: (kind, part, status) in order.
+async fn smpp_due(store: &Arc<dyn Store>, account: AccountId, at: Timestamp) -> Vec<(String, u32, Status)> {
+    let due = store.claim_smpp_deliveries("node", &[account], at, 1000, 100).await.unwrap();
+    let mut out: Vec<_> = due.iter().map(|d| (d.kind.clone(), d.part, d.status)).collect();
+    out.sort_by_key(|(_, part, _)| *part);
+    let done: Vec<_> = due.iter().map(|d| (d.id.clone(), smsgate_store::DeliveryNext::Delivered)).collect();
+    store.finish_smpp_deliveries(&done).await.unwrap();
+    out
+}
+
+async fn smpp_deliveries(store: &Arc<dyn Store>) {
+    use smsgate_store::{DeliveryNext, SmppReceipts};
+    let (acme, other) = (account(store).await, account(store).await);
+    let none = Changes::default();
+    let submitted = |registered_delivery, ids| NewMessage {
+        smpp: Some(SmppReceipts { registered_delivery, ids }),
+        ..new(message(acme, "+447700900001", Status::Queued, NOW))
+    };
+    // A final receipt only: nothing for `sent`, one for `delivered`, with the message.
+    let final_only = submitted(1, 1);
+    let id = final_only.message.id;
+    store.insert_messages(&[final_only]).await.unwrap();
+    for to in [Status::Sending, Status::Sent] {
+        assert!(store.transition(id, to, NOW, "x", &none).await.unwrap());
+    }
+    assert_eq!(smpp_due(store, acme, NOW).await, vec![]);
+    assert!(store.transition(id, Status::Delivered, NOW.plus_secs(5), "x", &none).await.unwrap());
+    let due = store.claim_smpp_deliveries("node", &[acme], NOW.plus_secs(5), 1000, 100).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!((due[0].kind.as_str(), due[0].part, due[0].status), ("receipt", 0, Status::Delivered));
+    assert_eq!(due[0].message.as_ref().map(|m| m.id), Some(id));
+    assert_eq!(due[0].expires_at, NOW.plus_secs(5).plus_millis(smsgate_store::SMPP_DELIVERY_TTL_MS));
+    // Claimed: not due again until its lease ends; retried at the time asked.
+    assert!(store.claim_smpp_deliveries("node", &[acme], NOW.plus_secs(5), 1000, 100).await.unwrap().is_empty());
+    store.finish_smpp_deliveries(&[(due[0].id.clone(), DeliveryNext::RetryAt(NOW.plus_secs(60)))]).await.unwrap();
+    assert_eq!(store.count_pending_smpp_deliveries().await.unwrap(), 1);
+    assert!(store.claim_smpp_deliveries("node", &[acme], NOW.plus_secs(59), 1000, 100).await.unwrap().is_empty());
+    // Only for the account bound here.
+    assert!(store.claim_smpp_deliveries("node", &[other], NOW.plus_secs(60), 1000, 100).await.unwrap().is_empty());
+    assert_eq!(smpp_due(store, acme, NOW.plus_secs(60)).await, vec![("receipt".into(), 0, Status::Delivered)]);
+    assert_eq!(store.count_pending_smpp_deliveries().await.unwrap(), 0);
+
+    // Failures only: nothing for delivered; one for an expiry.
+    let failures = submitted(2, 1);
+    let (f, delivered) = (failures.message.id, submitted(2, 1));
+    let d = delivered.message.id;
+    store.insert_messages(&[failures, delivered]).await.unwrap();
+    for to in [Status::Sending, Status::Sent, Status::Delivered] {
+        store.transition(d, to, NOW, "x", &none).await.unwrap();
+    }
+    assert_eq!(store.expire_due(NOW.plus_secs(3600), 10).await.unwrap(), vec![f]);
+    assert_eq!(smpp_due(store, acme, NOW.plus_secs(3600)).await, vec![("receipt".into(), 0, Status::Expired)]);
+
+    // A receipt per part, and the intermediate `sent`: three ids, each hears `sent` then `undelivered`, in order.
+    let parts = submitted(0x11, 3);
+    let p = parts.message.id;
+    store.insert_messages(&[parts]).await.unwrap();
+    for to in [Status::Sending, Status::Sent, Status::Undelivered] {
+        assert!(store.transition(p, to, NOW, "x", &none).await.unwrap());
+    }
+    let sent: Vec<_> = (1..=3).map(|i| ("receipt".to_string(), i, Status::Sent)).collect();
+    assert_eq!(smpp_due(store, acme, NOW).await, sent);
+    let undelivered: Vec<_> = (1..=3).map(|i| ("receipt".to_string(), i, Status::Undelivered)).collect();
+    assert_eq!(smpp_due(store, acme, NOW).await, undelivered);
+
+    // Inbound messages of an account with SMPP credentials; none for one without.
+    let inbound = |account| Message {
+        direction: Direction::Inbound,
+        status: Status::Received,
+        ..message(account, "+15550001", Status::Received, NOW)
+    };
+    insert(store, inbound(other)).await;
+    assert!(store.create_smpp_credential(&smpp_bare("acme", acme)).await.unwrap());
+    let reply = insert(store, inbound(acme)).await;
+    let due = store.claim_smpp_deliveries("node", &[acme, other], NOW, 1000, 100).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!((due[0].kind.as_str(), due[0].message_id, due[0].status), ("inbound", reply, Status::Received));
+    // Nobody took it in time: expired.
+    assert_eq!(store.expire_smpp_deliveries(NOW.plus_millis(smsgate_store::SMPP_DELIVERY_TTL_MS)).await.unwrap(), 1);
+    assert_eq!(store.count_pending_smpp_deliveries().await.unwrap(), 0);
+}
+
+async fn replacing_a_waiting_message(store: &Arc<dyn Store>) {
+    let (acme, other) = (account(store).await, account(store).await);
+    let id = insert(store, message(acme, "+447700900001", Status::Queued, NOW)).await;
+    let later = NOW.plus_secs(600);
+    let replacement = Message {
+        body: "Replaced".into(),
+        segments: 1,
+        send_at: Some(later),
+        expires_at: Some(later.plus_secs(60)),
+        ..message(acme, "+447700900001", Status::Queued, NOW)
+    };
+    // Not another account's; replaced while it waits.
+    assert!(!store.replace_message(other, id, &replacement, NOW, "replaced").await.unwrap());
+    assert!(store.replace_message(acme, id, &replacement, NOW, "replaced by the sender").await.unwrap());
+    let m = store.message(acme, id).await.unwrap().unwrap();
+    assert_eq!(
+        (m.body.as_str(), m.send_at, m.expires_at, m.status),
+        ("Replaced", Some(later), Some(later.plus_secs(60)), Status::Queued)
+    );
+    assert_eq!(store.events(id).await.unwrap().last().unwrap().detail, "replaced by the sender");
+    // It waits for its new time.
+    assert!(store.claim_due("n", NOW.plus_secs(599), 1000, 10).await.unwrap().is_empty());
+    assert_eq!(store.claim_due("n", later, 1000, 10).await.unwrap().len(), 1);
+    // Being sent: too late.
+    assert!(!store.replace_message(acme, id, &replacement, later, "again").await.unwrap());
 }

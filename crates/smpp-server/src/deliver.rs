@@ -1,0 +1,308 @@
+//! Receipts and inbound messages to SMPP clients. Status changes (and inbound messages) write their deliver_sm to
+//! the store's `smpp_outbox` in their own transaction; here the server claims those of the accounts that have a
+//! receiver (or transceiver) bound to this node and sends each through one of the account's sessions, round robin.
+//! A deliver_sm is done when the client's `deliver_sm_resp` says OK; any other answer, a timeout or a lost session
+//! tries again later (after 1 s, doubling to a minute), until [`smsgate_store::SMPP_DELIVERY_TTL_MS`] has passed.
+//!
+//! The client can see one twice: an answer lost with its session leaves the deliver_sm to be sent again.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use smpp::pdu::SubmitSm;
+use smpp::receipt::{MessageState, Receipt, ReceiptDate};
+use smpp::{Body, CommandStatus, ShortMessage, Tlv, Tlvs};
+use smpp_session::Session;
+use smsgate_core::{AccountId, Message, MessageId, Status, Timestamp};
+use smsgate_engine::timestamp_now;
+use smsgate_store::{DeliveryNext, DueDelivery, Store};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+/// The most deliver_sm claimed at once.
+const BATCH: u32 = 1024;
+
+/// How long a claim holds: a node that stops mid-send leaves its claims to be taken again after this.
+const LEASE_MS: i64 = 60_000;
+
+/// How often the outbox is looked at when the last look found nothing.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+
+/// How often deliver_sm that waited past their time are given up.
+const EXPIRE_EVERY: Duration = Duration::from_secs(60);
+
+/// The sessions of each account that can take deliver_sm (receivers and transceivers), on this node.
+#[derive(Debug, Default)]
+pub(crate) struct Receivers {
+    sessions: Mutex<HashMap<AccountId, Vec<Session>>>,
+    next: AtomicUsize,
+    /// Told when a receiver binds: what waited for it goes at once.
+    bound: Notify,
+}
+
+impl Receivers {
+    pub(crate) fn add(&self, account: AccountId, session: Session) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let list = sessions.entry(account).or_default();
+        list.retain(|s| !s.is_closed());
+        list.push(session);
+        drop(sessions);
+        self.bound.notify_one();
+    }
+
+    /// The accounts with an open receiver, forgetting closed sessions.
+    fn accounts(&self) -> Vec<AccountId> {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.retain(|_, list| {
+            list.retain(|s| !s.is_closed());
+            !list.is_empty()
+        });
+        sessions.keys().copied().collect()
+    }
+
+    /// One of the account's open receivers, in turn.
+    fn pick(&self, account: AccountId) -> Option<Session> {
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let open: Vec<&Session> = sessions.get(&account)?.iter().filter(|s| !s.is_closed()).collect();
+        if open.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % open.len();
+        Some(open[i].clone())
+    }
+
+    /// Every session, for the shutdown.
+    pub(crate) fn all(&self) -> Vec<Session> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).values().flatten().cloned().collect()
+    }
+}
+
+/// Sends the outbox's deliver_sm to the clients bound here until `shutdown`.
+pub(crate) async fn run(store: Arc<dyn Store>, node: String, receivers: Arc<Receivers>, shutdown: CancellationToken) {
+    let mut last_expiry = tokio::time::Instant::now();
+    loop {
+        let accounts = receivers.accounts();
+        let mut claimed = 0;
+        if !accounts.is_empty() {
+            match store.claim_smpp_deliveries(&node, &accounts, timestamp_now(), LEASE_MS, BATCH).await {
+                Ok(due) => {
+                    claimed = due.len();
+                    let results = join_all(due.into_iter().map(|d| deliver(&receivers, d))).await;
+                    if let Err(e) = store.finish_smpp_deliveries(&results).await {
+                        warn!(error = %e, "recording deliver_sm results failed; they are sent again after their lease");
+                    }
+                }
+                Err(e) => warn!(error = %e, "claiming deliver_sm failed"),
+            }
+        }
+        if last_expiry.elapsed() >= EXPIRE_EVERY {
+            last_expiry = tokio::time::Instant::now();
+            match store.expire_smpp_deliveries(timestamp_now()).await {
+                Ok(0) => {}
+                Ok(n) => warn!(expired = n, "deliver_sm given up: no receiver of their account bound in time"),
+                Err(e) => warn!(error = %e, "expiring deliver_sm failed"),
+            }
+        }
+        if claimed as u32 >= BATCH {
+            continue;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = receivers.bound.notified() => {}
+            _ = tokio::time::sleep(if claimed > 0 { IDLE_POLL / 5 } else { IDLE_POLL }) => {}
+        }
+    }
+}
+
+/// Sends one claimed deliver_sm (a long inbound message in parts, one after the other); what became of it.
+async fn deliver(receivers: &Receivers, d: DueDelivery) -> (String, DeliveryNext) {
+    let now = timestamp_now();
+    let retry = || {
+        if now >= d.expires_at {
+            return DeliveryNext::Expired;
+        }
+        let backoff = 1000i64.saturating_mul(1 << d.attempts.min(6)).min(60_000);
+        DeliveryNext::RetryAt(now.plus_millis(backoff))
+    };
+    let Some(message) = d.message.as_ref() else {
+        // The message is gone (erased): nothing to say about it.
+        return (d.id, DeliveryNext::Expired);
+    };
+    let pdus = if d.kind == "inbound" { inbound_pdus(message) } else { vec![receipt_pdu(&d, message)] };
+    let Some(session) = receivers.pick(d.account_id) else { return (d.id.clone(), retry()) };
+    for pdu in pdus {
+        match session.request(Body::DeliverSm(pdu)).await {
+            Ok(r) if r.command_status == CommandStatus::ESME_ROK => {}
+            Ok(r) => {
+                debug!(id = %d.id, status = ?r.command_status, "the client refused a deliver_sm; tried again later");
+                return (d.id.clone(), retry());
+            }
+            Err(e) => {
+                debug!(id = %d.id, error = %e, "a deliver_sm went unanswered; tried again later");
+                return (d.id.clone(), retry());
+            }
+        }
+    }
+    (d.id, DeliveryNext::Delivered)
+}
+
+/// The id the client was given for a message, or for one of its parts when it asked for a receipt per part.
+pub fn part_id(id: MessageId, part: u32) -> String {
+    if part == 0 { id.to_string() } else { format!("{id}.{part}") }
+}
+
+/// A message id the client holds, its part suffix (if any) taken off.
+pub fn parse_part_id(id: &str) -> Option<MessageId> {
+    let id = id.trim();
+    let whole = match id.rsplit_once('.') {
+        Some((whole, part)) if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) => whole,
+        _ => id,
+    };
+    MessageId::parse(whole)
+}
+
+/// An address as SMPP writes it: an international number without its `+` (TON 1, NPI 1), other digits as they are
+/// (TON 0, NPI 1), anything else alphanumeric (TON 5, NPI 0).
+fn address(addr: &str) -> (u8, u8, &str) {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    match addr.strip_prefix('+') {
+        Some(n) if digits(n) => (1, 1, n),
+        _ if digits(addr) => (0, 1, addr),
+        _ => (5, 0, addr),
+    }
+}
+
+/// The `message_state` a status reports.
+fn state(status: Status) -> MessageState {
+    match status {
+        Status::Delivered => MessageState::Delivered,
+        Status::Undelivered => MessageState::Undeliverable,
+        Status::Failed => MessageState::Rejected,
+        Status::Expired => MessageState::Expired,
+        Status::Canceled => MessageState::Deleted,
+        Status::Sent | Status::Sending | Status::Queued | Status::Scheduled => MessageState::Enroute,
+        Status::Received => MessageState::Unknown,
+    }
+}
+
+/// The receipt's `err:`: the error code's last field when it is a number of up to three digits, else `000`.
+fn err_digits(code: Option<&str>) -> String {
+    let last = code.and_then(|c| c.rsplit([':', ' ']).next()).unwrap_or("");
+    if !last.is_empty() && last.len() <= 3 && last.bytes().all(|b| b.is_ascii_digit()) {
+        format!("{last:0>3}")
+    } else {
+        "000".into()
+    }
+}
+
+/// The deliver_sm of a receipt: the Appendix B text, `receipted_message_id` and `message_state`, from the handset
+/// to the sender, as SMSCs write them.
+pub fn receipt_pdu(d: &DueDelivery, m: &Message) -> SubmitSm {
+    let id = part_id(m.id, d.part);
+    let stat = state(d.status);
+    let date = |t: Timestamp| ReceiptDate::from_unix(t.0.div_euclid(1000));
+    // The text's first characters, in what every client reads (the receipt goes as data_coding 0).
+    let text: String =
+        m.body.chars().take(20).map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect();
+    let body = Receipt {
+        id: id.clone(),
+        sub: 1,
+        dlvrd: u32::from(d.status == Status::Delivered),
+        submit_date: date(m.created_at),
+        done_date: date(d.at),
+        err: err_digits(d.error_code.as_deref()),
+        text,
+        stat: stat.clone(),
+    }
+    .format();
+    let mut tlvs = vec![Tlv::ReceiptedMessageId(id.as_str().into())];
+    if let Some(v) = stat.to_tlv() {
+        tlvs.push(Tlv::MessageState(v));
+    }
+    let (source_ton, source_npi, source) = address(&m.to);
+    let (dest_ton, dest_npi, dest) = address(&m.from);
+    SubmitSm {
+        source_addr_ton: source_ton,
+        source_addr_npi: source_npi,
+        source_addr: source.into(),
+        dest_addr_ton: dest_ton,
+        dest_addr_npi: dest_npi,
+        destination_addr: dest.into(),
+        // SMSC delivery receipt for a final state, intermediate delivery notification otherwise.
+        esm_class: if stat.is_final() { 0x04 } else { 0x20 },
+        short_message: ShortMessage::new(body.into_bytes()),
+        tlvs: Tlvs(tlvs),
+        ..Default::default()
+    }
+}
+
+/// The deliver_sm of an inbound message: one, or a part each with a concatenation UDH, from the handset to the
+/// number it wrote to; GSM 7-bit (unpacked) where the text allows it, else UCS-2.
+pub fn inbound_pdus(m: &Message) -> Vec<SubmitSm> {
+    // The concatenation reference: a byte of the message's id, so parts of two messages rarely share one.
+    let reference = m.id.to_string().bytes().fold(0u8, |a, b| a.wrapping_mul(31).wrapping_add(b));
+    let options = sms_text::Options { reference: sms_text::Reference::Eight(reference), ..Default::default() };
+    let (source_ton, source_npi, source) = address(&m.from);
+    let (dest_ton, dest_npi, dest) = address(&m.to);
+    let pdu = |data_coding, udh: bool, octets: Vec<u8>| SubmitSm {
+        source_addr_ton: source_ton,
+        source_addr_npi: source_npi,
+        source_addr: source.into(),
+        dest_addr_ton: dest_ton,
+        dest_addr_npi: dest_npi,
+        destination_addr: dest.into(),
+        esm_class: if udh { 0x40 } else { 0 },
+        data_coding,
+        short_message: ShortMessage::new(octets),
+        ..Default::default()
+    };
+    match sms_text::plan(&m.body, &options) {
+        Ok(plan) => plan
+            .segments
+            .iter()
+            .map(|s| pdu(plan.encoding.data_coding(), !s.udh.is_empty(), s.short_message()))
+            .collect(),
+        // Longer than any concatenated SMS: whole, as UCS-2 in message_payload.
+        Err(_) => {
+            let octets: Vec<u8> = m.body.encode_utf16().flat_map(u16::to_be_bytes).collect();
+            let mut whole = pdu(0x08, false, Vec::new());
+            whole.tlvs = Tlvs(vec![Tlv::MessagePayload(smpp::tlv::Bounded(smpp::Octets(octets)))]);
+            vec![whole]
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_ids_read_back() {
+        let id = MessageId::generate();
+        assert_eq!(parse_part_id(&part_id(id, 0)), Some(id));
+        assert_eq!(parse_part_id(&part_id(id, 3)), Some(id));
+        assert_eq!(parse_part_id(&format!(" {id}.12 ")), Some(id));
+        assert_eq!(parse_part_id("nonsense.1"), None);
+        assert_eq!(parse_part_id(&format!("{id}.x")), None);
+    }
+
+    #[test]
+    fn receipt_err_fields() {
+        assert_eq!(err_digits(None), "000");
+        assert_eq!(err_digits(Some("sim:1")), "001");
+        assert_eq!(err_digits(Some("carrier:0x0000000b")), "000");
+        assert_eq!(err_digits(Some("carrier:1234")), "000");
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(address("+447700900123"), (1, 1, "447700900123"));
+        assert_eq!(address("12345"), (0, 1, "12345"));
+        assert_eq!(address("Acme"), (5, 0, "Acme"));
+        assert_eq!(address("+"), (5, 0, "+"));
+    }
+}
