@@ -17,6 +17,16 @@ pub enum SubmitError {
     Temporary { code: String, detail: String },
 }
 
+/// The codes of temporary errors that are a carrier asking us to slow down: it answered, so it is up.
+pub const THROTTLING: [&str; 3] = ["throttled", "esme_rthrottled", "esme_rmsgqful"];
+
+impl SubmitError {
+    /// Whether the carrier asked us to slow down (see [`THROTTLING`]) rather than failed to answer.
+    pub fn is_throttling(&self) -> bool {
+        matches!(self, SubmitError::Temporary { code, .. } if THROTTLING.contains(&code.as_str()))
+    }
+}
+
 /// A delivery receipt: the final (or intermediate) state a carrier reports for a message it took.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {

@@ -196,9 +196,16 @@ const WINDOW_BACK_MS: i64 = 200;
 /// The most sent times kept for latency metrics.
 const SENT_TIMES: usize = 200_000;
 
+/// How long a message that waits for its carriers (none up, or throttling) stays back in the queue: a quarter of
+/// the time it has waited so far, 250 ms to a minute, so a long outage costs a message few journey lines.
+fn waiting_pause(m: &Message) -> i64 {
+    let waited = now().0 - m.send_at.unwrap_or(m.created_at).0;
+    (waited / 4).clamp(250, 60_000)
+}
+
 /// Metric names, as `/metrics` shows them.
 pub mod metric {
-    /// Submissions by outcome (`sent`, `failed`, `retry`, `expired`).
+    /// Submissions by outcome (`sent`, `failed`, `retry`, `expired`, `waiting`: no connector of the route was up).
     pub const SUBMISSIONS: &str = "smsgate_submissions_total";
     /// Receipts by resulting status, and `unmatched`.
     pub const RECEIPTS: &str = "smsgate_receipts_total";
@@ -510,9 +517,15 @@ impl Engine {
                 return;
             }
             Decision::Unavailable { route } => {
+                // An outage of the route's carriers is not the message's failure: it waits for one to come back
+                // (its validity bounds the wait), without spending an attempt, looking again after a pause that
+                // grows with the time it has waited (a quarter of it, 250 ms to a minute).
                 drop(permit);
-                let detail = format!("no connector of route {route:?} is up");
-                self.retry_or_fail(&m, None, "no_connector_up".into(), detail).await;
+                metrics::counter!(metric::SUBMISSIONS, "outcome" => "waiting").increment(1);
+                let pause = waiting_pause(&m);
+                let detail = format!("no connector of route {route:?} is up: waiting for one, back in {pause} ms");
+                let changes = Changes { retry_at: Some(now().plus_millis(pause)), attempt_undone: true, ..fence() };
+                record(Status::Queued, detail, changes).await;
                 return;
             }
         };
@@ -522,6 +535,7 @@ impl Engine {
         // of a slow carrier must not hold this node's submission slots, which every connector shares).
         let Ok(window) = tokio::time::timeout(WINDOW_WAIT, runtime.enter()).await else {
             drop(permit);
+            runtime.probe_unused();
             runtime.counters.put_back.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             metrics::counter!(metric::CONNECTOR_SUBMISSIONS, "connector" => name.clone(), "outcome" => "put_back")
                 .increment(1);
@@ -539,6 +553,7 @@ impl Engine {
             Turn::Later(wait) => {
                 drop(window);
                 drop(permit);
+                runtime.probe_unused();
                 metrics::counter!(metric::CONNECTOR_SUBMISSIONS, "connector" => name.clone(), "outcome" => "put_back")
                     .increment(1);
                 let rate = runtime.limits().throughput.unwrap_or(0.0);
@@ -564,8 +579,10 @@ impl Engine {
         metrics::counter!(metric::CONNECTOR_SUBMISSIONS, "connector" => name.clone(), "outcome" => outcome)
             .increment(1);
         match &submitted {
-            // A refusal for the message's own sake (a bad number) says the carrier works.
+            // A refusal for the message's own sake (a bad number), or a request to slow down, says the carrier
+            // works.
             Ok(_) | Err(SubmitError::Permanent { .. }) => runtime.succeeded(),
+            Err(e) if e.is_throttling() => runtime.succeeded(),
             Err(SubmitError::Temporary { code, .. }) => {
                 metrics::counter!(metric::CONNECTOR_ERRORS, "connector" => name.clone(), "code" => code.clone())
                     .increment(1);
@@ -614,6 +631,22 @@ impl Engine {
                 let detail = format!("{name} refused it, {code}: {detail}");
                 let changes = Changes { connector: Some(name), error_code: Some(code), ..fence() };
                 record(Status::Failed, detail, changes).await;
+            }
+            // Throttled: back in the queue without spending an attempt (a carrier that keeps throttling holds the
+            // message until its validity ends, never fails it).
+            Err(e @ SubmitError::Temporary { .. }) if e.is_throttling() => {
+                let SubmitError::Temporary { code, detail } = e else { return };
+                metrics::counter!(metric::SUBMISSIONS, "outcome" => "waiting").increment(1);
+                let pause = waiting_pause(&m);
+                let detail = format!("{name} asked to slow down, {code}: {detail}; back in {pause} ms");
+                let changes = Changes {
+                    connector: Some(name),
+                    error_code: Some(code),
+                    retry_at: Some(now().plus_millis(pause)),
+                    attempt_undone: true,
+                    ..fence()
+                };
+                record(Status::Queued, detail, changes).await;
             }
             Err(SubmitError::Temporary { code, detail }) => self.retry_or_fail(&m, Some(name), code, detail).await,
         }

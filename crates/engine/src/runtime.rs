@@ -182,6 +182,12 @@ impl Runtime {
         }
     }
 
+    /// A message that may have taken the probe went back to the queue before it reached the carrier: the probe is
+    /// free again for the next asker (else the connector would wait for a probe that never comes back).
+    pub fn probe_unused(&self) {
+        lock(&self.health).probing = false;
+    }
+
     /// Whether it is up, without taking the probe.
     pub fn health(&self, now: Instant) -> HealthView {
         let h = lock(&self.health);
@@ -280,6 +286,9 @@ mod tests {
         assert!(r.failed(later), "a failed probe: down again, for longer");
         assert_eq!(r.health(later).down_for, Some(COOL_DOWN * 2));
         let probe = later + COOL_DOWN * 2;
+        assert!(r.is_up(probe) && !r.is_up(probe));
+        // A probe that went back to the queue unsent leaves the probe to the next asker.
+        r.probe_unused();
         assert!(r.is_up(probe));
         r.succeeded();
         assert!(r.is_up(probe) && r.is_up(probe));

@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used)] // Test code; a failure is a test failure.
 //! End to end through a real carrier link: REST → `smsgate serve` → `smpp` connector → `smsgate sim` (another
-//! process, over SMPP on loopback) → receipt → `delivered` → a signed webhook at `smsgate bench sink`.
+//! process, over SMPP on loopback) → receipt → `delivered` → a signed webhook at `smsgate bench sink`; and an SMPP
+//! client → `smsgate serve` → `smsgate sim` → the receipt back to the client as a deliver_sm.
 
 mod common;
 
@@ -136,22 +137,32 @@ async fn rest_to_an_smpp_carrier_and_back() {
     std::fs::remove_dir_all(&data).unwrap();
 }
 
-/// Answers whatever the server sends (receipts come with a later part of issue 5).
-struct Client;
+/// An SMPP client that keeps the deliver_sm smsgate sends it.
+struct Client(tokio::sync::mpsc::UnboundedSender<smpp::pdu::SubmitSm>);
 
 #[async_trait::async_trait]
 impl smpp_session::Handler for Client {
-    async fn request(&self, _: smpp::Pdu) -> (smpp::CommandStatus, smpp::Body) {
+    async fn request(&self, request: smpp::Pdu) -> (smpp::CommandStatus, smpp::Body) {
+        if let smpp::Body::DeliverSm(d) = request.body {
+            let _ = self.0.send(d);
+        }
         (smpp::CommandStatus::ESME_ROK, smpp::Body::DeliverSmResp(Default::default()))
     }
 }
 
-/// An SMPP client application binds to `smsgate serve --smpp` with credentials made over REST, submits, and
-/// follows its message to delivered with query_sm.
+/// An SMPP client application binds to `smsgate serve --smpp` with credentials made over REST and submits with a
+/// receipt asked for; smsgate sends the message through its `smpp` connector to `smsgate sim` (another process),
+/// whose receipt comes back to smsgate and on to the client as a deliver_sm. A handset's reply reaches the client
+/// the same way. query_sm agrees.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_smpp_client_submits_to_smsgate() {
+async fn an_smpp_client_through_smsgate_to_an_smpp_carrier() {
     use smpp::pdu::{Bind, QuerySm, SubmitSm};
     use smpp::{Body, CommandStatus};
+    let (mut sim, sim_addresses) = spawn(
+        &["sim", "--smpp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--receipt-delay-ms", "20", "--account", "gw:pw"],
+        &["smsgate sim: SMPP on ", "smsgate sim: counters on "],
+    );
+    let (carrier, sim_http) = (&sim_addresses[0], &sim_addresses[1]);
     let data = std::env::temp_dir().join(format!("smsgate-smpp-server-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
     let server = start(&data, [] as [&str; 0], Some(KEY));
@@ -162,23 +173,28 @@ async fn an_smpp_client_submits_to_smsgate() {
         .map(|a| a.trim().to_string())
         .expect("the SMPP line");
     let client = common::http_client(Duration::from_secs(10));
-    let made = client
-        .post(format!("{}/v1/smpp/credentials", server.base))
-        .bearer_auth(KEY)
-        .json(&json!({"system_id": "app1", "password": "pw123"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(made.status().as_u16(), 201);
+    let post = |path: &str, body: Value| {
+        let r = client.post(format!("{}{path}", server.base)).bearer_auth(KEY).json(&body);
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    let (host, port) = carrier.rsplit_once(':').unwrap();
+    let connector = json!({"name": "carrier", "kind": "smpp", "host": host, "port": port.parse::<u16>().unwrap(),
+                           "system_id": "gw", "password": "pw"});
+    assert_eq!(post("/v1/connectors", connector).await, 201);
+    let route = json!({"name": "uk", "match": {"prefix": "+44"}, "connectors": [{"name": "carrier"}]});
+    assert_eq!(post("/v1/routes", route).await, 201);
+    assert_eq!(post("/v1/smpp/credentials", json!({"system_id": "app1", "password": "pw123"})).await, 201);
+
     let stream = tokio::net::TcpStream::connect(&smpp_addr).await.unwrap();
     let bind =
         Bind { system_id: "app1".into(), password: "pw123".into(), interface_version: 0x34, ..Default::default() };
+    let (tx, mut delivered) = tokio::sync::mpsc::unbounded_channel();
     let (session, resp) = smpp_session::bind(
         stream,
         smpp_session::BindKind::Transceiver,
         bind,
         smpp_session::Config::default(),
-        std::sync::Arc::new(Client),
+        std::sync::Arc::new(Client(tx)),
     )
     .await
     .unwrap();
@@ -189,6 +205,7 @@ async fn an_smpp_client_submits_to_smsgate() {
         dest_addr_ton: 1,
         dest_addr_npi: 1,
         destination_addr: "447700900125".into(),
+        registered_delivery: 1,
         short_message: smpp::ShortMessage::new(b"Hello from an SMPP client".to_vec()),
         ..Default::default()
     });
@@ -196,7 +213,20 @@ async fn an_smpp_client_submits_to_smsgate() {
     assert_eq!(r.command_status, CommandStatus::ESME_ROK);
     let Body::SubmitSmResp(r) = r.body else { panic!("a submit_sm_resp") };
     let id = r.message_id.to_str_lossy().into_owned();
-    // The same message over REST, and query_sm to delivered.
+    // The carrier's receipt, back to the client as a deliver_sm for our id.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let receipt = loop {
+        if let Ok(d) = delivered.try_recv() {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "no receipt");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(receipt.esm_class, 0x04, "{receipt:?}");
+    assert_eq!(receipt.tlvs.receipted_message_id(), Some(id.as_bytes()), "{receipt:?}");
+    let text = String::from_utf8_lossy(receipt.short_message.as_bytes()).into_owned();
+    assert!(text.starts_with(&format!("id:{id} sub:001 dlvrd:001")) && text.contains("stat:DELIVRD"), "{text}");
+    // It went through the carrier: the message names the connector, and the sim counted it.
     let m: Value = client
         .get(format!("{}/v1/messages/{id}", server.base))
         .bearer_auth(KEY)
@@ -206,18 +236,30 @@ async fn an_smpp_client_submits_to_smsgate() {
         .json()
         .await
         .unwrap();
-    assert_eq!((m["to"].as_str(), m["from"].as_str()), (Some("+447700900125"), Some("Acme")), "{m}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let q = session.request(Body::QuerySm(QuerySm { message_id: id.as_str().into(), ..Default::default() })).await;
-        let Body::QuerySmResp(q) = q.unwrap().body else { panic!("a query_sm_resp") };
-        if q.message_state == 2 {
-            break;
+    assert_eq!((m["status"].as_str(), m["connector"].as_str()), (Some("delivered"), Some("carrier")), "{m}");
+    let q = session.request(Body::QuerySm(QuerySm { message_id: id.as_str().into(), ..Default::default() })).await;
+    let Body::QuerySmResp(q) = q.unwrap().body else { panic!("a query_sm_resp") };
+    assert_eq!(q.message_state, 2);
+    // The handset replies to Acme: the client gets it as a deliver_sm.
+    let sent = client
+        .post(format!("{sim_http}/inbound"))
+        .json(&json!({"system_id": "gw", "from": "+447700900125", "to": "Acme", "text": "See you then"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(sent.status().is_success());
+    let reply = loop {
+        if let Ok(d) = delivered.try_recv() {
+            break d;
         }
-        assert!(Instant::now() < deadline, "not delivered: {q:?}");
+        assert!(Instant::now() < deadline, "no reply");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    };
+    assert_eq!((reply.esm_class, reply.short_message.as_bytes()), (0, b"See you then".as_slice()), "{reply:?}");
+    assert_eq!(reply.source_addr.as_bytes(), b"447700900125");
     session.unbind().await;
     stop(server);
+    sim.kill().unwrap();
+    sim.wait().unwrap();
     std::fs::remove_dir_all(&data).unwrap();
 }

@@ -1,0 +1,260 @@
+#![allow(clippy::unwrap_used)] // Test helpers; a failure is a test failure.
+//! The `smpp` connector under the engine, on a real SQLite store, against an SMSC that misbehaves on purpose (our
+//! own SMPP session layer with a scripted handler, over loopback). By the destination's last two digits it drops
+//! the connection instead of answering (11), answers ESME_RTHROTTLED twice (22), never answers the first submit
+//! (33), sends the receipt before the submit_sm_resp (44); on every bind it sends a receipt for an id it never gave.
+//! Every message must end delivered; the SMSC must take each message once, except the one whose answer never came
+//! (SMPP cannot tell a lost answer from a lost submit: the one duplicate it allows).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use smpp::pdu::{Bind, SubmitSm, SubmitSmResp};
+use smpp::{Body, CommandStatus, Pdu, ShortMessage, Tlv, Tlvs};
+use smpp_session::{BindKind, Binder, Handler, Session};
+use smsgate_connectors::sim::SimNetwork;
+use smsgate_connectors::{ConnectorEvent, Kit, now};
+use smsgate_core::routing::{Route, RouteMatch, RouteTarget};
+use smsgate_core::{Direction, Message, MessageId, Status};
+use smsgate_engine::{Config, Engine, Registry};
+use smsgate_store::{ConnectorRecord, NewMessage};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What the SMSC saw and holds.
+#[derive(Default)]
+struct Smsc {
+    /// Submits taken (answered OK or never answered), by destination.
+    taken: Mutex<HashMap<String, u32>>,
+    /// Submits seen, by destination, whatever became of them.
+    seen: Mutex<HashMap<String, u32>>,
+    sessions: Mutex<Vec<Session>>,
+    next_id: AtomicU32,
+}
+
+impl Smsc {
+    fn session(&self) -> Option<Session> {
+        self.sessions.lock().unwrap().iter().rev().find(|s| !s.is_closed()).cloned()
+    }
+
+    /// Sends a deliver_sm until a session takes it: a receipt waits for the client to bind again, as SMSCs keep
+    /// them.
+    async fn deliver(self: Arc<Self>, body: Body) {
+        for _ in 0..500 {
+            if let Some(session) = self.session()
+                && session.request(body.clone()).await.is_ok_and(|r| r.command_status == CommandStatus::ESME_ROK)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn receipt(id: &str, s: &SubmitSm) -> Body {
+        let text =
+            format!("id:{id} sub:001 dlvrd:001 submit date:2601011200 done date:2601011200 stat:DELIVRD err:000");
+        Body::DeliverSm(SubmitSm {
+            source_addr: s.destination_addr.clone(),
+            destination_addr: s.source_addr.clone(),
+            esm_class: 0x04,
+            short_message: ShortMessage::new(text.into_bytes()),
+            tlvs: Tlvs(vec![Tlv::ReceiptedMessageId(id.into()), Tlv::MessageState(2)]),
+            ..Default::default()
+        })
+    }
+}
+
+struct Faulty(Arc<Smsc>);
+
+#[async_trait]
+impl Handler for Faulty {
+    async fn request(&self, request: Pdu) -> (CommandStatus, Body) {
+        let Body::SubmitSm(s) = request.body else { return (CommandStatus::ESME_ROK, Body::GenericNack) };
+        let to = s.destination_addr.to_str_lossy().into_owned();
+        let seen = {
+            let mut seen = self.0.seen.lock().unwrap();
+            let n = seen.entry(to.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        let ok = |id: &str| {
+            (CommandStatus::ESME_ROK, Body::SubmitSmResp(SubmitSmResp { message_id: id.into(), ..Default::default() }))
+        };
+        match (&to[to.len() - 2..], seen) {
+            ("11", 1) => {
+                // Gone mid-window, the submit not taken.
+                if let Some(session) = self.0.session() {
+                    session.close();
+                }
+                return (CommandStatus::ESME_RSYSERR, Body::SubmitSmResp(SubmitSmResp::default()));
+            }
+            ("22", 1 | 2) => return (CommandStatus::ESME_RTHROTTLED, Body::SubmitSmResp(SubmitSmResp::default())),
+            ("33", 1) => {
+                *self.0.taken.lock().unwrap().entry(to.clone()).or_default() += 1;
+                // Taken, and the answer never comes.
+                std::future::pending::<()>().await;
+            }
+            _ => {}
+        }
+        *self.0.taken.lock().unwrap().entry(to.clone()).or_default() += 1;
+        let id = format!("{:x}", 0xc000 + self.0.next_id.fetch_add(1, Ordering::Relaxed));
+        let receipt = Smsc::receipt(&id, &s);
+        if to.ends_with("44") {
+            // The receipt first; the answer after it.
+            self.0.clone().deliver(receipt).await;
+        } else {
+            let smsc = self.0.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                smsc.deliver(receipt).await;
+            });
+        }
+        ok(&id)
+    }
+}
+
+#[async_trait]
+impl Binder for Faulty {
+    async fn bind(&self, _: BindKind, _: &Bind, _: Option<SocketAddr>) -> Result<Arc<dyn Handler>, CommandStatus> {
+        Ok(Arc::new(Faulty(self.0.clone())))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_lost_or_duplicated_beyond_what_smpp_allows() {
+    let smsc = Arc::new(Smsc::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    {
+        let (smsc, stop) = (smsc.clone(), stop.clone());
+        let binder: Arc<dyn Binder> = Arc::new(Faulty(smsc.clone()));
+        let bound = move |session: Session| {
+            let smsc = smsc.clone();
+            async move {
+                smsc.sessions.lock().unwrap().push(session.clone());
+                // A receipt for an id this SMSC never gave: logged and counted, nothing else.
+                let stray = SubmitSm { source_addr: "447700900999".into(), ..Default::default() };
+                let _ = session.request(Smsc::receipt("deadbeef", &stray)).await;
+            }
+        };
+        let config = smpp_session::Config::default();
+        tokio::spawn(async move { smpp_session::listen(listener, stop, "faulty", config, binder, bound).await });
+    }
+
+    let path = std::env::temp_dir().join(format!("smsgate-faults-{}.db", MessageId::generate()));
+    let store = smsgate_store::open(&format!("sqlite://{}", path.display()), 4).await.unwrap();
+    let account = store.create_account("acme", false, now()).await.unwrap().id;
+    let settings = serde_json::json!({
+        "host": "127.0.0.1", "port": addr.port(), "system_id": "gw", "password": "pw",
+        "response_timeout_ms": 500, "reconnect_min_ms": 20, "reconnect_max_ms": 100,
+    });
+    let record = ConnectorRecord {
+        name: "faulty".into(),
+        kind: "smpp".into(),
+        settings: settings.to_string(),
+        created_at: now(),
+        updated_at: now(),
+    };
+    assert!(store.insert_connector(&record).await.unwrap());
+    let target = RouteTarget { name: "faulty".into(), priority: 0, weight: 1, price_micros: None };
+    let route = Route { name: "all".into(), position: 0, matches: RouteMatch::default(), connectors: vec![target] };
+    assert!(store.insert_route(&route, now()).await.unwrap());
+    let (tx, rx) = mpsc::channel::<ConnectorEvent>(1024);
+    let config = Config {
+        poll_interval: Duration::from_millis(20),
+        retry_base: Duration::from_millis(20),
+        lease: Duration::from_secs(5),
+        ..Config::default()
+    };
+    let kit = Kit::new(Arc::new(SimNetwork::new(Vec::new(), tx)));
+    let engine = Engine::new(store.clone(), Arc::new(Registry::new(kit)), config);
+    engine.reload().await.unwrap();
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(engine.clone().run(rx, shutdown.clone()));
+
+    let mut ids = Vec::new();
+    // One drop and one unanswered submit (each takes the connector down for a cool-down when it costs a probe),
+    // among well-behaved traffic.
+    for (kind, n) in [("11", 1), ("22", 3), ("33", 1), ("44", 3), ("55", 6)] {
+        for i in 0..n {
+            let at = now();
+            let m = Message {
+                id: MessageId::generate(),
+                account_id: account,
+                direction: Direction::Outbound,
+                to: format!("+4477009{i}00{kind}"),
+                from: "Acme".into(),
+                body: "Faults".into(),
+                encoding: "gsm7".into(),
+                segments: 1,
+                price_micros: None,
+                connector: None,
+                carrier_id: None,
+                status: Status::Queued,
+                error_code: None,
+                reference: None,
+                callback_url: None,
+                send_at: None,
+                expires_at: Some(at.plus_secs(600)),
+                attempts: 0,
+                created_at: at,
+                updated_at: at,
+            };
+            ids.push((m.id, m.to.trim_start_matches('+').to_string()));
+            store.insert_messages(&[NewMessage::new(m, "accepted")]).await.unwrap();
+        }
+    }
+    engine.wake();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
+    for (id, to) in &ids {
+        loop {
+            let status = store.message_status(*id).await.unwrap();
+            if status == Some(Status::Delivered) {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let mut all = Vec::new();
+                for (id, to) in &ids {
+                    all.push((
+                        to.clone(),
+                        store.message(account, *id).await.unwrap().map(|m| (m.status, m.carrier_id)),
+                    ));
+                }
+                panic!("{to} stuck at {status:?}; all: {all:?}; taken {:?}", smsc.taken.lock().unwrap());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // The SMSC took each message once, and again only after an attempt whose answer we never got (the session
+    // closed under it, or no answer came in time): SMPP cannot tell those from submits that never arrived.
+    let taken = smsc.taken.lock().unwrap().clone();
+    for (id, to) in &ids {
+        let events = store.events(*id).await.unwrap();
+        let lost =
+            events.iter().filter(|e| e.detail.contains("connection_lost") || e.detail.contains("timeout")).count();
+        let n = taken.get(to).copied().unwrap_or(0) as usize;
+        assert!((1..=1 + lost).contains(&n), "{to}: taken {n} times, {lost} answers lost: {events:?}");
+        if to.ends_with("33") {
+            assert!(n == 2 && lost >= 1, "{to}: the unanswered submit is the one duplicate: {events:?}");
+        }
+    }
+    // The stray receipt moved nothing, and the connector stayed up through it all.
+    for (id, _) in &ids {
+        let journey: Vec<Status> = store.events(*id).await.unwrap().into_iter().map(|e| e.status).collect();
+        assert_eq!(journey.last(), Some(&Status::Delivered));
+        assert_eq!(journey.iter().filter(|s| **s == Status::Delivered).count(), 1, "{journey:?}");
+    }
+    shutdown.cancel();
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), running).await.unwrap().unwrap();
+    store.close().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
