@@ -73,9 +73,13 @@ pub enum DefaultAlphabet {
 pub struct SmppSettings {
     pub host: String,
     pub port: u16,
-    /// Not yet: TLS to the SMSC.
+    /// SMPP over TLS to the SMSC.
     #[serde(default)]
     pub tls: bool,
+    /// The CA certificates (PEM) the SMSC's certificate must chain to; without it, the system's roots.
+    pub tls_ca_file: Option<String>,
+    /// The name the SMSC's certificate must carry; without it, `host`.
+    pub tls_server_name: Option<String>,
     pub system_id: String,
     pub password: String,
     #[serde(default)]
@@ -147,7 +151,9 @@ impl SmppSettings {
             return Err("smpp settings: host and port are needed".into());
         }
         if s.tls {
-            return Err("smpp settings: tls is not supported yet".into());
+            s.tls_connector().map_err(|e| format!("smpp settings: tls: {e}"))?;
+        } else if s.tls_ca_file.is_some() || s.tls_server_name.is_some() {
+            return Err("smpp settings: tls_ca_file and tls_server_name need tls: true".into());
         }
         if s.system_id.is_empty() || s.system_id.len() > 15 || s.password.len() > 8 || s.system_type.len() > 12 {
             return Err(
@@ -167,6 +173,15 @@ impl SmppSettings {
             return Err("smpp settings: source_addr is 1 to 20 characters".into());
         }
         Ok(s)
+    }
+
+    /// The TLS client and the name the SMSC's certificate must carry.
+    fn tls_connector(
+        &self,
+    ) -> Result<(smpp_session::tls::TlsConnector, rustls::pki_types::ServerName<'static>), String> {
+        let connector = smpp_session::tls::connector(self.tls_ca_file.as_deref().map(std::path::Path::new))?;
+        let name = smpp_session::tls::server_name(self.tls_server_name.as_deref().unwrap_or(&self.host))?;
+        Ok((connector, name))
     }
 
     fn session_config(&self) -> smpp_session::Config {
@@ -481,7 +496,17 @@ async fn bind_one(shared: &Arc<Shared>, settings: &SmppSettings, kind: BindKind)
         ..Default::default()
     };
     let handler = Arc::new(Receiver { shared: shared.clone() });
-    let (session, _) = smpp_session::bind(stream, kind, bind, config, handler).await.map_err(|e| e.to_string())?;
+    let (session, _) = if settings.tls {
+        let (tls, name) = settings.tls_connector()?;
+        let stream = tokio::time::timeout(config.response_timeout, tls.connect(name, stream))
+            .await
+            .map_err(|_| format!("the TLS handshake with {address} timed out"))?
+            .map_err(|e| format!("the TLS handshake with {address}: {e}"))?;
+        smpp_session::bind(stream, kind, bind, config, handler).await
+    } else {
+        smpp_session::bind(stream, kind, bind, config, handler).await
+    }
+    .map_err(|e| e.to_string())?;
     Ok(session)
 }
 

@@ -156,7 +156,8 @@ fn bad_settings_say_what_is_wrong() {
         (json!({"password": "far too long"}), "password"),
         (json!({"sessions": 0}), "sessions"),
         (json!({"concatenation": "smoke"}), "expected one of `udh`, `sar`, `payload`"),
-        (json!({"tls": true}), "tls"),
+        (json!({"tls": true, "tls_ca_file": "/nonexistent/ca.pem"}), "/nonexistent/ca.pem"),
+        (json!({"tls_ca_file": "ca.pem"}), "need tls: true"),
         (json!({"colour": "red"}), "colour"),
     ] {
         let e = kit.build("carrier", "smpp", settings(addr, bad.clone())).unwrap_err();
@@ -186,4 +187,44 @@ async fn inbound_messages_arrive_whole() {
     }
     // Nothing else came: each long message was handed on once, whole.
     assert!(tokio::time::timeout(Duration::from_millis(200), events.recv()).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binds_over_tls_to_a_carrier_it_trusts() {
+    let dir = std::env::temp_dir().join(format!("smsgate-connector-tls-{}", smsgate_core::MessageId::generate()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str| {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+        std::fs::write(&cert, made.cert.pem()).unwrap();
+        std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+        (cert, key)
+    };
+    let (cert, key) = write("carrier");
+    let (stranger, _) = write("stranger");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let smsc = SimSmsc::new(fast());
+    let stop = CancellationToken::new();
+    tokio::spawn({
+        let (smsc, stop, tls) = (smsc.clone(), stop.clone(), smpp_session::tls::acceptor(&cert, &key).unwrap());
+        async move { smsc.serve_tls(listener, tls, stop).await }
+    });
+    let (kit, mut events) = kit();
+    let tls = |ca: &std::path::Path| json!({"tls": true, "tls_ca_file": ca.display().to_string(), "tls_server_name": "localhost"});
+    let c = kit.build("carrier", "smpp", settings(addr, tls(&cert))).unwrap();
+    c.start();
+    let ids = submit_when_bound(c.as_ref(), &message("+447700900125", "over TLS")).await;
+    assert_eq!(receipts(&mut events, 1).await, vec![(ids[0].clone(), ReceiptState::Delivered)]);
+    // A carrier whose certificate is not the one trusted: never bound.
+    let wary = kit.build("wary", "smpp", settings(addr, tls(&stranger))).unwrap();
+    wary.start();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(wary.link()["bound"], 0);
+    match wary.submit(&message("+447700900125", "no")).await {
+        Err(SubmitError::Temporary { code, .. }) => assert_eq!(code, "not_bound"),
+        other => panic!("{other:?}"),
+    }
+    stop.cancel();
+    let _ = std::fs::remove_dir_all(&dir);
 }

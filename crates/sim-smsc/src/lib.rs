@@ -199,6 +199,25 @@ impl SimSmsc {
 
     /// Takes connections from `listener` until `shutdown`, then unbinds every session.
     pub async fn serve(&self, listener: TcpListener, shutdown: CancellationToken) {
+        self.serve_with(listener, None, shutdown).await;
+    }
+
+    /// [`SimSmsc::serve`], over TLS.
+    pub async fn serve_tls(
+        &self,
+        listener: TcpListener,
+        tls: smpp_session::tls::TlsAcceptor,
+        shutdown: CancellationToken,
+    ) {
+        self.serve_with(listener, Some(tls), shutdown).await;
+    }
+
+    async fn serve_with(
+        &self,
+        listener: TcpListener,
+        tls: Option<smpp_session::tls::TlsAcceptor>,
+        shutdown: CancellationToken,
+    ) {
         let binder: Arc<dyn Binder> = Arc::new(SimBinder { inner: self.inner.clone() });
         let inner = self.inner.clone();
         let bound = move |session: Session| {
@@ -214,7 +233,11 @@ impl SimSmsc {
             }
         };
         let config = self.inner.config.session.clone();
-        smpp_session::listen(listener, shutdown, &self.inner.config.system_id, config, binder, bound).await;
+        let our_id = &self.inner.config.system_id;
+        match tls {
+            None => smpp_session::listen(listener, shutdown, our_id, config, binder, bound).await,
+            Some(tls) => smpp_session::listen_tls(listener, tls, shutdown, our_id, config, binder, bound).await,
+        }
         let all: Vec<Session> =
             self.inner.receivers.lock().unwrap_or_else(|e| e.into_inner()).values().flatten().cloned().collect();
         for s in all {

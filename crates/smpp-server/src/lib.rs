@@ -19,7 +19,8 @@
 //! `replace_sm` act on the account's messages that have not gone to a carrier yet. A credential's `throughput`
 //! is shared by its binds; a submit over it is answered `ESME_RTHROTTLED`.
 //!
-//! Not yet: TLS.
+//! With a certificate and key, the same server takes SMPP over TLS on a second address
+//! ([`SmppServer::serve_with_tls`]).
 
 pub mod deliver;
 
@@ -125,6 +126,16 @@ impl SmppServer {
     /// Takes connections until `shutdown`, sending the outbox's deliver_sm to the receivers bound; then unbinds
     /// its sessions.
     pub async fn serve(&self, listener: TcpListener, shutdown: CancellationToken) {
+        self.serve_with_tls(listener, None, shutdown).await;
+    }
+
+    /// [`SmppServer::serve`], taking SMPP over TLS on a second listener too.
+    pub async fn serve_with_tls(
+        &self,
+        listener: TcpListener,
+        tls: Option<(TcpListener, smpp_session::tls::TlsAcceptor)>,
+        shutdown: CancellationToken,
+    ) {
         let inner = &self.inner;
         let deliverer = tokio::spawn(deliver::run(
             inner.store.clone(),
@@ -152,7 +163,14 @@ impl SmppServer {
             }
         };
         let config = inner.settings.session.clone();
-        smpp_session::listen(listener, shutdown, SYSTEM_ID, config, binder, bound).await;
+        let plain =
+            smpp_session::listen(listener, shutdown.clone(), SYSTEM_ID, config.clone(), binder.clone(), bound.clone());
+        let secure = async {
+            if let Some((listener, acceptor)) = tls {
+                smpp_session::listen_tls(listener, acceptor, shutdown.clone(), SYSTEM_ID, config, binder, bound).await;
+            }
+        };
+        tokio::join!(plain, secure);
         let _ = deliverer.await;
         for s in inner.receivers.all() {
             s.close();

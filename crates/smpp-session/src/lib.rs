@@ -30,6 +30,8 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+pub mod tls;
+
 /// How a session behaves; [`Config::default`] suits most peers.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -419,6 +421,37 @@ pub async fn listen<F, Fut>(
     F: Fn(Session) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
+    serve(listener, None, shutdown, our_id, config, binder, bound).await;
+}
+
+/// [`listen`], each connection over TLS first (a handshake not done within the response timeout ends it).
+pub async fn listen_tls<F, Fut>(
+    listener: tokio::net::TcpListener,
+    tls: tls::TlsAcceptor,
+    shutdown: CancellationToken,
+    our_id: &str,
+    config: Config,
+    binder: Arc<dyn Binder>,
+    bound: F,
+) where
+    F: Fn(Session) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    serve(listener, Some(tls), shutdown, our_id, config, binder, bound).await;
+}
+
+async fn serve<F, Fut>(
+    listener: tokio::net::TcpListener,
+    tls: Option<tls::TlsAcceptor>,
+    shutdown: CancellationToken,
+    our_id: &str,
+    config: Config,
+    binder: Arc<dyn Binder>,
+    bound: F,
+) where
+    F: Fn(Session) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     loop {
         let (stream, peer) = tokio::select! {
             a = listener.accept() => match a {
@@ -434,8 +467,17 @@ pub async fn listen<F, Fut>(
         };
         let _ = stream.set_nodelay(true);
         let (binder, config, bound, our_id) = (binder.clone(), config.clone(), bound.clone(), our_id.to_string());
+        let tls = tls.clone();
         tokio::spawn(async move {
-            match accept(stream, Some(peer), &our_id, config, binder.as_ref()).await {
+            let accepted = match tls {
+                None => accept(stream, Some(peer), &our_id, config, binder.as_ref()).await,
+                Some(tls) => match tokio::time::timeout(config.response_timeout, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => accept(stream, Some(peer), &our_id, config, binder.as_ref()).await,
+                    Ok(Err(e)) => Err(AcceptError::Gone(format!("TLS handshake: {e}"))),
+                    Err(_) => Err(AcceptError::Timeout(config.response_timeout)),
+                },
+            };
+            match accepted {
                 Ok(session) => bound(session).await,
                 Err(e) => debug!(error = %e, %peer, "no bind"),
             }

@@ -267,3 +267,80 @@ async fn unanswered_requests_time_out_and_silent_peers_are_dropped() {
     assert!(!theirs.is_closed());
     assert!(!c.is_closed());
 }
+
+/// A self-signed certificate for `localhost`, its key, and a folder holding both as PEM files.
+fn certificate() -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("smpp-tls-{}-{}", std::process::id(), rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    (dir, cert, key)
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_over_tls() {
+    use smpp_session::tls;
+    let (dir, cert, key) = certificate();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let binder: Arc<dyn Binder> = Arc::new(Accounts { smsc: Arc::new(Smsc::default()) });
+    let acceptor = tls::acceptor(&cert, &key).unwrap();
+    tokio::spawn(smpp_session::listen_tls(
+        listener,
+        acceptor,
+        stop.clone(),
+        "tls-smsc",
+        Config::default(),
+        binder,
+        |s| async move {
+            s.closed().await;
+        },
+    ));
+    // A client that trusts the certificate binds and submits.
+    let connector = tls::connector(Some(&cert)).unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let stream = connector.connect(tls::server_name("localhost").unwrap(), tcp).await.unwrap();
+    let creds =
+        Bind { system_id: "alice".into(), password: "secret".into(), interface_version: 0x34, ..Default::default() };
+    let (session, resp) =
+        bind(stream, BindKind::Transceiver, creds, Config::default(), Arc::new(Smsc::default())).await.unwrap();
+    assert_eq!(resp.system_id.as_bytes(), b"tls-smsc");
+    let submit = Body::SubmitSm(SubmitSm { destination_addr: "447700900123".into(), ..Default::default() });
+    let r = session.request(submit).await.unwrap();
+    let Body::SubmitSmResp(r) = r.body else { panic!("{r:?}") };
+    assert_eq!(r.message_id.as_bytes(), b"id-447700900123");
+    // One that does not trust it gets no session; neither does plain SMPP on the TLS port.
+    let other = TcpStream::connect(addr).await.unwrap();
+    let (_d2, other_cert, _k2) = certificate();
+    assert!(
+        tls::connector(Some(&other_cert))
+            .unwrap()
+            .connect(tls::server_name("localhost").unwrap(), other)
+            .await
+            .is_err()
+    );
+    let mut plain = TcpStream::connect(addr).await.unwrap();
+    let bind_pdu = Pdu::new(
+        1,
+        Body::BindTransceiver(Bind { system_id: "alice".into(), password: "secret".into(), ..Default::default() }),
+    );
+    plain.write_all(&bind_pdu.encode().unwrap()).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), plain.read(&mut buf)).await.unwrap().unwrap_or(0);
+    assert!(n == 0 || !buf.starts_with(&[0, 0, 0]), "no SMPP answer over plain TCP: {:?}", &buf[..n]);
+    // Files that are not what they should be say so.
+    let swapped = tls::acceptor(&key, &cert).err().unwrap();
+    assert!(swapped.contains("key"), "{swapped}");
+    assert!(tls::connector(Some(&dir.join("missing.pem"))).is_err());
+    session.unbind().await;
+    stop.cancel();
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&_d2);
+}

@@ -61,6 +61,11 @@ pub struct SmppServerConfig {
     pub response_timeout_secs: u64,
     /// Seconds the parts of a concatenated submit wait for the rest of their set.
     pub parts_wait_secs: u64,
+    /// A second address taking SMPP over TLS, such as `0.0.0.0:3550`; empty: none.
+    pub tls_listen: String,
+    /// The TLS certificate chain (PEM) and its private key (PEM), for `tls_listen`.
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
 }
 
 impl Default for SmppServerConfig {
@@ -72,6 +77,9 @@ impl Default for SmppServerConfig {
             idle_secs: 90,
             response_timeout_secs: 10,
             parts_wait_secs: 60,
+            tls_listen: String::new(),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
         }
     }
 }
@@ -88,6 +96,14 @@ impl SmppServerConfig {
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(anyhow!("configuration: smpp_server.{key} must be at least 1"));
+        }
+        if !self.tls_listen.is_empty() {
+            self.tls_listen.parse::<SocketAddr>().map_err(|e| {
+                anyhow!("configuration: smpp_server.tls_listen {:?} is not an address: {e}", self.tls_listen)
+            })?;
+            if self.tls_cert.as_os_str().is_empty() || self.tls_key.as_os_str().is_empty() {
+                return Err(anyhow!("configuration: smpp_server.tls_listen needs tls_cert and tls_key (PEM files)"));
+            }
         }
         if self.idle_secs <= self.enquire_link_secs {
             return Err(anyhow!(
@@ -273,6 +289,14 @@ impl Flags {
             smpp.window, smpp.deliver_window, smpp.enquire_link_secs, smpp.idle_secs, smpp.response_timeout_secs,
             smpp.parts_wait_secs
         ));
+        if !smpp.tls_listen.is_empty() {
+            out.push_str(&format!(
+                "tls_listen = {:?}\ntls_cert = {:?}\ntls_key = {:?}\n",
+                smpp.tls_listen,
+                smpp.tls_cert.display().to_string(),
+                smpp.tls_key.display().to_string()
+            ));
+        }
         for c in &config.sim.carriers {
             out.push_str(&format!(
                 "\n[[sim.carriers]]\nname = {:?}\nprefix = {:?}\nsubmit_latency_ms = {}\nreceipt_delay_ms = {}\ndelivery_ratio = {}\n",
@@ -365,6 +389,8 @@ mod tests {
         assert!(e.contains("idle_secs"), "{e}");
         let e = with_file("[smpp_server]\nwindow = 0\n").load().unwrap_err().to_string();
         assert!(e.contains("smpp_server.window"), "{e}");
+        let e = with_file("[smpp_server]\ntls_listen = \"127.0.0.1:3550\"\n").load().unwrap_err().to_string();
+        assert!(e.contains("tls_cert"), "{e}");
     }
 
     #[test]

@@ -89,9 +89,20 @@ async fn serve(args: Config) -> anyhow::Result<()> {
     let smpp_listener =
         tokio::net::TcpListener::bind(args.smpp).await.with_context(|| format!("listening on {}", args.smpp))?;
     println!("smsgate: SMPP on {}", smpp_listener.local_addr().context("reading the bound address")?);
+    let smpp_tls = match args.smpp_server.tls_listen.as_str() {
+        "" => None,
+        address => {
+            let acceptor = smpp_session::tls::acceptor(&args.smpp_server.tls_cert, &args.smpp_server.tls_key)
+                .map_err(|e| anyhow::anyhow!("SMPP over TLS: {e}"))?;
+            let listener =
+                tokio::net::TcpListener::bind(address).await.with_context(|| format!("listening on {address}"))?;
+            println!("smsgate: SMPP over TLS on {}", listener.local_addr().context("reading the bound address")?);
+            Some((listener, acceptor))
+        }
+    };
     let smpp_task = tokio::spawn({
         let shutdown = shutdown.clone();
-        async move { smpp.serve(smpp_listener, shutdown).await }
+        async move { smpp.serve_with_tls(smpp_listener, smpp_tls, shutdown).await }
     });
     if let Some(key) = admin_key {
         println!("smsgate: admin API key (shown once; keep it): {key}");

@@ -263,3 +263,66 @@ async fn an_smpp_client_through_smsgate_to_an_smpp_carrier() {
     sim.wait().unwrap();
     std::fs::remove_dir_all(&data).unwrap();
 }
+
+/// `[smpp_server] tls_listen` with a certificate: a client that trusts it binds over TLS and submits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_smpp_client_binds_over_tls() {
+    use smpp::pdu::{Bind, SubmitSm};
+    use smpp::{Body, CommandStatus};
+    let data = std::env::temp_dir().join(format!("smsgate-smpp-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data).unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key, config) = (data.join("cert.pem"), data.join("key.pem"), data.join("smsgate.toml"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let toml = format!(
+        "[smpp_server]\ntls_listen = \"127.0.0.1:0\"\ntls_cert = {:?}\ntls_key = {:?}\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    std::fs::write(&config, toml).unwrap();
+    let server = start(&data, ["--config".as_ref(), config.as_os_str()], Some(KEY));
+    let tls_addr = server
+        .lines
+        .iter()
+        .find_map(|l| l.strip_prefix("smsgate: SMPP over TLS on "))
+        .map(|a| a.trim().to_string())
+        .expect("the TLS line");
+    let client = common::http_client(Duration::from_secs(10));
+    let made = client
+        .post(format!("{}/v1/smpp/credentials", server.base))
+        .bearer_auth(KEY)
+        .json(&json!({"system_id": "secure", "password": "pw123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status().as_u16(), 201);
+    let tcp = tokio::net::TcpStream::connect(&tls_addr).await.unwrap();
+    let tls = smpp_session::tls::connector(Some(&cert)).unwrap();
+    let stream = tls.connect(smpp_session::tls::server_name("localhost").unwrap(), tcp).await.unwrap();
+    let bind =
+        Bind { system_id: "secure".into(), password: "pw123".into(), interface_version: 0x34, ..Default::default() };
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let (session, _) = smpp_session::bind(
+        stream,
+        smpp_session::BindKind::Transceiver,
+        bind,
+        smpp_session::Config::default(),
+        std::sync::Arc::new(Client(tx)),
+    )
+    .await
+    .unwrap();
+    let submit = Body::SubmitSm(SubmitSm {
+        source_addr_ton: 5,
+        source_addr: "Acme".into(),
+        dest_addr_ton: 1,
+        destination_addr: "447700900125".into(),
+        short_message: smpp::ShortMessage::new(b"Over TLS".to_vec()),
+        ..Default::default()
+    });
+    assert_eq!(session.request(submit).await.unwrap().command_status, CommandStatus::ESME_ROK);
+    session.unbind().await;
+    stop(server);
+    std::fs::remove_dir_all(&data).unwrap();
+}
