@@ -1266,22 +1266,24 @@ impl Store for PgStore {
     }
 
     async fn finish_smpp_deliveries(&self, results: &[(String, DeliveryNext)]) -> Result<()> {
+        // Taken, or given up: deleted; to try again: its next time.
+        let (done, again): (Vec<_>, Vec<_>) =
+            results.iter().partition(|(_, next)| !matches!(next, DeliveryNext::RetryAt(_)));
+        let done: Vec<&str> = done.iter().map(|(id, _)| id.as_str()).collect();
         let mut tx = self.pool.begin().await?;
-        for chunk in pow2_chunks(results, ROWS_PER_STATEMENT) {
+        if !done.is_empty() {
+            sqlx::query("DELETE FROM smpp_outbox WHERE id = ANY($1)").bind(&done).execute(&mut *tx).await?;
+        }
+        for chunk in pow2_chunks(&again, ROWS_PER_STATEMENT) {
             let sql = format!(
-                "UPDATE smpp_outbox SET state = v.column2, attempts = attempts + 1, \
-                 next_attempt_at = COALESCE(v.column3, next_attempt_at), lease_owner = NULL, lease_until = NULL \
-                 FROM (VALUES {}) AS v WHERE smpp_outbox.id = v.column1",
-                values_rows(chunk.len(), 3)
+                "UPDATE smpp_outbox SET attempts = attempts + 1, next_attempt_at = v.column2, lease_owner = NULL, \
+                 lease_until = NULL FROM (VALUES {}) AS v WHERE smpp_outbox.id = v.column1",
+                values_rows(chunk.len(), 2)
             );
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for (id, next) in chunk {
-                let (state, next) = match next {
-                    DeliveryNext::Delivered => ("delivered", None),
-                    DeliveryNext::RetryAt(t) => ("pending", Some(t.0)),
-                    DeliveryNext::Expired => ("expired", None),
-                };
-                query = query.bind(id).bind(state).bind(next);
+                let DeliveryNext::RetryAt(t) = next else { continue };
+                query = query.bind(id).bind(t.0);
             }
             query.execute(&mut *tx).await?;
         }
@@ -1291,8 +1293,7 @@ impl Store for PgStore {
 
     async fn expire_smpp_deliveries(&self, now: Timestamp) -> Result<u64> {
         let done = sqlx::query(
-            "UPDATE smpp_outbox SET state = 'expired', lease_owner = NULL, lease_until = NULL \
-             WHERE state = 'pending' AND expires_at <= $1",
+            "DELETE FROM smpp_outbox WHERE state = 'pending' AND expires_at <= $1",
         )
         .bind(now.0)
         .execute(&self.pool)

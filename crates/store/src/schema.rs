@@ -35,6 +35,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration::both(6, include_str!("../migrations/0006_parts.sql")),
     Migration::both(7, include_str!("../migrations/0007_smpp.sql")),
     Migration::both(8, include_str!("../migrations/0008_smpp_outbox.sql")),
+    Migration::both(9, include_str!("../migrations/0009_smpp_outbox_lean.sql")),
 ];
 
 /// One step of a journey as the `journey` column keeps it: a JSON object and a newline, appended with `||` by the

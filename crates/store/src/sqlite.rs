@@ -1558,17 +1558,18 @@ impl Store for SqliteStore {
         let results = results.to_vec();
         self.write(move |conn, _| {
             for (id, next) in &results {
-                let (state, next) = match next {
-                    DeliveryNext::Delivered => ("delivered", None),
-                    DeliveryNext::RetryAt(t) => ("pending", Some(t.0)),
-                    DeliveryNext::Expired => ("expired", None),
+                match next {
+                    DeliveryNext::RetryAt(t) => conn
+                        .prepare_cached(
+                            "UPDATE smpp_outbox SET attempts = attempts + 1, next_attempt_at = ?2, \
+                             lease_owner = NULL, lease_until = NULL WHERE id = ?1",
+                        )?
+                        .execute(params![id, t.0])?,
+                    // Taken, or given up: nothing more to keep.
+                    DeliveryNext::Delivered | DeliveryNext::Expired => {
+                        conn.prepare_cached("DELETE FROM smpp_outbox WHERE id = ?1")?.execute([id])?
+                    }
                 };
-                conn.prepare_cached(
-                    "UPDATE smpp_outbox SET state = ?2, attempts = attempts + 1, \
-                     next_attempt_at = COALESCE(?3, next_attempt_at), lease_owner = NULL, lease_until = NULL \
-                     WHERE id = ?1",
-                )?
-                .execute(params![id, state, next])?;
             }
             Ok(())
         })
@@ -1578,10 +1579,7 @@ impl Store for SqliteStore {
     async fn expire_smpp_deliveries(&self, now: Timestamp) -> Result<u64> {
         self.write(move |conn, _| {
             let n = conn
-                .prepare_cached(
-                    "UPDATE smpp_outbox SET state = 'expired', lease_owner = NULL, lease_until = NULL \
-                     WHERE state = 'pending' AND expires_at <= ?1",
-                )?
+                .prepare_cached("DELETE FROM smpp_outbox WHERE state = 'pending' AND expires_at <= ?1")?
                 .execute([now.0])?;
             Ok(n as u64)
         })
