@@ -11,7 +11,6 @@ Usage: kannel.py PATH/TO/smsgate   (needs /usr/sbin/bearerbox and smsbox: Debian
 """
 
 import http.server
-import json
 import os
 import shutil
 import socket
@@ -23,14 +22,12 @@ import time
 import urllib.parse
 import urllib.request
 
+from smsgate_proc import call, check, start
+
 KEY = "sk_interop_kannel_0123456789"
 DEADLINE_S = 40
 
 
-def check(cond, what):
-    if not cond:
-        raise SystemExit("FAIL: " + what)
-    print("ok:", what)
 
 
 def free_port():
@@ -39,11 +36,6 @@ def free_port():
         return s.getsockname()[1]
 
 
-def call(method, url, body=None):
-    req = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Authorization": "Bearer " + KEY, "Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return r.status, json.loads(r.read() or b"null")
 
 
 def until(what, cond):
@@ -72,23 +64,6 @@ class Reports(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def start_smsgate(binary, data):
-    env = dict(os.environ, SMSGATE_ADMIN_KEY=KEY)
-    proc = subprocess.Popen(
-        [binary, "serve", "--http", "127.0.0.1:0", "--smpp", "127.0.0.1:0", "--data-dir", data],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-    http = smpp = None
-    for line in proc.stdout:
-        if line.startswith("smsgate: listening on "):
-            http = line.split()[3]
-        if line.startswith("smsgate: SMPP on "):
-            smpp = line.split()[3]
-        if line.startswith("smsgate: try"):
-            break
-    if not http or not smpp:
-        raise SystemExit("smsgate serve did not start")
-    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
-    return proc, http, smpp
 
 
 def kannel_config(folder, smpp, admin, smsbox, sendsms):
@@ -141,9 +116,9 @@ def main(binary):
     receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Reports)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     try:
-        proc, http_base, smpp = start_smsgate(binary, os.path.join(folder, "smsgate"))
+        proc, http_base, smpp = start(binary, os.path.join(folder, "smsgate"), KEY)
         procs.append(proc)
-        status, _ = call("POST", http_base + "/v1/smpp/credentials", {"system_id": "kannel", "password": "pw"})
+        status, _ = call(KEY, "POST", http_base + "/v1/smpp/credentials", {"system_id": "kannel", "password": "pw"})
         check(status == 201, "credentials for Kannel made over REST")
         admin, smsbox, sendsms = free_port(), free_port(), free_port()
         conf = os.path.join(folder, "kannel.conf")
@@ -186,7 +161,7 @@ def main(binary):
         check(status in (200, 202), f"sendsms accepted the failing one: {status} {body}")
 
         def inbox():
-            _, got = call("GET", http_base + "/v1/sim/handsets/+447700900125/messages")
+            _, got = call(KEY, "GET", http_base + "/v1/sim/handsets/+447700900125/messages")
             return [m for m in got["data"] if m["body"] == "Hello through Kannel"]
 
         got = until("the message at the virtual handset", inbox)

@@ -12,60 +12,30 @@ is stopped and the folder removed at the end.
 Usage: smpp_clients.py PATH/TO/smsgate
 """
 
-import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 
 import smpplib.client
 import smpplib.consts
 import smpplib.gsm
 
+from smsgate_proc import call, check, start
+
 KEY = "sk_interop_0123456789abcdef"
 DEADLINE_S = 30
 
 
-def start(binary, data):
-    env = dict(os.environ, SMSGATE_ADMIN_KEY=KEY)
-    proc = subprocess.Popen(
-        [binary, "serve", "--http", "127.0.0.1:0", "--smpp", "127.0.0.1:0", "--data-dir", data],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-    http = smpp = None
-    for line in proc.stdout:
-        if line.startswith("smsgate: listening on "):
-            http = line.split()[3]
-        if line.startswith("smsgate: SMPP on "):
-            smpp = line.split()[3]
-        if line.startswith("smsgate: try"):
-            break
-    if not http or not smpp:
-        raise SystemExit("smsgate serve did not start")
-    # Keep reading so the server never blocks on a full pipe.
-    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
-    return proc, http, smpp
 
 
-def call(method, url, body=None):
-    req = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Authorization": "Bearer " + KEY, "Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return r.status, json.loads(r.read() or b"null")
 
 
-def check(cond, what):
-    if not cond:
-        raise SystemExit("FAIL: " + what)
-    print("ok:", what)
 
 
 def main(binary):
     data = tempfile.mkdtemp(prefix="smsgate-interop-")
-    proc, http, smpp = start(binary, data)
+    proc, http, smpp = start(binary, data, KEY)
     try:
         run(http, smpp)
     finally:
@@ -75,7 +45,7 @@ def main(binary):
 
 
 def run(http, smpp):
-    status, _ = call("POST", http + "/v1/smpp/credentials", {"system_id": "pyapp", "password": "pw123"})
+    status, _ = call(KEY, "POST", http + "/v1/smpp/credentials", {"system_id": "pyapp", "password": "pw123"})
     check(status == 201, "credentials made over REST")
 
     host, port = smpp.rsplit(":", 1)
@@ -136,10 +106,10 @@ def run(http, smpp):
     check(text.startswith("id:%s.1 sub:001 dlvrd:001 submit date:" % base) and "stat:DELIVRD err:000" in text,
           "receipt text in the standard layout: %s" % text)
 
-    _, m = call("GET", http + "/v1/messages/" + whole.pop())
+    _, m = call(KEY, "GET", http + "/v1/messages/" + whole.pop())
     check(m["body"] == ucs2 and m["encoding"] == "ucs2", "the UCS-2 message stored whole")
 
-    status, _ = call("POST", http + "/v1/sim/handsets/+447700900125/reply", {"to": "Acme", "body": "Got it, thanks"})
+    status, _ = call(KEY, "POST", http + "/v1/sim/handsets/+447700900125/reply", {"to": "Acme", "body": "Got it, thanks"})
     check(status in (200, 201, 202), "a handset replies")
     pump(lambda: any(p.esm_class == 0 for p in delivered))
     reply = next(p for p in delivered if p.esm_class == 0)

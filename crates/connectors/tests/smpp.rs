@@ -228,3 +228,40 @@ async fn binds_over_tls_to_a_carrier_it_trusts() {
     stop.cancel();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_carrier_that_drops_its_links_now_and_then() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (smsc, _stop) = run_sim(listener, SimConfig { drop_every: Some(10), ..fast() });
+    let (kit, mut events) = kit();
+    let c = kit.build("carrier", "smpp", settings(addr, json!({}))).unwrap();
+    c.start();
+    // Forty messages, each tried again while the link is down (as the engine would): every one is taken.
+    let mut ids = Vec::new();
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    for i in 0..40 {
+        let m = message("+447700900125", &format!("message {i}"));
+        loop {
+            match c.submit(&m).await {
+                Ok(got) => {
+                    ids.push(got[0].clone());
+                    break;
+                }
+                Err(SubmitError::Temporary { .. }) => {
+                    assert!(tokio::time::Instant::now() < deadline, "never taken again");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+    }
+    assert!(smsc.counters().drops.load(std::sync::atomic::Ordering::Relaxed) >= 3);
+    // Every receipt arrives, through whichever session is bound when it falls due (and some for submits whose
+    // answer went down with a link: taken by the carrier, never known here).
+    let mut missing: std::collections::HashSet<String> = ids.into_iter().collect();
+    while !missing.is_empty() {
+        let (id, _) = receipts(&mut events, 1).await.remove(0);
+        missing.remove(&id);
+    }
+}

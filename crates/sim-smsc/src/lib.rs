@@ -53,6 +53,9 @@ pub struct SimConfig {
     /// Keep what each handset received ([`SimSmsc::inbox`]): the last [`INBOX_KEPT`] messages of up to
     /// [`HANDSETS_KEPT`] handsets.
     pub keep_inboxes: bool,
+    /// Drop every bound session after each this many submits taken (a carrier that loses its links now and then);
+    /// the submit that reaches the count is answered, or not, as the connection goes.
+    pub drop_every: Option<u64>,
     pub session: smpp_session::Config,
 }
 
@@ -83,6 +86,7 @@ impl Default for SimConfig {
             delivery_ratio: 1.0,
             throttle: None,
             keep_inboxes: false,
+            drop_every: None,
             session: smpp_session::Config::default(),
         }
     }
@@ -100,6 +104,8 @@ pub struct Counters {
     pub receipts_sent: AtomicU64,
     pub receipts_retried: AtomicU64,
     pub receipts_dropped: AtomicU64,
+    /// Times every session was dropped ([`SimConfig::drop_every`]).
+    pub drops: AtomicU64,
 }
 
 /// The simulator. Clones share it.
@@ -115,6 +121,8 @@ struct Inner {
     counters: Counters,
     /// Bound sessions that take receipts, by `system_id`.
     receivers: Mutex<HashMap<String, Vec<Session>>>,
+    /// Every bound session, for [`SimConfig::drop_every`].
+    sessions: Mutex<Vec<Session>>,
     /// Receipts to send, in the order they fall due.
     receipts: mpsc::UnboundedSender<Due>,
     /// Tries so far of `0004` destinations, by destination and text.
@@ -144,6 +152,7 @@ impl SimSmsc {
             next_id: AtomicU64::new(0x1000_0000),
             counters: Counters::default(),
             receivers: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(Vec::new()),
             receipts: tx,
             throttled_tries: Mutex::new(HashMap::new()),
             inboxes: Mutex::new(HashMap::new()),
@@ -224,6 +233,11 @@ impl SimSmsc {
             let inner = inner.clone();
             async move {
                 info!(system_id = session.system_id(), bind = session.kind().as_str(), peer = ?session.peer(), "bound");
+                if inner.config.drop_every.is_some() {
+                    let mut sessions = inner.sessions.lock().unwrap_or_else(|e| e.into_inner());
+                    sessions.retain(|s| !s.is_closed());
+                    sessions.push(session.clone());
+                }
                 if session.kind().can_receive() {
                     let mut receivers = inner.receivers.lock().unwrap_or_else(|e| e.into_inner());
                     let list = receivers.entry(session.system_id().to_string()).or_default();
@@ -341,7 +355,14 @@ impl SimSession {
         }
         let n = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let id = format!("{n:x}");
-        c.accepted.fetch_add(1, Ordering::Relaxed);
+        let taken = c.accepted.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.inner.config.drop_every.is_some_and(|k| k > 0 && taken.is_multiple_of(k)) {
+            c.drops.fetch_add(1, Ordering::Relaxed);
+            let all: Vec<Session> = std::mem::take(&mut *self.inner.sessions.lock().unwrap_or_else(|e| e.into_inner()));
+            for session in all {
+                session.close();
+            }
+        }
         if self.inner.config.keep_inboxes {
             self.keep(&id, source);
         }

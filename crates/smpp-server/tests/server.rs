@@ -609,3 +609,44 @@ async fn a_credentials_throughput_is_answered_with_throttled() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(c.request(submit("447700900125", "later")).await.unwrap().command_status, CommandStatus::ESME_ROK);
 }
+
+/// A receiver that takes deliver_sm and never answers.
+struct Silent(tokio::sync::mpsc::UnboundedSender<SubmitSm>);
+
+#[async_trait]
+impl Handler for Silent {
+    async fn request(&self, request: Pdu) -> (CommandStatus, Body) {
+        if let Body::DeliverSm(d) = request.body {
+            let _ = self.0.send(d);
+        }
+        std::future::pending().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_with_a_receipt_unanswered_gets_it_when_it_binds_again() {
+    let s = setup().await;
+    let t = bind_as(&s, BindKind::Transmitter, "acme_tx", "secret").await.unwrap();
+    let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let first = bind_with(&s, BindKind::Receiver, "acme", "secret", Arc::new(Silent(tx))).await.unwrap();
+    let id = id_of(&t.request(with_receipt(submit("447700900125", "pending"), 1)).await.unwrap());
+    // It reaches the first receiver, which goes away without answering.
+    let d = next_deliver(&mut seen).await;
+    assert_eq!(receipt_of(&d).0, id);
+    first.close();
+    // Bound again: the same receipt comes (the duplicate SMPP cannot prevent: the first answer never came).
+    let (handler, mut got) = inbox(0);
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    while s.server.binds("acme") > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the first bind was not given back");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _again = bind_with(&s, BindKind::Receiver, "acme", "secret", handler).await.unwrap();
+    let d = next_deliver(&mut got).await;
+    assert_eq!(receipt_of(&d).0, id);
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    while s.store.count_pending_smpp_deliveries().await.unwrap() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "not recorded as taken");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

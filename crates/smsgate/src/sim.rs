@@ -38,6 +38,9 @@ pub struct Args {
     /// Submits a second each session may make; more are answered ESME_RTHROTTLED.
     #[arg(long)]
     throttle: Option<u32>,
+    /// Drop every bound session after each N submits taken (the clients must bind again).
+    #[arg(long, value_name = "N")]
+    drop_every: Option<u64>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -60,6 +63,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         delivery_ratio: args.delivery_ratio,
         throttle: args.throttle,
         keep_inboxes: args.http.is_some(),
+        drop_every: args.drop_every.filter(|n| *n > 0),
         session: smpp_session::Config { window: 1024, concurrency: 4096, ..Default::default() },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
@@ -157,6 +161,6 @@ fn stats(smsc: &SimSmsc) -> serde_json::Value {
         "binds": n(&c.binds), "refused_binds": n(&c.refused_binds), "submits": n(&c.submits),
         "accepted": n(&c.accepted), "rejected": n(&c.rejected), "throttled": n(&c.throttled),
         "receipts_sent": n(&c.receipts_sent), "receipts_retried": n(&c.receipts_retried),
-        "receipts_dropped": n(&c.receipts_dropped),
+        "receipts_dropped": n(&c.receipts_dropped), "drops": n(&c.drops),
     })
 }

@@ -1292,12 +1292,10 @@ impl Store for PgStore {
     }
 
     async fn expire_smpp_deliveries(&self, now: Timestamp) -> Result<u64> {
-        let done = sqlx::query(
-            "DELETE FROM smpp_outbox WHERE state = 'pending' AND expires_at <= $1",
-        )
-        .bind(now.0)
-        .execute(&self.pool)
-        .await?;
+        let done = sqlx::query("DELETE FROM smpp_outbox WHERE state = 'pending' AND expires_at <= $1")
+            .bind(now.0)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected())
     }
 
