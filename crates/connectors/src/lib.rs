@@ -64,10 +64,14 @@ pub struct Inbound {
 }
 
 /// What connectors report, as it happens.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum ConnectorEvent {
     Receipt(Receipt),
     Inbound(Inbound),
+    /// An event its carrier waits to hear we have kept: `kept` says whether it was written (or settled for good,
+    /// as a receipt that matches nothing after its wait), so the connector answers the carrier OK only then, and
+    /// otherwise asks it to send the event again.
+    Durable(Box<ConnectorEvent>, tokio::sync::oneshot::Sender<bool>),
 }
 
 /// A way to a carrier.

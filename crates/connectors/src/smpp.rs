@@ -9,7 +9,7 @@
 //! Receipts (`deliver_sm` with a receipt `esm_class`) become [`ConnectorEvent::Receipt`] under the carrier's id,
 //! taken from `receipted_message_id` or else the receipt text, in the form the submit's response gave (carriers
 //! mix hex and decimal, cases and leading zeros: [`smpp::receipt::id_variants`]). Other `deliver_sm` are inbound
-//! messages. A receipt is acknowledged once it is handed to the engine's channel.
+//! messages. Both go to the engine as [`ConnectorEvent::Durable`] and are acknowledged once it says they are kept.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
@@ -222,6 +222,10 @@ struct Shared {
     /// Parts of inbound concatenated messages until their sets are whole, by source and destination.
     parts: Mutex<Reassembler<(String, String), String>>,
 }
+
+/// How long a carrier's receipt or message waits for the engine to keep it before the carrier is told to send it
+/// again (`ESME_RX_T_APPN`): longer than a receipt that overtook its `sent` waits for it.
+const KEEP_WAIT: Duration = Duration::from_secs(8);
 
 /// How many carrier ids are kept for matching receipts written in another form.
 const IDS_KEPT: usize = 500_000;
@@ -569,10 +573,15 @@ impl Handler for Receiver {
                 None => return answer(CommandStatus::ESME_ROK),
             }
         };
-        // Acknowledged only once the engine has it; a full channel makes the SMSC wait (and resend if it must).
-        match self.shared.events.send(event).await {
-            Ok(()) => answer(CommandStatus::ESME_ROK),
-            Err(_) => answer(CommandStatus::ESME_RX_T_APPN),
+        // Acknowledged only once the engine has kept it (written, or settled for good): a crash before that leaves
+        // the SMSC without our answer, and it sends the receipt or message again. A full channel makes it wait.
+        let (kept, answered) = tokio::sync::oneshot::channel();
+        if self.shared.events.send(ConnectorEvent::Durable(Box::new(event), kept)).await.is_err() {
+            return answer(CommandStatus::ESME_RX_T_APPN);
+        }
+        match tokio::time::timeout(KEEP_WAIT, answered).await {
+            Ok(Ok(true)) => answer(CommandStatus::ESME_ROK),
+            _ => answer(CommandStatus::ESME_RX_T_APPN),
         }
     }
 }

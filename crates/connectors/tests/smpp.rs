@@ -64,10 +64,22 @@ async fn submit_when_bound(c: &dyn Connector, m: &Message) -> Vec<String> {
     }
 }
 
+/// The next event, kept as the engine keeps it: the connector hands receipts and messages on as
+/// [`ConnectorEvent::Durable`] and answers the SMSC once told they are kept.
+async fn next_event(rx: &mut mpsc::Receiver<ConnectorEvent>) -> ConnectorEvent {
+    match tokio::time::timeout(WITHIN, rx.recv()).await.unwrap().unwrap() {
+        ConnectorEvent::Durable(event, kept) => {
+            kept.send(true).unwrap();
+            *event
+        }
+        other => panic!("not waiting to be kept: {other:?}"),
+    }
+}
+
 async fn receipts(rx: &mut mpsc::Receiver<ConnectorEvent>, n: usize) -> Vec<(String, ReceiptState)> {
     let mut out = Vec::new();
     while out.len() < n {
-        match tokio::time::timeout(WITHIN, rx.recv()).await.unwrap().unwrap() {
+        match next_event(rx).await {
             ConnectorEvent::Receipt(r) => {
                 assert_eq!(r.connector, "carrier");
                 out.push((r.carrier_id, r.state));
@@ -110,9 +122,7 @@ async fn submits_and_receipts_in_every_concatenation_style() {
         other => panic!("{other:?}"),
     }
     let bad = c.submit(&message("+447700900002", "x")).await.unwrap();
-    let Some(ConnectorEvent::Receipt(r)) = tokio::time::timeout(WITHIN, events.recv()).await.unwrap() else {
-        panic!("a receipt")
-    };
+    let ConnectorEvent::Receipt(r) = next_event(&mut events).await else { panic!("a receipt") };
     assert_eq!((r.carrier_id, r.state), (bad[0].clone(), ReceiptState::Undelivered));
     // The carrier's own error code, named by the connector; the receipt text as the journey's detail.
     assert_eq!(r.error_code.as_deref(), Some("carrier:001"));
@@ -178,11 +188,14 @@ async fn inbound_messages_arrive_whole() {
     let long_gsm = "Thanks for the reminder, see you on Tuesday at ten. ".repeat(5); // 3 parts
     let long_ucs2 = "Спасибо, до встречи во вторник! ".repeat(5); // UCS-2, 3 parts
     for text in ["Yes", long_gsm.as_str(), long_ucs2.as_str()] {
-        let parts = smsc.inbound("acme", "+447700900125", "Acme", text).await.unwrap();
+        // The SMSC waits for each answer, which waits for the message to be kept: both at once.
+        let sent = tokio::spawn({
+            let (smsc, text) = (smsc.clone(), text.to_string());
+            async move { smsc.inbound("acme", "+447700900125", "Acme", &text).await }
+        });
+        let ConnectorEvent::Inbound(i) = next_event(&mut events).await else { panic!("an inbound message") };
+        let parts = sent.await.unwrap().unwrap();
         assert!(text.len() < 10 || parts > 1, "{parts}");
-        let Some(ConnectorEvent::Inbound(i)) = tokio::time::timeout(WITHIN, events.recv()).await.unwrap() else {
-            panic!("an inbound message")
-        };
         assert_eq!((i.from.as_str(), i.to.as_str(), i.body.as_str()), ("+447700900125", "Acme", text));
     }
     // Nothing else came: each long message was handed on once, whole.
@@ -264,4 +277,24 @@ async fn a_carrier_that_drops_its_links_now_and_then() {
         let (id, _) = receipts(&mut events, 1).await.remove(0);
         missing.remove(&id);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_not_kept_is_not_acknowledged_and_comes_again() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (smsc, _stop) = run_sim(listener, fast());
+    let (kit, mut events) = kit();
+    let c = kit.build("carrier", "smpp", settings(addr, json!({}))).unwrap();
+    c.start();
+    let ids = submit_when_bound(c.as_ref(), &message("+447700900125", "keep me")).await;
+    // The engine could not keep it (its store failed): the SMSC hears ESME_RX_T_APPN and sends it again.
+    let Some(ConnectorEvent::Durable(first, kept)) = tokio::time::timeout(WITHIN, events.recv()).await.unwrap() else {
+        panic!("a receipt to keep")
+    };
+    kept.send(false).unwrap();
+    let ConnectorEvent::Receipt(first) = *first else { panic!("a receipt") };
+    assert_eq!(first.carrier_id, ids[0]);
+    assert_eq!(receipts(&mut events, 1).await, vec![(ids[0].clone(), ReceiptState::Delivered)]);
+    assert!(smsc.counters().receipts_retried.load(std::sync::atomic::Ordering::Relaxed) >= 1);
 }

@@ -690,19 +690,32 @@ impl Engine {
                 e = events.recv() => match e { Some(e) => e, None => break },
             };
             let engine = self.clone();
-            match event {
-                ConnectorEvent::Receipt(r) => tasks.spawn(async move { engine.apply_receipt(r).await }),
-                ConnectorEvent::Inbound(i) => tasks.spawn(async move { engine.store_inbound(i).await }),
-            };
+            tasks.spawn(async move { engine.apply_event(event, None).await });
             while tasks.try_join_next().is_some() {}
         }
         while tasks.join_next().await.is_some() {}
     }
 
+    /// Applies a connector's event, telling `kept` (when the carrier waits for it) whether it was kept: written,
+    /// or settled for good.
+    async fn apply_event(&self, event: ConnectorEvent, mut kept: Option<tokio::sync::oneshot::Sender<bool>>) {
+        let done = match event {
+            ConnectorEvent::Receipt(r) => self.apply_receipt(r, &mut kept).await,
+            ConnectorEvent::Inbound(i) => self.store_inbound(i).await,
+            ConnectorEvent::Durable(event, waiting) => return Box::pin(self.apply_event(*event, Some(waiting))).await,
+        };
+        if let Some(kept) = kept {
+            let _ = kept.send(done);
+        }
+    }
+
     /// Applies a receipt: it moves the message the carrier's id names, in the same group commit as other changes.
     /// A receipt can overtake the `sent` it follows (the carrier answers before the write lands); one that moves
     /// nothing is tried again, with growing pauses, until the message is final or [`Config::receipt_wait`] passes.
-    async fn apply_receipt(&self, r: Receipt) {
+    /// Returns false only when the store kept failing: the carrier should send it again. A receipt that overtook
+    /// its `sent` is held here, in memory, while it waits; its carrier is told at once that it is kept (it may be
+    /// holding the submit's answer until then), so a crash during that wait loses it.
+    async fn apply_receipt(&self, r: Receipt, kept: &mut Option<tokio::sync::oneshot::Sender<bool>>) -> bool {
         let to = match r.state {
             ReceiptState::Delivered => Status::Delivered,
             ReceiptState::Undelivered | ReceiptState::Rejected => Status::Undelivered,
@@ -719,6 +732,8 @@ impl Engine {
         let deadline = tokio::time::Instant::now() + self.config.receipt_wait;
         let mut pause = Duration::from_millis(10);
         loop {
+            // Whether this round could not reach the store.
+            let mut failed = false;
             match self.write(Write::Receipt(update.clone())).await {
                 Ok(Written::Matched(Some(_))) => {
                     metrics::counter!(metric::RECEIPTS, "status" => to.as_str()).increment(1);
@@ -726,7 +741,7 @@ impl Engine {
                     if let Some(sent) = sent {
                         metrics::histogram!(metric::SENT_TO_DELIVERED).record(seconds_between(sent, r.at));
                     }
-                    return;
+                    return true;
                 }
                 // Nothing moved: the message is final already (a late or duplicate receipt, which changes
                 // nothing), or its `sent` is not recorded yet; only the latter is worth waiting for.
@@ -734,44 +749,68 @@ impl Engine {
                     Ok(Some(id)) => match self.store.message_status(id).await {
                         Ok(Some(s)) if s.is_final() => {
                             debug!(%id, receipt = %r.detail, "receipt for a message that can no longer move; ignored");
-                            return;
+                            return true;
                         }
                         Ok(_) => {}
-                        Err(e) => warn!(error = %e, "reading a receipt's message failed; trying again"),
+                        Err(e) => {
+                            failed = true;
+                            warn!(error = %e, "reading a receipt's message failed; trying again");
+                        }
                     },
                     Ok(None) => {}
-                    Err(e) => warn!(error = %e, "looking up a receipt's message failed; trying again"),
+                    Err(e) => {
+                        failed = true;
+                        warn!(error = %e, "looking up a receipt's message failed; trying again");
+                    }
                 },
-                Err(e) => warn!(error = %e, "recording a receipt failed; trying again"),
+                Err(e) => {
+                    failed = true;
+                    warn!(error = %e, "recording a receipt failed; trying again");
+                }
+            }
+            if !failed && let Some(kept) = kept.take() {
+                let _ = kept.send(true);
             }
             if tokio::time::Instant::now() >= deadline {
+                if failed {
+                    warn!(connector = %r.connector, carrier_id = %r.carrier_id, "receipt not recorded: the store failed");
+                    return false;
+                }
                 metrics::counter!(metric::RECEIPTS, "status" => "unmatched").increment(1);
                 warn!(connector = %r.connector, carrier_id = %r.carrier_id, receipt = %r.detail, "unmatched receipt");
-                return;
+                return true;
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(500));
         }
     }
 
-    async fn store_inbound(&self, i: Inbound) {
+    /// Stores an inbound message for the account that last wrote to its sender; whether it was kept (false only
+    /// when the store failed: the carrier should send it again).
+    async fn store_inbound(&self, i: Inbound) -> bool {
         let account = match self.store.account_for_reply(&i.from, &i.to).await {
             Ok(Some(a)) => Some(a),
             Ok(None) => self.store.admin_account().await.ok().flatten().map(|a| a.id),
             Err(e) => {
                 warn!(error = %e, "finding the account for an inbound message failed");
-                None
+                return false;
             }
         };
         let Some(account) = account else {
             warn!(from = %i.from, to = %i.to, "inbound message with no account to own it; dropped");
-            return;
+            return true;
         };
         let message = inbound_message(account, &i);
         let detail = format!("received from {} via {}", i.from, i.connector);
         match self.store.insert_messages(&[NewMessage::new(message, detail)]).await {
-            Ok(_) => metrics::counter!(metric::INBOUND).increment(1),
-            Err(e) => warn!(error = %e, "storing an inbound message failed"),
+            Ok(_) => {
+                metrics::counter!(metric::INBOUND).increment(1);
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, "storing an inbound message failed");
+                false
+            }
         }
     }
 
