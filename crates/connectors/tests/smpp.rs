@@ -49,6 +49,19 @@ fn settings(addr: SocketAddr, extra: serde_json::Value) -> serde_json::Value {
     s
 }
 
+/// A simulator with `config` and a started `smpp` connector to it (default settings), reporting on the channel.
+async fn connected(
+    config: SimConfig,
+) -> (SimSmsc, CancellationToken, Arc<dyn Connector>, mpsc::Receiver<ConnectorEvent>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (smsc, stop) = run_sim(listener, config);
+    let (kit, events) = kit();
+    let c = kit.build("carrier", "smpp", settings(addr, json!({}))).unwrap();
+    c.start();
+    (smsc, stop, c, events)
+}
+
 /// Submits until it works (the connector binds in the background); the carrier ids.
 async fn submit_when_bound(c: &dyn Connector, m: &Message) -> Vec<String> {
     let deadline = tokio::time::Instant::now() + WITHIN;
@@ -178,12 +191,7 @@ fn bad_settings_say_what_is_wrong() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbound_messages_arrive_whole() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (smsc, _stop) = run_sim(listener, fast());
-    let (kit, mut events) = kit();
-    let c = kit.build("carrier", "smpp", settings(addr, json!({}))).unwrap();
-    c.start();
+    let (smsc, _stop, c, mut events) = connected(fast()).await;
     submit_when_bound(c.as_ref(), &message("+447700900003", "bind first")).await; // 0003: no receipt
     let long_gsm = "Thanks for the reminder, see you on Tuesday at ten. ".repeat(5); // 3 parts
     let long_ucs2 = "Спасибо, до встречи во вторник! ".repeat(5); // UCS-2, 3 parts
@@ -244,12 +252,7 @@ async fn binds_over_tls_to_a_carrier_it_trusts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_carrier_that_drops_its_links_now_and_then() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (smsc, _stop) = run_sim(listener, SimConfig { drop_every: Some(10), ..fast() });
-    let (kit, mut events) = kit();
-    let c = kit.build("carrier", "smpp", settings(addr, json!({}))).unwrap();
-    c.start();
+    let (smsc, _stop, c, mut events) = connected(SimConfig { drop_every: Some(10), ..fast() }).await;
     // Forty messages, each tried again while the link is down (as the engine would): every one is taken.
     let mut ids = Vec::new();
     let deadline = tokio::time::Instant::now() + WITHIN;
@@ -281,12 +284,7 @@ async fn a_carrier_that_drops_its_links_now_and_then() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receipt_not_kept_is_not_acknowledged_and_comes_again() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (smsc, _stop) = run_sim(listener, fast());
-    let (kit, mut events) = kit();
-    let c = kit.build("carrier", "smpp", settings(addr, json!({}))).unwrap();
-    c.start();
+    let (smsc, _stop, c, mut events) = connected(fast()).await;
     let ids = submit_when_bound(c.as_ref(), &message("+447700900125", "keep me")).await;
     // The engine could not keep it (its store failed): the SMSC hears ESME_RX_T_APPN and sends it again.
     let Some(ConnectorEvent::Durable(first, kept)) = tokio::time::timeout(WITHIN, events.recv()).await.unwrap() else {

@@ -150,13 +150,37 @@ impl smpp_session::Handler for Client {
     }
 }
 
+/// Binds a transceiver to smsgate over `stream`; the session and the deliver_sm it gets.
+async fn bind_client<S>(
+    stream: S,
+    system_id: &str,
+    password: &str,
+) -> (smpp_session::Session, tokio::sync::mpsc::UnboundedReceiver<smpp::pdu::SubmitSm>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let bind = smpp::pdu::Bind {
+        system_id: system_id.into(),
+        password: password.into(),
+        interface_version: 0x34,
+        ..Default::default()
+    };
+    let (tx, delivered) = tokio::sync::mpsc::unbounded_channel();
+    let config = smpp_session::Config::default();
+    let kind = smpp_session::BindKind::Transceiver;
+    let (session, resp) =
+        smpp_session::bind(stream, kind, bind, config, std::sync::Arc::new(Client(tx))).await.unwrap();
+    assert_eq!(resp.system_id.as_bytes(), b"smsgate");
+    (session, delivered)
+}
+
 /// An SMPP client application binds to `smsgate serve --smpp` with credentials made over REST and submits with a
 /// receipt asked for; smsgate sends the message through its `smpp` connector to `smsgate sim` (another process),
 /// whose receipt comes back to smsgate and on to the client as a deliver_sm. A handset's reply reaches the client
 /// the same way. query_sm agrees.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_smpp_client_through_smsgate_to_an_smpp_carrier() {
-    use smpp::pdu::{Bind, QuerySm, SubmitSm};
+    use smpp::pdu::{QuerySm, SubmitSm};
     use smpp::{Body, CommandStatus};
     let (mut sim, sim_addresses) = spawn(
         &["sim", "--smpp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--receipt-delay-ms", "20", "--account", "gw:pw"],
@@ -186,19 +210,7 @@ async fn an_smpp_client_through_smsgate_to_an_smpp_carrier() {
     assert_eq!(post("/v1/smpp/credentials", json!({"system_id": "app1", "password": "pw123"})).await, 201);
 
     let stream = tokio::net::TcpStream::connect(&smpp_addr).await.unwrap();
-    let bind =
-        Bind { system_id: "app1".into(), password: "pw123".into(), interface_version: 0x34, ..Default::default() };
-    let (tx, mut delivered) = tokio::sync::mpsc::unbounded_channel();
-    let (session, resp) = smpp_session::bind(
-        stream,
-        smpp_session::BindKind::Transceiver,
-        bind,
-        smpp_session::Config::default(),
-        std::sync::Arc::new(Client(tx)),
-    )
-    .await
-    .unwrap();
-    assert_eq!(resp.system_id.as_bytes(), b"smsgate");
+    let (session, mut delivered) = bind_client(stream, "app1", "pw123").await;
     let submit = Body::SubmitSm(SubmitSm {
         source_addr_ton: 5,
         source_addr: "Acme".into(),
@@ -267,7 +279,7 @@ async fn an_smpp_client_through_smsgate_to_an_smpp_carrier() {
 /// `[smpp_server] tls_listen` with a certificate: a client that trusts it binds over TLS and submits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_smpp_client_binds_over_tls() {
-    use smpp::pdu::{Bind, SubmitSm};
+    use smpp::pdu::SubmitSm;
     use smpp::{Body, CommandStatus};
     let data = std::env::temp_dir().join(format!("smsgate-smpp-tls-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
@@ -301,18 +313,7 @@ async fn an_smpp_client_binds_over_tls() {
     let tcp = tokio::net::TcpStream::connect(&tls_addr).await.unwrap();
     let tls = smpp_session::tls::connector(Some(&cert)).unwrap();
     let stream = tls.connect(smpp_session::tls::server_name("localhost").unwrap(), tcp).await.unwrap();
-    let bind =
-        Bind { system_id: "secure".into(), password: "pw123".into(), interface_version: 0x34, ..Default::default() };
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let (session, _) = smpp_session::bind(
-        stream,
-        smpp_session::BindKind::Transceiver,
-        bind,
-        smpp_session::Config::default(),
-        std::sync::Arc::new(Client(tx)),
-    )
-    .await
-    .unwrap();
+    let (session, _delivered) = bind_client(stream, "secure", "pw123").await;
     let submit = Body::SubmitSm(SubmitSm {
         source_addr_ton: 5,
         source_addr: "Acme".into(),
