@@ -34,6 +34,9 @@ pub struct Receipt {
     pub connector: String,
     /// The id the carrier gave the message when it took it.
     pub carrier_id: String,
+    /// Other forms the id may have had when the carrier took the message (carriers answer a submit in hex and
+    /// write its receipt in decimal, or the other way round), tried in order when `carrier_id` matches nothing.
+    pub alternatives: Vec<String>,
     pub state: ReceiptState,
     /// The carrier's error code, if any.
     pub error_code: Option<String>,

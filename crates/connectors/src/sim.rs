@@ -384,6 +384,7 @@ impl SimNetwork {
                 let receipt = Receipt {
                     connector,
                     carrier_id: cid.clone(),
+                    alternatives: Vec::new(),
                     state,
                     error_code: (err != "000").then(|| format!("sim:{err}")),
                     at: now(),

@@ -11,7 +11,6 @@
 //! mix hex and decimal, cases and leading zeros: [`smpp::receipt::id_variants`]). Other `deliver_sm` are inbound
 //! messages. Both go to the engine as [`ConnectorEvent::Durable`] and are acknowledged once it says they are kept.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -214,9 +213,6 @@ struct Shared {
     next: AtomicUsize,
     reference: AtomicU16,
     events: mpsc::Sender<ConnectorEvent>,
-    /// Carrier ids as submit responses gave them, by their normalized form, to read receipts that write them in
-    /// another form (the most recent [`IDS_KEPT`]).
-    ids: Mutex<HashMap<String, String>>,
     started: std::sync::Once,
     stop: CancellationToken,
     /// Parts of inbound concatenated messages until their sets are whole, by source and destination.
@@ -226,9 +222,6 @@ struct Shared {
 /// How long a carrier's receipt or message waits for the engine to keep it before the carrier is told to send it
 /// again (`ESME_RX_T_APPN`): longer than a receipt that overtook its `sent` waits for it.
 const KEEP_WAIT: Duration = Duration::from_secs(8);
-
-/// How many carrier ids are kept for matching receipts written in another form.
-const IDS_KEPT: usize = 500_000;
 
 impl SmppConnector {
     /// A connector; it binds when started ([`Connector::start`]), not before, so that building one to check its
@@ -241,7 +234,6 @@ impl SmppConnector {
             next: AtomicUsize::new(0),
             reference: AtomicU16::new(0),
             events,
-            ids: Mutex::new(HashMap::new()),
             started: std::sync::Once::new(),
             stop: stop.clone(),
             parts: Mutex::new(Reassembler::new(sms_text::reassembly::Config::default())),
@@ -403,27 +395,10 @@ impl Connector for SmppConnector {
                     detail: format!("{} in answer to submit_sm", answer.body.name()),
                 });
             };
-            let id = message_id.to_str_lossy().into_owned();
-            self.shared.remember(&id);
-            ids.push(id);
+            // Kept in one form (lower case, no leading zeros), which receipts are matched in.
+            ids.push(normalize_id(&message_id.to_str_lossy()));
         }
         Ok(ids)
-    }
-}
-
-impl Shared {
-    fn remember(&self, id: &str) {
-        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
-        if ids.len() >= IDS_KEPT {
-            ids.clear();
-        }
-        ids.insert(normalize_id(id), id.to_string());
-    }
-
-    /// The carrier id a receipt names, in the form its submit's response gave when that is known.
-    fn carrier_id(&self, written: &str) -> String {
-        let ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
-        id_variants(written).iter().find_map(|v| ids.get(v).cloned()).unwrap_or_else(|| written.trim().to_string())
     }
 }
 
@@ -617,9 +592,12 @@ impl Receiver {
             .map(|p| p.err.trim().to_string())
             .filter(|e| !e.trim_start_matches('0').is_empty())
             .map(|e| format!("{}:{e}", self.shared.name));
+        // As written first (most carriers write receipts as they answered submits), then the other bases.
+        let mut ids = id_variants(&id);
         Some(Receipt {
             connector: self.shared.name.clone(),
-            carrier_id: self.shared.carrier_id(&id),
+            carrier_id: ids.remove(0),
+            alternatives: ids,
             state,
             error_code,
             at: now(),

@@ -729,43 +729,48 @@ impl Engine {
             detail: r.detail.clone(),
             error_code: r.error_code.clone(),
         };
+        // The id as the connector reads it first, then the other forms it may have been given in.
+        let forms: Vec<&String> = std::iter::once(&r.carrier_id).chain(&r.alternatives).collect();
         let deadline = tokio::time::Instant::now() + self.config.receipt_wait;
         let mut pause = Duration::from_millis(10);
         loop {
             // Whether this round could not reach the store.
             let mut failed = false;
-            match self.write(Write::Receipt(update.clone())).await {
-                Ok(Written::Matched(Some(_))) => {
-                    metrics::counter!(metric::RECEIPTS, "status" => to.as_str()).increment(1);
-                    let sent = self.sent_at.lock().unwrap_or_else(|e| e.into_inner()).remove(&r.carrier_id);
-                    if let Some(sent) = sent {
-                        metrics::histogram!(metric::SENT_TO_DELIVERED).record(seconds_between(sent, r.at));
-                    }
-                    return true;
-                }
-                // Nothing moved: the message is final already (a late or duplicate receipt, which changes
-                // nothing), or its `sent` is not recorded yet; only the latter is worth waiting for.
-                Ok(_) => match self.store.message_by_carrier_id(&r.connector, &r.carrier_id).await {
-                    Ok(Some(id)) => match self.store.message_status(id).await {
-                        Ok(Some(s)) if s.is_final() => {
-                            debug!(%id, receipt = %r.detail, "receipt for a message that can no longer move; ignored");
-                            return true;
+            for carrier_id in &forms {
+                let update = ReceiptUpdate { carrier_id: carrier_id.to_string(), ..update.clone() };
+                match self.write(Write::Receipt(update)).await {
+                    Ok(Written::Matched(Some(_))) => {
+                        metrics::counter!(metric::RECEIPTS, "status" => to.as_str()).increment(1);
+                        let sent = self.sent_at.lock().unwrap_or_else(|e| e.into_inner()).remove(*carrier_id);
+                        if let Some(sent) = sent {
+                            metrics::histogram!(metric::SENT_TO_DELIVERED).record(seconds_between(sent, r.at));
                         }
-                        Ok(_) => {}
+                        return true;
+                    }
+                    // Nothing moved: the message is final already (a late or duplicate receipt, which changes
+                    // nothing), or its `sent` is not recorded yet; only the latter is worth waiting for.
+                    Ok(_) => match self.store.message_by_carrier_id(&r.connector, carrier_id).await {
+                        Ok(Some(id)) => match self.store.message_status(id).await {
+                            Ok(Some(s)) if s.is_final() => {
+                                debug!(%id, receipt = %r.detail, "receipt for a message that can no longer move; ignored");
+                                return true;
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                failed = true;
+                                warn!(error = %e, "reading a receipt's message failed; trying again");
+                            }
+                        },
+                        Ok(None) => {}
                         Err(e) => {
                             failed = true;
-                            warn!(error = %e, "reading a receipt's message failed; trying again");
+                            warn!(error = %e, "looking up a receipt's message failed; trying again");
                         }
                     },
-                    Ok(None) => {}
                     Err(e) => {
                         failed = true;
-                        warn!(error = %e, "looking up a receipt's message failed; trying again");
+                        warn!(error = %e, "recording a receipt failed; trying again");
                     }
-                },
-                Err(e) => {
-                    failed = true;
-                    warn!(error = %e, "recording a receipt failed; trying again");
                 }
             }
             if !failed && let Some(kept) = kept.take() {

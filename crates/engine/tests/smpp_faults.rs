@@ -2,7 +2,8 @@
 //! The `smpp` connector under the engine, on a real SQLite store, against an SMSC that misbehaves on purpose (our
 //! own SMPP session layer with a scripted handler, over loopback). By the destination's last two digits it drops
 //! the connection instead of answering (11), answers ESME_RTHROTTLED twice (22), never answers the first submit
-//! (33), sends the receipt before the submit_sm_resp (44); on every bind it sends a receipt for an id it never gave.
+//! (33), sends the receipt before the submit_sm_resp (44), writes ids in another base in receipts than in answers
+//! (66, 77); on every bind it sends a receipt for an id it never gave.
 //! Every message must end delivered; the SMSC must take each message once, except the one whose answer never came
 //! (SMPP cannot tell a lost answer from a lost submit: the one duplicate it allows).
 
@@ -102,8 +103,15 @@ impl Handler for Faulty {
             _ => {}
         }
         *self.0.taken.lock().unwrap().entry(to.clone()).or_default() += 1;
-        let id = format!("{:x}", 0xc000 + self.0.next_id.fetch_add(1, Ordering::Relaxed));
-        let receipt = Smsc::receipt(&id, &s);
+        let n = 0xc000 + self.0.next_id.fetch_add(1, Ordering::Relaxed);
+        // Ids in hex; but 66 gets its answer in decimal and its receipt in upper-case hex with leading zeros, and
+        // 77 the other way round (carriers mix the forms; smsgate keeps no map of them).
+        let (id, written) = match &to[to.len() - 2..] {
+            "66" => (n.to_string(), format!("{n:08X}")),
+            "77" => (format!("{n:08X}"), n.to_string()),
+            _ => (format!("{n:x}"), format!("{n:x}")),
+        };
+        let receipt = Smsc::receipt(&written, &s);
         if to.ends_with("44") {
             // The receipt first; the answer after it.
             self.0.clone().deliver(receipt).await;
@@ -181,7 +189,7 @@ async fn nothing_is_lost_or_duplicated_beyond_what_smpp_allows() {
     let mut ids = Vec::new();
     // One drop and one unanswered submit (each takes the connector down for a cool-down when it costs a probe),
     // among well-behaved traffic.
-    for (kind, n) in [("11", 1), ("22", 3), ("33", 1), ("44", 3), ("55", 6)] {
+    for (kind, n) in [("11", 1), ("22", 3), ("33", 1), ("44", 3), ("55", 4), ("66", 2), ("77", 2)] {
         for i in 0..n {
             let at = now();
             let m = Message {
