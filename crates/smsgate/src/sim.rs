@@ -41,6 +41,12 @@ pub struct Args {
     /// Drop every bound session after each N submits taken (the clients must bind again).
     #[arg(long, value_name = "N")]
     drop_every: Option<u64>,
+    /// Take SMPP over TLS on the --smpp address, with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -71,11 +77,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn serve(args: Args, config: SimConfig) -> anyhow::Result<()> {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(smpp_session::tls::acceptor(cert, key).map_err(|e| anyhow::anyhow!("{e}"))?),
+        _ => None,
+    };
     let listener =
         tokio::net::TcpListener::bind(args.smpp).await.with_context(|| format!("listening on {}", args.smpp))?;
     let smsc = SimSmsc::new(config);
     let stop = CancellationToken::new();
-    println!("smsgate sim: SMPP on {}", listener.local_addr()?);
+    let over = if tls.is_some() { " over TLS" } else { "" };
+    println!("smsgate sim: SMPP{over} on {}", listener.local_addr()?);
     if let Some(addr) = args.http {
         let http = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
         println!("smsgate sim: counters on http://{}/stats", http.local_addr()?);
@@ -120,7 +131,12 @@ async fn serve(args: Args, config: SimConfig) -> anyhow::Result<()> {
     }
     let serving = tokio::spawn({
         let (smsc, stop) = (smsc.clone(), stop.clone());
-        async move { smsc.serve(listener, stop).await }
+        async move {
+            match tls {
+                Some(tls) => smsc.serve_tls(listener, tls, stop).await,
+                None => smsc.serve(listener, stop).await,
+            }
+        }
     });
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("signals")?;
     tokio::select! {

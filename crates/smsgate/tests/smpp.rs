@@ -276,7 +276,8 @@ async fn an_smpp_client_through_smsgate_to_an_smpp_carrier() {
     std::fs::remove_dir_all(&data).unwrap();
 }
 
-/// `[smpp_server] tls_listen` with a certificate: a client that trusts it binds over TLS and submits.
+/// TLS on both sides: a client binds to `[smpp_server] tls_listen` and submits with a receipt asked for; smsgate
+/// sends the message through an `smpp` connector with `tls` to `smsgate sim --tls-cert`, and the receipt comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_smpp_client_binds_over_tls() {
     use smpp::pdu::SubmitSm;
@@ -310,20 +311,51 @@ async fn an_smpp_client_binds_over_tls() {
         .await
         .unwrap();
     assert_eq!(made.status().as_u16(), 201);
+    let (cert_arg, key_arg) = (cert.display().to_string(), key.display().to_string());
+    let (mut sim, sim_addresses) = spawn(
+        &["sim", "--smpp", "127.0.0.1:0", "--receipt-delay-ms", "20", "--tls-cert", &cert_arg, "--tls-key", &key_arg],
+        &["smsgate sim: SMPP over TLS on "],
+    );
+    let port: u16 = sim_addresses[0].rsplit_once(':').unwrap().1.parse().unwrap();
+    let connector = json!({"name": "tls-carrier", "kind": "smpp", "host": "127.0.0.1", "port": port,
+        "system_id": "gw", "password": "pw", "tls": true, "tls_ca_file": cert_arg, "tls_server_name": "localhost"});
+    let route = json!({"name": "all", "connectors": [{"name": "tls-carrier"}]});
+    for (path, body) in [("/v1/connectors", connector), ("/v1/routes", route)] {
+        let r = client.post(format!("{}{path}", server.base)).bearer_auth(KEY).json(&body).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+    }
     let tcp = tokio::net::TcpStream::connect(&tls_addr).await.unwrap();
     let tls = smpp_session::tls::connector(Some(&cert)).unwrap();
     let stream = tls.connect(smpp_session::tls::server_name("localhost").unwrap(), tcp).await.unwrap();
-    let (session, _delivered) = bind_client(stream, "secure", "pw123").await;
+    let (session, mut delivered) = bind_client(stream, "secure", "pw123").await;
     let submit = Body::SubmitSm(SubmitSm {
         source_addr_ton: 5,
         source_addr: "Acme".into(),
         dest_addr_ton: 1,
         destination_addr: "447700900125".into(),
+        registered_delivery: 1,
         short_message: smpp::ShortMessage::new(b"Over TLS".to_vec()),
         ..Default::default()
     });
-    assert_eq!(session.request(submit).await.unwrap().command_status, CommandStatus::ESME_ROK);
+    let r = session.request(submit).await.unwrap();
+    assert_eq!(r.command_status, CommandStatus::ESME_ROK);
+    let Body::SubmitSmResp(r) = r.body else { panic!("a submit_sm_resp") };
+    let receipt = tokio::time::timeout(Duration::from_secs(20), delivered.recv()).await.unwrap().unwrap();
+    assert_eq!(receipt.tlvs.receipted_message_id(), Some(r.message_id.as_bytes()), "{receipt:?}");
+    let id = r.message_id.to_str_lossy().into_owned();
+    let m: Value = client
+        .get(format!("{}/v1/messages/{id}", server.base))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((m["status"].as_str(), m["connector"].as_str()), (Some("delivered"), Some("tls-carrier")), "{m}");
     session.unbind().await;
     stop(server);
+    sim.kill().unwrap();
+    sim.wait().unwrap();
     std::fs::remove_dir_all(&data).unwrap();
 }
