@@ -565,14 +565,8 @@ impl Receiver {
     fn receipt(&self, d: &SubmitSm) -> Option<Receipt> {
         let text = String::from_utf8_lossy(d.short_message.as_bytes()).into_owned();
         let parsed = ReceiptText::parse(&text).ok();
-        let tlv_id = d.tlvs.0.iter().find_map(|t| match t {
-            Tlv::ReceiptedMessageId(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-            _ => None,
-        });
-        let tlv_state = d.tlvs.0.iter().find_map(|t| match t {
-            Tlv::MessageState(s) => Some(MessageState::from_tlv(*s)),
-            _ => None,
-        });
+        let tlv_id = d.tlvs.receipted_message_id().map(|s| String::from_utf8_lossy(s).into_owned());
+        let tlv_state = d.tlvs.message_state().map(MessageState::from_tlv);
         let id = tlv_id.filter(|i| !i.trim().is_empty()).or_else(|| parsed.as_ref().map(|p| p.id.clone()))?;
         let state = tlv_state.or_else(|| parsed.as_ref().map(|p| p.stat.clone())).unwrap_or(MessageState::Unknown);
         let state = match state {
@@ -639,12 +633,8 @@ impl Shared {
 /// A `deliver_sm` that is not a receipt, as an inbound message, and where it stands among the parts of a longer
 /// one (from its UDH or SAR TLVs).
 fn inbound(connector: &str, d: &SubmitSm) -> Option<(Inbound, Option<Concat>)> {
-    let payload = d.tlvs.0.iter().find_map(|t| match t {
-        Tlv::MessagePayload(p) => Some(p.0.0.clone()),
-        _ => None,
-    });
-    let octets = payload.unwrap_or_else(|| d.short_message.as_bytes().to_vec());
-    let decoded = sms_text::decode::decode_short_message(d.data_coding, d.esm_class & 0x40 != 0, &octets).ok()?;
+    let octets = d.tlvs.message_payload().unwrap_or(d.short_message.as_bytes());
+    let decoded = sms_text::decode::decode_short_message(d.data_coding, d.esm_class & 0x40 != 0, octets).ok()?;
     let number = |a: &[u8]| {
         let s = String::from_utf8_lossy(a).into_owned();
         if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) { format!("+{s}") } else { s }

@@ -503,15 +503,7 @@ impl Handler for SimSession {
 
 /// A data_sm's fields that matter here, as a submit_sm.
 fn data_as_submit(d: &DataSm) -> SubmitSm {
-    let payload: &[u8] = d
-        .tlvs
-        .0
-        .iter()
-        .find_map(|t| match t {
-            Tlv::MessagePayload(p) => Some(p.0.0.as_slice()),
-            _ => None,
-        })
-        .unwrap_or_default();
+    let payload: &[u8] = d.tlvs.message_payload().unwrap_or_default();
     // data_sm addresses may be longer (65); a receipt's fields take 21.
     let short = |a: &[u8]| smpp::COctetString::<21>::from_unchecked(a.iter().copied().take(20).collect::<Vec<u8>>());
     SubmitSm {

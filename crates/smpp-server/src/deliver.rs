@@ -67,12 +67,12 @@ impl Receivers {
     /// One of the account's open receivers, in turn.
     fn pick(&self, account: AccountId) -> Option<Session> {
         let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        let open: Vec<&Session> = sessions.get(&account)?.iter().filter(|s| !s.is_closed()).collect();
-        if open.is_empty() {
+        let open = || sessions.get(&account).into_iter().flatten().filter(|s| !s.is_closed());
+        let n = open().count();
+        if n == 0 {
             return None;
         }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % open.len();
-        Some(open[i].clone())
+        open().nth(self.next.fetch_add(1, Ordering::Relaxed) % n).cloned()
     }
 
     /// Every session, for the shutdown.

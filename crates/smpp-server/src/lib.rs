@@ -394,11 +394,7 @@ impl Client {
 
     async fn submit(&self, s: Submit<'_>) -> Result<String, CommandStatus> {
         let udhi = s.esm_class & 0x40 != 0;
-        let payload = s.tlvs.0.iter().find_map(|t| match t {
-            smpp::Tlv::MessagePayload(p) => Some(p.0.0.as_slice()),
-            _ => None,
-        });
-        let octets = payload.unwrap_or(s.short_message);
+        let octets = s.tlvs.message_payload().unwrap_or(s.short_message);
         let decoded = sms_text::decode::decode_short_message(s.data_coding, udhi, octets)
             .map_err(|_| CommandStatus::ESME_RINVESMCLASS)?;
         // Binary data codings carry no text to admit.

@@ -136,10 +136,7 @@ async fn next_deliver(rx: &mut tokio::sync::mpsc::UnboundedReceiver<SubmitSm>) -
 fn receipt_of(d: &SubmitSm) -> (String, u8, smpp::receipt::Receipt) {
     assert_eq!(d.esm_class & 0x3c, 0x04, "an SMSC delivery receipt: {d:?}");
     let id = String::from_utf8_lossy(d.tlvs.receipted_message_id().expect("receipted_message_id")).into_owned();
-    let state = d.tlvs.0.iter().find_map(|t| match t {
-        smpp::Tlv::MessageState(s) => Some(*s),
-        _ => None,
-    });
+    let state = d.tlvs.message_state();
     let text = smpp::receipt::Receipt::parse(&String::from_utf8_lossy(d.short_message.as_bytes())).unwrap();
     (id, state.expect("message_state"), text)
 }

@@ -304,15 +304,18 @@ thread_local! {
 /// Runs `f` on [`HOOKS`], reading them first if they are not held.
 fn with_hooks<T>(conn: &Connection, f: impl FnOnce(&Hooks) -> T) -> Result<T> {
     HOOKS.with_borrow_mut(|hooks| {
-        if hooks.is_none() {
-            let mut st = conn.prepare_cached("SELECT account_id, status_url, inbound_url FROM webhooks")?;
-            let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?))))?;
-            let urls = rows.collect::<rusqlite::Result<_>>()?;
-            let mut st = conn.prepare_cached("SELECT DISTINCT account_id FROM smpp_credentials")?;
-            let smpp = st.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<_>>()?;
-            *hooks = Some(Hooks { urls, smpp });
-        }
-        Ok(f(hooks.as_ref().expect("read just above")))
+        let held = match hooks {
+            Some(held) => held,
+            None => {
+                let mut st = conn.prepare_cached("SELECT account_id, status_url, inbound_url FROM webhooks")?;
+                let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?))))?;
+                let urls = rows.collect::<rusqlite::Result<_>>()?;
+                let mut st = conn.prepare_cached("SELECT DISTINCT account_id FROM smpp_credentials")?;
+                let smpp = st.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<_>>()?;
+                hooks.insert(Hooks { urls, smpp })
+            }
+        };
+        Ok(f(held))
     })
 }
 
