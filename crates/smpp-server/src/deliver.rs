@@ -4,6 +4,10 @@
 //! A deliver_sm is done when the client's `deliver_sm_resp` says OK; any other answer, a timeout or a lost session
 //! tries again later (after 1 s, doubling to a minute), until [`smsgate_store::SMPP_DELIVERY_TTL_MS`] has passed.
 //!
+//! A deliver_sm written while a receiver of its account is bound here does not wait for a claim: the store writes
+//! it leased to this node and hands it over a channel after its commit ([`smsgate_store::SmppFeed`]); the claim
+//! takes it only if it is not sent in its lease.
+//!
 //! The client can see one twice: an answer lost with its session leaves the deliver_sm to be sent again.
 
 use std::collections::HashMap;
@@ -16,10 +20,11 @@ use smpp::pdu::SubmitSm;
 use smpp::receipt::{MessageState, Receipt, ReceiptDate};
 use smpp::{Body, CommandStatus, ShortMessage, Tlv, Tlvs};
 use smpp_session::Session;
-use smsgate_core::{AccountId, Message, MessageId, Status, Timestamp};
+use smsgate_core::{AccountId, MessageId, Status, Timestamp};
 use smsgate_engine::timestamp_now;
-use smsgate_store::{DeliveryNext, DueDelivery, Store};
-use tokio::sync::Notify;
+use smsgate_store::{DeliveryMessage, DeliveryNext, DueDelivery, SmppFeed, Store};
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -31,6 +36,12 @@ const LEASE_MS: i64 = 60_000;
 
 /// How often the outbox is looked at when the last look found nothing.
 const IDLE_POLL: Duration = Duration::from_millis(100);
+
+/// Fed deliver_sm that may wait in the channel: beyond, the store writes them for the claim.
+const FEED_ROOM: usize = 65_536;
+
+/// Rounds of fed deliver_sm under way at once (each waits for all its answers, then records them in one write).
+const FEED_ROUNDS: usize = 4;
 
 /// How often deliver_sm that waited past their time are given up.
 const EXPIRE_EVERY: Duration = Duration::from_secs(60);
@@ -64,6 +75,12 @@ impl Receivers {
         sessions.keys().copied().collect()
     }
 
+    /// Whether the account has an open receiver here.
+    fn has(&self, account: AccountId) -> bool {
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.get(&account).is_some_and(|list| list.iter().any(|s| !s.is_closed()))
+    }
+
     /// One of the account's open receivers, in turn.
     fn pick(&self, account: AccountId) -> Option<Session> {
         let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
@@ -83,6 +100,60 @@ impl Receivers {
 
 /// Sends the outbox's deliver_sm to the clients bound here until `shutdown`.
 pub(crate) async fn run(store: Arc<dyn Store>, node: String, receivers: Arc<Receivers>, shutdown: CancellationToken) {
+    let (tx, fed) = mpsc::channel(FEED_ROOM);
+    let bound = receivers.clone();
+    let feed = SmppFeed { node: node.clone(), lease_ms: LEASE_MS, bound: Arc::new(move |a| bound.has(a)), tx };
+    let feeding = match store.feed_smpp_deliveries(feed).await {
+        Ok(true) => Some(tokio::spawn(run_fed(store.clone(), receivers.clone(), fed, shutdown.clone()))),
+        Ok(false) => None,
+        Err(e) => {
+            warn!(error = %e, "the store could not feed deliver_sm; they are claimed");
+            None
+        }
+    };
+    claim_loop(store, node, receivers, shutdown).await;
+    if let Some(feeding) = feeding {
+        let _ = feeding.await;
+    }
+}
+
+/// Sends what the store feeds, in rounds, until `shutdown`.
+async fn run_fed(
+    store: Arc<dyn Store>,
+    receivers: Arc<Receivers>,
+    mut fed: mpsc::Receiver<DueDelivery>,
+    shutdown: CancellationToken,
+) {
+    let rounds = Arc::new(Semaphore::new(FEED_ROUNDS));
+    let mut under_way = JoinSet::new();
+    loop {
+        let mut due = Vec::new();
+        let n = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            n = fed.recv_many(&mut due, BATCH as usize) => n,
+        };
+        if n == 0 {
+            break;
+        }
+        // One that waited for half its lease is left to the claim, which takes it when the lease ends.
+        let now = timestamp_now();
+        due.retain(|d| now.0 < d.at.0.saturating_add(LEASE_MS / 2));
+        let Ok(round) = rounds.clone().acquire_owned().await else { break };
+        let (store, receivers) = (store.clone(), receivers.clone());
+        under_way.spawn(async move {
+            let results = join_all(due.into_iter().map(|d| deliver(&receivers, d))).await;
+            if let Err(e) = store.finish_smpp_deliveries(&results).await {
+                warn!(error = %e, "recording deliver_sm results failed; they are sent again after their lease");
+            }
+            drop(round);
+        });
+        while under_way.try_join_next().is_some() {}
+    }
+    while under_way.join_next().await.is_some() {}
+}
+
+/// Claims due deliver_sm of the accounts bound here and sends them, until `shutdown`; gives up expired ones.
+async fn claim_loop(store: Arc<dyn Store>, node: String, receivers: Arc<Receivers>, shutdown: CancellationToken) {
     let mut last_expiry = tokio::time::Instant::now();
     loop {
         let accounts = receivers.accounts();
@@ -201,7 +272,7 @@ fn err_digits(code: Option<&str>) -> String {
 
 /// The deliver_sm of a receipt: the Appendix B text, `receipted_message_id` and `message_state`, from the handset
 /// to the sender, as SMSCs write them.
-pub fn receipt_pdu(d: &DueDelivery, m: &Message) -> SubmitSm {
+pub fn receipt_pdu(d: &DueDelivery, m: &DeliveryMessage) -> SubmitSm {
     let id = part_id(m.id, d.part);
     let stat = state(d.status);
     let date = |t: Timestamp| ReceiptDate::from_unix(t.0.div_euclid(1000));
@@ -242,7 +313,7 @@ pub fn receipt_pdu(d: &DueDelivery, m: &Message) -> SubmitSm {
 
 /// The deliver_sm of an inbound message: one, or a part each with a concatenation UDH, from the handset to the
 /// number it wrote to; GSM 7-bit (unpacked) where the text allows it, else UCS-2.
-pub fn inbound_pdus(m: &Message) -> Vec<SubmitSm> {
+pub fn inbound_pdus(m: &DeliveryMessage) -> Vec<SubmitSm> {
     // The concatenation reference: a byte of the message's id, so parts of two messages rarely share one.
     let reference = m.id.to_string().bytes().fold(0u8, |a, b| a.wrapping_mul(31).wrapping_add(b));
     let options = sms_text::Options { reference: sms_text::Reference::Eight(reference), ..Default::default() };

@@ -241,8 +241,53 @@ pub struct DueDelivery {
     pub at: Timestamp,
     pub attempts: u32,
     pub expires_at: Timestamp,
-    /// The message as it is now.
-    pub message: Option<Message>,
+    /// What the deliver_sm says of its message (none when the message is gone).
+    pub message: Option<DeliveryMessage>,
+}
+
+/// What a deliver_sm says of its message: the addresses, the text (for an inbound message; a receipt quotes its
+/// start) and when it was submitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryMessage {
+    pub id: MessageId,
+    pub to: String,
+    pub from: String,
+    pub body: String,
+    pub created_at: Timestamp,
+}
+
+impl From<&Message> for DeliveryMessage {
+    fn from(m: &Message) -> DeliveryMessage {
+        DeliveryMessage {
+            id: m.id,
+            to: m.to.clone(),
+            from: m.from.clone(),
+            body: m.body.clone(),
+            created_at: m.created_at,
+        }
+    }
+}
+
+/// The way a node's SMPP server hears, straight from the store, of deliver_sm it can send at once, instead of
+/// claiming them from the outbox ([`Store::feed_smpp_deliveries`]). A deliver_sm for an account with a receiver
+/// bound on this node is written already leased to `node` for `lease_ms` and handed over `tx` once its
+/// transaction commits; if it is not taken in time (the channel full, the node stopped), its lease runs out and a
+/// claim takes it, so the feed is only a shortcut, never the one copy. Only deliver_sm that are alone of their
+/// message (a final receipt when no intermediate one was asked for, an inbound message) are fed: a message's
+/// deliver_sm must go in order, which the claim sees to.
+#[derive(Clone)]
+pub struct SmppFeed {
+    pub node: String,
+    pub lease_ms: i64,
+    /// Whether the account has a receiver (or transceiver) bound on this node now.
+    pub bound: std::sync::Arc<dyn Fn(AccountId) -> bool + Send + Sync>,
+    pub tx: tokio::sync::mpsc::Sender<DueDelivery>,
+}
+
+impl std::fmt::Debug for SmppFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmppFeed").field("node", &self.node).field("lease_ms", &self.lease_ms).finish_non_exhaustive()
+    }
 }
 
 /// What became of a deliver_sm, for [`Store::finish_smpp_deliveries`].
@@ -532,6 +577,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Callbacks still to deliver, across all accounts.
     async fn count_pending_callbacks(&self) -> Result<i64>;
+
+    /// Hands deliver_sm for accounts bound on this node straight to `feed` from now on (see [`SmppFeed`]), and
+    /// releases this node's earlier leases on the outbox (a node starting again takes them back at once). Returns
+    /// false, doing nothing, where the store cannot: the SMPP server then claims everything.
+    async fn feed_smpp_deliveries(&self, feed: SmppFeed) -> Result<bool> {
+        let _ = feed;
+        Ok(false)
+    }
 
     /// Claims up to `limit` deliver_sm due at `now` for the `accounts` bound here, for `owner` until
     /// `now + lease_ms`: for each message only its oldest pending ones, so a message's receipts go out in order.

@@ -27,7 +27,7 @@ use crate::{
     Transition,
 };
 use crate::{CallbackNext, CallbackRecord, CallbackResult, Changes, DueCallback, SmppCredential, Webhooks};
-use crate::{DeliveryNext, DueDelivery};
+use crate::{DeliveryMessage, DeliveryNext, DueDelivery};
 
 /// The columns [`smpp_credential_from_row`] reads.
 const SMPP_COLUMNS: &str = "system_id, account_id, password_hash, allowed_ips, max_binds, throughput, created_at";
@@ -1260,7 +1260,7 @@ impl Store for PgStore {
             .collect::<Result<Vec<DueDelivery>>>()?;
         let by_id = self.messages_by_id(due.iter().map(|d| d.message_id)).await?;
         for d in &mut due {
-            d.message = by_id.get(&d.message_id).cloned();
+            d.message = by_id.get(&d.message_id).map(DeliveryMessage::from);
         }
         Ok(due)
     }

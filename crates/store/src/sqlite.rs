@@ -34,7 +34,7 @@ use crate::{
     StoreError, Transition,
 };
 use crate::{CallbackNext, CallbackRecord, CallbackResult, DueCallback, SmppCredential, Webhooks};
-use crate::{DeliveryNext, DueDelivery, SmppReceipts};
+use crate::{DeliveryMessage, DeliveryNext, DueDelivery, SmppFeed, SmppReceipts};
 
 /// A write the writer thread runs inside a group transaction. It may run more than once: when another job of
 /// its group fails, the group is rolled back and run again without the failed one.
@@ -142,7 +142,9 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 /// group back; it gets its error and the others run again without it. Jobs do not get savepoints of their own: a
 /// savepoint kept open across many statements makes SQLite walk its whole in-memory statement journal at the end
 /// of every statement, which cost a tenth of the server's CPU. Failures are rare (a full disk, a bug), so running a
-/// group again is cheap.
+/// group again is cheap. For the same reason the writer's updates are `UPDATE OR FAIL`: an `UPDATE ... RETURNING`
+/// that may fail a constraint halfway keeps a statement journal (a copy of every page it touches) to undo its own
+/// rows, which a failed job never needs, as its whole group is rolled back (3–4 % of the server's CPU).
 fn run_group(conn: &Connection, mut jobs: Vec<Box<dyn Job>>) {
     while !jobs.is_empty() {
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
@@ -159,6 +161,8 @@ fn run_group(conn: &Connection, mut jobs: Vec<Box<dyn Job>>) {
                 if committed.is_err() {
                     let _ = conn.execute_batch("ROLLBACK");
                     forget_hooks();
+                } else {
+                    send_fed();
                 }
                 for job in jobs {
                     job.answer(committed.clone());
@@ -299,6 +303,23 @@ thread_local! {
     /// here). Status changes look their callback's URL up here instead of joining the `webhooks` table at every
     /// change, and with no URL at all they write nothing.
     static HOOKS: std::cell::RefCell<Option<Hooks>> = const { std::cell::RefCell::new(None) };
+
+    /// On a store's writer thread: where deliver_sm for accounts bound on this node go at once
+    /// ([`Store::feed_smpp_deliveries`]).
+    static FEED: std::cell::RefCell<Option<SmppFeed>> = const { std::cell::RefCell::new(None) };
+
+    /// On a store's writer thread: the deliver_sm the transaction under way leased to this node, each with its
+    /// room in the feed's channel; sent after the commit, dropped at a rollback.
+    static FED: std::cell::RefCell<Vec<(FeedPermit, DueDelivery)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+type FeedPermit = tokio::sync::mpsc::OwnedPermit<DueDelivery>;
+
+/// After a commit: hands the deliver_sm the group leased to this node to the feed.
+fn send_fed() {
+    for (permit, due) in FED.take() {
+        permit.send(due);
+    }
 }
 
 /// Runs `f` on [`HOOKS`], reading them first if they are not held.
@@ -319,9 +340,11 @@ fn with_hooks<T>(conn: &Connection, f: impl FnOnce(&Hooks) -> T) -> Result<T> {
     })
 }
 
-/// Forgets what [`HOOKS`] holds; the next status change reads it again.
+/// Forgets what [`HOOKS`] holds (the next status change reads it again), and the deliver_sm of a transaction
+/// rolled back.
 fn forget_hooks() {
     HOOKS.with_borrow_mut(|h| *h = None);
+    FED.take();
 }
 
 /// The URL a callback for `status` of a message goes to: `received` to the account's inbound URL, any other
@@ -341,6 +364,7 @@ fn hook_url(conn: &Connection, account: &str, callback_url: Option<&str>, status
 
 /// A message as a status change left it: what its callback needs. The statements that change statuses return
 /// it through [`HOOK_COLUMNS`].
+#[derive(Clone)]
 struct Moved {
     id: String,
     account: String,
@@ -350,21 +374,37 @@ struct Moved {
     seq: i64,
     /// The receipts the SMPP client that submitted it asked for.
     smpp: Option<SmppReceipts>,
+    /// What a deliver_sm says of it, when it is known (the addresses always; the text when an SMPP client
+    /// submitted it).
+    message: Option<DeliveryMessage>,
 }
 
 /// What a status change's `RETURNING` gives for [`Moved`], in order.
-const HOOK_COLUMNS: &str = "id, account_id, callback_url, error_code, length(journey), smpp_receipts, smpp_parts";
+const HOOK_COLUMNS: &str = "id, account_id, callback_url, error_code, length(journey), smpp_receipts, smpp_parts, \
+                            to_addr, from_addr, CASE WHEN smpp_receipts IS NOT NULL THEN body END, created_at";
 
 impl Moved {
     /// From the [`HOOK_COLUMNS`] starting at column `at`.
     fn from_row(r: &Row<'_>, at: usize) -> rusqlite::Result<Moved> {
+        let id: String = r.get(at)?;
+        let message = match (MessageId::parse(&id), r.get::<_, Option<String>>(at + 9)?) {
+            (Some(mid), Some(body)) => Some(DeliveryMessage {
+                id: mid,
+                to: r.get(at + 7)?,
+                from: r.get(at + 8)?,
+                body,
+                created_at: Timestamp(r.get(at + 10)?),
+            }),
+            _ => None,
+        };
         Ok(Moved {
-            id: r.get(at)?,
+            id,
             account: r.get(at + 1)?,
             callback_url: r.get(at + 2)?,
             error_code: r.get(at + 3)?,
             seq: r.get(at + 4)?,
             smpp: smpp_receipts_of(r.get(at + 5)?, r.get(at + 6)?),
+            message,
         })
     }
 }
@@ -390,13 +430,24 @@ fn enqueue_smpp(conn: &Connection, m: &Moved, status: Status, at: Timestamp) -> 
         (_, Some(r)) if r.wants(status) => ("receipt", if r.ids > 1 { 1..=r.ids } else { 0..=0 }),
         _ => return Ok(()),
     };
+    // Alone of its message (no intermediate receipt before it can be pending): it may skip the claim.
+    let alone = m.smpp.is_none_or(|r| r.registered_delivery & 0x10 == 0);
     for part in parts {
+        let id = uuid::Uuid::now_v7().hyphenated().to_string();
+        let expires_at = Timestamp(at.0 + crate::SMPP_DELIVERY_TTL_MS);
+        let fed = if alone { feed_room(m) } else { None };
+        // Fed: leased to this node already, and out of the due range until its lease ends.
+        let (owner, lease_until) = match &fed {
+            Some((node, lease_ms, _)) => (Some(node.as_str()), Some(at.plus_millis(*lease_ms).0)),
+            None => (None, None),
+        };
         conn.prepare_cached(
             "INSERT INTO smpp_outbox (id, account_id, message_id, seq, part, kind, status, error_code, at, state, \
-             next_attempt_at, expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?9, ?10, ?9)",
+             next_attempt_at, expires_at, created_at, lease_owner, lease_until) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', COALESCE(?12, ?9), ?10, ?9, ?11, ?12)",
         )?
         .execute(params![
-            uuid::Uuid::now_v7().hyphenated().to_string(),
+            id,
             m.account,
             m.id,
             m.seq,
@@ -405,10 +456,44 @@ fn enqueue_smpp(conn: &Connection, m: &Moved, status: Status, at: Timestamp) -> 
             status.as_str(),
             m.error_code,
             at.0,
-            at.0 + crate::SMPP_DELIVERY_TTL_MS,
+            expires_at.0,
+            owner,
+            lease_until
         ])?;
+        if let (Some((_, _, permit)), Some(message)) = (fed, &m.message) {
+            let due = DueDelivery {
+                id,
+                account_id: account_id_of(&m.account)?,
+                message_id: message.id,
+                kind: kind.to_string(),
+                part,
+                status,
+                error_code: m.error_code.clone(),
+                at,
+                attempts: 0,
+                expires_at,
+                message: Some(message.clone()),
+            };
+            FED.with_borrow_mut(|fed| fed.push((permit, due)));
+        }
     }
     Ok(())
+}
+
+/// The feed's node, lease and a room in its channel, when a deliver_sm of `m` can go straight to a receiver bound
+/// on this node: a feed is installed, the account has a receiver here, the message's text is at hand, and the
+/// channel has room.
+fn feed_room(m: &Moved) -> Option<(String, i64, FeedPermit)> {
+    m.message.as_ref()?;
+    let account = account_id_of(&m.account).ok()?;
+    FEED.with_borrow(|feed| {
+        let feed = feed.as_ref()?;
+        if !(feed.bound)(account) {
+            return None;
+        }
+        let permit = feed.tx.clone().try_reserve_owned().ok()?;
+        Some((feed.node.clone(), feed.lease_ms, permit))
+    })
 }
 
 /// Writes the callback a status change makes, if the message (or its account) has a webhook for it: one
@@ -503,7 +588,7 @@ fn message_from_row(row: &Row<'_>) -> Result<Message> {
 fn transition_sql(to: Status) -> String {
     let from = may_become("status", to);
     format!(
-        "UPDATE messages SET status = ?2, updated_at = ?3, \
+        "UPDATE OR FAIL messages SET status = ?2, updated_at = ?3, \
          connector = COALESCE(?4, connector), carrier_id = COALESCE(?5, carrier_id), \
          error_code = COALESCE(?6, error_code), price_micros = COALESCE(?7, price_micros), \
          next_attempt_at = COALESCE(?8, next_attempt_at), \
@@ -563,7 +648,7 @@ fn apply_transition(conn: &Connection, t: &Transition) -> Result<bool> {
 fn receipt_sql(to: Status) -> String {
     let from = may_become("status", to);
     format!(
-        "UPDATE messages SET status = ?3, updated_at = ?4, error_code = COALESCE(?5, error_code), \
+        "UPDATE OR FAIL messages SET status = ?3, updated_at = ?4, error_code = COALESCE(?5, error_code), \
          lease_owner = NULL, lease_until = NULL, journey = journey || ?6 \
          WHERE connector = ?1 AND carrier_id = ?2 AND {from} \
          AND NOT EXISTS (SELECT 1 FROM message_parts p WHERE p.message_id = messages.id) \
@@ -604,7 +689,7 @@ fn apply_receipt(conn: &Connection, r: &ReceiptUpdate) -> Result<Option<MessageI
 fn apply_part_receipt(conn: &Connection, r: &ReceiptUpdate) -> Result<Option<MessageId>> {
     let part: Option<(String, i64)> = conn
         .prepare_cached(
-            "UPDATE message_parts SET status = ?3 WHERE connector = ?1 AND carrier_id = ?2 AND status = 'sent' \
+            "UPDATE OR FAIL message_parts SET status = ?3 WHERE connector = ?1 AND carrier_id = ?2 AND status = 'sent' \
              RETURNING message_id, part",
         )?
         .query_row(params![r.connector, r.carrier_id, r.to.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
@@ -641,7 +726,7 @@ fn limit_literal(n: u32) -> u32 {
 fn claim_sql(limit: u32) -> [String; 2] {
     let claim = |waiting: &str, order: &str| {
         format!(
-            "UPDATE messages SET claimed_from = status, status = 'sending', lease_owner = ?1, \
+            "UPDATE OR FAIL messages SET claimed_from = status, status = 'sending', lease_owner = ?1, \
              lease_until = ?2, attempts = CASE WHEN status = 'sending' THEN attempts ELSE attempts + 1 END, \
              updated_at = ?3, \
              journey = journey || CASE status WHEN 'scheduled' THEN ?4 WHEN 'sending' THEN ?5 ELSE ?6 END \
@@ -660,7 +745,7 @@ fn claim_sql(limit: u32) -> [String; 2] {
 /// that was scheduled, queued, sent.
 fn expire_sql(limit: u32) -> String {
     format!(
-        "UPDATE messages SET claimed_from = status, status = 'expired', updated_at = ?1, \
+        "UPDATE OR FAIL messages SET claimed_from = status, status = 'expired', updated_at = ?1, \
          journey = journey || CASE status WHEN 'scheduled' THEN ?2 WHEN 'queued' THEN ?3 ELSE ?4 END \
          WHERE id IN (SELECT id FROM messages WHERE {} AND expires_at <= ?1 LIMIT {limit}) \
          RETURNING {HOOK_COLUMNS}",
@@ -673,12 +758,20 @@ fn expire_sql(limit: u32) -> String {
 /// comes due again only if its lease runs out unrecorded. Parameters: owner, lease end, now.
 fn claim_callbacks_sql(limit: u32) -> String {
     format!(
-        "UPDATE callbacks SET lease_owner = ?1, lease_until = ?2, next_attempt_at = ?2 WHERE id IN ( \
+        "UPDATE OR FAIL callbacks SET lease_owner = ?1, lease_until = ?2, next_attempt_at = ?2 WHERE id IN ( \
          SELECT c.id FROM callbacks c WHERE c.state = 'pending' AND c.next_attempt_at <= ?3 \
          AND NOT EXISTS (SELECT 1 FROM callbacks p WHERE p.message_id = c.message_id AND p.state = 'pending' \
          AND p.seq < c.seq) ORDER BY c.next_attempt_at LIMIT {limit}) \
          RETURNING id, account_id, message_id, kind, url, status, error_code, at, attempts, created_at"
     )
+}
+
+/// What a deliver_sm says of a message, by id.
+fn delivery_message(conn: &Connection, id: MessageId) -> Result<Option<DeliveryMessage>> {
+    let mut st = conn.prepare_cached("SELECT to_addr, from_addr, body, created_at FROM messages WHERE id = ?1")?;
+    let mut rows = st.query([id.to_string()])?;
+    let Some(r) = rows.next()? else { return Ok(None) };
+    Ok(Some(DeliveryMessage { id, to: r.get(0)?, from: r.get(1)?, body: r.get(2)?, created_at: Timestamp(r.get(3)?) }))
 }
 
 /// A message by id, whoever owns it.
@@ -693,7 +786,7 @@ fn message_by_id(conn: &Connection, id: MessageId) -> Result<Option<Message>> {
 /// attempt moved to the lease's end as [`claim_callbacks_sql`] does. Parameters: owner, lease end, now, account.
 fn claim_smpp_sql(limit: u32) -> String {
     format!(
-        "UPDATE smpp_outbox SET lease_owner = ?1, lease_until = ?2, next_attempt_at = ?2 WHERE id IN ( \
+        "UPDATE OR FAIL smpp_outbox SET lease_owner = ?1, lease_until = ?2, next_attempt_at = ?2 WHERE id IN ( \
          SELECT c.id FROM smpp_outbox c WHERE c.state = 'pending' AND c.account_id = ?4 AND c.next_attempt_at <= ?3 \
          AND NOT EXISTS (SELECT 1 FROM smpp_outbox p WHERE p.message_id = c.message_id AND p.state = 'pending' \
          AND p.seq < c.seq) ORDER BY c.next_attempt_at LIMIT {limit}) \
@@ -882,6 +975,7 @@ impl Store for SqliteStore {
                         error_code: m.error_code.clone(),
                         seq: journey.chars().count() as i64,
                         smpp: new.smpp,
+                        message: Some(DeliveryMessage::from(m)),
                     };
                     enqueue_callback(conn, &moved, m.status, m.created_at)?;
                     if new.claim.is_some() {
@@ -989,6 +1083,7 @@ impl Store for SqliteStore {
                             error_code: m.error_code.clone(),
                             seq: r.get(21)?,
                             smpp: None,
+                            message: None,
                         });
                         out.push(m);
                         got += 1;
@@ -1477,7 +1572,7 @@ impl Store for SqliteStore {
                     CallbackNext::GiveUp => ("failed", None),
                 };
                 conn.prepare_cached(
-                    "UPDATE callbacks SET state = ?2, attempts = attempts + 1, \
+                    "UPDATE OR FAIL callbacks SET state = ?2, attempts = attempts + 1, \
                      next_attempt_at = COALESCE(?3, next_attempt_at), lease_owner = NULL, lease_until = NULL, \
                      attempt_log = attempt_log || ?4 WHERE id = ?1",
                 )?
@@ -1511,6 +1606,19 @@ impl Store for SqliteStore {
                 });
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn feed_smpp_deliveries(&self, feed: SmppFeed) -> Result<bool> {
+        self.write(move |conn, _| {
+            conn.prepare_cached(
+                "UPDATE OR FAIL smpp_outbox SET lease_owner = NULL, lease_until = NULL, next_attempt_at = at \
+                 WHERE lease_owner = ?1",
+            )?
+            .execute([&feed.node])?;
+            FEED.set(Some(feed.clone()));
+            Ok(true)
         })
         .await
     }
@@ -1549,7 +1657,7 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             let read = conn.unchecked_transaction()?;
             for d in &mut claimed {
-                d.message = message_by_id(conn, d.message_id)?;
+                d.message = delivery_message(conn, d.message_id)?;
             }
             read.finish()?;
             Ok(claimed)
@@ -1564,7 +1672,7 @@ impl Store for SqliteStore {
                 match next {
                     DeliveryNext::RetryAt(t) => conn
                         .prepare_cached(
-                            "UPDATE smpp_outbox SET attempts = attempts + 1, next_attempt_at = ?2, \
+                            "UPDATE OR FAIL smpp_outbox SET attempts = attempts + 1, next_attempt_at = ?2, \
                              lease_owner = NULL, lease_until = NULL WHERE id = ?1",
                         )?
                         .execute(params![id, t.0])?,
@@ -1665,6 +1773,59 @@ mod tests {
         assert_eq!(names, ["a", "c"]);
         // a and b ran, b failed; then a and c ran again and committed.
         assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 4);
+        drop(conn);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+
+    /// Deliver_sm written by a group that is rolled back are not fed; those of the group that commits are, once.
+    #[test]
+    fn a_rolled_back_group_feeds_nothing() {
+        let path = std::env::temp_dir().join(format!("smsgate-feed-{}.db", uuid::Uuid::now_v7().simple()));
+        let mut conn = connect(&path).unwrap();
+        migrate(&mut conn).unwrap();
+        let (tx, mut fed) = tokio::sync::mpsc::channel(8);
+        FEED.set(Some(SmppFeed { node: "node".into(), lease_ms: 1000, bound: Arc::new(|_| true), tx }));
+        let id = MessageId::generate();
+        let moved = Moved {
+            id: id.to_string(),
+            account: AccountId::generate().to_string(),
+            callback_url: None,
+            error_code: None,
+            seq: 3,
+            smpp: Some(SmppReceipts { registered_delivery: 1, ids: 1 }),
+            message: Some(DeliveryMessage {
+                id,
+                to: "+447700900001".into(),
+                from: "Acme".into(),
+                body: "hi".into(),
+                created_at: Timestamp(1),
+            }),
+        };
+        let mut answers = Vec::new();
+        let mut jobs: Vec<Box<dyn Job>> = Vec::new();
+        for fails in [false, true] {
+            let (reply, answered) = oneshot::channel();
+            let moved = moved.clone();
+            let write = move |conn: &Connection, _: &mut Vec<Status>| -> Result<()> {
+                if fails {
+                    conn.execute("INSERT INTO no_such_table VALUES (1)", [])?;
+                }
+                enqueue_smpp(conn, &moved, Status::Delivered, Timestamp(2))
+            };
+            jobs.push(Box::new(WriteJob { write, result: None, changed: Vec::new(), reply }));
+            answers.push(answered);
+        }
+        run_group(&conn, jobs);
+        assert!(answers.into_iter().map(|mut a| a.try_recv().unwrap().is_ok()).eq([true, false]));
+        let d = fed.try_recv().unwrap();
+        assert_eq!((d.message_id, d.status), (id, Status::Delivered));
+        assert!(fed.try_recv().is_err());
+        let rows: i64 =
+            conn.query_row("SELECT COUNT(*) FROM smpp_outbox WHERE lease_owner = 'node'", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 1);
+        FEED.set(None);
         drop(conn);
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));

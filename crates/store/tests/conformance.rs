@@ -114,6 +114,7 @@ conformance!(
     a_message_url_and_webhooks_set_later,
     smpp_credentials,
     smpp_deliveries,
+    smpp_feed,
     replacing_a_waiting_message,
 );
 
@@ -1008,6 +1009,74 @@ async fn smpp_deliveries(store: &Arc<dyn Store>) {
     assert_eq!((due[0].kind.as_str(), due[0].message_id, due[0].status), ("inbound", reply, Status::Received));
     // Nobody took it in time: expired.
     assert_eq!(store.expire_smpp_deliveries(NOW.plus_millis(smsgate_store::SMPP_DELIVERY_TTL_MS)).await.unwrap(), 1);
+    assert_eq!(store.count_pending_smpp_deliveries().await.unwrap(), 0);
+}
+
+/// Deliver_sm for an account bound on this node go straight to the feed, leased; the claim takes them only when
+/// their lease ends, and takes at once what is not fed (another account, a message with intermediate receipts, a
+/// full channel). A store that cannot feed leaves everything to the claim.
+async fn smpp_feed(store: &Arc<dyn Store>) {
+    use smsgate_store::{SmppFeed, SmppReceipts};
+    let (acme, other) = (account(store).await, account(store).await);
+    let (tx, mut fed) = tokio::sync::mpsc::channel(1);
+    let feed = SmppFeed { node: "node".into(), lease_ms: 1000, bound: Arc::new(move |a| a == acme), tx };
+    let feeds = store.feed_smpp_deliveries(feed.clone()).await.unwrap();
+    let submitted = |account, to: &str, registered_delivery| NewMessage {
+        smpp: Some(SmppReceipts { registered_delivery, ids: 1 }),
+        ..new(Message { body: format!("hello {to}"), ..message(account, to, Status::Queued, NOW) })
+    };
+    let news = [
+        submitted(acme, "+447700900001", 1),
+        submitted(other, "+447700900002", 1),
+        submitted(acme, "+447700900003", 0x11),
+        submitted(acme, "+447700900004", 1),
+    ];
+    let ids: Vec<MessageId> = news.iter().map(|n| n.message.id).collect();
+    store.insert_messages(&news).await.unwrap();
+    let none = Changes::default();
+    for id in &ids {
+        for (to, at) in [(Status::Sending, NOW), (Status::Sent, NOW), (Status::Delivered, NOW.plus_secs(5))] {
+            assert!(store.transition(*id, to, at, "x", &none).await.unwrap());
+        }
+    }
+    let claim = |at: Timestamp| async move {
+        let due = store.claim_smpp_deliveries("node", &[acme, other], at, 1000, 100).await.unwrap();
+        let mut got: Vec<(MessageId, Status)> = due.iter().map(|d| (d.message_id, d.status)).collect();
+        got.sort_by_key(|(id, s)| (*id, s.as_str()));
+        let done: Vec<_> = due.iter().map(|d| (d.id.clone(), smsgate_store::DeliveryNext::Delivered)).collect();
+        store.finish_smpp_deliveries(&done).await.unwrap();
+        got
+    };
+    let sorted = |mut v: Vec<(MessageId, Status)>| {
+        v.sort_by_key(|(id, s)| (*id, s.as_str()));
+        v
+    };
+    if !feeds {
+        let all = vec![(ids[0], Status::Delivered), (ids[1], Status::Delivered), (ids[2], Status::Sent)];
+        assert_eq!(claim(NOW.plus_secs(5)).await, sorted([all, vec![(ids[3], Status::Delivered)]].concat()));
+        assert!(fed.try_recv().is_err());
+        return;
+    }
+    // The first final receipt of acme is fed, with what its deliver_sm says; the channel is full for the second.
+    let d = fed.try_recv().unwrap();
+    assert_eq!((d.message_id, d.status, d.kind.as_str(), d.part), (ids[0], Status::Delivered, "receipt", 0));
+    let m = d.message.as_ref().unwrap();
+    assert_eq!(
+        (m.id, m.to.as_str(), m.from.as_str(), m.body.as_str()),
+        (ids[0], "+447700900001", "Acme", "hello +447700900001")
+    );
+    assert_eq!(m.created_at, NOW);
+    assert!(fed.try_recv().is_err());
+    // The claim takes the rest at once (for the message with intermediate receipts, `sent` first), the fed one
+    // only when its lease ends.
+    let rest = vec![(ids[1], Status::Delivered), (ids[2], Status::Sent), (ids[3], Status::Delivered)];
+    assert_eq!(claim(NOW.plus_secs(5)).await, sorted(rest));
+    assert_eq!(claim(NOW.plus_secs(5)).await, vec![(ids[2], Status::Delivered)]);
+    assert_eq!(store.count_pending_smpp_deliveries().await.unwrap(), 1);
+    assert_eq!(claim(NOW.plus_millis(5999)).await, vec![]);
+    // A node feeding again (started again) releases its earlier leases.
+    assert!(store.feed_smpp_deliveries(feed).await.unwrap());
+    assert_eq!(claim(NOW.plus_secs(5)).await, vec![(ids[0], Status::Delivered)]);
     assert_eq!(store.count_pending_smpp_deliveries().await.unwrap(), 0);
 }
 
