@@ -584,7 +584,8 @@ fn message_from_row(row: &Row<'_>) -> Result<Message> {
 }
 
 /// Moves a message by id to `to` (`?2`) from a status that may become it, fenced by the lease owner (`?9`) when
-/// one is given, appending the journey line `?10`.
+/// one is given, appending the journey line `?10`. No `RETURNING`: SQLite runs an `UPDATE ... RETURNING` in two
+/// passes with a statement journal, which cost twice the update itself; [`moved_row`] reads what moved after.
 fn transition_sql(to: Status) -> String {
     let from = may_become("status", to);
     format!(
@@ -595,9 +596,14 @@ fn transition_sql(to: Status) -> String {
          lease_owner = CASE WHEN ?2 = 'sending' THEN lease_owner END, \
          lease_until = CASE WHEN ?2 = 'sending' THEN lease_until END, \
          journey = journey || ?10, attempts = attempts - ?11 \
-         WHERE id = ?1 AND {from} AND (?9 IS NULL OR lease_owner = ?9) \
-         RETURNING {HOOK_COLUMNS}"
+         WHERE id = ?1 AND {from} AND (?9 IS NULL OR lease_owner = ?9)"
     )
+}
+
+/// What a change needs of the message it moved (`key` is `id` or `rowid`), read right after the change.
+fn moved_row(conn: &Connection, key: &str, value: &dyn rusqlite::ToSql) -> Result<Moved> {
+    let sql = format!("SELECT {HOOK_COLUMNS} FROM messages WHERE {key} = ?1");
+    Ok(conn.prepare_cached(&sql)?.query_row([value], |r| Moved::from_row(r, 0))?)
 }
 
 /// Moves one message by id if the state machine (and, when fenced, the lease) allows, with its journey line.
@@ -607,26 +613,24 @@ fn apply_transition(conn: &Connection, t: &Transition) -> Result<bool> {
     }
     let sql = transition_sql(t.to);
     let c = &t.changes;
-    let moved: Option<Moved> = conn
-        .prepare_cached(&sql)?
-        .query_row(
-            params![
-                t.id.to_string(),
-                t.to.as_str(),
-                t.at.0,
-                c.connector,
-                c.carrier_id,
-                c.error_code,
-                c.price_micros,
-                c.retry_at.map(|r| r.0),
-                c.lease_owner,
-                journey_line(t.to, t.at, &t.detail),
-                i64::from(c.attempt_undone),
-            ],
-            |r| Moved::from_row(r, 0),
-        )
-        .optional()?;
-    let Some(moved) = moved else { return Ok(false) };
+    let id = t.id.to_string();
+    let changed = conn.prepare_cached(&sql)?.execute(params![
+        id,
+        t.to.as_str(),
+        t.at.0,
+        c.connector,
+        c.carrier_id,
+        c.error_code,
+        c.price_micros,
+        c.retry_at.map(|r| r.0),
+        c.lease_owner,
+        journey_line(t.to, t.at, &t.detail),
+        i64::from(c.attempt_undone),
+    ])?;
+    if changed == 0 {
+        return Ok(false);
+    }
+    let moved = moved_row(conn, "id", &id)?;
     enqueue_callback(conn, &moved, t.to, t.at)?;
     {
         let id = moved.id;
@@ -643,16 +647,22 @@ fn apply_transition(conn: &Connection, t: &Transition) -> Result<bool> {
     Ok(true)
 }
 
-/// Moves the messages a connector (`?1`) gave a carrier id (`?2`) to `to` (`?3`) from a status that may become
-/// it, appending the journey line `?6`; returns their ids.
+/// The rowids of the messages a connector (`?1`) gave a carrier id (`?2`) that may become `to`, each sent whole.
+fn receipt_match_sql(to: Status) -> String {
+    let from = may_become("status", to);
+    format!(
+        "SELECT rowid FROM messages WHERE connector = ?1 AND carrier_id = ?2 AND {from} \
+         AND NOT EXISTS (SELECT 1 FROM message_parts p WHERE p.message_id = messages.id)"
+    )
+}
+
+/// Moves the message of rowid `?1` to `to` (`?2`) from a status that may become it, appending the journey line
+/// `?5` (without `RETURNING`, as [`transition_sql`]).
 fn receipt_sql(to: Status) -> String {
     let from = may_become("status", to);
     format!(
-        "UPDATE OR FAIL messages SET status = ?3, updated_at = ?4, error_code = COALESCE(?5, error_code), \
-         lease_owner = NULL, lease_until = NULL, journey = journey || ?6 \
-         WHERE connector = ?1 AND carrier_id = ?2 AND {from} \
-         AND NOT EXISTS (SELECT 1 FROM message_parts p WHERE p.message_id = messages.id) \
-         RETURNING {HOOK_COLUMNS}"
+        "UPDATE OR FAIL messages SET status = ?2, updated_at = ?3, error_code = COALESCE(?4, error_code), \
+         lease_owner = NULL, lease_until = NULL, journey = journey || ?5 WHERE rowid = ?1 AND {from}"
     )
 }
 
@@ -662,18 +672,16 @@ fn apply_receipt(conn: &Connection, r: &ReceiptUpdate) -> Result<Option<MessageI
     if may_become("status", r.to).is_empty() {
         return Ok(None);
     }
-    let sql = receipt_sql(r.to);
-    let mut statement = conn.prepare_cached(&sql)?;
-    let line = journey_line(r.to, r.at, &r.detail);
-    let mut rows = statement.query(params![r.connector, r.carrier_id, r.to.as_str(), r.at.0, r.error_code, line])?;
+    let rowids: Vec<i64> = conn
+        .prepare_cached(&receipt_match_sql(r.to))?
+        .query_map(params![r.connector, r.carrier_id], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
     // A carrier that reuses an id moves every message still waiting under it; report the newest.
-    let mut moved = Vec::new();
-    while let Some(row) = rows.next()? {
-        moved.push(Moved::from_row(row, 0)?);
-    }
-    drop(rows);
     let mut newest = None;
-    for m in moved {
+    let line = journey_line(r.to, r.at, &r.detail);
+    for rowid in rowids {
+        conn.prepare_cached(&receipt_sql(r.to))?.execute(params![rowid, r.to.as_str(), r.at.0, r.error_code, line])?;
+        let m = moved_row(conn, "rowid", &rowid)?;
         enqueue_callback(conn, &m, r.to, r.at)?;
         newest = newest.max(Some(message_id_of(&m.id)?));
     }
@@ -1862,7 +1870,9 @@ mod tests {
             assert!(!p.contains("SCAN messages ") || p.contains("USING"), "{sql}\n  plan: {p}");
         }
         // Run with new values, each statement stays prepared: none of them plans with a parameter's value.
-        for sql in [lease, due, expire_sql(512), transition_sql(Status::Sent), receipt_sql(Status::Delivered)] {
+        let statements =
+            [lease, due, expire_sql(512), transition_sql(Status::Sent), receipt_match_sql(Status::Delivered)];
+        for sql in statements {
             let mut st = conn.prepare(&sql).unwrap();
             for round in 0..3i64 {
                 for p in 1..=st.parameter_count() {
@@ -1874,7 +1884,9 @@ mod tests {
             assert_eq!(st.get_status(rusqlite::StatementStatus::RePrepare), 0, "{sql}");
         }
         assert!(plan(&transition_sql(Status::Sent)).contains("sqlite_autoindex_messages_1 (id=?)"));
-        assert!(plan(&receipt_sql(Status::Delivered)).contains("messages_carrier (connector=? AND carrier_id=?)"));
+        assert!(
+            plan(&receipt_match_sql(Status::Delivered)).contains("messages_carrier (connector=? AND carrier_id=?)")
+        );
         drop(conn);
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
