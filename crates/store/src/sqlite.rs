@@ -727,26 +727,27 @@ fn limit_literal(n: u32) -> u32 {
     1 << (u32::BITS - 1 - n.leading_zeros())
 }
 
-/// The claims, in order: messages whose holder's lease ran out, then what is due; each through the partial index
-/// of its `WHERE` term in index order, so a claim costs the same with a backlog of a million. SET expressions see
-/// the row as it was: the journey gets the line for the old status, and `claimed_from` keeps it for the caller.
-/// Parameters: owner, lease end, now, and the journey lines for a scheduled message, a taken-over one, a queued one.
+/// What the claims take, in order: messages whose holder's lease ran out, then what is due at `?1`; each through
+/// the partial index of its `WHERE` term in index order, so a claim costs the same with a backlog of a million.
+/// Each row: [`MESSAGE_COLUMNS`] as they are, the journey's length, the rowid; [`CLAIM_ONE`] then claims it.
 fn claim_sql(limit: u32) -> [String; 2] {
-    let claim = |waiting: &str, order: &str| {
+    let pick = |waiting: &str, order: &str| {
         format!(
-            "UPDATE OR FAIL messages SET claimed_from = status, status = 'sending', lease_owner = ?1, \
-             lease_until = ?2, attempts = CASE WHEN status = 'sending' THEN attempts ELSE attempts + 1 END, \
-             updated_at = ?3, \
-             journey = journey || CASE status WHEN 'scheduled' THEN ?4 WHEN 'sending' THEN ?5 ELSE ?6 END \
-             WHERE id IN (SELECT id FROM messages WHERE {waiting} ORDER BY {order} LIMIT {limit}) \
-             RETURNING {MESSAGE_COLUMNS}, claimed_from, length(journey)"
+            "SELECT {MESSAGE_COLUMNS}, length(journey), rowid FROM messages WHERE {waiting} \
+             ORDER BY {order} LIMIT {limit}"
         )
     };
     [
-        claim("status = 'sending' AND lease_until < ?3", "lease_until"),
-        claim(&format!("{} AND next_attempt_at <= ?3", waiting::QUEUE), "next_attempt_at"),
+        pick("status = 'sending' AND lease_until < ?1", "lease_until"),
+        pick(&format!("{} AND next_attempt_at <= ?1", waiting::QUEUE), "next_attempt_at"),
     ]
 }
+
+/// Claims the message of rowid `?1` for `?2` until `?3`, at `?4`, with the journey line `?5`: one single-row
+/// update, as a multi-row `UPDATE ... RETURNING` costs twice as much (see [`transition_sql`]).
+const CLAIM_ONE: &str = "UPDATE OR FAIL messages SET status = 'sending', lease_owner = ?2, lease_until = ?3, \
+     attempts = CASE WHEN status = 'sending' THEN attempts ELSE attempts + 1 END, updated_at = ?4, \
+     journey = journey || ?5 WHERE rowid = ?1";
 
 /// Ends what waited past its validity, at most `limit` (a [`limit_literal`]). A message being sent is left to its
 /// dispatcher, which checks the validity before it submits. Parameters: now, and the journey lines for a message
@@ -1074,29 +1075,45 @@ impl Store for SqliteStore {
                         break;
                     }
                     let step = limit_literal(room);
-                    let mut st = conn.prepare_cached(&claim_sql(step)[kind])?;
+                    // Read first, then claim each: no update under a read still walking the index it changes.
+                    let picked: Vec<(Message, i64, i64)> = conn
+                        .prepare_cached(&claim_sql(step)[kind])?
+                        .query_map([now.0], |r| Ok((message_from_row(r), r.get(20)?, r.get(21)?)))?
+                        .map(|row| {
+                            let (m, length, rowid) = row?;
+                            Ok((m?, length, rowid))
+                        })
+                        .collect::<Result<_>>()?;
+                    let got = picked.len();
                     let lease_end = now.plus_millis(lease_ms).0;
-                    let mut rows = st.query(params![owner, lease_end, now.0, scheduled, taken_over, queued])?;
-                    let mut got = 0;
-                    while let Some(r) = rows.next()? {
-                        if status_of(&r.get::<_, String>(20)?)? == Status::Scheduled {
+                    for (mut m, length, rowid) in picked {
+                        let line = match m.status {
+                            Status::Scheduled => &scheduled,
+                            Status::Sending => &taken_over,
+                            _ => &queued,
+                        };
+                        conn.prepare_cached(CLAIM_ONE)?.execute(params![rowid, owner, lease_end, now.0, line])?;
+                        if m.status == Status::Scheduled {
                             changed.push(Status::Queued);
                         }
                         changed.push(Status::Sending);
-                        let m = message_from_row(r)?;
+                        if m.status != Status::Sending {
+                            m.attempts += 1;
+                        }
+                        m.status = Status::Sending;
+                        m.updated_at = now;
                         claimed.push(Moved {
                             id: m.id.to_string(),
                             account: m.account_id.to_string(),
                             callback_url: m.callback_url.clone(),
                             error_code: m.error_code.clone(),
-                            seq: r.get(21)?,
+                            seq: length + line.chars().count() as i64,
                             smpp: None,
                             message: None,
                         });
                         out.push(m);
-                        got += 1;
                     }
-                    if got < step {
+                    if got < step as usize {
                         break;
                     }
                 }
