@@ -586,6 +586,20 @@ impl Receiver {
             .map(|p| p.err.trim().to_string())
             .filter(|e| !e.trim_start_matches('0').is_empty())
             .map(|e| format!("{}:{e}", self.shared.name));
+        // The journey's detail: what the receipt says that the journey does not hold already (its dates are the
+        // event's time, its text the message's own start); one in a form of the carrier's own, as it came.
+        let detail = match &parsed {
+            Some(p) => format!(
+                "{}: id:{} sub:{:03} dlvrd:{:03} stat:{} err:{}",
+                self.shared.name,
+                p.id,
+                p.sub.min(999),
+                p.dlvrd.min(999),
+                p.stat.stat(),
+                p.err.trim()
+            ),
+            None => format!("{}: id:{id} {}", self.shared.name, text.trim()).trim_end().to_string(),
+        };
         // As written first (most carriers write receipts as they answered submits), then the other bases.
         let mut ids = id_variants(&id);
         Some(Receipt {
@@ -595,7 +609,7 @@ impl Receiver {
             state,
             error_code,
             at: now(),
-            detail: text,
+            detail,
         })
     }
 }
