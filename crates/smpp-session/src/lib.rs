@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -26,6 +26,7 @@ use smpp::tlv::Tlv;
 use smpp::{Body, CommandStatus, Pdu, Tlvs};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -580,27 +581,36 @@ async fn reader<R: AsyncRead + Unpin>(
     let s = session.shared.clone();
     let handling = Arc::new(Semaphore::new(s.config.concurrency.max(1)));
     let mut heard = Instant::now();
+    // One timer for the session's silence, moved on only when it goes off (not at every PDU, which cost a timer
+    // entry made and dropped per PDU): then it looks at when the peer was last heard.
+    let quiet = tokio::time::sleep(s.config.enquire_link);
+    tokio::pin!(quiet);
     loop {
         let next = tokio::select! {
-            n = tokio::time::timeout(s.config.enquire_link, frames.next()) => n,
-            _ = s.closed.cancelled() => break,
-        };
-        let pdu = match next {
-            Err(_) => {
+            n = frames.next() => n,
+            _ = &mut quiet => {
+                if heard.elapsed() < s.config.enquire_link {
+                    quiet.as_mut().reset(heard + s.config.enquire_link);
+                    continue;
+                }
                 if heard.elapsed() >= s.config.dead_after {
                     debug!(system_id = %s.system_id, "the peer has been silent too long; closing");
                     break;
                 }
                 let probe = session.clone();
                 tokio::spawn(async move { probe.request(Body::EnquireLink).await });
+                quiet.as_mut().reset(Instant::now() + s.config.enquire_link);
                 continue;
             }
-            Ok(None) => break,
-            Ok(Some(Err(e))) => {
+            _ = s.closed.cancelled() => break,
+        };
+        let pdu = match next {
+            None => break,
+            Some(Err(e)) => {
                 debug!(error = %e, "the stream cannot be framed; closing");
                 break;
             }
-            Ok(Some(Ok(Err(e)))) => {
+            Some(Ok(Err(e))) => {
                 heard = Instant::now();
                 debug!(error = %e, "a malformed PDU; answered");
                 if let Some(resp) = e.response() {
@@ -608,7 +618,7 @@ async fn reader<R: AsyncRead + Unpin>(
                 }
                 continue;
             }
-            Ok(Some(Ok(Ok(p)))) => p,
+            Some(Ok(Ok(p))) => p,
         };
         heard = Instant::now();
         let seq = pdu.sequence_number;
@@ -637,11 +647,11 @@ async fn reader<R: AsyncRead + Unpin>(
             _ => {
                 let Ok(permit) = handling.clone().acquire_owned().await else { break };
                 let (handler, out) = (handler.clone(), s.out.clone());
+                // alert_notification has no response.
+                let answered = !matches!(pdu.body, Body::AlertNotification(_));
                 tokio::spawn(async move {
-                    let request_body = pdu.body.clone();
                     let (status, body) = handler.request(pdu).await;
-                    // alert_notification has no response.
-                    if !matches!(request_body, Body::AlertNotification(_)) {
+                    if answered {
                         let _ = out.send(Out::Pdu(Pdu { command_status: status, sequence_number: seq, body })).await;
                     }
                     drop(permit);
