@@ -51,15 +51,20 @@ impl<T: Send + 'static, R: Send + 'static> Group<T, R> {
         let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
         let task = tokio::spawn(async move {
             let mut running = tokio::task::JoinSet::new();
+            let stopped = stop.cancelled();
+            tokio::pin!(stopped);
             loop {
                 let Ok(slot) = slots.clone().acquire_owned().await else { break };
                 let first = tokio::select! {
                     biased;
                     item = rx.recv() => match item { Some(i) => i, None => break },
-                    _ = stop.cancelled() => match rx.try_recv() { Ok(i) => i, Err(_) => break },
+                    _ = &mut stopped => match rx.try_recv() { Ok(i) => i, Err(_) => break },
                 };
-                let mut items = vec![first.0];
-                let mut replies = vec![first.1];
+                // Sized once for what waits, not grown item by item.
+                let room = max.min(rx.len() + 1);
+                let (mut items, mut replies) = (Vec::with_capacity(room), Vec::with_capacity(room));
+                items.push(first.0);
+                replies.push(first.1);
                 while items.len() < max {
                     match rx.try_recv() {
                         Ok((item, reply)) => {

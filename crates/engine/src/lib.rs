@@ -399,9 +399,12 @@ impl Engine {
         // An interval, not a sleep per turn: a steady stream of handed messages must not keep the poll from coming.
         let mut poll = tokio::time::interval(self.config.poll_interval);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Made once: a `cancelled()` made per turn takes the token's lock twice for every message handed.
+        let stopped = shutdown.cancelled();
+        tokio::pin!(stopped);
         'outer: loop {
             tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = &mut stopped => break,
                 // A handed message needs no claim: send it and wait again.
                 Some((m, permit)) = handed.recv() => {
                     self.spawn_send(&mut sends, m, permit);
@@ -684,9 +687,11 @@ impl Engine {
 
     async fn handle_events(self, mut events: mpsc::Receiver<ConnectorEvent>, shutdown: CancellationToken) {
         let mut tasks = JoinSet::new();
+        let stopped = shutdown.cancelled();
+        tokio::pin!(stopped);
         loop {
             let event = tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = &mut stopped => break,
                 e = events.recv() => match e { Some(e) => e, None => break },
             };
             let engine = self.clone();

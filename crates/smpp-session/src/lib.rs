@@ -198,9 +198,12 @@ impl Session {
     /// sequence number is a response too). Waits first for a place in the window.
     pub async fn request(&self, body: Body) -> Result<Pdu, RequestError> {
         let s = &self.shared;
+        // Made once: each `cancelled()` takes the token's lock to register and again to leave.
+        let closed = s.closed.cancelled();
+        tokio::pin!(closed);
         let place = tokio::select! {
             p = s.window.acquire() => p.map_err(|_| RequestError::Closed)?,
-            _ = s.closed.cancelled() => return Err(RequestError::Closed),
+            _ = &mut closed => return Err(RequestError::Closed),
         };
         let sequence = self.next_sequence();
         let (tx, rx) = oneshot::channel();
@@ -213,7 +216,7 @@ impl Session {
             // A response read just before the session closed still counts.
             biased;
             r = tokio::time::timeout(s.config.response_timeout, rx) => r,
-            _ = s.closed.cancelled() => {
+            _ = &mut closed => {
                 self.forget(sequence);
                 return Err(RequestError::Closed);
             }
@@ -523,10 +526,12 @@ where
 /// Writes what is queued, everything ready at once, until the session closes.
 async fn writer<W: AsyncWrite + Unpin>(mut write: W, mut queued: mpsc::Receiver<Out>, closed: CancellationToken) {
     let mut buf = Vec::with_capacity(64 * 1024);
+    let cancelled = closed.cancelled();
+    tokio::pin!(cancelled);
     'session: loop {
         let first = tokio::select! {
             o = queued.recv() => o,
-            _ = closed.cancelled() => {
+            _ = &mut cancelled => {
                 // Write what was queued before the close (an unbind_resp, say), then stop.
                 let mut rest = Vec::new();
                 while let Ok(o) = queued.try_recv() { rest.push(o); }
@@ -585,6 +590,8 @@ async fn reader<R: AsyncRead + Unpin>(
     // entry made and dropped per PDU): then it looks at when the peer was last heard.
     let quiet = tokio::time::sleep(s.config.enquire_link);
     tokio::pin!(quiet);
+    let closed = s.closed.cancelled();
+    tokio::pin!(closed);
     loop {
         let next = tokio::select! {
             n = frames.next() => n,
@@ -602,7 +609,7 @@ async fn reader<R: AsyncRead + Unpin>(
                 quiet.as_mut().reset(Instant::now() + s.config.enquire_link);
                 continue;
             }
-            _ = s.closed.cancelled() => break,
+            _ = &mut closed => break,
         };
         let pdu = match next {
             None => break,
