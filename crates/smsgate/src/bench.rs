@@ -182,16 +182,23 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         bail!("--rate must be a positive number of requests per second");
     }
     let as_json = args.json;
-    report(as_json, http(args), print_report)
+    report(as_json, false, http(args), print_report)
 }
 
-/// Runs a load on a runtime of its own and prints its report: as JSON, or through `human`.
+/// Runs a load on a runtime of its own and prints its report: as JSON, or through `human`. `one_thread`: on the
+/// calling thread alone, for a load whose tasks mostly wake each other (SMPP sessions): a multi-threaded runtime
+/// spent its time waking its workers, which a load generator sharing cores with what it measures cannot spare.
 pub(crate) fn report(
     as_json: bool,
+    one_thread: bool,
     load: impl std::future::Future<Output = anyhow::Result<Value>>,
     human: fn(&Value),
 ) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    let mut builder = match one_thread {
+        true => tokio::runtime::Builder::new_current_thread(),
+        false => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = builder.enable_all().build().context("starting tokio")?;
     let report = runtime.block_on(load)?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -78,7 +78,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bail!("--sessions must be 1 to 256 and --window 1 to 10,000");
     }
     let as_json = args.json;
-    crate::bench::report(as_json, load(args), |report| {
+    crate::bench::report(as_json, true, load(args), |report| {
         for (k, v) in report.as_object().into_iter().flatten() {
             println!("{k:>22}: {v}");
         }

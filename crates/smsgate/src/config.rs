@@ -30,6 +30,9 @@ pub struct Config {
     pub node: String,
     /// How long a node's claim on a message lasts; after a crash, its messages are taken up again after this.
     pub lease_secs: u64,
+    /// Threads running the server's tasks; 0: one fewer than the machine's cores (SQLite's writer has a thread of
+    /// its own), at least one. With one, every task runs on that thread and wakes no other.
+    pub threads: u32,
     /// `[smpp_server]`: how the SMPP server treats its sessions.
     #[serde(default)]
     pub smpp_server: SmppServerConfig,
@@ -166,6 +169,16 @@ fn default_ratio() -> f64 {
     1.0
 }
 
+impl Config {
+    /// The threads the server's tasks run on: `threads`, or one fewer than the cores (at least one).
+    pub fn runtime_threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1)).max(1),
+            n => n as usize,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -176,6 +189,7 @@ impl Default for Config {
             default_region: String::new(),
             node: "node-1".into(),
             lease_secs: 60,
+            threads: 0,
             smpp_server: SmppServerConfig::default(),
             sim: SimConfig::default(),
             connectors: Vec::new(),
@@ -219,10 +233,14 @@ pub struct Flags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease_secs: Option<u64>,
+    /// Threads running the server's tasks [env: SMSGATE_THREADS] [default: 0, one fewer than the cores].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<u32>,
 }
 
 /// The environment variables read, without the `SMSGATE_` prefix.
-const ENV_KEYS: [&str; 7] = ["data_dir", "http", "smpp", "database", "default_region", "node", "lease_secs"];
+const ENV_KEYS: [&str; 8] = ["data_dir", "http", "smpp", "database", "default_region", "node", "lease_secs", "threads"];
 
 impl Flags {
     fn figment(&self) -> anyhow::Result<Figment> {
@@ -242,6 +260,9 @@ impl Flags {
         let config: Config = self.figment()?.extract().map_err(|e| anyhow!("configuration: {e}"))?;
         if config.lease_secs == 0 {
             return Err(anyhow!("configuration: lease_secs must be at least 1"));
+        }
+        if config.threads > 1024 {
+            return Err(anyhow!("configuration: threads must be 0 (one fewer than the cores) to 1024"));
         }
         config.smpp_server.check()?;
         for c in &config.sim.carriers {
@@ -279,9 +300,6 @@ impl Flags {
                 _ => "default".to_string(),
             };
             out.push_str(&format!("{key} = {}  # {source}\n", toml_literal(v)));
-        }
-        if config.lease_secs == 0 {
-            return Err(anyhow!("configuration: lease_secs must be at least 1"));
         }
         let smpp = &config.smpp_server;
         out.push_str(&format!(
@@ -325,9 +343,17 @@ fn toml_value(config: &Config) -> anyhow::Result<figment::value::Value> {
 }
 
 fn toml_literal(v: &figment::value::Value) -> String {
+    use figment::value::Value;
     match v {
-        figment::value::Value::String(_, s) => format!("{s:?}"),
-        other => format!("{:?}", other.to_num().map(|n| n.to_f64()).unwrap_or_default()),
+        Value::String(_, s) => format!("{s:?}"),
+        Value::Bool(_, b) => b.to_string(),
+        Value::Num(_, n) => match (n.to_u128(), n.to_i128(), n.to_f64()) {
+            (Some(u), _, _) => u.to_string(),
+            (None, Some(i), _) => i.to_string(),
+            (None, None, Some(f)) => format!("{f:?}"),
+            (None, None, None) => String::new(),
+        },
+        other => format!("{other:?}"),
     }
 }
 
@@ -391,6 +417,19 @@ mod tests {
         assert!(e.contains("smpp_server.window"), "{e}");
         let e = with_file("[smpp_server]\ntls_listen = \"127.0.0.1:3550\"\n").load().unwrap_err().to_string();
         assert!(e.contains("tls_cert"), "{e}");
+    }
+
+    #[test]
+    fn threads_and_numbers() {
+        let flags = with_file("threads = 3\n");
+        assert_eq!(flags.load().unwrap().runtime_threads(), 3);
+        let text = flags.describe().unwrap();
+        assert!(text.contains("threads = 3  # file") && text.contains("lease_secs = 60  # default"), "{text}");
+        let auto = Flags::default().load().unwrap();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(auto.runtime_threads(), cores.saturating_sub(1).max(1));
+        let e = with_file("threads = 5000\n").load().unwrap_err().to_string();
+        assert!(e.contains("threads"), "{e}");
     }
 
     #[test]

@@ -17,7 +17,18 @@ use crate::config::{Config, Flags};
 
 pub fn run(flags: Flags) -> anyhow::Result<()> {
     let config = flags.load()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    // One thread: tokio's single-threaded runtime, whose tasks wake each other without waking another thread. On
+    // this project's 2-core machine, sharing the cores with the SQLite writer, it carried 17 % more SMPP traffic
+    // end to end than two workers (BENCHMARKS.md).
+    let mut builder = match config.runtime_threads() {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    };
+    let runtime = builder.enable_all().build().context("starting tokio")?;
     runtime.block_on(serve(config))
 }
 

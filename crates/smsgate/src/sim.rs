@@ -72,7 +72,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         drop_every: args.drop_every.filter(|n| *n > 0),
         session: smpp_session::Config { window: 1024, concurrency: 4096, ..Default::default() },
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
     runtime.block_on(serve(args, config))
 }
 
