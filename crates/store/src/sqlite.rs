@@ -384,6 +384,17 @@ const HOOK_COLUMNS: &str = "id, account_id, callback_url, error_code, length(jou
                             to_addr, from_addr, CASE WHEN smpp_receipts IS NOT NULL THEN body END, created_at";
 
 impl Moved {
+    /// What a change that appended `line` to the journey and set `error_code` (when given) makes of the message
+    /// as it was read before the change: the values [`HOOK_COLUMNS`] would read after it.
+    fn after(mut self, line: &str, error_code: Option<&str>) -> Moved {
+        // SQLite's `length` of a text counts its characters.
+        self.seq += line.chars().count() as i64;
+        if let Some(code) = error_code {
+            self.error_code = Some(code.to_string());
+        }
+        self
+    }
+
     /// From the [`HOOK_COLUMNS`] starting at column `at`.
     fn from_row(r: &Row<'_>, at: usize) -> rusqlite::Result<Moved> {
         let id: String = r.get(at)?;
@@ -583,9 +594,10 @@ fn message_from_row(row: &Row<'_>) -> Result<Message> {
     })
 }
 
-/// Moves a message by id to `to` (`?2`) from a status that may become it, fenced by the lease owner (`?9`) when
-/// one is given, appending the journey line `?10`. No `RETURNING`: SQLite runs an `UPDATE ... RETURNING` in two
-/// passes with a statement journal, which cost twice the update itself; [`moved_row`] reads what moved after.
+/// Moves the message of rowid `?1` to `to` (`?2`) from a status that may become it, fenced by the lease owner
+/// (`?9`) when one is given, appending the journey line `?10`. No `RETURNING`: SQLite runs an `UPDATE ...
+/// RETURNING` in two passes with a statement journal, which cost twice the update itself; the row is read first
+/// ([`moved_by`]) and what the change makes of it worked out ([`Moved::after`]).
 fn transition_sql(to: Status) -> String {
     let from = may_become("status", to);
     format!(
@@ -596,14 +608,14 @@ fn transition_sql(to: Status) -> String {
          lease_owner = CASE WHEN ?2 = 'sending' THEN lease_owner END, \
          lease_until = CASE WHEN ?2 = 'sending' THEN lease_until END, \
          journey = journey || ?10, attempts = attempts - ?11 \
-         WHERE id = ?1 AND {from} AND (?9 IS NULL OR lease_owner = ?9)"
+         WHERE rowid = ?1 AND {from} AND (?9 IS NULL OR lease_owner = ?9)"
     )
 }
 
-/// What a change needs of the message it moved (`key` is `id` or `rowid`), read right after the change.
-fn moved_row(conn: &Connection, key: &str, value: &dyn rusqlite::ToSql) -> Result<Moved> {
-    let sql = format!("SELECT {HOOK_COLUMNS} FROM messages WHERE {key} = ?1");
-    Ok(conn.prepare_cached(&sql)?.query_row([value], |r| Moved::from_row(r, 0))?)
+/// The rowid of a message by id, and what a change needs of it ([`HOOK_COLUMNS`]) as it is before the change.
+fn moved_by(conn: &Connection, id: &str) -> Result<Option<(i64, Moved)>> {
+    let sql = format!("SELECT rowid, {HOOK_COLUMNS} FROM messages WHERE id = ?1");
+    Ok(conn.prepare_cached(&sql)?.query_row([id], |r| Ok((r.get(0)?, Moved::from_row(r, 1)?))).optional()?)
 }
 
 /// Moves one message by id if the state machine (and, when fenced, the lease) allows, with its journey line.
@@ -611,11 +623,11 @@ fn apply_transition(conn: &Connection, t: &Transition) -> Result<bool> {
     if may_become("status", t.to).is_empty() {
         return Ok(false);
     }
-    let sql = transition_sql(t.to);
     let c = &t.changes;
-    let id = t.id.to_string();
-    let changed = conn.prepare_cached(&sql)?.execute(params![
-        id,
+    let Some((rowid, before)) = moved_by(conn, &t.id.to_string())? else { return Ok(false) };
+    let line = journey_line(t.to, t.at, &t.detail);
+    let changed = conn.prepare_cached(&transition_sql(t.to))?.execute(params![
+        rowid,
         t.to.as_str(),
         t.at.0,
         c.connector,
@@ -624,13 +636,13 @@ fn apply_transition(conn: &Connection, t: &Transition) -> Result<bool> {
         c.price_micros,
         c.retry_at.map(|r| r.0),
         c.lease_owner,
-        journey_line(t.to, t.at, &t.detail),
+        line,
         i64::from(c.attempt_undone),
     ])?;
     if changed == 0 {
         return Ok(false);
     }
-    let moved = moved_row(conn, "id", &id)?;
+    let moved = before.after(&line, c.error_code.as_deref());
     enqueue_callback(conn, &moved, t.to, t.at)?;
     {
         let id = moved.id;
@@ -647,11 +659,12 @@ fn apply_transition(conn: &Connection, t: &Transition) -> Result<bool> {
     Ok(true)
 }
 
-/// The rowids of the messages a connector (`?1`) gave a carrier id (`?2`) that may become `to`, each sent whole.
+/// The messages a connector (`?1`) gave a carrier id (`?2`) that may become `to`, each sent whole: their rowids
+/// and [`HOOK_COLUMNS`].
 fn receipt_match_sql(to: Status) -> String {
     let from = may_become("status", to);
     format!(
-        "SELECT rowid FROM messages WHERE connector = ?1 AND carrier_id = ?2 AND {from} \
+        "SELECT rowid, {HOOK_COLUMNS} FROM messages WHERE connector = ?1 AND carrier_id = ?2 AND {from} \
          AND NOT EXISTS (SELECT 1 FROM message_parts p WHERE p.message_id = messages.id)"
     )
 }
@@ -672,16 +685,25 @@ fn apply_receipt(conn: &Connection, r: &ReceiptUpdate) -> Result<Option<MessageI
     if may_become("status", r.to).is_empty() {
         return Ok(None);
     }
-    let rowids: Vec<i64> = conn
+    let found: Vec<(i64, Moved)> = conn
         .prepare_cached(&receipt_match_sql(r.to))?
-        .query_map(params![r.connector, r.carrier_id], |row| row.get(0))?
+        .query_map(params![r.connector, r.carrier_id], |row| Ok((row.get(0)?, Moved::from_row(row, 1)?)))?
         .collect::<rusqlite::Result<_>>()?;
     // A carrier that reuses an id moves every message still waiting under it; report the newest.
     let mut newest = None;
     let line = journey_line(r.to, r.at, &r.detail);
-    for rowid in rowids {
-        conn.prepare_cached(&receipt_sql(r.to))?.execute(params![rowid, r.to.as_str(), r.at.0, r.error_code, line])?;
-        let m = moved_row(conn, "rowid", &rowid)?;
+    for (rowid, before) in found {
+        let changed = conn.prepare_cached(&receipt_sql(r.to))?.execute(params![
+            rowid,
+            r.to.as_str(),
+            r.at.0,
+            r.error_code,
+            line
+        ])?;
+        if changed == 0 {
+            continue;
+        }
+        let m = before.after(&line, r.error_code.as_deref());
         enqueue_callback(conn, &m, r.to, r.at)?;
         newest = newest.max(Some(message_id_of(&m.id)?));
     }
@@ -1900,7 +1922,8 @@ mod tests {
             }
             assert_eq!(st.get_status(rusqlite::StatementStatus::RePrepare), 0, "{sql}");
         }
-        assert!(plan(&transition_sql(Status::Sent)).contains("sqlite_autoindex_messages_1 (id=?)"));
+        assert!(plan(&transition_sql(Status::Sent)).contains("(rowid=?)"));
+        assert!(plan("SELECT rowid FROM messages WHERE id = ?1").contains("sqlite_autoindex_messages_1 (id=?)"));
         assert!(
             plan(&receipt_match_sql(Status::Delivered)).contains("messages_carrier (connector=? AND carrier_id=?)")
         );
