@@ -36,6 +36,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration::both(7, include_str!("../migrations/0007_smpp.sql")),
     Migration::both(8, include_str!("../migrations/0008_smpp_outbox.sql")),
     Migration::both(9, include_str!("../migrations/0009_smpp_outbox_lean.sql")),
+    Migration {
+        version: 10,
+        sqlite: include_str!("../migrations/0010_smpp_outbox_rowid.sqlite.sql"),
+        postgres: include_str!("../migrations/0010_smpp_outbox_rowid.postgres.sql"),
+    },
 ];
 
 /// One step of a journey as the `journey` column keeps it: a JSON object and a newline, appended with `||` by the

@@ -444,7 +444,6 @@ fn enqueue_smpp(conn: &Connection, m: &Moved, status: Status, at: Timestamp) -> 
     // Alone of its message (no intermediate receipt before it can be pending): it may skip the claim.
     let alone = m.smpp.is_none_or(|r| r.registered_delivery & 0x10 == 0);
     for part in parts {
-        let id = uuid::Uuid::now_v7().hyphenated().to_string();
         let expires_at = Timestamp(at.0 + crate::SMPP_DELIVERY_TTL_MS);
         let fed = if alone { feed_room(m) } else { None };
         // Fed: leased to this node already, and out of the due range until its lease ends.
@@ -453,12 +452,11 @@ fn enqueue_smpp(conn: &Connection, m: &Moved, status: Status, at: Timestamp) -> 
             None => (None, None),
         };
         conn.prepare_cached(
-            "INSERT INTO smpp_outbox (id, account_id, message_id, seq, part, kind, status, error_code, at, state, \
+            "INSERT INTO smpp_outbox (account_id, message_id, seq, part, kind, status, error_code, at, state, \
              next_attempt_at, expires_at, created_at, lease_owner, lease_until) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', COALESCE(?12, ?9), ?10, ?9, ?11, ?12)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', COALESCE(?11, ?8), ?9, ?8, ?10, ?11)",
         )?
         .execute(params![
-            id,
             m.account,
             m.id,
             m.seq,
@@ -471,6 +469,7 @@ fn enqueue_smpp(conn: &Connection, m: &Moved, status: Status, at: Timestamp) -> 
             owner,
             lease_until
         ])?;
+        let id = conn.last_insert_rowid().to_string();
         if let (Some((_, _, permit)), Some(message)) = (fed, &m.message) {
             let due = DueDelivery {
                 id,
@@ -828,7 +827,7 @@ fn claim_smpp_sql(limit: u32) -> String {
 /// A [`DueDelivery`] from the columns [`claim_smpp_sql`] returns (the message is read after).
 fn due_delivery_from_row(r: &Row<'_>) -> Result<DueDelivery> {
     Ok(DueDelivery {
-        id: r.get(0)?,
+        id: r.get::<_, i64>(0)?.to_string(),
         account_id: account_id_of(&r.get::<_, String>(1)?)?,
         message_id: message_id_of(&r.get::<_, String>(2)?)?,
         kind: r.get(3)?,
@@ -1716,6 +1715,8 @@ impl Store for SqliteStore {
         let results = results.to_vec();
         self.write(move |conn, _| {
             for (id, next) in &results {
+                // Ids are rowids here; one that is not was never handed out by this store.
+                let Ok(id) = id.parse::<i64>() else { continue };
                 match next {
                     DeliveryNext::RetryAt(t) => conn
                         .prepare_cached(
@@ -1820,6 +1821,41 @@ mod tests {
         assert_eq!(names, ["a", "c"]);
         // a and b ran, b failed; then a and c ran again and committed.
         assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 4);
+        drop(conn);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+
+    /// The outbox keyed by rowid (migration 10) keeps the rows written before it, in order, with their leases.
+    #[test]
+    fn outbox_rows_survive_the_rowid_key() {
+        let path = std::env::temp_dir().join(format!("smsgate-outbox-{}.db", uuid::Uuid::now_v7().simple()));
+        let mut conn = connect(&path).unwrap();
+        conn.execute_batch("CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+            .unwrap();
+        for m in MIGRATIONS.iter().filter(|m| m.version < 10) {
+            conn.execute_batch(m.sqlite).unwrap();
+            conn.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?1, 0)", [m.version]).unwrap();
+        }
+        for (id, created, owner) in [("b-uuid", 2, None), ("a-uuid", 1, Some("node"))] {
+            conn.execute(
+                "INSERT INTO smpp_outbox (id, account_id, message_id, seq, part, kind, status, at, state, \
+                 next_attempt_at, lease_owner, expires_at, created_at) \
+                 VALUES (?1, 'acct', 'msg', ?2, 0, 'receipt', 'delivered', 5, 'pending', 5, ?3, 99, ?2)",
+                params![id, created, owner],
+            )
+            .unwrap();
+        }
+        migrate(&mut conn).unwrap();
+        let rows: Vec<(i64, i64, Option<String>)> = conn
+            .prepare("SELECT id, created_at, lease_owner FROM smpp_outbox ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<std::result::Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows, [(1, 1, Some("node".into())), (2, 2, None)]);
         drop(conn);
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
