@@ -43,7 +43,10 @@ pub struct Config {
     pub batch: u32,
     /// How often the dispatcher looks for due messages when nobody wakes it.
     pub poll_interval: Duration,
-    /// Submissions under way at once.
+    /// Submissions under way at once. A message accepted while one is free goes to the dispatcher stored already
+    /// claimed; one accepted while none is waits in the queue for a claim, a second write. Room for more than the
+    /// clients' windows keeps a busy node's messages out of the queue (each connector's own window still bounds
+    /// what its carrier has at once).
     pub max_in_flight: usize,
     /// Attempts before a temporary error becomes a failure.
     pub max_attempts: u32,
@@ -62,7 +65,7 @@ impl Default for Config {
             lease: Duration::from_secs(60),
             batch: 500,
             poll_interval: Duration::from_millis(250),
-            max_in_flight: 1000,
+            max_in_flight: 4096,
             max_attempts: 5,
             retry_base: Duration::from_secs(1),
             receipt_wait: Duration::from_secs(5),
