@@ -3,7 +3,8 @@
 # server, SQLite) -> an `smpp` connector -> `smsgate sim` (the carrier) -> the receipt back through smsgate to the
 # client as a deliver_sm. Prints bench's JSON and the CPU the server and the simulator used.
 #   N=50000 SESS=4 WIN=256 CSESS=4 CWIN=512 bench/smpp_e2e.sh      (build first: cargo build --release)
-# Loopback ports 18181 (HTTP), 18775 (SMPP server) and 18776 (simulator); data in a temporary folder.
+# Loopback ports 18181 (HTTP), 18775 (SMPP server) and 18776 (simulator); data in a temporary folder, or the
+# database DB names (DB=postgres://postgres@127.0.0.1:5432/test: give it an empty database, it is not cleaned).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/smsgate}
@@ -16,7 +17,8 @@ DATA=$(mktemp -d)
 KEY=sk_bench_key_0123456789
 $BIN sim --smpp 127.0.0.1:18776 --receipt-delay-ms 10 > /dev/null 2>&1 &
 SIM=$!
-SMSGATE_ADMIN_KEY=$KEY $BIN serve --http 127.0.0.1:18181 --smpp 127.0.0.1:18775 --data-dir "$DATA" > /dev/null 2>&1 &
+SMSGATE_ADMIN_KEY=$KEY $BIN serve --http 127.0.0.1:18181 --smpp 127.0.0.1:18775 --data-dir "$DATA" \
+  ${DB:+--database "$DB"} > /dev/null 2>&1 &
 SRV=$!
 trap 'kill $SRV $SIM 2>/dev/null; wait $SRV $SIM 2>/dev/null; rm -rf "$DATA"' EXIT
 for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18181/healthz > /dev/null && break; sleep 0.1; done

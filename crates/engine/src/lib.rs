@@ -91,9 +91,20 @@ pub struct Engine {
     /// Messages stored already claimed for this node, each with its slot, on their way to the dispatcher.
     claimed_tx: mpsc::UnboundedSender<Handed>,
     claimed_rx: Arc<Mutex<Option<mpsc::UnboundedReceiver<Handed>>>>,
-    /// When each message this node sent was recorded `sent`, by carrier id, for the sent-to-delivered histogram.
-    /// Bounded: past [`SENT_TIMES`] entries it is cleared (a few observations are lost, memory is not).
-    sent_at: Arc<Mutex<HashMap<String, Timestamp>>>,
+    /// When each message this node sent was accepted by its carrier, by carrier id, for the sent-to-delivered
+    /// histogram, and whether its `sent` is written yet: a receipt that comes first waits for that write instead of
+    /// missing its message. Bounded: past [`SENT_TIMES`] entries it is cleared (a few observations are lost, and
+    /// their early receipts take the slower way of trying again, memory is not).
+    sent_at: Arc<Mutex<HashMap<String, SentAt>>>,
+    /// Told each time a `sent` write finishes.
+    sent_written: Arc<Notify>,
+}
+
+/// An entry of [`Engine::sent_at`].
+#[derive(Debug, Clone, Copy)]
+struct SentAt {
+    at: Timestamp,
+    written: bool,
 }
 
 /// A message stored claimed for this node, with its submission slot.
@@ -250,6 +261,7 @@ impl Engine {
             wake: Arc::new(Notify::new()),
             recorder: Arc::new(Mutex::new(None)),
             sent_at: Arc::new(Mutex::new(HashMap::new())),
+            sent_written: Arc::new(Notify::new()),
         }
     }
 
@@ -620,8 +632,9 @@ impl Engine {
                     if sent.len() >= SENT_TIMES {
                         sent.clear();
                     }
-                    sent.insert(carrier_id.clone(), at);
+                    sent.insert(carrier_id.clone(), SentAt { at, written: false });
                 }
+                let written = carrier_id.clone();
                 let detail = match carrier_ids.len() {
                     1 => format!("{name} accepted it: carrier id {carrier_id}"),
                     n => format!("{name} accepted its {n} parts: carrier ids {}", carrier_ids.join(", ")),
@@ -631,6 +644,11 @@ impl Engine {
                 let changes =
                     Changes { connector: Some(name), carrier_id: Some(carrier_id), price_micros, parts, ..fence() };
                 record(Status::Sent, detail, changes).await;
+                // Written (or given up on): receipts that came first may look for their message now.
+                if let Some(s) = self.sent_at.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&written) {
+                    s.written = true;
+                }
+                self.sent_written.notify_waiters();
             }
             Err(SubmitError::Permanent { code, detail }) => {
                 metrics::counter!(metric::SUBMISSIONS, "outcome" => "failed").increment(1);
@@ -740,6 +758,7 @@ impl Engine {
         // The id as the connector reads it first, then the other forms it may have been given in.
         let forms: Vec<&String> = std::iter::once(&r.carrier_id).chain(&r.alternatives).collect();
         let deadline = tokio::time::Instant::now() + self.config.receipt_wait;
+        self.wait_for_sent(&forms, deadline).await;
         let mut pause = Duration::from_millis(10);
         loop {
             // Whether this round could not reach the store.
@@ -751,7 +770,7 @@ impl Engine {
                         metrics::counter!(metric::RECEIPTS, "status" => to.as_str()).increment(1);
                         let sent = self.sent_at.lock().unwrap_or_else(|e| e.into_inner()).remove(*carrier_id);
                         if let Some(sent) = sent {
-                            metrics::histogram!(metric::SENT_TO_DELIVERED).record(seconds_between(sent, r.at));
+                            metrics::histogram!(metric::SENT_TO_DELIVERED).record(seconds_between(sent.at, r.at));
                         }
                         return true;
                     }
@@ -795,6 +814,26 @@ impl Engine {
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// Waits (until `deadline` at most) while the `sent` of a message this node submitted under one of `ids` is
+    /// being written. A receipt can overtake that write (the carrier answers the submit, then sends the receipt
+    /// while the group commit is under way); trying it first cost a write that moved nothing, a look at the message,
+    /// and a pause that doubles, which on PostgreSQL held most receipts back for hundreds of milliseconds.
+    async fn wait_for_sent(&self, ids: &[&String], deadline: tokio::time::Instant) {
+        loop {
+            let notified = self.sent_written.notified();
+            tokio::pin!(notified);
+            // Listening before looking, so a write that finishes in between is not missed.
+            notified.as_mut().enable();
+            let pending = {
+                let sent = self.sent_at.lock().unwrap_or_else(|e| e.into_inner());
+                ids.iter().any(|id| sent.get(id.as_str()).is_some_and(|s| !s.written))
+            };
+            if !pending || tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
         }
     }
 
