@@ -127,7 +127,7 @@ async fn run_fed(
     let rounds = Arc::new(Semaphore::new(FEED_ROUNDS));
     let mut under_way = JoinSet::new();
     loop {
-        let mut due = Vec::new();
+        let mut due = Vec::with_capacity(fed.len().clamp(1, BATCH as usize));
         let n = tokio::select! {
             _ = shutdown.cancelled() => break,
             n = fed.recv_many(&mut due, BATCH as usize) => n,
