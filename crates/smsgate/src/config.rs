@@ -373,10 +373,31 @@ impl CarrierConfig {
 mod tests {
     use super::*;
 
-    fn with_file(toml: &str) -> Flags {
-        let path = std::env::temp_dir().join(format!("smsgate-config-{}-{}.toml", std::process::id(), toml.len()));
+    /// Flags naming a configuration file of `toml`, removed when they are dropped.
+    struct TomlFile(Flags);
+
+    impl std::ops::Deref for TomlFile {
+        type Target = Flags;
+        fn deref(&self) -> &Flags {
+            &self.0
+        }
+    }
+
+    impl Drop for TomlFile {
+        fn drop(&mut self) {
+            if let Some(path) = &self.0.config {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+
+    fn with_file(toml: &str) -> TomlFile {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("smsgate-config-{}-{n}.toml", std::process::id());
+        let path = std::env::temp_dir().join(name);
         std::fs::write(&path, toml).unwrap();
-        Flags { config: Some(path), ..Flags::default() }
+        TomlFile(Flags { config: Some(path), ..Flags::default() })
     }
 
     #[test]
@@ -389,7 +410,7 @@ mod tests {
             (9000, "a", std::path::Path::new("smsgate-data"))
         );
         assert_eq!(c.sim.carriers[0].receipt_delay_ms, 100);
-        let flags = Flags { node: Some("b".into()), ..flags };
+        let flags = Flags { node: Some("b".into()), ..flags.0.clone() };
         assert_eq!(flags.load().unwrap().node, "b");
         let text = flags.describe().unwrap();
         assert!(text.contains("node = \"b\"") && text.contains("http = \"127.0.0.1:9000\""), "{text}");

@@ -1784,12 +1784,36 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
+    /// A database file for one test, removed with its WAL when the test ends (after the connections made from it,
+    /// which are declared later and so dropped first).
+    struct TempDb(PathBuf);
+
+    impl TempDb {
+        fn new(name: &str) -> TempDb {
+            TempDb(std::env::temp_dir().join(format!("smsgate-{name}-{}.db", uuid::Uuid::now_v7().simple())))
+        }
+
+        /// A connection to it, migrated.
+        fn migrated(&self) -> Connection {
+            let mut conn = connect(&self.0).unwrap();
+            migrate(&mut conn).unwrap();
+            conn
+        }
+    }
+
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+            }
+        }
+    }
+
     /// A job that fails leaves nothing behind, and the jobs of its group still commit, each once.
     #[test]
     fn a_failed_job_is_taken_out_of_its_group() {
-        let path = std::env::temp_dir().join(format!("smsgate-group-{}.db", uuid::Uuid::now_v7().simple()));
-        let mut conn = connect(&path).unwrap();
-        migrate(&mut conn).unwrap();
+        let db = TempDb::new("group");
+        let conn = db.migrated();
         let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut answers = Vec::new();
         let mut jobs: Vec<Box<dyn Job>> = Vec::new();
@@ -1821,17 +1845,13 @@ mod tests {
         assert_eq!(names, ["a", "c"]);
         // a and b ran, b failed; then a and c ran again and committed.
         assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 4);
-        drop(conn);
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-        }
     }
 
     /// The outbox keyed by rowid (migration 10) keeps the rows written before it, in order, with their leases.
     #[test]
     fn outbox_rows_survive_the_rowid_key() {
-        let path = std::env::temp_dir().join(format!("smsgate-outbox-{}.db", uuid::Uuid::now_v7().simple()));
-        let mut conn = connect(&path).unwrap();
+        let db = TempDb::new("outbox");
+        let mut conn = connect(&db.0).unwrap();
         conn.execute_batch("CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
             .unwrap();
         for m in MIGRATIONS.iter().filter(|m| m.version < 10) {
@@ -1856,18 +1876,13 @@ mod tests {
             .collect::<std::result::Result<_, _>>()
             .unwrap();
         assert_eq!(rows, [(1, 1, Some("node".into())), (2, 2, None)]);
-        drop(conn);
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-        }
     }
 
     /// Deliver_sm written by a group that is rolled back are not fed; those of the group that commits are, once.
     #[test]
     fn a_rolled_back_group_feeds_nothing() {
-        let path = std::env::temp_dir().join(format!("smsgate-feed-{}.db", uuid::Uuid::now_v7().simple()));
-        let mut conn = connect(&path).unwrap();
-        migrate(&mut conn).unwrap();
+        let db = TempDb::new("feed");
+        let conn = db.migrated();
         let (tx, mut fed) = tokio::sync::mpsc::channel(8);
         FEED.set(Some(SmppFeed { node: "node".into(), lease_ms: 1000, bound: Arc::new(|_| true), tx }));
         let id = MessageId::generate();
@@ -1909,19 +1924,14 @@ mod tests {
             conn.query_row("SELECT COUNT(*) FROM smpp_outbox WHERE lease_owner = 'node'", [], |r| r.get(0)).unwrap();
         assert_eq!(rows, 1);
         FEED.set(None);
-        drop(conn);
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-        }
     }
 
     /// The plans SQLite picks for the queue's statements: each through its partial index, never a scan of the
     /// table, whose size is the whole history.
     #[test]
     fn queue_statements_use_the_partial_indexes() {
-        let path = std::env::temp_dir().join(format!("smsgate-plans-{}.db", uuid::Uuid::now_v7().simple()));
-        let mut conn = connect(&path).unwrap();
-        migrate(&mut conn).unwrap();
+        let db = TempDb::new("plans");
+        let conn = db.migrated();
         let plan = |sql: &str| -> String {
             let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
             let mut rows = st.raw_query();
@@ -1963,9 +1973,5 @@ mod tests {
         assert!(
             plan(&receipt_match_sql(Status::Delivered)).contains("messages_carrier (connector=? AND carrier_id=?)")
         );
-        drop(conn);
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-        }
     }
 }
