@@ -77,6 +77,8 @@ async fn start(backend: &str) -> Server {
         poll_interval: Duration::from_millis(20),
         retry_base: Duration::from_millis(20),
         expiry_interval: Duration::from_millis(50),
+        // Room the batch test goes beyond.
+        max_in_flight: 1000,
         ..Config::default()
     };
     let engine = Engine::new(store.clone(), Arc::new(Registry::new(Kit::new(sim.clone()))), config);
