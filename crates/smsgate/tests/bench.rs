@@ -121,7 +121,21 @@ fn bench_smpp_against_smsgate_sim() {
     assert!(ok, "{err}");
     assert_eq!((r["accepted"].as_u64(), r["receipts"].as_u64()), (Some(2000), Some(2000)), "{r}");
     assert_eq!(r["errors"], serde_json::json!({}));
-    assert!(r["receipted_per_s"].as_f64().is_some_and(|v| v > 0.0), "{r}");
+    for field in ["receipted_per_s", "delivered_per_s", "submit_p50_ms", "submit_p99_ms", "receipt_p50_ms"] {
+        assert!(r[field].as_f64().is_some_and(|v| v > 0.0), "{field} in {r}");
+    }
+    assert!(r["submit_p50_ms"].as_f64() <= r["submit_p90_ms"].as_f64(), "{r}");
+    assert!(r["submit_p99_ms"].as_f64() <= r["submit_max_ms"].as_f64(), "{r}");
+    // The simulator writes its receipts 10 ms after the submit: no receipt can come back sooner.
+    assert!(r["receipt_p50_ms"].as_f64().unwrap() >= 10.0, "{r}");
+    assert!(r["receipt_p50_ms"].as_f64() <= r["receipt_p99_ms"].as_f64(), "{r}");
+    // At a fixed rate: 100 messages at 400 a second, the last one scheduled 247.5 ms after the first.
+    let (ok, r, err) = run(&["--messages", "100", "--rate", "400"]);
+    assert!(ok, "{err}");
+    assert_eq!((r["accepted"].as_u64(), r["rate"].as_f64()), (Some(100), Some(400.0)), "{r}");
+    assert!(r["seconds"].as_f64().unwrap() >= 0.24, "{r}");
+    let (ok, _, err) = run(&["--rate", "0"]);
+    assert!(!ok && err.starts_with("smsgate: ") && err.contains("--rate"), "{err}");
     // A bind with the wrong password.
     let (ok, _, err) = run(&["--password", "wrong"]);
     assert!(!ok && err.starts_with("smsgate: ") && err.contains("ESME_RINVPASWD"), "{err}");
