@@ -126,10 +126,12 @@ async fn run_fed(
 ) {
     let rounds = Arc::new(Semaphore::new(FEED_ROUNDS));
     let mut under_way = JoinSet::new();
+    let stopped = shutdown.cancelled();
+    tokio::pin!(stopped);
     loop {
         let mut due = Vec::with_capacity(fed.len().clamp(1, BATCH as usize));
         let n = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = &mut stopped => break,
             n = fed.recv_many(&mut due, BATCH as usize) => n,
         };
         if n == 0 {

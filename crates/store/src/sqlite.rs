@@ -142,9 +142,9 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 /// group back; it gets its error and the others run again without it. Jobs do not get savepoints of their own: a
 /// savepoint kept open across many statements makes SQLite walk its whole in-memory statement journal at the end
 /// of every statement, which cost a tenth of the server's CPU. Failures are rare (a full disk, a bug), so running a
-/// group again is cheap. For the same reason the writer's updates are `UPDATE OR FAIL`: an `UPDATE ... RETURNING`
-/// that may fail a constraint halfway keeps a statement journal (a copy of every page it touches) to undo its own
-/// rows, which a failed job never needs, as its whole group is rolled back (3–4 % of the server's CPU).
+/// group again is cheap. For the same reason the writer's updates are `UPDATE OR FAIL`: an update that may fail a
+/// constraint halfway keeps a statement journal (a copy of every page it touches) to undo its own rows, which a
+/// failed job never needs, as its whole group is rolled back (3–4 % of the server's CPU).
 fn run_group(conn: &Connection, mut jobs: Vec<Box<dyn Job>>) {
     while !jobs.is_empty() {
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
@@ -362,8 +362,9 @@ fn hook_url(conn: &Connection, account: &str, callback_url: Option<&str>, status
     })
 }
 
-/// A message as a status change left it: what its callback needs. The statements that change statuses return
-/// it through [`HOOK_COLUMNS`].
+/// A message as a status change left it: what its callback needs. The statements that change statuses read it
+/// through [`HOOK_COLUMNS`] before the change and work out the rest ([`Moved::after`]); inserts and claims make
+/// it from what they hold.
 #[derive(Clone)]
 struct Moved {
     id: String,
@@ -379,7 +380,7 @@ struct Moved {
     message: Option<DeliveryMessage>,
 }
 
-/// What a status change's `RETURNING` gives for [`Moved`], in order.
+/// What a status change reads of its message for [`Moved`], in order.
 const HOOK_COLUMNS: &str = "id, account_id, callback_url, error_code, length(journey), smpp_receipts, smpp_parts, \
                             to_addr, from_addr, CASE WHEN smpp_receipts IS NOT NULL THEN body END, created_at";
 
@@ -398,15 +399,20 @@ impl Moved {
     /// From the [`HOOK_COLUMNS`] starting at column `at`.
     fn from_row(r: &Row<'_>, at: usize) -> rusqlite::Result<Moved> {
         let id: String = r.get(at)?;
-        let message = match (MessageId::parse(&id), r.get::<_, Option<String>>(at + 9)?) {
-            (Some(mid), Some(body)) => Some(DeliveryMessage {
-                id: mid,
-                to: r.get(at + 7)?,
-                from: r.get(at + 8)?,
-                body,
-                created_at: Timestamp(r.get(at + 10)?),
-            }),
-            _ => None,
+        // The text is read only for messages an SMPP client submitted: only their receipts need it.
+        let message = match r.get::<_, Option<String>>(at + 9)? {
+            Some(body) => MessageId::parse(&id)
+                .map(|mid| -> rusqlite::Result<DeliveryMessage> {
+                    Ok(DeliveryMessage {
+                        id: mid,
+                        to: r.get(at + 7)?,
+                        from: r.get(at + 8)?,
+                        body,
+                        created_at: Timestamp(r.get(at + 10)?),
+                    })
+                })
+                .transpose()?,
+            None => None,
         };
         Ok(Moved {
             id,
