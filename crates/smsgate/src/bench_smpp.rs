@@ -40,9 +40,13 @@ pub struct Args {
     /// Ask for a receipt with every submit and wait until all have come back; report the end-to-end rate.
     #[arg(long)]
     receipts: bool,
-    /// The text of every message.
-    #[arg(long, default_value = "benchmark message")]
-    text: String,
+    /// The text of every message (default: "benchmark message", or with --concat a text of two parts).
+    #[arg(long)]
+    text: Option<String>,
+    /// Send each message as a concatenated SMS: its parts as submit_sm with a UDH (16-bit reference), each asking
+    /// for its own receipt with --receipts. The text must be longer than one SMS.
+    #[arg(long)]
+    concat: bool,
     #[arg(long, default_value = "Bench")]
     from: String,
     /// Destinations are this prefix followed by four digits and a 5, clear of the simulators' fault endings.
@@ -121,6 +125,33 @@ impl Handler for Receipts {
     }
 }
 
+/// The text --concat sends unless told otherwise: 200 GSM characters, two parts.
+const LONG_TEXT: &str = "benchmark message in two parts: the first part carries 153 characters of text after its \
+    six-octet header and the second part carries the rest, so the gateway reassembles or forwards both of them.";
+
+/// The submit_sm of one message (its parts with --concat; the destination and reference are filled in per message).
+fn pdus(args: &Args, text: &str) -> anyhow::Result<Vec<SubmitSm>> {
+    let one = |data_coding: u8, esm_class: u8, octets: Vec<u8>| SubmitSm {
+        source_addr: args.from.as_str().into(),
+        dest_addr_ton: 1,
+        dest_addr_npi: 1,
+        esm_class,
+        data_coding,
+        registered_delivery: u8::from(args.receipts),
+        short_message: smpp::ShortMessage::new(octets),
+        ..Default::default()
+    };
+    if !args.concat {
+        return Ok(vec![one(0, 0, text.as_bytes().to_vec())]);
+    }
+    let options = sms_text::Options { reference: sms_text::Reference::Sixteen(0), ..Default::default() };
+    let plan = sms_text::plan(text, &options).map_err(|e| anyhow::anyhow!("--text cannot be sent: {e}"))?;
+    if plan.segments.len() < 2 {
+        bail!("--concat needs a --text longer than one SMS (160 GSM characters or 70 in UCS-2)");
+    }
+    Ok(plan.segments.iter().map(|s| one(plan.encoding.data_coding(), 0x40, s.short_message())).collect())
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     if !(1..=10_000_000).contains(&args.messages) {
         bail!("--messages must be 1 to 10,000,000");
@@ -131,15 +162,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
         bail!("--rate must be a positive number of messages per second");
     }
+    let text = args.text.clone().unwrap_or_else(|| match args.concat {
+        true => LONG_TEXT.into(),
+        false => "benchmark message".into(),
+    });
+    let parts = pdus(&args, &text)?;
     let as_json = args.json;
-    crate::bench::report(as_json, true, load(args), |report| {
+    crate::bench::report(as_json, true, load(args, parts), |report| {
         for (k, v) in report.as_object().into_iter().flatten() {
             println!("{k:>22}: {v}");
         }
     })
 }
 
-async fn load(args: Args) -> anyhow::Result<Value> {
+async fn load(args: Args, parts: Vec<SubmitSm>) -> anyhow::Result<Value> {
     let receipts = Arc::new(Receipts::default());
     let mut sessions = Vec::new();
     for _ in 0..args.sessions {
@@ -159,31 +195,34 @@ async fn load(args: Args) -> anyhow::Result<Value> {
             .with_context(|| format!("binding to {}", args.target))?;
         sessions.push(session);
     }
-    let args = Arc::new(args);
+    let n_parts = parts.len() as u64;
+    let load = Arc::new(Load { args, parts, answered: AtomicU64::new(0), receipts: receipts.clone() });
+    let progress = crate::bench::Progress::start("submitted", load.args.messages, load.counter(|l| &l.answered));
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(args.timeout);
+    let deadline = started + Duration::from_secs(load.args.timeout);
     let mut tasks = tokio::task::JoinSet::new();
     for (n, session) in sessions.iter().enumerate() {
-        let (session, args, receipts) = (session.clone(), args.clone(), receipts.clone());
-        tasks.spawn(async move { submit_share(session, args, n, started, receipts).await });
+        let (session, load) = (session.clone(), load.clone());
+        tasks.spawn(async move { load.submit_share(session, n, started).await });
     }
-    let (mut accepted, mut latencies, mut errors) = (0u64, Vec::new(), BTreeMap::<String, u64>::new());
+    let mut share = Share::default();
     while let Some(done) = tasks.join_next().await {
-        let (a, l, e) = done.context("a session's task failed")?;
-        accepted += a;
-        latencies.extend(l);
-        for (k, v) in e {
-            *errors.entry(k).or_default() += v;
-        }
+        share.add(done.context("a session's task failed")?);
     }
+    progress.finish();
+    let args = &load.args;
     let submit_secs = started.elapsed().as_secs_f64();
     let mut report = json!({
         "target": args.target, "sessions": args.sessions, "window": args.window, "sent": args.messages,
-        "accepted": accepted, "errors": errors, "seconds": round(submit_secs),
-        "accepted_per_s": round(accepted as f64 / submit_secs),
+        "accepted": share.accepted, "errors": share.errors, "seconds": round(submit_secs),
+        "accepted_per_s": round(share.accepted as f64 / submit_secs),
     });
-    latencies.sort();
-    let ms = |q: f64| quantile_ms(&latencies, q);
+    if args.concat {
+        report["parts"] = json!(n_parts);
+        report["submits_accepted"] = json!(share.parts);
+    }
+    share.latencies.sort();
+    let ms = |q: f64| quantile_ms(&share.latencies, q);
     report["submit_p50_ms"] = json!(ms(0.50));
     report["submit_p90_ms"] = json!(ms(0.90));
     report["submit_p99_ms"] = json!(ms(0.99));
@@ -192,20 +231,25 @@ async fn load(args: Args) -> anyhow::Result<Value> {
         report["rate"] = json!(rate);
     }
     if args.receipts {
-        while receipts.got.load(Ordering::Relaxed) < accepted {
+        // One receipt for every submit_sm accepted: with --concat, one a part.
+        let expected = share.parts;
+        let progress = crate::bench::Progress::start("receipts", expected, load.counter(|l| &l.receipts.got));
+        while receipts.got.load(Ordering::Relaxed) < expected {
             if Instant::now() > deadline {
                 bail!(
-                    "gave up after {} s with {} of {accepted} receipts",
+                    "gave up after {} s with {} of {expected} receipts",
                     args.timeout,
                     receipts.got.load(Ordering::Relaxed)
                 );
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        progress.finish();
         let e2e = started.elapsed().as_secs_f64();
+        report["receipts_at"] = json!("client");
         report["receipts"] = json!(receipts.got.load(Ordering::Relaxed));
         report["receipted_seconds"] = json!(round(e2e));
-        report["receipted_per_s"] = json!(round(accepted as f64 / e2e));
+        report["receipted_per_s"] = json!(round(share.accepted as f64 / e2e));
         report["delivered_per_s"] = report["receipted_per_s"].clone();
         let mut waited = std::mem::take(&mut receipts.times.lock().unwrap_or_else(|e| e.into_inner()).latencies);
         waited.sort();
@@ -218,71 +262,158 @@ async fn load(args: Args) -> anyhow::Result<Value> {
     Ok(report)
 }
 
-/// Submits messages `n, n + sessions, n + 2 * sessions, ...` through one session, its window full (or each at its
-/// time at a fixed rate, message `i` at `started + i / rate`).
-async fn submit_share(
-    session: Session,
-    args: Arc<Args>,
-    n: usize,
-    started: Instant,
+/// What every session's task shares.
+struct Load {
+    args: Args,
+    /// The submit_sm of one message, as templates.
+    parts: Vec<SubmitSm>,
+    /// Messages answered (every part), for the progress bar.
+    answered: AtomicU64,
     receipts: Arc<Receipts>,
-) -> (u64, Vec<Duration>, BTreeMap<String, u64>) {
-    let mut under_way = tokio::task::JoinSet::new();
-    let (mut accepted, mut latencies, mut errors) = (0u64, Vec::new(), BTreeMap::<String, u64>::new());
-    let mut tally = |r: Result<(bool, Duration, String), tokio::task::JoinError>| match r {
-        Ok((true, latency, _)) => {
-            accepted += 1;
-            latencies.push(latency);
+}
+
+/// What one session's share came to, or all of them.
+#[derive(Debug, Default)]
+struct Share {
+    /// Messages all of whose parts were accepted.
+    accepted: u64,
+    /// submit_sm accepted.
+    parts: u64,
+    latencies: Vec<Duration>,
+    errors: BTreeMap<String, u64>,
+}
+
+impl Share {
+    fn add(&mut self, other: Share) {
+        self.accepted += other.accepted;
+        self.parts += other.parts;
+        self.latencies.extend(other.latencies);
+        for (k, v) in other.errors {
+            *self.errors.entry(k).or_default() += v;
         }
-        Ok((false, _, why)) => *errors.entry(why).or_default() += 1,
-        Err(_) => *errors.entry("task".into()).or_default() += 1,
-    };
-    let mut i = n as u64;
-    while i < args.messages {
-        while under_way.len() >= args.window {
-            if let Some(r) = under_way.join_next().await {
-                tally(r);
+    }
+}
+
+/// One message's outcome: its parts accepted, the time until its last answer, and the first refusal.
+type Sent = (u64, Duration, Option<String>);
+
+impl Load {
+    /// A counter for the progress bar that follows one of the load's, read every 100 ms while the load lives.
+    fn counter(self: &Arc<Self>, of: fn(&Load) -> &AtomicU64) -> Arc<AtomicU64> {
+        let counted = Arc::new(AtomicU64::new(0));
+        let (c, load) = (counted.clone(), Arc::downgrade(self));
+        tokio::spawn(async move {
+            while let Some(l) = load.upgrade() {
+                c.store(of(&l).load(Ordering::Relaxed), Ordering::Relaxed);
+                drop(l);
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-        }
-        let body = Body::SubmitSm(SubmitSm {
-            source_addr: args.from.as_str().into(),
-            dest_addr_ton: 1,
-            dest_addr_npi: 1,
-            destination_addr: format!("{}{:04}5", args.to_prefix, i % 10_000).as_str().into(),
-            registered_delivery: u8::from(args.receipts),
-            short_message: smpp::ShortMessage::new(args.text.as_bytes()),
-            ..Default::default()
         });
-        // Its time: now, or its slot at the fixed rate (and its latency counts from that slot).
-        let sent = match args.rate {
-            Some(rate) => {
-                let at = started + Duration::from_secs_f64(i as f64 / rate);
-                tokio::time::sleep_until(at.into()).await;
-                at
+        counted
+    }
+
+    /// Submits messages `n, n + sessions, n + 2 * sessions, ...` through one session, its window full (or each at
+    /// its time at a fixed rate, message `i` at `started + i / rate`).
+    async fn submit_share(self: Arc<Self>, session: Session, n: usize, started: Instant) -> Share {
+        let args = &self.args;
+        let mut under_way = tokio::task::JoinSet::new();
+        let mut share = Share::default();
+        let mut tally = |r: Result<Sent, tokio::task::JoinError>| match r {
+            Ok((parts, latency, None)) => {
+                share.accepted += 1;
+                share.parts += parts;
+                share.latencies.push(latency);
             }
-            None => Instant::now(),
+            Ok((parts, _, Some(why))) => {
+                share.parts += parts;
+                *share.errors.entry(why).or_default() += 1;
+            }
+            Err(_) => *share.errors.entry("task".into()).or_default() += 1,
         };
-        let (session, receipts, wants) = (session.clone(), receipts.clone(), args.receipts);
-        under_way.spawn(async move {
-            match session.request(body).await {
-                Ok(r) if r.command_status == CommandStatus::ESME_ROK => {
-                    if let (true, Body::SubmitSmResp(resp)) = (wants, &r.body) {
-                        receipts.submitted(String::from_utf8_lossy(resp.message_id.as_bytes()).into_owned(), sent);
-                    }
-                    (true, sent.elapsed(), String::new())
+        // Messages under way at once: the window holds every part of each.
+        let room = (args.window / self.parts.len()).max(1);
+        let mut i = n as u64;
+        while i < args.messages {
+            while under_way.len() >= room {
+                if let Some(r) = under_way.join_next().await {
+                    tally(r);
                 }
-                Ok(r) => (
-                    false,
-                    sent.elapsed(),
-                    r.command_status.name().map_or_else(|| format!("{:#x}", r.command_status.as_u32()), String::from),
-                ),
-                Err(e) => (false, sent.elapsed(), e.to_string()),
             }
-        });
-        i += args.sessions as u64;
+            // Its time: now, or its slot at the fixed rate (and its latency counts from that slot).
+            let sent = match args.rate {
+                Some(rate) => {
+                    let at = started + Duration::from_secs_f64(i as f64 / rate);
+                    tokio::time::sleep_until(at.into()).await;
+                    at
+                }
+                None => Instant::now(),
+            };
+            let (session, load) = (session.clone(), self.clone());
+            under_way.spawn(async move { load.submit(session, i, sent).await });
+            i += args.sessions as u64;
+        }
+        while let Some(r) = under_way.join_next().await {
+            tally(r);
+        }
+        share
     }
-    while let Some(r) = under_way.join_next().await {
-        tally(r);
+
+    /// Submits message `i`: its parts all at once (a gateway may hold every answer until the last part has come).
+    async fn submit(&self, session: Session, i: u64, sent: Instant) -> Sent {
+        let to = format!("{}{:04}5", self.args.to_prefix, i % 10_000);
+        let mut answers = Vec::with_capacity(self.parts.len());
+        for part in &self.parts {
+            let mut pdu = part.clone();
+            pdu.destination_addr = to.as_str().into();
+            if self.args.concat {
+                // The UDH's 16-bit reference (octets 3 and 4): the message's index, so no two sets under way share
+                // one for a destination.
+                let mut octets = pdu.short_message.as_bytes().to_vec();
+                if let Some(r) = octets.get_mut(3..5) {
+                    r.copy_from_slice(&(i as u16).to_be_bytes());
+                }
+                pdu.short_message = smpp::ShortMessage::new(octets);
+            }
+            answers.push(pdu);
+        }
+        // One part is awaited here; more go out side by side, each on a task of its own.
+        let answers: Vec<Result<_, tokio::task::JoinError>> = match answers.len() {
+            1 => vec![Ok(session.request(Body::SubmitSm(answers.remove(0))).await)],
+            _ => {
+                let tasks: Vec<_> = answers
+                    .into_iter()
+                    .map(|pdu| {
+                        let session = session.clone();
+                        tokio::spawn(async move { session.request(Body::SubmitSm(pdu)).await })
+                    })
+                    .collect();
+                let mut out = Vec::with_capacity(tasks.len());
+                for t in tasks {
+                    out.push(t.await);
+                }
+                out
+            }
+        };
+        let (mut accepted, mut refused) = (0u64, None);
+        for answer in answers {
+            let why = match answer {
+                Ok(Ok(r)) if r.command_status == CommandStatus::ESME_ROK => {
+                    accepted += 1;
+                    if let (true, Body::SubmitSmResp(resp)) = (self.args.receipts, &r.body) {
+                        let id = String::from_utf8_lossy(resp.message_id.as_bytes()).into_owned();
+                        self.receipts.submitted(id, sent);
+                    }
+                    continue;
+                }
+                Ok(Ok(r)) => {
+                    r.command_status.name().map_or_else(|| format!("{:#x}", r.command_status.as_u32()), String::from)
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "task".into(),
+            };
+            refused.get_or_insert(why);
+        }
+        self.answered.fetch_add(1, Ordering::Relaxed);
+        (accepted, sent.elapsed(), refused)
     }
-    (accepted, latencies, errors)
 }

@@ -2,6 +2,7 @@
 //! the command line, configuration files, environment variables, standard input and output, and exit codes.
 
 pub mod bench;
+pub mod bench_http;
 pub mod bench_smpp;
 pub mod cli;
 pub mod client;

@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 
 use common::{start, stop};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const KEY: &str = "sk_test_bench_0123456789";
 
@@ -19,6 +19,20 @@ fn bench(base: &str, args: &[&str]) -> (bool, Value, String) {
         .unwrap();
     let report = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     (out.status.success(), report, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// A request to the server with the test's key: a POST of `body`, or a GET.
+fn call(base: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let client = common::http_client(std::time::Duration::from_secs(10));
+        let request = match body {
+            Some(b) => client.post(format!("{base}{path}")).json(&b),
+            None => client.get(format!("{base}{path}")),
+        };
+        let r = request.bearer_auth(KEY).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    })
 }
 
 #[test]
@@ -44,6 +58,36 @@ fn bench_http_reports_what_the_server_did() {
     // The third request starts 100 ms after the first.
     assert!(r["seconds"].as_f64().unwrap() >= 0.1, "{r}");
 
+    // Receipts counted where the sender sees them: a callback_url served by the bench, the final status counted.
+    let (ok, r, err) = bench(&server.base, &["--messages", "40", "--concurrency", "4", "--receipts", "--callbacks"]);
+    assert!(ok, "{err}");
+    assert_eq!((r["accepted"].as_u64(), r["receipts"].as_u64()), (Some(40), Some(40)), "{r}");
+    assert_eq!((r["receipts_at"].as_str(), &r["receipts_by_status"]), (Some("client"), &json!({"delivered": 40})));
+    assert!(
+        r["receipt_p50_ms"].as_f64().is_some_and(|v| v > 0.0)
+            && r["receipt_p50_ms"].as_f64() <= r["receipt_p99_ms"].as_f64(),
+        "{r}"
+    );
+
+    // Concatenated SMPP submits: two parts each, reassembled by the server, a receipt back for every part.
+    let smpp = server.lines.iter().find_map(|l| l.strip_prefix("smsgate: SMPP on ")).unwrap().trim().to_string();
+    let (status, _) =
+        call(&server.base, "/v1/smpp/credentials", Some(json!({"system_id": "bench", "password": "benchpw"})));
+    assert_eq!(status, 201);
+    let out = Command::new(env!("CARGO_BIN_EXE_smsgate"))
+        .args(["bench", "smpp", "--target", &smpp, "--password", "benchpw", "--json", "--timeout", "60"])
+        .args(["--messages", "30", "--sessions", "2", "--window", "8", "--concat", "--receipts"])
+        .output()
+        .unwrap();
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let counts = ["accepted", "parts", "submits_accepted", "receipts"].map(|f| r[f].as_u64());
+    assert_eq!(counts, [Some(30), Some(2), Some(60), Some(60)], "{r}");
+    let (_, listed) = call(&server.base, "/v1/messages?limit=1", None);
+    let last = &listed["data"][0];
+    assert!(last["body"].as_str().is_some_and(|b| b.len() > 160), "the parts were stored as one message: {last}");
+    assert_eq!(last["segments"].as_u64(), Some(2), "{last}");
+
     // Refusals are counted by their code.
     let (ok, r, err) = bench(&server.base, &["--messages", "5", "--to-prefix", "+1"]);
     assert!(ok, "{err}");
@@ -55,6 +99,13 @@ fn bench_http_reports_what_the_server_did() {
         let (ok, _, err) = bench("http://127.0.0.1:9", &bad);
         assert!(!ok && err.starts_with("smsgate: "), "{bad:?}: {err}");
     }
+    // Kannel and Jasmin modes need a user; they take no batches; --callbacks goes with --receipts.
+    for bad in [&["--kannel"][..], &["--jasmin", "--username", "u"], &["--kannel", "--jasmin"], &["--callbacks"]] {
+        let (ok, _, err) = bench("http://127.0.0.1:9", bad);
+        assert!(!ok && err.contains("--"), "{bad:?}: {err}");
+    }
+    let (ok, _, err) = bench("http://127.0.0.1:9", &["--kannel", "--username", "u", "--password", "p", "--batch", "5"]);
+    assert!(!ok && err.starts_with("smsgate: ") && err.contains("--batch"), "{err}");
     std::fs::remove_dir_all(&data).unwrap();
 }
 
@@ -129,6 +180,13 @@ fn bench_smpp_against_smsgate_sim() {
     // The simulator writes its receipts 10 ms after the submit: no receipt can come back sooner.
     assert!(r["receipt_p50_ms"].as_f64().unwrap() >= 10.0, "{r}");
     assert!(r["receipt_p50_ms"].as_f64() <= r["receipt_p99_ms"].as_f64(), "{r}");
+    // Concatenated: two parts a message, each its own submit_sm with a UDH, each with its own receipt.
+    let (ok, r, err) = run(&["--messages", "100", "--concat", "--receipts"]);
+    assert!(ok, "{err}");
+    let counts = ["accepted", "parts", "submits_accepted", "receipts"].map(|f| r[f].as_u64());
+    assert_eq!(counts, [Some(100), Some(2), Some(200), Some(200)], "{r}");
+    let (ok, _, err) = run(&["--concat", "--text", "short"]);
+    assert!(!ok && err.starts_with("smsgate: ") && err.contains("--concat"), "{err}");
     // At a fixed rate: 100 messages at 400 a second, the last one scheduled 247.5 ms after the first.
     let (ok, r, err) = run(&["--messages", "100", "--rate", "400"]);
     assert!(ok, "{err}");
