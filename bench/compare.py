@@ -114,20 +114,9 @@ def start_kannel():
     folder = os.path.join(WORK, "kannel")
     os.makedirs(folder, exist_ok=True)
     conf = os.path.join(folder, "kannel.conf")
-    with open(conf, "w") as f:
-        f.write(f"""group = core
-admin-port = {K_ADMIN}
-admin-password = secret
-admin-interface = 127.0.0.1
-admin-allow-ip = 127.0.0.1
-smsbox-port = {K_BOX}
-smsbox-interface = 127.0.0.1
-box-allow-ip = 127.0.0.1
-log-file = "{folder}/bearerbox.log"
-log-level = 2
-dlr-storage = internal
-
-group = smsc
+    # One SMPP bind to the sim (KANNEL_BINDS=4 gives it four, as smsgate's connector has: measured slower, 6,400/s
+    # against 8,900/s, and its receipts then come on another bind than their submit_sm_resp and many are lost).
+    smsc = "".join(f"""group = smsc
 smsc = smpp
 smsc-id = sim
 host = 127.0.0.1
@@ -141,7 +130,21 @@ max-pending-submits = 512
 enquire-link-interval = 30
 reconnect-delay = 1
 
-group = smsbox
+""" for _ in range(int(os.environ.get("KANNEL_BINDS", "1"))))
+    with open(conf, "w") as f:
+        f.write(f"""group = core
+admin-port = {K_ADMIN}
+admin-password = secret
+admin-interface = 127.0.0.1
+admin-allow-ip = 127.0.0.1
+smsbox-port = {K_BOX}
+smsbox-interface = 127.0.0.1
+box-allow-ip = 127.0.0.1
+log-file = "{folder}/bearerbox.log"
+log-level = 2
+dlr-storage = internal
+
+{smsc}group = smsbox
 bearerbox-host = 127.0.0.1
 bearerbox-port = {K_BOX}
 sendsms-port = {K_SEND}

@@ -160,7 +160,7 @@ impl Progress {
     pub(crate) fn start(label: &'static str, total: u64, done: Arc<std::sync::atomic::AtomicU64>) -> Progress {
         let bar = indicatif::ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());
         let style =
-            indicatif::ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos}/{len}  {per_sec}  {elapsed}")
+            indicatif::ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos}/{len}  {elapsed} (eta {eta})")
                 .map(|s| s.progress_chars("=> "))
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
         bar.set_style(style);

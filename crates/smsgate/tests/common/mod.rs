@@ -59,6 +59,16 @@ where
     Server { child, base: base.expect("a listening line"), lines }
 }
 
+/// A test that fails before [`stop`] still leaves no server behind.
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// SIGTERM, and a clean exit within 15 s.
 pub fn stop(mut server: Server) {
     let status = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
