@@ -3,6 +3,7 @@
 # server, SQLite) -> an `smpp` connector -> `smsgate sim` (the carrier) -> the receipt back through smsgate to the
 # client as a deliver_sm. Prints bench's JSON and the CPU the server and the simulator used.
 #   N=50000 SESS=4 WIN=256 CSESS=4 CWIN=512 bench/smpp_e2e.sh      (build first: cargo build --release)
+#   EXTRA="--rate 20000" bench/smpp_e2e.sh                            (more arguments for smsgate bench smpp)
 # Loopback ports 18181 (HTTP), 18775 (SMPP server) and 18776 (simulator); data in a temporary folder, or the
 # database DB names (DB=postgres://postgres@127.0.0.1:5432/test: give it an empty database, it is not cleaned).
 set -euo pipefail
@@ -31,7 +32,7 @@ for _ in $(seq 1 100); do curl -sf $S/v1/connectors/carrier -H "$A" | grep -q "\
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 T0=$(ticks $SRV); S0=$(ticks $SIM)
 $BIN bench smpp --target 127.0.0.1:18775 --system-id bench --password pw --messages "$N" --sessions "$SESS" \
-  --window "$WIN" --receipts --json
+  --window "$WIN" --receipts --json ${EXTRA:-}
 T1=$(ticks $SRV); S1=$(ticks $SIM)
 awk -v s=$((T1 - T0)) -v m=$((S1 - S0)) -v hz="$(getconf CLK_TCK)" \
   'BEGIN { printf "server_cpu_s=%.2f sim_cpu_s=%.2f\n", s / hz, m / hz }'

@@ -1225,12 +1225,20 @@ impl Store for PgStore {
             return Ok(Vec::new());
         }
         let accounts: Vec<String> = accounts.iter().map(|a| a.to_string()).collect();
+        // The due rows are taken oldest first, a few times the limit of them (in the due index's order), and only
+        // then is each checked for an earlier pending deliver_sm of its message: checking every pending row
+        // first made a claim's time grow with the backlog (40 ms at 20,000 pending). Planned for its parameters
+        // (the pool plans generically): a generic plan of this statement, made while the outbox was small, took
+        // up to 26 s a claim once it held thousands of rows.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan").execute(&mut *tx).await?;
         let rows = sqlx::query(
             "UPDATE smpp_outbox SET lease_owner = $1, lease_until = $2, next_attempt_at = $2 WHERE id IN ( \
-             SELECT c.id FROM smpp_outbox c WHERE c.state = 'pending' AND c.account_id = ANY($5) \
-             AND c.next_attempt_at <= $3 \
-             AND NOT EXISTS (SELECT 1 FROM smpp_outbox p WHERE p.message_id = c.message_id \
-             AND p.state = 'pending' AND p.seq < c.seq) ORDER BY c.next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
+             SELECT c.id FROM (SELECT id, message_id, seq, next_attempt_at FROM smpp_outbox \
+             WHERE state = 'pending' AND account_id = ANY($5) AND next_attempt_at <= $3 \
+             ORDER BY next_attempt_at LIMIT $6 FOR UPDATE SKIP LOCKED) c \
+             WHERE NOT EXISTS (SELECT 1 FROM smpp_outbox p WHERE p.message_id = c.message_id \
+             AND p.state = 'pending' AND p.seq < c.seq) ORDER BY c.next_attempt_at LIMIT $4) \
              RETURNING id, account_id, message_id, kind, part, status, error_code, at, attempts, expires_at",
         )
         .bind(owner)
@@ -1238,8 +1246,10 @@ impl Store for PgStore {
         .bind(now.0)
         .bind(i64::from(limit))
         .bind(&accounts)
-        .fetch_all(&self.pool)
+        .bind(i64::from(limit) * 4)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         let mut due = rows
             .iter()
             .map(|r| {

@@ -991,6 +991,13 @@ async fn smpp_deliveries(store: &Arc<dyn Store>) {
         assert!(store.transition(p, to, NOW, "x", &none).await.unwrap());
     }
     let sent: Vec<_> = (1..=3).map(|i| ("receipt".to_string(), i, Status::Sent)).collect();
+    // Claims under way side by side (the deliverer keeps several): while the `sent` ones are out, leased, a second
+    // claim takes none of the `undelivered` behind them.
+    let out = store.claim_smpp_deliveries("node", &[acme], NOW, 1000, 100).await.unwrap();
+    assert_eq!(out.len(), 3);
+    assert!(store.claim_smpp_deliveries("node", &[acme], NOW, 1000, 100).await.unwrap().is_empty());
+    let back: Vec<_> = out.iter().map(|d| (d.id.clone(), DeliveryNext::RetryAt(NOW))).collect();
+    store.finish_smpp_deliveries(&back).await.unwrap();
     assert_eq!(smpp_due(store, acme, NOW).await, sent);
     let undelivered: Vec<_> = (1..=3).map(|i| ("receipt".to_string(), i, Status::Undelivered)).collect();
     assert_eq!(smpp_due(store, acme, NOW).await, undelivered);
