@@ -18,7 +18,7 @@ need_apt() { dpkg -s "$1" > /dev/null 2>&1 || { apt-get update -qq || true; apt-
 need_apt kannel
 need_apt redis-server
 need_apt rabbitmq-server
-need_apt python3-venv
+python3 -m venv --help > /dev/null 2>&1 || need_apt python3-venv
 if ! redis-cli -h 127.0.0.1 ping > /dev/null 2>&1; then
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
 fi
