@@ -322,7 +322,7 @@ async fn load(mut args: HttpArgs) -> anyhow::Result<Value> {
             if Instant::now() > deadline {
                 bail!("gave up after {} s with {now} of {accepted} delivered", args.timeout);
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         progress.finish();
         let e2e = started.elapsed().as_secs_f64();
