@@ -138,6 +138,20 @@ pub(crate) fn report(
     Ok(())
 }
 
+/// Adds the submit latency fields (`submit_p50_ms`, `_p90_`, `_p99_`, `_max_`) of `latencies` to `report`, and the
+/// fixed rate when there was one.
+pub(crate) fn add_latencies(report: &mut Value, latencies: &mut [Duration], rate: Option<f64>) {
+    latencies.sort();
+    for (field, q) in
+        [("submit_p50_ms", 0.50), ("submit_p90_ms", 0.90), ("submit_p99_ms", 0.99), ("submit_max_ms", 1.0)]
+    {
+        report[field] = json!(quantile_ms(latencies, q));
+    }
+    if let Some(rate) = rate {
+        report["rate"] = json!(rate);
+    }
+}
+
 /// The `q` quantile of `sorted`, in milliseconds (0 when empty).
 pub(crate) fn quantile_ms(sorted: &[Duration], q: f64) -> f64 {
     let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len().max(1)) - 1;

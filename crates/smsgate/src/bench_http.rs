@@ -301,15 +301,7 @@ async fn load(mut args: HttpArgs) -> anyhow::Result<Value> {
         "seconds": round(accept_secs),
         "accepted_per_s": round(accepted as f64 / accept_secs),
     });
-    latencies.sort();
-    let ms = |q: f64| quantile_ms(&latencies, q);
-    report["submit_p50_ms"] = json!(ms(0.50));
-    report["submit_p90_ms"] = json!(ms(0.90));
-    report["submit_p99_ms"] = json!(ms(0.99));
-    report["submit_max_ms"] = json!(ms(1.0));
-    if let Some(rate) = args.rate {
-        report["rate"] = json!(rate);
-    }
+    crate::bench::add_latencies(&mut report, &mut latencies, args.rate);
     if let Some(before) = delivered_before {
         let counted = Arc::new(AtomicU64::new(0));
         let progress = Progress::start("delivered", accepted, counted.clone());

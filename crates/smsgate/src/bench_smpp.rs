@@ -221,15 +221,7 @@ async fn load(args: Args, parts: Vec<SubmitSm>) -> anyhow::Result<Value> {
         report["parts"] = json!(n_parts);
         report["submits_accepted"] = json!(share.parts);
     }
-    share.latencies.sort();
-    let ms = |q: f64| quantile_ms(&share.latencies, q);
-    report["submit_p50_ms"] = json!(ms(0.50));
-    report["submit_p90_ms"] = json!(ms(0.90));
-    report["submit_p99_ms"] = json!(ms(0.99));
-    report["submit_max_ms"] = json!(ms(1.0));
-    if let Some(rate) = args.rate {
-        report["rate"] = json!(rate);
-    }
+    crate::bench::add_latencies(&mut report, &mut share.latencies, args.rate);
     if args.receipts {
         // One receipt for every submit_sm accepted: with --concat, one a part.
         let expected = share.parts;
