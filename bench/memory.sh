@@ -2,7 +2,7 @@
 # The server's memory on this machine: resident set (VmRSS) of `smsgate serve` on SQLite, fresh and idle; while a
 # backlog of BACKLOG messages (1,000,000) is accepted over the REST batch endpoint and held queued behind a
 # connector whose SMSC is down; and idle again a while after a burst of end-to-end SMPP traffic (bench/smpp_e2e.sh
-# style, N messages, receipts on). Prints one line per measurement.
+# style, N messages, receipts on), 15 and 60 s later. Prints one line per measurement.
 #   BACKLOG=1000000 N=50000 bench/memory.sh        (build first: cargo build --release)
 # Loopback ports 18181 (HTTP), 18775 (SMPP server), 18776 (simulator); nothing listens on 18999 (the down SMSC).
 set -euo pipefail
@@ -54,3 +54,5 @@ $BIN bench smpp --target 127.0.0.1:18775 --system-id bench --password pw --messa
 echo "right after $N messages end to end: $(rss $SRV)"
 sleep 15
 echo "15 s later, idle: $(rss $SRV)"
+sleep 45
+echo "60 s later, idle: $(rss $SRV)"
