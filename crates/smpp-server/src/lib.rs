@@ -95,6 +95,14 @@ struct Inner {
     throttles: Mutex<HashMap<String, Arc<Throttle>>>,
     /// Sessions that take deliver_sm, by account.
     receivers: Arc<deliver::Receivers>,
+    /// Password checks under way at once: each takes Argon2's memory (7 MiB, 19 MiB for older hashes) and a core
+    /// for tens of milliseconds, so a storm of binds waits its turn instead of taking the machine's memory.
+    checks: tokio::sync::Semaphore,
+}
+
+/// The most password checks at once: the cores, and at least two.
+fn password_checks() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
 }
 
 impl SmppServer {
@@ -114,6 +122,7 @@ impl SmppServer {
                 parts: Mutex::new(parts),
                 throttles: Mutex::default(),
                 receivers: Arc::default(),
+                checks: tokio::sync::Semaphore::new(password_checks()),
             }),
         }
     }
@@ -201,7 +210,10 @@ impl Binder for CredentialBinder {
         };
         // Argon2 takes its time on purpose: off the async workers.
         let (password, hash) = (bind.password.to_str_lossy().into_owned(), credential.password_hash.clone());
-        let good = tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await.unwrap_or(false);
+        let good = {
+            let Ok(_check) = self.inner.checks.acquire().await else { return Err(CommandStatus::ESME_RSYSERR) };
+            tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await.unwrap_or(false)
+        };
         if !good {
             return Err(CommandStatus::ESME_RINVPASWD);
         }

@@ -191,6 +191,11 @@ async fn binds_are_checked_against_the_credentials() {
     // A receiver does not submit.
     let r = again.request(submit("447700900125", "hi")).await.unwrap();
     assert_eq!(r.command_status, CommandStatus::ESME_RINVBNDSTS);
+    // A storm of binds: the password checks take turns (a few at once), and every bind gets its answer.
+    let storm: Vec<_> = (0..12).map(|_| bind_as(&s, BindKind::Transmitter, "acme", "wrong")).collect();
+    for r in futures_util::future::join_all(storm).await {
+        assert_eq!(refused(r), CommandStatus::ESME_RINVPASWD);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
