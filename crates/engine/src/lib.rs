@@ -74,9 +74,20 @@ impl Default for Config {
     }
 }
 
-/// The engine: one per node.
+/// The engine: one per node. Cheap to clone (one shared part): every API request and send path holds a clone.
 #[derive(Debug, Clone)]
-pub struct Engine {
+pub struct Engine(Arc<Shared>);
+
+impl std::ops::Deref for Engine {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What the clones of an [`Engine`] share.
+#[derive(Debug)]
+pub struct Shared {
     store: Arc<dyn Store>,
     /// The connectors and routes in force.
     registry: Arc<Registry>,
@@ -253,7 +264,7 @@ impl Engine {
     /// An engine that sends through the connectors and routes of `registry` (loaded when [`Engine::run`] starts).
     pub fn new(store: Arc<dyn Store>, registry: Arc<Registry>, config: Config) -> Engine {
         let (claimed_tx, claimed_rx) = mpsc::unbounded_channel();
-        Engine {
+        Engine(Arc::new(Shared {
             store,
             registry,
             permits: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
@@ -265,7 +276,7 @@ impl Engine {
             recorder: Arc::new(Mutex::new(None)),
             sent_at: Arc::new(Mutex::new(HashMap::new())),
             sent_written: Arc::new(Notify::new()),
-        }
+        }))
     }
 
     /// Tells the dispatcher that messages were stored, so it looks now rather than at its next poll.
