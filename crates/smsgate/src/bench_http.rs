@@ -514,3 +514,52 @@ fn print_report(r: &Value) {
         println!("receipts (ms) p50 {}  p99 {} after the submit", r["receipt_p50_ms"], r["receipt_p99_ms"]);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn query(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn receipts_are_final_statuses_only() {
+        // Kannel's %d: 1 delivered, 2 failed, 16 rejected; 4 buffered and 8 SMSC-accepted are on the way.
+        for (kind, expected) in [("1", Some("delivered")), ("2", Some("failed")), ("16", Some("rejected"))] {
+            assert_eq!(final_status(Gateway::Kannel, &query(&[("type", kind)]), "").as_deref(), expected);
+        }
+        for kind in ["4", "8", "x"] {
+            assert_eq!(final_status(Gateway::Kannel, &query(&[("type", kind)]), ""), None, "{kind}");
+        }
+        assert_eq!(final_status(Gateway::Kannel, &query(&[]), ""), None);
+        // Jasmin at level 2: its SMSC's stat, whatever it is.
+        let jasmin = query(&[("id", "abc"), ("message_status", "UNDELIV"), ("level", "2")]);
+        assert_eq!(final_status(Gateway::Jasmin, &jasmin, "").as_deref(), Some("UNDELIV"));
+        // smsgate posts every change; only the final ones count.
+        for (body, expected) in [
+            (r#"{"status":"sent"}"#, None),
+            (r#"{"status":"sending"}"#, None),
+            (r#"{"status":"delivered"}"#, Some("delivered")),
+            (r#"{"status":"expired"}"#, Some("expired")),
+            ("not json", None),
+        ] {
+            assert_eq!(final_status(Gateway::Smsgate, &query(&[]), body).as_deref(), expected, "{body}");
+        }
+    }
+
+    #[test]
+    fn a_message_counts_its_first_receipt_once() {
+        let started = Instant::now();
+        let journal = Journal::new(3, started);
+        journal.sent(0, started);
+        journal.sent(1, started);
+        journal.came(0, "delivered");
+        journal.came(0, "delivered");
+        journal.came(7, "delivered"); // beyond the run: ignored
+        assert_eq!(journal.receipts.load(Ordering::Relaxed), 1);
+        assert_eq!(journal.latencies().len(), 1);
+        assert_eq!(*journal.by_status.lock().unwrap(), BTreeMap::from([("delivered".to_string(), 1)]));
+    }
+}
