@@ -94,6 +94,9 @@ pub fn message_view(m: &Message, events: Option<&[Event]>) -> MessageView {
         error_code: m.error_code.clone(),
         reference: m.reference.clone(),
         callback_url: m.callback_url.clone(),
+        callback_statuses: m
+            .callback_statuses
+            .map(|c| c.statuses().into_iter().map(|s| s.as_str().to_string()).collect()),
         send_at: m.send_at.map(time),
         expires_at: m.expires_at.map(time),
         attempts: m.attempts,

@@ -244,6 +244,9 @@ struct SendBody {
     validity: Option<i64>,
     /// Where status webhooks go (http or https).
     callback_url: Option<String>,
+    /// Which status changes call back (to `callback_url`, else the account's status URL): one or more of
+    /// `sending`, `sent`, `delivered`, `undelivered`, `failed`, `expired`, `canceled`; absent: every one.
+    callback_statuses: Option<Vec<String>>,
     /// Your own reference, kept with the message.
     reference: Option<String>,
 }
@@ -307,6 +310,7 @@ fn prepare(
         send_at,
         validity_secs: body.validity,
         callback_url: body.callback_url,
+        callback_statuses: body.callback_statuses,
         reference: body.reference,
     };
     state.ingress.prepare(account, &request, now).map_err(|r| ApiError::invalid(r.code.as_str(), r.message))

@@ -31,6 +31,8 @@ pub struct MessageView {
     pub error_code: Option<String>,
     pub reference: Option<String>,
     pub callback_url: Option<String>,
+    /// The status changes that call back; null: every one.
+    pub callback_statuses: Option<Vec<String>>,
     /// RFC 3339.
     pub send_at: Option<String>,
     /// RFC 3339.

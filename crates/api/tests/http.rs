@@ -270,6 +270,18 @@ async fn errors_are_json_with_stable_codes(s: &Server) {
         (json!({"to": "+447700900123", "from": "Acme", "body": "a".repeat(2000)}), "body_too_long"),
         (json!({"to": "+447700900123", "from": "Acme", "body": "x", "send_at": "tomorrow"}), "invalid_send_at"),
         (json!({"to": "+447700900123", "from": "Acme", "body": "x", "validity": 0}), "invalid_validity"),
+        (
+            json!({"to": "+447700900123", "from": "Acme", "body": "x", "callback_statuses": ["queued"]}),
+            "invalid_callback_statuses",
+        ),
+        (
+            json!({"to": "+447700900123", "from": "Acme", "body": "x", "callback_statuses": []}),
+            "invalid_callback_statuses",
+        ),
+        (
+            json!({"to": "+447700900123", "from": "Acme", "body": "x", "callback_statuses": "delivered"}),
+            "invalid_field",
+        ),
         (json!({"to": "+447700900123", "from": "Acme", "body": "x", "colour": "red"}), "invalid_field"),
         (json!({"to": "+447700900123", "from": "Acme"}), "invalid_field"),
     ] {
@@ -277,6 +289,11 @@ async fn errors_are_json_with_stable_codes(s: &Server) {
         assert_eq!((st, code(&v).as_str()), (StatusCode::UNPROCESSABLE_ENTITY, want), "{v}");
         assert!(!v["error"]["message"].as_str().unwrap().is_empty());
     }
+    // A good callback_statuses is kept and shown with the message.
+    let picky =
+        json!({"to": "+447700900123", "from": "Acme", "body": "x", "callback_statuses": ["failed", "delivered"]});
+    let (st, v) = s.call("POST", "/v1/messages", Some(&key), Some(picky)).await;
+    assert_eq!((st, &v["callback_statuses"]), (StatusCode::CREATED, &json!(["delivered", "failed"])), "{v}");
     let raw = |body: &'static str, ct: &'static str| {
         let req = s.client.post(format!("{}/v1/messages", s.base)).bearer_auth(&key).header("content-type", ct);
         async move {

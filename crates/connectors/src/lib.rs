@@ -169,6 +169,7 @@ pub mod testing {
             error_code: None,
             reference: None,
             callback_url: None,
+            callback_statuses: None,
             send_at: None,
             expires_at: None,
             attempts: 1,

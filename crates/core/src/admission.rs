@@ -51,6 +51,8 @@ pub struct Request {
     pub send_at: Option<Timestamp>,
     pub validity_secs: Option<i64>,
     pub callback_url: Option<String>,
+    /// Which status changes call back, by name; `None`: every one.
+    pub callback_statuses: Option<Vec<String>>,
     pub reference: Option<String>,
 }
 
@@ -82,6 +84,7 @@ pub struct Admitted {
     pub send_at: Option<Timestamp>,
     pub expires_at: Timestamp,
     pub callback_url: Option<String>,
+    pub callback_statuses: Option<crate::StatusMask>,
     pub reference: Option<String>,
 }
 
@@ -95,6 +98,7 @@ pub enum ErrorCode {
     InvalidSendAt,
     InvalidValidity,
     InvalidCallbackUrl,
+    InvalidCallbackStatuses,
     InvalidReference,
 }
 
@@ -108,6 +112,7 @@ impl ErrorCode {
             ErrorCode::InvalidSendAt => "invalid_send_at",
             ErrorCode::InvalidValidity => "invalid_validity",
             ErrorCode::InvalidCallbackUrl => "invalid_callback_url",
+            ErrorCode::InvalidCallbackStatuses => "invalid_callback_statuses",
             ErrorCode::InvalidReference => "invalid_reference",
         }
     }
@@ -181,6 +186,7 @@ pub fn admit(req: &Request, policy: &Policy, now: Timestamp) -> Result<Admitted,
             format!("reference is longer than {MAX_REFERENCE} characters"),
         ));
     }
+    let callback_statuses = req.callback_statuses.as_deref().map(callback_statuses).transpose()?;
     Ok(Admitted {
         to,
         from,
@@ -192,8 +198,41 @@ pub fn admit(req: &Request, policy: &Policy, now: Timestamp) -> Result<Admitted,
         expires_at: send_at.unwrap_or(now).plus_secs(validity),
         send_at,
         callback_url: req.callback_url.clone(),
+        callback_statuses,
         reference: req.reference.clone(),
     })
+}
+
+/// The statuses that call back, from their names: one or more of those a webhook reports (every status after
+/// `queued` but `received`), each once.
+fn callback_statuses(names: &[String]) -> Result<crate::StatusMask, Rejection> {
+    let notified = |s: &Status| !matches!(s, Status::Scheduled | Status::Queued | Status::Received);
+    let allowed = || Status::ALL.iter().filter(|s| notified(s)).map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+    if names.is_empty() {
+        return Err(reject(
+            ErrorCode::InvalidCallbackStatuses,
+            format!("callback_statuses needs one or more of {}", allowed()),
+        ));
+    }
+    let mut statuses = Vec::with_capacity(names.len());
+    for name in names {
+        match Status::parse(name).filter(notified) {
+            Some(s) if !statuses.contains(&s) => statuses.push(s),
+            Some(_) => {
+                return Err(reject(
+                    ErrorCode::InvalidCallbackStatuses,
+                    format!("callback_statuses names {name:?} twice"),
+                ));
+            }
+            None => {
+                return Err(reject(
+                    ErrorCode::InvalidCallbackStatuses,
+                    format!("callback_statuses: {name:?} is not one of {}", allowed()),
+                ));
+            }
+        }
+    }
+    Ok(crate::StatusMask::of(&statuses))
 }
 
 /// A destination in E.164: `+` and digits, or a national number read in the default region. It must have a
@@ -444,6 +483,14 @@ mod tests {
         r.callback_url = Some("ftp://x".into());
         assert_eq!(code(admit(&r, &p, NOW)), "invalid_callback_url");
         r.callback_url = None;
+        for bad in [&[][..], &["queued"], &["received"], &["delivered", "delivered"], &["DELIVERED"], &["gone"]] {
+            r.callback_statuses = Some(bad.iter().map(|s| s.to_string()).collect());
+            assert_eq!(code(admit(&r, &p, NOW)), "invalid_callback_statuses", "{bad:?}");
+        }
+        r.callback_statuses = Some(vec!["delivered".into(), "failed".into()]);
+        let mask = admit(&r, &p, NOW).unwrap().callback_statuses.unwrap();
+        assert_eq!(mask.statuses(), vec![Status::Delivered, Status::Failed]);
+        r.callback_statuses = None;
         r.reference = Some("r".repeat(257));
         assert_eq!(code(admit(&r, &p, NOW)), "invalid_reference");
     }

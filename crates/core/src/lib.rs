@@ -9,4 +9,4 @@ pub mod routing;
 pub mod status;
 
 pub use message::{AccountId, Direction, Event, Message, MessageId, Timestamp};
-pub use status::Status;
+pub use status::{Status, StatusMask};

@@ -129,6 +129,8 @@ pub struct Message {
     pub reference: Option<String>,
     /// Where status webhooks go.
     pub callback_url: Option<String>,
+    /// Which status changes call back (its own URL or its account's); `None`: every one.
+    pub callback_statuses: Option<crate::StatusMask>,
     /// When it becomes due; `None` for now.
     pub send_at: Option<Timestamp>,
     /// When it expires if not final by then.

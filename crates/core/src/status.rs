@@ -73,6 +73,11 @@ impl Status {
         Status::ALL.into_iter().find(|st| st.as_str() == s)
     }
 
+    /// This status's bit in a [`StatusMask`].
+    pub fn bit(self) -> u32 {
+        1 << (self as u32)
+    }
+
     /// Whether the message will change no more.
     pub fn is_final(self) -> bool {
         matches!(
@@ -145,5 +150,25 @@ mod tests {
         // A receipt for a message still "sending" (the carrier was faster than our write) is not a legal move;
         // the engine first records `sent`.
         assert!(!Sending.can_become(Delivered));
+    }
+}
+
+/// A set of statuses as bits ([`Status::bit`]): which status changes of a message call its webhook back
+/// (`callback_statuses`); stored as a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StatusMask(pub u32);
+
+impl StatusMask {
+    pub fn of(statuses: &[Status]) -> StatusMask {
+        StatusMask(statuses.iter().fold(0, |m, s| m | s.bit()))
+    }
+
+    pub fn contains(self, status: Status) -> bool {
+        self.0 & status.bit() != 0
+    }
+
+    /// The statuses in the set, in [`Status::ALL`]'s order.
+    pub fn statuses(self) -> Vec<Status> {
+        Status::ALL.into_iter().filter(|s| self.contains(*s)).collect()
     }
 }

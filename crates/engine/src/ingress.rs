@@ -72,6 +72,7 @@ impl Ingress {
             error_code: None,
             reference: admitted.reference,
             callback_url: admitted.callback_url,
+            callback_statuses: admitted.callback_statuses,
             send_at: admitted.send_at,
             expires_at: Some(admitted.expires_at),
             attempts: 0,

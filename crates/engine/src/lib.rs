@@ -918,6 +918,7 @@ fn inbound_message(account: AccountId, i: &Inbound) -> Message {
         error_code: None,
         reference: None,
         callback_url: None,
+        callback_statuses: None,
         send_at: None,
         expires_at: None,
         attempts: 0,

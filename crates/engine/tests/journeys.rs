@@ -68,6 +68,7 @@ impl Harness {
             error_code: None,
             reference: None,
             callback_url: None,
+            callback_statuses: None,
             send_at,
             expires_at: Some(send_at.unwrap_or(at).plus_millis(validity_ms)),
             attempts: 0,

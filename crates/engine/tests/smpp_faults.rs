@@ -208,6 +208,7 @@ async fn nothing_is_lost_or_duplicated_beyond_what_smpp_allows() {
                 error_code: None,
                 reference: None,
                 callback_url: None,
+                callback_statuses: None,
                 send_at: None,
                 expires_at: Some(at.plus_secs(600)),
                 attempts: 0,

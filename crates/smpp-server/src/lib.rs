@@ -284,7 +284,9 @@ fn refused(code: ErrorCode) -> CommandStatus {
         ErrorCode::EmptyBody | ErrorCode::BodyTooLong => CommandStatus::ESME_RINVMSGLEN,
         ErrorCode::InvalidSendAt => CommandStatus::ESME_RINVSCHED,
         ErrorCode::InvalidValidity => CommandStatus::ESME_RINVEXPIRY,
-        ErrorCode::InvalidCallbackUrl | ErrorCode::InvalidReference => CommandStatus::ESME_RSUBMITFAIL,
+        ErrorCode::InvalidCallbackUrl | ErrorCode::InvalidCallbackStatuses | ErrorCode::InvalidReference => {
+            CommandStatus::ESME_RSUBMITFAIL
+        }
     }
 }
 
@@ -415,7 +417,16 @@ impl Client {
         let to = address(s.dest.0, s.dest.1, national);
         let from = address(s.source.0, s.source.1, national);
         let (send_at, validity_secs) = times(s.schedule, s.validity, timestamp_now())?;
-        let request = Request { to, from, body: text, send_at, validity_secs, callback_url: None, reference: None };
+        let request = Request {
+            to,
+            from,
+            body: text,
+            send_at,
+            validity_secs,
+            callback_url: None,
+            callback_statuses: None,
+            reference: None,
+        };
         let concat = decoded
             .udh
             .as_ref()
@@ -643,6 +654,7 @@ impl Client {
                 m.expires_at.map(|e| (e.0 - send_at.or(m.send_at).unwrap_or(now).0).div_euclid(1000).max(1))
             }),
             callback_url: None,
+            callback_statuses: None,
             reference: None,
         };
         let prepared = self.inner.ingress.prepare(self.account, &request, now).map_err(|r| refused(r.code))?;

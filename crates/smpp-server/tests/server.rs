@@ -438,6 +438,7 @@ async fn inbound_messages_go_to_the_accounts_receivers() {
         error_code: None,
         reference: None,
         callback_url: None,
+        callback_statuses: None,
         send_at: None,
         expires_at: None,
         attempts: 0,

@@ -5,8 +5,8 @@
 //! receipts came back.
 //!
 //! Receipts are counted where the sender learns of them: Kannel and Jasmin call a URL given with each message
-//! (`dlr-url`), which this bench serves itself; smsgate with `--callbacks` posts each message's status changes to
-//! its `callback_url`, also served here, and the final one counts. Without `--callbacks`, smsgate's own count of
+//! (`dlr-url`), which this bench serves itself; smsgate with `--callbacks` posts each message's final status to
+//! its `callback_url` (`callback_statuses`), also served here. Without `--callbacks`, smsgate's own count of
 //! delivered messages (`/metrics`) is watched instead: the receipt reached the gateway, no callback went out.
 //!
 //! At a fixed rate each request has a scheduled start, and its latency is counted from that time, not from when a
@@ -61,9 +61,9 @@ pub struct HttpArgs {
     /// receipts' latency.
     #[arg(long)]
     receipts: bool,
-    /// With --receipts against smsgate: give every message a callback_url served by this bench and count its
-    /// final status callback, where the sender sees it (as Kannel's and Jasmin's receipts are counted); without
-    /// it, the server's count of delivered messages on /metrics is watched.
+    /// With --receipts against smsgate: give every message a callback_url served by this bench, called back for
+    /// its final status only (callback_statuses), and count those where the sender sees them (as Kannel's and
+    /// Jasmin's receipts are counted); without it, the server's count of delivered messages on /metrics is watched.
     #[arg(long, requires = "receipts")]
     callbacks: bool,
     /// Where receipt callbacks come to (--kannel, --jasmin or --callbacks with --receipts).
@@ -381,7 +381,9 @@ impl Request<'_> {
     fn message(&self, i: u64) -> Value {
         let mut m = json!({"to": self.to(i), "from": self.args.from, "body": self.args.text});
         if let Some(base) = self.callbacks {
+            // The final statuses only: one callback a message, as Kannel's dlr-mask 3 and Jasmin's level 2 make.
             m["callback_url"] = json!(format!("{base}/dlr/{i}"));
+            m["callback_statuses"] = json!(["delivered", "undelivered", "failed", "expired", "canceled"]);
         }
         m
     }

@@ -26,6 +26,7 @@ fn message(account: AccountId, i: usize, at: Timestamp) -> NewMessage {
         error_code: None,
         reference: None,
         callback_url: None,
+        callback_statuses: None,
         send_at: None,
         expires_at: Some(at.plus_secs(48 * 3600)),
         attempts: 0,

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use smsgate_core::{AccountId, Direction, Event, Message, MessageId, Status, Timestamp};
+use smsgate_core::{AccountId, Direction, Event, Message, MessageId, Status, StatusMask, Timestamp};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 // Statements built with `format!` take only fixed SQL text (column lists, status names, `FOR UPDATE SKIP
 // LOCKED`, `$N` placeholders); every value goes through a bind parameter. That is what `AssertSqlSafe` asserts.
@@ -166,7 +166,7 @@ fn values_rows(rows: usize, columns: usize) -> String {
 /// inserts) messages and writes the webhook callbacks of the changes that report one (statuses after `queued`: to
 /// the message's callback URL, else its account's status URL; `received` to the inbound URL), so a status change
 /// costs one round trip. `update` must return `id`,
-/// `account_id`, `callback_url`, `error_code`, `seq` (the journey's length), `new_status`, `new_at`,
+/// `account_id`, `callback_url`, `callback_statuses`, `error_code`, `seq` (the journey's length), `new_status`, `new_at`,
 /// `smpp_receipts` and `smpp_parts`. The deliver_sm the changes make for SMPP clients go to `smpp_outbox` in the
 /// same statement ([`smpp_outbox_insert`]).
 fn moved_with_callbacks(update: &str, out: &str) -> String {
@@ -210,7 +210,8 @@ fn smpp_outbox_insert(source: &str) -> String {
 fn callback_returning(status: &str, at: &str) -> String {
     format!(
         "messages.account_id, messages.callback_url, messages.error_code, length(messages.journey) AS seq, \
-         {status} AS new_status, {at} AS new_at, messages.smpp_receipts, messages.smpp_parts"
+         {status} AS new_status, {at} AS new_at, messages.smpp_receipts, messages.smpp_parts, \
+         messages.callback_statuses"
     )
 }
 
@@ -541,6 +542,10 @@ fn message_from_row(row: &PgRow) -> Result<Message> {
         attempts: count("attempts")?,
         created_at: Timestamp(row.try_get("created_at")?),
         updated_at: Timestamp(row.try_get("updated_at")?),
+        callback_statuses: row
+            .try_get::<Option<i64>, _>("callback_statuses")?
+            .map(|v| u32::try_from(v).map(StatusMask).map_err(|_| corrupt(format!("callback_statuses {v}"))))
+            .transpose()?,
     })
 }
 
@@ -621,10 +626,11 @@ impl Store for PgStore {
                 "INSERT INTO messages (id, account_id, direction, to_addr, from_addr, body, encoding, segments, \
                  price_micros, connector, carrier_id, status, error_code, reference, callback_url, send_at, \
                  expires_at, attempts, next_attempt_at, idempotency_key, request_hash, created_at, updated_at, \
-                 journey, lease_owner, lease_until, smpp_receipts, smpp_parts) VALUES {} ON CONFLICT DO NOTHING \
+                 journey, lease_owner, lease_until, smpp_receipts, smpp_parts, callback_statuses) VALUES {} \
+                 ON CONFLICT DO NOTHING \
                  RETURNING id, account_id, callback_url, error_code, length(journey) AS seq, status AS new_status, \
-                 created_at AS new_at, smpp_receipts, smpp_parts",
-                values_rows(chunk.len(), 28)
+                 created_at AS new_at, smpp_receipts, smpp_parts, callback_statuses",
+                values_rows(chunk.len(), 29)
             );
             let sql = moved_with_callbacks(&sql, "id");
             let mut query = sqlx::query(AssertSqlSafe(sql));
@@ -662,7 +668,8 @@ impl Store for PgStore {
                     .bind(new.claim.as_ref().map(|c| c.owner.clone()))
                     .bind(new.claim.as_ref().map(|c| c.until.0))
                     .bind(new.smpp.map(|r| i64::from(r.registered_delivery)))
-                    .bind(new.smpp.map(|r| i64::from(r.ids)));
+                    .bind(new.smpp.map(|r| i64::from(r.ids)))
+                    .bind(m.callback_statuses.map(|c| i64::from(c.0)));
             }
             for row in query.fetch_all(&mut *tx).await? {
                 inserted.insert(message_id_of(&row.try_get::<String, _>(0)?)?);

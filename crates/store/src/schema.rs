@@ -41,6 +41,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/0010_smpp_outbox_rowid.sqlite.sql"),
         postgres: include_str!("../migrations/0010_smpp_outbox_rowid.postgres.sql"),
     },
+    Migration::both(11, include_str!("../migrations/0011_callback_statuses.sql")),
 ];
 
 /// One step of a journey as the `journey` column keeps it: a JSON object and a newline, appended with `||` by the
@@ -127,7 +128,13 @@ pub(crate) fn attempt_line(a: &crate::CallbackAttempt) -> String {
 /// parameter `status`: an inbound message's to the inbound URL, the rest to the message's own callback URL or
 /// the account's status URL.
 pub(crate) fn callback_url_sql(status: &str) -> String {
-    format!("(CASE WHEN {status} = 'received' THEN w.inbound_url ELSE COALESCE(m.callback_url, w.status_url) END)")
+    // A message's callback_statuses (a mask of Status::bit) leave out the changes it was not asked for.
+    let bits: String = Status::ALL.iter().map(|s| format!(" WHEN '{}' THEN {}", s.as_str(), s.bit())).collect();
+    format!(
+        "(CASE WHEN {status} = 'received' THEN w.inbound_url \
+         WHEN m.callback_statuses IS NOT NULL AND (m.callback_statuses & (CASE {status}{bits} ELSE 0 END)) = 0 \
+         THEN NULL ELSE COALESCE(m.callback_url, w.status_url) END)"
+    )
 }
 
 /// The events of a `journey` column, oldest first.
@@ -142,7 +149,7 @@ pub(crate) fn parse_journey(journey: &str) -> Result<Vec<Event>> {
 /// The columns of `messages` that make a `Message`, in the order both stores read them.
 pub(crate) const MESSAGE_COLUMNS: &str = "id, account_id, direction, to_addr, from_addr, body, encoding, segments, \
      price_micros, connector, carrier_id, status, error_code, reference, callback_url, send_at, expires_at, \
-     attempts, created_at, updated_at";
+     attempts, created_at, updated_at, callback_statuses";
 
 pub(crate) fn corrupt(what: impl Into<String>) -> StoreError {
     StoreError::Corrupt(what.into())

@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use smsgate_core::routing::Route;
-use smsgate_core::{AccountId, Direction, Event, Message, MessageId, Status, Timestamp};
+use smsgate_core::{AccountId, Direction, Event, Message, MessageId, Status, StatusMask, Timestamp};
 use tokio::sync::oneshot;
 
 use crate::schema::{
@@ -379,16 +379,19 @@ fn forget_hooks() {
     FED.take();
 }
 
-/// The URL a callback for `status` of a message goes to: `received` to the account's inbound URL, any other
-/// status to the message's own callback URL, else the account's status URL.
-fn hook_url(conn: &Connection, account: &str, callback_url: Option<&str>, status: Status) -> Result<Option<String>> {
-    if status != Status::Received
-        && let Some(url) = callback_url
-    {
-        return Ok(Some(url.to_string()));
+/// The URL a callback for `status` of message `m` goes to: `received` to the account's inbound URL, any other
+/// status the message asks to hear of (`callback_statuses`) to its own callback URL, else the account's status URL.
+fn hook_url(conn: &Connection, m: &Moved, status: Status) -> Result<Option<String>> {
+    if status != Status::Received {
+        if m.callback_statuses.is_some_and(|c| !c.contains(status)) {
+            return Ok(None);
+        }
+        if let Some(url) = &m.callback_url {
+            return Ok(Some(url.clone()));
+        }
     }
     with_hooks(conn, |hooks| {
-        hooks.urls.get(account).and_then(|(status_url, inbound_url)| {
+        hooks.urls.get(&m.account).and_then(|(status_url, inbound_url)| {
             if status == Status::Received { inbound_url.clone() } else { status_url.clone() }
         })
     })
@@ -402,6 +405,7 @@ struct Moved {
     id: String,
     account: String,
     callback_url: Option<String>,
+    callback_statuses: Option<StatusMask>,
     error_code: Option<String>,
     /// The journey's length after the change: a callback's place among its message's.
     seq: i64,
@@ -414,7 +418,8 @@ struct Moved {
 
 /// What a status change reads of its message for [`Moved`], in order.
 const HOOK_COLUMNS: &str = "id, account_id, callback_url, error_code, length(journey), smpp_receipts, smpp_parts, \
-                            to_addr, from_addr, CASE WHEN smpp_receipts IS NOT NULL THEN body END, created_at";
+                            to_addr, from_addr, CASE WHEN smpp_receipts IS NOT NULL THEN body END, created_at, \
+                            callback_statuses";
 
 impl Moved {
     /// What a change that appended `line` to the journey and set `error_code` (when given) makes of the message
@@ -450,6 +455,7 @@ impl Moved {
             id,
             account: r.get(at + 1)?,
             callback_url: r.get(at + 2)?,
+            callback_statuses: r.get::<_, Option<i64>>(at + 11)?.and_then(|v| u32::try_from(v).ok()).map(StatusMask),
             error_code: r.get(at + 3)?,
             seq: r.get(at + 4)?,
             smpp: smpp_receipts_of(r.get(at + 5)?, r.get(at + 6)?),
@@ -551,7 +557,7 @@ fn enqueue_callback(conn: &Connection, m: &Moved, status: Status, at: Timestamp)
     if !crate::notifies(status) {
         return Ok(());
     }
-    let Some(url) = hook_url(conn, &m.account, m.callback_url.as_deref(), status)? else { return Ok(()) };
+    let Some(url) = hook_url(conn, m, status)? else { return Ok(()) };
     let kind = if status == Status::Received { "inbound" } else { "status" };
     conn.prepare_cached(
         "INSERT INTO callbacks (id, account_id, message_id, seq, kind, url, status, error_code, at, state, \
@@ -628,7 +634,13 @@ fn message_from_row(row: &Row<'_>) -> Result<Message> {
         attempts: count(17)?,
         created_at: Timestamp(row.get(18)?),
         updated_at: Timestamp(row.get(19)?),
+        callback_statuses: mask_of(row.get(20)?)?,
     })
+}
+
+/// A `callback_statuses` column's value.
+fn mask_of(v: Option<i64>) -> Result<Option<StatusMask>> {
+    v.map(|v| u32::try_from(v).map(StatusMask).map_err(|_| corrupt(format!("callback_statuses {v}")))).transpose()
 }
 
 /// Moves the message of rowid `?1` to `to` (`?2`) from a status that may become it, fenced by the lease owner
@@ -1000,9 +1012,10 @@ impl Store for SqliteStore {
                         "INSERT INTO messages (id, account_id, direction, to_addr, from_addr, body, encoding, \
                          segments, price_micros, connector, carrier_id, status, error_code, reference, callback_url, \
                          send_at, expires_at, attempts, next_attempt_at, idempotency_key, request_hash, created_at, \
-                         updated_at, journey, lease_owner, lease_until, smpp_receipts, smpp_parts) \
+                         updated_at, journey, lease_owner, lease_until, smpp_receipts, smpp_parts, \
+                         callback_statuses) \
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-                         ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28) ON CONFLICT DO NOTHING",
+                         ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29) ON CONFLICT DO NOTHING",
                     )?
                     .execute(params![
                         id,
@@ -1033,6 +1046,7 @@ impl Store for SqliteStore {
                         new.claim.as_ref().map(|c| c.until.0),
                         new.smpp.map(|r| i64::from(r.registered_delivery)),
                         new.smpp.map(|r| i64::from(r.ids)),
+                        m.callback_statuses.map(|c| i64::from(c.0)),
                     ])?;
                 if inserted == 1 {
                     changed.push(m.status);
@@ -1040,6 +1054,7 @@ impl Store for SqliteStore {
                         id: id.clone(),
                         account: m.account_id.to_string(),
                         callback_url: m.callback_url.clone(),
+                        callback_statuses: m.callback_statuses,
                         error_code: m.error_code.clone(),
                         seq: journey.chars().count() as i64,
                         smpp: new.smpp,
@@ -1137,7 +1152,7 @@ impl Store for SqliteStore {
                     // Read first, then claim each: no update under a read still walking the index it changes.
                     let picked: Vec<(Message, i64, i64)> = conn
                         .prepare_cached(&claim_sql(step)[kind])?
-                        .query_map([now.0], |r| Ok((message_from_row(r), r.get(20)?, r.get(21)?)))?
+                        .query_map([now.0], |r| Ok((message_from_row(r), r.get(21)?, r.get(22)?)))?
                         .map(|row| {
                             let (m, length, rowid) = row?;
                             Ok((m?, length, rowid))
@@ -1165,6 +1180,7 @@ impl Store for SqliteStore {
                             id: m.id.to_string(),
                             account: m.account_id.to_string(),
                             callback_url: m.callback_url.clone(),
+                            callback_statuses: m.callback_statuses,
                             error_code: m.error_code.clone(),
                             seq: length + line.chars().count() as i64,
                             smpp: None,
@@ -1928,6 +1944,7 @@ mod tests {
             id: id.to_string(),
             account: AccountId::generate().to_string(),
             callback_url: None,
+            callback_statuses: None,
             error_code: None,
             seq: 3,
             smpp: Some(SmppReceipts { registered_delivery: 1, ids: 1 }),

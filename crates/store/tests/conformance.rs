@@ -135,6 +135,7 @@ fn message(account: AccountId, to: &str, status: Status, at: Timestamp) -> Messa
         error_code: None,
         reference: Some("ref-1".into()),
         callback_url: None,
+        callback_statuses: None,
         send_at: None,
         expires_at: Some(at.plus_secs(3600)),
         attempts: 0,
@@ -820,6 +821,44 @@ async fn a_message_url_and_webhooks_set_later(store: &Arc<dyn Store>) {
     assert_eq!(
         later.iter().map(|c| (c.status, c.url.as_str())).collect::<Vec<_>>(),
         vec![(Status::Delivered, "http://127.0.0.1:1/hooks")]
+    );
+
+    // callback_statuses: only the changes asked for call back, to the message's URL or the account's; the
+    // message reads them back.
+    let finals = Some(smsgate_core::StatusMask::of(&[Status::Delivered, Status::Undelivered]));
+    let picky = Message {
+        callback_url: Some("http://127.0.0.1:1/own".into()),
+        callback_statuses: finals,
+        ..message(acme, "+447700900125", Status::Sending, NOW)
+    };
+    let picky_account = Message { callback_statuses: finals, ..message(acme, "+447700900126", Status::Sending, NOW) };
+    for m in [&picky, &picky_account] {
+        insert(store, m.clone()).await;
+        assert_eq!(store.message(acme, m.id).await.unwrap().unwrap().callback_statuses, finals);
+    }
+    assert!(store.transition(picky.id, Status::Sent, NOW, "sent", &sent("c")).await.unwrap());
+    assert!(store.transition(picky_account.id, Status::Sent, NOW, "sent", &sent("d")).await.unwrap());
+    let receipts: Vec<_> = [("c", Status::Delivered), ("d", Status::Undelivered)]
+        .into_iter()
+        .map(|(cid, to)| ReceiptUpdate {
+            connector: "sim".into(),
+            carrier_id: cid.into(),
+            to,
+            at: NOW,
+            detail: "d".into(),
+            error_code: None,
+        })
+        .collect();
+    assert_eq!(store.record(&[], &receipts).await.unwrap().1, vec![Some(picky.id), Some(picky_account.id)]);
+    let heard =
+        |calls: Vec<smsgate_store::CallbackRecord>| calls.into_iter().map(|c| (c.status, c.url)).collect::<Vec<_>>();
+    assert_eq!(
+        heard(store.callbacks(acme, picky.id).await.unwrap()),
+        vec![(Status::Delivered, "http://127.0.0.1:1/own".to_string())]
+    );
+    assert_eq!(
+        heard(store.callbacks(acme, picky_account.id).await.unwrap()),
+        vec![(Status::Undelivered, "http://127.0.0.1:1/hooks".to_string())]
     );
 }
 
