@@ -162,7 +162,7 @@ pub(crate) fn round(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-/// A progress bar on standard error while a load runs, drawn from a counter the load keeps (so the hot path pays
+/// A progress bar on standard error while a load runs, drawn from a count the load keeps (so the hot path pays
 /// one atomic add, not a draw); nothing is drawn when standard error is not a terminal.
 pub(crate) struct Progress {
     bar: indicatif::ProgressBar,
@@ -170,8 +170,8 @@ pub(crate) struct Progress {
 }
 
 impl Progress {
-    /// Shows `done` of `total` under `label`, four times a second, until [`Progress::finish`].
-    pub(crate) fn start(label: &'static str, total: u64, done: Arc<std::sync::atomic::AtomicU64>) -> Progress {
+    /// Shows `done()` of `total` under `label`, four times a second, until [`Progress::finish`].
+    pub(crate) fn start(label: &'static str, total: u64, done: impl Fn() -> u64 + Send + 'static) -> Progress {
         let bar = indicatif::ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());
         let style =
             indicatif::ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos}/{len}  {elapsed} (eta {eta})")
@@ -182,7 +182,7 @@ impl Progress {
         let b = bar.clone();
         let task = tokio::spawn(async move {
             loop {
-                b.set_position(done.load(std::sync::atomic::Ordering::Relaxed));
+                b.set_position(done());
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         });

@@ -243,7 +243,10 @@ async fn load(mut args: HttpArgs) -> anyhow::Result<Value> {
     let args = Arc::new(args);
     let gate = Arc::new(Semaphore::new(args.concurrency));
     let answered = Arc::new(AtomicU64::new(0));
-    let progress = Progress::start("submitted", args.messages, answered.clone());
+    let progress = Progress::start("submitted", args.messages, {
+        let answered = answered.clone();
+        move || answered.load(Ordering::Relaxed)
+    });
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.timeout);
     let mut tasks = tokio::task::JoinSet::new();
@@ -304,7 +307,10 @@ async fn load(mut args: HttpArgs) -> anyhow::Result<Value> {
     crate::bench::add_latencies(&mut report, &mut latencies, args.rate);
     if let Some(before) = delivered_before {
         let counted = Arc::new(AtomicU64::new(0));
-        let progress = Progress::start("delivered", accepted, counted.clone());
+        let progress = Progress::start("delivered", accepted, {
+            let counted = counted.clone();
+            move || counted.load(Ordering::Relaxed)
+        });
         loop {
             let now = delivered(&client, &args.target).await? - before;
             counted.store(now as u64, Ordering::Relaxed);
@@ -323,7 +329,10 @@ async fn load(mut args: HttpArgs) -> anyhow::Result<Value> {
         report["delivered_per_s"] = json!(round(accepted as f64 / e2e));
     }
     if at_client {
-        let progress = Progress::start("receipts", accepted, counted_of(&journal));
+        let progress = Progress::start("receipts", accepted, {
+            let journal = journal.clone();
+            move || journal.receipts.load(Ordering::Relaxed)
+        });
         while journal.receipts.load(Ordering::Relaxed) < accepted {
             if Instant::now() > deadline {
                 let got = journal.receipts.load(Ordering::Relaxed);
@@ -343,20 +352,6 @@ async fn load(mut args: HttpArgs) -> anyhow::Result<Value> {
         report["receipt_p99_ms"] = json!(quantile_ms(&waited, 0.99));
     }
     Ok(report)
-}
-
-/// A counter that follows the journal's receipts, for the progress bar.
-fn counted_of(journal: &Arc<Journal>) -> Arc<AtomicU64> {
-    let counted = Arc::new(AtomicU64::new(0));
-    let (c, j) = (counted.clone(), Arc::downgrade(journal));
-    tokio::spawn(async move {
-        while let Some(j) = j.upgrade() {
-            c.store(j.receipts.load(Ordering::Relaxed), Ordering::Relaxed);
-            drop(j);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
-    counted
 }
 
 /// One request: messages `first .. first + count`.

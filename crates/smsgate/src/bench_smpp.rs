@@ -197,7 +197,10 @@ async fn load(args: Args, parts: Vec<SubmitSm>) -> anyhow::Result<Value> {
     }
     let n_parts = parts.len() as u64;
     let load = Arc::new(Load { args, parts, answered: AtomicU64::new(0), receipts: receipts.clone() });
-    let progress = crate::bench::Progress::start("submitted", load.args.messages, load.counter(|l| &l.answered));
+    let progress = crate::bench::Progress::start("submitted", load.args.messages, {
+        let load = load.clone();
+        move || load.answered.load(Ordering::Relaxed)
+    });
     let started = Instant::now();
     let deadline = started + Duration::from_secs(load.args.timeout);
     let mut tasks = tokio::task::JoinSet::new();
@@ -225,7 +228,10 @@ async fn load(args: Args, parts: Vec<SubmitSm>) -> anyhow::Result<Value> {
     if args.receipts {
         // One receipt for every submit_sm accepted: with --concat, one a part.
         let expected = share.parts;
-        let progress = crate::bench::Progress::start("receipts", expected, load.counter(|l| &l.receipts.got));
+        let progress = crate::bench::Progress::start("receipts", expected, {
+            let receipts = receipts.clone();
+            move || receipts.got.load(Ordering::Relaxed)
+        });
         while receipts.got.load(Ordering::Relaxed) < expected {
             if Instant::now() > deadline {
                 bail!(
@@ -290,20 +296,6 @@ impl Share {
 type Sent = (u64, Duration, Option<String>);
 
 impl Load {
-    /// A counter for the progress bar that follows one of the load's, read every 100 ms while the load lives.
-    fn counter(self: &Arc<Self>, of: fn(&Load) -> &AtomicU64) -> Arc<AtomicU64> {
-        let counted = Arc::new(AtomicU64::new(0));
-        let (c, load) = (counted.clone(), Arc::downgrade(self));
-        tokio::spawn(async move {
-            while let Some(l) = load.upgrade() {
-                c.store(of(&l).load(Ordering::Relaxed), Ordering::Relaxed);
-                drop(l);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        });
-        counted
-    }
-
     /// Submits messages `n, n + sessions, n + 2 * sessions, ...` through one session, its window full (or each at
     /// its time at a fixed rate, message `i` at `started + i / rate`).
     async fn submit_share(self: Arc<Self>, session: Session, n: usize, started: Instant) -> Share {

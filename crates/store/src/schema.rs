@@ -129,7 +129,10 @@ pub(crate) fn attempt_line(a: &crate::CallbackAttempt) -> String {
 /// the account's status URL.
 pub(crate) fn callback_url_sql(status: &str) -> String {
     // A message's callback_statuses (a mask of Status::bit) leave out the changes it was not asked for.
-    let bits: String = Status::ALL.iter().map(|s| format!(" WHEN '{}' THEN {}", s.as_str(), s.bit())).collect();
+    static BITS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        Status::ALL.iter().map(|s| format!(" WHEN '{}' THEN {}", s.as_str(), s.bit())).collect()
+    });
+    let bits = BITS.as_str();
     format!(
         "(CASE WHEN {status} = 'received' THEN w.inbound_url \
          WHEN m.callback_statuses IS NOT NULL AND (m.callback_statuses & (CASE {status}{bits} ELSE 0 END)) = 0 \
