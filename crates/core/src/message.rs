@@ -43,6 +43,16 @@ macro_rules! id_type {
                 $name(Uuid::now_v7())
             }
 
+            /// The lowest id [`Self::generate`] gives at `at` or later: every id made before `at` sorts below it.
+            pub fn first_at(at: Timestamp) -> $name {
+                let ms = u64::try_from(at.0).unwrap_or(0).min((1 << 48) - 1);
+                let mut bytes = [0u8; 16];
+                bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+                bytes[6] = 0x70; // version 7
+                bytes[8] = 0x80; // the RFC 9562 variant
+                $name(Uuid::from_bytes(bytes))
+            }
+
             /// Parses the hyphenated form the API shows.
             pub fn parse(s: &str) -> Option<$name> {
                 Uuid::try_parse(s).ok().map($name)
@@ -153,6 +163,17 @@ mod tests {
         assert!(a.to_string() < b.to_string());
         assert_eq!(MessageId::parse(&a.to_string()), Some(a));
         assert_eq!(MessageId::parse("nope"), None);
+        // The first id of a millisecond sorts after every id made before it and before every id made after it,
+        // as text too.
+        let before = MessageId::generate();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        let bound = MessageId::first_at(Timestamp(i64::try_from(since_epoch.as_millis()).unwrap()));
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let after = MessageId::generate();
+        assert!(before < bound && bound < after, "{before} {bound} {after}");
+        assert!(before.to_string() < bound.to_string() && bound.to_string() < after.to_string());
+        assert_eq!(bound.0.get_version_num(), 7);
     }
 
     #[test]

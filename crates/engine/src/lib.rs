@@ -2,7 +2,8 @@
 //!
 //! - the **dispatcher** claims due messages from the store with a lease, checks their validity, hands each to a
 //!   connector (at most `max_in_flight` at once) and records what the carrier said: `sent` with its id, `failed`,
-//!   or back to `queued` with a backoff for a temporary error;
+//!   or back to `queued` with a backoff for a temporary error; a message whose route has no connector up waits
+//!   for one off the queue, and the **unparker** puts it back when one is up;
 //! - **receipts** from connectors find their message by carrier id and move it to `delivered`, `undelivered` or
 //!   `expired`; a receipt that arrives before the `sent` it follows is held and tried again;
 //! - **inbound** messages are stored as `received` for the account that last wrote to that handset;
@@ -22,7 +23,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use runtime::Turn;
+use runtime::{Readiness, Turn, WINDOW_HOLD};
 use smsgate_connectors::{ConnectorEvent, Inbound, Receipt, ReceiptState, SubmitError, now};
 use smsgate_core::routing::Decision;
 use smsgate_core::{AccountId, Direction, Message, MessageId, Status, Timestamp};
@@ -93,6 +94,9 @@ pub struct Shared {
     registry: Arc<Registry>,
     config: Arc<Config>,
     wake: Arc<Notify>,
+    /// Told when this node put changed connectors or routes in force ([`Engine::reload`]): waiting messages may
+    /// have somewhere to go.
+    reloaded: Arc<Notify>,
     /// The group-commit writer of status changes and receipts ([`Engine::write`]); started by [`Engine::run`].
     recorder: Arc<Mutex<Option<group::Group<Write, Written>>>>,
     /// Submission slots: at most `max_in_flight` messages are with the carrier at once.
@@ -213,19 +217,19 @@ const PARALLEL_GROUPS: usize = 3;
 /// How often connectors and routes are read again from the store.
 const RELOAD_EVERY: Duration = Duration::from_secs(2);
 
+/// How often messages that wait for their route are looked at ([`Engine::unpark_every`]), and how many go back on
+/// the queue per write.
+const UNPARK_EVERY: Duration = Duration::from_secs(1);
+const UNPARK_CHUNK: u32 = 1000;
+
 /// How many times a failed group is written again before its changes are reported failed.
 const WRITE_RETRIES: u32 = 3;
-
-/// How long a send waits for a place in its connector's window before it steps back into the queue, and how long
-/// it stays there.
-const WINDOW_WAIT: Duration = Duration::from_millis(100);
-const WINDOW_BACK_MS: i64 = 200;
 
 /// The most sent times kept for latency metrics.
 const SENT_TIMES: usize = 200_000;
 
-/// How long a message that waits for its carriers (none up, or throttling) stays back in the queue: a quarter of
-/// the time it has waited so far, 250 ms to a minute, so a long outage costs a message few journey lines.
+/// How long a message a throttling carrier sent back stays back in the queue: a quarter of the time it has waited
+/// so far, 250 ms to a minute, so that a carrier that throttles for long costs a message few journey lines.
 fn waiting_pause(m: &Message) -> i64 {
     let waited = now().0 - m.send_at.unwrap_or(m.created_at).0;
     (waited / 4).clamp(250, 60_000)
@@ -273,6 +277,7 @@ impl Engine {
             claimed_rx: Arc::new(Mutex::new(Some(claimed_rx))),
             config: Arc::new(config),
             wake: Arc::new(Notify::new()),
+            reloaded: Arc::new(Notify::new()),
             recorder: Arc::new(Mutex::new(None)),
             sent_at: Arc::new(Mutex::new(HashMap::new())),
             sent_written: Arc::new(Notify::new()),
@@ -360,10 +365,12 @@ impl Engine {
         let reloads = tokio::spawn(self.clone().reload_every(shutdown.clone()));
         let receipts = tokio::spawn(self.clone().handle_events(events, shutdown.clone()));
         let expiry = tokio::spawn(self.clone().sweep_expired(shutdown.clone()));
+        let unparks = tokio::spawn(self.clone().unpark_every(shutdown.clone()));
         self.dispatch(shutdown).await;
         let _ = receipts.await;
         let _ = expiry.await;
         let _ = reloads.await;
+        let _ = unparks.await;
         // Everything that records has stopped: let the writer drain what is left, then end.
         writer_stop.cancel();
         let _ = writer.await;
@@ -381,7 +388,9 @@ impl Engine {
 
     /// Puts in force the connectors and routes the store holds now (after a change over the API).
     pub async fn reload(&self) -> Result<(), String> {
-        self.registry.reload(self.store.as_ref()).await.map_err(|e| e.to_string())
+        self.registry.reload(self.store.as_ref()).await.map_err(|e| e.to_string())?;
+        self.reloaded.notify_one();
+        Ok(())
     }
 
     /// Reloads connectors and routes every [`RELOAD_EVERY`], so changes made on other nodes arrive.
@@ -550,13 +559,12 @@ impl Engine {
             }
             Decision::Unavailable { route } => {
                 // An outage of the route's carriers is not the message's failure: it waits for one to come back
-                // (its validity bounds the wait), without spending an attempt, looking again after a pause that
-                // grows with the time it has waited (a quarter of it, 250 ms to a minute).
+                // (its validity bounds the wait), without spending an attempt, off the queue: not claimed again
+                // until a connector of its route is up ([`Engine::unpark_every`]).
                 drop(permit);
                 metrics::counter!(metric::SUBMISSIONS, "outcome" => "waiting").increment(1);
-                let pause = waiting_pause(&m);
-                let detail = format!("no connector of route {route:?} is up: waiting for one, back in {pause} ms");
-                let changes = Changes { retry_at: Some(now().plus_millis(pause)), attempt_undone: true, ..fence() };
+                let detail = format!("no connector of route {route:?} is up: waiting for one");
+                let changes = Changes { wait_for_route: Some(route), attempt_undone: true, ..fence() };
                 record(Status::Queued, detail, changes).await;
                 return;
             }
@@ -565,18 +573,30 @@ impl Engine {
         let runtime = live.runtime.clone();
         // A place in the connector's window: wait a little for one, or step back into the queue (a full window
         // of a slow carrier must not hold this node's submission slots, which every connector shares).
-        let Ok(window) = tokio::time::timeout(WINDOW_WAIT, runtime.enter()).await else {
-            drop(permit);
-            runtime.probe_unused();
-            runtime.counters.put_back.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            metrics::counter!(metric::CONNECTOR_SUBMISSIONS, "connector" => name.clone(), "outcome" => "put_back")
-                .increment(1);
-            let size = runtime.limits().window.unwrap_or(0);
-            let detail = format!("waiting for a place in {name}'s window ({size} under way): back in a moment");
-            let changes =
-                Changes { retry_at: Some(now().plus_millis(WINDOW_BACK_MS)), attempt_undone: true, ..fence() };
-            record(Status::Queued, detail, changes).await;
-            return;
+        let entered = match runtime.window_line(std::time::Instant::now()) {
+            None => tokio::time::timeout(WINDOW_HOLD * 2, runtime.enter())
+                .await
+                .map_err(|_| runtime.line_turn(std::time::Instant::now())),
+            Some(back) => Err(back),
+        };
+        let window = match entered {
+            Ok(window) => window,
+            Err(back) => {
+                drop(permit);
+                runtime.probe_unused();
+                runtime.counters.put_back.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                metrics::counter!(metric::CONNECTOR_SUBMISSIONS, "connector" => name.clone(), "outcome" => "put_back")
+                    .increment(1);
+                let size = runtime.limits().window.unwrap_or(0);
+                let detail = format!(
+                    "waiting for a place in {name}'s window ({size} under way): back in {} ms",
+                    back.as_millis()
+                );
+                let back = i64::try_from(back.as_millis()).unwrap_or(i64::MAX);
+                let changes = Changes { retry_at: Some(now().plus_millis(back)), attempt_undone: true, ..fence() };
+                record(Status::Queued, detail, changes).await;
+                return;
+            }
         };
         // The connector's pace: go now, wait a little, or step back into the queue until its turn.
         match runtime.turn(std::time::Instant::now()) {
@@ -601,6 +621,7 @@ impl Engine {
         let submitted = live.connector.submit(&m).await;
         drop(window);
         drop(permit);
+        runtime.answered(started.elapsed());
         metrics::histogram!(metric::CONNECTOR_SUBMIT_SECONDS, "connector" => name.clone())
             .record(started.elapsed().as_secs_f64());
         let outcome = match &submitted {
@@ -876,6 +897,63 @@ impl Engine {
             Err(e) => {
                 warn!(error = %e, "storing an inbound message failed");
                 false
+            }
+        }
+    }
+
+    /// Every [`UNPARK_EVERY`] (and at once after [`Engine::reload`]), puts back on the queue the messages that wait for a route
+    /// ([`Changes::wait_for_route`]) that has a connector up again (all of them, a chunk at a time), or one whose
+    /// connector's cool-down is over (one message, to be its probe). When the routes in force change, and when the
+    /// engine starts, every waiting message goes back (twice, a tick apart), for routing to decide afresh: the
+    /// route it waits for may be gone, or another may now match it.
+    async fn unpark_every(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(UNPARK_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The routes in force when all waiting messages last went back, and whether to do it once more: a message
+        // routed by the routes before may be set waiting just after (its write was under way).
+        let mut routed_by = None;
+        let mut again = false;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+                _ = self.reloaded.notified() => {}
+            }
+            let version = self.registry.routing_version();
+            if (routed_by != Some(version) || again) && self.unpark(None, UNPARK_CHUNK).await {
+                again = routed_by != Some(version);
+                routed_by = Some(version);
+            }
+            for (route, readiness) in self.registry.route_readiness(std::time::Instant::now()) {
+                match readiness {
+                    Readiness::Up => self.unpark(Some(&route), UNPARK_CHUNK).await,
+                    Readiness::Probe => self.unpark(Some(&route), 1).await,
+                    Readiness::Down => continue,
+                };
+            }
+        }
+    }
+
+    /// Puts waiting messages of `route` (any, if `None`) back on the queue, `chunk` at a time (all of them unless
+    /// `chunk` is 1), waking the dispatcher for each chunk. Those set waiting again meanwhile stay, as do those
+    /// accepted since it began: each chunk goes on from where the last stopped. False if the store failed.
+    async fn unpark(&self, route: Option<&str>, chunk: u32) -> bool {
+        let (mut after, at) = (None, now());
+        loop {
+            match self.store.unpark(route, after.as_ref(), at, chunk).await {
+                Ok(None) => return true,
+                Ok(Some(at)) => {
+                    debug!(route = ?route, up_to = %at.id, "waiting messages back on the queue");
+                    self.wake();
+                    if chunk == 1 {
+                        return true;
+                    }
+                    after = Some(at);
+                }
+                Err(e) => {
+                    warn!(route = ?route, error = %e, "putting waiting messages back on the queue failed; trying again");
+                    return false;
+                }
             }
         }
     }

@@ -12,7 +12,7 @@ use smsgate_core::{Message, Timestamp};
 use smsgate_store::{ConnectorRecord, Store, StoreError};
 use tracing::warn;
 
-use crate::runtime::Runtime;
+use crate::runtime::{Readiness, Runtime};
 
 /// The connector the zero-config route sends to: the built-in simulated network.
 pub const DEFAULT_CONNECTOR: &str = "sim";
@@ -42,6 +42,8 @@ struct InForce {
     connectors: HashMap<String, Arc<Live>>,
     /// The accounts limited to named routes.
     limited: HashMap<smsgate_core::AccountId, Vec<String>>,
+    /// Goes up at each reload that changes the routes or the accounts' limits.
+    routing: u64,
 }
 
 /// This node's connectors and routes.
@@ -161,7 +163,10 @@ impl Registry {
             }
         }
         drop(runtimes);
-        let in_force = Arc::new(InForce { table: RoutingTable::new(routes), connectors, limited });
+        let table = RoutingTable::new(routes);
+        let same = table.routes() == before.table.routes() && limited == before.limited;
+        let routing = if same { before.routing } else { before.routing + 1 };
+        let in_force = Arc::new(InForce { table, connectors, limited, routing });
         *self.in_force.write().unwrap_or_else(|e| e.into_inner()) = in_force;
         Ok(())
     }
@@ -191,6 +196,22 @@ impl Registry {
     /// The routes in force, in the order they are tried.
     pub fn routes(&self) -> Vec<Route> {
         self.current().table.routes().to_vec()
+    }
+
+    /// A number that changes whenever the routes or the accounts' route limits in force change.
+    pub fn routing_version(&self) -> u64 {
+        self.current().routing
+    }
+
+    /// Each route in force, and whether the messages that wait for it may go now: the best readiness among its
+    /// connectors in force ([`Runtime::readiness`]; one that is not in force is down). Takes no probe.
+    pub fn route_readiness(&self, now: std::time::Instant) -> Vec<(String, Readiness)> {
+        let in_force = self.current();
+        let ready = |name: &str| in_force.connectors.get(name).map_or(Readiness::Down, |l| l.runtime.readiness(now));
+        let routes = in_force.table.routes().iter();
+        routes
+            .map(|r| (r.name.clone(), r.connectors.iter().map(|c| ready(&c.name)).max().unwrap_or(Readiness::Down)))
+            .collect()
     }
 
     /// Which connector would carry a message to `to` from `from` for `account`, and why; see

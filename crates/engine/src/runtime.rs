@@ -34,6 +34,14 @@ const PACE_MARGIN: f64 = 1.02;
 /// How long a message waits for its turn before it is put back in the queue instead.
 pub const WAIT_FOR_TURN: Duration = Duration::from_millis(100);
 
+/// The answer time assumed before a connector has answered once: short, for a line planned too short costs a
+/// few messages a second look, one planned too long leaves the window idle while they wait.
+pub const FIRST_ANSWER: Duration = Duration::from_millis(20);
+
+/// How much of the window's work may wait for it in memory, holding the node's submission slots; the rest of a
+/// backlog waits in the queue ([`Runtime::window_line`]).
+pub const WINDOW_HOLD: Duration = Duration::from_secs(1);
+
 /// A connector's pace: when the next submission may start, and up to when put-back messages are spread.
 #[derive(Debug)]
 struct Pace {
@@ -71,15 +79,37 @@ pub struct Counters {
     pub in_flight: AtomicU64,
 }
 
+/// How the window drains: how long a submission waits for the carrier's answer (a moving average), and up to when
+/// the messages put back for a place in it have been given their times.
+#[derive(Debug, Default)]
+struct Drain {
+    answer: Option<Duration>,
+    backlog: Option<Instant>,
+}
+
 /// A connector's state on this node.
 #[derive(Debug)]
 pub struct Runtime {
     pub name: String,
     limits: Mutex<Limits>,
     pace: Mutex<Pace>,
+    drain: Mutex<Drain>,
+    /// Sends waiting for a place in the window.
+    waiting: AtomicU64,
     health: Mutex<Health>,
     window: tokio::sync::Notify,
     pub counters: Counters,
+}
+
+/// Whether a connector can take messages that wait for it ([`Runtime::readiness`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Readiness {
+    /// Cooling down, or its probe is out.
+    Down,
+    /// Its cool-down is over: one message may go, as the probe.
+    Probe,
+    /// Healthy: all may go.
+    Up,
 }
 
 /// A snapshot of a connector's health, for the API.
@@ -93,6 +123,22 @@ pub struct HealthView {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A send waiting for a place in the window, counted while it waits (even when its wait is given up).
+struct Waiting<'a>(&'a AtomicU64);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicU64) -> Waiting<'a> {
+        count.fetch_add(1, Ordering::AcqRel);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// A submission in the window; leaving it frees its place.
@@ -114,6 +160,8 @@ impl Runtime {
             name: name.to_string(),
             limits: Mutex::new(limits),
             pace: Mutex::new(Pace { next: None, backlog: None }),
+            drain: Mutex::new(Drain::default()),
+            waiting: AtomicU64::new(0),
             health: Mutex::new(Health { failures: 0, down_until: None, cool_down: COOL_DOWN, probing: false }),
             window: tokio::sync::Notify::new(),
             counters: Counters::default(),
@@ -153,8 +201,50 @@ impl Runtime {
         Turn::Later(at - now)
     }
 
+    /// A submission's answer took `took`: the moving average of answer times moves an eighth of the way to it.
+    pub fn answered(&self, took: Duration) {
+        let mut d = lock(&self.drain);
+        d.answer = Some(d.answer.map_or(took, |a| (a * 7 + took) / 8));
+    }
+
+    /// Whether a message about to enter the window should step back into the queue, and for how long. When
+    /// there is a place, or the sends already waiting for one would fill it within [`WINDOW_HOLD`] (the window
+    /// freeing a place every answer time divided by its size), it waits here: `None`. Otherwise it is put back
+    /// ([`Runtime::line_turn`]).
+    pub fn window_line(&self, now: Instant) -> Option<Duration> {
+        let window = lock(&self.limits).window?.max(1);
+        if self.counters.in_flight.load(Ordering::Acquire) < u64::from(window) {
+            return None;
+        }
+        let waiting = u32::try_from(self.waiting.load(Ordering::Acquire)).unwrap_or(u32::MAX);
+        let gap = self.window_gap(window);
+        if gap.saturating_mul(waiting.saturating_add(1)) <= WINDOW_HOLD {
+            return None;
+        }
+        Some(self.line_turn(now))
+    }
+
+    /// How long a message put back for a place in the window stays back: until its place in the line of such
+    /// messages comes, behind the sends that wait here ([`WINDOW_HOLD`] of them) and one window gap behind the
+    /// message put back before it. So a backlog for a slow carrier comes back about as the window can take it,
+    /// each message once, rather than all of it again and again.
+    pub fn line_turn(&self, now: Instant) -> Duration {
+        let window = lock(&self.limits).window.unwrap_or(1).max(1);
+        let gap = self.window_gap(window);
+        let mut d = lock(&self.drain);
+        let at = d.backlog.map_or(now, |b| b.max(now + WINDOW_HOLD)).max(now + WINDOW_HOLD) + gap;
+        d.backlog = Some(at);
+        at - now
+    }
+
+    /// How often the window frees a place: the answer time over its size.
+    fn window_gap(&self, window: u32) -> Duration {
+        lock(&self.drain).answer.unwrap_or(FIRST_ANSWER) / window
+    }
+
     /// A place in the window (waiting for one if the window is full).
     pub async fn enter(&self) -> InWindow<'_> {
+        let mut waits = None;
         loop {
             let notified = self.window.notified();
             let window = lock(&self.limits).window.map_or(u64::MAX, u64::from);
@@ -165,6 +255,7 @@ impl Runtime {
             if taken.is_ok() {
                 return InWindow { runtime: self };
             }
+            waits.get_or_insert_with(|| Waiting::new(&self.waiting));
             notified.await;
         }
     }
@@ -179,6 +270,16 @@ impl Runtime {
                 true
             }
             Some(_) => false,
+        }
+    }
+
+    /// Whether messages that wait for this connector may go at `now`, without taking the probe.
+    pub fn readiness(&self, now: Instant) -> Readiness {
+        let h = lock(&self.health);
+        match h.down_until {
+            None => Readiness::Up,
+            Some(until) if now >= until && !h.probing => Readiness::Probe,
+            Some(_) => Readiness::Down,
         }
     }
 
@@ -285,14 +386,59 @@ mod tests {
         assert!(!r.is_up(later));
         assert!(r.failed(later), "a failed probe: down again, for longer");
         assert_eq!(r.health(later).down_for, Some(COOL_DOWN * 2));
+        assert_eq!(r.readiness(later), Readiness::Down);
         let probe = later + COOL_DOWN * 2;
+        assert_eq!(r.readiness(probe), Readiness::Probe, "looking takes no probe");
         assert!(r.is_up(probe) && !r.is_up(probe));
+        assert_eq!(r.readiness(probe), Readiness::Down, "its probe is out");
         // A probe that went back to the queue unsent leaves the probe to the next asker.
         r.probe_unused();
+        assert_eq!(r.readiness(probe), Readiness::Probe);
         assert!(r.is_up(probe));
         r.succeeded();
         assert!(r.is_up(probe) && r.is_up(probe));
+        assert_eq!(r.readiness(probe), Readiness::Up);
         assert_eq!(r.health(probe), HealthView { up: true, consecutive_failures: 0, down_for: None });
+    }
+
+    #[tokio::test]
+    async fn a_full_window_holds_a_second_of_work_and_lines_up_the_rest() {
+        let r = Runtime::new("a", Limits { throughput: None, window: Some(4) });
+        let t = Instant::now();
+        // Answers of 200 ms: four at once, a place every 50 ms.
+        r.answered(Duration::from_millis(200));
+        let held: Vec<_> = futures_held(&r, 4).await;
+        assert_eq!(r.window_line(t), None, "a place may come within the second: wait for it");
+        // Twenty waiting fill the next second; the next message goes back to the queue, behind them, and each
+        // after it one gap later.
+        let mut waiting: Vec<_> = (0..20).map(|_| Box::pin(r.enter())).collect();
+        for w in &mut waiting {
+            // Polled once (a timeout polls what it times first): pending, and counted.
+            assert!(tokio::time::timeout(Duration::ZERO, w.as_mut()).await.is_err());
+        }
+        assert_eq!(r.window_line(t), Some(WINDOW_HOLD + Duration::from_millis(50)));
+        assert_eq!(r.window_line(t), Some(WINDOW_HOLD + Duration::from_millis(100)));
+        // Waits given up are not counted.
+        drop(waiting);
+        assert_eq!(r.window_line(t), None);
+        // Once the line has gone by, the next starts again behind what the window holds.
+        let later = t + Duration::from_secs(10);
+        assert_eq!(r.line_turn(later), WINDOW_HOLD + Duration::from_millis(50));
+        // The answer time is a moving average.
+        for _ in 0..50 {
+            r.answered(Duration::from_millis(40));
+        }
+        let gap = r.window_gap(4);
+        assert!(gap >= Duration::from_millis(10) && gap < Duration::from_millis(11), "{gap:?}");
+        drop(held);
+    }
+
+    async fn futures_held(r: &Runtime, n: usize) -> Vec<InWindow<'_>> {
+        let mut held = Vec::new();
+        for _ in 0..n {
+            held.push(r.enter().await);
+        }
+        held
     }
 
     #[tokio::test]

@@ -339,6 +339,10 @@ pub struct Changes {
     pub price_micros: Option<i64>,
     /// For a move back to `queued` (a retry): when it may be tried again.
     pub retry_at: Option<Timestamp>,
+    /// For a move back to `queued` because no connector of this route is up: the message waits off the queue
+    /// (`retry_at` is ignored) until [`Store::unpark`] puts it back, instead of being claimed again and again.
+    /// Any other change of the message ends such a wait.
+    pub wait_for_route: Option<String>,
     /// Fencing for a message being sent: the move happens only if this dispatcher still holds the lease, so one
     /// whose lease ran out (and was taken over) cannot overwrite the new holder's work.
     pub lease_owner: Option<String>,
@@ -348,6 +352,13 @@ pub struct Changes {
     /// For `sent` through a connector that submitted the message part by part: the carrier's id of each part, in
     /// order (`carrier_id` is the first). Receipts then come per part, and the message follows them all.
     pub parts: Vec<String>,
+}
+
+/// A place among the messages that wait for their route, in the order [`Store::unpark`] takes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitingAt {
+    pub route: String,
+    pub id: MessageId,
 }
 
 /// One status change, for [`Store::transition_many`].
@@ -442,6 +453,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Claims up to `limit` due messages for `owner` until `now + lease_ms`: scheduled ones whose time has come and
     /// queued ones whose next attempt is due move to `sending`; `sending` ones whose lease ran out are taken over.
     async fn claim_due(&self, owner: &str, now: Timestamp, lease_ms: i64, limit: u32) -> Result<Vec<Message>>;
+
+    /// Puts back on the queue, due at `now`, up to `limit` messages accepted before `now` that wait for a connector
+    /// of `route` ([`Changes::wait_for_route`]), or for any route when `route` is `None`: the first after `after`
+    /// in the order of route names, then ids (oldest first). Returns where it stopped, to go on from there: `None`
+    /// when it found none. Calls that go on from where the last stopped, with the same `now`, end even while
+    /// messages keep being set waiting meanwhile. Cheap when none waits.
+    async fn unpark(
+        &self,
+        route: Option<&str>,
+        after: Option<&WaitingAt>,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Option<WaitingAt>>;
 
     /// Ends every lease `owner` holds, so its messages can be claimed at once: a node that starts again knows that
     /// nothing it claimed before is under way any more. Returns how many. Node names must be unique among nodes

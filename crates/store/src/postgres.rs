@@ -18,13 +18,13 @@ use sqlx::{AssertSqlSafe, Row};
 
 use crate::schema::smpp_wants_sql;
 use crate::schema::{
-    MESSAGE_COLUMNS, MIGRATIONS, Param, account_id_of, claim_lines, corrupt, expiry_lines, first_journey, journey_line,
-    list_query, may_become, message_id_of, parse_journey, status_of, waiting,
+    MESSAGE_COLUMNS, MIGRATIONS, Param, WAITING_FOR_ROUTE, account_id_of, claim_lines, corrupt, expiry_lines,
+    first_journey, journey_line, list_query, may_become, message_id_of, parse_journey, status_of, unpark_from, waiting,
 };
 use crate::schema::{attempt_line, callback_url_sql, parse_attempts, route_json, route_of, routes_json, routes_of};
 use crate::{
     Account, ApiKey, ConnectorRecord, Inserted, ListFilter, NewMessage, ReceiptUpdate, Result, Store, StoreError,
-    Transition,
+    Transition, WaitingAt,
 };
 use crate::{CallbackNext, CallbackRecord, CallbackResult, Changes, DueCallback, SmppCredential, Webhooks};
 use crate::{DeliveryMessage, DeliveryNext, DueDelivery};
@@ -303,7 +303,7 @@ async fn apply_transitions(
                 "UPDATE messages SET status = v.column2, updated_at = v.column3, \
                  connector = COALESCE(v.column4, connector), carrier_id = COALESCE(v.column5, carrier_id), \
                  error_code = COALESCE(v.column6, error_code), price_micros = COALESCE(v.column7, price_micros), \
-                 next_attempt_at = COALESCE(v.column8, next_attempt_at), \
+                 next_attempt_at = COALESCE(v.column8, next_attempt_at), waiting_route = v.column12, \
                  lease_owner = CASE WHEN v.column2 = 'sending' THEN lease_owner END, \
                  lease_until = CASE WHEN v.column2 = 'sending' THEN lease_until END, \
                  journey = journey || v.column10, attempts = attempts - v.column11 \
@@ -311,7 +311,7 @@ async fn apply_transitions(
                  WHERE messages.id = v.column1 AND (v.column9 IS NULL OR messages.lease_owner = v.column9) \
                  AND ({}) \
                  RETURNING messages.id, {}",
-                values_rows(chunk.len(), 11),
+                values_rows(chunk.len(), 12),
                 allowed_moves("v.column2"),
                 callback_returning("v.column2", "v.column3"),
             );
@@ -327,10 +327,11 @@ async fn apply_transitions(
                     .bind(c.carrier_id.as_deref())
                     .bind(c.error_code.as_deref())
                     .bind(c.price_micros)
-                    .bind(c.retry_at.map(|t| t.0))
+                    .bind(if c.wait_for_route.is_some() { Some(WAITING_FOR_ROUTE) } else { c.retry_at.map(|t| t.0) })
                     .bind(c.lease_owner.as_deref())
                     .bind(journey_line(t.to, t.at, &t.detail))
-                    .bind(i64::from(c.attempt_undone));
+                    .bind(i64::from(c.attempt_undone))
+                    .bind(c.wait_for_route.as_deref());
             }
             let mut moved = HashSet::new();
             for row in query.fetch_all(&mut **tx).await? {
@@ -801,6 +802,39 @@ impl Store for PgStore {
         Ok(out)
     }
 
+    async fn unpark(
+        &self,
+        route: Option<&str>,
+        after: Option<&WaitingAt>,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Option<WaitingAt>> {
+        // Two statements, each seeking the index by its whole key, even in a plan made once: `$1` is the route,
+        // or where to go on from. The pick is a materialised CTE: as an `IN (SELECT ... LIMIT)` the planner may
+        // scan it again for each row, and each scan skips the rows this statement has already changed, so it
+        // changed them all.
+        let which = if route.is_some() { "waiting_route = $1 AND id > $4" } else { "(waiting_route, id) > ($1, $4)" };
+        let sql = format!(
+            "WITH picked AS MATERIALIZED (SELECT id AS picked_id, waiting_route AS picked_route FROM messages \
+             WHERE {w} AND {which} AND id < $5 ORDER BY waiting_route, id LIMIT $3 FOR UPDATE SKIP LOCKED), \
+             moved AS (UPDATE messages SET next_attempt_at = $2, waiting_route = NULL FROM picked \
+             WHERE id = picked_id AND {w}) \
+             SELECT picked_route, picked_id FROM picked ORDER BY picked_route DESC, picked_id DESC LIMIT 1",
+            w = waiting::FOR_ROUTE
+        );
+        let (key, from_id) = unpark_from(route, after);
+        let last = sqlx::query(AssertSqlSafe(sql))
+            .bind(key)
+            .bind(now.0)
+            .bind(i64::from(limit))
+            .bind(from_id)
+            .bind(MessageId::first_at(now).to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        last.map(|row| Ok(WaitingAt { route: row.try_get(0)?, id: message_id_of(&row.try_get::<String, _>(1)?)? }))
+            .transpose()
+    }
+
     async fn release_leases(&self, owner: &str) -> Result<u64> {
         let done = sqlx::query(
             "UPDATE messages SET lease_until = 0 WHERE status = 'sending' AND lease_owner = $1 AND lease_until > 0",
@@ -839,6 +873,7 @@ impl Store for PgStore {
         let done = sqlx::query(
             "UPDATE messages SET body = $3, encoding = $4, segments = $5, price_micros = $6, send_at = $7, \
              expires_at = $8, next_attempt_at = COALESCE($7, next_attempt_at), updated_at = $9, \
+             waiting_route = CASE WHEN $7 IS NULL THEN waiting_route END, \
              journey = journey || CASE status WHEN 'scheduled' THEN $10 ELSE $11 END \
              WHERE id = $1 AND account_id = $2 AND status IN ('scheduled', 'queued')",
         )

@@ -4,7 +4,7 @@
 use smsgate_core::routing::Route;
 use smsgate_core::{AccountId, Event, MessageId, Status, Timestamp};
 
-use crate::{ListFilter, NewMessage, Result, StoreError};
+use crate::{ListFilter, NewMessage, Result, StoreError, WaitingAt};
 
 /// A schema migration: its version, and its SQL for SQLite and for PostgreSQL (the same text where the dialects
 /// agree, which is most of the time).
@@ -42,7 +42,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/0010_smpp_outbox_rowid.postgres.sql"),
     },
     Migration::both(11, include_str!("../migrations/0011_callback_statuses.sql")),
+    Migration::both(12, include_str!("../migrations/0012_waiting_route.sql")),
 ];
+
+/// The `next_attempt_at` of a message that waits for a connector of its route ([`crate::Changes::wait_for_route`]):
+/// never due, until [`crate::Store::unpark`] makes it due again.
+pub(crate) const WAITING_FOR_ROUTE: i64 = i64::MAX;
 
 /// One step of a journey as the `journey` column keeps it: a JSON object and a newline, appended with `||` by the
 /// statement that moves the message.
@@ -195,6 +200,19 @@ pub(crate) mod waiting {
     pub(crate) const QUEUE: &str = "(status = 'queued' OR status = 'scheduled')";
     /// `messages_expiring`: ended by `expires_at`.
     pub(crate) const EXPIRING: &str = "(status = 'scheduled' OR status = 'queued' OR status = 'sent')";
+    /// `messages_waiting`: off the queue until a connector of `waiting_route` comes up.
+    pub(crate) const FOR_ROUTE: &str = "(status = 'queued' AND waiting_route IS NOT NULL)";
+}
+
+/// Where [`crate::Store::unpark`] starts: the first key of the index (the route, or where to go on from among all
+/// routes) and the id the messages of that key come after.
+pub(crate) fn unpark_from(route: Option<&str>, after: Option<&WaitingAt>) -> (String, String) {
+    match (route, after) {
+        (Some(r), Some(at)) if at.route == r => (r.to_string(), at.id.to_string()),
+        (Some(r), _) => (r.to_string(), String::new()),
+        (None, Some(at)) => (at.route.clone(), at.id.to_string()),
+        (None, None) => (String::new(), String::new()),
+    }
 }
 
 /// A query parameter of [`list_query`].

@@ -25,13 +25,13 @@ use smsgate_core::{AccountId, Direction, Event, Message, MessageId, Status, Stat
 use tokio::sync::oneshot;
 
 use crate::schema::{
-    MESSAGE_COLUMNS, MIGRATIONS, Param, account_id_of, claim_lines, corrupt, expiry_lines, first_journey, journey_line,
-    list_query, may_become, message_id_of, parse_journey, status_of, waiting,
+    MESSAGE_COLUMNS, MIGRATIONS, Param, WAITING_FOR_ROUTE, account_id_of, claim_lines, corrupt, expiry_lines,
+    first_journey, journey_line, list_query, may_become, message_id_of, parse_journey, status_of, unpark_from, waiting,
 };
 use crate::schema::{attempt_line, parse_attempts, route_json, route_of, routes_json, routes_of};
 use crate::{
     Account, ApiKey, Changes, ConnectorRecord, Inserted, ListFilter, NewMessage, ReceiptUpdate, Result, Store,
-    StoreError, Transition,
+    StoreError, Transition, WaitingAt,
 };
 use crate::{CallbackNext, CallbackRecord, CallbackResult, DueCallback, SmppCredential, Webhooks};
 use crate::{DeliveryMessage, DeliveryNext, DueDelivery, SmppFeed, SmppReceipts};
@@ -111,15 +111,20 @@ struct Inner {
 /// one would save nothing either.
 const CACHE_KIB: u32 = 2_048;
 
+/// The most of its WAL file SQLite keeps once the WAL starts over. Without a limit the file stays as large as it
+/// ever grew: 960 MB beside a 212 MB database after 200,000 messages accepted at 45,000 a second.
+const WAL_KEEP_BYTES: u64 = 64 << 20;
+
 /// Opens a connection with the settings every connection needs: WAL lets readers run beside the writer; FULL makes
 /// every commit durable when it returns; the busy timeout makes another process's writer wait rather than fail;
-/// statement journals stay in memory. No connection checkpoints on its own: the checkpointer thread does.
+/// statement journals stay in memory. No connection checkpoints on its own: the checkpointer thread does. A WAL
+/// that grew while writes outran the checkpoints is cut back to [`WAL_KEEP_BYTES`] when it starts over.
 fn connect(path: &PathBuf) -> Result<Connection> {
     let conn = Connection::open(path)?;
     conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; \
          PRAGMA foreign_keys = ON; PRAGMA cache_size = -{CACHE_KIB}; PRAGMA temp_store = MEMORY; \
-         PRAGMA wal_autocheckpoint = 0;"
+         PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {WAL_KEEP_BYTES};"
     ))?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
@@ -628,12 +633,17 @@ fn transition_sql(to: Status) -> String {
         "UPDATE OR FAIL messages SET status = ?2, updated_at = ?3, \
          connector = COALESCE(?4, connector), carrier_id = COALESCE(?5, carrier_id), \
          error_code = COALESCE(?6, error_code), price_micros = COALESCE(?7, price_micros), \
-         next_attempt_at = COALESCE(?8, next_attempt_at), \
+         next_attempt_at = COALESCE(?8, next_attempt_at), waiting_route = ?12, \
          lease_owner = CASE WHEN ?2 = 'sending' THEN lease_owner END, \
          lease_until = CASE WHEN ?2 = 'sending' THEN lease_until END, \
          journey = journey || ?10, attempts = attempts - ?11 \
          WHERE rowid = ?1 AND {from} AND (?9 IS NULL OR lease_owner = ?9)"
     )
+}
+
+/// The `next_attempt_at` a change sets, if any: never, for a message that waits for its route.
+fn next_attempt(c: &Changes) -> Option<i64> {
+    if c.wait_for_route.is_some() { Some(WAITING_FOR_ROUTE) } else { c.retry_at.map(|r| r.0) }
 }
 
 /// The rowid of a message by id, and what a change needs of it ([`HOOK_COLUMNS`]) as it is before the change.
@@ -658,10 +668,11 @@ fn apply_transition(conn: &Connection, t: &Transition) -> Result<bool> {
         c.carrier_id,
         c.error_code,
         c.price_micros,
-        c.retry_at.map(|r| r.0),
+        next_attempt(c),
         c.lease_owner,
         line,
         i64::from(c.attempt_undone),
+        c.wait_for_route,
     ])?;
     if changed == 0 {
         return Ok(false);
@@ -1177,6 +1188,49 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn unpark(
+        &self,
+        route: Option<&str>,
+        after: Option<&WaitingAt>,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Option<WaitingAt>> {
+        // Two statements, each seeking the index by its whole key (`?1 IS NULL OR` would keep SQLite from it):
+        // `?1` is the route, or where to go on from.
+        let which = if route.is_some() { "waiting_route = ?1 AND id > ?3" } else { "(waiting_route, id) > (?1, ?3)" };
+        let sql = format!(
+            "SELECT rowid, waiting_route, id FROM messages WHERE {} AND {which} AND id < ?4 \
+             ORDER BY waiting_route, id LIMIT ?2",
+            waiting::FOR_ROUTE
+        );
+        let (key, from_id) = unpark_from(route, after);
+        let before = MessageId::first_at(now).to_string();
+        let found: Vec<(i64, String, String)> = self
+            .read(move |conn| {
+                let mut st = conn.prepare_cached(&sql)?;
+                let rows =
+                    st.query_map(params![key, limit, from_id, before], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                Ok(rows.collect::<rusqlite::Result<_>>()?)
+            })
+            .await?;
+        // Found on a reader, so that a look that finds none costs the writer nothing; each put back only if it
+        // still waits.
+        let Some((_, route, id)) = found.last() else { return Ok(None) };
+        let last = WaitingAt { route: route.clone(), id: message_id_of(id)? };
+        let sql = format!(
+            "UPDATE OR FAIL messages SET next_attempt_at = ?2, waiting_route = NULL WHERE rowid = ?1 AND {}",
+            waiting::FOR_ROUTE
+        );
+        self.write(move |conn, _| {
+            for (rowid, _, _) in &found {
+                conn.prepare_cached(&sql)?.execute(params![rowid, now.0])?;
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(Some(last))
+    }
+
     async fn release_leases(&self, owner: &str) -> Result<u64> {
         let owner = owner.to_string();
         self.write(move |conn, _| {
@@ -1236,6 +1290,7 @@ impl Store for SqliteStore {
                 .prepare_cached(
                     "UPDATE messages SET body = ?3, encoding = ?4, segments = ?5, price_micros = ?6, send_at = ?7, \
                      expires_at = ?8, next_attempt_at = COALESCE(?7, next_attempt_at), updated_at = ?9, \
+                     waiting_route = CASE WHEN ?7 IS NULL THEN waiting_route END, \
                      journey = journey || CASE status WHEN 'scheduled' THEN ?10 ELSE ?11 END \
                      WHERE id = ?1 AND account_id = ?2 AND status IN ('scheduled', 'queued')",
                 )?

@@ -11,7 +11,7 @@ use smsgate_core::routing::{Route, RouteMatch, RouteTarget};
 use smsgate_core::{AccountId, Direction, Message, MessageId, Status, Timestamp};
 use smsgate_store::{
     CallbackAttempt, CallbackNext, CallbackResult, Changes, Claim, ConnectorRecord, Inserted, ListFilter, NewMessage,
-    PgStore, ReceiptUpdate, SqliteStore, Store, Transition,
+    PgStore, ReceiptUpdate, SqliteStore, Store, Transition, WaitingAt,
 };
 
 const NOW: Timestamp = Timestamp(1_780_000_000_000);
@@ -116,6 +116,7 @@ conformance!(
     smpp_deliveries,
     smpp_feed,
     replacing_a_waiting_message,
+    messages_wait_for_their_route,
 );
 
 fn message(account: AccountId, to: &str, status: Status, at: Timestamp) -> Message {
@@ -1151,4 +1152,66 @@ async fn replacing_a_waiting_message(store: &Arc<dyn Store>) {
     assert_eq!(store.claim_due("n", later, 1000, 10).await.unwrap().len(), 1);
     // Being sent: too late.
     assert!(!store.replace_message(acme, id, &replacement, later, "again").await.unwrap());
+}
+
+async fn messages_wait_for_their_route(store: &Arc<dyn Store>) {
+    let acme = account(store).await;
+    // The wall clock's time: which messages go back depends on when they were accepted, by their ids.
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let now = Timestamp(i64::try_from(since_epoch.as_millis()).unwrap());
+    for i in 1..=5 {
+        insert(store, message(acme, &format!("+44770090000{i}"), Status::Queued, now)).await;
+    }
+    // All five claimed; then four wait for route "uk" and one for "us", spending no attempt.
+    let claimed = store.claim_due("n", now, 1000, 10).await.unwrap();
+    let ids: Vec<MessageId> = claimed.iter().map(|m| m.id).collect();
+    for (id, route) in ids.iter().zip(["uk", "uk", "uk", "uk", "us"]) {
+        let wait = Changes {
+            wait_for_route: Some(route.into()),
+            retry_at: Some(now.plus_secs(1)),
+            attempt_undone: true,
+            lease_owner: Some("n".into()),
+            ..Default::default()
+        };
+        assert!(store.transition(*id, Status::Queued, now, "no connector of route is up", &wait).await.unwrap());
+    }
+    // Off the queue: not due a year later, whatever the `retry_at`.
+    assert!(store.claim_due("n", now.plus_secs(400 * 86_400), 1000, 10).await.unwrap().is_empty());
+    // Still queued, as far as anyone asking can tell.
+    assert_eq!(store.count_pending().await.unwrap(), vec![(Status::Queued, 5)]);
+    // Put back by route, oldest first, as many as asked, due at the time given.
+    let unpark = |route: Option<&'static str>, after: Option<WaitingAt>, at: Timestamp, limit: u32| {
+        let store = store.clone();
+        async move { store.unpark(route, after.as_ref(), at, limit).await.unwrap() }
+    };
+    assert_eq!(unpark(Some("fr"), None, now.plus_secs(5), 10).await, None);
+    assert_eq!(unpark(Some("uk"), None, now, 10).await, None, "accepted after the time given");
+    let first = unpark(Some("uk"), None, now.plus_secs(5), 1).await;
+    assert_eq!(first, Some(WaitingAt { route: "uk".into(), id: ids[0] }));
+    assert!(store.claim_due("n", now.plus_secs(4), 1000, 10).await.unwrap().is_empty());
+    let again = store.claim_due("n", now.plus_secs(5), 3_600_000, 10).await.unwrap();
+    assert_eq!((again.len(), again[0].id, again[0].attempts), (1, ids[0], 1));
+    // Set waiting again, it stays while the put-back goes on from where it stopped.
+    let wait = Changes { wait_for_route: Some("uk".into()), lease_owner: Some("n".into()), ..Default::default() };
+    assert!(store.transition(ids[0], Status::Queued, now, "no connector of route is up", &wait).await.unwrap());
+    // A waiting message that moves any other way waits no more: canceled, or given a new time to be sent.
+    assert!(
+        store.transition(ids[1], Status::Canceled, now, "canceled by the sender", &Changes::default()).await.unwrap()
+    );
+    let later = now.plus_secs(600);
+    let replacement = Message { send_at: Some(later), ..message(acme, "+447700900003", Status::Queued, now) };
+    assert!(store.replace_message(acme, ids[2], &replacement, now, "replaced by the sender").await.unwrap());
+    let fourth = unpark(Some("uk"), first, now.plus_secs(6), 10).await;
+    assert_eq!(fourth, Some(WaitingAt { route: "uk".into(), id: ids[3] }), "only the fourth still waits after it");
+    assert_eq!(unpark(Some("uk"), fourth, now.plus_secs(6), 10).await, None);
+    // Any route: the rest, in the order of their routes.
+    let oldest = unpark(None, None, now.plus_secs(6), 1).await;
+    assert_eq!(oldest, Some(WaitingAt { route: "uk".into(), id: ids[0] }));
+    assert_eq!(unpark(None, oldest, now.plus_secs(6), 10).await, Some(WaitingAt { route: "us".into(), id: ids[4] }));
+    assert_eq!(unpark(None, None, now.plus_secs(6), 10).await, None);
+    let due: Vec<MessageId> =
+        store.claim_due("n", now.plus_secs(6), 3_600_000, 10).await.unwrap().iter().map(|m| m.id).collect();
+    assert_eq!(due, vec![ids[0], ids[3], ids[4]]);
+    assert_eq!(store.claim_due("n", later, 1000, 10).await.unwrap()[0].id, ids[2]);
+    assert_eq!(statuses(store, ids[3]).await, vec![Status::Queued, Status::Sending, Status::Queued, Status::Sending]);
 }
