@@ -571,8 +571,9 @@ impl Engine {
         };
         let name = live.record.name.clone();
         let runtime = live.runtime.clone();
-        // A place in the connector's window: wait a little for one, or step back into the queue (a full window
-        // of a slow carrier must not hold this node's submission slots, which every connector shares).
+        // A place in the connector's window: wait for one if the sends already waiting leave one within a second,
+        // else step back into the queue, in line, until about when there will be one (a full window of a slow
+        // carrier must not hold this node's submission slots, which every connector shares).
         let entered = match runtime.window_line(std::time::Instant::now()) {
             None => tokio::time::timeout(WINDOW_HOLD * 2, runtime.enter())
                 .await
@@ -901,11 +902,11 @@ impl Engine {
         }
     }
 
-    /// Every [`UNPARK_EVERY`] (and at once after [`Engine::reload`]), puts back on the queue the messages that wait for a route
-    /// ([`Changes::wait_for_route`]) that has a connector up again (all of them, a chunk at a time), or one whose
-    /// connector's cool-down is over (one message, to be its probe). When the routes in force change, and when the
-    /// engine starts, every waiting message goes back (twice, a tick apart), for routing to decide afresh: the
-    /// route it waits for may be gone, or another may now match it.
+    /// Every [`UNPARK_EVERY`] (and at once after [`Engine::reload`]), puts back on the queue the messages that wait
+    /// for a route ([`Changes::wait_for_route`]) that has a connector up again (all of them, a chunk at a time), or
+    /// one whose connector's cool-down is over (one message, to be its probe). When the routes in force change,
+    /// and when the engine starts, every waiting message goes back (twice, a tick apart), for routing to decide
+    /// afresh: the route it waits for may be gone, or another may now match it.
     async fn unpark_every(self, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(UNPARK_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -951,7 +952,7 @@ impl Engine {
                     after = Some(at);
                 }
                 Err(e) => {
-                    warn!(route = ?route, error = %e, "putting waiting messages back on the queue failed; trying again");
+                    warn!(route = ?route, error = %e, "putting waiting messages back failed; trying again next tick");
                     return false;
                 }
             }
