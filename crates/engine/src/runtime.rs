@@ -232,7 +232,7 @@ impl Runtime {
         let window = lock(&self.limits).window.unwrap_or(1).max(1);
         let gap = self.window_gap(window);
         let mut d = lock(&self.drain);
-        let at = d.backlog.map_or(now, |b| b.max(now + WINDOW_HOLD)).max(now + WINDOW_HOLD) + gap;
+        let at = d.backlog.unwrap_or(now).max(now + WINDOW_HOLD) + gap;
         d.backlog = Some(at);
         at - now
     }

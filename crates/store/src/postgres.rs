@@ -18,8 +18,8 @@ use sqlx::{AssertSqlSafe, Row};
 
 use crate::schema::smpp_wants_sql;
 use crate::schema::{
-    MESSAGE_COLUMNS, MIGRATIONS, Param, WAITING_FOR_ROUTE, account_id_of, claim_lines, corrupt, expiry_lines,
-    first_journey, journey_line, list_query, may_become, message_id_of, parse_journey, status_of, unpark_from, waiting,
+    MESSAGE_COLUMNS, MIGRATIONS, Param, account_id_of, claim_lines, corrupt, expiry_lines, first_journey, journey_line,
+    list_query, may_become, message_id_of, next_attempt, parse_journey, status_of, unpark_from, waiting,
 };
 use crate::schema::{attempt_line, callback_url_sql, parse_attempts, route_json, route_of, routes_json, routes_of};
 use crate::{
@@ -327,7 +327,7 @@ async fn apply_transitions(
                     .bind(c.carrier_id.as_deref())
                     .bind(c.error_code.as_deref())
                     .bind(c.price_micros)
-                    .bind(if c.wait_for_route.is_some() { Some(WAITING_FOR_ROUTE) } else { c.retry_at.map(|t| t.0) })
+                    .bind(next_attempt(c))
                     .bind(c.lease_owner.as_deref())
                     .bind(journey_line(t.to, t.at, &t.detail))
                     .bind(i64::from(c.attempt_undone))

@@ -47,7 +47,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
 
 /// The `next_attempt_at` of a message that waits for a connector of its route ([`crate::Changes::wait_for_route`]):
 /// never due, until [`crate::Store::unpark`] makes it due again.
-pub(crate) const WAITING_FOR_ROUTE: i64 = i64::MAX;
+const WAITING_FOR_ROUTE: i64 = i64::MAX;
+
+/// The `next_attempt_at` a change sets, if any: never, for a message that waits for its route.
+pub(crate) fn next_attempt(c: &crate::Changes) -> Option<i64> {
+    if c.wait_for_route.is_some() { Some(WAITING_FOR_ROUTE) } else { c.retry_at.map(|r| r.0) }
+}
 
 /// One step of a journey as the `journey` column keeps it: a JSON object and a newline, appended with `||` by the
 /// statement that moves the message.

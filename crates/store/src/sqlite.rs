@@ -25,8 +25,8 @@ use smsgate_core::{AccountId, Direction, Event, Message, MessageId, Status, Stat
 use tokio::sync::oneshot;
 
 use crate::schema::{
-    MESSAGE_COLUMNS, MIGRATIONS, Param, WAITING_FOR_ROUTE, account_id_of, claim_lines, corrupt, expiry_lines,
-    first_journey, journey_line, list_query, may_become, message_id_of, parse_journey, status_of, unpark_from, waiting,
+    MESSAGE_COLUMNS, MIGRATIONS, Param, account_id_of, claim_lines, corrupt, expiry_lines, first_journey, journey_line,
+    list_query, may_become, message_id_of, next_attempt, parse_journey, status_of, unpark_from, waiting,
 };
 use crate::schema::{attempt_line, parse_attempts, route_json, route_of, routes_json, routes_of};
 use crate::{
@@ -639,11 +639,6 @@ fn transition_sql(to: Status) -> String {
          journey = journey || ?10, attempts = attempts - ?11 \
          WHERE rowid = ?1 AND {from} AND (?9 IS NULL OR lease_owner = ?9)"
     )
-}
-
-/// The `next_attempt_at` a change sets, if any: never, for a message that waits for its route.
-fn next_attempt(c: &Changes) -> Option<i64> {
-    if c.wait_for_route.is_some() { Some(WAITING_FOR_ROUTE) } else { c.retry_at.map(|r| r.0) }
 }
 
 /// The rowid of a message by id, and what a change needs of it ([`HOOK_COLUMNS`]) as it is before the change.
