@@ -517,7 +517,9 @@ impl Engine {
     /// Starts sending one claimed message, in its slot, among the sends the dispatcher waits for.
     fn spawn_send(&self, sends: &mut JoinSet<()>, m: Message, permit: OwnedSemaphorePermit) {
         let engine = self.clone();
-        sends.spawn(async move { engine.send_one(m, permit).await });
+        // Boxed: the send's state is over 3 KB, and a task's future is copied whole when it is spawned and again
+        // when its output is taken.
+        sends.spawn(Box::pin(async move { engine.send_one(m, permit).await }));
     }
 
     /// Hands one claimed message to the connector and records the outcome, fenced by this node's lease. The permit
@@ -752,7 +754,7 @@ impl Engine {
                 e = events.recv() => match e { Some(e) => e, None => break },
             };
             let engine = self.clone();
-            tasks.spawn(async move { engine.apply_event(event, None).await });
+            tasks.spawn(Box::pin(async move { engine.apply_event(event, None).await }));
             while tasks.try_join_next().is_some() {}
         }
         while tasks.join_next().await.is_some() {}
