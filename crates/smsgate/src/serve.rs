@@ -82,6 +82,7 @@ async fn serve(args: Config) -> anyhow::Result<()> {
 
     let policy = Policy { default_region, ..Policy::default() };
     let metrics = install_metrics()?;
+    let upkeep_task = tokio::spawn(metrics_upkeep(metrics.clone(), shutdown.clone()));
     let ingress = smsgate_engine::ingress::Ingress::spawn(engine.clone(), store.clone(), Arc::new(policy));
     let smpp_settings = args.smpp_server.settings(&args.node);
     let smpp = smpp_server::SmppServer::new(store.clone(), ingress.clone(), smpp_settings);
@@ -133,6 +134,7 @@ async fn serve(args: Config) -> anyhow::Result<()> {
     engine_task.await.context("the engine stopped abnormally")?;
     deliverer_task.await.context("the webhook deliverer stopped abnormally")?;
     smpp_task.await.context("the SMPP server stopped abnormally")?;
+    upkeep_task.await.context("the metrics upkeep stopped abnormally")?;
     store.close().await;
     println!("smsgate: stopped");
     Ok(())
@@ -153,6 +155,24 @@ fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHa
         .context("HTTP latency buckets")?
         .install_recorder()
         .context("installing the metrics recorder")
+}
+
+/// How often the recorder's histograms are folded into their buckets.
+const METRICS_UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Folds the samples histograms have taken since the last time into their buckets, every [`METRICS_UPKEEP`],
+/// until `shutdown`. The recorder keeps every sample (24 bytes with its timestamp) until then: without this, a
+/// server nobody scraped kept about 100 bytes a message it sent (the HTTP request, the submission, the time to
+/// `sent` and to `delivered`), 2.4 GB an hour at 25,000 messages a second.
+async fn metrics_upkeep(handle: metrics_exporter_prometheus::PrometheusHandle, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(METRICS_UPKEEP);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = every.tick() => handle.run_upkeep(),
+        }
+    }
 }
 
 /// Creates the admin account on first start. Returns a generated key to print, once.
