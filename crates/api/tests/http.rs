@@ -917,13 +917,15 @@ async fn outages_wait_off_the_queue(s: &Server) {
         let events = m["events"].as_array().unwrap();
         events.iter().filter(|e| e["detail"].as_str().unwrap().contains("is up: waiting for one")).count()
     };
-    // The first five sends fail (and are retried after a backoff); the fifth failure takes the connector down.
+    // The first five sends find the link down (and are tried again after a pause); the fifth failure takes the
+    // connector down. None of it spends an attempt: the connector failed, not the messages.
     let first = send(0).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     for id in &first {
         loop {
             let (_, m) = s.call("GET", &format!("/v1/messages/{id}"), Some(key), None).await;
             if m["status"] == "queued" && waits(&m) == 1 {
+                assert_eq!(m["attempts"], 0, "{m}");
                 break;
             }
             assert!(tokio::time::Instant::now() < deadline, "never waited for its route: {m}");
@@ -948,7 +950,7 @@ async fn outages_wait_off_the_queue(s: &Server) {
     assert_eq!(s.call("POST", "/v1/routes", admin, Some(spare)).await.0, StatusCode::CREATED);
     for id in &first {
         let m = s.until(key, id, "delivered").await;
-        assert_eq!(m["connector"], "spare", "{m}");
+        assert_eq!((&m["connector"], &m["attempts"]), (&json!("spare"), &json!(1)), "{m}");
     }
     // Without it, and with the carrier back: the next ten wait until the connector's probe finds it up.
     assert_eq!(s.call("DELETE", "/v1/routes/spare", admin, None).await.0, StatusCode::NO_CONTENT);

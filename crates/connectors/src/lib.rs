@@ -20,10 +20,20 @@ pub enum SubmitError {
 /// The codes of temporary errors that are a carrier asking us to slow down: it answered, so it is up.
 pub const THROTTLING: [&str; 3] = ["throttled", "esme_rthrottled", "esme_rmsgqful"];
 
+/// The codes of temporary errors that say the link to the carrier is down: no session was bound, or the session
+/// closed before the carrier answered. The message did nothing wrong.
+pub const LINK_DOWN: [&str; 2] = ["not_bound", "connection_lost"];
+
 impl SubmitError {
     /// Whether the carrier asked us to slow down (see [`THROTTLING`]) rather than failed to answer.
     pub fn is_throttling(&self) -> bool {
         matches!(self, SubmitError::Temporary { code, .. } if THROTTLING.contains(&code.as_str()))
+    }
+
+    /// Whether the link to the carrier was down (see [`LINK_DOWN`]), rather than the carrier refusing or failing
+    /// this message.
+    pub fn is_link_down(&self) -> bool {
+        matches!(self, SubmitError::Temporary { code, .. } if LINK_DOWN.contains(&code.as_str()))
     }
 }
 

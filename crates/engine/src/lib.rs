@@ -710,6 +710,26 @@ impl Engine {
                 };
                 record(Status::Queued, detail, changes).await;
             }
+            // The link went down under it: the connector's failure, not the message's. Back in the queue without
+            // spending an attempt (else everything under way when a link drops spends one, and a link that keeps
+            // dropping fails messages that were never at fault); by then the connector may be down, and the
+            // message waits for its route.
+            Err(e @ SubmitError::Temporary { .. }) if e.is_link_down() => {
+                let SubmitError::Temporary { code, detail } = e else { return };
+                metrics::counter!(metric::SUBMISSIONS, "outcome" => "retry").increment(1);
+                let delay = self.config.retry_base;
+                let detail =
+                    format!("{name}: link down, {code}: {detail}; tried again in {delay:?}, the attempt not counted");
+                let retry_at = now().plus_millis(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+                let changes = Changes {
+                    connector: Some(name),
+                    error_code: Some(code),
+                    retry_at: Some(retry_at),
+                    attempt_undone: true,
+                    ..fence()
+                };
+                record(Status::Queued, detail, changes).await;
+            }
             Err(SubmitError::Temporary { code, detail }) => self.retry_or_fail(&m, Some(name), code, detail).await,
         }
     }
