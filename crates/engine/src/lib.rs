@@ -595,8 +595,7 @@ impl Engine {
                     "waiting for a place in {name}'s window ({size} under way): back in {} ms",
                     back.as_millis()
                 );
-                let back = i64::try_from(back.as_millis()).unwrap_or(i64::MAX);
-                let changes = Changes { retry_at: Some(now().plus_millis(back)), attempt_undone: true, ..fence() };
+                let changes = Changes { retry_at: Some(from_now(back)), attempt_undone: true, ..fence() };
                 record(Status::Queued, detail, changes).await;
                 return;
             }
@@ -613,8 +612,7 @@ impl Engine {
                     .increment(1);
                 let rate = runtime.limits().throughput.unwrap_or(0.0);
                 let detail = format!("waiting for {name}'s pace ({rate}/s): back in {} ms", wait.as_millis());
-                let back = now().plus_millis(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
-                let changes = Changes { retry_at: Some(back), attempt_undone: true, ..fence() };
+                let changes = Changes { retry_at: Some(from_now(wait)), attempt_undone: true, ..fence() };
                 record(Status::Queued, detail, changes).await;
                 return;
             }
@@ -720,11 +718,10 @@ impl Engine {
                 let delay = self.config.retry_base;
                 let detail =
                     format!("{name}: link down, {code}: {detail}; tried again in {delay:?}, the attempt not counted");
-                let retry_at = now().plus_millis(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
                 let changes = Changes {
                     connector: Some(name),
                     error_code: Some(code),
-                    retry_at: Some(retry_at),
+                    retry_at: Some(from_now(delay)),
                     attempt_undone: true,
                     ..fence()
                 };
@@ -749,7 +746,7 @@ impl Engine {
         } else {
             metrics::counter!(metric::SUBMISSIONS, "outcome" => "retry").increment(1);
             let delay = self.retry_delay(m.attempts);
-            let retry_at = now().plus_millis(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+            let retry_at = from_now(delay);
             let detail = format!("{detail}; attempt {} of {} in {delay:?}", m.attempts + 1, self.config.max_attempts);
             (Status::Queued, detail, Changes { connector, error_code: Some(code), retry_at: Some(retry_at), ..fence })
         };
@@ -1026,6 +1023,11 @@ fn inbound_message(account: AccountId, i: &Inbound) -> Message {
         created_at: i.at,
         updated_at: i.at,
     }
+}
+
+/// The time `wait` from now.
+fn from_now(wait: Duration) -> Timestamp {
+    now().plus_millis(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Now, for callers that build messages (the API).
