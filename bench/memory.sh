@@ -12,6 +12,7 @@ BIN=${BIN:-target/release/smsgate}
 BACKLOG=${BACKLOG:-1000000}
 N=${N:-50000}
 ROUNDS=${ROUNDS:-1}
+for v in BACKLOG N ROUNDS; do [[ ${!v} =~ ^[0-9]+$ ]] || { echo "$v must be a whole number, not ${!v}" >&2; exit 2; }; done
 KEY=sk_bench_key_0123456789
 A="Authorization: Bearer $KEY"; J='Content-Type: application/json'; S=http://127.0.0.1:18181
 rss() { awk '/^VmRSS/ {printf "%.1f MB", $2 / 1024}' "/proc/$1/status"; }

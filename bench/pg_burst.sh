@@ -13,6 +13,7 @@ N=${N:-200000}
 PG=${PG:-postgres://postgres@127.0.0.1:5432}
 DBNAME=${DBNAME:-smsgate_burst}
 WAIT=${WAIT:-600}
+for v in N WAIT; do [[ ${!v} =~ ^[0-9]+$ ]] || { echo "$v must be a whole number, not ${!v}" >&2; exit 2; }; done
 KEY=sk_bench_key_0123456789
 A="Authorization: Bearer $KEY"; S=http://127.0.0.1:18181
 DATA=$(mktemp -d)
