@@ -9,7 +9,8 @@ drifts treats every row alike. Prints one Markdown table; the raw reports go to 
 Rates: with receipts off, messages accepted divided by the time from the bench's start until the sim had taken
 every one of them (so a gateway that acknowledges fast and forwards slowly is not flattered); with receipts on, the
 bench's `delivered_per_s` (every receipt back at the client: a deliver_sm over SMPP, a callback over HTTP).
-Lost: accepted by the gateway but never reaching the sim (receipts off), or never receipted (on).
+Lost: accepted by the gateway but never reaching the sim (receipts off), or never receipted (on; a second receipt
+for the same message neither counts nor makes up for a missing one, and is logged).
 
 Settings (environment): BIN (smsgate binary), N (messages a run, 20000), JASMIN_N (messages a Jasmin run, 2000:
 at Jasmin's rates 20,000 would take an hour), RUNS (3), CONC (HTTP clients, 50), ONLY (comma list of row groups:
@@ -327,8 +328,10 @@ def main():
             raw.write(json.dumps(row) + "\n")
             raw.flush()
             results.setdefault(key, []).append(row)
+            twice = report.get("duplicate_receipts", 0)
             log(f"run {run + 1}: {gateway:<20} {ingress:<15} receipts {'on ' if receipts else 'off'} "
-                f"{rate:>10,.0f} msg/s  p99 {report['submit_p99_ms']} ms  lost {lost}  errors {report['errors']}")
+                f"{rate:>10,.0f} msg/s  p99 {report['submit_p99_ms']} ms  lost {lost}  errors {report['errors']}"
+                + (f"  receipts sent twice {twice}" if twice else ""))
     print_table(plan, results)
     runs = [r for rs in results.values() for r in rs]
     failed, lost = sum(r is None for r in runs), sum(r["lost"] for r in runs if r)
