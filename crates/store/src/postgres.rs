@@ -3,6 +3,12 @@
 //! Every network round trip counts here, so writes go in groups: one multi-row `INSERT` for a batch of messages or
 //! events, one `UPDATE ... FROM (VALUES ...)` for a group of status changes, each statement carrying up to
 //! [`ROWS_PER_STATEMENT`] rows. Claims take `FOR UPDATE SKIP LOCKED`, so two nodes never claim one message.
+//! A claim's pick is `id = ANY(ARRAY(SELECT id ... LIMIT n FOR UPDATE SKIP LOCKED))`: an uncorrelated sub-select
+//! that PostgreSQL runs once, before the update (an InitPlan). As `id IN (SELECT ... LIMIT n)` a plan may run the
+//! pick again for each row, each run skipping the rows already taken, and claim far more than n (`unpark` was seen
+//! to change every row that way). Such a claim is planned for its parameters (`plan_cache_mode =
+//! force_custom_plan`): the pool plans generically, and a generic plan made while the table was small reads the
+//! whole table to find the picked ids (1.5 s a claim beside 100,000 messages).
 //! The schema (migrations) is shared with the SQLite store and valid SQL for both.
 
 use std::collections::{HashMap, HashSet};
@@ -755,6 +761,7 @@ impl Store for PgStore {
 
     async fn claim_due(&self, owner: &str, now: Timestamp, lease_ms: i64, limit: u32) -> Result<Vec<Message>> {
         let mut tx = self.pool.begin().await?;
+        sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan").execute(&mut *tx).await?;
         // First the messages whose holder's lease ran out, then what is due. Each UPDATE claims a batch at once,
         // through the partial index of its WHERE term, in index order, so
         // a claim costs the same with a backlog of a million. SET expressions see the row as it was: the journey
@@ -770,7 +777,8 @@ impl Store for PgStore {
                 "UPDATE messages SET claimed_from = status, status = 'sending', lease_owner = $1, lease_until = $2, \
                  attempts = CASE WHEN status = 'sending' THEN attempts ELSE attempts + 1 END, updated_at = $3, \
                  journey = journey || CASE status WHEN 'scheduled' THEN $5 WHEN 'sending' THEN $6 ELSE $7 END \
-                 WHERE id IN (SELECT id FROM messages WHERE {waiting} ORDER BY {order} LIMIT $4 FOR UPDATE SKIP LOCKED) \
+                 WHERE id = ANY(ARRAY(SELECT id FROM messages WHERE {waiting} ORDER BY {order} LIMIT $4 \
+                 FOR UPDATE SKIP LOCKED)) \
                  RETURNING {MESSAGE_COLUMNS}, claimed_from"
             );
             let claimed = sqlx::query(AssertSqlSafe(sql))
@@ -900,12 +908,14 @@ impl Store for PgStore {
         let sql = format!(
             "UPDATE messages SET claimed_from = status, status = 'expired', updated_at = $1, \
              journey = journey || CASE status WHEN 'scheduled' THEN $3 WHEN 'queued' THEN $4 ELSE $5 END \
-             WHERE id IN (SELECT id FROM messages WHERE {} AND expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED) \
+             WHERE id = ANY(ARRAY(SELECT id FROM messages WHERE {} AND expires_at <= $1 LIMIT $2 \
+             FOR UPDATE SKIP LOCKED)) \
              RETURNING id",
             waiting::EXPIRING
         );
         let [scheduled, queued, sent] = expiry_lines(now);
         let mut tx = self.pool.begin().await?;
+        sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan").execute(&mut *tx).await?;
         let rows: Vec<(String,)> = sqlx::query_as(AssertSqlSafe(sql))
             .bind(now.0)
             .bind(i64::from(limit))
@@ -1160,11 +1170,13 @@ impl Store for PgStore {
         lease_ms: i64,
         limit: u32,
     ) -> Result<Vec<DueCallback>> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan").execute(&mut *tx).await?;
         let rows = sqlx::query(
-            "UPDATE callbacks SET lease_owner = $1, lease_until = $2, next_attempt_at = $2 WHERE id IN ( \
+            "UPDATE callbacks SET lease_owner = $1, lease_until = $2, next_attempt_at = $2 WHERE id = ANY(ARRAY( \
              SELECT c.id FROM callbacks c WHERE c.state = 'pending' AND c.next_attempt_at <= $3 \
              AND NOT EXISTS (SELECT 1 FROM callbacks p WHERE p.message_id = c.message_id AND p.state = 'pending' \
-             AND p.seq < c.seq) ORDER BY c.next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
+             AND p.seq < c.seq) ORDER BY c.next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED)) \
              RETURNING id, account_id, message_id, kind, url, status, error_code, at, attempts, created_at, \
              (SELECT secret FROM webhooks w WHERE w.account_id = callbacks.account_id) AS secret",
         )
@@ -1172,8 +1184,9 @@ impl Store for PgStore {
         .bind(now.plus_millis(lease_ms).0)
         .bind(now.0)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         let mut due = rows
             .iter()
             .map(|r| {
@@ -1276,12 +1289,12 @@ impl Store for PgStore {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan").execute(&mut *tx).await?;
         let rows = sqlx::query(
-            "UPDATE smpp_outbox SET lease_owner = $1, lease_until = $2, next_attempt_at = $2 WHERE id IN ( \
+            "UPDATE smpp_outbox SET lease_owner = $1, lease_until = $2, next_attempt_at = $2 WHERE id = ANY(ARRAY( \
              SELECT c.id FROM (SELECT id, message_id, seq, next_attempt_at FROM smpp_outbox \
              WHERE state = 'pending' AND account_id = ANY($5) AND next_attempt_at <= $3 \
              ORDER BY next_attempt_at LIMIT $6 FOR UPDATE SKIP LOCKED) c \
              WHERE NOT EXISTS (SELECT 1 FROM smpp_outbox p WHERE p.message_id = c.message_id \
-             AND p.state = 'pending' AND p.seq < c.seq) ORDER BY c.next_attempt_at LIMIT $4) \
+             AND p.state = 'pending' AND p.seq < c.seq) ORDER BY c.next_attempt_at LIMIT $4)) \
              RETURNING id, account_id, message_id, kind, part, status, error_code, at, attempts, expires_at",
         )
         .bind(owner)

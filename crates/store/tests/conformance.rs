@@ -97,6 +97,7 @@ conformance!(
     idempotency_keys,
     listing_pages_and_filters,
     claims_leases_and_takeover,
+    a_claim_takes_at_most_its_limit,
     scheduled_messages_wait,
     transitions_follow_the_state_machine,
     retries_wait_for_their_time,
@@ -294,6 +295,26 @@ async fn claims_leases_and_takeover(store: &Arc<dyn Store>) {
     let again = store.claim_due("node-c", NOW.plus_secs(120), 30_000, 10).await.unwrap();
     assert_eq!(again.len(), 2);
     assert!(!again.iter().any(|m| m.id == ids[0]));
+}
+
+async fn a_claim_takes_at_most_its_limit(store: &Arc<dyn Store>) {
+    let acme = account(store).await;
+    let mut ids = Vec::new();
+    for _ in 0..30 {
+        ids.push(insert(store, message(acme, "+447700900123", Status::Queued, NOW)).await);
+    }
+    let first: Vec<MessageId> = store.claim_due("a", NOW, 1000, 7).await.unwrap().iter().map(|m| m.id).collect();
+    assert_eq!(first.len(), 7);
+    // Taken-over leases come first and count against the limit with what is due.
+    let second = store.claim_due("b", NOW.plus_secs(2), 1000, 10).await.unwrap();
+    assert_eq!(second.len(), 10);
+    assert!(first.iter().all(|id| second.iter().any(|m| m.id == *id)), "the lapsed leases are taken over first");
+    let rest = store.claim_due("c", NOW.plus_secs(2), 1000, 100).await.unwrap();
+    assert_eq!(rest.len(), 20);
+    let mut all: Vec<MessageId> = second.iter().chain(&rest).map(|m| m.id).collect();
+    all.sort();
+    assert_eq!(all, ids);
+    assert!(store.claim_due("d", NOW.plus_secs(2), 1000, 100).await.unwrap().is_empty());
 }
 
 async fn scheduled_messages_wait(store: &Arc<dyn Store>) {
