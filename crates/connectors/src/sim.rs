@@ -515,8 +515,9 @@ impl Connector for SimConnector {
                     detail: format!("{} answered with a system error (mode reject_all)", self.name),
                 })
             }
+            // Nothing goes out: as an SMPP connector with no session bound.
             SimMode::Disconnected => Err(SubmitError::Temporary {
-                code: "connection_lost".into(),
+                code: "not_bound".into(),
                 detail: format!("{} is not connected (mode disconnected)", self.name),
             }),
         }
@@ -624,7 +625,7 @@ mod tests {
         let Some(ConnectorEvent::Receipt(r)) = rx.recv().await else { panic!("a receipt") };
         assert!(r.detail.starts_with("sim-carrier: "), "{}", r.detail);
         assert_eq!(r.connector, "beta");
-        for (mode, code) in [("reject_all", "carrier_error"), ("disconnected", "connection_lost")] {
+        for (mode, code) in [("reject_all", "carrier_error"), ("disconnected", "not_bound")] {
             let down = kit.build("gamma", "sim", serde_json::json!({"mode": mode, "submit_latency_ms": 0})).unwrap();
             match down.submit(&message("+447700900125")).await {
                 Err(SubmitError::Temporary { code: c, .. }) => assert_eq!(c, code),

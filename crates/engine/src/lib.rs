@@ -113,6 +113,9 @@ pub struct Shared {
     sent_at: Arc<Mutex<HashMap<String, SentAt>>>,
     /// Told each time a `sent` write finishes.
     sent_written: Arc<Notify>,
+    /// How many times a session closed under each message after its submit went out (`connection_lost`), for
+    /// [`FREE_LINK_LOSSES`]. Bounded like `sent_at`: cleared past [`SENT_TIMES`] entries.
+    link_losses: Mutex<HashMap<MessageId, u32>>,
 }
 
 /// An entry of [`Engine::sent_at`].
@@ -228,6 +231,11 @@ const WRITE_RETRIES: u32 = 3;
 /// The most sent times kept for latency metrics.
 const SENT_TIMES: usize = 200_000;
 
+/// How many times a session may close under a message after its submit went out before that costs the message
+/// an attempt. A link that drops is the connector's fault, not the message's; but a message the carrier's SMSC
+/// falls over on closes its session every time it is sent, and must not do so until its validity ends.
+const FREE_LINK_LOSSES: u32 = 2;
+
 /// How long a message a throttling carrier sent back stays back in the queue: a quarter of the time it has waited
 /// so far, 250 ms to a minute, so that a carrier that throttles for long costs a message few journey lines.
 fn waiting_pause(m: &Message) -> i64 {
@@ -281,6 +289,7 @@ impl Engine {
             recorder: Arc::new(Mutex::new(None)),
             sent_at: Arc::new(Mutex::new(HashMap::new())),
             sent_written: Arc::new(Notify::new()),
+            link_losses: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -711,8 +720,9 @@ impl Engine {
             // The link went down under it: the connector's failure, not the message's. Back in the queue without
             // spending an attempt (else everything under way when a link drops spends one, and a link that keeps
             // dropping fails messages that were never at fault); by then the connector may be down, and the
-            // message waits for its route.
-            Err(e @ SubmitError::Temporary { .. }) if e.is_link_down() => {
+            // message waits for its route. A message under which the session closed more than FREE_LINK_LOSSES
+            // times spends attempts again, so one that makes its carrier fall over fails in the end.
+            Err(e @ SubmitError::Temporary { .. }) if e.is_link_down() && self.link_loss_is_free(&m, &e) => {
                 let SubmitError::Temporary { code, detail } = e else { return };
                 metrics::counter!(metric::SUBMISSIONS, "outcome" => "retry").increment(1);
                 let delay = self.config.retry_base;
@@ -727,8 +737,30 @@ impl Engine {
                 };
                 record(Status::Queued, detail, changes).await;
             }
-            Err(SubmitError::Temporary { code, detail }) => self.retry_or_fail(&m, Some(name), code, detail).await,
+            Err(SubmitError::Temporary { code, mut detail }) => {
+                if code == "connection_lost" {
+                    detail.push_str(&format!(
+                        " (the session closed under this message more than {FREE_LINK_LOSSES} times: it counts)"
+                    ));
+                }
+                self.retry_or_fail(&m, Some(name), code, detail).await
+            }
         }
+    }
+
+    /// Whether a link-down `error` of `m`'s submission goes without spending an attempt: always when no session
+    /// was bound (nothing went out), and for the first [`FREE_LINK_LOSSES`] times a session closed under it.
+    fn link_loss_is_free(&self, m: &Message, error: &SubmitError) -> bool {
+        if !matches!(error, SubmitError::Temporary { code, .. } if code == "connection_lost") {
+            return true;
+        }
+        let mut losses = self.link_losses.lock().unwrap_or_else(|e| e.into_inner());
+        if losses.len() >= SENT_TIMES {
+            losses.clear();
+        }
+        let n = losses.entry(m.id).or_default();
+        *n += 1;
+        *n <= FREE_LINK_LOSSES
     }
 
     /// A temporary failure: the message is queued again after a backoff, or fails once it has had its attempts.
@@ -741,7 +773,10 @@ impl Engine {
         };
         let (to, detail, changes) = if m.attempts >= self.config.max_attempts {
             metrics::counter!(metric::SUBMISSIONS, "outcome" => "failed").increment(1);
-            let detail = format!("{detail}; giving up after {} attempts", m.attempts);
+            let detail = match m.attempts {
+                1 => format!("{detail}; giving up after 1 attempt"),
+                n => format!("{detail}; giving up after {n} attempts"),
+            };
             (Status::Failed, detail, Changes { connector, error_code: Some(code), ..fence })
         } else {
             metrics::counter!(metric::SUBMISSIONS, "outcome" => "retry").increment(1);

@@ -3,7 +3,8 @@
 //! own SMPP session layer with a scripted handler, over loopback). By the destination's last two digits it drops
 //! the connection instead of answering (11), answers ESME_RTHROTTLED twice (22), never answers the first submit
 //! (33), sends the receipt before the submit_sm_resp (44), writes ids in another base in receipts than in answers
-//! (66, 77); on every bind it sends a receipt for an id it never gave.
+//! (66, 77), drops the connection every time it is sent one (88: a message the SMSC falls over on); on every bind
+//! it sends a receipt for an id it never gave.
 //! Every message must end delivered; the SMSC must take each message once, except the one whose answer never came
 //! (SMPP cannot tell a lost answer from a lost submit: the one duplicate it allows).
 
@@ -20,7 +21,7 @@ use smpp_session::{BindKind, Binder, Handler, Session};
 use smsgate_connectors::sim::SimNetwork;
 use smsgate_connectors::{ConnectorEvent, Kit, now};
 use smsgate_core::routing::{Route, RouteMatch, RouteTarget};
-use smsgate_core::{Direction, Message, MessageId, Status};
+use smsgate_core::{Message, MessageId, Status};
 use smsgate_engine::{Config, Engine, Registry};
 use smsgate_store::{ConnectorRecord, NewMessage};
 use tokio::net::TcpListener;
@@ -87,6 +88,13 @@ impl Handler for Faulty {
             (CommandStatus::ESME_ROK, Body::SubmitSmResp(SubmitSmResp { message_id: id.into(), ..Default::default() }))
         };
         match (&to[to.len() - 2..], seen) {
+            ("88", _) => {
+                // Falls over on it, every time, and never answers.
+                if let Some(session) = self.0.session() {
+                    session.close();
+                }
+                std::future::pending::<()>().await;
+            }
             ("11", 1) => {
                 // Gone mid-window, the submit not taken.
                 if let Some(session) = self.0.session() {
@@ -133,8 +141,19 @@ impl Binder for Faulty {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nothing_is_lost_or_duplicated_beyond_what_smpp_allows() {
+/// The misbehaving SMSC on a loopback port and an engine on a fresh SQLite store with an `smpp` connector to it.
+struct Rig {
+    smsc: Arc<Smsc>,
+    store: Arc<dyn smsgate_store::Store>,
+    engine: Engine,
+    account: smsgate_core::AccountId,
+    path: std::path::PathBuf,
+    shutdown: CancellationToken,
+    stop: CancellationToken,
+    running: tokio::task::JoinHandle<()>,
+}
+
+async fn rig(max_attempts: u32) -> Rig {
     let smsc = Arc::new(Smsc::default());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -178,6 +197,7 @@ async fn nothing_is_lost_or_duplicated_beyond_what_smpp_allows() {
         poll_interval: Duration::from_millis(20),
         retry_base: Duration::from_millis(20),
         lease: Duration::from_secs(5),
+        max_attempts,
         ..Config::default()
     };
     let kit = Kit::new(Arc::new(SimNetwork::new(Vec::new(), tx)));
@@ -185,41 +205,52 @@ async fn nothing_is_lost_or_duplicated_beyond_what_smpp_allows() {
     engine.reload().await.unwrap();
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(engine.clone().run(rx, shutdown.clone()));
+    Rig { smsc, store, engine, account, path, shutdown, stop, running }
+}
 
+impl Rig {
+    /// Stores a queued message to `to` and tells the engine.
+    async fn send(&self, to: &str) -> MessageId {
+        let at = now();
+        let m = Message {
+            account_id: self.account,
+            status: Status::Queued,
+            attempts: 0,
+            expires_at: Some(at.plus_secs(600)),
+            created_at: at,
+            updated_at: at,
+            ..smsgate_connectors::testing::message(to, "Faults")
+        };
+        let id = m.id;
+        self.store.insert_messages(&[NewMessage::new(m, "accepted")]).await.unwrap();
+        self.engine.wake();
+        id
+    }
+
+    async fn finish(self) {
+        self.shutdown.cancel();
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.running).await.unwrap().unwrap();
+        self.store.close().await;
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.path.display()));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_lost_or_duplicated_beyond_what_smpp_allows() {
+    let rig = rig(Config::default().max_attempts).await;
+    let (smsc, store, account) = (rig.smsc.clone(), rig.store.clone(), rig.account);
     let mut ids = Vec::new();
     // One drop and one unanswered submit (each takes the connector down for a cool-down when it costs a probe),
     // among well-behaved traffic.
     for (kind, n) in [("11", 1), ("22", 3), ("33", 1), ("44", 3), ("55", 4), ("66", 2), ("77", 2)] {
         for i in 0..n {
-            let at = now();
-            let m = Message {
-                id: MessageId::generate(),
-                account_id: account,
-                direction: Direction::Outbound,
-                to: format!("+4477009{i}00{kind}"),
-                from: "Acme".into(),
-                body: "Faults".into(),
-                encoding: "gsm7".into(),
-                segments: 1,
-                price_micros: None,
-                connector: None,
-                carrier_id: None,
-                status: Status::Queued,
-                error_code: None,
-                reference: None,
-                callback_url: None,
-                callback_statuses: None,
-                send_at: None,
-                expires_at: Some(at.plus_secs(600)),
-                attempts: 0,
-                created_at: at,
-                updated_at: at,
-            };
-            ids.push((m.id, m.to.trim_start_matches('+').to_string()));
-            store.insert_messages(&[NewMessage::new(m, "accepted")]).await.unwrap();
+            let to = format!("+4477009{i}00{kind}");
+            ids.push((rig.send(&to).await, to.trim_start_matches('+').to_string()));
         }
     }
-    engine.wake();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
     for (id, to) in &ids {
         loop {
@@ -259,11 +290,33 @@ async fn nothing_is_lost_or_duplicated_beyond_what_smpp_allows() {
         assert_eq!(journey.last(), Some(&Status::Delivered));
         assert_eq!(journey.iter().filter(|s| **s == Status::Delivered).count(), 1, "{journey:?}");
     }
-    shutdown.cancel();
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(10), running).await.unwrap().unwrap();
-    store.close().await;
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    rig.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_smsc_falls_over_on_fails_in_the_end() {
+    // One attempt: each session closed under it while the connector is down for its health's cool-down takes
+    // five seconds and more, so five attempts would make the test minutes long.
+    let max = 1;
+    let rig = rig(max).await;
+    let poison = rig.send("+447700900088").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while rig.store.message_status(poison).await.unwrap() != Some(Status::Failed) {
+        let events = rig.store.events(poison).await.unwrap();
+        assert!(tokio::time::Instant::now() < deadline, "not failed in time: {events:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The first sessions closed under it cost nothing (the link's fault, as far as anyone can tell); after that
+    // each costs an attempt, and it fails after the last of them rather than retrying until its validity ends.
+    let m = rig.store.message(rig.account, poison).await.unwrap().unwrap();
+    assert_eq!(m.attempts, max);
+    assert_eq!(m.error_code.as_deref(), Some("connection_lost"));
+    let events = rig.store.events(poison).await.unwrap();
+    // (Tries that found no session bound while it reconnected cost nothing either: nothing went out.)
+    let free =
+        events.iter().filter(|e| e.detail.contains("connection_lost") && e.detail.contains("not counted")).count();
+    let counted = events.iter().filter(|e| e.detail.contains("it counts")).count();
+    assert_eq!((free, counted), (2, max as usize), "{events:?}");
+    assert_eq!(rig.smsc.seen.lock().unwrap().get("447700900088").copied(), Some(2 + max), "{events:?}");
+    rig.finish().await;
 }
