@@ -20,9 +20,15 @@ pub enum SubmitError {
 /// The codes of temporary errors that are a carrier asking us to slow down: it answered, so it is up.
 pub const THROTTLING: [&str; 3] = ["throttled", "esme_rthrottled", "esme_rmsgqful"];
 
-/// The codes of temporary errors that say the link to the carrier is down: no session was bound, or the session
-/// closed before the carrier answered. The message did nothing wrong.
-pub const LINK_DOWN: [&str; 2] = ["not_bound", "connection_lost"];
+/// A temporary error's code: no session was bound, so nothing went out.
+pub const NOT_BOUND: &str = "not_bound";
+
+/// A temporary error's code: the submit went out and the session closed before the carrier answered.
+pub const CONNECTION_LOST: &str = "connection_lost";
+
+/// The codes of temporary errors that say the link to the carrier is down. The message did nothing wrong (as far
+/// as anyone can tell).
+pub const LINK_DOWN: [&str; 2] = [NOT_BOUND, CONNECTION_LOST];
 
 impl SubmitError {
     /// Whether the carrier asked us to slow down (see [`THROTTLING`]) rather than failed to answer.
@@ -34,6 +40,11 @@ impl SubmitError {
     /// this message.
     pub fn is_link_down(&self) -> bool {
         matches!(self, SubmitError::Temporary { code, .. } if LINK_DOWN.contains(&code.as_str()))
+    }
+
+    /// Whether the session closed under this submit after it went out ([`CONNECTION_LOST`]).
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(self, SubmitError::Temporary { code, .. } if code == CONNECTION_LOST)
     }
 }
 

@@ -517,7 +517,7 @@ impl Connector for SimConnector {
             }
             // Nothing goes out: as an SMPP connector with no session bound.
             SimMode::Disconnected => Err(SubmitError::Temporary {
-                code: "not_bound".into(),
+                code: crate::NOT_BOUND.into(),
                 detail: format!("{} is not connected (mode disconnected)", self.name),
             }),
         }

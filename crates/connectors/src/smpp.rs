@@ -374,13 +374,13 @@ impl Connector for SmppConnector {
     async fn submit(&self, m: &Message) -> Result<Vec<String>, SubmitError> {
         let bodies = self.bodies(m)?;
         let Some(session) = self.session() else {
-            return Err(SubmitError::Temporary { code: "not_bound".into(), detail: "no session is bound".into() });
+            return Err(SubmitError::Temporary { code: crate::NOT_BOUND.into(), detail: "no session is bound".into() });
         };
         let mut ids = Vec::with_capacity(bodies.len());
         for body in bodies {
             let answer = session.request(Body::SubmitSm(body)).await.map_err(|e| match e {
                 RequestError::Closed => {
-                    SubmitError::Temporary { code: "connection_lost".into(), detail: "the session closed".into() }
+                    SubmitError::Temporary { code: crate::CONNECTION_LOST.into(), detail: "the session closed".into() }
                 }
                 RequestError::Timeout(t) => {
                     SubmitError::Temporary { code: "timeout".into(), detail: format!("no response within {t:?}") }

@@ -738,7 +738,7 @@ impl Engine {
                 record(Status::Queued, detail, changes).await;
             }
             Err(SubmitError::Temporary { code, mut detail }) => {
-                if code == "connection_lost" {
+                if code == smsgate_connectors::CONNECTION_LOST {
                     detail.push_str(&format!(
                         " (the session closed under this message more than {FREE_LINK_LOSSES} times: it counts)"
                     ));
@@ -751,7 +751,7 @@ impl Engine {
     /// Whether a link-down `error` of `m`'s submission goes without spending an attempt: always when no session
     /// was bound (nothing went out), and for the first [`FREE_LINK_LOSSES`] times a session closed under it.
     fn link_loss_is_free(&self, m: &Message, error: &SubmitError) -> bool {
-        if !matches!(error, SubmitError::Temporary { code, .. } if code == "connection_lost") {
+        if !error.is_connection_lost() {
             return true;
         }
         let mut losses = self.link_losses.lock().unwrap_or_else(|e| e.into_inner());

@@ -61,6 +61,13 @@ pub struct PgStore {
 }
 
 impl PgStore {
+    /// A transaction whose statements are planned for their parameters (why claims need it: the module's doc).
+    async fn begin_custom_planned(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan").execute(&mut *tx).await?;
+        Ok(tx)
+    }
+
     /// Connects to the PostgreSQL database at `url` (`postgres://...`) and runs the migrations.
     pub async fn open(url: &str, max_connections: u32) -> Result<PgStore> {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -760,8 +767,7 @@ impl Store for PgStore {
     }
 
     async fn claim_due(&self, owner: &str, now: Timestamp, lease_ms: i64, limit: u32) -> Result<Vec<Message>> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan").execute(&mut *tx).await?;
+        let mut tx = self.begin_custom_planned().await?;
         // First the messages whose holder's lease ran out, then what is due. Each UPDATE claims a batch at once,
         // through the partial index of its WHERE term, in index order, so
         // a claim costs the same with a backlog of a million. SET expressions see the row as it was: the journey
@@ -914,8 +920,7 @@ impl Store for PgStore {
             waiting::EXPIRING
         );
         let [scheduled, queued, sent] = expiry_lines(now);
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan").execute(&mut *tx).await?;
+        let mut tx = self.begin_custom_planned().await?;
         let rows: Vec<(String,)> = sqlx::query_as(AssertSqlSafe(sql))
             .bind(now.0)
             .bind(i64::from(limit))
@@ -1170,8 +1175,7 @@ impl Store for PgStore {
         lease_ms: i64,
         limit: u32,
     ) -> Result<Vec<DueCallback>> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan").execute(&mut *tx).await?;
+        let mut tx = self.begin_custom_planned().await?;
         let rows = sqlx::query(
             "UPDATE callbacks SET lease_owner = $1, lease_until = $2, next_attempt_at = $2 WHERE id = ANY(ARRAY( \
              SELECT c.id FROM callbacks c WHERE c.state = 'pending' AND c.next_attempt_at <= $3 \
@@ -1286,8 +1290,7 @@ impl Store for PgStore {
         // first made a claim's time grow with the backlog (40 ms at 20,000 pending). Planned for its parameters
         // (the pool plans generically): a generic plan of this statement, made while the outbox was small, took
         // up to 26 s a claim once it held thousands of rows.
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan").execute(&mut *tx).await?;
+        let mut tx = self.begin_custom_planned().await?;
         let rows = sqlx::query(
             "UPDATE smpp_outbox SET lease_owner = $1, lease_until = $2, next_attempt_at = $2 WHERE id = ANY(ARRAY( \
              SELECT c.id FROM (SELECT id, message_id, seq, next_attempt_at FROM smpp_outbox \
