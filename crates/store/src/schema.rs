@@ -4,6 +4,7 @@
 use smsgate_core::routing::Route;
 use smsgate_core::{AccountId, Event, MessageId, Status, Timestamp};
 
+use crate::sql::Value;
 use crate::{ListFilter, NewMessage, Result, StoreError, WaitingAt};
 
 /// A schema migration: its version, and its SQL for SQLite and for PostgreSQL (the same text where the dialects
@@ -134,22 +135,6 @@ pub(crate) fn attempt_line(a: &crate::CallbackAttempt) -> String {
     line
 }
 
-/// The webhook URL a status change goes to, as SQL over `m` (messages) and `w` (webhooks), for the status in
-/// parameter `status`: an inbound message's to the inbound URL, the rest to the message's own callback URL or
-/// the account's status URL.
-pub(crate) fn callback_url_sql(status: &str) -> String {
-    // A message's callback_statuses (a mask of Status::bit) leave out the changes it was not asked for.
-    static BITS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        Status::ALL.iter().map(|s| format!(" WHEN '{}' THEN {}", s.as_str(), s.bit())).collect()
-    });
-    let bits = BITS.as_str();
-    format!(
-        "(CASE WHEN {status} = 'received' THEN w.inbound_url \
-         WHEN m.callback_statuses IS NOT NULL AND (m.callback_statuses & (CASE {status}{bits} ELSE 0 END)) = 0 \
-         THEN NULL ELSE COALESCE(m.callback_url, w.status_url) END)"
-    )
-}
-
 /// The events of a `journey` column, oldest first.
 pub(crate) fn parse_journey(journey: &str) -> Result<Vec<Event>> {
     journey
@@ -220,13 +205,6 @@ pub(crate) fn unpark_from(route: Option<&str>, after: Option<&WaitingAt>) -> (St
     }
 }
 
-/// A query parameter of [`list_query`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Param {
-    Text(String),
-    Int(i64),
-}
-
 /// The `SELECT` that lists an account's messages, newest first, after `cursor`, with `?` placeholders (in the
 /// order of the returned values). Only fixed SQL text is formatted in; every value is a parameter.
 pub(crate) fn list_query(
@@ -234,45 +212,34 @@ pub(crate) fn list_query(
     filter: &ListFilter,
     cursor: Option<MessageId>,
     limit: u32,
-) -> (String, Vec<Param>) {
+) -> (String, Vec<Value>) {
     let mut sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE account_id = ?");
-    let mut values = vec![Param::Text(account.to_string())];
-    let mut add = |clause: &str, v: Param| {
+    let mut values = vec![Value::from(account)];
+    let mut add = |clause: &str, v: Value| {
         sql.push_str(clause);
         values.push(v);
     };
     if let Some(d) = filter.direction {
-        add(" AND direction = ?", Param::Text(d.as_str().into()));
+        add(" AND direction = ?", Value::from(d.as_str()));
     }
     if let Some(s) = filter.status {
-        add(" AND status = ?", Param::Text(s.as_str().into()));
+        add(" AND status = ?", Value::from(s.as_str()));
     }
     if let Some(to) = &filter.to {
-        add(" AND to_addr = ?", Param::Text(to.clone()));
+        add(" AND to_addr = ?", Value::from(to));
     }
     if let Some(from) = &filter.from {
-        add(" AND from_addr = ?", Param::Text(from.clone()));
+        add(" AND from_addr = ?", Value::from(from));
     }
     if let Some(c) = cursor {
-        add(" AND id < ?", Param::Text(c.to_string()));
+        add(" AND id < ?", Value::from(c));
     }
     if let Some(t) = filter.since {
-        add(" AND created_at >= ?", Param::Int(t.0));
+        add(" AND created_at >= ?", Value::from(t));
     }
     if let Some(t) = filter.until {
-        add(" AND created_at < ?", Param::Int(t.0));
+        add(" AND created_at < ?", Value::from(t));
     }
-    add(" ORDER BY id DESC LIMIT ?", Param::Int(i64::from(limit)));
+    add(" ORDER BY id DESC LIMIT ?", Value::from(i64::from(limit)));
     (sql, values)
-}
-
-/// `smpp_outbox` rows a change makes for the SMPP client that submitted a message, as SQL over a status column
-/// and the message's `smpp_receipts` column: what [`crate::SmppReceipts::wants`] says in Rust.
-pub(crate) fn smpp_wants_sql(status: &str, receipts: &str) -> String {
-    format!(
-        "({receipts} IS NOT NULL AND (({status} = 'delivered' AND ({receipts} & 3) = 1) \
-         OR ({status} IN ('undelivered', 'failed', 'expired') AND ({receipts} & 3) IN (1, 2)) \
-         OR ({status} = 'canceled' AND ({receipts} & 3) = 1) \
-         OR ({status} = 'sent' AND ({receipts} & 16) <> 0)))"
-    )
 }

@@ -1,0 +1,225 @@
+//! Webhooks: each account's URLs and signing secret ([`WebhookStore`], cold-path SQL written once), and the
+//! outbox of callbacks to deliver ([`CallbackOutbox`]: its claim and its bookkeeping are tuned per database, the
+//! listing and the count are written once). A callback is written in the transaction of the status change it
+//! reports, by the store that records the change ([`crate::effects`] says which and where).
+
+use async_trait::async_trait;
+use smsgate_core::{AccountId, Message, MessageId, Status, Timestamp};
+
+use crate::Result;
+use crate::schema::{corrupt, parse_attempts};
+use crate::sql::{Database, Row, values};
+
+/// An account's webhooks: where status and inbound callbacks go, and the secret that signs them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhooks {
+    pub account_id: AccountId,
+    pub status_url: Option<String>,
+    pub inbound_url: Option<String>,
+    pub secret: String,
+    pub updated_at: Timestamp,
+}
+
+/// A callback due to go out, with what sending it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueCallback {
+    pub id: String,
+    pub account_id: AccountId,
+    pub message_id: MessageId,
+    /// `status` or `inbound`.
+    pub kind: String,
+    pub url: String,
+    /// The status it reports, and its time.
+    pub status: Status,
+    pub error_code: Option<String>,
+    pub at: Timestamp,
+    pub attempts: u32,
+    pub created_at: Timestamp,
+    /// The account's signing secret now (empty if its webhooks were removed).
+    pub secret: String,
+    /// The message as it is now, for the body.
+    pub message: Option<Message>,
+}
+
+/// One try at delivering a callback.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CallbackAttempt {
+    pub at: Timestamp,
+    /// `200`, `500`, `timeout`, `refused`, ...
+    pub result: String,
+    /// How long the receiver took, in milliseconds.
+    pub ms: u64,
+}
+
+/// A callback of a message, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackRecord {
+    pub id: String,
+    pub kind: String,
+    pub url: String,
+    pub status: Status,
+    pub error_code: Option<String>,
+    pub at: Timestamp,
+    /// `pending`, `delivered` or `failed` (given up).
+    pub state: String,
+    pub attempts: Vec<CallbackAttempt>,
+    pub next_attempt_at: Option<Timestamp>,
+}
+
+/// What became of a delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallbackNext {
+    Delivered,
+    /// Try again at this time.
+    RetryAt(Timestamp),
+    /// No more tries (its 24 hours are over).
+    GiveUp,
+}
+
+impl CallbackNext {
+    /// The callback's `state` and, while it is pending, its next attempt's time.
+    pub(crate) fn state(&self) -> (&'static str, Option<i64>) {
+        match self {
+            CallbackNext::Delivered => ("delivered", None),
+            CallbackNext::RetryAt(t) => ("pending", Some(t.0)),
+            CallbackNext::GiveUp => ("failed", None),
+        }
+    }
+}
+
+/// A delivery attempt's outcome, for [`CallbackOutbox::finish_callbacks`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackResult {
+    pub id: String,
+    pub attempt: CallbackAttempt,
+    pub next: CallbackNext,
+}
+
+/// Accounts' webhook settings.
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
+    /// Sets an account's webhook URLs (`None` removes one), keeping its secret, or giving it `new_secret` if it
+    /// has none yet.
+    async fn put_webhooks(
+        &self,
+        account: AccountId,
+        status_url: Option<&str>,
+        inbound_url: Option<&str>,
+        new_secret: &str,
+        now: Timestamp,
+    ) -> Result<Webhooks>;
+
+    /// An account's webhooks, if it set any.
+    async fn webhooks(&self, account: AccountId) -> Result<Option<Webhooks>>;
+
+    /// Replaces an account's signing secret; false if it has no webhooks.
+    async fn rotate_webhook_secret(&self, account: AccountId, secret: &str, now: Timestamp) -> Result<bool>;
+}
+
+#[async_trait]
+impl<D: Database> WebhookStore for D {
+    async fn put_webhooks(
+        &self,
+        account: AccountId,
+        status_url: Option<&str>,
+        inbound_url: Option<&str>,
+        new_secret: &str,
+        now: Timestamp,
+    ) -> Result<Webhooks> {
+        self.execute(
+            "INSERT INTO webhooks (account_id, status_url, inbound_url, secret, updated_at) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (account_id) DO UPDATE SET status_url = excluded.status_url, \
+             inbound_url = excluded.inbound_url, updated_at = excluded.updated_at",
+            values![account, status_url, inbound_url, new_secret, now],
+        )
+        .await?;
+        self.webhooks(account).await?.ok_or_else(|| corrupt("webhooks just written are gone"))
+    }
+
+    async fn webhooks(&self, account: AccountId) -> Result<Option<Webhooks>> {
+        let sql = "SELECT status_url, inbound_url, secret, updated_at FROM webhooks WHERE account_id = ?";
+        let Some(r) = self.query_one(sql, values![account]).await? else { return Ok(None) };
+        Ok(Some(Webhooks {
+            account_id: account,
+            status_url: r.get("status_url")?,
+            inbound_url: r.get("inbound_url")?,
+            secret: r.get("secret")?,
+            updated_at: r.timestamp("updated_at")?,
+        }))
+    }
+
+    async fn rotate_webhook_secret(&self, account: AccountId, secret: &str, now: Timestamp) -> Result<bool> {
+        let n = self.execute(
+            "UPDATE webhooks SET secret = ?, updated_at = ? WHERE account_id = ?",
+            values![secret, now, account],
+        );
+        Ok(n.await? == 1)
+    }
+}
+
+/// The outbox of callbacks: what the webhook deliverer claims and records.
+#[async_trait]
+pub trait CallbackOutbox: Database {
+    /// Claims up to `limit` callbacks due at `now` for `owner` until `now + lease_ms`: for each message only its
+    /// oldest undelivered callback, so a message's callbacks go out in order.
+    async fn claim_callbacks(&self, owner: &str, now: Timestamp, lease_ms: i64, limit: u32)
+    -> Result<Vec<DueCallback>>;
+
+    /// Records delivery attempts.
+    async fn finish_callbacks(&self, results: &[CallbackResult]) -> Result<()>;
+
+    /// A message's callbacks, oldest first (for the account that owns it).
+    async fn callbacks(&self, account: AccountId, message: MessageId) -> Result<Vec<CallbackRecord>> {
+        let rows = self.query(
+            "SELECT id, kind, url, status, error_code, at, state, attempt_log, next_attempt_at FROM callbacks \
+             WHERE message_id = ? AND account_id = ? ORDER BY seq, id",
+            values![message, account],
+        );
+        rows.await?
+            .iter()
+            .map(|r| {
+                let state: String = r.get("state")?;
+                Ok(CallbackRecord {
+                    id: r.get("id")?,
+                    kind: r.get("kind")?,
+                    url: r.get("url")?,
+                    status: r.status("status")?,
+                    error_code: r.get("error_code")?,
+                    at: r.timestamp("at")?,
+                    attempts: parse_attempts(&r.get::<String>("attempt_log")?)?,
+                    next_attempt_at: (state == "pending").then(|| r.timestamp("next_attempt_at")).transpose()?,
+                    state,
+                })
+            })
+            .collect()
+    }
+
+    /// Callbacks still to deliver, across all accounts.
+    async fn count_pending_callbacks(&self) -> Result<i64> {
+        let row = self.query_one("SELECT COUNT(*) AS n FROM callbacks WHERE state = 'pending'", Vec::new()).await?;
+        row.map_or(Ok(0), |r| r.get("n"))
+    }
+}
+
+/// The columns a claim of callbacks returns, for [`due_callback_of`].
+pub(crate) const DUE_CALLBACK_COLUMNS: &str =
+    "id, account_id, message_id, kind, url, status, error_code, at, attempts, created_at";
+
+/// A claimed callback from the [`DUE_CALLBACK_COLUMNS`] (and `secret`, where the claim read it), without its
+/// message.
+pub(crate) fn due_callback_of(r: &Row) -> Result<DueCallback> {
+    Ok(DueCallback {
+        id: r.get("id")?,
+        account_id: r.account_id("account_id")?,
+        message_id: r.message_id("message_id")?,
+        kind: r.get("kind")?,
+        url: r.get("url")?,
+        status: r.status("status")?,
+        error_code: r.get("error_code")?,
+        at: r.timestamp("at")?,
+        attempts: u32::try_from(r.get::<i64>("attempts")?).unwrap_or(u32::MAX),
+        created_at: r.timestamp("created_at")?,
+        secret: r.get::<Option<String>>("secret").ok().flatten().unwrap_or_default(),
+        message: None,
+    })
+}
