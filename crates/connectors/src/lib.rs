@@ -8,43 +8,65 @@ pub mod smpp;
 use async_trait::async_trait;
 use smsgate_core::{Message, Timestamp};
 
-/// What a carrier answered to a submission it refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a submission did not go through: what the carrier answered, or what kept the message from it. Each kind
+/// says what becomes of the message (the engine's `policy` decides on it, never on the code's text).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
     /// It will never take this message (a bad destination, a barred sender): the message fails.
+    #[error("{code}: {detail}")]
     Permanent { code: String, detail: String },
-    /// Not now (throttling, a lost connection): the message is tried again later.
+    /// The carrier asked us to slow down (`throttled`, `esme_rthrottled`, `esme_rmsgqful`): it answered, so it is
+    /// up; the message waits and goes again without spending an attempt.
+    #[error("{code}: {detail}")]
+    Throttled { code: String, detail: String },
+    /// No session was bound, so nothing went out ([`NOT_BOUND`]): the link's failure, not the message's.
+    #[error("not_bound: {detail}")]
+    NotBound { detail: String },
+    /// The submit went out and the session closed before the carrier answered ([`CONNECTION_LOST`]).
+    #[error("connection_lost: {detail}")]
+    ConnectionLost { detail: String },
+    /// Not now, for another reason (no answer in time, a carrier's system error): tried again later.
+    #[error("{code}: {detail}")]
     Temporary { code: String, detail: String },
 }
 
-/// The codes of temporary errors that are a carrier asking us to slow down: it answered, so it is up.
-pub const THROTTLING: [&str; 3] = ["throttled", "esme_rthrottled", "esme_rmsgqful"];
-
-/// A temporary error's code: no session was bound, so nothing went out.
+/// The code of [`SubmitError::NotBound`], as messages record it.
 pub const NOT_BOUND: &str = "not_bound";
 
-/// A temporary error's code: the submit went out and the session closed before the carrier answered.
+/// The code of [`SubmitError::ConnectionLost`], as messages record it.
 pub const CONNECTION_LOST: &str = "connection_lost";
 
-/// The codes of temporary errors that say the link to the carrier is down. The message did nothing wrong (as far
-/// as anyone can tell).
-pub const LINK_DOWN: [&str; 2] = [NOT_BOUND, CONNECTION_LOST];
-
 impl SubmitError {
-    /// Whether the carrier asked us to slow down (see [`THROTTLING`]) rather than failed to answer.
-    pub fn is_throttling(&self) -> bool {
-        matches!(self, SubmitError::Temporary { code, .. } if THROTTLING.contains(&code.as_str()))
+    /// The error code a message records (`invalid_destination`, `esme_rthrottled`, `not_bound`, ...).
+    pub fn code(&self) -> &str {
+        match self {
+            SubmitError::Permanent { code, .. } | SubmitError::Throttled { code, .. } => code,
+            SubmitError::Temporary { code, .. } => code,
+            SubmitError::NotBound { .. } => NOT_BOUND,
+            SubmitError::ConnectionLost { .. } => CONNECTION_LOST,
+        }
     }
 
-    /// Whether the link to the carrier was down (see [`LINK_DOWN`]), rather than the carrier refusing or failing
-    /// this message.
+    /// What happened, for the message's journey.
+    pub fn detail(&self) -> &str {
+        match self {
+            SubmitError::Permanent { detail, .. }
+            | SubmitError::Throttled { detail, .. }
+            | SubmitError::NotBound { detail }
+            | SubmitError::ConnectionLost { detail }
+            | SubmitError::Temporary { detail, .. } => detail,
+        }
+    }
+
+    /// Whether the link to the carrier was down, rather than the carrier refusing or failing this message.
     pub fn is_link_down(&self) -> bool {
-        matches!(self, SubmitError::Temporary { code, .. } if LINK_DOWN.contains(&code.as_str()))
+        matches!(self, SubmitError::NotBound { .. } | SubmitError::ConnectionLost { .. })
     }
 
-    /// Whether the session closed under this submit after it went out ([`CONNECTION_LOST`]).
-    pub fn is_connection_lost(&self) -> bool {
-        matches!(self, SubmitError::Temporary { code, .. } if code == CONNECTION_LOST)
+    /// Whether the carrier answered, for its own part working (a refusal of this message, a request to slow
+    /// down): what a connector's health counts as a success.
+    pub fn carrier_answered(&self) -> bool {
+        matches!(self, SubmitError::Permanent { .. } | SubmitError::Throttled { .. })
     }
 }
 

@@ -286,7 +286,7 @@ impl SimNetwork {
                     let n = state.throttled.entry(m.id).or_insert(0);
                     if *n < 2 {
                         *n += 1;
-                        return Err(SubmitError::Temporary {
+                        return Err(SubmitError::Throttled {
                             code: "throttled".into(),
                             detail: format!("{} throttled the submission", carrier.name),
                         });
@@ -516,10 +516,9 @@ impl Connector for SimConnector {
                 })
             }
             // Nothing goes out: as an SMPP connector with no session bound.
-            SimMode::Disconnected => Err(SubmitError::Temporary {
-                code: crate::NOT_BOUND.into(),
-                detail: format!("{} is not connected (mode disconnected)", self.name),
-            }),
+            SimMode::Disconnected => {
+                Err(SubmitError::NotBound { detail: format!("{} is not connected (mode disconnected)", self.name) })
+            }
         }
     }
 }
@@ -559,8 +558,8 @@ mod tests {
         assert_eq!(r.state, ReceiptState::Undelivered);
         sim.submit(&message("+447700900003")).await.unwrap();
         let throttled = message("+447700900004");
-        assert!(matches!(sim.submit(&throttled).await, Err(SubmitError::Temporary { .. })));
-        assert!(matches!(sim.submit(&throttled).await, Err(SubmitError::Temporary { .. })));
+        assert!(matches!(sim.submit(&throttled).await, Err(SubmitError::Throttled { .. })));
+        assert!(matches!(sim.submit(&throttled).await, Err(SubmitError::Throttled { .. })));
         sim.submit(&throttled).await.unwrap();
         let Some(ConnectorEvent::Receipt(r)) = rx.recv().await else { panic!("a receipt") };
         assert_eq!(r.state, ReceiptState::Delivered);
@@ -628,7 +627,7 @@ mod tests {
         for (mode, code) in [("reject_all", "carrier_error"), ("disconnected", "not_bound")] {
             let down = kit.build("gamma", "sim", serde_json::json!({"mode": mode, "submit_latency_ms": 0})).unwrap();
             match down.submit(&message("+447700900125")).await {
-                Err(SubmitError::Temporary { code: c, .. }) => assert_eq!(c, code),
+                Err(e) => assert_eq!(e.code(), code),
                 other => panic!("{mode}: {other:?}"),
             }
         }

@@ -341,9 +341,8 @@ fn refusal(status: CommandStatus) -> SubmitError {
     let code = status.name().map_or_else(|| format!("smpp_{:#010x}", status.as_u32()), |n| n.to_ascii_lowercase());
     let detail = format!("the SMSC answered {}", status.name().unwrap_or("an unnamed status"));
     match status {
-        CommandStatus::ESME_RTHROTTLED
-        | CommandStatus::ESME_RMSGQFUL
-        | CommandStatus::ESME_RSYSERR
+        CommandStatus::ESME_RTHROTTLED | CommandStatus::ESME_RMSGQFUL => SubmitError::Throttled { code, detail },
+        CommandStatus::ESME_RSYSERR
         | CommandStatus::ESME_RSUBMITFAIL
         | CommandStatus::ESME_RX_T_APPN
         | CommandStatus::ESME_RINVBNDSTS => SubmitError::Temporary { code, detail },
@@ -374,14 +373,12 @@ impl Connector for SmppConnector {
     async fn submit(&self, m: &Message) -> Result<Vec<String>, SubmitError> {
         let bodies = self.bodies(m)?;
         let Some(session) = self.session() else {
-            return Err(SubmitError::Temporary { code: crate::NOT_BOUND.into(), detail: "no session is bound".into() });
+            return Err(SubmitError::NotBound { detail: "no session is bound".into() });
         };
         let mut ids = Vec::with_capacity(bodies.len());
         for body in bodies {
             let answer = session.request(Body::SubmitSm(body)).await.map_err(|e| match e {
-                RequestError::Closed => {
-                    SubmitError::Temporary { code: crate::CONNECTION_LOST.into(), detail: "the session closed".into() }
-                }
+                RequestError::Closed => SubmitError::ConnectionLost { detail: "the session closed".into() },
                 RequestError::Timeout(t) => {
                     SubmitError::Temporary { code: "timeout".into(), detail: format!("no response within {t:?}") }
                 }

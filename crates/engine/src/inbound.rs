@@ -1,0 +1,66 @@
+//! Inbound messages: stored as `received` for the account that last wrote to the handset.
+
+use smsgate_connectors::Inbound;
+use smsgate_core::{AccountId, Direction, Message, MessageId, Status};
+use smsgate_store::NewMessage;
+use tracing::warn;
+
+use crate::{Engine, metric};
+
+impl Engine {
+    /// Stores an inbound message for the account that last wrote to its sender; whether it was kept (false only
+    /// when the store failed: the carrier should send it again).
+    pub(crate) async fn store_inbound(&self, i: Inbound) -> bool {
+        let account = match self.store.account_for_reply(&i.from, &i.to).await {
+            Ok(Some(a)) => Some(a),
+            Ok(None) => self.store.admin_account().await.ok().flatten().map(|a| a.id),
+            Err(e) => {
+                warn!(error = %e, "finding the account for an inbound message failed");
+                return false;
+            }
+        };
+        let Some(account) = account else {
+            warn!(from = %i.from, to = %i.to, "inbound message with no account to own it; dropped");
+            return true;
+        };
+        let message = inbound_message(account, &i);
+        let detail = format!("received from {} via {}", i.from, i.connector);
+        match self.store.insert_messages(&[NewMessage::new(message, detail)]).await {
+            Ok(_) => {
+                metrics::counter!(metric::INBOUND).increment(1);
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, "storing an inbound message failed");
+                false
+            }
+        }
+    }
+}
+
+fn inbound_message(account: AccountId, i: &Inbound) -> Message {
+    let (encoding, segments) = sms_text::plan::count(&i.body, &sms_text::Options::default());
+    Message {
+        id: MessageId::generate(),
+        account_id: account,
+        direction: Direction::Inbound,
+        to: i.to.clone(),
+        from: i.from.clone(),
+        body: i.body.clone(),
+        encoding: encoding.name(),
+        segments: u32::try_from(segments).unwrap_or(u32::MAX),
+        price_micros: None,
+        connector: Some(i.connector.clone()),
+        carrier_id: None,
+        status: Status::Received,
+        error_code: None,
+        reference: None,
+        callback_url: None,
+        callback_statuses: None,
+        send_at: None,
+        expires_at: None,
+        attempts: 0,
+        created_at: i.at,
+        updated_at: i.at,
+    }
+}

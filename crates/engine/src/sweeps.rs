@@ -1,0 +1,103 @@
+//! What the engine does on a timer: reloading connectors and routes, putting back messages that wait for their
+//! route, and ending messages whose validity passed.
+
+use smsgate_connectors::now;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::runtime::Readiness;
+use crate::{Engine, RELOAD_EVERY, UNPARK_CHUNK, UNPARK_EVERY};
+
+impl Engine {
+    /// Reloads connectors and routes every [`RELOAD_EVERY`], so changes made on other nodes arrive.
+    pub(crate) async fn reload_every(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(RELOAD_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = self.registry.reload(self.store.as_ref()).await {
+                warn!(error = %e, "reloading connectors and routes failed; keeping those in force");
+            }
+        }
+    }
+
+    /// Every [`UNPARK_EVERY`] (and at once after [`Engine::reload`]), puts back on the queue the messages that wait
+    /// for a route ([`Changes::wait_for_route`]) that has a connector up again (all of them, a chunk at a time), or
+    /// one whose connector's cool-down is over (one message, to be its probe). When the routes in force change,
+    /// and when the engine starts, every waiting message goes back (twice, a tick apart), for routing to decide
+    /// afresh: the route it waits for may be gone, or another may now match it.
+    pub(crate) async fn unpark_every(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(UNPARK_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The routes in force when all waiting messages last went back, and whether to do it once more: a message
+        // routed by the routes before may be set waiting just after (its write was under way).
+        let mut routed_by = None;
+        let mut again = false;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+                _ = self.reloaded.notified() => {}
+            }
+            let version = self.registry.routing_version();
+            if (routed_by != Some(version) || again) && self.unpark(None, UNPARK_CHUNK).await {
+                again = routed_by != Some(version);
+                routed_by = Some(version);
+            }
+            for (route, readiness) in self.registry.route_readiness(std::time::Instant::now()) {
+                match readiness {
+                    Readiness::Up => self.unpark(Some(&route), UNPARK_CHUNK).await,
+                    Readiness::Probe => self.unpark(Some(&route), 1).await,
+                    Readiness::Down => continue,
+                };
+            }
+        }
+    }
+
+    /// Puts waiting messages of `route` (any, if `None`) back on the queue, `chunk` at a time (all of them unless
+    /// `chunk` is 1), waking the dispatcher for each chunk. Those set waiting again meanwhile stay, as do those
+    /// accepted since it began: each chunk goes on from where the last stopped. False if the store failed.
+    async fn unpark(&self, route: Option<&str>, chunk: u32) -> bool {
+        let (mut after, at) = (None, now());
+        loop {
+            match self.store.unpark(route, after.as_ref(), at, chunk).await {
+                Ok(None) => return true,
+                Ok(Some(at)) => {
+                    debug!(route = ?route, up_to = %at.id, "waiting messages back on the queue");
+                    self.wake();
+                    if chunk == 1 {
+                        return true;
+                    }
+                    after = Some(at);
+                }
+                Err(e) => {
+                    warn!(route = ?route, error = %e, "putting waiting messages back failed; trying again next tick");
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Every [`crate::Config::expiry_interval`], ends the messages whose validity passed.
+    pub(crate) async fn sweep_expired(self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.config.expiry_interval) => {}
+            }
+            loop {
+                match self.store.expire_due(now(), 1000).await {
+                    Ok(ids) if ids.len() == 1000 => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        warn!(error = %e, "expiring messages failed");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
