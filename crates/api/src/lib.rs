@@ -27,8 +27,8 @@ use sha2::{Digest, Sha256};
 use smsgate_connectors::sim::SimNetwork;
 use smsgate_core::admission::Request;
 use smsgate_core::{Direction, MessageId, Status, Timestamp};
+use smsgate_engine::Engine;
 use smsgate_engine::ingress::{Ingress, Prepared};
-use smsgate_engine::{Engine, timestamp_now};
 use smsgate_store::{Account, Changes, Inserted, ListFilter, Store};
 
 pub use error::ApiError;
@@ -277,7 +277,7 @@ async fn send_message(
             Some((key.to_string(), hex::encode(Sha256::digest(&raw))))
         }
     };
-    let now = timestamp_now();
+    let now = state.engine.now();
     let prepared = prepare(&state, caller.id, body, now)?;
     let (inserted, message) = state.ingress.submit(prepared, idempotency, now).await.map_err(ApiError::internal)?;
     match inserted {
@@ -340,7 +340,7 @@ async fn send_batch(
     if body.messages.is_empty() || body.messages.len() > MAX_BATCH {
         return Err(ApiError::invalid("invalid_batch", format!("messages must hold 1 to {MAX_BATCH} items")));
     }
-    let now = timestamp_now();
+    let now = state.engine.now();
     let mut results: Vec<Result<usize, ApiError>> = Vec::with_capacity(body.messages.len());
     let mut to_store = Vec::new();
     for item in body.messages {
@@ -395,7 +395,7 @@ async fn cancel_message(
     let message = state.store.message(caller.id, id).await.map_err(ApiError::internal)?.ok_or_else(not_found)?;
     let moved = state
         .store
-        .transition(id, Status::Canceled, timestamp_now(), "canceled by the sender", &Changes::default())
+        .transition(id, Status::Canceled, state.engine.now(), "canceled by the sender", &Changes::default())
         .await
         .map_err(ApiError::internal)?;
     if !moved {
@@ -534,7 +534,7 @@ async fn create_account(
     if name.is_empty() || name.chars().count() > 200 {
         return Err(ApiError::invalid("invalid_name", "name must be 1 to 200 characters"));
     }
-    let account = state.store.create_account(name, false, timestamp_now()).await.map_err(ApiError::internal)?;
+    let account = state.store.create_account(name, false, state.engine.now()).await.map_err(ApiError::internal)?;
     Ok((StatusCode::CREATED, Json(account_view(&account))))
 }
 
@@ -553,7 +553,7 @@ async fn create_key(
     let (key, hash) = generate_key();
     let record = state
         .store
-        .create_api_key(account.id, &hash, &key_prefix(&key), timestamp_now())
+        .create_api_key(account.id, &hash, &key_prefix(&key), state.engine.now())
         .await
         .map_err(ApiError::internal)?;
     Ok((
@@ -625,9 +625,4 @@ async fn handset_reply(
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string()))?;
     Ok((StatusCode::ACCEPTED, Json(ReplyAcceptedView { status: "accepted".into(), from: number, to: body.to })))
-}
-
-/// Milliseconds now, for callers that need a [`Timestamp`] without the engine.
-pub fn now() -> Timestamp {
-    timestamp_now()
 }

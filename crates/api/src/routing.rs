@@ -11,7 +11,6 @@ use serde_json::{Map, Value, json};
 use smsgate_core::AccountId;
 use smsgate_core::routing::{Decision, Route, RouteMatch, RouteTarget};
 use smsgate_engine::Engine;
-use smsgate_engine::timestamp_now;
 use smsgate_store::{ConnectorRecord, Store};
 use utoipa::{IntoParams, ToSchema};
 
@@ -104,7 +103,7 @@ fn connector_record(
     kind: &str,
     settings: Map<String, Value>,
 ) -> Result<ConnectorRecord, ApiError> {
-    let now = timestamp_now();
+    let now = engine.now();
     let record = ConnectorRecord {
         name: name.to_string(),
         kind: kind.to_string(),
@@ -383,7 +382,7 @@ pub async fn seed(
             continue;
         }
         let route = new_route(store, body).await.map_err(|e| format!("routes[{i}]: {}", e.message))?;
-        if store.insert_route(&route, timestamp_now()).await.map_err(|e| e.to_string())? {
+        if store.insert_route(&route, engine.now()).await.map_err(|e| e.to_string())? {
             created.push(format!("route {}", route.name));
         }
     }
@@ -403,7 +402,7 @@ pub(crate) async fn create_route(
     require_admin(&caller)?;
     let route = new_route(state.store.as_ref(), body).await?;
     let name = route.name.clone();
-    if !state.store.insert_route(&route, timestamp_now()).await.map_err(ApiError::internal)? {
+    if !state.store.insert_route(&route, state.engine.now()).await.map_err(ApiError::internal)? {
         return Err(ApiError::new(StatusCode::CONFLICT, "route_exists", format!("a route is named {name:?}")));
     }
     reload(&state).await?;
@@ -463,7 +462,7 @@ pub(crate) async fn update_route(
     if let Some(p) = body.position {
         route.position = p;
     }
-    if !state.store.update_route(&route, timestamp_now()).await.map_err(ApiError::internal)? {
+    if !state.store.update_route(&route, state.engine.now()).await.map_err(ApiError::internal)? {
         return Err(not_found("route", &name));
     }
     reload(&state).await?;

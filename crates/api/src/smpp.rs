@@ -9,7 +9,6 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use smsgate_core::access::{IpRanges, hash_password};
-use smsgate_engine::timestamp_now;
 use smsgate_store::SmppCredential;
 use utoipa::ToSchema;
 
@@ -85,7 +84,7 @@ pub(crate) async fn create_credential(
         allowed_ips: body.allowed_ips,
         max_binds: body.max_binds,
         throughput: body.throughput,
-        created_at: timestamp_now(),
+        created_at: state.engine.now(),
     };
     if !state.store.create_smpp_credential(&credential).await.map_err(ApiError::internal)? {
         return Err(ApiError::new(StatusCode::CONFLICT, "system_id_taken", "that system_id is taken"));

@@ -17,11 +17,11 @@ use axum::response::IntoResponse;
 use hmac::{KeyInit, Mac};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use smsgate_core::MessageId;
-use smsgate_engine::timestamp_now;
-use smsgate_store::{CallbackAttempt, CallbackNext, CallbackResult, DueCallback, Store, Webhooks};
+use smsgate_core::clock::Clock;
+use smsgate_core::{MessageId, Timestamp};
+use smsgate_engine::outbox::{self, Backoff, Outbox};
+use smsgate_store::{CallbackAttempt, CallbackNext, CallbackResult, DueCallback, Store, StoreError, Webhooks};
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
@@ -69,11 +69,8 @@ pub fn new_secret() -> String {
     format!("whsec_{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
 }
 
-/// The wait before try `attempts + 1`: doubling from a second, up to an hour, with a fifth of jitter either way.
-fn backoff(attempts: u32, jitter: f64) -> Duration {
-    let base = Duration::from_secs(1u64 << attempts.min(12)).min(MAX_BACKOFF);
-    base.mul_f64(0.8 + 0.4 * jitter.clamp(0.0, 1.0))
-}
+/// The wait before the next try: doubling from a second, up to an hour, with a fifth of jitter either way.
+const BACKOFF: Backoff = Backoff { first: Duration::from_secs(1), max: MAX_BACKOFF, spread: 0.2 };
 
 /// Makes TLS available to every HTTP client of this process (webhooks to `https://` URLs; the CLI's client):
 /// rustls with ring's cryptography. Once per process; later calls do nothing. Call it before building a
@@ -117,14 +114,16 @@ const URLS_KEPT: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct Deliverer {
     store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
     client: reqwest::Client,
     node: String,
     urls: Arc<std::sync::Mutex<std::collections::HashMap<String, reqwest::Url>>>,
 }
 
 impl Deliverer {
-    pub fn new(store: Arc<dyn Store>, node: &str) -> Deliverer {
-        Deliverer { store, client: client(), node: node.to_string(), urls: Arc::default() }
+    /// A deliverer for this `node`, deciding by `clock` (the engine's).
+    pub fn new(store: Arc<dyn Store>, node: &str, clock: Arc<dyn Clock>) -> Deliverer {
+        Deliverer { store, clock, client: client(), node: node.to_string(), urls: Arc::default() }
     }
 
     /// `url` parsed, from the ones kept when it was seen before.
@@ -141,67 +140,26 @@ impl Deliverer {
         Ok(parsed)
     }
 
-    /// Delivers until `shutdown`, then lets the deliveries under way finish.
+    /// Delivers until `shutdown`, then lets the deliveries under way finish (the engine's outbox runner).
     pub async fn run(self, shutdown: CancellationToken) {
-        let lease_ms = i64::try_from((TIMEOUT * 3).as_millis()).unwrap_or(i64::MAX);
-        let mut sends = tokio::task::JoinSet::new();
-        let mut results = Vec::new();
-        loop {
-            // Take more when half the room is free (a claim is a write: not one per finished POST).
-            let room = IN_FLIGHT.saturating_sub(sends.len());
-            if !shutdown.is_cancelled() && (sends.is_empty() || room >= IN_FLIGHT / 2) {
-                let limit = u32::try_from(room).unwrap_or(u32::MAX);
-                match self.store.claim_callbacks(&self.node, timestamp_now(), lease_ms, limit).await {
-                    Ok(due) => {
-                        for c in due {
-                            let me = self.clone();
-                            sends.spawn(async move { me.deliver(c).await });
-                        }
-                    }
-                    Err(e) => warn!(error = %e, "claiming callbacks failed; trying again shortly"),
-                }
-            }
-            if sends.is_empty() {
-                self.finish(&mut results).await;
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(POLL) => {}
-                }
-                continue;
-            }
-            // Wait for a delivery (or a while), then gather every one that is done.
-            if let Ok(Some(Ok(Some(r)))) = tokio::time::timeout(POLL, sends.join_next()).await {
-                results.push(r);
-            }
-            while let Some(done) = sends.try_join_next() {
-                if let Ok(Some(r)) = done {
-                    results.push(r);
-                }
-            }
-            if results.len() >= IN_FLIGHT / 2 || sends.is_empty() {
-                self.finish(&mut results).await;
-            }
-        }
-    }
-
-    /// Records the attempts made; a message's next callback is claimable only after its previous one is recorded.
-    async fn finish(&self, results: &mut Vec<CallbackResult>) {
-        if results.is_empty() {
-            return;
-        }
-        if let Err(e) = self.store.finish_callbacks(results).await {
-            // Their leases run out and they are tried again: a receiver may see one twice, never none.
-            warn!(error = %e, "recording callback deliveries failed; they are tried again");
-        }
-        results.clear();
+        let settings = outbox::Settings {
+            owner: self.node.clone(),
+            lease: TIMEOUT * 3,
+            in_flight: IN_FLIGHT,
+            idle_poll: POLL,
+            upkeep_every: Duration::MAX,
+            clock: self.clock.clone(),
+            wake: None,
+        };
+        outbox::run(Arc::new(self), settings, shutdown).await;
     }
 
     /// One POST; what became of it.
-    async fn deliver(&self, c: DueCallback) -> Option<CallbackResult> {
+    async fn deliver(&self, c: DueCallback) -> CallbackResult {
         // The store reads the message with the claim; a message that is gone (erased) has nothing left to report.
         let Some(message) = c.message.as_ref() else {
-            let attempt = CallbackAttempt { at: timestamp_now(), result: "message gone".into(), ms: 0 };
-            return Some(CallbackResult { id: c.id, attempt, next: CallbackNext::GiveUp });
+            let attempt = CallbackAttempt { at: self.clock.now(), result: "message gone".into(), ms: 0 };
+            return CallbackResult { id: c.id, attempt, next: CallbackNext::GiveUp };
         };
         let body = CallbackBody {
             id: &c.id,
@@ -213,14 +171,14 @@ impl Deliverer {
             message: message_view(message, None),
         };
         let body = serde_json::to_string(&body).unwrap_or_default();
-        let now = timestamp_now();
+        let now = self.clock.now();
         let started = Instant::now();
         let url = match self.url(&c.url) {
             Ok(url) => url,
             Err(e) => {
                 // Stored URLs were checked when set; one that no longer parses will never be deliverable.
                 let attempt = CallbackAttempt { at: now, result: format!("error: bad url: {e}"), ms: 0 };
-                return Some(CallbackResult { id: c.id, attempt, next: CallbackNext::GiveUp });
+                return CallbackResult { id: c.id, attempt, next: CallbackNext::GiveUp };
             }
         };
         let sent = self
@@ -238,14 +196,11 @@ impl Deliverer {
             Err(e) if e.is_connect() => (false, "refused".to_string()),
             Err(e) => (false, format!("error: {e}")),
         };
-        let next = if ok {
-            CallbackNext::Delivered
-        } else if now.0 - c.created_at.0 >= i64::try_from(GIVE_UP_AFTER.as_millis()).unwrap_or(i64::MAX) {
-            CallbackNext::GiveUp
-        } else {
-            let jitter = (uuid::Uuid::new_v4().as_u128() % 1000) as f64 / 1000.0;
-            let wait = backoff(c.attempts, jitter);
-            CallbackNext::RetryAt(now.plus_millis(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX)))
+        let give_up_at = c.created_at.plus_millis(i64::try_from(GIVE_UP_AFTER.as_millis()).unwrap_or(i64::MAX));
+        let next = match (ok, BACKOFF.next(c.attempts + 1, outbox::jitter(), now, give_up_at)) {
+            (true, _) => CallbackNext::Delivered,
+            (false, Some(at)) => CallbackNext::RetryAt(at),
+            (false, None) => CallbackNext::GiveUp,
         };
         let outcome = match next {
             CallbackNext::Delivered => "delivered",
@@ -253,7 +208,36 @@ impl Deliverer {
             CallbackNext::GiveUp => "gave_up",
         };
         metrics::counter!(metric::DELIVERIES, "result" => outcome).increment(1);
-        Some(CallbackResult { id: c.id, attempt: CallbackAttempt { at: now, result, ms }, next })
+        CallbackResult { id: c.id, attempt: CallbackAttempt { at: now, result, ms }, next }
+    }
+}
+
+#[outbox::async_trait]
+impl Outbox for Deliverer {
+    type Item = DueCallback;
+    type Done = CallbackResult;
+
+    fn name(&self) -> &'static str {
+        "webhooks"
+    }
+
+    async fn claim(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<DueCallback>, StoreError> {
+        self.store.claim_callbacks(owner, now, lease_ms, limit).await
+    }
+
+    async fn work(&self, c: DueCallback) -> CallbackResult {
+        self.deliver(c).await
+    }
+
+    /// A message's next callback is claimable only after its previous one is recorded.
+    async fn finish(&self, done: &[CallbackResult]) -> Result<(), StoreError> {
+        self.store.finish_callbacks(done).await
     }
 }
 
@@ -300,7 +284,7 @@ pub(crate) async fn put_webhooks(
     let inbound_url = check_url("inbound_url", body.inbound_url)?;
     let w = state
         .store
-        .put_webhooks(caller.id, status_url.as_deref(), inbound_url.as_deref(), &new_secret(), timestamp_now())
+        .put_webhooks(caller.id, status_url.as_deref(), inbound_url.as_deref(), &new_secret(), state.engine.now())
         .await
         .map_err(ApiError::internal)?;
     Ok(Json(webhooks_view(Some(&w))))
@@ -325,7 +309,7 @@ pub(crate) async fn rotate_secret(
 ) -> Result<impl IntoResponse, ApiError> {
     let rotated = state
         .store
-        .rotate_webhook_secret(caller.id, &new_secret(), timestamp_now())
+        .rotate_webhook_secret(caller.id, &new_secret(), state.engine.now())
         .await
         .map_err(ApiError::internal)?;
     if !rotated {
@@ -378,9 +362,13 @@ mod tests {
             signature("whsec_test", 1_700_000_000, "{}"),
             "t=1700000000,v1=35495024f4ef3f94e5a93e22221544c4b75e9a42300cd965ab81cb85cd994e91"
         );
-        assert_eq!(backoff(0, 0.5), Duration::from_secs(1));
-        assert_eq!(backoff(3, 0.5), Duration::from_secs(8));
-        assert_eq!(backoff(30, 0.5), MAX_BACKOFF);
-        assert!(backoff(4, 0.0) >= Duration::from_millis(12_800) && backoff(4, 1.0) <= Duration::from_millis(19_200));
+        // After the first failed try, a second; after the fourth, eight.
+        assert_eq!(BACKOFF.wait(1, 0.5), Duration::from_secs(1));
+        assert_eq!(BACKOFF.wait(4, 0.5), Duration::from_secs(8));
+        assert_eq!(BACKOFF.wait(31, 0.5), MAX_BACKOFF);
+        assert!(
+            BACKOFF.wait(5, 0.0) >= Duration::from_millis(12_800)
+                && BACKOFF.wait(5, 1.0) <= Duration::from_millis(19_200)
+        );
     }
 }

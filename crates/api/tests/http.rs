@@ -63,9 +63,9 @@ async fn start(backend: &str) -> Server {
         }
     };
     let store = smsgate_store::open(&url, 4).await.expect("store");
-    let admin = store.create_account("admin", true, smsgate_api::now()).await.unwrap();
+    let admin = store.create_account("admin", true, smsgate_core::Timestamp::now()).await.unwrap();
     let (admin_key, hash) = generate_key();
-    store.create_api_key(admin.id, &hash, &key_prefix(&admin_key), smsgate_api::now()).await.unwrap();
+    store.create_api_key(admin.id, &hash, &key_prefix(&admin_key), smsgate_core::Timestamp::now()).await.unwrap();
     let (tx, rx) = mpsc::channel(1024);
     let carrier = VirtualCarrier {
         submit_latency: Duration::from_millis(1),
@@ -91,8 +91,10 @@ async fn start(backend: &str) -> Server {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let deliverer_stop = CancellationToken::new();
-    let deliverer =
-        tokio::spawn(smsgate_api::webhooks::Deliverer::new(store.clone(), "test").run(deliverer_stop.clone()));
+    let deliverer = tokio::spawn(
+        smsgate_api::webhooks::Deliverer::new(store.clone(), "test", smsgate_core::clock::system())
+            .run(deliverer_stop.clone()),
+    );
     let ingress = smsgate_engine::ingress::Ingress::spawn(engine.clone(), store.clone(), Arc::new(Policy::default()));
     let state = AppState {
         store: store.clone(),
@@ -136,7 +138,10 @@ impl Server {
             tokio::time::timeout(Duration::from_secs(15), task).await.expect("stops").unwrap();
         }
         let stop = CancellationToken::new();
-        let task = tokio::spawn(smsgate_api::webhooks::Deliverer::new(self.store.clone(), "test").run(stop.clone()));
+        let task = tokio::spawn(
+            smsgate_api::webhooks::Deliverer::new(self.store.clone(), "test", smsgate_core::clock::system())
+                .run(stop.clone()),
+        );
         *self.deliverer.lock().unwrap() = Some((stop, task));
     }
 

@@ -180,15 +180,6 @@ impl Kit {
     }
 }
 
-/// Now, as a [`Timestamp`].
-pub fn now() -> Timestamp {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0);
-    Timestamp(ms)
-}
-
 /// What tests of connectors (here and in other crates) submit.
 #[doc(hidden)]
 pub mod testing {

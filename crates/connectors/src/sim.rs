@@ -30,7 +30,7 @@ use async_trait::async_trait;
 use smsgate_core::{Message, MessageId, Timestamp};
 use tokio::sync::mpsc;
 
-use crate::{Connector, ConnectorEvent, Inbound, Receipt, ReceiptState, SubmitError, now};
+use crate::{Connector, ConnectorEvent, Inbound, Receipt, ReceiptState, SubmitError};
 
 /// One virtual carrier.
 #[derive(Debug, Clone, PartialEq)]
@@ -161,7 +161,7 @@ impl SimNetwork {
         path: &Path,
     ) -> std::io::Result<SimNetwork> {
         let sim = SimNetwork::new(carriers, events);
-        let replay_from = now().plus_millis(-(RECEIPT_REPLAY.as_millis() as i64));
+        let replay_from = Timestamp::now().plus_millis(-(RECEIPT_REPLAY.as_millis() as i64));
         let mut replay = Vec::new();
         {
             let mut state = sim.lock();
@@ -208,8 +208,13 @@ impl SimNetwork {
 
     /// A handset sends a text to `to` (one of our senders or numbers); it arrives as an inbound message.
     pub async fn reply(&self, handset: &str, to: &str, body: &str) -> Result<(), SimError> {
-        let inbound =
-            Inbound { connector: NAME.into(), from: handset.into(), to: to.into(), body: body.into(), at: now() };
+        let inbound = Inbound {
+            connector: NAME.into(),
+            from: handset.into(),
+            to: to.into(),
+            body: body.into(),
+            at: Timestamp::now(),
+        };
         self.events.send(ConnectorEvent::Inbound(inbound)).await.map_err(|_| SimError::Stopped)
     }
 }
@@ -264,7 +269,7 @@ impl SimNetwork {
         carrier: &VirtualCarrier,
         m: &Message,
     ) -> Result<Vec<String>, SubmitError> {
-        let at = now();
+        let at = Timestamp::now();
         tokio::time::sleep(carrier.submit_latency).await;
         let fault = fault(&m.to);
         let parts = {
@@ -387,7 +392,7 @@ impl SimNetwork {
                     alternatives: Vec::new(),
                     state,
                     error_code: (err != "000").then(|| format!("sim:{err}")),
-                    at: now(),
+                    at: Timestamp::now(),
                     detail: format!("{}: id:{cid} stat:{stat} err:{err}", carrier.name),
                 };
                 // A receipt for a server that is stopping is lost, as a real carrier's would be until it retries.

@@ -24,12 +24,12 @@ use smpp::{Body, CommandStatus, Pdu, ShortMessage, Tlvs};
 use smpp_session::{BindKind, Handler, RequestError, Session};
 use sms_text::reassembly::{Pushed, Reassembler};
 use sms_text::udh::Concat;
-use smsgate_core::Message;
+use smsgate_core::{Message, Timestamp};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::{Connector, ConnectorEvent, Inbound, Receipt, ReceiptState, SubmitError, now};
+use crate::{Connector, ConnectorEvent, Inbound, Receipt, ReceiptState, SubmitError};
 
 /// How parts of a long message are marked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -605,7 +605,7 @@ impl Receiver {
             alternatives: ids,
             state,
             error_code,
-            at: now(),
+            at: Timestamp::now(),
             detail,
         })
     }
@@ -627,7 +627,7 @@ impl Shared {
             .map(|e| {
                 warn!(connector = %self.name, missing = ?e.missing, "an inbound message expired incomplete");
                 let body = e.parts.into_iter().map(|(_, t)| t).collect::<Vec<_>>().join(" [...] ");
-                Inbound { connector: self.name.clone(), from: e.key.0, to: e.key.1, body, at: now() }
+                Inbound { connector: self.name.clone(), from: e.key.0, to: e.key.1, body, at: Timestamp::now() }
             })
             .collect();
         let whole = match pushed {
@@ -660,7 +660,7 @@ fn inbound(connector: &str, d: &SubmitSm) -> Option<(Inbound, Option<Concat>)> {
         from: number(d.source_addr.as_bytes()),
         to: number(d.destination_addr.as_bytes()),
         body: decoded.text.unwrap_or_default(),
-        at: now(),
+        at: Timestamp::now(),
     };
     Some((message, concat.filter(|c| c.total > 1)))
 }

@@ -11,6 +11,15 @@ use crate::status::Status;
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
+    /// The system's time now. Code that decides by the time takes a [`crate::clock::Clock`] instead.
+    pub fn now() -> Timestamp {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        Timestamp(ms)
+    }
+
     pub fn from_millis(ms: i64) -> Timestamp {
         Timestamp(ms)
     }

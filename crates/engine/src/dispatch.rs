@@ -2,7 +2,7 @@
 //! connector within the node's submission slots and the connector's window and pace, and records what
 //! [`crate::policy`] makes of the outcome, fenced by this node's lease.
 
-use smsgate_connectors::{SubmitError, now};
+use smsgate_connectors::SubmitError;
 use smsgate_core::Message;
 use smsgate_core::routing::Decision;
 use smsgate_store::{Changes, Transition};
@@ -77,7 +77,7 @@ impl Engine {
                     continue;
                 }
                 let limit = u32::try_from(slots.len()).unwrap_or(u32::MAX);
-                let claimed = match self.store.claim_due(&self.config.node, now(), lease_ms, limit).await {
+                let claimed = match self.store.claim_due(&self.config.node, self.now(), lease_ms, limit).await {
                     Ok(claimed) => claimed,
                     Err(e) => {
                         warn!(error = %e, "claiming due messages failed; trying again at the next poll");
@@ -124,7 +124,7 @@ impl Engine {
             _ => None,
         };
         let cx = Context {
-            now: now(),
+            now: self.now(),
             attempts: m.attempts,
             max_attempts: self.config.max_attempts,
             retry_base: self.config.retry_base,
@@ -162,7 +162,7 @@ impl Engine {
     /// connector's pace, then the carrier. Gives the slot back as soon as the carrier has answered (or the message
     /// will not reach it), and keeps the connector's health and counters.
     async fn try_send(&self, m: &Message, permit: OwnedSemaphorePermit) -> Outcome {
-        if m.expires_at.is_some_and(|e| e <= now()) {
+        if m.expires_at.is_some_and(|e| e <= self.now()) {
             return Outcome::Expired;
         }
         // The route, and within it the connector.

@@ -34,6 +34,16 @@ pub struct Prepared {
 }
 
 impl Ingress {
+    /// The engine messages go to.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Now, by the engine's clock.
+    pub fn now(&self) -> smsgate_core::Timestamp {
+        self.engine.now()
+    }
+
     /// Starts the group writer on the current runtime; it ends when the last clone is dropped.
     pub fn spawn(engine: Engine, store: Arc<dyn Store>, policy: Arc<Policy>) -> Ingress {
         let writer_store = store.clone();

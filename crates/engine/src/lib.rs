@@ -21,6 +21,7 @@ mod dispatch;
 pub mod group;
 mod inbound;
 pub mod ingress;
+pub mod outbox;
 pub mod policy;
 mod receipts;
 pub mod registry;
@@ -34,7 +35,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use smsgate_connectors::{ConnectorEvent, now};
+use smsgate_connectors::ConnectorEvent;
+use smsgate_core::clock::Clock;
 use smsgate_core::{Message, MessageId, Timestamp};
 use smsgate_store::{Claim, Store};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
@@ -66,6 +68,8 @@ pub struct Config {
     pub receipt_wait: Duration,
     /// How often expired messages are swept.
     pub expiry_interval: Duration,
+    /// The time every decision is made by (due times, validity, retries); tests may move it.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for Config {
@@ -80,6 +84,7 @@ impl Default for Config {
             retry_base: Duration::from_secs(1),
             receipt_wait: Duration::from_secs(5),
             expiry_interval: Duration::from_secs(1),
+            clock: smsgate_core::clock::system(),
         }
     }
 }
@@ -216,6 +221,16 @@ impl Engine {
         }))
     }
 
+    /// Now, by the engine's clock ([`Config::clock`]): the time every way in stamps and decides by.
+    pub fn now(&self) -> Timestamp {
+        self.config.clock.now()
+    }
+
+    /// The engine's clock, for the parts of the node that decide by the same time.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.config.clock.clone()
+    }
+
     /// Tells the dispatcher that messages were stored, so it looks now rather than at its next poll.
     pub fn wake(&self) {
         self.wake.notify_one();
@@ -263,7 +278,7 @@ impl Engine {
         // is sent before the routes are loaded: with none, every message would fail for want of a route.
         loop {
             let loaded = async {
-                registry::seed_defaults(self.store.as_ref(), now()).await?;
+                registry::seed_defaults(self.store.as_ref(), self.now()).await?;
                 self.registry.reload(self.store.as_ref()).await
             };
             match loaded.await {
@@ -324,9 +339,4 @@ impl Engine {
         self.reloaded.notify_one();
         Ok(())
     }
-}
-
-/// Now, for callers that build messages (the API).
-pub fn timestamp_now() -> Timestamp {
-    now()
 }

@@ -1,7 +1,6 @@
 //! What the engine does on a timer: reloading connectors and routes, putting back messages that wait for their
 //! route, and ending messages whose validity passed.
 
-use smsgate_connectors::now;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -61,7 +60,7 @@ impl Engine {
     /// `chunk` is 1), waking the dispatcher for each chunk. Those set waiting again meanwhile stay, as do those
     /// accepted since it began: each chunk goes on from where the last stopped. False if the store failed.
     async fn unpark(&self, route: Option<&str>, chunk: u32) -> bool {
-        let (mut after, at) = (None, now());
+        let (mut after, at) = (None, self.now());
         loop {
             match self.store.unpark(route, after.as_ref(), at, chunk).await {
                 Ok(None) => return true,
@@ -89,7 +88,7 @@ impl Engine {
                 _ = tokio::time::sleep(self.config.expiry_interval) => {}
             }
             loop {
-                match self.store.expire_due(now(), 1000).await {
+                match self.store.expire_due(self.now(), 1000).await {
                     Ok(ids) if ids.len() == 1000 => continue,
                     Ok(_) => break,
                     Err(e) => {

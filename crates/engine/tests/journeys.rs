@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use smsgate_connectors::ConnectorEvent;
 use smsgate_connectors::Kit;
 use smsgate_connectors::sim::{SimNetwork, VirtualCarrier};
-use smsgate_connectors::{ConnectorEvent, now};
 use smsgate_core::{AccountId, Direction, Message, MessageId, Status, Timestamp};
 use smsgate_engine::{Config, Engine, Registry};
 use smsgate_store::{ListFilter, NewMessage, Store};
@@ -28,7 +28,7 @@ struct Harness {
 async fn start() -> Harness {
     let path = std::env::temp_dir().join(format!("smsgate-engine-{}.db", uuid::Uuid::now_v7().simple()));
     let store = smsgate_store::open(&format!("sqlite://{}", path.display()), 4).await.expect("store");
-    let account = store.create_account("acme", false, now()).await.expect("account").id;
+    let account = store.create_account("acme", false, Timestamp::now()).await.expect("account").id;
     let (tx, rx) = mpsc::channel::<ConnectorEvent>(1024);
     let carrier = VirtualCarrier {
         submit_latency: Duration::from_millis(1),
@@ -51,7 +51,7 @@ async fn start() -> Harness {
 
 impl Harness {
     async fn send(&self, to: &str, send_at: Option<Timestamp>, validity_ms: i64) -> MessageId {
-        let at = now();
+        let at = Timestamp::now();
         let m = Message {
             id: MessageId::generate(),
             account_id: self.account,
@@ -143,7 +143,7 @@ async fn magic_numbers_produce_their_faults() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_messages_wait_for_their_time() {
     let h = start().await;
-    let id = h.send("+447700900123", Some(now().plus_millis(300)), 60_000).await;
+    let id = h.send("+447700900123", Some(Timestamp::now().plus_millis(300)), 60_000).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(h.store.message_status(id).await.unwrap(), Some(Scheduled));
     assert_eq!(h.until(id, Delivered).await, vec![Scheduled, Queued, Sending, Sent, Delivered]);
@@ -153,7 +153,7 @@ async fn scheduled_messages_wait_for_their_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_past_its_validity_is_not_sent() {
     let h = start().await;
-    let id = h.send("+447700900123", Some(now().plus_millis(200)), 1).await;
+    let id = h.send("+447700900123", Some(Timestamp::now().plus_millis(200)), 1).await;
     assert_eq!(h.until(id, Expired).await.last(), Some(&Expired));
     assert!(h.sim.inbox("+447700900123").is_empty());
     h.stop().await;

@@ -19,9 +19,9 @@ use smpp::pdu::{Bind, SubmitSm, SubmitSmResp};
 use smpp::{Body, CommandStatus, Pdu, ShortMessage, Tlv, Tlvs};
 use smpp_session::{BindKind, Binder, Handler, Session};
 use smsgate_connectors::sim::SimNetwork;
-use smsgate_connectors::{ConnectorEvent, Kit, now};
+use smsgate_connectors::{ConnectorEvent, Kit};
 use smsgate_core::routing::{Route, RouteMatch, RouteTarget};
-use smsgate_core::{Message, MessageId, Status};
+use smsgate_core::{Message, MessageId, Status, Timestamp};
 use smsgate_engine::{Config, Engine, Registry};
 use smsgate_store::{ConnectorRecord, NewMessage};
 use tokio::net::TcpListener;
@@ -176,7 +176,7 @@ async fn rig(max_attempts: u32) -> Rig {
 
     let path = std::env::temp_dir().join(format!("smsgate-faults-{}.db", MessageId::generate()));
     let store = smsgate_store::open(&format!("sqlite://{}", path.display()), 4).await.unwrap();
-    let account = store.create_account("acme", false, now()).await.unwrap().id;
+    let account = store.create_account("acme", false, Timestamp::now()).await.unwrap().id;
     let settings = serde_json::json!({
         "host": "127.0.0.1", "port": addr.port(), "system_id": "gw", "password": "pw",
         "response_timeout_ms": 500, "reconnect_min_ms": 20, "reconnect_max_ms": 100,
@@ -185,13 +185,13 @@ async fn rig(max_attempts: u32) -> Rig {
         name: "faulty".into(),
         kind: "smpp".into(),
         settings: settings.to_string(),
-        created_at: now(),
-        updated_at: now(),
+        created_at: Timestamp::now(),
+        updated_at: Timestamp::now(),
     };
     assert!(store.insert_connector(&record).await.unwrap());
     let target = RouteTarget { name: "faulty".into(), priority: 0, weight: 1, price_micros: None };
     let route = Route { name: "all".into(), position: 0, matches: RouteMatch::default(), connectors: vec![target] };
-    assert!(store.insert_route(&route, now()).await.unwrap());
+    assert!(store.insert_route(&route, Timestamp::now()).await.unwrap());
     let (tx, rx) = mpsc::channel::<ConnectorEvent>(1024);
     let config = Config {
         poll_interval: Duration::from_millis(20),
@@ -211,7 +211,7 @@ async fn rig(max_attempts: u32) -> Rig {
 impl Rig {
     /// Stores a queued message to `to` and tells the engine.
     async fn send(&self, to: &str) -> MessageId {
-        let at = now();
+        let at = Timestamp::now();
         let m = Message {
             account_id: self.account,
             status: Status::Queued,

@@ -20,9 +20,10 @@ use smpp::pdu::SubmitSm;
 use smpp::receipt::{MessageState, Receipt, ReceiptDate};
 use smpp::{Body, CommandStatus, ShortMessage, Tlv, Tlvs};
 use smpp_session::Session;
+use smsgate_core::clock::Clock;
 use smsgate_core::{AccountId, MessageId, Status, Timestamp};
-use smsgate_engine::timestamp_now;
-use smsgate_store::{DeliveryMessage, DeliveryNext, DueDelivery, SmppFeed, Store};
+use smsgate_engine::outbox::{self, Backoff, Outbox};
+use smsgate_store::{DeliveryMessage, DeliveryNext, DueDelivery, SmppFeed, Store, StoreError};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -43,6 +44,9 @@ const FEED_ROOM: usize = 65_536;
 /// Rounds of fed deliver_sm under way at once (each waits for all its answers, then records them in one write).
 const FEED_ROUNDS: usize = 4;
 
+/// The wait before a deliver_sm goes again: a second, doubling to a minute.
+const BACKOFF: Backoff = Backoff { first: Duration::from_secs(1), max: Duration::from_secs(60), spread: 0.0 };
+
 /// How often deliver_sm that waited past their time are given up.
 const EXPIRE_EVERY: Duration = Duration::from_secs(60);
 
@@ -52,7 +56,7 @@ pub(crate) struct Receivers {
     sessions: Mutex<HashMap<AccountId, Vec<Session>>>,
     next: AtomicUsize,
     /// Told when a receiver binds: what waited for it goes at once.
-    bound: Notify,
+    bound: Arc<Notify>,
 }
 
 impl Receivers {
@@ -99,19 +103,34 @@ impl Receivers {
 }
 
 /// Sends the outbox's deliver_sm to the clients bound here until `shutdown`.
-pub(crate) async fn run(store: Arc<dyn Store>, node: String, receivers: Arc<Receivers>, shutdown: CancellationToken) {
+pub(crate) async fn run(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    node: String,
+    receivers: Arc<Receivers>,
+    shutdown: CancellationToken,
+) {
     let (tx, fed) = mpsc::channel(FEED_ROOM);
     let bound = receivers.clone();
     let feed = SmppFeed { node: node.clone(), lease_ms: LEASE_MS, bound: Arc::new(move |a| bound.has(a)), tx };
     let feeding = match store.feed_smpp_deliveries(feed).await {
-        Ok(true) => Some(tokio::spawn(run_fed(store.clone(), receivers.clone(), fed, shutdown.clone()))),
+        Ok(true) => Some(tokio::spawn(run_fed(store.clone(), clock.clone(), receivers.clone(), fed, shutdown.clone()))),
         Ok(false) => None,
         Err(e) => {
             warn!(error = %e, "the store could not feed deliver_sm; they are claimed");
             None
         }
     };
-    claim_loop(store, node, receivers, shutdown).await;
+    let settings = outbox::Settings {
+        owner: node,
+        lease: Duration::from_millis(LEASE_MS as u64),
+        in_flight: IN_FLIGHT,
+        idle_poll: IDLE_POLL,
+        upkeep_every: EXPIRE_EVERY,
+        clock: clock.clone(),
+        wake: Some(receivers.bound.clone()),
+    };
+    outbox::run(Arc::new(Claimed { store, clock, receivers }), settings, shutdown).await;
     if let Some(feeding) = feeding {
         let _ = feeding.await;
     }
@@ -120,6 +139,7 @@ pub(crate) async fn run(store: Arc<dyn Store>, node: String, receivers: Arc<Rece
 /// Sends what the store feeds, in rounds, until `shutdown`.
 async fn run_fed(
     store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
     receivers: Arc<Receivers>,
     mut fed: mpsc::Receiver<DueDelivery>,
     shutdown: CancellationToken,
@@ -138,12 +158,12 @@ async fn run_fed(
             break;
         }
         // One that waited for half its lease is left to the claim, which takes it when the lease ends.
-        let now = timestamp_now();
+        let now = clock.now();
         due.retain(|d| now.0 < d.at.0.saturating_add(LEASE_MS / 2));
         let Ok(round) = rounds.clone().acquire_owned().await else { break };
         let (store, receivers) = (store.clone(), receivers.clone());
         under_way.spawn(async move {
-            let results = join_all(due.into_iter().map(|d| deliver(&receivers, d))).await;
+            let results = join_all(due.into_iter().map(|d| deliver(&receivers, d, now))).await;
             if let Err(e) = store.finish_smpp_deliveries(&results).await {
                 warn!(error = %e, "recording deliver_sm results failed; they are sent again after their lease");
             }
@@ -154,67 +174,61 @@ async fn run_fed(
     while under_way.join_next().await.is_some() {}
 }
 
-/// Claimed batches under way at once: the next claim goes out while earlier batches wait for their answers and
-/// their results' write (on PostgreSQL one batch at a time drained under 10,000 a second, each claim, send and
-/// record a round of its own). Order holds: a claimed deliver_sm stays pending until recorded, and a claim takes
-/// none with an earlier pending one of its message.
-const CLAIMS_UNDER_WAY: usize = 4;
+/// Claimed deliver_sm under way at once: several claims' worth, so the next claim goes out while earlier ones
+/// wait for their answers and their results' write (on PostgreSQL one batch at a time drained under 10,000 a
+/// second, each claim, send and record a round of its own). Order holds: a claimed deliver_sm stays pending until
+/// recorded, and a claim takes none with an earlier pending one of its message.
+const IN_FLIGHT: usize = 4 * BATCH as usize;
 
-/// Claims due deliver_sm of the accounts bound here and sends them, until `shutdown`; gives up expired ones.
-async fn claim_loop(store: Arc<dyn Store>, node: String, receivers: Arc<Receivers>, shutdown: CancellationToken) {
-    let mut last_expiry = tokio::time::Instant::now();
-    let mut under_way = JoinSet::new();
-    loop {
-        while under_way.len() >= CLAIMS_UNDER_WAY {
-            under_way.join_next().await;
-        }
-        while under_way.try_join_next().is_some() {}
-        let accounts = receivers.accounts();
-        let mut claimed = 0;
-        if !accounts.is_empty() {
-            match store.claim_smpp_deliveries(&node, &accounts, timestamp_now(), LEASE_MS, BATCH).await {
-                Ok(due) => {
-                    claimed = due.len();
-                    let (store, receivers) = (store.clone(), receivers.clone());
-                    under_way.spawn(async move {
-                        let results = join_all(due.into_iter().map(|d| deliver(&receivers, d))).await;
-                        if let Err(e) = store.finish_smpp_deliveries(&results).await {
-                            warn!(error = %e, "recording deliver_sm results failed; they are sent again after their lease");
-                        }
-                    });
-                }
-                Err(e) => warn!(error = %e, "claiming deliver_sm failed"),
-            }
-        }
-        if last_expiry.elapsed() >= EXPIRE_EVERY {
-            last_expiry = tokio::time::Instant::now();
-            match store.expire_smpp_deliveries(timestamp_now()).await {
-                Ok(0) => {}
-                Ok(n) => warn!(expired = n, "deliver_sm given up: no receiver of their account bound in time"),
-                Err(e) => warn!(error = %e, "expiring deliver_sm failed"),
-            }
-        }
-        if claimed as u32 >= BATCH {
-            continue;
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = receivers.bound.notified() => {}
-            _ = tokio::time::sleep(if claimed > 0 { IDLE_POLL / 5 } else { IDLE_POLL }) => {}
-        }
+/// The outbox of deliver_sm for the accounts with a receiver bound here, for the engine's outbox runner.
+struct Claimed {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    receivers: Arc<Receivers>,
+}
+
+#[outbox::async_trait]
+impl Outbox for Claimed {
+    type Item = DueDelivery;
+    type Done = (String, DeliveryNext);
+
+    fn name(&self) -> &'static str {
+        "smpp"
     }
-    while under_way.join_next().await.is_some() {}
+
+    async fn claim(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        let accounts = self.receivers.accounts();
+        if accounts.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.store.claim_smpp_deliveries(owner, &accounts, now, lease_ms, limit.min(BATCH)).await
+    }
+
+    async fn work(&self, d: DueDelivery) -> (String, DeliveryNext) {
+        deliver(&self.receivers, d, self.clock.now()).await
+    }
+
+    async fn finish(&self, done: &[(String, DeliveryNext)]) -> Result<(), StoreError> {
+        self.store.finish_smpp_deliveries(done).await
+    }
+
+    /// Gives up the deliver_sm whose account bound no receiver in time.
+    async fn upkeep(&self, now: Timestamp) -> Result<u64, StoreError> {
+        self.store.expire_smpp_deliveries(now).await
+    }
 }
 
 /// Sends one claimed deliver_sm (a long inbound message in parts, one after the other); what became of it.
-async fn deliver(receivers: &Receivers, d: DueDelivery) -> (String, DeliveryNext) {
-    let now = timestamp_now();
-    let retry = || {
-        if now >= d.expires_at {
-            return DeliveryNext::Expired;
-        }
-        let backoff = 1000i64.saturating_mul(1 << d.attempts.min(6)).min(60_000);
-        DeliveryNext::RetryAt(now.plus_millis(backoff))
+async fn deliver(receivers: &Receivers, d: DueDelivery, now: Timestamp) -> (String, DeliveryNext) {
+    let retry = || match BACKOFF.next(d.attempts + 1, 0.5, now, d.expires_at) {
+        Some(at) => DeliveryNext::RetryAt(at),
+        None => DeliveryNext::Expired,
     };
     let Some(message) = d.message.as_ref() else {
         // The message is gone (erased): nothing to say about it.

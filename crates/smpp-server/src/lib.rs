@@ -39,7 +39,6 @@ use smsgate_core::access::{IpRanges, verify_password};
 use smsgate_core::admission::{ErrorCode, Request};
 use smsgate_core::{AccountId, Message, MessageId, Status, Timestamp};
 use smsgate_engine::ingress::Ingress;
-use smsgate_engine::timestamp_now;
 use smsgate_store::{Inserted, ListFilter, SmppReceipts, Store, Transition};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -148,6 +147,7 @@ impl SmppServer {
         let inner = &self.inner;
         let deliverer = tokio::spawn(deliver::run(
             inner.store.clone(),
+            inner.ingress.engine().clock(),
             inner.settings.node.clone(),
             inner.receivers.clone(),
             shutdown.clone(),
@@ -416,7 +416,7 @@ impl Client {
         let national = self.inner.ingress.policy().default_region.is_some();
         let to = address(s.dest.0, s.dest.1, national);
         let from = address(s.source.0, s.source.1, national);
-        let (send_at, validity_secs) = times(s.schedule, s.validity, timestamp_now())?;
+        let (send_at, validity_secs) = times(s.schedule, s.validity, self.inner.ingress.now())?;
         let request = Request {
             to,
             from,
@@ -441,7 +441,7 @@ impl Client {
 
     /// Admits and stores one whole text; its id.
     async fn store(&self, request: Request, smpp: Option<SmppReceipts>) -> Result<MessageId, CommandStatus> {
-        let now = timestamp_now();
+        let now = self.inner.ingress.now();
         let mut prepared = self.inner.ingress.prepare(self.account, &request, now).map_err(|r| refused(r.code))?;
         prepared.smpp = smpp;
         match self.inner.ingress.submit(prepared, None, now).await {
@@ -617,7 +617,7 @@ impl Client {
             }
             ids
         };
-        let now = timestamp_now();
+        let now = self.inner.ingress.now();
         let batch: Vec<Transition> = ids
             .iter()
             .map(|&id| Transition {
@@ -643,7 +643,7 @@ impl Client {
             .ok()
             .and_then(|d| d.text)
             .ok_or(CommandStatus::ESME_RREPLACEFAIL)?;
-        let now = timestamp_now();
+        let now = self.inner.ingress.now();
         let (send_at, validity_secs) = times(r.schedule_delivery_time.as_bytes(), r.validity_period.as_bytes(), now)?;
         let request = Request {
             to: m.to.clone(),

@@ -421,7 +421,7 @@ async fn inbound_messages_go_to_the_accounts_receivers() {
     let s = setup().await;
     let (handler, mut got) = inbox(0);
     let _c = bind_with(&s, BindKind::Receiver, "acme", "secret", handler).await.unwrap();
-    let now = smsgate_engine::timestamp_now();
+    let now = smsgate_core::Timestamp::now();
     let reply = |body: &str| smsgate_core::Message {
         id: MessageId::generate(),
         account_id: s.account,

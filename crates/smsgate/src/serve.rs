@@ -67,7 +67,7 @@ async fn serve(args: Config) -> anyhow::Result<()> {
     let engine = Engine::new(store.clone(), Arc::new(Registry::new(Kit::new(sim.clone()))), engine_config);
     let shutdown = CancellationToken::new();
     // The zero-config connector and route, then those the config file adds (when the database lacks them).
-    smsgate_engine::registry::seed_defaults(store.as_ref(), smsgate_engine::timestamp_now())
+    smsgate_engine::registry::seed_defaults(store.as_ref(), engine.now())
         .await
         .context("creating the default connector and route")?;
     let created = smsgate_api::routing::seed(store.as_ref(), &engine, args.connectors.clone(), args.routes.clone())
@@ -77,7 +77,7 @@ async fn serve(args: Config) -> anyhow::Result<()> {
         println!("smsgate: created {c} from the configuration");
     }
     let engine_task = tokio::spawn(engine.clone().run(events_rx, shutdown.clone()));
-    let deliverer = smsgate_api::webhooks::Deliverer::new(store.clone(), &args.node);
+    let deliverer = smsgate_api::webhooks::Deliverer::new(store.clone(), &args.node, engine.clock());
     let deliverer_task = tokio::spawn(deliverer.run(shutdown.clone()));
 
     let policy = Policy { default_region, ..Policy::default() };
@@ -183,7 +183,7 @@ async fn ensure_admin(store: &dyn Store) -> anyhow::Result<Option<String>> {
     {
         bail!("SMSGATE_ADMIN_KEY must be at least 16 characters");
     }
-    let now = smsgate_api::now();
+    let now = smsgate_core::Timestamp::now();
     let admin = match store.admin_account().await? {
         Some(a) => a,
         None => store.create_account("admin", true, now).await?,
