@@ -4,6 +4,8 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use smsgate_services::ServiceError;
+use smsgate_store::StoreError;
 
 /// An error answer: `{"error": {"code": "...", "message": "..."}}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +29,27 @@ impl ApiError {
     pub fn internal(cause: impl std::fmt::Display) -> ApiError {
         tracing::error!(%cause, "internal error");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server's log")
+    }
+}
+
+/// A service's refusal as its HTTP answer: not found 404, invalid 422, conflict 409, forbidden 403; a failure of
+/// the store or the engine 500, logged, its text kept from the client.
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> ApiError {
+        match e {
+            ServiceError::NotFound { code, message } => ApiError::new(StatusCode::NOT_FOUND, code, message),
+            ServiceError::Invalid { code, message } => ApiError::invalid(code, message),
+            ServiceError::Rejected(r) => ApiError::invalid(r.code.as_str(), r.message),
+            ServiceError::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
+            ServiceError::Forbidden { code, message } => ApiError::new(StatusCode::FORBIDDEN, code, message),
+            e @ (ServiceError::Store(_) | ServiceError::Engine(_)) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        ApiError::internal(e)
     }
 }
 

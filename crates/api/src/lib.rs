@@ -28,8 +28,10 @@ use smsgate_connectors::sim::SimNetwork;
 use smsgate_core::admission::Request;
 use smsgate_core::{Direction, MessageId, Status, Timestamp};
 use smsgate_engine::Engine;
-use smsgate_engine::ingress::{Ingress, Prepared};
-use smsgate_store::{Account, Changes, Inserted, ListFilter, Store};
+use smsgate_engine::ingress::Prepared;
+pub use smsgate_services::admin::{generate_key, hash_key, key_prefix};
+use smsgate_services::{Admin, Messages, Submitted};
+use smsgate_store::{Account, ListFilter};
 
 pub use error::ApiError;
 use json::{JsonBody, MAX_BATCH_BODY, message_view, parse_time, time_json};
@@ -45,9 +47,11 @@ use views::{
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    pub store: Arc<dyn Store>,
-    /// Admission and storing, shared with every other way in.
-    pub ingress: Ingress,
+    /// Messages: sending, canceling, reading; shared with every other way in.
+    pub messages: Messages,
+    /// Accounts, keys, routing, credentials and webhook settings.
+    pub admin: Admin,
+    /// The engine, for what only it knows (the connectors in force, their health).
     pub engine: Engine,
     /// The simulated network, when it is the connector.
     pub sim: Option<Arc<SimNetwork>>,
@@ -137,23 +141,6 @@ pub fn router(state: AppState) -> Router {
     router_and_openapi(state).0
 }
 
-/// A new API key and the hash the store keeps of it: `sk_` and 64 hex digits of randomness.
-pub fn generate_key() -> (String, String) {
-    let key = format!("sk_{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-    let hash = hash_key(&key);
-    (key, hash)
-}
-
-/// The SHA-256 of a key, hex. Keys carry 244 random bits, so a fast hash is enough: nothing to brute-force.
-pub fn hash_key(key: &str) -> String {
-    hex::encode(Sha256::digest(key.as_bytes()))
-}
-
-/// The first characters of a key, safe to show.
-pub fn key_prefix(key: &str) -> String {
-    key.chars().take(10).collect()
-}
-
 /// The account behind the request's API key.
 #[derive(Debug, Clone)]
 pub struct Caller(pub Account);
@@ -178,7 +165,7 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(account) = state.keys.get(&hash) {
             return Ok(Caller(account));
         }
-        match state.store.account_by_key_hash(&hash).await {
+        match state.admin.authenticate(&hash).await {
             Ok(Some(account)) => {
                 state.keys.put(&hash, account.clone());
                 Ok(Caller(account))
@@ -200,7 +187,7 @@ async fn healthz() -> Json<HealthView> {
 /// histograms, among them every status change it recorded (`smsgate_status_changes_total`).
 #[utoipa::path(get, path = "/metrics", responses((status = OK, description = "Prometheus text format", content_type = "text/plain")))]
 async fn metrics_text(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let counts = state.store.count_pending().await.map_err(ApiError::internal)?;
+    let counts = state.messages.pending().await?;
     let mut out = String::from(
         "# HELP smsgate_messages Messages on their way (not yet final), by status, across all nodes.\n\
          # TYPE smsgate_messages gauge\n",
@@ -212,7 +199,7 @@ async fn metrics_text(State(state): State<AppState>) -> Result<impl IntoResponse
     let depth: i64 = counts.iter().filter(|(s, _)| matches!(s, Status::Queued | Status::Sending)).map(|(_, n)| n).sum();
     out.push_str("# HELP smsgate_queue_depth Messages queued or being sent.\n# TYPE smsgate_queue_depth gauge\n");
     out.push_str(&format!("smsgate_queue_depth {depth}\n"));
-    let outbox = state.store.count_pending_callbacks().await.map_err(ApiError::internal)?;
+    let outbox = state.admin.pending_callbacks().await?;
     metrics::gauge!(webhooks::metric::OUTBOX).set(outbox as f64);
     let now = std::time::Instant::now();
     for live in state.engine.registry().connectors() {
@@ -277,33 +264,16 @@ async fn send_message(
             Some((key.to_string(), hex::encode(Sha256::digest(&raw))))
         }
     };
-    let now = state.engine.now();
-    let prepared = prepare(&state, caller.id, body, now)?;
-    let (inserted, message) = state.ingress.submit(prepared, idempotency, now).await.map_err(ApiError::internal)?;
-    match inserted {
-        Inserted::Duplicate { id, same_request: true } => {
-            let original = state.store.message(caller.id, id).await.map_err(ApiError::internal)?;
-            let original = original.ok_or_else(|| ApiError::internal("idempotent original vanished"))?;
-            Ok((StatusCode::CREATED, Json(message_view(&original, None))))
-        }
-        Inserted::Duplicate { .. } => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "idempotency_key_reused",
-            "this Idempotency-Key was used with a different request",
-        )),
-        Inserted::New => Ok((StatusCode::CREATED, Json(message_view(&message, None)))),
-    }
+    let request = request_of(body)?;
+    let submitted = state.messages.submit(caller.id, &request, idempotency).await?;
+    let (Submitted::New(message) | Submitted::Repeated(message)) = submitted;
+    Ok((StatusCode::CREATED, Json(message_view(&message, None))))
 }
 
-/// Admits one request through the ingress and builds the message to store.
-fn prepare(
-    state: &AppState,
-    account: smsgate_core::AccountId,
-    body: SendBody,
-    now: Timestamp,
-) -> Result<Prepared, ApiError> {
+/// The admission request a body makes.
+fn request_of(body: SendBody) -> Result<Request, ApiError> {
     let send_at = body.send_at.as_deref().map(|s| parse_time("send_at", s)).transpose()?;
-    let request = Request {
+    Ok(Request {
         to: body.to,
         from: body.from,
         body: body.body,
@@ -312,8 +282,17 @@ fn prepare(
         callback_url: body.callback_url,
         callback_statuses: body.callback_statuses,
         reference: body.reference,
-    };
-    state.ingress.prepare(account, &request, now).map_err(|r| ApiError::invalid(r.code.as_str(), r.message))
+    })
+}
+
+/// Admits one body for an account and builds the message to store.
+fn prepare(
+    state: &AppState,
+    account: smsgate_core::AccountId,
+    body: SendBody,
+    now: Timestamp,
+) -> Result<Prepared, ApiError> {
+    Ok(state.messages.prepare(account, &request_of(body)?, now)?)
 }
 
 /// The most messages one batch may hold.
@@ -352,7 +331,7 @@ async fn send_batch(
             to_store.len() - 1
         }));
     }
-    let stored = state.ingress.submit_many(to_store, now).await.map_err(ApiError::internal)?;
+    let stored = state.messages.submit_many(to_store, now).await?;
     let data: Vec<Value> = results
         .into_iter()
         .map(|r| match r {
@@ -376,9 +355,7 @@ async fn get_message(
     Path(id): Path<String>,
 ) -> Result<Json<MessageView>, ApiError> {
     let id = parse_id(&id)?;
-    let message = state.store.message(caller.id, id).await.map_err(ApiError::internal)?;
-    let message = message.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such message"))?;
-    let events = state.store.events(id).await.map_err(ApiError::internal)?;
+    let (message, events) = state.messages.journey(caller.id, id).await?;
     Ok(Json(message_view(&message, Some(&events))))
 }
 
@@ -391,22 +368,8 @@ async fn cancel_message(
     Path(id): Path<String>,
 ) -> Result<Json<MessageView>, ApiError> {
     let id = parse_id(&id)?;
-    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such message");
-    let message = state.store.message(caller.id, id).await.map_err(ApiError::internal)?.ok_or_else(not_found)?;
-    let moved = state
-        .store
-        .transition(id, Status::Canceled, state.engine.now(), "canceled by the sender", &Changes::default())
-        .await
-        .map_err(ApiError::internal)?;
-    if !moved {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_cancelable",
-            format!("the message is {}; only scheduled or queued messages can be canceled", message.status),
-        ));
-    }
-    let message = state.store.message(caller.id, id).await.map_err(ApiError::internal)?.ok_or_else(not_found)?;
-    let events = state.store.events(id).await.map_err(ApiError::internal)?;
+    state.messages.cancel(caller.id, id, "canceled by the sender").await?;
+    let (message, events) = state.messages.journey(caller.id, id).await?;
     Ok(Json(message_view(&message, Some(&events))))
 }
 
@@ -483,7 +446,7 @@ async fn list(
         since: q.since.as_deref().map(|s| parse_time("since", s)).transpose()?,
         until: q.until.as_deref().map(|s| parse_time("until", s)).transpose()?,
     };
-    let page = state.store.list_messages(caller.id, &filter, cursor, limit).await.map_err(ApiError::internal)?;
+    let page = state.messages.list(caller.id, &filter, cursor, limit).await?;
     let next = (page.len() == limit as usize).then(|| page.last().map(|m| m.id.to_string())).flatten();
     let data = page.iter().map(|m| message_view(m, None)).collect();
     Ok(Json(ListView { data, next_cursor: next }))
@@ -530,11 +493,7 @@ async fn create_account(
     JsonBody { value: body, .. }: JsonBody<AccountBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     require_admin(&caller)?;
-    let name = body.name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(ApiError::invalid("invalid_name", "name must be 1 to 200 characters"));
-    }
-    let account = state.store.create_account(name, false, state.engine.now()).await.map_err(ApiError::internal)?;
+    let account = state.admin.create_account(&body.name).await?;
     Ok((StatusCode::CREATED, Json(account_view(&account))))
 }
 
@@ -549,18 +508,12 @@ async fn create_key(
     require_admin(&caller)?;
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such account");
     let id = smsgate_core::AccountId::parse(&id).ok_or_else(not_found)?;
-    let account = state.store.account(id).await.map_err(ApiError::internal)?.ok_or_else(not_found)?;
-    let (key, hash) = generate_key();
-    let record = state
-        .store
-        .create_api_key(account.id, &hash, &key_prefix(&key), state.engine.now())
-        .await
-        .map_err(ApiError::internal)?;
+    let smsgate_services::NewKey { key, record } = state.admin.create_key(id).await?;
     Ok((
         StatusCode::CREATED,
         Json(KeyView {
             id: record.id,
-            account_id: account.id.to_string(),
+            account_id: record.account_id.to_string(),
             key,
             prefix: record.prefix,
             created_at: time_string(record.created_at),

@@ -64,10 +64,7 @@ pub fn signature(secret: &str, unix_seconds: i64, body: &str) -> String {
     format!("t={unix_seconds},v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// A new signing secret: `whsec_` and 64 hex digits of randomness.
-pub fn new_secret() -> String {
-    format!("whsec_{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
-}
+pub use smsgate_services::admin::new_secret;
 
 /// The wait before the next try: doubling from a second, up to an hour, with a fifth of jitter either way.
 const BACKOFF: Backoff = Backoff { first: Duration::from_secs(1), max: MAX_BACKOFF, spread: 0.2 };
@@ -127,12 +124,12 @@ impl Deliverer {
     }
 
     /// `url` parsed, from the ones kept when it was seen before.
-    fn url(&self, url: &str) -> Result<reqwest::Url, String> {
+    fn url(&self, url: &str) -> Result<reqwest::Url, url::ParseError> {
         let mut urls = self.urls.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(u) = urls.get(url) {
             return Ok(u.clone());
         }
-        let parsed = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
+        let parsed = reqwest::Url::parse(url)?;
         if urls.len() >= URLS_KEPT {
             urls.clear();
         }
@@ -260,18 +257,6 @@ fn webhooks_view(w: Option<&Webhooks>) -> Value {
     })
 }
 
-fn check_url(field: &str, url: Option<String>) -> Result<Option<String>, ApiError> {
-    let Some(url) = url.filter(|u| !u.is_empty()) else { return Ok(None) };
-    let ok = url.len() <= 2048
-        && (url.starts_with("http://") || url.starts_with("https://"))
-        && reqwest::Url::parse(&url).is_ok_and(|u| u.host().is_some());
-    if ok {
-        Ok(Some(url))
-    } else {
-        Err(ApiError::invalid("invalid_url", format!("{field} must be an http or https URL")))
-    }
-}
-
 /// Set the account's webhook URLs; the first time also makes its signing secret.
 #[utoipa::path(put, path = "/v1/webhooks", request_body = WebhooksBody,
     responses((status = OK, body = Object), (status = UNPROCESSABLE_ENTITY, body = ErrorView)))]
@@ -280,13 +265,7 @@ pub(crate) async fn put_webhooks(
     Caller(caller): Caller,
     crate::json::JsonBody { value: body, .. }: crate::json::JsonBody<WebhooksBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let status_url = check_url("status_url", body.status_url)?;
-    let inbound_url = check_url("inbound_url", body.inbound_url)?;
-    let w = state
-        .store
-        .put_webhooks(caller.id, status_url.as_deref(), inbound_url.as_deref(), &new_secret(), state.engine.now())
-        .await
-        .map_err(ApiError::internal)?;
+    let w = state.admin.put_webhooks(caller.id, body.status_url, body.inbound_url).await?;
     Ok(Json(webhooks_view(Some(&w))))
 }
 
@@ -296,7 +275,7 @@ pub(crate) async fn get_webhooks(
     State(state): State<AppState>,
     Caller(caller): Caller,
 ) -> Result<impl IntoResponse, ApiError> {
-    let w = state.store.webhooks(caller.id).await.map_err(ApiError::internal)?;
+    let w = state.admin.webhooks(caller.id).await?;
     Ok(Json(webhooks_view(w.as_ref())))
 }
 
@@ -307,16 +286,8 @@ pub(crate) async fn rotate_secret(
     State(state): State<AppState>,
     Caller(caller): Caller,
 ) -> Result<impl IntoResponse, ApiError> {
-    let rotated = state
-        .store
-        .rotate_webhook_secret(caller.id, &new_secret(), state.engine.now())
-        .await
-        .map_err(ApiError::internal)?;
-    if !rotated {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no webhooks set; PUT /v1/webhooks first"));
-    }
-    let w = state.store.webhooks(caller.id).await.map_err(ApiError::internal)?;
-    Ok(Json(webhooks_view(w.as_ref())))
+    let w = state.admin.rotate_webhook_secret(caller.id).await?;
+    Ok(Json(webhooks_view(Some(&w))))
 }
 
 /// A message's callbacks, oldest first, with every delivery attempt and its result.
@@ -329,8 +300,7 @@ pub(crate) async fn list_callbacks(
 ) -> Result<impl IntoResponse, ApiError> {
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such message");
     let id = MessageId::parse(&id).ok_or_else(not_found)?;
-    state.store.message(caller.id, id).await.map_err(ApiError::internal)?.ok_or_else(not_found)?;
-    let all = state.store.callbacks(caller.id, id).await.map_err(ApiError::internal)?;
+    let all = state.messages.callbacks(caller.id, id).await?;
     let data: Vec<Value> = all
         .iter()
         .map(|c| {

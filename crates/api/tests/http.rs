@@ -97,8 +97,8 @@ async fn start(backend: &str) -> Server {
     );
     let ingress = smsgate_engine::ingress::Ingress::spawn(engine.clone(), store.clone(), Arc::new(Policy::default()));
     let state = AppState {
-        store: store.clone(),
-        ingress,
+        messages: smsgate_services::Messages::new(ingress, store.clone()),
+        admin: smsgate_services::Admin::new(store.clone(), engine.clone()),
         engine,
         sim: Some(sim),
         metrics: None,

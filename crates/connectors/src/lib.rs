@@ -70,6 +70,11 @@ impl SubmitError {
     }
 }
 
+/// Settings a connector cannot be built from: what is wrong, in a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SettingsError(pub String);
+
 /// A delivery receipt: the final (or intermediate) state a carrier reports for a message it took.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
@@ -165,7 +170,7 @@ impl Kit {
         name: &str,
         kind: &str,
         settings: serde_json::Value,
-    ) -> Result<std::sync::Arc<dyn Connector>, String> {
+    ) -> Result<std::sync::Arc<dyn Connector>, SettingsError> {
         match kind {
             "sim" => {
                 let settings = sim::SimSettings::from_json(settings)?;
@@ -175,7 +180,7 @@ impl Kit {
                 let settings = smpp::SmppSettings::from_json(settings)?;
                 Ok(std::sync::Arc::new(smpp::SmppConnector::new(name, settings, self.events.clone())))
             }
-            other => Err(format!("unknown connector kind {other:?}; this version has {KINDS:?}")),
+            other => Err(SettingsError(format!("unknown connector kind {other:?}; this version has {KINDS:?}"))),
         }
     }
 }

@@ -30,7 +30,7 @@ use async_trait::async_trait;
 use smsgate_core::{Message, MessageId, Timestamp};
 use tokio::sync::mpsc;
 
-use crate::{Connector, ConnectorEvent, Inbound, Receipt, ReceiptState, SubmitError};
+use crate::{Connector, ConnectorEvent, Inbound, Receipt, ReceiptState, SettingsError, SubmitError};
 
 /// One virtual carrier.
 #[derive(Debug, Clone, PartialEq)]
@@ -451,15 +451,17 @@ const MAX_DELAY_MS: u64 = 600_000;
 
 impl SimSettings {
     /// Settings from a connector's JSON, checked.
-    pub fn from_json(value: serde_json::Value) -> Result<SimSettings, String> {
-        let s: SimSettings = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    pub fn from_json(value: serde_json::Value) -> Result<SimSettings, SettingsError> {
+        let s: SimSettings = serde_json::from_value(value).map_err(|e| SettingsError(e.to_string()))?;
         if let Some(r) = s.delivery_ratio
             && !(0.0..=1.0).contains(&r)
         {
-            return Err(format!("delivery_ratio must be from 0 to 1, not {r}"));
+            return Err(SettingsError(format!("delivery_ratio must be from 0 to 1, not {r}")));
         }
         if s.submit_latency_ms.unwrap_or(0) > MAX_DELAY_MS || s.receipt_delay_ms.unwrap_or(0) > MAX_DELAY_MS {
-            return Err(format!("submit_latency_ms and receipt_delay_ms must be at most {MAX_DELAY_MS}"));
+            return Err(SettingsError(format!(
+                "submit_latency_ms and receipt_delay_ms must be at most {MAX_DELAY_MS}"
+            )));
         }
         Ok(s)
     }
@@ -644,9 +646,9 @@ mod tests {
             (serde_json::json!({"receipt_delay_ms": 700_000}), "at most"),
         ] {
             let e = kit.build("bad", "sim", settings).unwrap_err();
-            assert!(e.contains(error), "{e}");
+            assert!(e.0.contains(error), "{e}");
         }
-        assert!(kit.build("x", "smtp", serde_json::json!({})).unwrap_err().contains("unknown connector kind"));
+        assert!(kit.build("x", "smtp", serde_json::json!({})).unwrap_err().0.contains("unknown connector kind"));
     }
 
     /// Each part gets a carrier id and a receipt of its own; `0002` makes only the last part undelivered.

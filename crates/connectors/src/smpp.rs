@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::{Connector, ConnectorEvent, Inbound, Receipt, ReceiptState, SubmitError};
+use crate::{Connector, ConnectorEvent, Inbound, Receipt, ReceiptState, SettingsError, SubmitError};
 
 /// How parts of a long message are marked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -144,32 +144,33 @@ fn sixty_thousand() -> u64 {
 
 impl SmppSettings {
     /// The settings from a connector's JSON; errors say what is wrong, for people.
-    pub fn from_json(settings: serde_json::Value) -> Result<SmppSettings, String> {
-        let s: SmppSettings = serde_json::from_value(settings).map_err(|e| format!("smpp settings: {e}"))?;
+    pub fn from_json(settings: serde_json::Value) -> Result<SmppSettings, SettingsError> {
+        let s: SmppSettings =
+            serde_json::from_value(settings).map_err(|e| SettingsError(format!("smpp settings: {e}")))?;
         if s.host.is_empty() || s.port == 0 {
-            return Err("smpp settings: host and port are needed".into());
+            return Err(SettingsError("smpp settings: host and port are needed".into()));
         }
         if s.tls {
-            s.tls_connector().map_err(|e| format!("smpp settings: tls: {e}"))?;
+            s.tls_connector().map_err(|e| SettingsError(format!("smpp settings: tls: {e}")))?;
         } else if s.tls_ca_file.is_some() || s.tls_server_name.is_some() {
-            return Err("smpp settings: tls_ca_file and tls_server_name need tls: true".into());
+            return Err(SettingsError("smpp settings: tls_ca_file and tls_server_name need tls: true".into()));
         }
         if s.system_id.is_empty() || s.system_id.len() > 15 || s.password.len() > 8 || s.system_type.len() > 12 {
-            return Err(
-                "smpp settings: system_id is 1 to 15 characters, password at most 8, system_type at most 12".into()
-            );
+            return Err(SettingsError(
+                "smpp settings: system_id is 1 to 15 characters, password at most 8, system_type at most 12".into(),
+            ));
         }
         if !(1..=64).contains(&s.sessions) || !(1..=10_000).contains(&s.session_window) {
-            return Err("smpp settings: sessions must be 1 to 64 and session_window 1 to 10,000".into());
+            return Err(SettingsError("smpp settings: sessions must be 1 to 64 and session_window 1 to 10,000".into()));
         }
         if s.response_timeout_ms == 0 || s.enquire_link_secs == 0 || s.reconnect_min_ms == 0 {
-            return Err("smpp settings: timeouts and intervals must be above zero".into());
+            return Err(SettingsError("smpp settings: timeouts and intervals must be above zero".into()));
         }
         if s.reconnect_max_ms < s.reconnect_min_ms {
-            return Err("smpp settings: reconnect_max_ms must be at least reconnect_min_ms".into());
+            return Err(SettingsError("smpp settings: reconnect_max_ms must be at least reconnect_min_ms".into()));
         }
         if s.source_addr.as_ref().is_some_and(|a| a.is_empty() || a.len() > 20) {
-            return Err("smpp settings: source_addr is 1 to 20 characters".into());
+            return Err(SettingsError("smpp settings: source_addr is 1 to 20 characters".into()));
         }
         Ok(s)
     }
@@ -177,9 +178,11 @@ impl SmppSettings {
     /// The TLS client and the name the SMSC's certificate must carry.
     fn tls_connector(
         &self,
-    ) -> Result<(smpp_session::tls::TlsConnector, rustls::pki_types::ServerName<'static>), String> {
-        let connector = smpp_session::tls::connector(self.tls_ca_file.as_deref().map(std::path::Path::new))?;
-        let name = smpp_session::tls::server_name(self.tls_server_name.as_deref().unwrap_or(&self.host))?;
+    ) -> Result<(smpp_session::tls::TlsConnector, rustls::pki_types::ServerName<'static>), SettingsError> {
+        let connector = smpp_session::tls::connector(self.tls_ca_file.as_deref().map(std::path::Path::new))
+            .map_err(SettingsError)?;
+        let name = smpp_session::tls::server_name(self.tls_server_name.as_deref().unwrap_or(&self.host))
+            .map_err(SettingsError)?;
         Ok((connector, name))
     }
 
@@ -456,13 +459,30 @@ async fn keep_bound(shared: Arc<Shared>, settings: SmppSettings, n: usize) {
     }
 }
 
-async fn bind_one(shared: &Arc<Shared>, settings: &SmppSettings, kind: BindKind) -> Result<Session, String> {
+/// Why a bind to the carrier's SMSC did not come up.
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error("connecting to {0} timed out")]
+    ConnectTimeout(String),
+    #[error("connecting to {0}: {1}")]
+    Connect(String, #[source] std::io::Error),
+    #[error("the TLS handshake with {0} timed out")]
+    TlsTimeout(String),
+    #[error("the TLS handshake with {0}: {1}")]
+    Tls(String, #[source] std::io::Error),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error(transparent)]
+    Bind(#[from] smpp_session::BindError),
+}
+
+async fn bind_one(shared: &Arc<Shared>, settings: &SmppSettings, kind: BindKind) -> Result<Session, LinkError> {
     let config = settings.session_config();
     let address = format!("{}:{}", settings.host, settings.port);
     let stream = tokio::time::timeout(config.response_timeout, tokio::net::TcpStream::connect(&address))
         .await
-        .map_err(|_| format!("connecting to {address} timed out"))?
-        .map_err(|e| format!("connecting to {address}: {e}"))?;
+        .map_err(|_| LinkError::ConnectTimeout(address.clone()))?
+        .map_err(|e| LinkError::Connect(address.clone(), e))?;
     let _ = stream.set_nodelay(true);
     let bind = Bind {
         system_id: settings.system_id.as_str().into(),
@@ -476,13 +496,12 @@ async fn bind_one(shared: &Arc<Shared>, settings: &SmppSettings, kind: BindKind)
         let (tls, name) = settings.tls_connector()?;
         let stream = tokio::time::timeout(config.response_timeout, tls.connect(name, stream))
             .await
-            .map_err(|_| format!("the TLS handshake with {address} timed out"))?
-            .map_err(|e| format!("the TLS handshake with {address}: {e}"))?;
+            .map_err(|_| LinkError::TlsTimeout(address.clone()))?
+            .map_err(|e| LinkError::Tls(address.clone(), e))?;
         smpp_session::bind(stream, kind, bind, config, handler).await
     } else {
         smpp_session::bind(stream, kind, bind, config, handler).await
-    }
-    .map_err(|e| e.to_string())?;
+    }?;
     Ok(session)
 }
 

@@ -185,9 +185,9 @@ fn bad_settings_say_what_is_wrong() {
         (json!({"colour": "red"}), "colour"),
     ] {
         let e = kit.build("carrier", "smpp", settings(addr, bad.clone())).unwrap_err();
-        assert!(e.contains(says), "{bad}: {e}");
+        assert!(e.0.contains(says), "{bad}: {e}");
     }
-    assert!(kit.build("carrier", "smpp", json!({"host": "h"})).unwrap_err().contains("port"));
+    assert!(kit.build("carrier", "smpp", json!({"host": "h"})).unwrap_err().0.contains("port"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,16 +33,21 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpRanges(Vec<ipnet::IpNet>);
 
+/// A range that is neither an address nor a CIDR range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an address or a CIDR range")]
+pub struct InvalidRange(pub String);
+
 impl IpRanges {
     /// The ranges, each an address or CIDR; the first that is neither is the error.
-    pub fn parse<S: AsRef<str>>(ranges: &[S]) -> Result<IpRanges, String> {
+    pub fn parse<S: AsRef<str>>(ranges: &[S]) -> Result<IpRanges, InvalidRange> {
         ranges
             .iter()
             .map(|r| {
                 let r = r.as_ref().trim();
                 r.parse::<ipnet::IpNet>()
                     .or_else(|_| r.parse::<IpAddr>().map(ipnet::IpNet::from))
-                    .map_err(|_| format!("{r:?} is not an address or a CIDR range"))
+                    .map_err(|_| InvalidRange(r.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()
             .map(IpRanges)
@@ -91,7 +96,7 @@ mod tests {
         ] {
             assert_eq!(r.contains(addr.parse().unwrap()), inside, "{addr}");
         }
-        assert!(IpRanges::parse(&["10.0.0.0/33"]).unwrap_err().contains("10.0.0.0/33"));
+        assert!(IpRanges::parse(&["10.0.0.0/33"]).unwrap_err().to_string().contains("10.0.0.0/33"));
         assert!(IpRanges::parse(&["example.com"]).is_err());
     }
 }

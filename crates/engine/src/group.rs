@@ -5,10 +5,12 @@
 use std::future::Future;
 
 use tokio::sync::{mpsc, oneshot};
+
+use crate::EngineError;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-type Reply<R> = oneshot::Sender<Result<R, String>>;
+type Reply<R> = oneshot::Sender<Result<R, EngineError>>;
 
 /// The callers' side of a group writer.
 #[derive(Debug)]
@@ -29,7 +31,7 @@ impl<T: Send + 'static, R: Send + 'static> Group<T, R> {
     pub fn spawn<F, Fut>(max: usize, stop: CancellationToken, write: F) -> (Group<T, R>, JoinHandle<()>)
     where
         F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Vec<R>, String>> + Send,
+        Fut: Future<Output = Result<Vec<R>, EngineError>> + Send,
     {
         Self::spawn_parallel(max, 1, stop, write)
     }
@@ -44,7 +46,7 @@ impl<T: Send + 'static, R: Send + 'static> Group<T, R> {
     ) -> (Group<T, R>, JoinHandle<()>)
     where
         F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Vec<R>, String>> + Send,
+        Fut: Future<Output = Result<Vec<R>, EngineError>> + Send,
     {
         let (tx, mut rx) = mpsc::channel::<(T, Reply<R>)>(max.max(1) * 4);
         let write = std::sync::Arc::new(write);
@@ -98,15 +100,17 @@ impl<T: Send + 'static, R: Send + 'static> Group<T, R> {
     }
 
     /// Hands in one item and waits for its result.
-    pub async fn submit(&self, item: T) -> Result<R, String> {
+    pub async fn submit(&self, item: T) -> Result<R, EngineError> {
         let (reply, answer) = oneshot::channel();
-        self.tx.send((item, reply)).await.map_err(|_| "the writer has stopped".to_string())?;
-        answer.await.map_err(|_| "the writer has stopped".to_string())?
+        self.tx.send((item, reply)).await.map_err(|_| EngineError::NotRunning)?;
+        answer.await.map_err(|_| EngineError::NotRunning)?
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use smsgate_store::StoreError;
+
     use super::*;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -130,7 +134,7 @@ mod tests {
         }
         while let Some(done) = tasks.join_next().await {
             let (i, r) = done.unwrap();
-            assert_eq!(r, Ok(i * 2));
+            assert_eq!(r.ok(), Some(i * 2));
         }
         assert!(writes.load(Ordering::SeqCst) < 500, "items were grouped");
     }
@@ -156,7 +160,7 @@ mod tests {
         }
         while let Some(done) = tasks.join_next().await {
             let (i, r) = done.unwrap();
-            assert_eq!(r, Ok(i + 1));
+            assert_eq!(r.ok(), Some(i + 1));
         }
         let most = most.load(Ordering::SeqCst);
         assert!((2..=3).contains(&most), "{most} groups were written at once");
@@ -165,11 +169,13 @@ mod tests {
     #[tokio::test]
     async fn a_failed_write_fails_its_group_and_stop_drains() {
         let stop = CancellationToken::new();
-        let (group, task) =
-            Group::spawn(10, stop.clone(), |_items: Vec<u32>| async { Err::<Vec<u32>, _>("disk full".to_string()) });
-        assert_eq!(group.submit(1).await, Err("disk full".into()));
+        let (group, task) = Group::spawn(10, stop.clone(), |_items: Vec<u32>| async {
+            Err::<Vec<u32>, _>(StoreError::Commit("disk full".into()).into())
+        });
+        let failed = group.submit(1).await.map_err(|e| e.to_string());
+        assert_eq!(failed, Err("store: commit failed: disk full".to_string()));
         stop.cancel();
         task.await.unwrap();
-        assert!(group.submit(2).await.is_err());
+        assert!(matches!(group.submit(2).await, Err(EngineError::NotRunning)));
     }
 }

@@ -8,8 +8,8 @@ use smsgate_core::admission::{Policy, Rejection, Request, admit};
 use smsgate_core::{AccountId, Direction, Message, MessageId, Status, Timestamp};
 use smsgate_store::{Inserted, NewMessage, SmppReceipts, Store};
 
-use crate::Engine;
 use crate::group::Group;
+use crate::{Engine, EngineError};
 
 /// The most messages one group commit of single submissions stores.
 pub const GROUP_INSERT: usize = 1000;
@@ -50,7 +50,7 @@ impl Ingress {
         let (inserter, _writer) =
             Group::spawn(GROUP_INSERT, tokio_util::sync::CancellationToken::new(), move |batch: Vec<NewMessage>| {
                 let store = writer_store.clone();
-                async move { store.insert_messages(&batch).await.map_err(|e| e.to_string()) }
+                async move { Ok(store.insert_messages(&batch).await?) }
             });
         Ingress { engine, store, policy, inserter }
     }
@@ -100,7 +100,7 @@ impl Ingress {
         prepared: Prepared,
         idempotency: Option<(String, String)>,
         now: Timestamp,
-    ) -> Result<(Inserted, Message), String> {
+    ) -> Result<(Inserted, Message), EngineError> {
         let Prepared { mut message, detail, smpp } = prepared;
         let reservation = self.engine.reserve(usize::from(message.status == Status::Queued));
         let claim = (!reservation.is_empty()).then(|| self.engine.claim(now));
@@ -119,7 +119,7 @@ impl Ingress {
     }
 
     /// Stores prepared messages in one transaction; returns them as stored, in order.
-    pub async fn submit_many(&self, prepared: Vec<Prepared>, now: Timestamp) -> Result<Vec<Message>, String> {
+    pub async fn submit_many(&self, prepared: Vec<Prepared>, now: Timestamp) -> Result<Vec<Message>, EngineError> {
         let mut to_store: Vec<NewMessage> =
             prepared.into_iter().map(|p| NewMessage { smpp: p.smpp, ..NewMessage::new(p.message, p.detail) }).collect();
         if to_store.is_empty() {
@@ -132,7 +132,7 @@ impl Ingress {
         for n in to_store.iter_mut().filter(|n| n.message.status == Status::Queued).take(reservation.len()) {
             n.claim = Some(claim.clone());
         }
-        self.store.insert_messages(&to_store).await.map_err(|e| e.to_string())?;
+        self.store.insert_messages(&to_store).await?;
         let mut handed = Vec::with_capacity(reservation.len());
         for n in to_store.iter_mut().filter(|n| n.claim.is_some()) {
             n.message.status = Status::Sending;

@@ -18,6 +18,7 @@
 //! returns.
 
 mod dispatch;
+mod error;
 pub mod group;
 mod inbound;
 pub mod ingress;
@@ -29,6 +30,7 @@ pub mod runtime;
 mod sweeps;
 mod writer;
 
+pub use error::EngineError;
 pub use registry::Registry;
 
 use std::collections::HashMap;
@@ -334,8 +336,8 @@ impl Engine {
     }
 
     /// Puts in force the connectors and routes the store holds now (after a change over the API).
-    pub async fn reload(&self) -> Result<(), String> {
-        self.registry.reload(self.store.as_ref()).await.map_err(|e| e.to_string())?;
+    pub async fn reload(&self) -> Result<(), EngineError> {
+        self.registry.reload(self.store.as_ref()).await?;
         self.reloaded.notify_one();
         Ok(())
     }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use smsgate_connectors::{Connector, Kit};
+use smsgate_connectors::{Connector, Kit, SettingsError};
 use smsgate_core::admission::country_of;
 use smsgate_core::routing::{DEFAULT_ROUTE, Destination, Resolution, Route, RouteMatch, RouteTarget, RoutingTable};
 use smsgate_core::{Message, Timestamp};
@@ -59,30 +59,31 @@ pub struct Registry {
 const LIMIT_KEYS: [&str; 2] = ["throughput", "window"];
 
 /// A connector's settings split into its dispatch limits and its kind's settings; errors say what is wrong.
-pub fn split_settings(settings: &serde_json::Value) -> Result<(Limits, serde_json::Value), String> {
-    let mut kind = settings.as_object().cloned().ok_or("settings must be a JSON object")?;
-    let number = |key: &str, v: Option<serde_json::Value>| -> Result<Option<f64>, String> {
+pub fn split_settings(settings: &serde_json::Value) -> Result<(Limits, serde_json::Value), SettingsError> {
+    let mut kind =
+        settings.as_object().cloned().ok_or_else(|| SettingsError("settings must be a JSON object".into()))?;
+    let number = |key: &str, v: Option<serde_json::Value>| -> Result<Option<f64>, SettingsError> {
         match v {
             None | Some(serde_json::Value::Null) => Ok(None),
             Some(v) => match v.as_f64() {
                 Some(n) if n > 0.0 && n.is_finite() => Ok(Some(n)),
-                _ => Err(format!("{key} must be a number above 0, or absent for no limit")),
+                _ => Err(SettingsError(format!("{key} must be a number above 0, or absent for no limit"))),
             },
         }
     };
     let throughput = number(LIMIT_KEYS[0], kind.remove(LIMIT_KEYS[0]))?;
     let window = match number(LIMIT_KEYS[1], kind.remove(LIMIT_KEYS[1]))? {
         Some(w) if w.fract() == 0.0 && w <= f64::from(u32::MAX) => Some(w as u32),
-        Some(_) => return Err("window must be a whole number".into()),
+        Some(_) => return Err(SettingsError("window must be a whole number".into())),
         None => None,
     };
     Ok((Limits { throughput, window }, serde_json::Value::Object(kind)))
 }
 
 /// Builds a connector from its record; errors say what is wrong with it.
-fn build(kit: &Kit, record: &ConnectorRecord) -> Result<(Arc<dyn Connector>, Limits), String> {
+fn build(kit: &Kit, record: &ConnectorRecord) -> Result<(Arc<dyn Connector>, Limits), SettingsError> {
     let settings: serde_json::Value =
-        serde_json::from_str(&record.settings).map_err(|e| format!("settings are not JSON: {e}"))?;
+        serde_json::from_str(&record.settings).map_err(|e| SettingsError(format!("settings are not JSON: {e}")))?;
     let (limits, kind_settings) = split_settings(&settings)?;
     let connector = kit.build(&record.name, &record.kind, kind_settings)?;
     Ok((connector, limits))
@@ -172,7 +173,7 @@ impl Registry {
     }
 
     /// Whether a connector record would build (its kind is known and its settings are good); errors say why not.
-    pub fn check(&self, record: &ConnectorRecord) -> Result<(), String> {
+    pub fn check(&self, record: &ConnectorRecord) -> Result<(), SettingsError> {
         build(&self.kit, record).map(|_| ())
     }
 
@@ -275,7 +276,7 @@ mod tests {
             (serde_json::json!({"window": 2.5}), "whole number"),
             (serde_json::json!([1]), "JSON object"),
         ] {
-            assert!(split_settings(&bad).unwrap_err().contains(why), "{bad}");
+            assert!(split_settings(&bad).unwrap_err().0.contains(why), "{bad}");
         }
     }
 }

@@ -8,7 +8,7 @@ use smsgate_core::MessageId;
 use smsgate_store::{ReceiptUpdate, Store, Transition};
 use tracing::warn;
 
-use crate::Engine;
+use crate::{Engine, EngineError};
 
 /// A change for the group-commit writer.
 #[derive(Debug)]
@@ -33,7 +33,7 @@ const WRITE_RETRIES: u32 = 3;
 /// writes that fail whole (a rolled-back transaction changes nothing), so that trying again is safe: PostgreSQL
 /// ends one of two transactions that wait on each other (groups written in parallel that change the same messages
 /// in opposite orders), and a connection can drop. Each try sees the messages as they are then.
-async fn with_retries<T, F, Fut>(retries: u32, mut write: F) -> Result<T, String>
+async fn with_retries<T, F, Fut>(retries: u32, mut write: F) -> Result<T, EngineError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, smsgate_store::StoreError>>,
@@ -47,14 +47,14 @@ where
                 warn!(error = %e, tries, "a store write failed; trying again");
                 tokio::time::sleep(Duration::from_millis(10 << tries)).await;
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         }
     }
 }
 
 /// Writes a group: the transitions and the receipts in it, in one [`Store::record`] (one transaction), and the
 /// results back in the group's order.
-pub(crate) async fn write_group(store: &dyn Store, group: Vec<Write>) -> Result<Vec<Written>, String> {
+pub(crate) async fn write_group(store: &dyn Store, group: Vec<Write>) -> Result<Vec<Written>, EngineError> {
     // Sized at once: grown push by push, these were a tenth of the server's allocations under load.
     let receipts_in = group.iter().filter(|w| matches!(w, Write::Receipt(_))).count();
     let mut transitions = Vec::with_capacity(group.len() - receipts_in);
@@ -86,20 +86,25 @@ pub(crate) const PARALLEL_GROUPS: usize = 3;
 
 impl Engine {
     /// Writes through the group-commit writer: concurrent changes share one transaction (one disk sync).
-    pub(crate) async fn write(&self, change: Write) -> Result<Written, String> {
+    pub(crate) async fn write(&self, change: Write) -> Result<Written, EngineError> {
         let recorder = self.recorder.lock().unwrap_or_else(|e| e.into_inner()).clone();
         match recorder {
             Some(r) => r.submit(change).await,
-            None => Err("the engine is not running".to_string()),
+            None => Err(EngineError::NotRunning),
         }
     }
 
-    /// Records a status change; returns whether the message moved.
-    pub(crate) async fn record(&self, transition: Transition) -> Result<bool, String> {
-        match self.write(Write::Transition(transition)).await? {
-            Written::Moved(moved) => Ok(moved),
-            Written::Matched(_) => Err("the writer answered a transition with a receipt's result".to_string()),
-        }
+    /// Records a status change through the group writer (in one transaction with the changes and receipts
+    /// arriving meanwhile); whether the message moved.
+    pub async fn record(&self, transition: Transition) -> Result<bool, EngineError> {
+        // The writer answers each write with the result of its kind.
+        Ok(matches!(self.write(Write::Transition(transition)).await?, Written::Moved(true)))
+    }
+
+    /// Records status changes through the group writer, each as [`Engine::record`]; whether each moved.
+    pub async fn record_many(&self, transitions: Vec<Transition>) -> Result<Vec<bool>, EngineError> {
+        let writes = transitions.into_iter().map(|t| self.record(t));
+        futures_util::future::join_all(writes).await.into_iter().collect()
     }
 }
 
@@ -115,10 +120,12 @@ mod tests {
             let n = calls.get();
             async move { if n <= 2 { Err(smsgate_store::StoreError::Commit("deadlock".into())) } else { Ok(n) } }
         };
-        assert_eq!(with_retries(3, failing_twice).await, Ok(3));
+        assert_eq!(with_retries(3, failing_twice).await.ok(), Some(3));
         calls.set(0);
         let always = || async { Err::<(), _>(smsgate_store::StoreError::Commit("disk full".into())) };
-        assert_eq!(with_retries(2, always).await, Err("commit failed: disk full".to_string()));
-        assert_eq!(with_retries(0, failing_twice).await, Err("commit failed: deadlock".to_string()));
+        let said = |e: EngineError| e.to_string();
+        assert_eq!(with_retries(2, always).await.map_err(said), Err("store: commit failed: disk full".to_string()));
+        let once = with_retries(0, failing_twice).await.map_err(said);
+        assert_eq!(once, Err("store: commit failed: deadlock".to_string()));
     }
 }

@@ -38,8 +38,8 @@ use sms_text::udh::Concat;
 use smsgate_core::access::{IpRanges, verify_password};
 use smsgate_core::admission::{ErrorCode, Request};
 use smsgate_core::{AccountId, Message, MessageId, Status, Timestamp};
-use smsgate_engine::ingress::Ingress;
-use smsgate_store::{Inserted, ListFilter, SmppReceipts, Store, Transition};
+use smsgate_services::{Admin, Messages, ServiceError, Submitted};
+use smsgate_store::{SmppReceipts, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -81,8 +81,10 @@ impl Default for Settings {
 
 #[derive(Debug)]
 struct Inner {
+    /// For the outbox of deliver_sm only: everything else goes through the services.
     store: Arc<dyn Store>,
-    ingress: Ingress,
+    messages: Messages,
+    admin: Admin,
     settings: Settings,
     /// Binds open now, by `system_id`.
     binds: Mutex<HashMap<String, u32>>,
@@ -105,7 +107,9 @@ fn password_checks() -> usize {
 }
 
 impl SmppServer {
-    pub fn new(store: Arc<dyn Store>, ingress: Ingress, settings: Settings) -> SmppServer {
+    /// A server whose clients' messages go through `messages` and whose binds `admin` checks; `store` holds the
+    /// outbox of deliver_sm it sends.
+    pub fn new(store: Arc<dyn Store>, messages: Messages, admin: Admin, settings: Settings) -> SmppServer {
         let parts = Reassembler::new(sms_text::reassembly::Config {
             timeout: settings.parts_wait,
             policy: ExpiryPolicy::Drop,
@@ -114,7 +118,8 @@ impl SmppServer {
         SmppServer {
             inner: Arc::new(Inner {
                 store,
-                ingress,
+                messages,
+                admin,
                 settings,
                 binds: Mutex::default(),
                 accounts: Mutex::default(),
@@ -147,7 +152,7 @@ impl SmppServer {
         let inner = &self.inner;
         let deliverer = tokio::spawn(deliver::run(
             inner.store.clone(),
-            inner.ingress.engine().clock(),
+            inner.messages.clock(),
             inner.settings.node.clone(),
             inner.receivers.clone(),
             shutdown.clone(),
@@ -200,7 +205,7 @@ impl Binder for CredentialBinder {
         peer: Option<SocketAddr>,
     ) -> Result<Arc<dyn Handler>, CommandStatus> {
         let system_id = bind.system_id.to_str_lossy().into_owned();
-        let credential = match self.inner.store.smpp_credential(&system_id).await {
+        let credential = match self.inner.admin.credential_for_bind(&system_id).await {
             Ok(Some(c)) => c,
             Ok(None) => return Err(CommandStatus::ESME_RINVSYSID),
             Err(e) => {
@@ -287,6 +292,14 @@ fn refused(code: ErrorCode) -> CommandStatus {
         ErrorCode::InvalidCallbackUrl | ErrorCode::InvalidCallbackStatuses | ErrorCode::InvalidReference => {
             CommandStatus::ESME_RSUBMITFAIL
         }
+    }
+}
+
+/// What a service's refusal of a submit answers: admission's code as its status; anything else a system error.
+fn rejected(e: ServiceError) -> CommandStatus {
+    match e {
+        ServiceError::Rejected(r) => refused(r.code),
+        _ => CommandStatus::ESME_RSYSERR,
     }
 }
 
@@ -413,10 +426,10 @@ impl Client {
             .map_err(|_| CommandStatus::ESME_RINVESMCLASS)?;
         // Binary data codings carry no text to admit.
         let Some(text) = decoded.text else { return Err(CommandStatus::ESME_RSUBMITFAIL) };
-        let national = self.inner.ingress.policy().default_region.is_some();
+        let national = self.inner.messages.policy().default_region.is_some();
         let to = address(s.dest.0, s.dest.1, national);
         let from = address(s.source.0, s.source.1, national);
-        let (send_at, validity_secs) = times(s.schedule, s.validity, self.inner.ingress.now())?;
+        let (send_at, validity_secs) = times(s.schedule, s.validity, self.inner.messages.now())?;
         let request = Request {
             to,
             from,
@@ -441,12 +454,11 @@ impl Client {
 
     /// Admits and stores one whole text; its id.
     async fn store(&self, request: Request, smpp: Option<SmppReceipts>) -> Result<MessageId, CommandStatus> {
-        let now = self.inner.ingress.now();
-        let mut prepared = self.inner.ingress.prepare(self.account, &request, now).map_err(|r| refused(r.code))?;
+        let now = self.inner.messages.now();
+        let mut prepared = self.inner.messages.prepare(self.account, &request, now).map_err(rejected)?;
         prepared.smpp = smpp;
-        match self.inner.ingress.submit(prepared, None, now).await {
-            Ok((Inserted::New, m)) => Ok(m.id),
-            Ok((Inserted::Duplicate { id, .. }, _)) => Ok(id),
+        match self.inner.messages.submit_prepared(self.account, prepared, None, now).await {
+            Ok(Submitted::New(m) | Submitted::Repeated(m)) => Ok(m.id),
             Err(e) => {
                 warn!(error = %e, "storing an SMPP submit failed");
                 Err(CommandStatus::ESME_RSYSERR)
@@ -547,7 +559,7 @@ impl Client {
     /// The account's message a client's id names (a part's id names its message).
     async fn message(&self, id: &[u8]) -> Result<Message, CommandStatus> {
         let id = deliver::parse_part_id(&String::from_utf8_lossy(id)).ok_or(CommandStatus::ESME_RINVMSGID)?;
-        match self.inner.store.message(self.account, id).await {
+        match self.inner.messages.find(self.account, id).await {
             Ok(Some(m)) => Ok(m),
             Ok(None) => Err(CommandStatus::ESME_RINVMSGID),
             Err(_) => Err(CommandStatus::ESME_RSYSERR),
@@ -586,50 +598,22 @@ impl Client {
         if !self.kind.can_submit() {
             return Err(CommandStatus::ESME_RINVBNDSTS);
         }
-        let ids: Vec<MessageId> = if !c.message_id.as_bytes().is_empty() {
-            vec![self.message(c.message_id.as_bytes()).await?.id]
+        const DETAIL: &str = "canceled by the sender (cancel_sm)";
+        let canceled = if !c.message_id.as_bytes().is_empty() {
+            let id = self.message(c.message_id.as_bytes()).await?.id;
+            match self.inner.messages.cancel(self.account, id, DETAIL).await {
+                Ok(_) => 1,
+                Err(ServiceError::Conflict { .. } | ServiceError::NotFound { .. }) => 0,
+                Err(_) => return Err(CommandStatus::ESME_RSYSERR),
+            }
         } else {
-            let national = self.inner.ingress.policy().default_region.is_some();
+            let national = self.inner.messages.policy().default_region.is_some();
             let to = address(c.dest_addr_ton, c.destination_addr.as_bytes(), national);
             let from = address(c.source_addr_ton, c.source_addr.as_bytes(), national);
-            let mut ids = Vec::new();
-            for status in [Status::Scheduled, Status::Queued] {
-                let filter = ListFilter {
-                    status: Some(status),
-                    to: Some(to.clone()),
-                    from: Some(from.clone()),
-                    ..ListFilter::default()
-                };
-                let mut cursor = None;
-                loop {
-                    let page = self
-                        .inner
-                        .store
-                        .list_messages(self.account, &filter, cursor, 500)
-                        .await
-                        .map_err(|_| CommandStatus::ESME_RSYSERR)?;
-                    ids.extend(page.iter().map(|m| m.id));
-                    match page.last() {
-                        Some(last) if page.len() == 500 => cursor = Some(last.id),
-                        _ => break,
-                    }
-                }
-            }
-            ids
+            let canceled = self.inner.messages.cancel_waiting(self.account, &to, &from, DETAIL).await;
+            canceled.map_err(|_| CommandStatus::ESME_RSYSERR)?
         };
-        let now = self.inner.ingress.now();
-        let batch: Vec<Transition> = ids
-            .iter()
-            .map(|&id| Transition {
-                id,
-                to: Status::Canceled,
-                at: now,
-                detail: "canceled by the sender (cancel_sm)".into(),
-                changes: Default::default(),
-            })
-            .collect();
-        let moved = self.inner.store.transition_many(&batch).await.map_err(|_| CommandStatus::ESME_RSYSERR)?;
-        if moved.iter().any(|&m| m) { Ok(()) } else { Err(CommandStatus::ESME_RCANCELFAIL) }
+        if canceled > 0 { Ok(()) } else { Err(CommandStatus::ESME_RCANCELFAIL) }
     }
 
     /// replace_sm: a new text (and schedule and validity, when given) for a message still waiting.
@@ -643,7 +627,7 @@ impl Client {
             .ok()
             .and_then(|d| d.text)
             .ok_or(CommandStatus::ESME_RREPLACEFAIL)?;
-        let now = self.inner.ingress.now();
+        let now = self.inner.messages.now();
         let (send_at, validity_secs) = times(r.schedule_delivery_time.as_bytes(), r.validity_period.as_bytes(), now)?;
         let request = Request {
             to: m.to.clone(),
@@ -657,11 +641,11 @@ impl Client {
             callback_statuses: None,
             reference: None,
         };
-        let prepared = self.inner.ingress.prepare(self.account, &request, now).map_err(|r| refused(r.code))?;
+        let prepared = self.inner.messages.prepare(self.account, &request, now).map_err(rejected)?;
         let replaced = self
             .inner
-            .store
-            .replace_message(self.account, m.id, &prepared.message, now, "replaced by the sender (replace_sm)")
+            .messages
+            .replace(self.account, m.id, &prepared, "replaced by the sender (replace_sm)")
             .await
             .map_err(|_| CommandStatus::ESME_RSYSERR)?;
         if replaced { Ok(()) } else { Err(CommandStatus::ESME_RREPLACEFAIL) }

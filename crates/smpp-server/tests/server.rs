@@ -78,9 +78,11 @@ async fn setup() -> Setup {
     let engine = Engine::new(store.clone(), Arc::new(Registry::new(Kit::new(sim))), config);
     let stop = CancellationToken::new();
     tokio::spawn(engine.clone().run(rx, stop.clone()));
-    let ingress = Ingress::spawn(engine, store.clone(), Arc::default());
+    let ingress = Ingress::spawn(engine.clone(), store.clone(), Arc::default());
     let settings = Settings { parts_wait: Duration::from_millis(300), ..Settings::default() };
-    let server = SmppServer::new(store.clone(), ingress, settings);
+    let messages = smsgate_services::Messages::new(ingress, store.clone());
+    let admin = smsgate_services::Admin::new(store.clone(), engine);
+    let server = SmppServer::new(store.clone(), messages, admin, settings);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn({

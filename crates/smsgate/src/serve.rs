@@ -9,7 +9,6 @@ use smsgate_connectors::Kit;
 use smsgate_connectors::sim::SimNetwork;
 use smsgate_core::admission::Policy;
 use smsgate_engine::{Config as EngineConfig, Engine, Registry};
-use smsgate_store::Store;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -49,7 +48,6 @@ async fn serve(args: Config) -> anyhow::Result<()> {
     // Signals are caught from here on, so a SIGTERM during start-up is a clean stop too.
     let signals = Signals::new()?;
     let store = smsgate_store::open(&database, 8).await.with_context(|| format!("opening {database}"))?;
-    let admin_key = ensure_admin(store.as_ref()).await?;
     tokio::task::spawn_blocking(smsgate_core::admission::load_metadata).await.context("loading number metadata")?;
 
     let (events_tx, events_rx) = mpsc::channel(10_000);
@@ -66,11 +64,11 @@ async fn serve(args: Config) -> anyhow::Result<()> {
     };
     let engine = Engine::new(store.clone(), Arc::new(Registry::new(Kit::new(sim.clone()))), engine_config);
     let shutdown = CancellationToken::new();
+    let admin = smsgate_services::Admin::new(store.clone(), engine.clone());
+    let admin_key = ensure_admin(&admin).await?;
     // The zero-config connector and route, then those the config file adds (when the database lacks them).
-    smsgate_engine::registry::seed_defaults(store.as_ref(), engine.now())
-        .await
-        .context("creating the default connector and route")?;
-    let created = smsgate_api::routing::seed(store.as_ref(), &engine, args.connectors.clone(), args.routes.clone())
+    let created = admin
+        .seed(args.connectors.clone(), args.routes.clone())
         .await
         .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
     for c in created {
@@ -85,10 +83,11 @@ async fn serve(args: Config) -> anyhow::Result<()> {
     let upkeep_task = tokio::spawn(metrics_upkeep(metrics.clone(), shutdown.clone()));
     let ingress = smsgate_engine::ingress::Ingress::spawn(engine.clone(), store.clone(), Arc::new(policy));
     let smpp_settings = args.smpp_server.settings(&args.node);
-    let smpp = smpp_server::SmppServer::new(store.clone(), ingress.clone(), smpp_settings);
+    let messages = smsgate_services::Messages::new(ingress, store.clone());
+    let smpp = smpp_server::SmppServer::new(store.clone(), messages.clone(), admin.clone(), smpp_settings);
     let state = smsgate_api::AppState {
-        store: store.clone(),
-        ingress,
+        messages,
+        admin,
         engine,
         sim: Some(sim),
         metrics: Some(metrics),
@@ -175,37 +174,21 @@ async fn metrics_upkeep(handle: metrics_exporter_prometheus::PrometheusHandle, s
     }
 }
 
-/// Creates the admin account on first start. Returns a generated key to print, once.
-async fn ensure_admin(store: &dyn Store) -> anyhow::Result<Option<String>> {
+/// Creates the admin account on first start, with the key `SMSGATE_ADMIN_KEY` names if set. Returns a generated
+/// key to print, once.
+async fn ensure_admin(admin: &smsgate_services::Admin) -> anyhow::Result<Option<String>> {
     let from_env = std::env::var("SMSGATE_ADMIN_KEY").ok().filter(|k| !k.is_empty());
     if let Some(key) = &from_env
         && key.len() < 16
     {
         bail!("SMSGATE_ADMIN_KEY must be at least 16 characters");
     }
-    let now = smsgate_core::Timestamp::now();
-    let admin = match store.admin_account().await? {
-        Some(a) => a,
-        None => store.create_account("admin", true, now).await?,
-    };
-    match from_env {
-        Some(key) => {
-            let hash = smsgate_api::hash_key(&key);
-            match store.account_by_key_hash(&hash).await? {
-                Some(owner) if owner.id == admin.id => {}
-                Some(_) => bail!("SMSGATE_ADMIN_KEY is already the key of another account"),
-                None => {
-                    store.create_api_key(admin.id, &hash, &smsgate_api::key_prefix(&key), now).await?;
-                }
-            }
-            Ok(None)
+    match admin.bootstrap(from_env.as_deref()).await {
+        Ok(new) => Ok(new.map(|n| n.key)),
+        Err(smsgate_services::ServiceError::Conflict { .. }) => {
+            bail!("SMSGATE_ADMIN_KEY is already the key of another account")
         }
-        None if store.key_count(admin.id).await? > 0 => Ok(None),
-        None => {
-            let (key, hash) = smsgate_api::generate_key();
-            store.create_api_key(admin.id, &hash, &smsgate_api::key_prefix(&key), now).await?;
-            Ok(Some(key))
-        }
+        Err(e) => Err(e).context("creating the admin account"),
     }
 }
 

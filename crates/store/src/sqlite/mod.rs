@@ -38,7 +38,7 @@ trait Job: Send {
     fn run(&mut self, conn: &Connection) -> bool;
     /// Answers the caller once the group's fate is known: its own error if it failed, else its result if the
     /// commit succeeded.
-    fn answer(self: Box<Self>, committed: std::result::Result<(), String>);
+    fn answer(self: Box<Self>, committed: std::result::Result<(), Arc<rusqlite::Error>>);
 }
 
 /// A [`Job`] made of a closure, with the statuses it recorded (counted in the metrics after the commit).
@@ -62,11 +62,11 @@ where
         ok
     }
 
-    fn answer(self: Box<Self>, committed: std::result::Result<(), String>) {
+    fn answer(self: Box<Self>, committed: std::result::Result<(), Arc<rusqlite::Error>>) {
         let result = match (self.result, committed) {
             (None, _) => Err(StoreError::Stopped("the write did not run".into())),
             (Some(Err(e)), _) => Err(e),
-            (Some(Ok(_)), Err(e)) => Err(StoreError::Commit(e)),
+            (Some(Ok(_)), Err(e)) => Err(StoreError::Commit(e.to_string())),
             (Some(Ok(value)), Ok(())) => {
                 crate::count_status_changes(&self.changed);
                 Ok(value)
@@ -156,15 +156,16 @@ fn run_group(conn: &Connection, mut jobs: Vec<Box<dyn Job>>) {
     while !jobs.is_empty() {
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             tracing::warn!(error = %e, "SQLite could not begin a transaction; {} writes fail", jobs.len());
+            let e = Arc::new(e);
             for job in jobs {
-                job.answer(Err(format!("could not begin a transaction: {e}")));
+                job.answer(Err(e.clone()));
             }
             return;
         }
         let failed = jobs.iter_mut().position(|job| !job.run(conn));
         match failed {
             None => {
-                let committed = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+                let committed = conn.execute_batch("COMMIT").map_err(Arc::new);
                 if committed.is_err() {
                     let _ = conn.execute_batch("ROLLBACK");
                     forget_hooks();

@@ -1,0 +1,20 @@
+//! Application services: what smsgate does for an account, in one place, between the front ends and the store.
+//! REST, the SMPP server — and the dashboard and the Twilio-compatible API to come — call these, never the store:
+//! so every way in applies the same checks, the same admission and the same writes.
+//!
+//! - [`Messages`]: submit one or many (through the engine's [`smsgate_engine::ingress::Ingress`]: admission, a
+//!   group commit, straight to the dispatcher when it has room), cancel (through the engine's group writer),
+//!   replace, read, list, callbacks;
+//! - [`Admin`]: accounts and keys, connectors and routes, the routes an account may use, SMPP credentials,
+//!   webhook settings, seeding from the config file.
+//!
+//! Errors are [`ServiceError`]s: a kind (not found, invalid, conflict, forbidden; or the store's or engine's
+//! failure) and a stable code, which each front end maps to its own answer.
+
+pub mod admin;
+mod error;
+pub mod messages;
+
+pub use admin::{Admin, CredentialSpec, MatchSpec, NewKey, RouteSpec, TargetSpec};
+pub use error::{Result, ServiceError};
+pub use messages::{Messages, Submitted};

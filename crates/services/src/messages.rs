@@ -1,0 +1,231 @@
+//! [`Messages`]: what every way in does with messages — submit one or many, cancel, replace, read, list — for an
+//! account, through the same admission ([`Ingress`]) and the same group writer, so that REST, the SMPP server
+//! and the front ends to come cannot drift apart.
+
+use std::sync::Arc;
+
+use smsgate_core::admission::{Policy, Request};
+use smsgate_core::{AccountId, Direction, Event, Message, MessageId, Status, Timestamp};
+use smsgate_engine::ingress::{Ingress, Prepared};
+use smsgate_store::{CallbackRecord, Inserted, ListFilter, Store, Transition};
+
+use crate::error::{Result, ServiceError};
+
+/// The most messages a list page holds.
+pub const MAX_PAGE: u32 = 1000;
+
+/// The messages of accounts.
+#[derive(Debug, Clone)]
+pub struct Messages {
+    ingress: Ingress,
+    store: Arc<dyn Store>,
+}
+
+/// What a submission with an idempotency key found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Submitted {
+    /// Stored now.
+    New(Message),
+    /// The key was used before with the same request: the message it made then.
+    Repeated(Message),
+}
+
+impl Submitted {
+    pub fn message(&self) -> &Message {
+        match self {
+            Submitted::New(m) | Submitted::Repeated(m) => m,
+        }
+    }
+}
+
+fn no_message() -> ServiceError {
+    ServiceError::not_found("not_found", "no such message")
+}
+
+impl Messages {
+    pub fn new(ingress: Ingress, store: Arc<dyn Store>) -> Messages {
+        Messages { ingress, store }
+    }
+
+    /// Now, by the engine's clock.
+    pub fn now(&self) -> Timestamp {
+        self.ingress.now()
+    }
+
+    /// The engine's clock, for the parts of a front end that decide by the same time.
+    pub fn clock(&self) -> std::sync::Arc<dyn smsgate_core::clock::Clock> {
+        self.ingress.engine().clock()
+    }
+
+    /// The admission policy every way in applies.
+    pub fn policy(&self) -> &Policy {
+        self.ingress.policy()
+    }
+
+    /// Admits a request for `account` and builds its message, not yet stored; a refusal is
+    /// [`ServiceError::Rejected`] with admission's code (`invalid_destination`, `empty_body`, ...).
+    pub fn prepare(&self, account: AccountId, request: &Request, now: Timestamp) -> Result<Prepared> {
+        self.ingress.prepare(account, request, now).map_err(ServiceError::Rejected)
+    }
+
+    /// Admits and stores one message, committed when this returns. `idempotency` is the sender's key and a hash of
+    /// its request: a key used before with the same request gives the message it made then; with another request,
+    /// [`ServiceError::Conflict`] `idempotency_key_reused`.
+    pub async fn submit(
+        &self,
+        account: AccountId,
+        request: &Request,
+        idempotency: Option<(String, String)>,
+    ) -> Result<Submitted> {
+        let now = self.now();
+        let prepared = self.prepare(account, request, now)?;
+        self.submit_prepared(account, prepared, idempotency, now).await
+    }
+
+    /// Stores one message already admitted ([`Messages::prepare`], perhaps with SMPP receipts asked for).
+    pub async fn submit_prepared(
+        &self,
+        account: AccountId,
+        prepared: Prepared,
+        idempotency: Option<(String, String)>,
+        now: Timestamp,
+    ) -> Result<Submitted> {
+        let (inserted, message) = self.ingress.submit(prepared, idempotency, now).await?;
+        match inserted {
+            Inserted::New => Ok(Submitted::New(message)),
+            Inserted::Duplicate { id, same_request: true } => {
+                let original = self.store.message(account, id).await?;
+                original.map(Submitted::Repeated).ok_or_else(no_message)
+            }
+            Inserted::Duplicate { .. } => Err(ServiceError::conflict(
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with a different request",
+            )),
+        }
+    }
+
+    /// Stores messages already admitted, in one transaction; returns them as stored, in order.
+    pub async fn submit_many(&self, prepared: Vec<Prepared>, now: Timestamp) -> Result<Vec<Message>> {
+        Ok(self.ingress.submit_many(prepared, now).await?)
+    }
+
+    /// An account's message, if it has one by this id.
+    pub async fn find(&self, account: AccountId, id: MessageId) -> Result<Option<Message>> {
+        Ok(self.store.message(account, id).await?)
+    }
+
+    /// An account's message; [`ServiceError::NotFound`] if it has none by this id.
+    pub async fn get(&self, account: AccountId, id: MessageId) -> Result<Message> {
+        self.find(account, id).await?.ok_or_else(no_message)
+    }
+
+    /// An account's message with its journey.
+    pub async fn journey(&self, account: AccountId, id: MessageId) -> Result<(Message, Vec<Event>)> {
+        let message = self.get(account, id).await?;
+        let events = self.store.events(id).await?;
+        Ok((message, events))
+    }
+
+    /// An account's messages, newest first, after `cursor`, at most `limit` (1 to [`MAX_PAGE`]).
+    pub async fn list(
+        &self,
+        account: AccountId,
+        filter: &ListFilter,
+        cursor: Option<MessageId>,
+        limit: u32,
+    ) -> Result<Vec<Message>> {
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(ServiceError::invalid("invalid_limit", format!("limit must be 1 to {MAX_PAGE}")));
+        }
+        Ok(self.store.list_messages(account, filter, cursor, limit).await?)
+    }
+
+    /// An account's received messages, as [`Messages::list`].
+    pub async fn inbound(
+        &self,
+        account: AccountId,
+        filter: &ListFilter,
+        cursor: Option<MessageId>,
+        limit: u32,
+    ) -> Result<Vec<Message>> {
+        let filter = ListFilter { direction: Some(Direction::Inbound), ..filter.clone() };
+        self.list(account, &filter, cursor, limit).await
+    }
+
+    /// Cancels an account's message that has not gone to a carrier yet (`scheduled` or `queued`), through the
+    /// engine's group writer; the message as it is after. [`ServiceError::Conflict`] `not_cancelable` for one that
+    /// is further along.
+    pub async fn cancel(&self, account: AccountId, id: MessageId, detail: &str) -> Result<Message> {
+        let message = self.get(account, id).await?;
+        let moved = self.cancel_ids(&[id], detail).await?;
+        if !moved.first().copied().unwrap_or(false) {
+            return Err(ServiceError::conflict(
+                "not_cancelable",
+                format!("the message is {}; only scheduled or queued messages can be canceled", message.status),
+            ));
+        }
+        self.get(account, id).await
+    }
+
+    /// Cancels every waiting message (`scheduled`, `queued`) of an account from `from` to `to`; how many.
+    pub async fn cancel_waiting(&self, account: AccountId, to: &str, from: &str, detail: &str) -> Result<usize> {
+        let mut ids = Vec::new();
+        for status in [Status::Scheduled, Status::Queued] {
+            let filter = ListFilter {
+                status: Some(status),
+                to: Some(to.to_string()),
+                from: Some(from.to_string()),
+                ..ListFilter::default()
+            };
+            let mut cursor = None;
+            loop {
+                let page = self.store.list_messages(account, &filter, cursor, MAX_PAGE).await?;
+                ids.extend(page.iter().map(|m| m.id));
+                match page.last() {
+                    Some(last) if page.len() == MAX_PAGE as usize => cursor = Some(last.id),
+                    _ => break,
+                }
+            }
+        }
+        Ok(self.cancel_ids(&ids, detail).await?.into_iter().filter(|&m| m).count())
+    }
+
+    /// Cancels messages by id (their owner checked by the caller); whether each moved.
+    async fn cancel_ids(&self, ids: &[MessageId], detail: &str) -> Result<Vec<bool>> {
+        let now = self.now();
+        let changes = ids
+            .iter()
+            .map(|&id| Transition {
+                id,
+                to: Status::Canceled,
+                at: now,
+                detail: detail.into(),
+                changes: Default::default(),
+            })
+            .collect();
+        Ok(self.ingress.engine().record_many(changes).await?)
+    }
+
+    /// Replaces the text (and schedule and validity) of an account's message still waiting with `replacement`'s
+    /// (admitted by [`Messages::prepare`]); whether it was replaced.
+    pub async fn replace(
+        &self,
+        account: AccountId,
+        id: MessageId,
+        replacement: &Prepared,
+        detail: &str,
+    ) -> Result<bool> {
+        Ok(self.store.replace_message(account, id, &replacement.message, self.now(), detail).await?)
+    }
+
+    /// The callbacks of an account's message, oldest first.
+    pub async fn callbacks(&self, account: AccountId, id: MessageId) -> Result<Vec<CallbackRecord>> {
+        self.get(account, id).await?;
+        Ok(self.store.callbacks(account, id).await?)
+    }
+
+    /// Messages on their way, by status, across all accounts (for metrics).
+    pub async fn pending(&self) -> Result<Vec<(Status, i64)>> {
+        Ok(self.store.count_pending().await?)
+    }
+}

@@ -1,0 +1,217 @@
+#![allow(clippy::unwrap_used)] // Test helpers; a failure is a test failure.
+//! The services on a real SQLite store and a running engine, with a clock the tests hold still: two accounts
+//! that cannot read, cancel, replace or list each other's messages or credentials; idempotency per account;
+//! admission's codes; and the admin's checks, each with its code.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use smsgate_connectors::Kit;
+use smsgate_connectors::sim::SimNetwork;
+use smsgate_core::admission::Request;
+use smsgate_core::clock::{Clock, ManualClock};
+use smsgate_core::{AccountId, Status, Timestamp};
+use smsgate_engine::ingress::Ingress;
+use smsgate_engine::{Config, Engine, Registry};
+use smsgate_services::{Admin, CredentialSpec, Messages, RouteSpec, ServiceError, Submitted, TargetSpec};
+use smsgate_store::{ListFilter, Store};
+use tokio_util::sync::CancellationToken;
+
+struct Setup {
+    messages: Messages,
+    admin: Admin,
+    clock: ManualClock,
+    acme: AccountId,
+    globex: AccountId,
+    stop: CancellationToken,
+    engine: tokio::task::JoinHandle<()>,
+    store: Arc<dyn Store>,
+    path: std::path::PathBuf,
+}
+
+async fn setup() -> Setup {
+    let path = std::env::temp_dir().join(format!("smsgate-services-{}.db", uuid::Uuid::now_v7().simple()));
+    let store = smsgate_store::open(&format!("sqlite://{}", path.display()), 4).await.unwrap();
+    let clock = ManualClock::new(Timestamp::now());
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    let sim = Arc::new(SimNetwork::new(Vec::new(), tx));
+    let config =
+        Config { clock: Arc::new(clock.clone()), poll_interval: Duration::from_millis(20), ..Config::default() };
+    let engine = Engine::new(store.clone(), Arc::new(Registry::new(Kit::new(sim))), config);
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(engine.clone().run(rx, stop.clone()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !engine.is_running() {
+        assert!(tokio::time::Instant::now() < deadline, "the engine did not start");
+        tokio::task::yield_now().await;
+    }
+    let ingress = Ingress::spawn(engine.clone(), store.clone(), Arc::default());
+    let messages = Messages::new(ingress, store.clone());
+    let admin = Admin::new(store.clone(), engine);
+    let acme = admin.create_account("Acme").await.unwrap().id;
+    let globex = admin.create_account("Globex").await.unwrap().id;
+    Setup { messages, admin, clock, acme, globex, stop, engine: running, store, path }
+}
+
+impl Setup {
+    async fn finish(self) {
+        self.stop.cancel();
+        self.engine.await.unwrap();
+        self.store.close().await;
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.path.display()));
+        }
+    }
+
+    /// A request to send `body` to `to` an hour from the clock's now: it waits, so it can be canceled.
+    fn later(&self, to: &str, body: &str) -> Request {
+        Request {
+            to: to.into(),
+            from: "Acme".into(),
+            body: body.into(),
+            send_at: Some(self.clock.now().plus_secs(3600)),
+            ..Request::default()
+        }
+    }
+}
+
+fn code(r: Result<impl std::fmt::Debug, ServiceError>) -> &'static str {
+    match r {
+        Ok(v) => panic!("expected a refusal, got {v:?}"),
+        Err(e) => e.code(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_accounts_cannot_touch_each_others_messages() {
+    let s = setup().await;
+    let (m, acme, globex) = (&s.messages, s.acme, s.globex);
+    let sent = m.submit(acme, &s.later("+447700900123", "hello"), None).await.unwrap();
+    let id = sent.message().id;
+    assert_eq!(sent.message().status, Status::Scheduled);
+    // Globex sees nothing of it, and can change nothing.
+    assert_eq!(code(m.get(globex, id).await), "not_found");
+    assert_eq!(code(m.journey(globex, id).await), "not_found");
+    assert_eq!(code(m.callbacks(globex, id).await), "not_found");
+    assert_eq!(code(m.cancel(globex, id, "no").await), "not_found");
+    let replacement = m.prepare(globex, &s.later("+447700900123", "hijacked"), s.clock.now()).unwrap();
+    assert!(!m.replace(globex, id, &replacement, "no").await.unwrap());
+    assert!(m.list(globex, &ListFilter::default(), None, 50).await.unwrap().is_empty());
+    assert_eq!(m.cancel_waiting(globex, "+447700900123", "Acme", "no").await.unwrap(), 0);
+    assert_eq!(m.get(acme, id).await.unwrap().body, "hello");
+    // Acme replaces and cancels its own, through the engine's writer; a second cancel is refused.
+    let replacement = m.prepare(acme, &s.later("+447700900123", "hello again"), s.clock.now()).unwrap();
+    assert!(m.replace(acme, id, &replacement, "replaced").await.unwrap());
+    let canceled = m.cancel(acme, id, "canceled by the sender").await.unwrap();
+    assert_eq!((canceled.status, canceled.body.as_str()), (Status::Canceled, "hello again"));
+    assert_eq!(code(m.cancel(acme, id, "again").await), "not_cancelable");
+    let (_, journey) = m.journey(acme, id).await.unwrap();
+    assert_eq!(journey.last().map(|e| e.detail.as_str()), Some("canceled by the sender"));
+    // By addresses: only the account's own waiting messages.
+    for _ in 0..3 {
+        m.submit(acme, &s.later("+447700900124", "x"), None).await.unwrap();
+    }
+    m.submit(globex, &s.later("+447700900124", "y"), None).await.unwrap();
+    assert_eq!(m.cancel_waiting(acme, "+447700900124", "Acme", "bulk").await.unwrap(), 3);
+    let left = m.list(globex, &ListFilter::default(), None, 50).await.unwrap();
+    assert_eq!(left.iter().map(|m| m.status).collect::<Vec<_>>(), [Status::Scheduled]);
+    assert_eq!(code(m.list(acme, &ListFilter::default(), None, 0).await), "invalid_limit");
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_are_per_account_and_admission_has_codes() {
+    let s = setup().await;
+    let (m, acme, globex) = (&s.messages, s.acme, s.globex);
+    let key = || Some(("order-1".to_string(), "hash-a".to_string()));
+    let first = m.submit(acme, &s.later("+447700900123", "a"), key()).await.unwrap();
+    let again = m.submit(acme, &s.later("+447700900123", "a"), key()).await.unwrap();
+    assert!(matches!(again, Submitted::Repeated(ref r) if r.id == first.message().id));
+    let other = Some(("order-1".to_string(), "hash-b".to_string()));
+    assert_eq!(code(m.submit(acme, &s.later("+447700900123", "b"), other).await), "idempotency_key_reused");
+    // The same key is another account's own.
+    let theirs = m.submit(globex, &s.later("+447700900123", "a"), key()).await.unwrap();
+    assert!(matches!(theirs, Submitted::New(ref t) if t.id != first.message().id));
+    // Admission's refusals keep their codes.
+    assert_eq!(code(m.submit(acme, &s.later("12", "a"), None).await), "invalid_destination");
+    assert_eq!(code(m.submit(acme, &s.later("+447700900123", ""), None).await), "empty_body");
+    let past = Request { send_at: Some(s.clock.now().plus_secs(-3600)), ..s.later("+447700900123", "a") };
+    assert!(m.submit(acme, &past, None).await.is_ok(), "a past send_at is now");
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_checks_what_it_is_given() {
+    let s = setup().await;
+    let a = &s.admin;
+    let settings = |v: serde_json::Value| v.as_object().cloned().unwrap();
+    assert_eq!(code(a.create_account("  ").await), "invalid_name");
+    assert_eq!(
+        code(a.create_connector(settings(serde_json::json!({"name": "bad name", "kind": "sim"}))).await),
+        "invalid_connector"
+    );
+    assert_eq!(
+        code(a.create_connector(settings(serde_json::json!({"name": "x", "kind": "smtp"}))).await),
+        "invalid_connector"
+    );
+    a.create_connector(settings(serde_json::json!({"name": "eu", "kind": "sim"}))).await.unwrap();
+    assert_eq!(
+        code(a.create_connector(settings(serde_json::json!({"name": "eu", "kind": "sim"}))).await),
+        "connector_exists"
+    );
+    assert_eq!(
+        code(a.update_connector("eu", settings(serde_json::json!({"kind": "smpp"}))).await),
+        "invalid_connector"
+    );
+    let route = |name: &str, connector: &str| RouteSpec {
+        name: Some(name.into()),
+        connectors: Some(vec![TargetSpec { name: connector.into(), priority: None, weight: None, price: Some(0.01) }]),
+        ..RouteSpec::default()
+    };
+    assert_eq!(code(a.create_route(route("uk", "nowhere")).await), "unknown_connector");
+    let made = a.create_route(route("uk", "eu")).await.unwrap();
+    assert_eq!(made.connectors[0].price_micros, Some(10_000));
+    assert_eq!(code(a.create_route(route("uk", "eu")).await), "route_exists");
+    assert_eq!(code(a.delete_connector("eu").await), "connector_in_use");
+    assert_eq!(code(a.set_account_routes(s.acme, Some(&["nope".to_string()])).await), "unknown_route");
+    assert_eq!(a.set_account_routes(s.acme, Some(&["uk".to_string()])).await.unwrap().routes, Some(vec!["uk".into()]));
+    a.delete_route("uk").await.unwrap();
+    a.delete_connector("eu").await.unwrap();
+    assert_eq!(code(a.route("uk").await), "not_found");
+    // Credentials are their account's: another sees and removes none of them.
+    let spec = |id: &str| CredentialSpec {
+        system_id: id.into(),
+        password: "secret".into(),
+        allowed_ips: Some(vec!["10.0.0.0/8".into()]),
+        max_binds: Some(2),
+        throughput: None,
+    };
+    a.create_credential(s.acme, spec("acme")).await.unwrap();
+    assert_eq!(code(a.create_credential(s.globex, spec("acme")).await), "system_id_taken");
+    assert_eq!(code(a.credential(s.globex, "acme").await), "not_found");
+    assert_eq!(code(a.delete_credential(s.globex, "acme").await), "not_found");
+    assert!(a.credentials(s.globex).await.unwrap().is_empty());
+    let bad_ips = CredentialSpec { allowed_ips: Some(vec!["10.0.0.0/33".into()]), ..spec("other") };
+    assert_eq!(code(a.create_credential(s.acme, bad_ips).await), "invalid_allowed_ips");
+    assert_eq!(
+        code(a.create_credential(s.acme, CredentialSpec { password: "123456789".into(), ..spec("o") }).await),
+        "invalid_password"
+    );
+    // Webhooks: URLs checked; a secret to rotate only once there are webhooks.
+    assert_eq!(code(a.put_webhooks(s.acme, Some("ftp://x".into()), None).await), "invalid_url");
+    assert_eq!(code(a.rotate_webhook_secret(s.acme).await), "not_found");
+    let w = a.put_webhooks(s.acme, Some("https://acme.example/hook".into()), None).await.unwrap();
+    let rotated = a.rotate_webhook_secret(s.acme).await.unwrap();
+    assert_ne!(w.secret, rotated.secret);
+    assert!(a.webhooks(s.globex).await.unwrap().is_none());
+    // The admin's first key once, then none; a known key that is another account's is refused.
+    assert!(a.bootstrap(None).await.unwrap().is_some());
+    assert!(a.bootstrap(None).await.unwrap().is_none());
+    let theirs = a.create_key(s.acme).await.unwrap();
+    assert_eq!(code(a.bootstrap(Some(&theirs.key)).await), "key_taken");
+    assert_eq!(
+        a.authenticate(&smsgate_services::admin::hash_key(&theirs.key)).await.unwrap().map(|x| x.id),
+        Some(s.acme)
+    );
+    s.finish().await;
+}
