@@ -13,7 +13,7 @@ use tracing::warn;
 
 use crate::policy::{self, Context, FREE_LINK_LOSSES, LinkLoss, Outcome};
 use crate::runtime::{Turn, WINDOW_HOLD};
-use crate::{Engine, SENT_TIMES, SentAt, metric, seconds_between};
+use crate::{DomainEvent, Engine, SENT_TIMES, SentAt, metric, seconds_between};
 
 impl Engine {
     pub(crate) async fn dispatch(&self, shutdown: CancellationToken) {
@@ -86,6 +86,12 @@ impl Engine {
                 };
                 if claimed.is_empty() {
                     break;
+                }
+                if self.events.listened() {
+                    for m in &claimed {
+                        let event = DomainEvent::StatusChanged { id: m.id, status: m.status, at: m.updated_at };
+                        self.events.publish(event);
+                    }
                 }
                 // Slots left over go back when `slots` drops.
                 for (m, permit) in claimed.into_iter().zip(slots.drain(..)) {

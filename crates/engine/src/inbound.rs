@@ -5,7 +5,7 @@ use smsgate_core::{AccountId, Direction, Message, MessageId, Status};
 use smsgate_store::NewMessage;
 use tracing::warn;
 
-use crate::{Engine, metric};
+use crate::{DomainEvent, Engine, metric};
 
 impl Engine {
     /// Stores an inbound message for the account that last wrote to its sender; whether it was kept (false only
@@ -25,9 +25,10 @@ impl Engine {
         };
         let message = inbound_message(account, &i);
         let detail = format!("received from {} via {}", i.from, i.connector);
-        match self.store.insert_messages(&[NewMessage::new(message, detail)]).await {
+        match self.store.insert_messages(&[NewMessage::new(message.clone(), detail)]).await {
             Ok(_) => {
                 metrics::counter!(metric::INBOUND).increment(1);
+                self.events.publish(DomainEvent::Received(message));
                 true
             }
             Err(e) => {

@@ -9,7 +9,7 @@ use smsgate_core::{AccountId, Direction, Message, MessageId, Status, Timestamp};
 use smsgate_store::{Inserted, NewMessage, SmppReceipts, Store};
 
 use crate::group::Group;
-use crate::{Engine, EngineError};
+use crate::{DomainEvent, Engine, EngineError};
 
 /// The most messages one group commit of single submissions stores.
 pub const GROUP_INSERT: usize = 1000;
@@ -114,6 +114,9 @@ impl Ingress {
             } else {
                 self.engine.wake();
             }
+            if self.engine.events().listened() {
+                self.engine.events().publish(DomainEvent::Accepted(message.clone()));
+            }
         }
         Ok((inserted, message))
     }
@@ -143,6 +146,12 @@ impl Ingress {
             self.engine.wake();
         }
         self.engine.dispatch_claimed(handed, reservation);
-        Ok(to_store.into_iter().map(|n| n.message).collect())
+        let stored: Vec<Message> = to_store.into_iter().map(|n| n.message).collect();
+        if self.engine.events().listened() {
+            for m in &stored {
+                self.engine.events().publish(DomainEvent::Accepted(m.clone()));
+            }
+        }
+        Ok(stored)
     }
 }

@@ -19,6 +19,7 @@
 
 mod dispatch;
 mod error;
+pub mod events;
 pub mod group;
 mod inbound;
 pub mod ingress;
@@ -31,6 +32,7 @@ mod sweeps;
 mod writer;
 
 pub use error::EngineError;
+pub use events::{DomainEvent, Events};
 pub use registry::Registry;
 
 use std::collections::HashMap;
@@ -129,6 +131,8 @@ pub struct Shared {
     sent_at: Arc<Mutex<HashMap<String, SentAt>>>,
     /// Told each time a `sent` write finishes.
     sent_written: Arc<Notify>,
+    /// Committed changes, told to subscribers ([`Engine::subscribe`]).
+    events: Events,
     /// How many times a session closed under each message after its submit went out (`connection_lost`), for
     /// [`policy::FREE_LINK_LOSSES`]. Bounded like `sent_at`: cleared past [`SENT_TIMES`] entries.
     link_losses: Mutex<HashMap<MessageId, u32>>,
@@ -220,6 +224,7 @@ impl Engine {
             sent_at: Arc::new(Mutex::new(HashMap::new())),
             sent_written: Arc::new(Notify::new()),
             link_losses: Mutex::new(HashMap::new()),
+            events: Events::default(),
         }))
     }
 
@@ -231,6 +236,16 @@ impl Engine {
     /// The engine's clock, for the parts of the node that decide by the same time.
     pub fn clock(&self) -> Arc<dyn Clock> {
         self.config.clock.clone()
+    }
+
+    /// Every domain event committed from now on: messages accepted and received, status changes, receipts.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<DomainEvent> {
+        self.events.subscribe()
+    }
+
+    /// The bus events are published on, for the ways in that store messages.
+    pub fn events(&self) -> &Events {
+        &self.events
     }
 
     /// Tells the dispatcher that messages were stored, so it looks now rather than at its next poll.
@@ -293,14 +308,14 @@ impl Engine {
             }
         }
         let writer_stop = CancellationToken::new();
-        let store = self.store.clone();
+        let (store, bus) = (self.store.clone(), self.events.clone());
         let (recorder, writer) = group::Group::spawn_parallel(
             GROUP_COMMIT,
             PARALLEL_GROUPS,
             writer_stop.clone(),
             move |batch: Vec<Write>| {
-                let store = store.clone();
-                async move { write_group(store.as_ref(), batch).await }
+                let (store, bus) = (store.clone(), bus.clone());
+                async move { write_group(store.as_ref(), &bus, batch).await }
             },
         );
         *self.recorder.lock().unwrap_or_else(|e| e.into_inner()) = Some(recorder);

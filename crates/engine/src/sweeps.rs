@@ -5,7 +5,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::runtime::Readiness;
-use crate::{Engine, RELOAD_EVERY, UNPARK_CHUNK, UNPARK_EVERY};
+use smsgate_core::Status;
+
+use crate::{DomainEvent, Engine, RELOAD_EVERY, UNPARK_CHUNK, UNPARK_EVERY};
 
 impl Engine {
     /// Reloads connectors and routes every [`RELOAD_EVERY`], so changes made on other nodes arrive.
@@ -88,7 +90,14 @@ impl Engine {
                 _ = tokio::time::sleep(self.config.expiry_interval) => {}
             }
             loop {
-                match self.store.expire_due(self.now(), 1000).await {
+                let now = self.now();
+                let expired = self.store.expire_due(now, 1000).await;
+                if let Ok(ids) = &expired {
+                    for &id in ids {
+                        self.events.publish(DomainEvent::StatusChanged { id, status: Status::Expired, at: now });
+                    }
+                }
+                match expired {
                     Ok(ids) if ids.len() == 1000 => continue,
                     Ok(_) => break,
                     Err(e) => {

@@ -8,7 +8,7 @@ use smsgate_core::MessageId;
 use smsgate_store::{ReceiptUpdate, Store, Transition};
 use tracing::warn;
 
-use crate::{Engine, EngineError};
+use crate::{DomainEvent, Engine, EngineError, Events};
 
 /// A change for the group-commit writer.
 #[derive(Debug)]
@@ -53,8 +53,12 @@ where
 }
 
 /// Writes a group: the transitions and the receipts in it, in one [`Store::record`] (one transaction), and the
-/// results back in the group's order.
-pub(crate) async fn write_group(store: &dyn Store, group: Vec<Write>) -> Result<Vec<Written>, EngineError> {
+/// results back in the group's order; once committed, tells `events` what moved.
+pub(crate) async fn write_group(
+    store: &dyn Store,
+    events: &Events,
+    group: Vec<Write>,
+) -> Result<Vec<Written>, EngineError> {
     // Sized at once: grown push by push, these were a tenth of the server's allocations under load.
     let receipts_in = group.iter().filter(|w| matches!(w, Write::Receipt(_))).count();
     let mut transitions = Vec::with_capacity(group.len() - receipts_in);
@@ -67,6 +71,16 @@ pub(crate) async fn write_group(store: &dyn Store, group: Vec<Write>) -> Result<
         }
     }
     let (moved, matched) = with_retries(WRITE_RETRIES, || store.record(&transitions, &receipts)).await?;
+    if events.listened() {
+        for (t, _) in transitions.iter().zip(&moved).filter(|(_, m)| **m) {
+            events.publish(DomainEvent::StatusChanged { id: t.id, status: t.to, at: t.at });
+        }
+        for (r, id) in receipts.iter().zip(&matched) {
+            if let Some(id) = *id {
+                events.publish(DomainEvent::ReceiptRecorded { id, status: r.to, at: r.at });
+            }
+        }
+    }
     let (mut moved, mut matched) = (moved.into_iter(), matched.into_iter());
     Ok(kinds
         .into_iter()

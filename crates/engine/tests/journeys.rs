@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used)] // Test helpers; a failure is a test failure.
 //! The engine on a real SQLite store and the simulated network: messages travel their whole journey, each magic
-//! number produces its fault, scheduled messages wait, replies come back, and shutdown is clean. Waits are
-//! bounded polls of the store (10 s at most), never fixed sleeps.
+//! number produces its fault, scheduled messages wait, replies come back, committed changes are told to
+//! subscribers, and shutdown is clean. Waits are bounded polls of the store (10 s at most), never fixed sleeps;
+//! what depends on the time runs on a clock the test moves.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,8 +10,9 @@ use std::time::Duration;
 use smsgate_connectors::ConnectorEvent;
 use smsgate_connectors::Kit;
 use smsgate_connectors::sim::{SimNetwork, VirtualCarrier};
+use smsgate_core::clock::{Clock, ManualClock};
 use smsgate_core::{AccountId, Direction, Message, MessageId, Status, Timestamp};
-use smsgate_engine::{Config, Engine, Registry};
+use smsgate_engine::{Config, DomainEvent, Engine, Registry};
 use smsgate_store::{ListFilter, NewMessage, Store};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -23,9 +25,15 @@ struct Harness {
     running: tokio::task::JoinHandle<()>,
     account: AccountId,
     path: std::path::PathBuf,
+    clock: Arc<dyn Clock>,
 }
 
 async fn start() -> Harness {
+    start_with(smsgate_core::clock::system()).await
+}
+
+/// A harness whose engine decides by `clock`.
+async fn start_with(clock: Arc<dyn Clock>) -> Harness {
     let path = std::env::temp_dir().join(format!("smsgate-engine-{}.db", uuid::Uuid::now_v7().simple()));
     let store = smsgate_store::open(&format!("sqlite://{}", path.display()), 4).await.expect("store");
     let account = store.create_account("acme", false, Timestamp::now()).await.expect("account").id;
@@ -41,17 +49,18 @@ async fn start() -> Harness {
         retry_base: Duration::from_millis(20),
         expiry_interval: Duration::from_millis(50),
         lease: Duration::from_secs(5),
+        clock: clock.clone(),
         ..Config::default()
     };
     let engine = Engine::new(store.clone(), Arc::new(Registry::new(Kit::new(sim.clone()))), config);
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(engine.clone().run(rx, shutdown.clone()));
-    Harness { store, sim, engine, shutdown, running, account, path }
+    Harness { store, sim, engine, shutdown, running, account, path, clock }
 }
 
 impl Harness {
     async fn send(&self, to: &str, send_at: Option<Timestamp>, validity_ms: i64) -> MessageId {
-        let at = Timestamp::now();
+        let at = self.clock.now();
         let m = Message {
             id: MessageId::generate(),
             account_id: self.account,
@@ -142,20 +151,57 @@ async fn magic_numbers_produce_their_faults() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_messages_wait_for_their_time() {
-    let h = start().await;
-    let id = h.send("+447700900123", Some(Timestamp::now().plus_millis(300)), 60_000).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let clock = ManualClock::new(Timestamp::now());
+    let h = start_with(Arc::new(clock.clone())).await;
+    let id = h.send("+447700900123", Some(clock.now().plus_secs(3600)), 60_000).await;
+    // A message sent after it goes all the way while it waits: the dispatcher has looked, and left it.
+    let other = h.send("+447700900133", None, 60_000).await;
+    h.until(other, Delivered).await;
     assert_eq!(h.store.message_status(id).await.unwrap(), Some(Scheduled));
+    clock.advance(Duration::from_secs(3600));
+    h.engine.wake();
     assert_eq!(h.until(id, Delivered).await, vec![Scheduled, Queued, Sending, Sent, Delivered]);
     h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_past_its_validity_is_not_sent() {
-    let h = start().await;
-    let id = h.send("+447700900123", Some(Timestamp::now().plus_millis(200)), 1).await;
+    let clock = ManualClock::new(Timestamp::now());
+    let h = start_with(Arc::new(clock.clone())).await;
+    let id = h.send("+447700900123", Some(clock.now().plus_secs(60)), 1).await;
+    // Its time comes after its validity ended: the sweep ends it, and nothing is sent.
+    clock.advance(Duration::from_secs(61));
     assert_eq!(h.until(id, Expired).await.last(), Some(&Expired));
     assert!(h.sim.inbox("+447700900123").is_empty());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_changes_are_told_to_subscribers() {
+    let h = start().await;
+    let mut events = h.engine.subscribe();
+    let id = h.send("+447700900123", None, 60_000).await;
+    h.until(id, Delivered).await;
+    let mut heard = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !heard.contains(&("receipt", Delivered)) {
+        let event = tokio::time::timeout_at(deadline, events.recv()).await.expect("events in time").expect("no lag");
+        match event {
+            DomainEvent::StatusChanged { id: of, status, .. } if of == id => heard.push(("status", status)),
+            DomainEvent::ReceiptRecorded { id: of, status, .. } if of == id => heard.push(("receipt", status)),
+            _ => {}
+        }
+    }
+    assert_eq!(heard, [("status", Sending), ("status", Sent), ("receipt", Delivered)]);
+    // An inbound message is told whole, with the account it belongs to.
+    h.sim.reply("+447700900123", "Acme", "Thanks!").await.unwrap();
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.recv()).await.expect("inbound in time").expect("no lag");
+        if let DomainEvent::Received(m) = event {
+            assert_eq!((m.account_id, m.body.as_str(), m.status), (h.account, "Thanks!", Received));
+            break;
+        }
+    }
     h.stop().await;
 }
 
