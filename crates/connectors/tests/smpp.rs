@@ -164,8 +164,17 @@ async fn binds_again_after_the_smsc_goes_away_and_with_a_transmitter_and_a_recei
     assert_eq!(receipts(&mut events, 1).await, vec![(ids[0].clone(), ReceiptState::Delivered)]);
     // It goes away (its sessions end) and comes back: the connector binds again.
     stop.cancel();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let (_, _again) = run_sim(TcpListener::bind(addr).await.unwrap(), fast());
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    let listener = loop {
+        match TcpListener::bind(addr).await {
+            Ok(l) if c.link()["bound"] == 0 => break l,
+            _ => {
+                assert!(tokio::time::Instant::now() < deadline, "the sessions never ended");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    let (_, _again) = run_sim(listener, fast());
     let ids = submit_when_bound(c.as_ref(), &message("+447700900125", "again")).await;
     assert_eq!(receipts(&mut events, 1).await, vec![(ids[0].clone(), ReceiptState::Delivered)]);
 }
