@@ -139,8 +139,12 @@ async fn receipts_wait_for_a_receiver_to_bind() {
     let sim = sim(SimConfig { receipt_delay: Duration::from_millis(10), ..SimConfig::default() }).await;
     let (tx, _) = client(&sim, BindKind::Transmitter, "acme", "x").await.unwrap();
     let id = send(&tx, "447700900125", "hello").await.unwrap();
-    // A receiver bind is refused submits; it gets the receipt held for the account.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The receipt comes due with no receiver bound: held. A receiver bind is refused submits; it gets it.
+    let deadline = tokio::time::Instant::now() + BOUND;
+    while sim.smsc.counters().receipts_retried.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the receipt never came due");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let (rx, mut receipts) = client(&sim, BindKind::Receiver, "acme", "x").await.unwrap();
     assert_eq!(send(&rx, "447700900125", "no").await, Err(CommandStatus::ESME_RINVBNDSTS));
     let d = tokio::time::timeout(BOUND, receipts.recv()).await.unwrap().unwrap();

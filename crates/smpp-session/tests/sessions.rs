@@ -233,7 +233,12 @@ async fn the_window_bounds_requests_under_way_and_slow_ones_do_not_hold_fast_one
         let c = wide.clone();
         async move { c.request(submit("1", "slow")).await }
     });
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    // The slow one is with the handler before the fast one goes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while s.smsc.under_way.load(Ordering::SeqCst) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the slow request never arrived");
+        tokio::task::yield_now().await;
+    }
     wide.request(submit("2", "fast")).await.unwrap();
     assert!(!slow.is_finished(), "the fast one came back first");
     slow.await.unwrap().unwrap();
