@@ -370,6 +370,22 @@ async fn tenants(s: &Server) {
     assert_eq!(st, StatusCode::NOT_FOUND);
     let (_, list) = s.call("GET", "/v1/messages", Some(&b), None).await;
     assert!(list["data"].as_array().unwrap().is_empty());
+    let (st, _) = s.call("GET", &format!("/v1/messages/{id}/callbacks"), Some(&b), None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    // SMPP credentials and webhook settings are their account's too.
+    let system_id = format!("t{}", &id[id.len() - 8..]);
+    let creds = json!({"system_id": system_id, "password": "secret"});
+    assert_eq!(s.call("POST", "/v1/smpp/credentials", Some(&a), Some(creds)).await.0, StatusCode::CREATED);
+    for method in ["GET", "DELETE"] {
+        let (st, _) = s.call(method, &format!("/v1/smpp/credentials/{system_id}"), Some(&b), None).await;
+        assert_eq!(st, StatusCode::NOT_FOUND, "{method}");
+    }
+    let (_, theirs) = s.call("GET", "/v1/smpp/credentials", Some(&b), None).await;
+    assert!(theirs["data"].as_array().unwrap().is_empty());
+    let hooks = json!({"status_url": "https://a.example/hook"});
+    assert_eq!(s.call("PUT", "/v1/webhooks", Some(&a), Some(hooks)).await.0, StatusCode::OK);
+    let (_, w) = s.call("GET", "/v1/webhooks", Some(&b), None).await;
+    assert!(w["status_url"].is_null() && w["secret"].is_null(), "{w}");
 }
 
 async fn cancel(s: &Server) {
