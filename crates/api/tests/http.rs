@@ -22,6 +22,7 @@ struct Server {
     admin_key: String,
     client: reqwest::Client,
     store: Arc<dyn Store>,
+    engine: smsgate_engine::Engine,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// The webhook deliverer, apart so that a test can restart it.
@@ -99,7 +100,7 @@ async fn start(backend: &str) -> Server {
     let state = AppState {
         messages: smsgate_services::Messages::new(ingress, store.clone()),
         admin: smsgate_services::Admin::new(store.clone(), engine.clone()),
-        engine,
+        engine: engine.clone(),
         sim: Some(sim),
         metrics: None,
         keys: smsgate_api::KeyCache::default(),
@@ -120,6 +121,7 @@ async fn start(backend: &str) -> Server {
         admin_key,
         client,
         store,
+        engine,
         shutdown,
         tasks: vec![engine_task, http],
         deliverer: std::sync::Mutex::new(Some((deliverer_stop, deliverer))),
@@ -921,8 +923,12 @@ async fn outages_wait_off_the_queue(s: &Server) {
     }
     let route = json!({"name": "outage", "match": {"sender": "Outage"}, "connectors": [{"name": "flaky"}]});
     assert_eq!(s.call("POST", "/v1/routes", admin, Some(route)).await.0, StatusCode::CREATED);
-    // A change of routes sends every waiting message back to routing over the next two seconds; let it pass.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // A change of routes sends every waiting message back to routing, twice a tick apart; let it pass.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !s.engine.rerouted() {
+        assert!(tokio::time::Instant::now() < deadline, "the waiting messages were never routed again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let key = key.as_str();
     let send = |first: usize| {
         let messages: Vec<Value> = (first..first + 10)

@@ -131,6 +131,9 @@ pub struct Shared {
     sent_at: Arc<Mutex<HashMap<String, SentAt>>>,
     /// Told each time a `sent` write finishes.
     sent_written: Arc<Notify>,
+    /// The routing version under which every message that waited for its route was last sent back to routing
+    /// (both passes of [`Engine::unpark_every`] done); `u64::MAX` before the first.
+    rerouted: std::sync::atomic::AtomicU64,
     /// Committed changes, told to subscribers ([`Engine::subscribe`]).
     events: Events,
     /// How many times a session closed under each message after its submit went out (`connection_lost`), for
@@ -225,6 +228,7 @@ impl Engine {
             sent_written: Arc::new(Notify::new()),
             link_losses: Mutex::new(HashMap::new()),
             events: Events::default(),
+            rerouted: std::sync::atomic::AtomicU64::new(u64::MAX),
         }))
     }
 
@@ -343,6 +347,13 @@ impl Engine {
     /// Whether the dispatcher runs (connectors and routes are loaded, messages are being sent).
     pub fn is_running(&self) -> bool {
         self.running.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Whether every message that waited for its route has been routed again under the routes in force now: after
+    /// a change of routes the unparker sends them all back twice, a tick apart (a message routed by the old routes
+    /// may be set waiting just after the first pass), and this turns true once both are done.
+    pub fn rerouted(&self) -> bool {
+        self.rerouted.load(std::sync::atomic::Ordering::Acquire) == self.registry.routing_version()
     }
 
     /// The connectors and routes in force.

@@ -47,6 +47,9 @@ impl Engine {
             if (routed_by != Some(version) || again) && self.unpark(None, UNPARK_CHUNK).await {
                 again = routed_by != Some(version);
                 routed_by = Some(version);
+                if !again {
+                    self.rerouted.store(version, std::sync::atomic::Ordering::Release);
+                }
             }
             for (route, readiness) in self.registry.route_readiness(std::time::Instant::now()) {
                 match readiness {
