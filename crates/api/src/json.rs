@@ -15,7 +15,7 @@ pub const MAX_BODY: usize = 1024 * 1024;
 /// The most a batch request body may be.
 pub const MAX_BATCH_BODY: usize = 32 * 1024 * 1024;
 
-/// A JSON request body: 415 unless `Content-Type: application/json`, 413 past [`MAX_BODY`], 400 when it is not
+/// A JSON request body: 415 unless `Content-Type: application/json`, 413 past `LIMIT` ([`MAX_BODY`] unless the route says otherwise), 400 when it is not
 /// JSON, 422 when it is JSON of the wrong shape. Keeps the raw octets (for idempotency hashes).
 #[derive(Debug)]
 pub struct JsonBody<T, const LIMIT: usize = MAX_BODY> {
@@ -40,12 +40,8 @@ impl<S: Send + Sync, T: DeserializeOwned, const LIMIT: usize> FromRequest<S> for
                 "send the body as Content-Type: application/json",
             ));
         }
-        let raw = axum::body::to_bytes(req.into_body(), MAX_BODY).await.map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("the body exceeds {MAX_BODY} octets"),
-            )
+        let raw = axum::body::to_bytes(req.into_body(), LIMIT).await.map_err(|_| {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the body exceeds {LIMIT} octets"))
         })?;
         let value = serde_json::from_slice(&raw).map_err(|e| match e.classify() {
             serde_json::error::Category::Data => ApiError::invalid("invalid_field", e.to_string()),

@@ -58,6 +58,7 @@ mod tests {
             is_admin: false,
             created_at: Timestamp(0),
             routes: None,
+            sender_policy: smsgate_core::senders::SenderPolicy::Owned,
         }
     }
 

@@ -9,6 +9,7 @@ mod error;
 mod json;
 pub mod keys;
 pub mod routing;
+pub mod senders;
 mod smpp;
 pub mod views;
 pub mod webhooks;
@@ -94,6 +95,12 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .routes(routes!(smpp::create_credential, smpp::list_credentials))
         .routes(routes!(smpp::get_credential, smpp::delete_credential))
         .routes(routes!(routing::get_route, routing::update_route, routing::delete_route))
+        .routes(routes!(senders::create_number, senders::list_numbers))
+        .routes(routes!(senders::get_number, senders::delete_number))
+        .routes(routes!(senders::create_sender_id, senders::list_sender_ids))
+        .routes(routes!(senders::get_sender_id, senders::delete_sender_id))
+        .routes(routes!(senders::approve_sender_id))
+        .routes(routes!(senders::reject_sender_id))
         .with_state(state)
         .split_for_parts();
     let document = Arc::new(api.to_pretty_json().unwrap_or_else(|_| "{}".into()));
@@ -286,13 +293,15 @@ fn request_of(body: SendBody) -> Result<Request, ApiError> {
 }
 
 /// Admits one body for an account and builds the message to store.
-fn prepare(
+async fn prepare(
     state: &AppState,
     account: smsgate_core::AccountId,
-    body: SendBody,
+    item: Value,
     now: Timestamp,
 ) -> Result<Prepared, ApiError> {
-    Ok(state.messages.prepare(account, &request_of(body)?, now)?)
+    let body =
+        serde_json::from_value::<SendBody>(item).map_err(|e| ApiError::invalid("invalid_field", e.to_string()))?;
+    Ok(state.messages.prepare(account, &request_of(body)?, now).await?)
 }
 
 /// The most messages one batch may hold.
@@ -323,9 +332,7 @@ async fn send_batch(
     let mut results: Vec<Result<usize, ApiError>> = Vec::with_capacity(body.messages.len());
     let mut to_store = Vec::new();
     for item in body.messages {
-        let prepared = serde_json::from_value::<SendBody>(item)
-            .map_err(|e| ApiError::invalid("invalid_field", e.to_string()))
-            .and_then(|b| prepare(&state, caller.id, b, now));
+        let prepared = prepare(&state, caller.id, item, now).await;
         results.push(prepared.map(|p| {
             to_store.push(p);
             to_store.len() - 1
@@ -469,6 +476,8 @@ pub(crate) fn require_admin(caller: &Account) -> Result<(), ApiError> {
 #[serde(deny_unknown_fields)]
 struct AccountBody {
     name: String,
+    /// `owned` (the default): it sends only from numbers and sender IDs it owns; `any`: from any sender.
+    sender_policy: Option<String>,
 }
 
 fn time_string(t: Timestamp) -> String {
@@ -481,7 +490,14 @@ fn account_view(a: &Account) -> AccountView {
         name: a.name.clone(),
         is_admin: a.is_admin,
         created_at: time_string(a.created_at),
+        sender_policy: a.sender_policy.as_str().into(),
     }
+}
+
+/// A sender policy by its name: `owned` or `any`.
+pub(crate) fn sender_policy(name: &str) -> Result<smsgate_core::senders::SenderPolicy, ApiError> {
+    smsgate_core::senders::SenderPolicy::parse(name)
+        .ok_or_else(|| ApiError::invalid("invalid_sender_policy", "sender_policy must be \"owned\" or \"any\""))
 }
 
 /// Create an account (a tenant). Admin key only.
@@ -493,7 +509,11 @@ async fn create_account(
     JsonBody { value: body, .. }: JsonBody<AccountBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     require_admin(&caller)?;
-    let account = state.admin.create_account(&body.name).await?;
+    let policy = body.sender_policy.as_deref().map(sender_policy).transpose()?;
+    let mut account = state.admin.create_account(&body.name).await?;
+    if let Some(policy) = policy {
+        account = state.admin.set_sender_policy(&caller, account.id, policy).await?;
+    }
     Ok((StatusCode::CREATED, Json(account_view(&account))))
 }
 
@@ -521,21 +541,35 @@ async fn create_key(
     ))
 }
 
-fn sim(state: &AppState) -> Result<&Arc<SimNetwork>, ApiError> {
-    state.sim.as_ref().ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, "sim_disabled", "the simulated network is not this server's connector")
-    })
+/// The simulated network, for the operator only (a handset's inbox holds every tenant's texts, and a reply is an
+/// inbound message in whichever account owns the number it is sent to), and only while a connector of kind `sim`
+/// is in force.
+fn sim<'a>(state: &'a AppState, caller: &Account) -> Result<&'a Arc<SimNetwork>, ApiError> {
+    if !caller.is_admin {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only the admin key drives the simulated network's handsets",
+        ));
+    }
+    let disabled =
+        || ApiError::new(StatusCode::NOT_FOUND, "sim_disabled", "the simulated network is not a connector in force");
+    let configured = state.engine.registry().connectors().iter().any(|c| c.record.kind == "sim");
+    if !configured {
+        return Err(disabled());
+    }
+    state.sim.as_ref().ok_or_else(disabled)
 }
 
-/// What a virtual handset of the simulated network received.
+/// What a virtual handset of the simulated network received. Admin key only.
 #[utoipa::path(get, path = "/v1/sim/handsets/{number}/messages", params(("number" = String, Path)),
-    responses((status = OK, body = InboxView), (status = NOT_FOUND, body = ErrorView)))]
+    responses((status = OK, body = InboxView), (status = FORBIDDEN, body = ErrorView), (status = NOT_FOUND, body = ErrorView)))]
 async fn handset_inbox(
     State(state): State<AppState>,
-    Caller(_): Caller,
+    Caller(caller): Caller,
     Path(number): Path<String>,
 ) -> Result<Json<InboxView>, ApiError> {
-    let data = sim(&state)?
+    let data = sim(&state, &caller)?
         .inbox(&number)
         .iter()
         .map(|m| HandsetMessageView {
@@ -558,23 +592,23 @@ struct ReplyBody {
     body: String,
 }
 
-/// A virtual handset texts back; the text arrives as an inbound message.
+/// A virtual handset texts back; the text arrives as an inbound message. Admin key only.
 #[utoipa::path(post, path = "/v1/sim/handsets/{number}/reply", params(("number" = String, Path)), request_body = ReplyBody,
-    responses((status = ACCEPTED, body = ReplyAcceptedView), (status = NOT_FOUND, body = ErrorView), (status = UNPROCESSABLE_ENTITY, body = ErrorView)))]
+    responses((status = ACCEPTED, body = ReplyAcceptedView), (status = FORBIDDEN, body = ErrorView), (status = NOT_FOUND, body = ErrorView), (status = UNPROCESSABLE_ENTITY, body = ErrorView)))]
 async fn handset_reply(
     State(state): State<AppState>,
-    Caller(_): Caller,
+    Caller(caller): Caller,
     Path(number): Path<String>,
     JsonBody { value: body, .. }: JsonBody<ReplyBody>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let sim = sim(&state, &caller)?;
     if body.body.is_empty() {
         return Err(ApiError::invalid("empty_body", "body is empty"));
     }
     if body.to.trim().is_empty() {
         return Err(ApiError::invalid("invalid_destination", "to is empty"));
     }
-    sim(&state)?
-        .reply(&number, &body.to, &body.body)
+    sim.reply(&number, &body.to, &body.body)
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string()))?;
     Ok((StatusCode::ACCEPTED, Json(ReplyAcceptedView { status: "accepted".into(), from: number, to: body.to })))

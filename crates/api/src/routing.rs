@@ -298,12 +298,21 @@ pub(crate) async fn resolve_route(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AccountPatch {
-    /// The routes the account may use, by name; `null`: all.
-    routes: Option<Vec<String>>,
+    /// The routes the account may use, by name; `null`: all; absent: unchanged.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<String>>)]
+    routes: Option<Option<Vec<String>>>,
+    /// `owned`: it sends only from numbers and sender IDs it owns; `any`: from any sender; absent: unchanged.
+    sender_policy: Option<String>,
 }
 
-/// Limit an account to named routes (`{"routes": ["uk", "backup"]}`), or lift the limit (`{"routes": null}`).
-/// Admin only.
+/// A field that is present, even as `null` (absent stays `None` by `#[serde(default)]`).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// Limit an account to named routes (`{"routes": ["uk", "backup"]}`), or lift the limit (`{"routes": null}`);
+/// set its sender policy (`{"sender_policy": "owned"}`). Admin only.
 #[utoipa::path(patch, path = "/v1/accounts/{id}", params(("id" = String, Path)), request_body = AccountPatch,
     responses((status = OK, body = Object), (status = NOT_FOUND, body = ErrorView),
         (status = UNPROCESSABLE_ENTITY, body = ErrorView)))]
@@ -316,10 +325,19 @@ pub(crate) async fn update_account(
     require_admin(&caller)?;
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no account named {id:?}"));
     let account = AccountId::parse(&id).ok_or_else(not_found)?;
-    let account = state.admin.set_account_routes(account, body.routes.as_deref()).await?;
+    let policy = body.sender_policy.as_deref().map(crate::sender_policy).transpose()?;
+    let mut found = state.admin.account(account).await?;
+    if let Some(routes) = &body.routes {
+        found = state.admin.set_account_routes(account, routes.as_deref()).await?;
+    }
+    if let Some(policy) = policy {
+        found = state.admin.set_sender_policy(&caller, account, policy).await?;
+    }
+    let account = found;
     state.keys.clear();
     Ok(Json(json!({"id": account.id.to_string(), "name": account.name, "is_admin": account.is_admin,
-                   "created_at": time_json(account.created_at), "routes": account.routes})))
+                   "created_at": time_json(account.created_at), "routes": account.routes,
+                   "sender_policy": account.sender_policy.as_str()})))
 }
 
 impl From<RouteBody> for RouteSpec {

@@ -93,6 +93,8 @@ pub struct AccountView {
     pub name: String,
     pub is_admin: bool,
     pub created_at: String,
+    /// `owned`: it sends only from its own numbers and sender IDs; `any`: from any sender.
+    pub sender_policy: String,
 }
 
 /// A new API key; `key` is shown this once.

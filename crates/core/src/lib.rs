@@ -8,6 +8,7 @@ pub mod admission;
 pub mod clock;
 pub mod message;
 pub mod routing;
+pub mod senders;
 pub mod status;
 
 pub use message::{AccountId, Direction, Event, Message, MessageId, Timestamp};

@@ -1,6 +1,10 @@
-//! Inbound messages: stored as `received` for the account that last wrote to the handset.
+//! Inbound messages: stored as `received` for the account that owns the number they were sent to. A number or
+//! sender ID registered to an account is that account's alone; one registered but not in force (waiting for
+//! approval, rejected, or tied to another connector) is the operator's; only an address nobody registered goes to
+//! the account that last wrote to the handset from it, and failing that to the operator.
 
 use smsgate_connectors::Inbound;
+use smsgate_core::senders::SenderStatus;
 use smsgate_core::{AccountId, Direction, Message, MessageId, Status};
 use smsgate_store::NewMessage;
 use tracing::warn;
@@ -8,10 +12,10 @@ use tracing::warn;
 use crate::{DomainEvent, Engine, metric};
 
 impl Engine {
-    /// Stores an inbound message for the account that last wrote to its sender; whether it was kept (false only
+    /// Stores an inbound message for the account that owns its destination; whether it was kept (false only
     /// when the store failed: the carrier should send it again).
     pub(crate) async fn store_inbound(&self, i: Inbound) -> bool {
-        let account = match self.store.account_for_reply(&i.from, &i.to).await {
+        let account = match self.inbound_owner(&i).await {
             Ok(Some(a)) => Some(a),
             Ok(None) => self.store.admin_account().await.ok().flatten().map(|a| a.id),
             Err(e) => {
@@ -35,6 +39,20 @@ impl Engine {
                 warn!(error = %e, "storing an inbound message failed");
                 false
             }
+        }
+    }
+}
+
+impl Engine {
+    /// The account an inbound message belongs to; `None`: the operator's.
+    async fn inbound_owner(&self, i: &Inbound) -> Result<Option<AccountId>, smsgate_store::StoreError> {
+        match self.store.sender_by_address(&i.to).await? {
+            Some(s) => {
+                let in_force = s.status == SenderStatus::Active
+                    && s.connector.as_deref().is_none_or(|c| c == i.connector.as_str());
+                Ok(in_force.then_some(s.account_id))
+            }
+            None => self.store.account_for_reply(&i.from, &i.to).await,
         }
     }
 }

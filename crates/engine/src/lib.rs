@@ -28,6 +28,7 @@ pub mod policy;
 mod receipts;
 pub mod registry;
 pub mod runtime;
+pub mod senders;
 mod sweeps;
 mod writer;
 
@@ -110,6 +111,8 @@ pub struct Shared {
     store: Arc<dyn Store>,
     /// The connectors and routes in force.
     registry: Arc<Registry>,
+    /// What each account may send from.
+    senders: senders::SenderBook,
     config: Arc<Config>,
     wake: Arc<Notify>,
     /// Told when this node put changed connectors or routes in force ([`Engine::reload`]): waiting messages may
@@ -216,6 +219,7 @@ impl Engine {
         Engine(Arc::new(Shared {
             store,
             registry,
+            senders: senders::SenderBook::default(),
             permits: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             running: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             claimed_tx,
@@ -230,6 +234,11 @@ impl Engine {
             events: Events::default(),
             rerouted: std::sync::atomic::AtomicU64::new(u64::MAX),
         }))
+    }
+
+    /// What each account may send from, as admission asks it.
+    pub fn senders(&self) -> &senders::SenderBook {
+        &self.senders
     }
 
     /// Now, by the engine's clock ([`Config::clock`]): the time every way in stamps and decides by.

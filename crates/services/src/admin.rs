@@ -24,8 +24,10 @@ pub const MAX_ACCOUNT_NAME: usize = 200;
 /// Accounts, keys, routing and the settings of accounts.
 #[derive(Debug, Clone)]
 pub struct Admin {
-    store: Arc<dyn Store>,
-    engine: Engine,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) engine: Engine,
+    /// Whether a sender ID an account asks for waits for the operator's approval.
+    pub(crate) sender_ids_need_approval: bool,
 }
 
 /// A route as requests give it: every field may be absent (a change names only what it changes).
@@ -127,8 +129,15 @@ fn printable(s: &str, max: usize) -> bool {
 }
 
 impl Admin {
+    /// Accounts' sender IDs wait for the operator's approval ([`Admin::approve_sender_ids`] says otherwise).
     pub fn new(store: Arc<dyn Store>, engine: Engine) -> Admin {
-        Admin { store, engine }
+        Admin { store, engine, sender_ids_need_approval: true }
+    }
+
+    /// Whether a sender ID an account asks for waits for the operator's approval (true by default: a brand's name
+    /// is not the first asker's).
+    pub fn approve_sender_ids(self, need_approval: bool) -> Admin {
+        Admin { sender_ids_need_approval: need_approval, ..self }
     }
 
     fn now(&self) -> Timestamp {

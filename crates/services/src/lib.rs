@@ -6,7 +6,7 @@
 //!   group commit, straight to the dispatcher when it has room), cancel (through the engine's group writer),
 //!   replace, read, list, callbacks;
 //! - [`Admin`]: accounts and keys, connectors and routes, the routes an account may use, SMPP credentials,
-//!   webhook settings, seeding from the config file.
+//!   webhook settings, seeding from the config file; numbers and sender IDs ([`senders`]).
 //!
 //! Errors are [`ServiceError`]s: a kind (not found, invalid, conflict, forbidden; or the store's or engine's
 //! failure) and a stable code, which each front end maps to its own answer.
@@ -14,7 +14,9 @@
 pub mod admin;
 mod error;
 pub mod messages;
+pub mod senders;
 
 pub use admin::{Admin, CredentialSpec, MatchSpec, NewKey, RouteSpec, TargetSpec};
 pub use error::{Result, ServiceError};
 pub use messages::{Messages, Submitted};
+pub use senders::{NumberSpec, SenderClass};

@@ -63,9 +63,20 @@ impl Messages {
     }
 
     /// Admits a request for `account` and builds its message, not yet stored; a refusal is
-    /// [`ServiceError::Rejected`] with admission's code (`invalid_destination`, `empty_body`, ...).
-    pub fn prepare(&self, account: AccountId, request: &Request, now: Timestamp) -> Result<Prepared> {
-        self.ingress.prepare(account, request, now).map_err(ServiceError::Rejected)
+    /// [`ServiceError::Rejected`] with admission's code (`invalid_destination`, `empty_body`, ...), or
+    /// [`ServiceError::Forbidden`] `sender_not_owned` when the sender is another account's, or nobody's and the
+    /// account may send only from its own numbers and sender IDs.
+    pub async fn prepare(&self, account: AccountId, request: &Request, now: Timestamp) -> Result<Prepared> {
+        let prepared = self.ingress.prepare(account, request, now).map_err(ServiceError::Rejected)?;
+        let from = &prepared.message.from;
+        let senders = self.ingress.engine().senders();
+        if !senders.may_send_from(self.store.as_ref(), account, from).await? {
+            return Err(ServiceError::Forbidden {
+                code: "sender_not_owned",
+                message: format!("from {from:?} is not a number or sender ID of this account"),
+            });
+        }
+        Ok(prepared)
     }
 
     /// Admits and stores one message, committed when this returns. `idempotency` is the sender's key and a hash of
@@ -78,7 +89,7 @@ impl Messages {
         idempotency: Option<(String, String)>,
     ) -> Result<Submitted> {
         let now = self.now();
-        let prepared = self.prepare(account, request, now)?;
+        let prepared = self.prepare(account, request, now).await?;
         self.submit_prepared(account, prepared, idempotency, now).await
     }
 

@@ -10,10 +10,13 @@ use smsgate_connectors::Kit;
 use smsgate_connectors::sim::SimNetwork;
 use smsgate_core::admission::Request;
 use smsgate_core::clock::{Clock, ManualClock};
+use smsgate_core::senders::{SenderPolicy, SenderStatus};
 use smsgate_core::{AccountId, Status, Timestamp};
 use smsgate_engine::ingress::Ingress;
 use smsgate_engine::{Config, Engine, Registry};
-use smsgate_services::{Admin, CredentialSpec, Messages, RouteSpec, ServiceError, Submitted, TargetSpec};
+use smsgate_services::{
+    Admin, CredentialSpec, Messages, NumberSpec, RouteSpec, SenderClass, ServiceError, Submitted, TargetSpec,
+};
 use smsgate_store::{ListFilter, Store};
 use tokio_util::sync::CancellationToken;
 
@@ -50,6 +53,10 @@ async fn setup() -> Setup {
     let admin = Admin::new(store.clone(), engine);
     let acme = admin.create_account("Acme").await.unwrap().id;
     let globex = admin.create_account("Globex").await.unwrap().id;
+    // Acme sends from its own sender ID; Globex, whom the operator lets send from anything, tries Acme's doors.
+    let operator = admin.admin_account().await.unwrap();
+    admin.register_sender_id(&operator, "Acme", Some(acme)).await.unwrap();
+    admin.set_sender_policy(&operator, globex, SenderPolicy::Any).await.unwrap();
     Setup { messages, admin, clock, acme, globex, stop, engine: running, store, path }
 }
 
@@ -94,13 +101,14 @@ async fn two_accounts_cannot_touch_each_others_messages() {
     assert_eq!(code(m.journey(globex, id).await), "not_found");
     assert_eq!(code(m.callbacks(globex, id).await), "not_found");
     assert_eq!(code(m.cancel(globex, id, "no").await), "not_found");
-    let replacement = m.prepare(globex, &s.later("+447700900123", "hijacked"), s.clock.now()).unwrap();
+    let hijack = Request { from: "Globex".into(), ..s.later("+447700900123", "hijacked") };
+    let replacement = m.prepare(globex, &hijack, s.clock.now()).await.unwrap();
     assert!(!m.replace(globex, id, &replacement, "no").await.unwrap());
     assert!(m.list(globex, &ListFilter::default(), None, 50).await.unwrap().is_empty());
     assert_eq!(m.cancel_waiting(globex, "+447700900123", "Acme", "no").await.unwrap(), 0);
     assert_eq!(m.get(acme, id).await.unwrap().body, "hello");
     // Acme replaces and cancels its own, through the engine's writer; a second cancel is refused.
-    let replacement = m.prepare(acme, &s.later("+447700900123", "hello again"), s.clock.now()).unwrap();
+    let replacement = m.prepare(acme, &s.later("+447700900123", "hello again"), s.clock.now()).await.unwrap();
     assert!(m.replace(acme, id, &replacement, "replaced").await.unwrap());
     let canceled = m.cancel(acme, id, "canceled by the sender").await.unwrap();
     assert_eq!((canceled.status, canceled.body.as_str()), (Status::Canceled, "hello again"));
@@ -111,7 +119,7 @@ async fn two_accounts_cannot_touch_each_others_messages() {
     for _ in 0..3 {
         m.submit(acme, &s.later("+447700900124", "x"), None).await.unwrap();
     }
-    m.submit(globex, &s.later("+447700900124", "y"), None).await.unwrap();
+    m.submit(globex, &Request { from: "Globex".into(), ..s.later("+447700900124", "y") }, None).await.unwrap();
     assert_eq!(m.cancel_waiting(acme, "+447700900124", "Acme", "bulk").await.unwrap(), 3);
     let left = m.list(globex, &ListFilter::default(), None, 50).await.unwrap();
     assert_eq!(left.iter().map(|m| m.status).collect::<Vec<_>>(), [Status::Scheduled]);
@@ -130,7 +138,8 @@ async fn idempotency_keys_are_per_account_and_admission_has_codes() {
     let other = Some(("order-1".to_string(), "hash-b".to_string()));
     assert_eq!(code(m.submit(acme, &s.later("+447700900123", "b"), other).await), "idempotency_key_reused");
     // The same key is another account's own.
-    let theirs = m.submit(globex, &s.later("+447700900123", "a"), key()).await.unwrap();
+    let theirs =
+        m.submit(globex, &Request { from: "Globex".into(), ..s.later("+447700900123", "a") }, key()).await.unwrap();
     assert!(matches!(theirs, Submitted::New(ref t) if t.id != first.message().id));
     // Admission's refusals keep their codes.
     assert_eq!(code(m.submit(acme, &s.later("12", "a"), None).await), "invalid_destination");
@@ -213,5 +222,73 @@ async fn the_admin_checks_what_it_is_given() {
         a.authenticate(&smsgate_services::admin::hash_key(&theirs.key)).await.unwrap().map(|x| x.id),
         Some(s.acme)
     );
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_send_only_from_what_they_own() {
+    let s = setup().await;
+    let (m, a) = (&s.messages, &s.admin);
+    let operator = a.admin_account().await.unwrap();
+    let acme = a.account(s.acme).await.unwrap();
+    let initech = a.create_account("Initech").await.unwrap();
+    assert_eq!(initech.sender_policy, SenderPolicy::Owned, "new accounts send from their own senders only");
+    assert_eq!(operator.sender_policy, SenderPolicy::Any, "the zero-config admin sends from anything");
+    let from = |from: &str| Request { from: from.into(), ..s.later("+447700900123", "hi") };
+    // Nothing owned: nothing sent, not even from a number.
+    assert_eq!(code(m.submit(initech.id, &from("Initech"), None).await), "sender_not_owned");
+    assert_eq!(code(m.submit(initech.id, &from("+447700900001"), None).await), "sender_not_owned");
+    // Another account's sender ID, in any case: refused, even to an account that may send from anything else.
+    assert_eq!(code(m.submit(initech.id, &from("ACME"), None).await), "sender_not_owned");
+    assert_eq!(code(m.submit(s.globex, &from("Acme"), None).await), "sender_not_owned");
+    m.submit(s.globex, &from("Globex"), None).await.unwrap();
+
+    // A sender ID an account asks for waits for the operator; the name is then taken for everyone.
+    let asked = a.register_sender_id(&initech, "Initech", None).await.unwrap();
+    assert_eq!(asked.status, SenderStatus::Pending);
+    assert_eq!(code(m.submit(initech.id, &from("Initech"), None).await), "sender_not_owned");
+    assert_eq!(code(a.register_sender_id(&acme, "INITECH", None).await), "sender_id_taken");
+    assert_eq!(code(a.register_sender_id(&initech, "Acme", None).await), "sender_id_taken");
+    assert_eq!(code(a.register_sender_id(&initech, "x", Some(s.acme)).await), "forbidden");
+    assert_eq!(code(a.register_sender_id(&initech, "12345", None).await), "invalid_sender_id");
+    assert_eq!(code(a.register_sender_id(&initech, "Twelve chars", None).await), "invalid_sender_id");
+    // Only the operator approves; another account cannot even see it.
+    assert_eq!(code(a.decide_sender_id(&initech, &asked.id, true).await), "forbidden");
+    assert_eq!(code(a.sender(&acme, SenderClass::SenderId, &asked.id).await), "not_found");
+    assert_eq!(code(a.remove_sender(&acme, SenderClass::SenderId, &asked.id).await), "not_found");
+    let approved = a.decide_sender_id(&operator, &asked.id, true).await.unwrap();
+    assert_eq!(approved.status, SenderStatus::Active);
+    m.submit(initech.id, &from("Initech"), None).await.unwrap();
+
+    // Numbers: the operator assigns them, with checks; an account lists its own.
+    let number = |n: &str, account| NumberSpec { number: n.into(), account, connector: None };
+    assert_eq!(code(a.assign_number(&initech, number("+447700900001", initech.id)).await), "forbidden");
+    assert_eq!(code(a.assign_number(&operator, number("Initech", initech.id)).await), "invalid_number");
+    assert_eq!(code(a.assign_number(&operator, number("+1", initech.id)).await), "invalid_number");
+    let unknown = NumberSpec { connector: Some("nowhere".into()), ..number("+447700900001", initech.id) };
+    assert_eq!(code(a.assign_number(&operator, unknown).await), "unknown_connector");
+    let long = a.assign_number(&operator, number("447700900001", initech.id)).await.unwrap();
+    assert_eq!(long.address, "+447700900001");
+    let short = a.assign_number(&operator, number("60123", initech.id)).await.unwrap();
+    assert_eq!(code(a.assign_number(&operator, number("+447700900001", s.acme)).await), "number_taken");
+    m.submit(initech.id, &from("+447700900001"), None).await.unwrap();
+    m.submit(initech.id, &from("60123"), None).await.unwrap();
+    let mine = a.senders(&initech, SenderClass::Number, None).await.unwrap();
+    assert_eq!(mine.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), [long.id.as_str(), short.id.as_str()]);
+    assert!(a.senders(&acme, SenderClass::Number, Some(initech.id)).await.unwrap().is_empty());
+    assert_eq!(a.senders(&operator, SenderClass::Number, Some(initech.id)).await.unwrap().len(), 2);
+    assert_eq!(code(a.sender(&acme, SenderClass::Number, &long.id).await), "not_found");
+    // A number is not a sender ID, whoever asks.
+    assert_eq!(code(a.sender(&operator, SenderClass::SenderId, &long.id).await), "not_found");
+    assert_eq!(code(a.remove_sender(&initech, SenderClass::Number, &long.id).await), "forbidden");
+    // Taken back: no longer sent from, at once on this node.
+    a.remove_sender(&operator, SenderClass::Number, &long.id).await.unwrap();
+    assert_eq!(code(m.submit(initech.id, &from("+447700900001"), None).await), "sender_not_owned");
+    // The operator lets the account send from anything, and takes it back.
+    assert_eq!(code(a.set_sender_policy(&initech, initech.id, SenderPolicy::Any).await), "forbidden");
+    a.set_sender_policy(&operator, initech.id, SenderPolicy::Any).await.unwrap();
+    m.submit(initech.id, &from("Whatever"), None).await.unwrap();
+    a.set_sender_policy(&operator, initech.id, SenderPolicy::Owned).await.unwrap();
+    assert_eq!(code(m.submit(initech.id, &from("Whatever"), None).await), "sender_not_owned");
     s.finish().await;
 }

@@ -299,6 +299,8 @@ fn refused(code: ErrorCode) -> CommandStatus {
 fn rejected(e: ServiceError) -> CommandStatus {
     match e {
         ServiceError::Rejected(r) => refused(r.code),
+        // The account may send only from its own numbers and sender IDs.
+        ServiceError::Forbidden { code: "sender_not_owned", .. } => CommandStatus::ESME_RINVSRCADR,
         _ => CommandStatus::ESME_RSYSERR,
     }
 }
@@ -455,7 +457,7 @@ impl Client {
     /// Admits and stores one whole text; its id.
     async fn store(&self, request: Request, smpp: Option<SmppReceipts>) -> Result<MessageId, CommandStatus> {
         let now = self.inner.messages.now();
-        let mut prepared = self.inner.messages.prepare(self.account, &request, now).map_err(rejected)?;
+        let mut prepared = self.inner.messages.prepare(self.account, &request, now).await.map_err(rejected)?;
         prepared.smpp = smpp;
         match self.inner.messages.submit_prepared(self.account, prepared, None, now).await {
             Ok(Submitted::New(m) | Submitted::Repeated(m)) => Ok(m.id),
@@ -641,7 +643,7 @@ impl Client {
             callback_statuses: None,
             reference: None,
         };
-        let prepared = self.inner.messages.prepare(self.account, &request, now).map_err(rejected)?;
+        let prepared = self.inner.messages.prepare(self.account, &request, now).await.map_err(rejected)?;
         let replaced = self
             .inner
             .messages

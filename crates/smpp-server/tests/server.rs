@@ -55,6 +55,20 @@ async fn setup() -> Setup {
     let path = std::env::temp_dir().join(format!("smsgate-smpp-server-{}.db", MessageId::generate()));
     let store = smsgate_store::open(&format!("sqlite://{}", path.display()), 4).await.unwrap();
     let account = store.create_account("acme", false, Timestamp(1)).await.unwrap().id;
+    // The account sends only from what it owns (the default): these sender IDs.
+    for (i, name) in ["Acme", "Sar", "Udh"].into_iter().enumerate() {
+        let sender = smsgate_store::Sender {
+            id: format!("sender-{i}"),
+            account_id: account,
+            kind: smsgate_core::senders::AddressKind::Alphanumeric,
+            address: name.into(),
+            connector: None,
+            status: smsgate_core::senders::SenderStatus::Active,
+            created_at: Timestamp(1),
+            updated_at: Timestamp(1),
+        };
+        assert!(store.insert_sender(&sender).await.unwrap());
+    }
     for (system_id, allowed, max) in [
         ("acme", None, Some(1)),
         ("acme_tx", None, None),
@@ -238,6 +252,19 @@ async fn submits_are_stored_before_the_response_and_followed_with_query_sm() {
     // Admission refusals as command_status; unknown ids for query_sm.
     let bad = c.request(submit("12", "hi")).await.unwrap();
     assert_eq!(bad.command_status, CommandStatus::ESME_RINVDSTADR);
+    // A sender the account does not own: refused as an invalid source address, and nothing stored.
+    let not_owned = Body::SubmitSm(SubmitSm {
+        source_addr_ton: 5,
+        source_addr: "AcmeBank".into(),
+        destination_addr: "447700900125".into(),
+        dest_addr_ton: 1,
+        short_message: smpp::ShortMessage::new(b"phishing".to_vec()),
+        ..Default::default()
+    });
+    let r = c.request(not_owned).await.unwrap();
+    assert_eq!(r.command_status, CommandStatus::ESME_RINVSRCADR, "{r:?}");
+    let filter = smsgate_store::ListFilter { from: Some("AcmeBank".into()), ..Default::default() };
+    assert!(s.store.list_messages(s.account, &filter, None, 10).await.unwrap().is_empty());
     let empty = c.request(submit("447700900125", "")).await.unwrap();
     assert_eq!(empty.command_status, CommandStatus::ESME_RINVMSGLEN);
     let q = Body::QuerySm(QuerySm { message_id: "nope".into(), ..Default::default() });

@@ -33,6 +33,9 @@ pub struct Config {
     /// Threads running the server's tasks; 0: one fewer than the machine's cores (SQLite's writer has a thread of
     /// its own), at least one. With one, every task runs on that thread and wakes no other.
     pub threads: u32,
+    /// Whether a sender ID an account asks for waits for the operator's approval (a brand's name is not the first
+    /// asker's); the admin key's registrations are in force at once either way.
+    pub sender_ids_need_approval: bool,
     /// `[smpp_server]`: how the SMPP server treats its sessions.
     #[serde(default)]
     pub smpp_server: SmppServerConfig,
@@ -190,6 +193,7 @@ impl Default for Config {
             node: "node-1".into(),
             lease_secs: 60,
             threads: 0,
+            sender_ids_need_approval: true,
             smpp_server: SmppServerConfig::default(),
             sim: SimConfig::default(),
             connectors: Vec::new(),
@@ -237,10 +241,25 @@ pub struct Flags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threads: Option<u32>,
+    /// Whether sender IDs accounts ask for wait for the admin's approval [env: SMSGATE_SENDER_IDS_NEED_APPROVAL]
+    /// [default: true].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sender_ids_need_approval: Option<bool>,
 }
 
 /// The environment variables read, without the `SMSGATE_` prefix.
-const ENV_KEYS: [&str; 8] = ["data_dir", "http", "smpp", "database", "default_region", "node", "lease_secs", "threads"];
+const ENV_KEYS: [&str; 9] = [
+    "data_dir",
+    "http",
+    "smpp",
+    "database",
+    "default_region",
+    "node",
+    "lease_secs",
+    "threads",
+    "sender_ids_need_approval",
+];
 
 impl Flags {
     fn figment(&self) -> anyhow::Result<Figment> {

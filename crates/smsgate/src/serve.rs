@@ -64,7 +64,8 @@ async fn serve(args: Config) -> anyhow::Result<()> {
     };
     let engine = Engine::new(store.clone(), Arc::new(Registry::new(Kit::new(sim.clone()))), engine_config);
     let shutdown = CancellationToken::new();
-    let admin = smsgate_services::Admin::new(store.clone(), engine.clone());
+    let admin =
+        smsgate_services::Admin::new(store.clone(), engine.clone()).approve_sender_ids(args.sender_ids_need_approval);
     let admin_key = ensure_admin(&admin).await?;
     // The zero-config connector and route, then those the config file adds (when the database lacks them).
     let created = admin

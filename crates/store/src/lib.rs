@@ -5,7 +5,7 @@
 //!
 //! By concern: [`MessageStore`] (messages and the queue), [`TenancyStore`] (accounts and keys),
 //! [`RoutingStore`] (connectors, routes), [`WebhookStore`] and [`CallbackOutbox`] (webhook settings and the
-//! callbacks to deliver), [`SmppOutbox`] (deliver_sm to SMPP clients), [`CredentialStore`] (SMPP credentials).
+//! callbacks to deliver), [`SmppOutbox`] (deliver_sm to SMPP clients), [`CredentialStore`] (SMPP credentials), [`SenderStore`] (numbers and sender IDs accounts own).
 //! SQL that is not on the hot path is written once, over [`sql::Database`]; only the hot paths (insert, claim,
 //! record a status change) are written per database, in `sqlite/` and `postgres/`. What a status change makes
 //! for webhooks and SMPP clients is decided in Rust, once ([`effects`]).
@@ -21,6 +21,7 @@ pub mod messages;
 mod postgres;
 pub mod routing;
 mod schema;
+pub mod senders;
 pub mod smpp_outbox;
 pub mod sql;
 mod sqlite;
@@ -35,6 +36,7 @@ pub use messages::{
 };
 pub use postgres::PgStore;
 pub use routing::{ConnectorRecord, RoutingStore};
+pub use senders::{Sender, SenderFilter, SenderStore};
 pub use smpp_outbox::{
     DeliveryMessage, DeliveryNext, DueDelivery, SMPP_DELIVERY_TTL_MS, SmppFeed, SmppOutbox, SmppReceipts,
 };
@@ -65,6 +67,7 @@ pub trait Store:
     + CallbackOutbox
     + SmppOutbox
     + CredentialStore
+    + SenderStore
     + std::fmt::Debug
 {
     /// Closes the store: waits for writes under way, then releases the database.

@@ -2,10 +2,11 @@
 //! for both databases ([`Database`]).
 
 use async_trait::async_trait;
+use smsgate_core::senders::SenderPolicy;
 use smsgate_core::{AccountId, Timestamp};
 
 use crate::Result;
-use crate::schema::{routes_json, routes_of};
+use crate::schema::{corrupt, routes_json, routes_of};
 use crate::sql::{Database, Row, values};
 
 /// A tenant.
@@ -18,6 +19,8 @@ pub struct Account {
     pub created_at: Timestamp,
     /// The routes the account may use, by name; `None`: all.
     pub routes: Option<Vec<String>>,
+    /// Whether it may send from senders it does not own.
+    pub sender_policy: SenderPolicy,
 }
 
 /// An API key's record; the key itself is never stored, only its hash.
@@ -32,7 +35,8 @@ pub struct ApiKey {
 /// Accounts and their keys.
 #[async_trait]
 pub trait TenancyStore: Send + Sync {
-    /// Creates an account.
+    /// Creates an account. The admin account may send from any sender; others only from their own until the
+    /// operator says otherwise.
     async fn create_account(&self, name: &str, is_admin: bool, now: Timestamp) -> Result<Account>;
 
     /// The account with this id.
@@ -57,7 +61,7 @@ pub trait TenancyStore: Send + Sync {
     async fn set_account_routes(&self, account: AccountId, routes: Option<&[String]>) -> Result<bool>;
 }
 
-const ACCOUNT_COLUMNS: &str = "a.id, a.name, a.is_admin, a.created_at, a.routes";
+const ACCOUNT_COLUMNS: &str = "a.id, a.name, a.is_admin, a.created_at, a.routes, a.sender_policy";
 
 fn account_of(r: &Row) -> Result<Account> {
     Ok(Account {
@@ -66,17 +70,28 @@ fn account_of(r: &Row) -> Result<Account> {
         is_admin: r.get::<i64>("is_admin")? != 0,
         created_at: r.timestamp("created_at")?,
         routes: routes_of(r.get("routes")?)?,
+        sender_policy: {
+            let p: String = r.get("sender_policy")?;
+            SenderPolicy::parse(&p).ok_or_else(|| corrupt(format!("sender_policy {p:?}")))?
+        },
     })
 }
 
 #[async_trait]
 impl<D: Database> TenancyStore for D {
     async fn create_account(&self, name: &str, is_admin: bool, now: Timestamp) -> Result<Account> {
-        let account =
-            Account { id: AccountId::generate(), name: name.to_string(), is_admin, created_at: now, routes: None };
+        let sender_policy = if is_admin { SenderPolicy::Any } else { SenderPolicy::Owned };
+        let account = Account {
+            id: AccountId::generate(),
+            name: name.to_string(),
+            is_admin,
+            created_at: now,
+            routes: None,
+            sender_policy,
+        };
         self.execute(
-            "INSERT INTO accounts (id, name, is_admin, created_at) VALUES (?, ?, ?, ?)",
-            values![account.id, name, is_admin, now],
+            "INSERT INTO accounts (id, name, is_admin, created_at, sender_policy) VALUES (?, ?, ?, ?, ?)",
+            values![account.id, name, is_admin, now, sender_policy.as_str()],
         )
         .await?;
         Ok(account)

@@ -118,6 +118,7 @@ conformance!(
     smpp_feed,
     replacing_a_waiting_message,
     messages_wait_for_their_route,
+    senders_have_one_owner,
 );
 
 fn message(account: AccountId, to: &str, status: Status, at: Timestamp) -> Message {
@@ -929,6 +930,9 @@ async fn upgrade_from_version_1(url: &str) {
         [(Status::Queued, NOW, "accepted"), (Status::Sending, Timestamp(NOW.0 + 1), "claimed by \"n\" \\ again")];
     assert_eq!(journey.iter().map(|e| (e.status, e.at, e.detail.as_str())).collect::<Vec<_>>(), expected);
     assert_eq!(store.message(account, id).await.unwrap().unwrap().status, Status::Sending);
+    // An account made before senders were owned keeps sending as it did.
+    let old = store.account(account).await.unwrap().unwrap();
+    assert_eq!(old.sender_policy, smsgate_core::senders::SenderPolicy::Any);
     assert!(store.transition(id, Status::Sent, NOW, "sent", &Changes::default()).await.unwrap());
     assert_eq!(statuses(&store, id).await, vec![Status::Queued, Status::Sending, Status::Sent]);
     store.close().await;
@@ -1235,4 +1239,68 @@ async fn messages_wait_for_their_route(store: &Arc<dyn Store>) {
     assert_eq!(due, vec![ids[0], ids[3], ids[4]]);
     assert_eq!(store.claim_due("n", later, 1000, 10).await.unwrap()[0].id, ids[2]);
     assert_eq!(statuses(store, ids[3]).await, vec![Status::Queued, Status::Sending, Status::Queued, Status::Sending]);
+}
+
+async fn senders_have_one_owner(store: &Arc<dyn Store>) {
+    use smsgate_core::senders::{AddressKind, SenderPolicy, SenderStatus};
+    use smsgate_store::{Sender, SenderFilter};
+    let (acme, globex) = (account(store).await, account(store).await);
+    assert_eq!(store.account(acme).await.unwrap().unwrap().sender_policy, SenderPolicy::Owned);
+    let admin = store.create_account("admin", true, NOW).await.unwrap();
+    assert_eq!(admin.sender_policy, SenderPolicy::Any);
+    let sender = |account, kind, address: &str, status| Sender {
+        id: uuid::Uuid::now_v7().to_string(),
+        account_id: account,
+        kind,
+        address: address.into(),
+        connector: None,
+        status,
+        created_at: NOW,
+        updated_at: NOW,
+    };
+    let number = Sender {
+        connector: Some("sim".into()),
+        ..sender(acme, AddressKind::LongCode, "+447700900001", SenderStatus::Active)
+    };
+    assert!(store.insert_sender(&number).await.unwrap());
+    let brand = sender(acme, AddressKind::Alphanumeric, "AcmeBank", SenderStatus::Pending);
+    assert!(store.insert_sender(&brand).await.unwrap());
+    // One owner per address, compared without '+' and case, whatever the status.
+    assert!(
+        !store
+            .insert_sender(&sender(globex, AddressKind::LongCode, "447700900001", SenderStatus::Active))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .insert_sender(&sender(globex, AddressKind::Alphanumeric, "ACMEBANK", SenderStatus::Active))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.sender(&number.id).await.unwrap(), Some(number.clone()));
+    assert_eq!(store.sender_by_address("447700900001").await.unwrap(), Some(number.clone()));
+    assert_eq!(store.sender_by_address("acmebank").await.unwrap().map(|s| s.id), Some(brand.id.clone()));
+    assert_eq!(store.sender_by_address("+447700900002").await.unwrap(), None);
+    let of = |account, numbers| SenderFilter { account, numbers };
+    assert_eq!(store.senders(&of(Some(acme), None)).await.unwrap().len(), 2);
+    assert_eq!(store.senders(&of(Some(acme), Some(true))).await.unwrap(), std::slice::from_ref(&number));
+    assert_eq!(store.senders(&of(Some(acme), Some(false))).await.unwrap().len(), 1);
+    assert!(store.senders(&of(Some(globex), None)).await.unwrap().is_empty());
+    assert!(store.set_sender_status(&brand.id, SenderStatus::Active, Timestamp(NOW.0 + 5)).await.unwrap());
+    let approved = store.sender(&brand.id).await.unwrap().unwrap();
+    assert_eq!((approved.status, approved.updated_at), (SenderStatus::Active, Timestamp(NOW.0 + 5)));
+    assert!(!store.set_sender_status("nope", SenderStatus::Active, NOW).await.unwrap());
+    // Deleted, the address is free for another account.
+    assert!(store.delete_sender(&brand.id).await.unwrap());
+    assert!(!store.delete_sender(&brand.id).await.unwrap());
+    assert!(
+        store
+            .insert_sender(&sender(globex, AddressKind::Alphanumeric, "acmebank", SenderStatus::Active))
+            .await
+            .unwrap()
+    );
+    assert!(store.set_sender_policy(acme, SenderPolicy::Any).await.unwrap());
+    assert_eq!(store.account(acme).await.unwrap().unwrap().sender_policy, SenderPolicy::Any);
+    assert!(!store.set_sender_policy(AccountId::generate(), SenderPolicy::Any).await.unwrap());
 }
