@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use smsgate_core::access::Scopes;
 use smsgate_store::Account;
 
 /// How long a key's account is trusted without asking the store again: the longest a revoked key (or a changed
@@ -15,21 +16,24 @@ pub const KEY_TTL: Duration = Duration::from_secs(10);
 /// The most keys kept; past it, expired entries go, and if none had, all do.
 const MAX_KEYS: usize = 10_000;
 
-/// Key hash to account, with when it was looked up. Cheap to clone: clones share the map.
+/// A key's account and scopes.
+pub type KeyHolder = (Account, Scopes);
+
+/// Key hash to account and the key's scopes, with when it was looked up. Cheap to clone: clones share the map.
 #[derive(Debug, Clone, Default)]
 pub struct KeyCache {
-    keys: Arc<Mutex<HashMap<String, (Account, Instant)>>>,
+    keys: Arc<Mutex<HashMap<String, (KeyHolder, Instant)>>>,
 }
 
 impl KeyCache {
     /// The account of a key hash looked up less than [`KEY_TTL`] ago.
-    pub fn get(&self, hash: &str) -> Option<Account> {
+    pub fn get(&self, hash: &str) -> Option<KeyHolder> {
         let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
         keys.get(hash).filter(|(_, at)| at.elapsed() < KEY_TTL).map(|(a, _)| a.clone())
     }
 
     /// Keeps the account the store gave for a key hash.
-    pub fn put(&self, hash: &str, account: Account) {
+    pub fn put(&self, hash: &str, account: KeyHolder) {
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
         if keys.len() >= MAX_KEYS {
             keys.retain(|_, (_, at)| at.elapsed() < KEY_TTL);
@@ -51,15 +55,16 @@ mod tests {
     use super::*;
     use smsgate_core::{AccountId, Timestamp};
 
-    fn account(name: &str) -> Account {
-        Account {
+    fn account(name: &str) -> (Account, Scopes) {
+        let account = Account {
             id: AccountId::generate(),
             name: name.into(),
             is_admin: false,
             created_at: Timestamp(0),
             routes: None,
             sender_policy: smsgate_core::senders::SenderPolicy::Owned,
-        }
+        };
+        (account, Scopes::all_for(false))
     }
 
     #[test]

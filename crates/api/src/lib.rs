@@ -26,11 +26,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use smsgate_connectors::sim::SimNetwork;
+use smsgate_core::access::Scope;
 use smsgate_core::admission::Request;
 use smsgate_core::{Direction, MessageId, Status, Timestamp};
 use smsgate_engine::Engine;
 use smsgate_engine::ingress::Prepared;
-pub use smsgate_services::admin::{generate_key, hash_key, key_prefix};
+pub use smsgate_services::keys::{generate_key, hash_key, key_prefix};
 use smsgate_services::{Admin, Messages, Submitted};
 use smsgate_store::{Account, ListFilter};
 
@@ -41,8 +42,8 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use views::{
-    AccountView, BatchView, ErrorView, HandsetMessageView, HealthView, InboxView, KeyView, ListView, MessageView,
-    ReplyAcceptedView,
+    AccountView, BatchView, ErrorView, HandsetMessageView, HealthView, InboxView, KeyInfoView, KeyList, KeyView,
+    ListView, MessageView, ReplyAcceptedView,
 };
 
 /// What the handlers share.
@@ -81,7 +82,8 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .routes(routes!(get_message, cancel_message))
         .routes(routes!(list_inbound))
         .routes(routes!(create_account))
-        .routes(routes!(create_key))
+        .routes(routes!(create_key, list_keys))
+        .routes(routes!(revoke_key))
         .routes(routes!(handset_inbox))
         .routes(routes!(handset_reply))
         .routes(routes!(routing::create_connector, routing::list_connectors))
@@ -148,14 +150,66 @@ pub fn router(state: AppState) -> Router {
     router_and_openapi(state).0
 }
 
-/// The account behind the request's API key.
+/// The account behind the request's API key, which has the scope the route asks for ([`scope_of`]).
 #[derive(Debug, Clone)]
 pub struct Caller(pub Account);
+
+/// The caller and its key's scopes, for the routes that act on keys.
+#[derive(Debug, Clone)]
+pub struct CallerKey(pub Account, pub smsgate_core::access::Scopes);
+
+/// The scope a route asks of the key: `send` to send or cancel, `read` for any other GET, `manage` to change the
+/// account's settings, and `admin` for the operator's routes (asked only of the admin account's keys: other
+/// accounts are refused by the route itself, 403 `forbidden`).
+pub fn scope_of(method: &axum::http::Method, route: &str) -> Scope {
+    use axum::http::Method;
+    let operator = ["/v1/accounts", "/v1/connectors", "/v1/routes", "/v1/sim/", "/v1/audit"];
+    let is_keys = route.starts_with("/v1/accounts/{id}/keys");
+    if !is_keys && operator.iter().any(|p| route.starts_with(p))
+        || (route.starts_with("/v1/numbers") && method != Method::GET)
+        || route.ends_with("/approve")
+        || route.ends_with("/reject")
+    {
+        return Scope::Admin;
+    }
+    match (method, route) {
+        (&Method::POST, "/v1/messages" | "/v1/messages/batch") | (&Method::DELETE, "/v1/messages/{id}") => Scope::Send,
+        _ if is_keys => Scope::Manage,
+        (&Method::GET, _) => Scope::Read,
+        _ => Scope::Manage,
+    }
+}
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        CallerKey::from_request_parts(parts, state).await.map(|CallerKey(account, _)| Caller(account))
+    }
+}
+
+impl FromRequestParts<AppState> for CallerKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (account, scopes) = authenticate(parts, state).await?;
+        let route = parts.extensions.get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_string());
+        let needed = scope_of(&parts.method, route.as_deref().unwrap_or(""));
+        let applies = needed != Scope::Admin || account.is_admin;
+        if applies && !scopes.contains(needed) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                format!("this key lacks the {} scope this route needs", needed.as_str()),
+            ));
+        }
+        Ok(CallerKey(account, scopes))
+    }
+}
+
+/// The account and scopes of the request's key, from this node's cache or the store.
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<(Account, smsgate_core::access::Scopes), ApiError> {
+    {
         let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
         let header = parts
             .headers
@@ -168,14 +222,15 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .filter(|k| !k.is_empty())
             .ok_or_else(|| unauthorized("Authorization must be Bearer <api key>"))?;
-        let hash = hash_key(key);
-        if let Some(account) = state.keys.get(&hash) {
-            return Ok(Caller(account));
+        let hash = state.admin.key_hash(key);
+        if let Some(found) = state.keys.get(&hash) {
+            return Ok(found);
         }
-        match state.admin.authenticate(&hash).await {
-            Ok(Some(account)) => {
-                state.keys.put(&hash, account.clone());
-                Ok(Caller(account))
+        match state.admin.authenticate(key).await {
+            Ok(Some(a)) => {
+                let found = (a.account.clone(), a.scopes());
+                state.keys.put(&hash, found.clone());
+                Ok(found)
             }
             Ok(None) => Err(unauthorized("unknown or revoked API key")),
             Err(e) => Err(ApiError::internal(e)),
@@ -517,18 +572,62 @@ async fn create_account(
     Ok((StatusCode::CREATED, Json(account_view(&account))))
 }
 
-/// Create an API key for an account; the key is shown this once. Admin key only.
-#[utoipa::path(post, path = "/v1/accounts/{id}/keys", params(("id" = String, Path)),
-    responses((status = CREATED, body = KeyView), (status = FORBIDDEN, body = ErrorView), (status = NOT_FOUND, body = ErrorView)))]
+/// The body of `POST /v1/accounts/{id}/keys` (optional).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct KeyBody {
+    /// What it is for, to recognise it in a list.
+    name: Option<String>,
+    /// Any of `send`, `read`, `manage` (and `admin`, for the admin account's keys); absent: all of them. At most
+    /// the calling key's own.
+    scopes: Option<Vec<String>>,
+}
+
+fn account_path(id: &str) -> Result<smsgate_core::AccountId, ApiError> {
+    smsgate_core::AccountId::parse(id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such account"))
+}
+
+fn key_view(k: &smsgate_store::ApiKey, is_admin: bool) -> KeyInfoView {
+    KeyInfoView {
+        id: k.id.clone(),
+        account_id: k.account_id.to_string(),
+        prefix: k.prefix.clone(),
+        name: k.name.clone(),
+        scopes: k.scopes_for(is_admin).names().into_iter().map(String::from).collect(),
+        created_at: time_string(k.created_at),
+        last_used_at: k.last_used_at.map(time_string),
+        revoked_at: k.revoked_at.map(time_string),
+    }
+}
+
+/// Create an API key for an account; the key is shown this once. The admin key, for any account; an account's
+/// key with the `manage` scope, for its own.
+#[utoipa::path(post, path = "/v1/accounts/{id}/keys", params(("id" = String, Path)), request_body = Option<KeyBody>,
+    responses((status = CREATED, body = KeyView), (status = FORBIDDEN, body = ErrorView), (status = NOT_FOUND, body = ErrorView),
+              (status = UNPROCESSABLE_ENTITY, body = ErrorView)))]
 async fn create_key(
     State(state): State<AppState>,
-    Caller(caller): Caller,
+    CallerKey(caller, scopes): CallerKey,
     Path(id): Path<String>,
+    body: axum::body::Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
-    require_admin(&caller)?;
-    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such account");
-    let id = smsgate_core::AccountId::parse(&id).ok_or_else(not_found)?;
-    let smsgate_services::NewKey { key, record } = state.admin.create_key(id).await?;
+    let id = account_path(&id)?;
+    let body: KeyBody = if body.iter().all(u8::is_ascii_whitespace) {
+        KeyBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid("invalid_field", e.to_string()))?
+    };
+    let wanted = body
+        .scopes
+        .as_deref()
+        .map(smsgate_core::access::Scopes::parse)
+        .transpose()
+        .map_err(|e| ApiError::invalid("invalid_scopes", e.to_string()))?;
+    let spec = smsgate_services::KeySpec { name: body.name, scopes: wanted };
+    let smsgate_services::NewKey { key, record } = state.admin.create_key(&caller, scopes, id, spec).await?;
+    let owner_is_admin = caller.is_admin && caller.id == id;
+    let info = key_view(&record, owner_is_admin);
     Ok((
         StatusCode::CREATED,
         Json(KeyView {
@@ -536,9 +635,40 @@ async fn create_key(
             account_id: record.account_id.to_string(),
             key,
             prefix: record.prefix,
+            name: info.name,
+            scopes: info.scopes,
             created_at: time_string(record.created_at),
         }),
     ))
+}
+
+/// An account's keys, revoked ones too; never the keys themselves.
+#[utoipa::path(get, path = "/v1/accounts/{id}/keys", params(("id" = String, Path)),
+    responses((status = OK, body = KeyList), (status = FORBIDDEN, body = ErrorView), (status = NOT_FOUND, body = ErrorView)))]
+async fn list_keys(
+    State(state): State<AppState>,
+    CallerKey(caller, scopes): CallerKey,
+    Path(id): Path<String>,
+) -> Result<Json<KeyList>, ApiError> {
+    let id = account_path(&id)?;
+    let keys = state.admin.keys(&caller, scopes, id).await?;
+    let is_admin = state.admin.account(id).await?.is_admin;
+    Ok(Json(KeyList { data: keys.iter().map(|k| key_view(k, is_admin)).collect() }))
+}
+
+/// Revoke a key: refused from now on by this node, within ten seconds by the others.
+#[utoipa::path(delete, path = "/v1/accounts/{id}/keys/{key_id}", params(("id" = String, Path), ("key_id" = String, Path)),
+    responses((status = OK, body = KeyInfoView), (status = FORBIDDEN, body = ErrorView), (status = NOT_FOUND, body = ErrorView)))]
+async fn revoke_key(
+    State(state): State<AppState>,
+    CallerKey(caller, scopes): CallerKey,
+    Path((id, key_id)): Path<(String, String)>,
+) -> Result<Json<KeyInfoView>, ApiError> {
+    let id = account_path(&id)?;
+    let revoked = state.admin.revoke_key(&caller, scopes, id, &key_id).await?;
+    state.keys.clear();
+    let is_admin = state.admin.account(id).await?.is_admin;
+    Ok(Json(key_view(&revoked, is_admin)))
 }
 
 /// The simulated network, for the operator only (a handset's inbox holds every tenant's texts, and a reply is an

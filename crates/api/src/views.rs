@@ -103,8 +103,31 @@ pub struct KeyView {
     pub id: String,
     pub account_id: String,
     pub key: String,
+    /// The key's public part (`sk_...`), to recognise it in a list; nothing of its secret part.
     pub prefix: String,
+    pub name: Option<String>,
+    pub scopes: Vec<String>,
     pub created_at: String,
+}
+
+/// An API key as listed: never the key itself.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct KeyInfoView {
+    pub id: String,
+    pub account_id: String,
+    /// The key's public part; empty for keys made by earlier versions.
+    pub prefix: String,
+    pub name: Option<String>,
+    pub scopes: Vec<String>,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+    pub revoked_at: Option<String>,
+}
+
+/// An account's keys.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct KeyList {
+    pub data: Vec<KeyInfoView>,
 }
 
 /// A virtual handset's inbox.

@@ -6,6 +6,11 @@
 //! that fails (not 2xx, a timeout, a refused connection) is tried again with exponential backoff and jitter for
 //! up to [`GIVE_UP_AFTER`]; callbacks of one message go out one at a time, in order (the store hands out only
 //! the oldest pending one of each message).
+//!
+//! Requests go only where [`Destinations`] allows: every address a name resolves to is checked before it is
+//! connected to (so DNS rebinding gets nowhere), a literal address in the URL before anything is sent; no proxy
+//! and no redirect is followed. A tenant sees an attempt's outcome as a class (`http_2xx`, `http_4xx`, `timeout`,
+//! `refused`, `blocked`, ...), never a connection error's text: a webhook is not a port scanner.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +23,7 @@ use hmac::{KeyInit, Mac};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use smsgate_core::clock::Clock;
+use smsgate_core::netguard::Destinations;
 use smsgate_core::{MessageId, Timestamp};
 use smsgate_engine::outbox::{self, Backoff, Outbox};
 use smsgate_store::{CallbackAttempt, CallbackNext, CallbackResult, DueCallback, Store, StoreError, Webhooks};
@@ -57,11 +63,22 @@ pub mod metric {
 
 /// `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
 pub fn signature(secret: &str, unix_seconds: i64, body: &str) -> String {
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
-    mac.update(unix_seconds.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body.as_bytes());
-    format!("t={unix_seconds},v1={}", hex::encode(mac.finalize().into_bytes()))
+    signatures(&[secret], unix_seconds, body)
+}
+
+/// `t=<unix seconds>,v1=<signature with the first secret>,v1=<with the second>...`: while a rotated secret's
+/// grace period lasts, callbacks carry a signature with each, and a receiver accepts any that it can verify.
+pub fn signatures(secrets: &[&str], unix_seconds: i64, body: &str) -> String {
+    let mut header = format!("t={unix_seconds}");
+    for secret in secrets {
+        let mut mac =
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
+        mac.update(unix_seconds.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(body.as_bytes());
+        header.push_str(&format!(",v1={}", hex::encode(mac.finalize().into_bytes())));
+    }
+    header
 }
 
 pub use smsgate_services::admin::new_secret;
@@ -80,15 +97,69 @@ pub fn install_tls() {
     });
 }
 
-/// The client callbacks go out with: no redirects followed, a timeout, http and https.
-fn client() -> reqwest::Client {
+/// The client callbacks go out with: no redirects or proxies followed, a timeout, http and https, and names
+/// resolved only to addresses `destinations` allows.
+fn client(destinations: &Destinations) -> reqwest::Client {
     install_tls();
     reqwest::Client::builder()
         .timeout(TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .dns_resolver(Arc::new(GuardedResolver { destinations: destinations.clone() }))
         .user_agent(concat!("smsgate/", env!("CARGO_PKG_VERSION")))
         .build()
         .unwrap_or_default()
+}
+
+/// Resolves with the system's resolver, then keeps only the addresses requests may go to; none left is an error,
+/// and the connection is never tried.
+#[derive(Debug)]
+struct GuardedResolver {
+    destinations: Destinations,
+}
+
+/// A name that resolved only to addresses requests may not go to.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} resolves only to addresses webhooks may not reach")]
+struct Blocked(String);
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let destinations = self.destinations.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let found: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<std::net::SocketAddr> =
+                found.into_iter().filter(|a| destinations.allows(a.ip())).collect();
+            if allowed.is_empty() {
+                return Err(Box::new(Blocked(host)) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Whether an error (or what caused it) is the resolver's refusal.
+fn blocked(e: &reqwest::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<Blocked>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// What a tenant is shown of an answer: its class.
+fn http_class(status: u16) -> &'static str {
+    match status {
+        200..=299 => "http_2xx",
+        300..=399 => "http_3xx",
+        400..=499 => "http_4xx",
+        500..=599 => "http_5xx",
+        _ => "http_other",
+    }
 }
 
 /// A callback's JSON body, in the order its fields are written.
@@ -113,14 +184,16 @@ pub struct Deliverer {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     client: reqwest::Client,
+    destinations: Destinations,
     node: String,
     urls: Arc<std::sync::Mutex<std::collections::HashMap<String, reqwest::Url>>>,
 }
 
 impl Deliverer {
-    /// A deliverer for this `node`, deciding by `clock` (the engine's).
-    pub fn new(store: Arc<dyn Store>, node: &str, clock: Arc<dyn Clock>) -> Deliverer {
-        Deliverer { store, clock, client: client(), node: node.to_string(), urls: Arc::default() }
+    /// A deliverer for this `node`, deciding by `clock` (the engine's), sending only where `destinations` allows.
+    pub fn new(store: Arc<dyn Store>, node: &str, clock: Arc<dyn Clock>, destinations: Destinations) -> Deliverer {
+        let client = client(&destinations);
+        Deliverer { store, clock, client, destinations, node: node.to_string(), urls: Arc::default() }
     }
 
     /// `url` parsed, from the ones kept when it was seen before.
@@ -172,27 +245,55 @@ impl Deliverer {
         let started = Instant::now();
         let url = match self.url(&c.url) {
             Ok(url) => url,
-            Err(e) => {
+            Err(_) => {
                 // Stored URLs were checked when set; one that no longer parses will never be deliverable.
-                let attempt = CallbackAttempt { at: now, result: format!("error: bad url: {e}"), ms: 0 };
+                let attempt = CallbackAttempt { at: now, result: "bad_url".into(), ms: 0 };
                 return CallbackResult { id: c.id, attempt, next: CallbackNext::GiveUp };
             }
         };
+        // A literal address is connected to without the resolver: checked here. (A URL set before the rule, or
+        // while the operator allowed a range since taken back.)
+        if self.destinations.check_url(url.as_str()).is_err() {
+            metrics::counter!(metric::DELIVERIES, "result" => "gave_up").increment(1);
+            let attempt = CallbackAttempt { at: now, result: "blocked".into(), ms: 0 };
+            return CallbackResult { id: c.id, attempt, next: CallbackNext::GiveUp };
+        }
+        // Never signed with an empty secret: an account that has none yet (made by an older version on another
+        // node) gets one now.
+        let secret = match c.secret.as_str() {
+            "" => match self.store.ensure_webhook_secret(c.account_id, &new_secret(), now).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "giving an account its webhook secret failed");
+                    let attempt = CallbackAttempt { at: now, result: "error".into(), ms: 0 };
+                    let next = CallbackNext::RetryAt(now.plus_millis(1000));
+                    return CallbackResult { id: c.id, attempt, next };
+                }
+            },
+            s => s.to_string(),
+        };
+        let mut secrets = vec![secret.as_str()];
+        secrets.extend(c.previous_secret.as_deref());
         let sent = self
             .client
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(SIGNATURE_HEADER, signature(&c.secret, now.0.div_euclid(1000), &body))
+            .header(SIGNATURE_HEADER, signatures(&secrets, now.0.div_euclid(1000), &body))
             .body(body)
             .send()
             .await;
         let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let (ok, result) = match sent {
-            Ok(r) => (r.status().is_success(), r.status().as_u16().to_string()),
-            Err(e) if e.is_timeout() => (false, "timeout".to_string()),
-            Err(e) if e.is_connect() => (false, "refused".to_string()),
-            Err(e) => (false, format!("error: {e}")),
+            Ok(r) => (r.status().is_success(), http_class(r.status().as_u16())),
+            Err(e) if blocked(&e) => (false, "blocked"),
+            Err(e) if e.is_timeout() => (false, "timeout"),
+            Err(e) if e.is_connect() => (false, "refused"),
+            Err(e) => {
+                tracing::debug!(callback = %c.id, error = %e, "a webhook request failed");
+                (false, "error")
+            }
         };
+        let result = result.to_string();
         let give_up_at = c.created_at.plus_millis(i64::try_from(GIVE_UP_AFTER.as_millis()).unwrap_or(i64::MAX));
         let next = match (ok, BACKOFF.next(c.attempts + 1, outbox::jitter(), now, give_up_at)) {
             (true, _) => CallbackNext::Delivered,
@@ -248,12 +349,13 @@ pub(crate) struct WebhooksBody {
     inbound_url: Option<String>,
 }
 
-fn webhooks_view(w: Option<&Webhooks>) -> Value {
+fn webhooks_view(w: &Webhooks) -> Value {
     json!({
-        "status_url": w.and_then(|w| w.status_url.clone()),
-        "inbound_url": w.and_then(|w| w.inbound_url.clone()),
-        "secret": w.map(|w| w.secret.clone()),
-        "updated_at": w.map(|w| time_json(w.updated_at)),
+        "status_url": w.status_url,
+        "inbound_url": w.inbound_url,
+        "secret": w.secret,
+        "previous_secret_valid_until": w.previous_secret.as_ref().map(|(_, until)| time_json(*until)),
+        "updated_at": time_json(w.updated_at),
     })
 }
 
@@ -266,28 +368,28 @@ pub(crate) async fn put_webhooks(
     crate::json::JsonBody { value: body, .. }: crate::json::JsonBody<WebhooksBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let w = state.admin.put_webhooks(caller.id, body.status_url, body.inbound_url).await?;
-    Ok(Json(webhooks_view(Some(&w))))
+    Ok(Json(webhooks_view(&w)))
 }
 
-/// The account's webhook URLs and signing secret (nulls when none are set).
+/// The account's webhook URLs (null when not set) and signing secret (every account has one from its creation).
 #[utoipa::path(get, path = "/v1/webhooks", responses((status = OK, body = Object)))]
 pub(crate) async fn get_webhooks(
     State(state): State<AppState>,
     Caller(caller): Caller,
 ) -> Result<impl IntoResponse, ApiError> {
     let w = state.admin.webhooks(caller.id).await?;
-    Ok(Json(webhooks_view(w.as_ref())))
+    Ok(Json(webhooks_view(&w)))
 }
 
-/// Replace the signing secret; callbacks sent from now on carry signatures with the new one.
-#[utoipa::path(post, path = "/v1/webhooks/rotate-secret",
-    responses((status = OK, body = Object), (status = NOT_FOUND, body = ErrorView)))]
+/// Replace the signing secret: callbacks carry a signature with the new one, and for 24 hours one with the old
+/// one as well (`previous_secret_valid_until`).
+#[utoipa::path(post, path = "/v1/webhooks/rotate-secret", responses((status = OK, body = Object)))]
 pub(crate) async fn rotate_secret(
     State(state): State<AppState>,
     Caller(caller): Caller,
 ) -> Result<impl IntoResponse, ApiError> {
     let w = state.admin.rotate_webhook_secret(caller.id).await?;
-    Ok(Json(webhooks_view(Some(&w))))
+    Ok(Json(webhooks_view(&w)))
 }
 
 /// A message's callbacks, oldest first, with every delivery attempt and its result.
@@ -321,8 +423,34 @@ mod tests {
     /// An https URL is tried like an http one: the connection is what fails here (nothing listens), not the scheme.
     #[tokio::test]
     async fn https_urls_are_tried() {
-        let e = client().post("https://127.0.0.1:1/hook").body("{}").send().await.unwrap_err();
+        let e = client(&Destinations::default()).post("https://127.0.0.1:1/hook").body("{}").send().await.unwrap_err();
         assert!(e.is_connect(), "{e:?}");
+    }
+
+    /// A name that resolves only to addresses not allowed is refused before any connection; allowed, it resolves.
+    #[tokio::test]
+    async fn names_resolve_only_to_allowed_addresses() {
+        use reqwest::dns::Resolve;
+        use std::str::FromStr;
+        let strict = GuardedResolver { destinations: Destinations::default() };
+        let e = strict.resolve(reqwest::dns::Name::from_str("localhost").unwrap()).await.err().expect("refused");
+        assert!(e.is::<Blocked>(), "{e:?}");
+        let ranges = smsgate_core::access::IpRanges::parse(&["127.0.0.0/8", "::1/128"]).unwrap();
+        let local = GuardedResolver { destinations: Destinations::new(ranges) };
+        let found: Vec<_> = local.resolve(reqwest::dns::Name::from_str("localhost").unwrap()).await.unwrap().collect();
+        assert!(!found.is_empty() && found.iter().all(|a| a.ip().is_loopback()), "{found:?}");
+        // Through the client: the refusal is told apart from a refused connection.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let e = client(&Destinations::default())
+            .post(format!("http://localhost:{port}/hook"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap_err();
+        assert!(blocked(&e), "{e:?}");
+        let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+        assert!(accepted.is_err(), "nothing connected to the private address");
     }
 
     #[test]

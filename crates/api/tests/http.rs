@@ -40,6 +40,12 @@ async fn on_server(sql: String) {
     pool.close().await;
 }
 
+/// Where webhooks may go in these tests: public addresses, and the receivers on 127.0.0.1 (as an operator allows
+/// a receiver on the same host); no other private address.
+fn local() -> smsgate_core::netguard::Destinations {
+    smsgate_core::netguard::Destinations::new(smsgate_core::access::IpRanges::parse(&["127.0.0.1/32"]).unwrap())
+}
+
 async fn start(backend: &str) -> Server {
     let (url, cleanup): (String, ServerCleanup) = match backend {
         "sqlite" => {
@@ -93,13 +99,14 @@ async fn start(backend: &str) -> Server {
     }
     let deliverer_stop = CancellationToken::new();
     let deliverer = tokio::spawn(
-        smsgate_api::webhooks::Deliverer::new(store.clone(), "test", smsgate_core::clock::system())
+        smsgate_api::webhooks::Deliverer::new(store.clone(), "test", smsgate_core::clock::system(), local())
             .run(deliverer_stop.clone()),
     );
-    let ingress = smsgate_engine::ingress::Ingress::spawn(engine.clone(), store.clone(), Arc::new(Policy::default()));
+    let policy = Policy { callbacks: local(), ..Policy::default() };
+    let ingress = smsgate_engine::ingress::Ingress::spawn(engine.clone(), store.clone(), Arc::new(policy));
     let state = AppState {
         messages: smsgate_services::Messages::new(ingress, store.clone()),
-        admin: smsgate_services::Admin::new(store.clone(), engine.clone()),
+        admin: smsgate_services::Admin::new(store.clone(), engine.clone()).webhook_destinations(local()),
         engine: engine.clone(),
         sim: Some(sim),
         metrics: None,
@@ -141,7 +148,7 @@ impl Server {
         }
         let stop = CancellationToken::new();
         let task = tokio::spawn(
-            smsgate_api::webhooks::Deliverer::new(self.store.clone(), "test", smsgate_core::clock::system())
+            smsgate_api::webhooks::Deliverer::new(self.store.clone(), "test", smsgate_core::clock::system(), local())
                 .run(stop.clone()),
         );
         *self.deliverer.lock().unwrap() = Some((stop, task));
@@ -245,7 +252,9 @@ on_both!(
     smpp_credentials,
     senders_are_owned_and_inbound_follows_them,
     the_simulated_network_is_the_operators,
-    a_batch_may_use_its_own_limit
+    a_batch_may_use_its_own_limit,
+    webhooks_reach_no_private_address,
+    keys_are_listed_scoped_and_revoked
 );
 
 async fn send_to_delivered(s: &Server) {
@@ -398,9 +407,9 @@ async fn tenants(s: &Server) {
     let (_, theirs) = s.call("GET", "/v1/smpp/credentials", Some(&b), None).await;
     assert!(theirs["data"].as_array().unwrap().is_empty());
     let hooks = json!({"status_url": "https://a.example/hook"});
-    assert_eq!(s.call("PUT", "/v1/webhooks", Some(&a), Some(hooks)).await.0, StatusCode::OK);
+    let (_, theirs) = s.call("PUT", "/v1/webhooks", Some(&a), Some(hooks)).await;
     let (_, w) = s.call("GET", "/v1/webhooks", Some(&b), None).await;
-    assert!(w["status_url"].is_null() && w["secret"].is_null(), "{w}");
+    assert!(w["status_url"].is_null() && w["secret"].is_string() && w["secret"] != theirs["secret"], "{w}");
 }
 
 async fn cancel(s: &Server) {
@@ -550,6 +559,8 @@ async fn openapi_matches_the_routes(s: &Server) {
         ("/v1/inbound", "get"),
         ("/v1/accounts", "post"),
         ("/v1/accounts/{id}/keys", "post"),
+        ("/v1/accounts/{id}/keys", "get"),
+        ("/v1/accounts/{id}/keys/{key_id}", "delete"),
         ("/v1/sim/handsets/{number}/messages", "get"),
         ("/v1/sim/handsets/{number}/reply", "post"),
         ("/v1/connectors", "post"),
@@ -1066,32 +1077,39 @@ async fn receiver() -> (String, Arc<std::sync::Mutex<Received>>, CancellationTok
     (base, got, stop)
 }
 
-/// Checks a `Smsgate-Signature` header the way the README tells receivers to.
+/// Checks a `Smsgate-Signature` header the way docs/webhooks.md tells receivers to: any of its `v1` signatures
+/// made with `secret`.
 fn verify(secret: &str, header: &str, body: &str) -> bool {
     use hmac::{KeyInit, Mac};
-    let Some((t, v1)) = header.strip_prefix("t=").and_then(|h| h.split_once(",v1=")) else { return false };
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(format!("{t}.{body}").as_bytes());
-    hex::decode(v1).is_ok_and(|sig| mac.verify_slice(&sig).is_ok())
+    let mut parts = header.split(',');
+    let Some(t) = parts.next().and_then(|p| p.strip_prefix("t=")) else { return false };
+    parts.filter_map(|p| p.strip_prefix("v1=")).any(|v1| {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(format!("{t}.{body}").as_bytes());
+        hex::decode(v1).is_ok_and(|sig| mac.verify_slice(&sig).is_ok())
+    })
 }
 
 async fn webhooks_signed_in_order_and_retried(s: &Server) {
     let (_, key) = s.tenant("acme").await;
     let (hooks, got, stop_receiver) = receiver().await;
+    // Every account has its signing secret from its creation, before any URL is set.
     let (st, w) = s.call("GET", "/v1/webhooks", Some(&key), None).await;
-    assert_eq!((st, w["secret"].clone()), (StatusCode::OK, Value::Null));
+    assert_eq!((st, &w["status_url"], &w["previous_secret_valid_until"]), (StatusCode::OK, &Value::Null, &Value::Null));
+    let first_secret = w["secret"].as_str().unwrap().to_string();
+    assert!(first_secret.starts_with("whsec_") && first_secret.len() > 40, "{w}");
     let (st, e) = s.call("PUT", "/v1/webhooks", Some(&key), Some(json!({"status_url": "ftp://x"}))).await;
     assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_url")));
-    let (st, e) = s.call("POST", "/v1/webhooks/rotate-secret", Some(&key), None).await;
-    assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
     let body = json!({"status_url": format!("{hooks}/status"), "inbound_url": format!("{hooks}/inbound")});
     let (st, w) = s.call("PUT", "/v1/webhooks", Some(&key), Some(body)).await;
-    assert_eq!(st, StatusCode::OK, "{w}");
-    let first_secret = w["secret"].as_str().unwrap().to_string();
-    assert!(first_secret.starts_with("whsec_"));
+    assert_eq!((st, w["secret"].as_str()), (StatusCode::OK, Some(first_secret.as_str())), "{w}");
+    // Rotated: the old secret still signs for a day beside the new one.
     let (_, w) = s.call("POST", "/v1/webhooks/rotate-secret", Some(&key), None).await;
     let secret = w["secret"].as_str().unwrap().to_string();
     assert_ne!(secret, first_secret);
+    let until = w["previous_secret_valid_until"].as_str().expect("a grace period");
+    let until = chrono::DateTime::parse_from_rfc3339(until).unwrap().timestamp();
+    assert!((until - chrono::Utc::now().timestamp() - 86_400).abs() < 60, "{w}");
 
     // Three messages while the receiver fails: one delivered, one undelivered (0002), one failed (0001).
     let mut ids = Vec::new();
@@ -1119,7 +1137,7 @@ async fn webhooks_signed_in_order_and_retried(s: &Server) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(cb["data"][0]["status"], "sending", "{cb}");
-    assert_eq!(cb["data"][0]["attempts"][0]["result"], "503", "{cb}");
+    assert_eq!(cb["data"][0]["attempts"][0]["result"], "http_5xx", "{cb}");
     assert_eq!(cb["data"][0]["state"], "pending", "{cb}");
     // A restart of the deliverer between the failure and the recovery loses nothing.
     s.restart_deliverer().await;
@@ -1151,9 +1169,13 @@ async fn webhooks_signed_in_order_and_retried(s: &Server) {
     }
     stop_receiver.cancel();
     let posts = std::mem::take(&mut got.lock().unwrap().posts);
-    // Every POST is signed with the secret of its time (the rotation came before any message).
+    // Every POST is signed with the new secret and, within the grace period, with the old one; never with an
+    // empty one.
     for (_, sig, body, _) in &posts {
         assert!(verify(&secret, sig, body), "bad signature {sig} on {body}");
+        assert!(verify(&first_secret, sig, body), "no signature with the previous secret: {sig}");
+        assert!(!verify("", sig, body), "signed with an empty secret: {sig}");
+        assert!(!verify("whsec_other", sig, body));
     }
     // Each message's callbacks were taken once each, in order.
     let bodies: Vec<Value> =
@@ -1182,7 +1204,7 @@ async fn webhooks_signed_in_order_and_retried(s: &Server) {
     let first = &cb["data"][0]["attempts"];
     assert_eq!(
         (first[0]["result"].as_str(), first.as_array().unwrap().last().unwrap()["result"].as_str()),
-        (Some("503"), Some("200"))
+        (Some("http_5xx"), Some("http_2xx"))
     );
 }
 
@@ -1425,4 +1447,146 @@ async fn a_batch_may_use_its_own_limit(s: &Server) {
     let big = json!({"to": "+447700900155", "from": "Acme", "body": "x".repeat(1024 * 1024)});
     let (st, e) = s.call("POST", "/v1/messages", Some(&key), Some(big)).await;
     assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("body_too_large")));
+}
+
+/// Webhooks go to public addresses and the ranges the operator allowed (here 127.0.0.1 only): a private address in
+/// a URL is refused when it is given, and one stored anyway is never connected to.
+async fn webhooks_reach_no_private_address(s: &Server) {
+    let (account, key) = s.tenant("acme").await;
+    for url in [
+        "http://127.0.0.2:8080/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/hook",
+        "http://10.0.0.1/hook",
+        "http://[::ffff:192.168.1.1]/hook",
+        "http://0x7f.0.0.2/hook",
+    ] {
+        let body = json!({"to": "+447700900165", "from": "Acme", "body": "x", "callback_url": url});
+        let (st, e) = s.call("POST", "/v1/messages", Some(&key), Some(body)).await;
+        assert_eq!(
+            (st, e["error"]["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_callback_url")),
+            "{url}"
+        );
+        let (st, e) = s.call("PUT", "/v1/webhooks", Some(&key), Some(json!({"status_url": url}))).await;
+        assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_url")), "{url}");
+    }
+    // A receiver on a private address the operator did not allow, with a URL stored before the rule: no request
+    // reaches it, and the tenant sees `blocked`, nothing of what is there.
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let account = smsgate_core::AccountId::parse(&account).unwrap();
+    s.store.put_webhooks(account, Some(&url), None, "whsec_test", smsgate_core::Timestamp::now()).await.unwrap();
+    let (st, m) = s
+        .call("POST", "/v1/messages", Some(&key), Some(json!({"to": "+447700900165", "from": "Acme", "body": "x"})))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{m}");
+    let id = m["id"].as_str().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, cb) = s.call("GET", &format!("/v1/messages/{id}/callbacks"), Some(&key), None).await;
+        let all = cb["data"].as_array().unwrap();
+        // sending, sent, delivered: each given up at its first attempt.
+        if all.len() == 3 && all.iter().all(|c| c["state"] == "failed") {
+            for c in all {
+                assert_eq!(c["attempts"][0]["result"], "blocked", "{cb}");
+            }
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "callbacks still pending: {cb}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let accepted = tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
+    assert!(accepted.is_err(), "something connected to the private receiver");
+}
+
+/// API keys over HTTP: scoped keys do what their scopes say and no more, an account manages its own keys and no
+/// other's, listing shows nothing of a key, and a revoked key is refused at once.
+async fn keys_are_listed_scoped_and_revoked(s: &Server) {
+    let (acme_id, acme) = s.tenant("acme").await;
+    let (globex_id, globex) = s.tenant("globex").await;
+    let keys = format!("/v1/accounts/{acme_id}/keys");
+    let make = |key: String, body: Value| {
+        let keys = keys.clone();
+        async move { s.call("POST", &keys, Some(&key), Some(body)).await }
+    };
+    let (st, sender) = make(acme.clone(), json!({"name": "shop", "scopes": ["send"]})).await;
+    assert_eq!((st, &sender["scopes"]), (StatusCode::CREATED, &json!(["send"])), "{sender}");
+    let sender_key = sender["key"].as_str().unwrap().to_string();
+    assert!(sender_key.starts_with(&format!("{}_", sender["prefix"].as_str().unwrap())));
+    let (_, reader) = make(acme.clone(), json!({"scopes": ["read"]})).await;
+    let reader_key = reader["key"].as_str().unwrap().to_string();
+    for (body, code) in [
+        (json!({"scopes": ["admin"]}), "invalid_scopes"),
+        (json!({"scopes": ["write"]}), "invalid_scopes"),
+        (json!({"scopes": []}), "invalid_scopes"),
+        (json!({"name": ""}), "invalid_name"),
+    ] {
+        let (st, e) = make(acme.clone(), body.clone()).await;
+        assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some(code)), "{body}");
+    }
+    // What each scope allows.
+    let msg = json!({"to": "+447700900175", "from": "Acme", "body": "x"});
+    let (st, m) = s.call("POST", "/v1/messages", Some(&sender_key), Some(msg.clone())).await;
+    assert_eq!(st, StatusCode::CREATED, "{m}");
+    let scope_error = |st: StatusCode, e: &Value| (st, e["error"]["code"].as_str().map(String::from));
+    let insufficient = (StatusCode::FORBIDDEN, Some("insufficient_scope".to_string()));
+    let (st, e) = s.call("GET", "/v1/messages", Some(&sender_key), None).await;
+    assert_eq!(scope_error(st, &e), insufficient);
+    let (st, e) = s.call("PUT", "/v1/webhooks", Some(&sender_key), Some(json!({"status_url": null}))).await;
+    assert_eq!(scope_error(st, &e), insufficient);
+    let (st, e) = make(sender_key.clone(), json!({})).await;
+    assert_eq!(scope_error(st, &e), insufficient, "a send key makes no keys");
+    let (st, e) = s.call("POST", "/v1/messages", Some(&reader_key), Some(msg)).await;
+    assert_eq!(scope_error(st, &e), insufficient);
+    let (st, _) = s.call("GET", &format!("/v1/messages/{}", m["id"].as_str().unwrap()), Some(&reader_key), None).await;
+    assert_eq!(st, StatusCode::OK);
+    // An account's keys are its own: another account sees and revokes none of them.
+    let sender_path = format!("{keys}/{}", sender["id"].as_str().unwrap());
+    for (method, path) in [("GET", keys.clone()), ("POST", keys.clone()), ("DELETE", sender_path.clone())] {
+        let (st, _) = s.call(method, &path, Some(&globex), None).await;
+        assert_eq!(st, StatusCode::NOT_FOUND, "{method} {path} with another account's key");
+    }
+    let (st, list) = s.call("GET", &keys, Some(&acme), None).await;
+    assert_eq!(st, StatusCode::OK);
+    let listed = list["data"].as_array().unwrap();
+    assert_eq!(listed.len(), 3, "{list}");
+    assert!(listed.iter().all(|k| k.get("key").is_none()), "never the key itself: {list}");
+    let shop = listed.iter().find(|k| k["name"] == "shop").unwrap();
+    assert!(shop["last_used_at"].is_string() && shop["revoked_at"].is_null(), "{shop}");
+    // The operator lists any account's; revoked, a key is refused at once.
+    let (st, _) = s.call("GET", &format!("/v1/accounts/{globex_id}/keys"), Some(&s.admin_key), None).await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, r) = s.call("DELETE", &sender_path, Some(&acme), None).await;
+    assert_eq!((st, r["revoked_at"].is_string()), (StatusCode::OK, true), "{r}");
+    let (st, e) = s
+        .call(
+            "POST",
+            "/v1/messages",
+            Some(&sender_key),
+            Some(json!({"to": "+447700900175", "from": "Acme", "body": "x"})),
+        )
+        .await;
+    assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")));
+    let (st, _) = s.call("DELETE", &sender_path, Some(&acme), None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "revoked already");
+    // A key of the admin account without the admin scope does not reach the operator's routes.
+    let (st, limited) = s
+        .call(
+            "POST",
+            &format!("/v1/accounts/{}/keys", admin_id(s).await),
+            Some(&s.admin_key),
+            Some(json!({"scopes": ["read", "send"]})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{limited}");
+    let (st, e) =
+        s.call("POST", "/v1/accounts", Some(limited["key"].as_str().unwrap()), Some(json!({"name": "x"}))).await;
+    assert_eq!(scope_error(st, &e), insufficient);
+}
+
+/// The admin account's id.
+async fn admin_id(s: &Server) -> String {
+    let admin = s.store.admin_account().await.unwrap().unwrap();
+    admin.id.to_string()
 }

@@ -30,7 +30,7 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 }
 
 /// Address ranges, such as `10.0.0.0/8`, `192.0.2.7` or `2001:db8::/32`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IpRanges(Vec<ipnet::IpNet>);
 
 /// A range that is neither an address nor a CIDR range.
@@ -63,9 +63,114 @@ impl IpRanges {
     }
 }
 
+/// What an API key may do. A key holds a set of these; a route asks for one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Send and cancel messages.
+    Send,
+    /// Read messages, inbound messages, callbacks and settings.
+    Read,
+    /// Change the account's settings: webhooks, SMPP credentials, sender IDs, API keys.
+    Manage,
+    /// The operator's routes: accounts, connectors, routes, numbers, approvals (keys of the admin account only).
+    Admin,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 4] = [Scope::Send, Scope::Read, Scope::Manage, Scope::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Send => "send",
+            Scope::Read => "read",
+            Scope::Manage => "manage",
+            Scope::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    fn bit(self) -> u8 {
+        match self {
+            Scope::Send => 1,
+            Scope::Read => 2,
+            Scope::Manage => 4,
+            Scope::Admin => 8,
+        }
+    }
+}
+
+/// A set of [`Scope`]s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Scopes(u8);
+
+/// A scope name that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a scope: send, read, manage or admin")]
+pub struct InvalidScope(pub String);
+
+impl Scopes {
+    /// Every scope an account's key may have: all four for the admin account, the first three for others.
+    pub fn all_for(is_admin: bool) -> Scopes {
+        let all = Scopes::of(&[Scope::Send, Scope::Read, Scope::Manage]);
+        if is_admin { all.with(Scope::Admin) } else { all }
+    }
+
+    pub fn of(scopes: &[Scope]) -> Scopes {
+        scopes.iter().fold(Scopes(0), |s, x| s.with(*x))
+    }
+
+    pub fn with(self, scope: Scope) -> Scopes {
+        Scopes(self.0 | scope.bit())
+    }
+
+    pub fn contains(self, scope: Scope) -> bool {
+        self.0 & scope.bit() != 0
+    }
+
+    /// The scopes in both sets.
+    pub fn and(self, other: Scopes) -> Scopes {
+        Scopes(self.0 & other.0)
+    }
+
+    /// Whether every scope of `other` is in this set.
+    pub fn covers(self, other: Scopes) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The names, in [`Scope::ALL`]'s order.
+    pub fn names(self) -> Vec<&'static str> {
+        Scope::ALL.into_iter().filter(|s| self.contains(*s)).map(Scope::as_str).collect()
+    }
+
+    /// Scopes from their names; the first that is not one is the error.
+    pub fn parse<S: AsRef<str>>(names: &[S]) -> Result<Scopes, InvalidScope> {
+        names.iter().try_fold(Scopes(0), |acc, n| {
+            Scope::parse(n.as_ref().trim()).map(|s| acc.with(s)).ok_or_else(|| InvalidScope(n.as_ref().to_string()))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scopes_by_name_and_as_sets() {
+        let s = Scopes::parse(&["send", " read"]).unwrap();
+        assert!(s.contains(Scope::Send) && s.contains(Scope::Read) && !s.contains(Scope::Manage));
+        assert_eq!(s.names(), ["send", "read"]);
+        assert_eq!(Scopes::parse(&["send", "write"]), Err(InvalidScope("write".into())));
+        assert!(Scopes::all_for(true).contains(Scope::Admin) && !Scopes::all_for(false).contains(Scope::Admin));
+        assert!(Scopes::all_for(false).covers(s) && !s.covers(Scopes::all_for(false)));
+        assert!(Scopes::parse::<&str>(&[]).unwrap().is_empty());
+    }
 
     #[test]
     fn passwords_verify_against_their_hash_only() {

@@ -26,6 +26,8 @@ pub struct Policy {
     /// lags new ranges, and test ranges (such as the UK's 07700 900xxx) are not "valid"; a number of a possible
     /// length for its country is enough.
     pub strict_numbers: bool,
+    /// Where a message's `callback_url` may point: public addresses, and the private ranges the operator allowed.
+    pub callbacks: crate::netguard::Destinations,
 }
 
 impl Default for Policy {
@@ -38,6 +40,7 @@ impl Default for Policy {
             max_validity_secs: 7 * 24 * 3600,
             max_schedule_ahead_secs: 365 * 24 * 3600,
             strict_numbers: false,
+            callbacks: crate::netguard::Destinations::default(),
         }
     }
 }
@@ -177,6 +180,10 @@ pub fn admit(req: &Request, policy: &Policy, now: Timestamp) -> Result<Admitted,
         if !scheme_ok || url.len() > MAX_CALLBACK_URL || url.chars().any(char::is_whitespace) {
             return Err(reject(ErrorCode::InvalidCallbackUrl, "callback_url must be an http:// or https:// URL"));
         }
+        policy
+            .callbacks
+            .check_url(url)
+            .map_err(|e| reject(ErrorCode::InvalidCallbackUrl, format!("callback_url: {e}")))?;
     }
     if let Some(r) = &req.reference
         && r.chars().count() > MAX_REFERENCE

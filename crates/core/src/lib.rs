@@ -7,6 +7,7 @@ pub mod access;
 pub mod admission;
 pub mod clock;
 pub mod message;
+pub mod netguard;
 pub mod routing;
 pub mod senders;
 pub mod status;

@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use smsgate_core::access::{IpRanges, hash_password};
+use smsgate_core::netguard::Destinations;
 use smsgate_core::routing::{DEFAULT_ROUTE, Resolution, Route, RouteMatch, RouteTarget, RoutingTable};
 use smsgate_core::{AccountId, Timestamp};
 use smsgate_engine::Engine;
-use smsgate_store::{Account, ApiKey, ConnectorRecord, SmppCredential, Store, Webhooks};
+use smsgate_store::{Account, ConnectorRecord, SmppCredential, Store, Webhooks};
 
 use crate::error::{Result, ServiceError};
 
@@ -21,6 +21,9 @@ pub const MAX_NAME: usize = 64;
 /// The most characters of an account's name.
 pub const MAX_ACCOUNT_NAME: usize = 200;
 
+/// How long a rotated webhook secret still signs callbacks, beside the new one.
+pub const SECRET_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// Accounts, keys, routing and the settings of accounts.
 #[derive(Debug, Clone)]
 pub struct Admin {
@@ -28,6 +31,10 @@ pub struct Admin {
     pub(crate) engine: Engine,
     /// Whether a sender ID an account asks for waits for the operator's approval.
     pub(crate) sender_ids_need_approval: bool,
+    /// Where webhook URLs may point.
+    destinations: Destinations,
+    /// The server's secret that API keys are hashed with.
+    pub(crate) key_secret: Arc<[u8]>,
 }
 
 /// A route as requests give it: every field may be absent (a change names only what it changes).
@@ -75,30 +82,6 @@ pub struct CredentialSpec {
     pub throughput: Option<f64>,
 }
 
-/// A new API key: the key itself (shown once) and its record.
-#[derive(Debug, Clone)]
-pub struct NewKey {
-    pub key: String,
-    pub record: ApiKey,
-}
-
-/// A new API key and the SHA-256 of it (hex), which is all that is stored.
-pub fn generate_key() -> (String, String) {
-    let key = format!("sk_{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-    let hash = hash_key(&key);
-    (key, hash)
-}
-
-/// The SHA-256 of a key, hex. Keys carry 244 random bits, so a fast hash is enough: nothing to brute-force.
-pub fn hash_key(key: &str) -> String {
-    hex::encode(Sha256::digest(key.as_bytes()))
-}
-
-/// The first characters of a key, safe to show.
-pub fn key_prefix(key: &str) -> String {
-    key.chars().take(10).collect()
-}
-
 /// A new webhook signing secret: `whsec_` and 64 hex digits of randomness.
 pub fn new_secret() -> String {
     format!("whsec_{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
@@ -131,7 +114,24 @@ fn printable(s: &str, max: usize) -> bool {
 impl Admin {
     /// Accounts' sender IDs wait for the operator's approval ([`Admin::approve_sender_ids`] says otherwise).
     pub fn new(store: Arc<dyn Store>, engine: Engine) -> Admin {
-        Admin { store, engine, sender_ids_need_approval: true }
+        Admin {
+            store,
+            engine,
+            sender_ids_need_approval: true,
+            destinations: Destinations::default(),
+            key_secret: crate::keys::random_secret(),
+        }
+    }
+
+    /// The server's secret that API keys are hashed with: the same on every node sharing the database, and kept
+    /// (a new one makes every key unknown). Without it, a random one, for this process only.
+    pub fn key_secret(self, secret: &[u8]) -> Admin {
+        Admin { key_secret: secret.into(), ..self }
+    }
+
+    /// Where webhook URLs may point: public addresses and these private ranges (none by default).
+    pub fn webhook_destinations(self, destinations: Destinations) -> Admin {
+        Admin { destinations, ..self }
     }
 
     /// Whether a sender ID an account asks for waits for the operator's approval (true by default: a brand's name
@@ -140,7 +140,7 @@ impl Admin {
         Admin { sender_ids_need_approval: need_approval, ..self }
     }
 
-    fn now(&self) -> Timestamp {
+    pub(crate) fn now(&self) -> Timestamp {
         self.engine.now()
     }
 
@@ -149,44 +149,16 @@ impl Admin {
         Ok(self.engine.reload().await?)
     }
 
-    /// The account whose unrevoked key has this hash.
-    pub async fn authenticate(&self, key_hash: &str) -> Result<Option<Account>> {
-        Ok(self.store.account_by_key_hash(key_hash).await?)
-    }
-
     /// The admin account, creating it the first time.
     pub async fn admin_account(&self) -> Result<Account> {
         match self.store.admin_account().await? {
             Some(a) => Ok(a),
-            None => Ok(self.store.create_account("admin", true, self.now()).await?),
-        }
-    }
-
-    /// Makes sure the admin account exists and has a key: `known_key` (the operator's choice) when given, kept
-    /// by its hash; else a new key the first time, returned to be shown once. A known key that is another
-    /// account's is [`ServiceError::Conflict`] `key_taken`.
-    pub async fn bootstrap(&self, known_key: Option<&str>) -> Result<Option<NewKey>> {
-        let admin = self.admin_account().await?;
-        match known_key {
-            Some(key) => {
-                match self.store.account_by_key_hash(&hash_key(key)).await? {
-                    Some(owner) if owner.id == admin.id => {}
-                    Some(_) => {
-                        return Err(ServiceError::conflict("key_taken", "the admin key is already another account's"));
-                    }
-                    None => {
-                        self.add_known_key(admin.id, key).await?;
-                    }
-                }
-                Ok(None)
+            None => {
+                let admin = self.store.create_account("admin", true, self.now()).await?;
+                self.store.ensure_webhook_secret(admin.id, &new_secret(), self.now()).await?;
+                Ok(admin)
             }
-            None => self.first_key(admin.id).await,
         }
-    }
-
-    /// How many unrevoked keys an account has.
-    pub async fn key_count(&self, account: AccountId) -> Result<i64> {
-        Ok(self.store.key_count(account).await?)
     }
 
     /// Creates an account (a tenant) named 1 to [`MAX_ACCOUNT_NAME`] characters.
@@ -198,38 +170,15 @@ impl Admin {
                 format!("name must be 1 to {MAX_ACCOUNT_NAME} characters"),
             ));
         }
-        Ok(self.store.create_account(name, false, self.now()).await?)
+        let account = self.store.create_account(name, false, self.now()).await?;
+        // Callbacks are signed from the first one: the secret exists before any URL is set.
+        self.store.ensure_webhook_secret(account.id, &new_secret(), self.now()).await?;
+        Ok(account)
     }
 
     /// An account by id.
     pub async fn account(&self, id: AccountId) -> Result<Account> {
         self.store.account(id).await?.ok_or_else(|| ServiceError::not_found("not_found", "no such account"))
-    }
-
-    /// A new API key for an account.
-    pub async fn create_key(&self, account: AccountId) -> Result<NewKey> {
-        let account = self.account(account).await?;
-        self.add_key(account.id).await
-    }
-
-    /// A new key for an account known to exist.
-    async fn add_key(&self, account: AccountId) -> Result<NewKey> {
-        let (key, hash) = generate_key();
-        let record = self.store.create_api_key(account, &hash, &key_prefix(&key), self.now()).await?;
-        Ok(NewKey { key, record })
-    }
-
-    /// Stores a key the operator chose (from the environment) for an account; the key itself is not kept.
-    pub async fn add_known_key(&self, account: AccountId, key: &str) -> Result<ApiKey> {
-        Ok(self.store.create_api_key(account, &hash_key(key), &key_prefix(key), self.now()).await?)
-    }
-
-    /// A new key for an account, when it has none: the admin's first.
-    pub async fn first_key(&self, account: AccountId) -> Result<Option<NewKey>> {
-        if self.key_count(account).await? > 0 {
-            return Ok(None);
-        }
-        Ok(Some(self.add_key(account).await?))
     }
 
     /// Limits an account to named routes (`None`: all); the account after.
@@ -563,24 +512,26 @@ impl Admin {
         status_url: Option<String>,
         inbound_url: Option<String>,
     ) -> Result<Webhooks> {
-        let status_url = check_url("status_url", status_url)?;
-        let inbound_url = check_url("inbound_url", inbound_url)?;
+        let status_url = check_url(&self.destinations, "status_url", status_url)?;
+        let inbound_url = check_url(&self.destinations, "inbound_url", inbound_url)?;
         let now = self.now();
         Ok(self.store.put_webhooks(account, status_url.as_deref(), inbound_url.as_deref(), &new_secret(), now).await?)
     }
 
-    /// An account's webhook settings, if it set any.
-    pub async fn webhooks(&self, account: AccountId) -> Result<Option<Webhooks>> {
-        Ok(self.store.webhooks(account).await?)
+    /// An account's webhook settings: its URLs (none until set) and its signing secret.
+    pub async fn webhooks(&self, account: AccountId) -> Result<Webhooks> {
+        self.store.ensure_webhook_secret(account, &new_secret(), self.now()).await?;
+        self.store.webhooks(account).await?.ok_or_else(|| ServiceError::not_found("not_found", "no such account"))
     }
 
-    /// Gives an account's webhooks a new signing secret.
+    /// Gives an account a new signing secret; the old one signs callbacks too for [`SECRET_GRACE`], so receivers
+    /// can take up the new one without losing a callback.
     pub async fn rotate_webhook_secret(&self, account: AccountId) -> Result<Webhooks> {
-        let none = || ServiceError::not_found("not_found", "no webhooks set; PUT /v1/webhooks first");
-        if !self.store.rotate_webhook_secret(account, &new_secret(), self.now()).await? {
-            return Err(none());
-        }
-        self.store.webhooks(account).await?.ok_or_else(none)
+        let now = self.now();
+        self.store.ensure_webhook_secret(account, &new_secret(), now).await?;
+        let grace_until = now.plus_millis(i64::try_from(SECRET_GRACE.as_millis()).unwrap_or(i64::MAX));
+        self.store.rotate_webhook_secret(account, &new_secret(), now, grace_until).await?;
+        self.webhooks(account).await
     }
 
     /// Callbacks still to deliver, across all accounts (for metrics).
@@ -591,15 +542,17 @@ impl Admin {
 
 /// A webhook URL as given: absent or empty is none; else an http or https URL with a host, at most 2,048
 /// characters.
-fn check_url(field: &str, url: Option<String>) -> Result<Option<String>> {
+fn check_url(destinations: &Destinations, field: &str, url: Option<String>) -> Result<Option<String>> {
     let Some(url) = url.filter(|u| !u.is_empty()) else { return Ok(None) };
     let ok = url.len() <= 2048
         && (url.starts_with("http://") || url.starts_with("https://"))
         && url::Url::parse(&url).is_ok_and(|u| u.host().is_some());
-    if ok {
-        Ok(Some(url))
-    } else {
-        Err(ServiceError::invalid("invalid_url", format!("{field} must be an http or https URL")))
+    if !ok {
+        return Err(ServiceError::invalid("invalid_url", format!("{field} must be an http or https URL")));
+    }
+    match destinations.check_url(&url) {
+        Ok(()) => Ok(Some(url)),
+        Err(e) => Err(ServiceError::invalid("invalid_url", format!("{field}: {e}"))),
     }
 }
 

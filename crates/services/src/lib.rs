@@ -13,10 +13,12 @@
 
 pub mod admin;
 mod error;
+pub mod keys;
 pub mod messages;
 pub mod senders;
 
-pub use admin::{Admin, CredentialSpec, MatchSpec, NewKey, RouteSpec, TargetSpec};
+pub use admin::{Admin, CredentialSpec, MatchSpec, RouteSpec, TargetSpec};
 pub use error::{Result, ServiceError};
+pub use keys::{Authenticated, KeySpec, NewKey};
 pub use messages::{Messages, Submitted};
 pub use senders::{NumberSpec, SenderClass};

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use smsgate_connectors::Kit;
 use smsgate_connectors::sim::SimNetwork;
+use smsgate_core::access::{Scope, Scopes};
 use smsgate_core::admission::Request;
 use smsgate_core::clock::{Clock, ManualClock};
 use smsgate_core::senders::{SenderPolicy, SenderStatus};
@@ -15,7 +16,7 @@ use smsgate_core::{AccountId, Status, Timestamp};
 use smsgate_engine::ingress::Ingress;
 use smsgate_engine::{Config, Engine, Registry};
 use smsgate_services::{
-    Admin, CredentialSpec, Messages, NumberSpec, RouteSpec, SenderClass, ServiceError, Submitted, TargetSpec,
+    Admin, CredentialSpec, KeySpec, Messages, NumberSpec, RouteSpec, SenderClass, ServiceError, Submitted, TargetSpec,
 };
 use smsgate_store::{ListFilter, Store};
 use tokio_util::sync::CancellationToken;
@@ -206,22 +207,102 @@ async fn the_admin_checks_what_it_is_given() {
         code(a.create_credential(s.acme, CredentialSpec { password: "123456789".into(), ..spec("o") }).await),
         "invalid_password"
     );
-    // Webhooks: URLs checked; a secret to rotate only once there are webhooks.
+    // Webhooks: URLs checked, private addresses among them; every account has its secret from the start, and a
+    // rotated one keeps signing for a grace period.
     assert_eq!(code(a.put_webhooks(s.acme, Some("ftp://x".into()), None).await), "invalid_url");
-    assert_eq!(code(a.rotate_webhook_secret(s.acme).await), "not_found");
+    assert_eq!(code(a.put_webhooks(s.acme, Some("http://169.254.169.254/".into()), None).await), "invalid_url");
+    let before = a.webhooks(s.acme).await.unwrap();
+    assert!(before.secret.starts_with("whsec_") && before.status_url.is_none());
     let w = a.put_webhooks(s.acme, Some("https://acme.example/hook".into()), None).await.unwrap();
+    assert_eq!(w.secret, before.secret);
     let rotated = a.rotate_webhook_secret(s.acme).await.unwrap();
     assert_ne!(w.secret, rotated.secret);
-    assert!(a.webhooks(s.globex).await.unwrap().is_none());
+    let (previous, until) = rotated.previous_secret.clone().expect("the old secret in its grace period");
+    assert_eq!((previous, until), (w.secret.clone(), s.clock.now().plus_secs(86_400)));
+    let globex = a.webhooks(s.globex).await.unwrap();
+    assert!(globex.secret.starts_with("whsec_") && globex.secret != rotated.secret);
     // The admin's first key once, then none; a known key that is another account's is refused.
     assert!(a.bootstrap(None).await.unwrap().is_some());
     assert!(a.bootstrap(None).await.unwrap().is_none());
-    let theirs = a.create_key(s.acme).await.unwrap();
+    let operator = a.admin_account().await.unwrap();
+    let theirs = a.create_key(&operator, Scopes::all_for(true), s.acme, KeySpec::default()).await.unwrap();
     assert_eq!(code(a.bootstrap(Some(&theirs.key)).await), "key_taken");
+    assert_eq!(a.authenticate(&theirs.key).await.unwrap().map(|x| x.account.id), Some(s.acme));
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_listed_revoked_scoped_and_stored_keyed() {
+    let s = setup().await;
+    let a = &s.admin;
+    let operator = a.admin_account().await.unwrap();
+    let all = Scopes::all_for(true);
+    let acme = a.account(s.acme).await.unwrap();
+    let globex = a.account(s.globex).await.unwrap();
+    // The operator makes Acme a full key and a send-only one.
+    let full = a.create_key(&operator, all, acme.id, KeySpec { name: Some("app".into()), scopes: None }).await.unwrap();
+    let send_only = Scopes::of(&[Scope::Send]);
+    let sender = a.create_key(&operator, all, acme.id, KeySpec { name: None, scopes: Some(send_only) }).await.unwrap();
+    // Keys carry a public part, kept as the prefix; nothing of the secret part is stored.
+    assert!(full.key.starts_with(&format!("{}_", full.record.prefix)) && full.record.prefix.starts_with("sk_"));
+    assert!(full.key.len() > full.record.prefix.len() + 60);
+    let authed = a.authenticate(&sender.key).await.unwrap().unwrap();
+    assert_eq!((authed.account.id, authed.scopes()), (acme.id, send_only));
+    assert!(authed.key.last_used_at.is_some(), "used now");
+    assert_eq!(a.authenticate(&full.key).await.unwrap().unwrap().scopes(), Scopes::all_for(false));
+    assert!(a.authenticate("sk_nothing_of_the_kind").await.unwrap().is_none());
+    // Only the admin account's keys may have the admin scope.
+    let admin_scope = KeySpec { name: None, scopes: Some(Scopes::of(&[Scope::Admin])) };
+    assert_eq!(code(a.create_key(&operator, all, acme.id, admin_scope).await), "invalid_scopes");
+    // An account manages its own keys with the manage scope, no more than its key's scopes; never another's.
+    let acme_all = Scopes::all_for(false);
+    let own = a.create_key(&acme, acme_all, acme.id, KeySpec::default()).await.unwrap();
+    assert_eq!(code(a.create_key(&acme, send_only, acme.id, KeySpec::default()).await), "insufficient_scope");
+    let wider = KeySpec { name: None, scopes: Some(acme_all) };
+    assert_eq!(code(a.create_key(&acme, Scopes::of(&[Scope::Manage]), acme.id, wider).await), "insufficient_scope");
+    assert_eq!(code(a.create_key(&acme, acme_all, globex.id, KeySpec::default()).await), "not_found");
+    assert_eq!(code(a.keys(&acme, acme_all, globex.id).await), "not_found");
+    assert_eq!(code(a.revoke_key(&acme, acme_all, globex.id, &full.record.id).await), "not_found");
+    assert_eq!(code(a.revoke_key(&globex, acme_all, globex.id, &full.record.id).await), "not_found");
+    let listed = a.keys(&acme, acme_all, acme.id).await.unwrap();
     assert_eq!(
-        a.authenticate(&smsgate_services::admin::hash_key(&theirs.key)).await.unwrap().map(|x| x.id),
-        Some(s.acme)
+        listed.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
+        [&full.record.id, &sender.record.id, &own.record.id]
     );
+    assert_eq!(listed[0].name.as_deref(), Some("app"));
+    // Revoked: refused from then on, and listed as revoked.
+    let revoked = a.revoke_key(&acme, acme_all, acme.id, &sender.record.id).await.unwrap();
+    assert!(revoked.revoked_at.is_some());
+    assert!(a.authenticate(&sender.key).await.unwrap().is_none());
+    assert_eq!(code(a.revoke_key(&acme, acme_all, acme.id, &sender.record.id).await), "not_found");
+    // A key of an earlier version (a plain hash in the store) still works, and is re-hashed when used.
+    let (old_key, old_hash) = smsgate_services::keys::generate_key();
+    s.store.create_api_key(globex.id, &old_hash, "", Timestamp::now()).await.unwrap();
+    assert_eq!(a.authenticate(&old_key).await.unwrap().map(|x| x.account.id), Some(globex.id));
+    assert!(s.store.api_key_by_hash(&old_hash).await.unwrap().is_none(), "no longer stored by its plain hash");
+    assert!(s.store.api_key_by_hash(&a.key_hash(&old_key)).await.unwrap().is_some());
+    assert_eq!(a.authenticate(&old_key).await.unwrap().map(|x| x.account.id), Some(globex.id));
+    // Another server secret knows none of these keys.
+    let other = a.clone().key_secret(&[7; 32]);
+    assert!(other.authenticate(&full.key).await.unwrap().is_none());
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_admin_key_replaces_the_old_one() {
+    let s = setup().await;
+    let a = &s.admin;
+    let first = "sk_first_operator_key_0123456789";
+    let second = "sk_second_operator_key_987654321";
+    a.bootstrap(Some(first)).await.unwrap();
+    a.bootstrap(Some(first)).await.unwrap();
+    assert!(a.authenticate(first).await.unwrap().is_some_and(|x| x.account.is_admin));
+    let operator = a.admin_account().await.unwrap();
+    let made = a.create_key(&operator, Scopes::all_for(true), operator.id, KeySpec::default()).await.unwrap();
+    a.bootstrap(Some(second)).await.unwrap();
+    assert!(a.authenticate(first).await.unwrap().is_none(), "the old environment key is revoked");
+    assert!(a.authenticate(second).await.unwrap().is_some());
+    assert!(a.authenticate(&made.key).await.unwrap().is_some(), "keys made over the API stay");
     s.finish().await;
 }
 

@@ -39,6 +39,9 @@ pub struct Config {
     /// `[smpp_server]`: how the SMPP server treats its sessions.
     #[serde(default)]
     pub smpp_server: SmppServerConfig,
+    /// `[webhooks]`: where webhook requests may go.
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
     /// The simulated carrier network.
     pub sim: SimConfig,
     /// `[[connectors]]`: each `{name, kind, ...settings}` as `POST /v1/connectors` takes it, created at start when
@@ -49,6 +52,25 @@ pub struct Config {
     /// name.
     #[serde(default)]
     pub routes: Vec<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// `[webhooks]`: where the server's webhook requests may go.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Private ranges webhooks may reach after all (addresses or CIDR ranges, such as `127.0.0.1/32` for a
+    /// receiver on the same host); every public address is allowed, no private one unless named here. Also
+    /// `SMSGATE_WEBHOOKS_ALLOW_PRIVATE`, comma-separated.
+    pub allow_private: Vec<String>,
+}
+
+impl WebhooksConfig {
+    /// Where webhooks may go.
+    pub fn destinations(&self) -> anyhow::Result<smsgate_core::netguard::Destinations> {
+        let ranges = smsgate_core::access::IpRanges::parse(&self.allow_private)
+            .map_err(|e| anyhow!("configuration: webhooks.allow_private: {e}"))?;
+        Ok(smsgate_core::netguard::Destinations::new(ranges))
+    }
 }
 
 /// `[smpp_server]`: the SMPP server's sessions.
@@ -188,6 +210,7 @@ impl Default for Config {
             data_dir: PathBuf::from("smsgate-data"),
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
             smpp: SocketAddr::from(([127, 0, 0, 1], 2775)),
+            webhooks: WebhooksConfig::default(),
             database: String::new(),
             default_region: String::new(),
             node: "node-1".into(),
@@ -276,7 +299,12 @@ impl Flags {
 
     /// The effective configuration.
     pub fn load(&self) -> anyhow::Result<Config> {
-        let config: Config = self.figment()?.extract().map_err(|e| anyhow!("configuration: {e}"))?;
+        let mut config: Config = self.figment()?.extract().map_err(|e| anyhow!("configuration: {e}"))?;
+        if let Ok(list) = std::env::var("SMSGATE_WEBHOOKS_ALLOW_PRIVATE") {
+            config.webhooks.allow_private =
+                list.split(',').map(str::trim).filter(|r| !r.is_empty()).map(String::from).collect();
+        }
+        config.webhooks.destinations()?;
         if config.lease_secs == 0 {
             return Err(anyhow!("configuration: lease_secs must be at least 1"));
         }
@@ -305,7 +333,7 @@ impl Flags {
             return Err(anyhow!("the configuration is not a table"));
         };
         for (key, v) in &dict {
-            if matches!(key.as_str(), "sim" | "connectors" | "routes" | "smpp_server") {
+            if matches!(key.as_str(), "sim" | "connectors" | "routes" | "smpp_server" | "webhooks") {
                 continue;
             }
             let meta = figment.find_metadata(key);
@@ -334,6 +362,12 @@ impl Flags {
                 smpp.tls_key.display().to_string()
             ));
         }
+        let source = match std::env::var_os("SMSGATE_WEBHOOKS_ALLOW_PRIVATE") {
+            Some(_) => "environment: SMSGATE_WEBHOOKS_ALLOW_PRIVATE",
+            None if config.webhooks.allow_private.is_empty() => "default: public addresses only",
+            None => "file",
+        };
+        out.push_str(&format!("\n[webhooks]\nallow_private = {:?}  # {source}\n", config.webhooks.allow_private));
         for c in &config.sim.carriers {
             out.push_str(&format!(
                 "\n[[sim.carriers]]\nname = {:?}\nprefix = {:?}\nsubmit_latency_ms = {}\nreceipt_delay_ms = {}\ndelivery_ratio = {}\n",

@@ -64,8 +64,12 @@ async fn serve(args: Config) -> anyhow::Result<()> {
     };
     let engine = Engine::new(store.clone(), Arc::new(Registry::new(Kit::new(sim.clone()))), engine_config);
     let shutdown = CancellationToken::new();
-    let admin =
-        smsgate_services::Admin::new(store.clone(), engine.clone()).approve_sender_ids(args.sender_ids_need_approval);
+    let destinations = args.webhooks.destinations()?;
+    let secret = server_secret(&args.data_dir)?;
+    let admin = smsgate_services::Admin::new(store.clone(), engine.clone())
+        .key_secret(&secret)
+        .approve_sender_ids(args.sender_ids_need_approval)
+        .webhook_destinations(destinations.clone());
     let admin_key = ensure_admin(&admin).await?;
     // The zero-config connector and route, then those the config file adds (when the database lacks them).
     let created = admin
@@ -76,10 +80,11 @@ async fn serve(args: Config) -> anyhow::Result<()> {
         println!("smsgate: created {c} from the configuration");
     }
     let engine_task = tokio::spawn(engine.clone().run(events_rx, shutdown.clone()));
-    let deliverer = smsgate_api::webhooks::Deliverer::new(store.clone(), &args.node, engine.clock());
+    let deliverer =
+        smsgate_api::webhooks::Deliverer::new(store.clone(), &args.node, engine.clock(), destinations.clone());
     let deliverer_task = tokio::spawn(deliverer.run(shutdown.clone()));
 
-    let policy = Policy { default_region, ..Policy::default() };
+    let policy = Policy { default_region, callbacks: destinations, ..Policy::default() };
     let metrics = install_metrics()?;
     let upkeep_task = tokio::spawn(metrics_upkeep(metrics.clone(), shutdown.clone()));
     let ingress = smsgate_engine::ingress::Ingress::spawn(engine.clone(), store.clone(), Arc::new(policy));
@@ -190,6 +195,40 @@ async fn ensure_admin(admin: &smsgate_services::Admin) -> anyhow::Result<Option<
             bail!("SMSGATE_ADMIN_KEY is already the key of another account")
         }
         Err(e) => Err(e).context("creating the admin account"),
+    }
+}
+
+/// The server's secret (API keys are hashed with it): `SMSGATE_SECRET_KEY` (64 hex digits or more), else
+/// `secret.key` in the data folder, made the first time (readable by its owner only). Nodes sharing a database
+/// need the same one.
+fn server_secret(data_dir: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let parse = |text: &str, from: &str| {
+        hex::decode(text.trim())
+            .ok()
+            .filter(|b| b.len() >= 32)
+            .ok_or_else(|| anyhow::anyhow!("{from} must be at least 64 hex digits (32 random bytes)"))
+    };
+    if let Ok(text) = std::env::var("SMSGATE_SECRET_KEY") {
+        return parse(&text, "SMSGATE_SECRET_KEY");
+    }
+    let path = data_dir.join("secret.key");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => parse(&text, &path.display().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = Vec::with_capacity(32);
+            bytes.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+            bytes.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(&path).with_context(|| format!("creating {}", path.display()))?;
+            std::io::Write::write_all(&mut file, format!("{}\n", hex::encode(&bytes)).as_bytes())
+                .and_then(|()| file.sync_all())
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(bytes)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
 }
 

@@ -45,6 +45,8 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration::both(11, include_str!("../migrations/0011_callback_statuses.sql")),
     Migration::both(12, include_str!("../migrations/0012_waiting_route.sql")),
     Migration::both(13, include_str!("../migrations/0013_senders.sql")),
+    Migration::both(14, include_str!("../migrations/0014_webhook_secrets.sql")),
+    Migration::both(15, include_str!("../migrations/0015_api_keys.sql")),
 ];
 
 /// The `next_attempt_at` of a message that waits for a connector of its route ([`crate::Changes::wait_for_route`]):

@@ -2,6 +2,7 @@
 //! for both databases ([`Database`]).
 
 use async_trait::async_trait;
+use smsgate_core::access::Scopes;
 use smsgate_core::senders::SenderPolicy;
 use smsgate_core::{AccountId, Timestamp};
 
@@ -28,8 +29,23 @@ pub struct Account {
 pub struct ApiKey {
     pub id: String,
     pub account_id: AccountId,
+    /// The key's public part (`sk_` and its id's first characters), to recognise it in a list; nothing of its
+    /// secret part. Empty for keys of earlier versions.
     pub prefix: String,
+    pub name: Option<String>,
+    /// What it may do; `None`: every scope its account's keys may have.
+    pub scopes: Option<Scopes>,
     pub created_at: Timestamp,
+    pub last_used_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+}
+
+impl ApiKey {
+    /// The scopes it has, for an account that is (or is not) the admin's.
+    pub fn scopes_for(&self, is_admin: bool) -> Scopes {
+        let all = Scopes::all_for(is_admin);
+        self.scopes.map_or(all, |s| s.and(all))
+    }
 }
 
 /// Accounts and their keys.
@@ -45,8 +61,26 @@ pub trait TenancyStore: Send + Sync {
     /// The admin account, if one was created.
     async fn admin_account(&self) -> Result<Option<Account>>;
 
-    /// Stores a key's hash for an account.
+    /// Stores a key's hash for an account: unnamed, with every scope.
     async fn create_api_key(&self, account: AccountId, key_hash: &str, prefix: &str, now: Timestamp) -> Result<ApiKey>;
+
+    /// Stores a key's record and hash.
+    async fn insert_api_key(&self, key: &ApiKey, key_hash: &str) -> Result<()>;
+
+    /// The account and record of the unrevoked key with this hash.
+    async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<(Account, ApiKey)>>;
+
+    /// An account's keys, revoked ones too, oldest first.
+    async fn api_keys(&self, account: AccountId) -> Result<Vec<ApiKey>>;
+
+    /// Revokes an account's key; false if it has no unrevoked key by this id.
+    async fn revoke_api_key(&self, account: AccountId, key_id: &str, now: Timestamp) -> Result<bool>;
+
+    /// Records that a key was used.
+    async fn touch_api_key(&self, key_id: &str, now: Timestamp) -> Result<()>;
+
+    /// Replaces a key's stored hash (a key of an earlier version, re-hashed when it is used).
+    async fn rehash_api_key(&self, key_id: &str, key_hash: &str) -> Result<()>;
 
     /// How many unrevoked keys an account has.
     async fn key_count(&self, account: AccountId) -> Result<i64>;
@@ -59,6 +93,27 @@ pub trait TenancyStore: Send + Sync {
 
     /// Limits an account to the named routes (`None`: all); false if there is no such account.
     async fn set_account_routes(&self, account: AccountId, routes: Option<&[String]>) -> Result<bool>;
+}
+
+const KEY_COLUMNS: &str = "k.id AS key_id, k.account_id AS key_account, k.prefix, k.name AS key_name, k.scopes, k.created_at AS key_created, \
+     k.last_used_at, k.revoked_at";
+
+fn key_of(r: &Row) -> Result<ApiKey> {
+    let scopes: Option<String> = r.get("scopes")?;
+    let scopes = scopes
+        .map(|s| Scopes::parse(&s.split(',').filter(|n| !n.is_empty()).collect::<Vec<_>>()))
+        .transpose()
+        .map_err(|e| corrupt(format!("api key scopes: {e}")))?;
+    Ok(ApiKey {
+        id: r.get("key_id")?,
+        account_id: r.account_id("key_account")?,
+        prefix: r.get("prefix")?,
+        name: r.get("key_name")?,
+        scopes,
+        created_at: r.timestamp("key_created")?,
+        last_used_at: r.get::<Option<i64>>("last_used_at")?.map(Timestamp),
+        revoked_at: r.get::<Option<i64>>("revoked_at")?.map(Timestamp),
+    })
 }
 
 const ACCOUNT_COLUMNS: &str = "a.id, a.name, a.is_admin, a.created_at, a.routes, a.sender_policy";
@@ -113,14 +168,57 @@ impl<D: Database> TenancyStore for D {
             id: uuid::Uuid::now_v7().hyphenated().to_string(),
             account_id: account,
             prefix: prefix.to_string(),
+            name: None,
+            scopes: None,
             created_at: now,
+            last_used_at: None,
+            revoked_at: None,
         };
+        self.insert_api_key(&key, key_hash).await?;
+        Ok(key)
+    }
+
+    async fn insert_api_key(&self, key: &ApiKey, key_hash: &str) -> Result<()> {
+        let scopes = key.scopes.map(|s| s.names().join(","));
         self.execute(
-            "INSERT INTO api_keys (id, account_id, key_hash, prefix, created_at) VALUES (?, ?, ?, ?, ?)",
-            values![&key.id, account, key_hash, prefix, now],
+            "INSERT INTO api_keys (id, account_id, key_hash, prefix, name, scopes, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            values![&key.id, key.account_id, key_hash, &key.prefix, key.name.as_deref(), scopes, key.created_at],
         )
         .await?;
-        Ok(key)
+        Ok(())
+    }
+
+    async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<(Account, ApiKey)>> {
+        let sql = format!(
+            "SELECT {ACCOUNT_COLUMNS}, {KEY_COLUMNS} FROM api_keys k JOIN accounts a ON a.id = k.account_id \
+             WHERE k.key_hash = ? AND k.revoked_at IS NULL"
+        );
+        let row = self.query_one(&sql, values![key_hash]).await?;
+        row.as_ref().map(|r| Ok((account_of(r)?, key_of(r)?))).transpose()
+    }
+
+    async fn api_keys(&self, account: AccountId) -> Result<Vec<ApiKey>> {
+        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.account_id = ? ORDER BY k.created_at, k.id");
+        self.query(&sql, values![account]).await?.iter().map(key_of).collect()
+    }
+
+    async fn revoke_api_key(&self, account: AccountId, key_id: &str, now: Timestamp) -> Result<bool> {
+        let n = self.execute(
+            "UPDATE api_keys SET revoked_at = ? WHERE account_id = ? AND id = ? AND revoked_at IS NULL",
+            values![now, account, key_id],
+        );
+        Ok(n.await? == 1)
+    }
+
+    async fn touch_api_key(&self, key_id: &str, now: Timestamp) -> Result<()> {
+        self.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", values![now, key_id]).await?;
+        Ok(())
+    }
+
+    async fn rehash_api_key(&self, key_id: &str, key_hash: &str) -> Result<()> {
+        self.execute("UPDATE api_keys SET key_hash = ? WHERE id = ?", values![key_hash, key_id]).await?;
+        Ok(())
     }
 
     async fn key_count(&self, account: AccountId) -> Result<i64> {

@@ -17,6 +17,8 @@ pub struct Webhooks {
     pub status_url: Option<String>,
     pub inbound_url: Option<String>,
     pub secret: String,
+    /// The secret before the last rotation, and until when it still signs callbacks.
+    pub previous_secret: Option<(String, Timestamp)>,
     pub updated_at: Timestamp,
 }
 
@@ -35,8 +37,10 @@ pub struct DueCallback {
     pub at: Timestamp,
     pub attempts: u32,
     pub created_at: Timestamp,
-    /// The account's signing secret now (empty if its webhooks were removed).
+    /// The account's signing secret now (empty if the account has none yet).
     pub secret: String,
+    /// The secret before the last rotation, while its grace period lasts.
+    pub previous_secret: Option<String>,
     /// The message as it is now, for the body.
     pub message: Option<Message>,
 }
@@ -45,7 +49,7 @@ pub struct DueCallback {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CallbackAttempt {
     pub at: Timestamp,
-    /// `200`, `500`, `timeout`, `refused`, ...
+    /// `http_2xx`, `http_5xx`, `timeout`, `refused`, `blocked`, ...
     pub result: String,
     /// How long the receiver took, in milliseconds.
     pub ms: u64,
@@ -112,8 +116,21 @@ pub trait WebhookStore: Send + Sync {
     /// An account's webhooks, if it set any.
     async fn webhooks(&self, account: AccountId) -> Result<Option<Webhooks>>;
 
-    /// Replaces an account's signing secret; false if it has no webhooks.
-    async fn rotate_webhook_secret(&self, account: AccountId, secret: &str, now: Timestamp) -> Result<bool>;
+    /// Gives an account its signing secret if it has none (no URLs), and returns the secret it has.
+    async fn ensure_webhook_secret(&self, account: AccountId, new_secret: &str, now: Timestamp) -> Result<String>;
+
+    /// The accounts with no signing secret yet (made before every account got one).
+    async fn accounts_without_webhook_secret(&self) -> Result<Vec<AccountId>>;
+
+    /// Replaces an account's signing secret, the old one still signing until `grace_until`; false if it has no
+    /// secret.
+    async fn rotate_webhook_secret(
+        &self,
+        account: AccountId,
+        secret: &str,
+        now: Timestamp,
+        grace_until: Timestamp,
+    ) -> Result<bool>;
 }
 
 #[async_trait]
@@ -137,21 +154,48 @@ impl<D: Database> WebhookStore for D {
     }
 
     async fn webhooks(&self, account: AccountId) -> Result<Option<Webhooks>> {
-        let sql = "SELECT status_url, inbound_url, secret, updated_at FROM webhooks WHERE account_id = ?";
+        let sql = "SELECT status_url, inbound_url, secret, previous_secret, previous_until, updated_at FROM webhooks \
+                   WHERE account_id = ?";
         let Some(r) = self.query_one(sql, values![account]).await? else { return Ok(None) };
+        let previous: Option<String> = r.get("previous_secret")?;
+        let until: Option<i64> = r.get("previous_until")?;
         Ok(Some(Webhooks {
             account_id: account,
             status_url: r.get("status_url")?,
             inbound_url: r.get("inbound_url")?,
             secret: r.get("secret")?,
+            previous_secret: previous.zip(until.map(Timestamp)),
             updated_at: r.timestamp("updated_at")?,
         }))
     }
 
-    async fn rotate_webhook_secret(&self, account: AccountId, secret: &str, now: Timestamp) -> Result<bool> {
+    async fn ensure_webhook_secret(&self, account: AccountId, new_secret: &str, now: Timestamp) -> Result<String> {
+        self.execute(
+            "INSERT INTO webhooks (account_id, secret, updated_at) VALUES (?, ?, ?) ON CONFLICT (account_id) DO NOTHING",
+            values![account, new_secret, now],
+        )
+        .await?;
+        let row = self.query_one("SELECT secret FROM webhooks WHERE account_id = ?", values![account]).await?;
+        row.ok_or_else(|| corrupt("a webhook secret just written is gone"))?.get("secret")
+    }
+
+    async fn accounts_without_webhook_secret(&self) -> Result<Vec<AccountId>> {
+        let sql =
+            "SELECT id FROM accounts WHERE NOT EXISTS (SELECT 1 FROM webhooks w WHERE w.account_id = accounts.id)";
+        self.query(sql, Vec::new()).await?.iter().map(|r| r.account_id("id")).collect()
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        account: AccountId,
+        secret: &str,
+        now: Timestamp,
+        grace_until: Timestamp,
+    ) -> Result<bool> {
         let n = self.execute(
-            "UPDATE webhooks SET secret = ?, updated_at = ? WHERE account_id = ?",
-            values![secret, now, account],
+            "UPDATE webhooks SET previous_secret = secret, previous_until = ?, secret = ?, updated_at = ? \
+             WHERE account_id = ?",
+            values![grace_until, secret, now, account],
         );
         Ok(n.await? == 1)
     }
@@ -220,6 +264,7 @@ pub(crate) fn due_callback_of(r: &Row) -> Result<DueCallback> {
         attempts: u32::try_from(r.get::<i64>("attempts")?).unwrap_or(u32::MAX),
         created_at: r.timestamp("created_at")?,
         secret: r.get::<Option<String>>("secret").ok().flatten().unwrap_or_default(),
+        previous_secret: r.get::<Option<String>>("previous_secret").ok().flatten(),
         message: None,
     })
 }

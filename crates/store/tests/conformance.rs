@@ -703,9 +703,11 @@ async fn callbacks_in_order(store: &Arc<dyn Store>) {
     let hooks =
         store.put_webhooks(acme, Some("http://127.0.0.1:1/s"), Some("http://127.0.0.1:1/in"), "s2", NOW).await.unwrap();
     assert_eq!((hooks.secret.as_str(), hooks.inbound_url.as_deref()), ("s1", Some("http://127.0.0.1:1/in")));
-    assert!(store.rotate_webhook_secret(acme, "s3", NOW).await.unwrap());
-    assert!(!store.rotate_webhook_secret(quiet, "s3", NOW).await.unwrap());
-    assert_eq!(store.webhooks(acme).await.unwrap().unwrap().secret, "s3");
+    // The old secret keeps signing until the grace period ends (three seconds here).
+    assert!(store.rotate_webhook_secret(acme, "s3", NOW, NOW.plus_secs(3)).await.unwrap());
+    assert!(!store.rotate_webhook_secret(quiet, "s3", NOW, NOW.plus_secs(3)).await.unwrap());
+    let hooks = store.webhooks(acme).await.unwrap().unwrap();
+    assert_eq!((hooks.secret.as_str(), hooks.previous_secret), ("s3", Some(("s1".into(), NOW.plus_secs(3)))));
 
     // A message of an account with webhooks: sending, sent, delivered each make a callback; one without, none.
     let m = message(acme, "+447700900123", Status::Queued, NOW);
@@ -737,6 +739,7 @@ async fn callbacks_in_order(store: &Arc<dyn Store>) {
     let attempt = |result: &str| CallbackAttempt { at: NOW, result: result.into(), ms: 3 };
     let due = store.claim_callbacks("n", NOW.plus_secs(1), 10_000, 10).await.unwrap();
     assert_eq!(due.iter().map(|c| (c.status, c.secret.as_str())).collect::<Vec<_>>(), vec![(Status::Sending, "s3")]);
+    assert_eq!(due[0].previous_secret.as_deref(), Some("s1"), "within the grace period");
     assert_eq!(due[0].message.as_ref().map(|d| (d.id, d.status)), Some((m.id, Status::Delivered)), "as it is now");
     assert!(store.claim_callbacks("n", NOW.plus_secs(1), 10_000, 10).await.unwrap().is_empty(), "leased");
     let retry = CallbackResult {
@@ -748,6 +751,7 @@ async fn callbacks_in_order(store: &Arc<dyn Store>) {
     assert!(store.claim_callbacks("n", NOW.plus_secs(2), 10_000, 10).await.unwrap().is_empty(), "not yet due");
     let again = store.claim_callbacks("n", NOW.plus_secs(5), 10_000, 10).await.unwrap();
     assert_eq!((again[0].id.as_str(), again[0].attempts), (due[0].id.as_str(), 1));
+    assert_eq!(again[0].previous_secret, None, "the grace period is over");
     let done = CallbackResult { id: again[0].id.clone(), attempt: attempt("200"), next: CallbackNext::Delivered };
     store.finish_callbacks(&[done]).await.unwrap();
     let next = store.claim_callbacks("n", NOW.plus_secs(5), 10_000, 10).await.unwrap();
@@ -759,6 +763,15 @@ async fn callbacks_in_order(store: &Arc<dyn Store>) {
     assert_eq!(listed[0].attempts.iter().map(|a| a.result.as_str()).collect::<Vec<_>>(), ["500", "200"]);
     assert_eq!((listed[0].state.as_str(), listed[1].state.as_str()), ("delivered", "failed"));
     assert_eq!(store.count_pending_callbacks().await.unwrap(), 1);
+    // Every account gets a secret of its own, once: asking again gives the one it has.
+    assert!(store.accounts_without_webhook_secret().await.unwrap().contains(&quiet));
+    assert!(!store.accounts_without_webhook_secret().await.unwrap().contains(&acme));
+    assert_eq!(store.ensure_webhook_secret(quiet, "q1", NOW).await.unwrap(), "q1");
+    assert_eq!(store.ensure_webhook_secret(quiet, "q2", NOW).await.unwrap(), "q1");
+    assert_eq!(store.ensure_webhook_secret(acme, "q3", NOW).await.unwrap(), "s3");
+    assert!(!store.accounts_without_webhook_secret().await.unwrap().contains(&quiet));
+    let quiet_hooks = store.webhooks(quiet).await.unwrap().unwrap();
+    assert_eq!((quiet_hooks.status_url, quiet_hooks.inbound_url), (None, None));
 }
 
 async fn parts_decide_their_message(store: &Arc<dyn Store>) {

@@ -82,11 +82,14 @@ impl CallbackOutbox for SqliteStore {
         self.read(move |conn| {
             let read = conn.unchecked_transaction()?;
             for c in &mut claimed {
-                c.secret = conn
-                    .prepare_cached("SELECT secret FROM webhooks WHERE account_id = ?1")?
-                    .query_row([c.account_id.to_string()], |r| r.get(0))
-                    .optional()?
-                    .unwrap_or_default();
+                let secrets: Option<(String, Option<String>)> = conn
+                    .prepare_cached(
+                        "SELECT secret, CASE WHEN previous_until > ?2 THEN previous_secret END FROM webhooks \
+                         WHERE account_id = ?1",
+                    )?
+                    .query_row(params![c.account_id.to_string(), now.0], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                (c.secret, c.previous_secret) = secrets.unwrap_or_default();
                 c.message = message_by_id(conn, c.message_id)?;
             }
             read.finish()?;
