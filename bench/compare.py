@@ -108,7 +108,7 @@ def start_smsgate():
                                            "system_id": "smsgate", "password": "pw", "sessions": 4,
                                            "session_window": 512}, auth)
     http("POST", base + "/v1/routes", {"name": "all", "connectors": [{"name": "carrier"}]}, auth)
-    http("POST", base + "/v1/smpp/credentials", {"system_id": "bench", "password": "pw"}, auth)
+    http("POST", base + "/v1/smpp/credentials", {"system_id": "bench", "password": "benchpw"}, auth)
     until("smsgate's connector to bind", lambda: '"bound":4' in http("GET", base + "/v1/connectors/carrier",
                                                                         headers=auth))
 
@@ -267,7 +267,7 @@ def bench(args, messages):
 
 
 def rows():
-    sg_smpp = ["smpp", "--target", f"127.0.0.1:{SG_SMPP}", "--system-id", "bench", "--password", "pw",
+    sg_smpp = ["smpp", "--target", f"127.0.0.1:{SG_SMPP}", "--system-id", "bench", "--password", "benchpw",
                "--sessions", "4", "--window", "256"]
     sg_http = ["http", "--target", f"http://127.0.0.1:{SG_HTTP}", "--api-key", KEY, "--concurrency", str(CONC)]
     sg_batch = ["http", "--target", f"http://127.0.0.1:{SG_HTTP}", "--api-key", KEY, "--concurrency", "4",

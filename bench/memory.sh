@@ -51,11 +51,11 @@ serve "$DATA/burst"
 curl -sf $S/v1/connectors -H "$A" -H "$J" -d '{"name": "carrier", "kind": "smpp", "host": "127.0.0.1",
   "port": 18776, "system_id": "gw", "password": "pw", "sessions": 4, "session_window": 512}' > /dev/null
 curl -sf $S/v1/routes -H "$A" -H "$J" -d '{"name": "all", "connectors": [{"name": "carrier"}]}' > /dev/null
-curl -sf $S/v1/smpp/credentials -H "$A" -H "$J" -d '{"system_id": "bench", "password": "pw"}' > /dev/null
+curl -sf $S/v1/smpp/credentials -H "$A" -H "$J" -d '{"system_id": "bench", "password": "benchpw"}' > /dev/null
 for _ in $(seq 1 100); do curl -sf $S/v1/connectors/carrier -H "$A" | grep -q '"bound":4' && break; sleep 0.1; done
 echo "bound to the sim, idle: $(rss $SRV)"
 for round in $(seq 1 "$ROUNDS"); do
-  $BIN bench smpp --target 127.0.0.1:18775 --system-id bench --password pw --messages "$N" --sessions 4 \
+  $BIN bench smpp --target 127.0.0.1:18775 --system-id bench --password benchpw --messages "$N" --sessions 4 \
     --window 256 --receipts --json | grep -E '"receipted_per_s"' | tr -d ' \n'; echo
   echo "right after $((round * N)) messages end to end: $(rss $SRV)"
 done

@@ -27,11 +27,11 @@ A="Authorization: Bearer $KEY"; J='Content-Type: application/json'; S=http://127
 curl -sf $S/v1/connectors -H "$A" -H "$J" -d "{\"name\": \"carrier\", \"kind\": \"smpp\", \"host\": \"127.0.0.1\",
   \"port\": 18776, \"system_id\": \"gw\", \"password\": \"pw\", \"sessions\": $CSESS, \"session_window\": $CWIN}" > /dev/null
 curl -sf $S/v1/routes -H "$A" -H "$J" -d '{"name": "all", "connectors": [{"name": "carrier"}]}' > /dev/null
-curl -sf $S/v1/smpp/credentials -H "$A" -H "$J" -d '{"system_id": "bench", "password": "pw"}' > /dev/null
+curl -sf $S/v1/smpp/credentials -H "$A" -H "$J" -d '{"system_id": "bench", "password": "benchpw"}' > /dev/null
 for _ in $(seq 1 100); do curl -sf $S/v1/connectors/carrier -H "$A" | grep -q "\"bound\":$CSESS" && break; sleep 0.1; done
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 T0=$(ticks $SRV); S0=$(ticks $SIM)
-$BIN bench smpp --target 127.0.0.1:18775 --system-id bench --password pw --messages "$N" --sessions "$SESS" \
+$BIN bench smpp --target 127.0.0.1:18775 --system-id bench --password benchpw --messages "$N" --sessions "$SESS" \
   --window "$WIN" --receipts --json ${EXTRA:-}
 T1=$(ticks $SRV); S1=$(ticks $SIM)
 awk -v s=$((T1 - T0)) -v m=$((S1 - S0)) -v hz="$(getconf CLK_TCK)" \

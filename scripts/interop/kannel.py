@@ -87,7 +87,7 @@ host = {host}
 port = {port}
 transceiver-mode = true
 smsc-username = kannel
-smsc-password = pw
+smsc-password = kannelpw
 system-type = ""
 interface-version = 34
 enquire-link-interval = 30
@@ -118,7 +118,7 @@ def main(binary):
     try:
         proc, http_base, smpp = start(binary, os.path.join(folder, "smsgate"), KEY)
         procs.append(proc)
-        status, _ = call(KEY, "POST", http_base + "/v1/smpp/credentials", {"system_id": "kannel", "password": "pw"})
+        status, _ = call(KEY, "POST", http_base + "/v1/smpp/credentials", {"system_id": "kannel", "password": "kannelpw"})
         check(status == 201, "credentials for Kannel made over REST")
         admin, smsbox, sendsms = free_port(), free_port(), free_port()
         conf = os.path.join(folder, "kannel.conf")

@@ -45,7 +45,7 @@ def main(binary):
 
 
 def run(http, smpp):
-    status, _ = call(KEY, "POST", http + "/v1/smpp/credentials", {"system_id": "pyapp", "password": "pw123"})
+    status, _ = call(KEY, "POST", http + "/v1/smpp/credentials", {"system_id": "pyapp", "password": "pw1234"})
     check(status == 201, "credentials made over REST")
 
     host, port = smpp.rsplit(":", 1)
@@ -56,7 +56,7 @@ def run(http, smpp):
         lambda pdu: answered.__setitem__(pdu.sequence, pdu.message_id.decode()))
     client.set_message_received_handler(lambda pdu: delivered.append(pdu))
     client.connect()
-    client.bind_transceiver(system_id="pyapp", password="pw123")
+    client.bind_transceiver(system_id="pyapp", password="pw1234")
     check(True, "smpplib bound as a transceiver")
 
     def submit(text, to, receipt_on):

@@ -153,7 +153,7 @@ async function run(server, carrier) {
 	check(inbound.body === 'Yes please' && inbound.from === '+447700900125', 'the handset message over REST');
 
 	// An npm smpp client application binds to smsgate's SMPP server.
-	r = await call(base, 'POST', '/v1/smpp/credentials', { system_id: 'nodeapp', password: 'pw123' });
+	r = await call(base, 'POST', '/v1/smpp/credentials', { system_id: 'nodeapp', password: 'pw1234' });
 	check(r.status === 201, 'SMPP credentials made over REST');
 	const [host, smppPort] = server.smpp.split(':');
 	const client = smpp.connect({ host, port: Number(smppPort) });
@@ -164,7 +164,7 @@ async function run(server, carrier) {
 		client.send(pdu.response());
 	});
 	const bound = await new Promise((resolve) => {
-		client.bind_transceiver({ system_id: 'nodeapp', password: 'pw123' }, (pdu) => resolve(pdu.command_status));
+		client.bind_transceiver({ system_id: 'nodeapp', password: 'pw1234' }, (pdu) => resolve(pdu.command_status));
 	});
 	check(bound === 0, 'npm smpp bound as a transceiver (interface_version 0x50)');
 	const parts = ['A concatenated message from the npm smpp client, ', 'in two parts with a UDH.'];

@@ -13,11 +13,22 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds to wait before trying again (a `Retry-After` header), for 429.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code, message: message.into(), retry_after: None }
+    }
+
+    /// 429 `rate_limited`, with `Retry-After` in whole seconds (at least one).
+    pub fn rate_limited(what: &str, wait: std::time::Duration) -> ApiError {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        ApiError {
+            retry_after: Some(secs.max(1)),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", format!("over {what}; try again later"))
+        }
     }
 
     /// 422: a field is invalid.
@@ -42,6 +53,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::Rejected(r) => ApiError::invalid(r.code.as_str(), r.message),
             ServiceError::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
             ServiceError::Forbidden { code, message } => ApiError::new(StatusCode::FORBIDDEN, code, message),
+            ServiceError::RateLimited { retry_after } => {
+                ApiError::rate_limited("the account's messages a second", retry_after)
+            }
             e @ (ServiceError::Store(_) | ServiceError::Engine(_)) => ApiError::internal(e),
         }
     }
@@ -55,6 +69,11 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response()
+        let mut response =
+            (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response();
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+        }
+        response
     }
 }

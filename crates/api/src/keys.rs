@@ -16,13 +16,15 @@ pub const KEY_TTL: Duration = Duration::from_secs(10);
 /// The most keys kept; past it, expired entries go, and if none had, all do.
 const MAX_KEYS: usize = 10_000;
 
-/// A key's account and scopes.
-pub type KeyHolder = (Account, Scopes);
+/// A key's account, its scopes and its id.
+pub type KeyHolder = (Account, Scopes, String);
 
 /// Key hash to account and the key's scopes, with when it was looked up. Cheap to clone: clones share the map.
 #[derive(Debug, Clone, Default)]
 pub struct KeyCache {
     keys: Arc<Mutex<HashMap<String, (KeyHolder, Instant)>>>,
+    /// Requests a second, by key hash, for the keys of accounts that have a limit.
+    requests: Arc<smsgate_core::rate::Buckets<String>>,
 }
 
 impl KeyCache {
@@ -44,6 +46,11 @@ impl KeyCache {
         keys.insert(hash.to_string(), (account, Instant::now()));
     }
 
+    /// Takes a request from a key's rate, or says how long until it could go.
+    pub fn take_request(&self, hash: &str, rate: u32) -> Result<(), Duration> {
+        self.requests.take(&hash.to_string(), f64::from(rate), 1.0, Instant::now())
+    }
+
     /// Forgets every key, so the next request of each asks the store (after a key is revoked on this node).
     pub fn clear(&self) {
         self.keys.lock().unwrap_or_else(|e| e.into_inner()).clear();
@@ -55,7 +62,7 @@ mod tests {
     use super::*;
     use smsgate_core::{AccountId, Timestamp};
 
-    fn account(name: &str) -> (Account, Scopes) {
+    fn account(name: &str) -> KeyHolder {
         let account = Account {
             id: AccountId::generate(),
             name: name.into(),
@@ -63,8 +70,10 @@ mod tests {
             created_at: Timestamp(0),
             routes: None,
             sender_policy: smsgate_core::senders::SenderPolicy::Owned,
+            requests_per_second: None,
+            messages_per_second: None,
         };
-        (account, Scopes::all_for(false))
+        (account, Scopes::all_for(false), "key-id".to_string())
     }
 
     #[test]

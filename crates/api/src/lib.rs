@@ -5,11 +5,13 @@
 //! Errors are `{"error": {"code": "...", "message": "..."}}` with an explicit status and a stable code; internal
 //! error text never reaches a client (it is logged).
 
+pub mod audit;
 mod error;
 mod json;
 pub mod keys;
 pub mod routing;
 pub mod senders;
+pub mod server;
 mod smpp;
 pub mod views;
 pub mod webhooks;
@@ -61,6 +63,8 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// The accounts of recently used API keys.
     pub keys: KeyCache,
+    /// When set, `/metrics` answers only `Authorization: Bearer <this>`.
+    pub metrics_token: Option<Arc<str>>,
 }
 
 /// The document's frame; the paths come from the handlers' `#[utoipa::path]`.
@@ -74,6 +78,7 @@ struct ApiDoc;
 
 /// The API's routes, and the OpenAPI document generated from the same handlers.
 pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let audit_state = state.clone();
     let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))
         .routes(routes!(metrics_text))
@@ -96,6 +101,8 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .routes(routes!(webhooks::list_callbacks))
         .routes(routes!(smpp::create_credential, smpp::list_credentials))
         .routes(routes!(smpp::get_credential, smpp::delete_credential))
+        .routes(routes!(smpp::list_lockouts, smpp::clear_lockouts))
+        .routes(routes!(audit::list_audit))
         .routes(routes!(routing::get_route, routing::update_route, routing::delete_route))
         .routes(routes!(senders::create_number, senders::list_numbers))
         .routes(routes!(senders::get_number, senders::delete_number))
@@ -115,6 +122,7 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
             }),
         )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(axum::middleware::from_fn_with_state(audit_state, audit::record_changes))
         .layer(axum::middleware::from_fn(time_request));
     (router, api)
 }
@@ -163,7 +171,7 @@ pub struct CallerKey(pub Account, pub smsgate_core::access::Scopes);
 /// accounts are refused by the route itself, 403 `forbidden`).
 pub fn scope_of(method: &axum::http::Method, route: &str) -> Scope {
     use axum::http::Method;
-    let operator = ["/v1/accounts", "/v1/connectors", "/v1/routes", "/v1/sim/", "/v1/audit"];
+    let operator = ["/v1/accounts", "/v1/connectors", "/v1/routes", "/v1/sim/", "/v1/audit", "/v1/smpp/lockouts"];
     let is_keys = route.starts_with("/v1/accounts/{id}/keys");
     if !is_keys && operator.iter().any(|p| route.starts_with(p))
         || (route.starts_with("/v1/numbers") && method != Method::GET)
@@ -192,7 +200,16 @@ impl FromRequestParts<AppState> for CallerKey {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let (account, scopes) = authenticate(parts, state).await?;
+        let (account, scopes, key_id) = authenticate(parts, state).await?;
+        if let Some(slot) = parts.extensions.get::<audit::ActorSlot>() {
+            slot.fill(account.id, key_id);
+        }
+        if let Some(rate) = account.requests_per_second
+            && let Some(hash) = parts.extensions.get::<KeyHash>()
+            && let Err(wait) = state.keys.take_request(&hash.0, rate)
+        {
+            return Err(ApiError::rate_limited("this key's requests a second", wait));
+        }
         let route = parts.extensions.get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_string());
         let needed = scope_of(&parts.method, route.as_deref().unwrap_or(""));
         let applies = needed != Scope::Admin || account.is_admin;
@@ -207,8 +224,12 @@ impl FromRequestParts<AppState> for CallerKey {
     }
 }
 
+/// The keyed hash of the request's key, once it is known.
+#[derive(Debug, Clone)]
+struct KeyHash(String);
+
 /// The account and scopes of the request's key, from this node's cache or the store.
-async fn authenticate(parts: &Parts, state: &AppState) -> Result<(Account, smsgate_core::access::Scopes), ApiError> {
+async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<keys::KeyHolder, ApiError> {
     {
         let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
         let header = parts
@@ -223,12 +244,13 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<(Account, smsga
             .filter(|k| !k.is_empty())
             .ok_or_else(|| unauthorized("Authorization must be Bearer <api key>"))?;
         let hash = state.admin.key_hash(key);
+        parts.extensions.insert(KeyHash(hash.clone()));
         if let Some(found) = state.keys.get(&hash) {
             return Ok(found);
         }
         match state.admin.authenticate(key).await {
             Ok(Some(a)) => {
-                let found = (a.account.clone(), a.scopes());
+                let found = (a.account.clone(), a.scopes(), a.key.id.clone());
                 state.keys.put(&hash, found.clone());
                 Ok(found)
             }
@@ -247,8 +269,23 @@ async fn healthz() -> Json<HealthView> {
 /// `GET /metrics`, Prometheus text: the messages still on their way by status and the queue depth, read from the
 /// store at scrape time (so they are right for every node sharing the database); then this node's counters and
 /// histograms, among them every status change it recorded (`smsgate_status_changes_total`).
-#[utoipa::path(get, path = "/metrics", responses((status = OK, description = "Prometheus text format", content_type = "text/plain")))]
-async fn metrics_text(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+///
+/// With a `metrics_token` set, only `Authorization: Bearer <token>` is answered (401 otherwise).
+#[utoipa::path(get, path = "/metrics", responses((status = OK, description = "Prometheus text format", content_type = "text/plain"),
+    (status = UNAUTHORIZED, body = ErrorView)))]
+async fn metrics_text(State(state): State<AppState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
+    if let Some(token) = &state.metrics_token {
+        let given = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .unwrap_or("");
+        // Compared by their hashes, in constant time: the comparison says nothing of how much was right.
+        let same = Sha256::digest(given.as_bytes()) == Sha256::digest(token.as_bytes());
+        if !same {
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "/metrics needs the metrics token"));
+        }
+    }
     let counts = state.messages.pending().await?;
     let mut out = String::from(
         "# HELP smsgate_messages Messages on their way (not yet final), by status, across all nodes.\n\
@@ -546,6 +583,8 @@ fn account_view(a: &Account) -> AccountView {
         is_admin: a.is_admin,
         created_at: time_string(a.created_at),
         sender_policy: a.sender_policy.as_str().into(),
+        requests_per_second: a.requests_per_second,
+        messages_per_second: a.messages_per_second,
     }
 }
 

@@ -304,6 +304,14 @@ pub(crate) struct AccountPatch {
     routes: Option<Option<Vec<String>>>,
     /// `owned`: it sends only from numbers and sender IDs it owns; `any`: from any sender; absent: unchanged.
     sender_policy: Option<String>,
+    /// Requests a second each of its API keys may make (429 `rate_limited` past it); null: no limit.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>)]
+    requests_per_second: Option<Option<u32>>,
+    /// Messages a second it may send, REST and SMPP together; null: no limit.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>)]
+    messages_per_second: Option<Option<u32>>,
 }
 
 /// A field that is present, even as `null` (absent stays `None` by `#[serde(default)]`).
@@ -333,11 +341,18 @@ pub(crate) async fn update_account(
     if let Some(policy) = policy {
         found = state.admin.set_sender_policy(&caller, account, policy).await?;
     }
+    if body.requests_per_second.is_some() || body.messages_per_second.is_some() {
+        let requests = body.requests_per_second.unwrap_or(found.requests_per_second);
+        let messages = body.messages_per_second.unwrap_or(found.messages_per_second);
+        found = state.admin.set_account_rates(&caller, account, requests, messages).await?;
+    }
     let account = found;
     state.keys.clear();
     Ok(Json(json!({"id": account.id.to_string(), "name": account.name, "is_admin": account.is_admin,
                    "created_at": time_json(account.created_at), "routes": account.routes,
-                   "sender_policy": account.sender_policy.as_str()})))
+                   "sender_policy": account.sender_policy.as_str(),
+                   "requests_per_second": account.requests_per_second,
+                   "messages_per_second": account.messages_per_second})))
 }
 
 impl From<RouteBody> for RouteSpec {

@@ -9,6 +9,7 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use smsgate_services::CredentialSpec;
+use smsgate_services::binds::BindKey;
 use smsgate_store::SmppCredential;
 use utoipa::ToSchema;
 
@@ -88,5 +89,36 @@ pub(crate) async fn delete_credential(
     Path(system_id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     state.admin.delete_credential(caller.id, &system_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn lockout_view(l: &smsgate_services::binds::Lockout) -> Value {
+    let (kind, value) = match &l.key {
+        BindKey::SystemId(s) => ("system_id", s.clone()),
+        BindKey::Address(a) => ("address", a.to_string()),
+    };
+    json!({"kind": kind, "value": value, "failures": l.failures, "until": time_json(l.until)})
+}
+
+/// SMPP binds locked out after failed tries, on this node: by `system_id` and by address, each with its failures
+/// and when it ends. Admin key only.
+#[utoipa::path(get, path = "/v1/smpp/lockouts", responses((status = OK, body = Object), (status = FORBIDDEN, body = ErrorView)))]
+pub(crate) async fn list_lockouts(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> Result<impl IntoResponse, ApiError> {
+    crate::require_admin(&caller)?;
+    let all = state.admin.bind_lockouts();
+    Ok(Json(json!({"data": all.iter().map(lockout_view).collect::<Vec<_>>()})))
+}
+
+/// Lift every lockout on this node and forget the failed binds. Admin key only.
+#[utoipa::path(delete, path = "/v1/smpp/lockouts", responses((status = NO_CONTENT), (status = FORBIDDEN, body = ErrorView)))]
+pub(crate) async fn clear_lockouts(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> Result<impl IntoResponse, ApiError> {
+    crate::require_admin(&caller)?;
+    state.admin.binds().clear();
     Ok(StatusCode::NO_CONTENT)
 }

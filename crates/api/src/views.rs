@@ -95,6 +95,10 @@ pub struct AccountView {
     pub created_at: String,
     /// `owned`: it sends only from its own numbers and sender IDs; `any`: from any sender.
     pub sender_policy: String,
+    /// Requests a second each of its keys may make; null: no limit.
+    pub requests_per_second: Option<u32>,
+    /// Messages a second it may send on every way in together; null: no limit.
+    pub messages_per_second: Option<u32>,
 }
 
 /// A new API key; `key` is shown this once.

@@ -111,6 +111,7 @@ async fn start(backend: &str) -> Server {
         sim: Some(sim),
         metrics: None,
         keys: smsgate_api::KeyCache::default(),
+        metrics_token: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -254,7 +255,9 @@ on_both!(
     the_simulated_network_is_the_operators,
     a_batch_may_use_its_own_limit,
     webhooks_reach_no_private_address,
-    keys_are_listed_scoped_and_revoked
+    keys_are_listed_scoped_and_revoked,
+    rate_limits_answer_429_with_retry_after,
+    changes_are_audited
 );
 
 async fn send_to_delivered(s: &Server) {
@@ -583,6 +586,9 @@ async fn openapi_matches_the_routes(s: &Server) {
         ("/v1/smpp/credentials", "get"),
         ("/v1/smpp/credentials/{system_id}", "get"),
         ("/v1/smpp/credentials/{system_id}", "delete"),
+        ("/v1/smpp/lockouts", "get"),
+        ("/v1/smpp/lockouts", "delete"),
+        ("/v1/audit", "get"),
         ("/v1/numbers", "post"),
         ("/v1/numbers", "get"),
         ("/v1/numbers/{id}", "get"),
@@ -1253,9 +1259,10 @@ async fn smpp_credentials(s: &Server) {
         (json!({"system_id": "x", "password": ""}), "invalid_password"),
         (json!({"system_id": "has space", "password": "p"}), "invalid_system_id"),
         (json!({"system_id": "sixteen_chars_id", "password": "p"}), "invalid_system_id"),
-        (json!({"system_id": "x", "password": "p", "allowed_ips": ["10.0.0.0/99"]}), "invalid_allowed_ips"),
-        (json!({"system_id": "x", "password": "p", "max_binds": 0}), "invalid_max_binds"),
-        (json!({"system_id": "x", "password": "p", "throughput": -1}), "invalid_throughput"),
+        (json!({"system_id": "x", "password": "five5"}), "invalid_password"),
+        (json!({"system_id": "x", "password": "secret", "allowed_ips": ["10.0.0.0/99"]}), "invalid_allowed_ips"),
+        (json!({"system_id": "x", "password": "secret", "max_binds": 0}), "invalid_max_binds"),
+        (json!({"system_id": "x", "password": "secret", "throughput": -1}), "invalid_throughput"),
     ] {
         let (st, e) = s.call("POST", "/v1/smpp/credentials", Some(&acme), Some(bad.clone())).await;
         assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some(code)), "{bad}");
@@ -1589,4 +1596,97 @@ async fn keys_are_listed_scoped_and_revoked(s: &Server) {
 async fn admin_id(s: &Server) -> String {
     let admin = s.store.admin_account().await.unwrap().unwrap();
     admin.id.to_string()
+}
+
+/// The operator's rate limits: requests a second per key and messages a second per account, each answered 429
+/// `rate_limited` with `Retry-After`; another account is not slowed.
+async fn rate_limits_answer_429_with_retry_after(s: &Server) {
+    let (acme_id, acme) = s.tenant("acme").await;
+    let (_, globex) = s.tenant("globex").await;
+    let path = format!("/v1/accounts/{acme_id}");
+    let (st, a) = s.call("PATCH", &path, Some(&s.admin_key), Some(json!({"requests_per_second": 2}))).await;
+    assert_eq!((st, &a["requests_per_second"], &a["messages_per_second"]), (StatusCode::OK, &json!(2), &Value::Null));
+    let get = |key: String| {
+        let client = s.client.clone();
+        let url = format!("{}/v1/messages", s.base);
+        async move { client.get(url).bearer_auth(key).send().await.unwrap() }
+    };
+    let mut statuses = Vec::new();
+    let mut limited = None;
+    for _ in 0..4 {
+        let r = get(acme.clone()).await;
+        statuses.push(r.status());
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(r);
+        }
+    }
+    assert_eq!(statuses[0], StatusCode::OK, "{statuses:?}");
+    let limited = limited.expect("over two a second: refused");
+    let retry: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    let body: Value = limited.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    for _ in 0..4 {
+        assert_eq!(get(globex.clone()).await.status(), StatusCode::OK, "another account is not slowed");
+    }
+    let (st, _) = s.call("PATCH", &path, Some(&globex), Some(json!({"requests_per_second": null}))).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, e) = s.call("PATCH", &path, Some(&s.admin_key), Some(json!({"messages_per_second": 0}))).await;
+    assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_rate")));
+    // Messages a second: a batch goes whole when the bucket is full, and what follows waits for it.
+    let body = json!({"requests_per_second": null, "messages_per_second": 3});
+    let (st, a) = s.call("PATCH", &path, Some(&s.admin_key), Some(body)).await;
+    assert_eq!((st, &a["requests_per_second"], &a["messages_per_second"]), (StatusCode::OK, &Value::Null, &json!(3)));
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let item = json!({"to": "+447700900185", "from": "Acme", "body": "x", "send_at": later});
+    let (st, v) =
+        s.call("POST", "/v1/messages/batch", Some(&acme), Some(json!({"messages": vec![item.clone(); 10]}))).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let r = s.client.post(format!("{}/v1/messages", s.base)).bearer_auth(&acme).json(&item).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((2..=3).contains(&retry), "eight messages of debt at three a second: {retry}");
+    let (st, m) = s.call("POST", "/v1/messages", Some(&globex), Some(item)).await;
+    assert_eq!(st, StatusCode::CREATED, "{m}");
+}
+
+/// Every change made over the API is kept with who made it, secrets replaced; only the operator reads the log.
+async fn changes_are_audited(s: &Server) {
+    let (acme_id, acme) = s.tenant("acme").await;
+    let (globex_id, globex) = s.tenant("globex").await;
+    let creds = json!({"system_id": format!("a{}", &acme_id[..8]), "password": "s3cret!"});
+    assert_eq!(s.call("POST", "/v1/smpp/credentials", Some(&acme), Some(creds)).await.0, StatusCode::CREATED);
+    let hooks = json!({"status_url": "https://acme.example/hook"});
+    assert_eq!(s.call("PUT", "/v1/webhooks", Some(&acme), Some(hooks)).await.0, StatusCode::OK);
+    // Refused changes and messages are not changes of settings: not kept.
+    let bad = json!({"system_id": "x", "password": "1"});
+    assert_eq!(
+        s.call("POST", "/v1/smpp/credentials", Some(&acme), Some(bad)).await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let msg = json!({"to": "+447700900195", "from": "Acme", "body": "x"});
+    assert_eq!(s.call("POST", "/v1/messages", Some(&acme), Some(msg)).await.0, StatusCode::CREATED);
+    assert_eq!(s.call("POST", "/v1/webhooks/rotate-secret", Some(&globex), None).await.0, StatusCode::OK);
+
+    let (st, e) = s.call("GET", "/v1/audit", Some(&acme), None).await;
+    assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")));
+    let (st, log) = s.call("GET", &format!("/v1/audit?account_id={acme_id}"), Some(&s.admin_key), None).await;
+    assert_eq!(st, StatusCode::OK, "{log}");
+    let entries = log["data"].as_array().unwrap();
+    let actions: Vec<&str> = entries.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["PUT /v1/webhooks", "POST /v1/smpp/credentials"], "newest first, nothing else: {log}");
+    let creds = &entries[1];
+    assert_eq!((creds["account_id"].as_str(), creds["status"].as_u64()), (Some(acme_id.as_str()), Some(201)));
+    assert!(creds["key_id"].is_string(), "{creds}");
+    assert_eq!(creds["detail"]["password"], "********", "never the password: {creds}");
+    assert!(!creds.to_string().contains("s3cret!"));
+    // The whole log holds the operator's own changes too (making the accounts), and pages by cursor.
+    let (_, first) = s.call("GET", "/v1/audit?limit=1", Some(&s.admin_key), None).await;
+    assert_eq!(first["data"][0]["account_id"].as_str(), Some(globex_id.as_str()));
+    assert_eq!(first["data"][0]["action"], "POST /v1/webhooks/rotate-secret");
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let (_, next) = s.call("GET", &format!("/v1/audit?limit=1&cursor={cursor}"), Some(&s.admin_key), None).await;
+    assert_eq!(next["data"][0]["action"], "PUT /v1/webhooks");
+    let (_, all) = s.call("GET", "/v1/audit", Some(&s.admin_key), None).await;
+    assert!(all["data"].as_array().unwrap().iter().any(|e| e["action"] == "POST /v1/accounts"), "{all}");
 }

@@ -19,8 +19,12 @@
 //! took in an append-only file of JSON lines, so this holds across restarts and a crash test can count
 //! deliveries. Lines are written before `submit` returns (no fsync: the network survives a process crash, which
 //! is what it is for, not a power cut).
+//!
+//! The network forgets: it keeps the last [`KEPT`] messages (in the handsets' inboxes, and as taken), the log is
+//! rewritten with those alone whenever it has grown by as many again, and a start reads only the log's last
+//! [`KEPT`] lines into memory. A message forgotten and submitted again is taken as new.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, Write};
 use std::path::Path;
 use std::sync::Mutex;
@@ -78,15 +82,95 @@ pub struct SimNetwork {
 
 #[derive(Debug, Default)]
 struct SimState {
-    /// Where taken messages are logged, when the network is persistent.
-    log: Option<std::fs::File>,
-    inboxes: HashMap<String, Vec<HandsetMessage>>,
+    /// Where taken messages are logged, when the network is persistent; and how many lines it has.
+    log: Option<(std::path::PathBuf, std::fs::File, usize)>,
+    /// The messages kept, oldest first; `first_seq` is the sequence number of the first.
+    kept: VecDeque<Kept>,
+    first_seq: u64,
+    /// Each handset's messages, by sequence number, oldest first.
+    inboxes: HashMap<String, VecDeque<u64>>,
     /// Carrier ids of messages taken (one per part), by our id.
     taken: HashMap<MessageId, Vec<String>>,
     /// Submissions refused as throttled, by our id (for the `0004` fault).
     throttled: HashMap<MessageId, u32>,
     next_id: u64,
+    /// How many messages are kept.
+    capacity: usize,
 }
+
+/// A message the network took and still remembers.
+#[derive(Debug, Clone)]
+struct Kept {
+    id: MessageId,
+    to: String,
+    parts: Vec<String>,
+    message: HandsetMessage,
+}
+
+impl Kept {
+    fn line(&self) -> LogLine {
+        LogLine {
+            id: self.id.to_string(),
+            connector: self.message.connector.clone(),
+            parts: if self.parts.len() > 1 { self.parts.clone() } else { Vec::new() },
+            carrier_id: self.message.carrier_id.clone(),
+            to: self.to.clone(),
+            from: self.message.from.clone(),
+            body: self.message.body.clone(),
+            at: self.message.at.0,
+        }
+    }
+}
+
+impl SimState {
+    /// Remembers a message taken, forgetting the oldest past the capacity.
+    fn keep(&mut self, kept: Kept) {
+        let seq = self.first_seq + self.kept.len() as u64;
+        self.taken.insert(kept.id, kept.parts.clone());
+        self.inboxes.entry(kept.to.clone()).or_default().push_back(seq);
+        self.kept.push_back(kept);
+        while self.kept.len() > self.capacity.max(1) {
+            let Some(old) = self.kept.pop_front() else { break };
+            self.first_seq += 1;
+            self.taken.remove(&old.id);
+            if let Some(inbox) = self.inboxes.get_mut(&old.to) {
+                inbox.pop_front();
+                if inbox.is_empty() {
+                    self.inboxes.remove(&old.to);
+                }
+            }
+        }
+        if self.throttled.len() > self.capacity.max(1) {
+            self.throttled.clear();
+        }
+    }
+
+    /// Rewrites the log with the messages kept, once it has grown by the capacity again.
+    fn compact_log(&mut self) -> std::io::Result<()> {
+        let Some((path, _, lines)) = self.log.as_ref() else { return Ok(()) };
+        if *lines <= 2 * self.capacity.max(1) {
+            return Ok(());
+        }
+        let path = path.clone();
+        let tmp = path.with_extension("log.tmp");
+        {
+            let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+            for k in &self.kept {
+                let mut text = serde_json::to_string(&k.line()).unwrap_or_default();
+                text.push('\n');
+                out.write_all(text.as_bytes())?;
+            }
+            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        }
+        std::fs::rename(&tmp, &path)?;
+        let file = std::fs::OpenOptions::new().append(true).open(&path)?;
+        self.log = Some((path, file, self.kept.len()));
+        Ok(())
+    }
+}
+
+/// How many messages the network remembers.
+pub const KEPT: usize = 100_000;
 
 /// One line of the log: a message the network took.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -111,25 +195,40 @@ fn default_connector() -> String {
 
 /// Reads a log the network wrote: one [`LogLine`] a line.
 pub fn read_log(path: &Path) -> std::io::Result<Vec<LogLine>> {
+    read_log_tail(path, usize::MAX).map(|(lines, _)| lines.into())
+}
+
+/// The last `keep` lines of a log, and how many it has in all; only those are held in memory.
+fn read_log_tail(path: &Path, keep: usize) -> std::io::Result<(VecDeque<LogLine>, usize)> {
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((VecDeque::new(), 0)),
         Err(e) => return Err(e),
     };
-    let mut out = Vec::new();
+    let mut out = VecDeque::new();
+    let mut count = 0;
     for line in std::io::BufReader::new(file).lines() {
         let line = line?;
         // A line cut short by a crash is the end of the log.
         match serde_json::from_str::<LogLine>(&line) {
-            Ok(l) => out.push(l),
+            Ok(l) => {
+                count += 1;
+                out.push_back(l);
+                if out.len() > keep {
+                    out.pop_front();
+                }
+            }
             Err(_) => break,
         }
     }
-    Ok(out)
+    Ok((out, count))
 }
 
 /// How far back a restarted network sends receipts again.
 pub const RECEIPT_REPLAY: Duration = Duration::from_secs(3600);
+
+/// Carrier ids are hex numbers from here.
+const CARRIER_ID_BASE: u64 = 0x5100_0000;
 
 /// The connector name of the simulated network.
 pub const NAME: &str = "sim";
@@ -143,7 +242,14 @@ impl SimNetwork {
         }
         // Longest prefix first, so the first match is the best.
         carriers.sort_by_key(|c| std::cmp::Reverse(c.prefix.len()));
-        SimNetwork { carriers, events, state: Mutex::new(SimState::default()) }
+        let state = SimState { capacity: KEPT, ..SimState::default() };
+        SimNetwork { carriers, events, state: Mutex::new(state) }
+    }
+
+    /// The network, remembering `capacity` messages instead of [`KEPT`].
+    pub fn keeping(self, capacity: usize) -> SimNetwork {
+        self.lock().capacity = capacity.max(1);
+        self
     }
 
     /// Where it reports receipts and inbound messages.
@@ -160,28 +266,43 @@ impl SimNetwork {
         events: mpsc::Sender<ConnectorEvent>,
         path: &Path,
     ) -> std::io::Result<SimNetwork> {
-        let sim = SimNetwork::new(carriers, events);
+        SimNetwork::with_log_keeping(carriers, events, path, KEPT)
+    }
+
+    /// [`SimNetwork::with_log`], remembering `capacity` messages.
+    pub fn with_log_keeping(
+        carriers: Vec<VirtualCarrier>,
+        events: mpsc::Sender<ConnectorEvent>,
+        path: &Path,
+        capacity: usize,
+    ) -> std::io::Result<SimNetwork> {
+        let sim = SimNetwork::new(carriers, events).keeping(capacity);
         let replay_from = Timestamp::now().plus_millis(-(RECEIPT_REPLAY.as_millis() as i64));
         let mut replay = Vec::new();
         {
             let mut state = sim.lock();
-            for line in read_log(path)? {
+            let (lines, count) = read_log_tail(path, state.capacity)?;
+            for line in lines {
                 let Some(id) = MessageId::parse(&line.id) else { continue };
                 let parts = if line.parts.is_empty() { vec![line.carrier_id.clone()] } else { line.parts.clone() };
                 if line.at >= replay_from.0 {
                     replay.push((id, line.connector.clone(), line.to.clone(), parts.clone()));
                 }
-                state.next_id += parts.len() as u64;
-                state.taken.insert(id, parts);
-                state.inboxes.entry(line.to.clone()).or_default().push(HandsetMessage {
-                    connector: line.connector.clone(),
+                // Carrier ids go on from the highest given, so none is given twice though old lines are gone.
+                let highest = parts.iter().filter_map(|p| u64::from_str_radix(p, 16).ok()).max().unwrap_or(0);
+                state.next_id = state.next_id.max(highest.saturating_sub(CARRIER_ID_BASE));
+                let message = HandsetMessage {
+                    connector: line.connector,
                     from: line.from,
                     body: line.body,
                     carrier_id: line.carrier_id,
                     at: Timestamp(line.at),
-                });
+                };
+                state.keep(Kept { id, to: line.to, parts, message });
             }
-            state.log = Some(std::fs::OpenOptions::new().create(true).append(true).open(path)?);
+            let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+            state.log = Some((path.to_path_buf(), file, count));
+            state.compact_log()?;
         }
         // Receipts go out with the prefix carriers' settings: a connector made over the API may be gone by now.
         for (id, connector, to, parts) in replay {
@@ -203,7 +324,12 @@ impl SimNetwork {
 
     /// What a handset has received, oldest first.
     pub fn inbox(&self, number: &str) -> Vec<HandsetMessage> {
-        self.lock().inboxes.get(number).cloned().unwrap_or_default()
+        let state = self.lock();
+        let Some(seqs) = state.inboxes.get(number) else { return Vec::new() };
+        seqs.iter()
+            .filter_map(|seq| state.kept.get(usize::try_from(seq - state.first_seq).ok()?))
+            .map(|k| k.message.clone())
+            .collect()
     }
 
     /// A handset sends a text to `to` (one of our senders or numbers); it arrives as an inbound message.
@@ -302,36 +428,31 @@ impl SimNetwork {
             let parts: Vec<String> = (0..m.segments.max(1))
                 .map(|_| {
                     state.next_id += 1;
-                    format!("{:X}", 0x5100_0000_u64 + state.next_id)
+                    format!("{:X}", CARRIER_ID_BASE + state.next_id)
                 })
                 .collect();
             let carrier_id = parts[0].clone();
-            if let Some(log) = state.log.as_mut() {
-                let line = LogLine {
-                    id: m.id.to_string(),
-                    connector: connector.to_string(),
-                    parts: if parts.len() > 1 { parts.clone() } else { Vec::new() },
-                    carrier_id: carrier_id.clone(),
-                    to: m.to.clone(),
-                    from: m.from.clone(),
-                    body: m.body.clone(),
-                    at: at.0,
-                };
-                let mut text = serde_json::to_string(&line).unwrap_or_default();
-                text.push('\n');
-                log.write_all(text.as_bytes()).map_err(|e| SubmitError::Temporary {
-                    code: "sim_log".into(),
-                    detail: format!("the simulated network could not write its log: {e}"),
-                })?;
-            }
-            state.taken.insert(m.id, parts.clone());
-            state.inboxes.entry(m.to.clone()).or_default().push(HandsetMessage {
+            let message = HandsetMessage {
                 connector: connector.to_string(),
                 from: m.from.clone(),
                 body: m.body.clone(),
                 carrier_id,
                 at,
-            });
+            };
+            let kept = Kept { id: m.id, to: m.to.clone(), parts: parts.clone(), message };
+            if let Some((_, log, lines)) = state.log.as_mut() {
+                let mut text = serde_json::to_string(&kept.line()).unwrap_or_default();
+                text.push('\n');
+                log.write_all(text.as_bytes()).map_err(|e| SubmitError::Temporary {
+                    code: "sim_log".into(),
+                    detail: format!("the simulated network could not write its log: {e}"),
+                })?;
+                *lines += 1;
+            }
+            state.keep(kept);
+            if let Err(e) = state.compact_log() {
+                tracing::warn!(error = %e, "the simulated network could not rewrite its log; it goes on growing");
+            }
             parts
         };
         self.schedule_receipts(connector, m.id, carrier, fault, parts.clone());
@@ -612,6 +733,37 @@ mod tests {
         assert_eq!(sim.inbox("+447700900123").len(), 1);
         assert!(matches!(rx.recv().await, Some(ConnectorEvent::Receipt(_))));
         assert_eq!(read_log(&path).unwrap().len(), 1);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_network_forgets_and_its_log_stays_bounded() {
+        let path = std::env::temp_dir().join(format!("smsgate-sim-{}.log", MessageId::generate()));
+        let (tx, _rx) = mpsc::channel(1024);
+        let sim = SimNetwork::with_log_keeping(vec![fast()], tx, &path, 3).unwrap();
+        let mut ids = std::collections::HashSet::new();
+        let first = message("+447700900111");
+        ids.extend(sim.submit(&first).await.unwrap());
+        for i in 0..9 {
+            ids.extend(sim.submit(&message(&format!("+44770090020{i}"))).await.unwrap());
+        }
+        assert!(sim.inbox("+447700900111").is_empty(), "the oldest is forgotten");
+        assert_eq!(sim.inbox("+447700900208").len(), 1);
+        assert!(read_log(&path).unwrap().len() <= 2 * 3 + 1, "the log is rewritten with what is kept");
+        drop(sim);
+        // A restart reads the kept lines only; carrier ids go on from the highest, never given twice.
+        let (tx, _rx) = mpsc::channel(1024);
+        let sim = SimNetwork::with_log_keeping(vec![fast()], tx, &path, 3).unwrap();
+        assert_eq!(sim.inbox("+447700900208").len(), 1);
+        assert!(sim.inbox("+447700900203").is_empty());
+        for i in 0..5 {
+            for id in sim.submit(&message(&format!("+44770090030{i}"))).await.unwrap() {
+                assert!(ids.insert(id.clone()), "carrier id {id} given twice");
+            }
+        }
+        // Forgotten, a message submitted again is taken as new.
+        assert_ne!(sim.submit(&first).await.unwrap().len(), 0);
+        assert_eq!(sim.inbox("+447700900111").len(), 1);
         std::fs::remove_file(&path).unwrap();
     }
 

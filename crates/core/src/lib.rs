@@ -8,6 +8,7 @@ pub mod admission;
 pub mod clock;
 pub mod message;
 pub mod netguard;
+pub mod rate;
 pub mod routing;
 pub mod senders;
 pub mod status;

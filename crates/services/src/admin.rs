@@ -21,6 +21,9 @@ pub const MAX_NAME: usize = 64;
 /// The most characters of an account's name.
 pub const MAX_ACCOUNT_NAME: usize = 200;
 
+/// The fewest characters of an SMPP password (SMPP 3.4 allows 8 at most, so every one counts).
+pub const MIN_SMPP_PASSWORD: usize = 6;
+
 /// How long a rotated webhook secret still signs callbacks, beside the new one.
 pub const SECRET_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
@@ -35,6 +38,8 @@ pub struct Admin {
     destinations: Destinations,
     /// The server's secret that API keys are hashed with.
     pub(crate) key_secret: Arc<[u8]>,
+    /// Failed SMPP binds and their lockouts, on this node.
+    pub(crate) binds: Arc<crate::binds::BindGuard>,
 }
 
 /// A route as requests give it: every field may be absent (a change names only what it changes).
@@ -120,6 +125,7 @@ impl Admin {
             sender_ids_need_approval: true,
             destinations: Destinations::default(),
             key_secret: crate::keys::random_secret(),
+            binds: Arc::default(),
         }
     }
 
@@ -440,10 +446,10 @@ impl Admin {
                 "system_id must be 1 to 15 printable ASCII characters",
             ));
         }
-        if !printable(&spec.password, 8) {
+        if !printable(&spec.password, 8) || spec.password.len() < MIN_SMPP_PASSWORD {
             return Err(ServiceError::invalid(
                 "invalid_password",
-                "password must be 1 to 8 printable ASCII characters (SMPP 3.4 allows no more)",
+                "password must be 6 to 8 printable ASCII characters (SMPP 3.4 allows no more than 8)",
             ));
         }
         if let Some(ips) = &spec.allowed_ips {

@@ -23,6 +23,9 @@ pub enum ServiceError {
     /// Only the admin account may do this.
     #[error("{message}")]
     Forbidden { code: &'static str, message: String },
+    /// Over a rate the operator set (`rate_limited`): how long until it could go.
+    #[error("over the account's limit; try again in {retry_after:?}")]
+    RateLimited { retry_after: std::time::Duration },
     /// The store failed; nothing of the call was kept.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -52,6 +55,7 @@ impl ServiceError {
             | ServiceError::Conflict { code, .. }
             | ServiceError::Forbidden { code, .. } => code,
             ServiceError::Rejected(r) => r.code.as_str(),
+            ServiceError::RateLimited { .. } => "rate_limited",
             ServiceError::Store(_) | ServiceError::Engine(_) => "internal",
         }
     }

@@ -12,6 +12,8 @@
 //! failure) and a stable code, which each front end maps to its own answer.
 
 pub mod admin;
+pub mod audit;
+pub mod binds;
 mod error;
 pub mod keys;
 pub mod messages;

@@ -101,6 +101,7 @@ impl Messages {
         idempotency: Option<(String, String)>,
         now: Timestamp,
     ) -> Result<Submitted> {
+        self.take_rate(account, 1).await?;
         let (inserted, message) = self.ingress.submit(prepared, idempotency, now).await?;
         match inserted {
             Inserted::New => Ok(Submitted::New(message)),
@@ -117,7 +118,27 @@ impl Messages {
 
     /// Stores messages already admitted, in one transaction; returns them as stored, in order.
     pub async fn submit_many(&self, prepared: Vec<Prepared>, now: Timestamp) -> Result<Vec<Message>> {
+        let mut per_account: Vec<(AccountId, usize)> = Vec::new();
+        for p in &prepared {
+            match per_account.iter_mut().find(|(a, _)| *a == p.message.account_id) {
+                Some((_, n)) => *n += 1,
+                None => per_account.push((p.message.account_id, 1)),
+            }
+        }
+        for (account, n) in per_account {
+            self.take_rate(account, n).await?;
+        }
         Ok(self.ingress.submit_many(prepared, now).await?)
+    }
+
+    /// Takes `n` messages from the account's messages a second ([`ServiceError::RateLimited`] when over it).
+    async fn take_rate(&self, account: AccountId, n: usize) -> Result<()> {
+        use smsgate_engine::senders::RateError;
+        match self.ingress.engine().senders().take_messages(self.store.as_ref(), account, n).await {
+            Ok(()) => Ok(()),
+            Err(RateError::Limited(retry_after)) => Err(ServiceError::RateLimited { retry_after }),
+            Err(RateError::Store(e)) => Err(e.into()),
+        }
     }
 
     /// An account's message, if it has one by this id.

@@ -190,6 +190,28 @@ impl Admin {
         Ok(Sender { status, updated_at: now, ..sender })
     }
 
+    /// Sets an account's rate limits: requests a second per API key, messages a second on every way in (`None`:
+    /// none). Operator only.
+    pub async fn set_account_rates(
+        &self,
+        caller: &Account,
+        account: AccountId,
+        requests_per_second: Option<u32>,
+        messages_per_second: Option<u32>,
+    ) -> Result<Account> {
+        if !caller.is_admin {
+            return Err(forbidden("only the admin key sets rate limits"));
+        }
+        if requests_per_second == Some(0) || messages_per_second == Some(0) {
+            return Err(ServiceError::invalid("invalid_rate", "a rate is at least 1 a second (null: no limit)"));
+        }
+        if !self.store.set_account_rates(account, requests_per_second, messages_per_second).await? {
+            return Err(ServiceError::not_found("not_found", "no such account"));
+        }
+        self.engine.senders().forget(account);
+        self.account(account).await
+    }
+
     /// Sets whether an account may send from senders it does not own. Operator only.
     pub async fn set_sender_policy(
         &self,

@@ -371,5 +371,12 @@ async fn accounts_send_only_from_what_they_own() {
     m.submit(initech.id, &from("Whatever"), None).await.unwrap();
     a.set_sender_policy(&operator, initech.id, SenderPolicy::Owned).await.unwrap();
     assert_eq!(code(m.submit(initech.id, &from("Whatever"), None).await), "sender_not_owned");
+    // Messages a second, on every way in (REST and SMPP submit through here): two go, the third waits.
+    assert_eq!(code(a.set_account_rates(&initech, initech.id, None, Some(2)).await), "forbidden");
+    a.set_account_rates(&operator, initech.id, None, Some(2)).await.unwrap();
+    m.submit(initech.id, &from("Initech"), None).await.unwrap();
+    m.submit(initech.id, &from("Initech"), None).await.unwrap();
+    assert_eq!(code(m.submit(initech.id, &from("Initech"), None).await), "rate_limited");
+    m.submit(s.acme, &from("Acme"), None).await.unwrap();
     s.finish().await;
 }

@@ -1,6 +1,8 @@
 //! smsgate's SMPP 3.4 server for client applications (issue 5, first part): binds are checked against the
-//! account's SMPP credentials (`smpp_credentials`: unknown `system_id` → `ESME_RINVSYSID`, wrong password →
-//! `ESME_RINVPASWD`, an address outside the allowed ranges or a bind over `max_binds` → `ESME_RBINDFAIL`), and each
+//! account's SMPP credentials (`smpp_credentials`: the address ranges first, then the password; every refusal —
+//! unknown `system_id`, an address outside the ranges, a wrong password, a bind over `max_binds`, a lockout — is
+//! `ESME_RBINDFAIL`, the reason only in the log; failed binds lock out their `system_id` and address for a while,
+//! [`smsgate_services::binds`]), and each
 //! `submit_sm` goes through the same [`Ingress`] as REST: admitted, committed, and only then answered with
 //! `submit_sm_resp`, whose `message_id` is the message's id. `query_sm` reads the account's messages.
 //!
@@ -54,7 +56,35 @@ pub const PARTS_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 type Part = (String, u8, tokio::sync::oneshot::Sender<Result<String, CommandStatus>>);
 
 /// Parts of concatenated submits by account, source and destination.
-type Parts = Reassembler<(AccountId, String, String), Part>;
+/// The parts of concatenated submits waiting for their sets, and how many sets each account has open: an account
+/// has a share of the buffer ([`PARTS_PER_ACCOUNT`] sets), so that one client's flood of first parts cannot evict
+/// another account's sets.
+#[derive(Debug)]
+struct Parts {
+    sets: Reassembler<(AccountId, String, String), Part>,
+    open: HashMap<AccountId, usize>,
+}
+
+/// The incomplete sets of concatenated parts one account may have open at once.
+pub const PARTS_PER_ACCOUNT: usize = 10_000;
+
+impl Parts {
+    fn closed(&mut self, account: AccountId) {
+        if let Some(n) = self.open.get_mut(&account) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.open.remove(&account);
+            }
+        }
+    }
+
+    /// Drops the sets past their time (their parts' waiters hear it).
+    fn expire(&mut self, now: std::time::Instant) {
+        for gone in self.sets.expire(now) {
+            self.closed(gone.key.0);
+        }
+    }
+}
 
 /// The SMPP server. Clones share it.
 #[derive(Debug, Clone)]
@@ -69,13 +99,21 @@ pub struct Settings {
     pub session: smpp_session::Config,
     /// How long the parts of a concatenated submit wait for the rest of their set.
     pub parts_wait: std::time::Duration,
+    /// The incomplete sets one account may have open at once; past it, a part that would start another is
+    /// answered `ESME_RTHROTTLED`.
+    pub parts_per_account: usize,
     /// This node's name, as the deliver_sm outbox's leases record it.
     pub node: String,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { session: smpp_session::Config::default(), parts_wait: PARTS_WAIT, node: "node-1".into() }
+        Settings {
+            session: smpp_session::Config::default(),
+            parts_wait: PARTS_WAIT,
+            parts_per_account: PARTS_PER_ACCOUNT,
+            node: "node-1".into(),
+        }
     }
 }
 
@@ -110,11 +148,12 @@ impl SmppServer {
     /// A server whose clients' messages go through `messages` and whose binds `admin` checks; `store` holds the
     /// outbox of deliver_sm it sends.
     pub fn new(store: Arc<dyn Store>, messages: Messages, admin: Admin, settings: Settings) -> SmppServer {
-        let parts = Reassembler::new(sms_text::reassembly::Config {
+        let sets = Reassembler::new(sms_text::reassembly::Config {
             timeout: settings.parts_wait,
             policy: ExpiryPolicy::Drop,
             ..Default::default()
         });
+        let parts = Parts { sets, open: HashMap::new() };
         SmppServer {
             inner: Arc::new(Inner {
                 store,
@@ -129,6 +168,11 @@ impl SmppServer {
                 checks: tokio::sync::Semaphore::new(password_checks()),
             }),
         }
+    }
+
+    /// The incomplete sets of concatenated parts `account` has open here.
+    pub fn parts_open(&self, account: AccountId) -> usize {
+        self.inner.parts.lock().unwrap_or_else(|e| e.into_inner()).open.get(&account).copied().unwrap_or(0)
     }
 
     /// Binds open now with `system_id`.
@@ -204,15 +248,38 @@ impl Binder for CredentialBinder {
         bind: &Bind,
         peer: Option<SocketAddr>,
     ) -> Result<Arc<dyn Handler>, CommandStatus> {
+        // Every refusal is the same answer, so that a client learns nothing of which part was wrong; the log says.
+        let refused = CommandStatus::ESME_RBINDFAIL;
         let system_id = bind.system_id.to_str_lossy().into_owned();
+        let address = peer.map(|p| p.ip());
+        let guard = self.inner.admin.binds();
+        let keys = Admin::bind_keys(Some(&system_id), address);
+        if let Some(left) = guard.locked(&keys) {
+            info!(%system_id, ?peer, ?left, "SMPP bind refused: locked out after failed binds");
+            return Err(refused);
+        }
         let credential = match self.inner.admin.credential_for_bind(&system_id).await {
             Ok(Some(c)) => c,
-            Ok(None) => return Err(CommandStatus::ESME_RINVSYSID),
+            Ok(None) => {
+                info!(%system_id, ?peer, "SMPP bind refused: unknown system_id");
+                guard.failed(&keys);
+                return Err(refused);
+            }
             Err(e) => {
                 warn!(error = %e, "reading SMPP credentials failed");
                 return Err(CommandStatus::ESME_RSYSERR);
             }
         };
+        // The address first: a client outside the ranges gets no password check, and its failures count against
+        // its address only (so that it cannot lock out the credential's real client).
+        if let Some(ranges) = &credential.allowed_ips {
+            let allowed = IpRanges::parse(ranges).is_ok_and(|r| peer.is_some_and(|p| r.contains(p.ip())));
+            if !allowed {
+                info!(%system_id, ?peer, "SMPP bind refused: an address outside the allowed ranges");
+                guard.failed(&Admin::bind_keys(None, address));
+                return Err(refused);
+            }
+        }
         // Argon2 takes its time on purpose: off the async workers.
         let (password, hash) = (bind.password.to_str_lossy().into_owned(), credential.password_hash.clone());
         let good = {
@@ -220,15 +287,11 @@ impl Binder for CredentialBinder {
             tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await.unwrap_or(false)
         };
         if !good {
-            return Err(CommandStatus::ESME_RINVPASWD);
+            info!(%system_id, ?peer, "SMPP bind refused: wrong password");
+            guard.failed(&keys);
+            return Err(refused);
         }
-        if let Some(ranges) = &credential.allowed_ips {
-            let allowed = IpRanges::parse(ranges).is_ok_and(|r| peer.is_some_and(|p| r.contains(p.ip())));
-            if !allowed {
-                info!(%system_id, ?peer, "SMPP bind from an address outside the allowed ranges");
-                return Err(CommandStatus::ESME_RBINDFAIL);
-            }
-        }
+        guard.succeeded(&keys);
         let slot = BindSlot::take(&self.inner, &system_id, credential.max_binds)?;
         self.inner.accounts.lock().unwrap_or_else(|e| e.into_inner()).insert(system_id, credential.account_id);
         let throttle = credential.throughput.filter(|r| *r > 0.0).map(|rate| {
@@ -301,6 +364,8 @@ fn rejected(e: ServiceError) -> CommandStatus {
         ServiceError::Rejected(r) => refused(r.code),
         // The account may send only from its own numbers and sender IDs.
         ServiceError::Forbidden { code: "sender_not_owned", .. } => CommandStatus::ESME_RINVSRCADR,
+        // Over the account's messages a second.
+        ServiceError::RateLimited { .. } => CommandStatus::ESME_RTHROTTLED,
         _ => CommandStatus::ESME_RSYSERR,
     }
 }
@@ -461,6 +526,7 @@ impl Client {
         prepared.smpp = smpp;
         match self.inner.messages.submit_prepared(self.account, prepared, None, now).await {
             Ok(Submitted::New(m) | Submitted::Repeated(m)) => Ok(m.id),
+            Err(e @ ServiceError::RateLimited { .. }) => Err(rejected(e)),
             Err(e) => {
                 warn!(error = %e, "storing an SMPP submit failed");
                 Err(CommandStatus::ESME_RSYSERR)
@@ -476,9 +542,22 @@ impl Client {
         let key = (self.account, request.to.clone(), request.from.clone());
         let pushed = {
             let mut parts = self.inner.parts.lock().unwrap_or_else(|e| e.into_inner());
-            // Sets past their time are dropped; their parts' waiters hear it.
-            drop(parts.expire(now));
-            parts.push(key, c, (request.body.clone(), rd, tx), now).0
+            parts.expire(now);
+            let opens = parts.sets.starts_set(&key, &c) && c.is_valid() && c.total > 1;
+            if opens && parts.open.get(&self.account).copied().unwrap_or(0) >= self.inner.settings.parts_per_account {
+                // This account's share of the buffer is full: its new set waits, nobody else's is evicted.
+                return Err(CommandStatus::ESME_RTHROTTLED);
+            }
+            let (pushed, evicted) = parts.sets.push(key, c, (request.body.clone(), rd, tx), now);
+            if let Some(gone) = evicted {
+                parts.closed(gone.key.0);
+            }
+            match &pushed {
+                Pushed::Pending if opens => *parts.open.entry(self.account).or_default() += 1,
+                Pushed::Complete(_) if !opens => parts.closed(self.account),
+                _ => {}
+            }
+            pushed
         };
         match pushed {
             Pushed::Complete(set) => {
@@ -507,7 +586,7 @@ impl Client {
         }
         // The wait is over: a set still incomplete is dropped (its waiters hear it); one that completed meanwhile
         // is being stored, and its answer comes.
-        drop(self.inner.parts.lock().unwrap_or_else(|e| e.into_inner()).expire(std::time::Instant::now()));
+        self.inner.parts.lock().unwrap_or_else(|e| e.into_inner()).expire(std::time::Instant::now());
         rx.await.unwrap_or(Err(CommandStatus::ESME_RSUBMITFAIL))
     }
 
@@ -519,7 +598,20 @@ impl Client {
         }
         let mut first = None;
         let mut unsuccess = Vec::new();
-        for d in &m.dest_address.0 {
+        for (i, d) in m.dest_address.0.iter().enumerate() {
+            // Each destination is a message: it takes a token of the credential's throughput (the first took its
+            // own before the PDU was read).
+            if i > 0 && self.throttle.as_ref().is_some_and(|t| !t.take()) {
+                let (dest_addr_ton, dest_addr_npi, destination_addr) = match d {
+                    DestAddress::SmeAddress { dest_addr_ton, dest_addr_npi, destination_addr } => {
+                        (*dest_addr_ton, *dest_addr_npi, destination_addr.clone())
+                    }
+                    DestAddress::DistributionList { .. } => (0, 0, Default::default()),
+                };
+                let error_status_code = CommandStatus::ESME_RTHROTTLED;
+                unsuccess.push(UnsuccessSme { dest_addr_ton, dest_addr_npi, destination_addr, error_status_code });
+                continue;
+            }
             let DestAddress::SmeAddress { dest_addr_ton, dest_addr_npi, destination_addr } = d else {
                 // Distribution lists live on the SMSC; smsgate keeps none.
                 unsuccess

@@ -38,6 +38,7 @@ struct Setup {
     store: Arc<dyn Store>,
     account: AccountId,
     server: SmppServer,
+    admin: smsgate_services::Admin,
     stop: CancellationToken,
     path: std::path::PathBuf,
 }
@@ -52,6 +53,10 @@ impl Drop for Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(Settings { parts_wait: Duration::from_millis(300), ..Settings::default() }).await
+}
+
+async fn setup_with(settings: Settings) -> Setup {
     let path = std::env::temp_dir().join(format!("smsgate-smpp-server-{}.db", MessageId::generate()));
     let store = smsgate_store::open(&format!("sqlite://{}", path.display()), 4).await.unwrap();
     let account = store.create_account("acme", false, Timestamp(1)).await.unwrap().id;
@@ -93,17 +98,16 @@ async fn setup() -> Setup {
     let stop = CancellationToken::new();
     tokio::spawn(engine.clone().run(rx, stop.clone()));
     let ingress = Ingress::spawn(engine.clone(), store.clone(), Arc::default());
-    let settings = Settings { parts_wait: Duration::from_millis(300), ..Settings::default() };
     let messages = smsgate_services::Messages::new(ingress, store.clone());
     let admin = smsgate_services::Admin::new(store.clone(), engine);
-    let server = SmppServer::new(store.clone(), messages, admin, settings);
+    let server = SmppServer::new(store.clone(), messages, admin.clone(), settings);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn({
         let (server, stop) = (server.clone(), stop.clone());
         async move { server.serve(listener, stop).await }
     });
-    Setup { addr, store, account, server, stop, path }
+    Setup { addr, store, account, server, admin, stop, path }
 }
 
 async fn bind_as(s: &Setup, kind: BindKind, id: &str, password: &str) -> Result<Session, BindError> {
@@ -189,8 +193,9 @@ async fn binds_are_checked_against_the_credentials() {
         Err(BindError::Refused(st)) => st,
         other => panic!("{other:?}"),
     };
-    assert_eq!(refused(bind_as(&s, BindKind::Transceiver, "acme", "wrong").await), CommandStatus::ESME_RINVPASWD);
-    assert_eq!(refused(bind_as(&s, BindKind::Transceiver, "nobody", "secret").await), CommandStatus::ESME_RINVSYSID);
+    // Every refusal is the same answer: nothing tells a guesser which part was wrong.
+    assert_eq!(refused(bind_as(&s, BindKind::Transceiver, "acme", "wrong").await), CommandStatus::ESME_RBINDFAIL);
+    assert_eq!(refused(bind_as(&s, BindKind::Transceiver, "nobody", "secret").await), CommandStatus::ESME_RBINDFAIL);
     // Allowed from 10.0.0.0/8 only; this is 127.0.0.1.
     assert_eq!(refused(bind_as(&s, BindKind::Transceiver, "acme_lan", "secret").await), CommandStatus::ESME_RBINDFAIL);
     // max_binds 1: a second bind is refused until the first is gone.
@@ -210,8 +215,61 @@ async fn binds_are_checked_against_the_credentials() {
     // A storm of binds: the password checks take turns (a few at once), and every bind gets its answer.
     let storm: Vec<_> = (0..12).map(|_| bind_as(&s, BindKind::Transmitter, "acme", "wrong")).collect();
     for r in futures_util::future::join_all(storm).await {
-        assert_eq!(refused(r), CommandStatus::ESME_RINVPASWD);
+        assert_eq!(refused(r), CommandStatus::ESME_RBINDFAIL);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_binds_lock_out_and_the_operator_sees_it() {
+    use smsgate_services::binds::{BindKey, FREE_FAILURES};
+    let s = setup().await;
+    let refused = |r: Result<Session, BindError>| matches!(r, Err(BindError::Refused(CommandStatus::ESME_RBINDFAIL)));
+    for _ in 0..FREE_FAILURES {
+        assert!(refused(bind_as(&s, BindKind::Transceiver, "acme", "wrong").await));
+    }
+    // Locked out: the right password is refused too, and the operator sees by what.
+    assert!(refused(bind_as(&s, BindKind::Transceiver, "acme", "secret").await));
+    let keys: Vec<(BindKey, u32)> = s.admin.bind_lockouts().into_iter().map(|l| (l.key, l.failures)).collect();
+    assert_eq!(
+        keys,
+        [
+            (BindKey::SystemId("acme".into()), FREE_FAILURES),
+            (BindKey::Address("127.0.0.1".parse().unwrap()), FREE_FAILURES)
+        ]
+    );
+    // Another credential from the same address is locked out too: the address is.
+    assert!(refused(bind_as(&s, BindKind::Transceiver, "acme_tx", "secret").await));
+    s.admin.binds().clear();
+    bind_as(&s, BindKind::Transceiver, "acme", "secret").await.unwrap().unbind().await;
+    // Binds from outside a credential's ranges count against the address only, not the credential's real client.
+    for _ in 0..FREE_FAILURES {
+        assert!(refused(bind_as(&s, BindKind::Transceiver, "acme_lan", "secret").await));
+    }
+    let keys: Vec<BindKey> = s.admin.bind_lockouts().into_iter().map(|l| l.key).collect();
+    assert_eq!(keys, [BindKey::Address("127.0.0.1".parse().unwrap())]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_is_closed_after_a_few_refused_binds() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = setup().await;
+    let mut stream = TcpStream::connect(s.addr).await.unwrap();
+    let bind =
+        Bind { system_id: "acme".into(), password: "wrong".into(), interface_version: 0x34, ..Default::default() };
+    for seq in 1..=smpp_session::BIND_TRIES {
+        let pdu = Pdu::new(seq, Body::BindTransceiver(bind.clone())).encode().unwrap();
+        stream.write_all(&pdu).await.unwrap();
+        let mut header = [0u8; 16];
+        tokio::time::timeout(WITHIN, stream.read_exact(&mut header)).await.unwrap().unwrap();
+        let status = CommandStatus::from_u32(u32::from_be_bytes([header[8], header[9], header[10], header[11]]));
+        assert_eq!(status, CommandStatus::ESME_RBINDFAIL, "bind {seq}");
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let mut rest = vec![0u8; len - 16];
+        stream.read_exact(&mut rest).await.unwrap();
+    }
+    let mut more = [0u8; 1];
+    let n = tokio::time::timeout(WITHIN, stream.read(&mut more)).await.unwrap().unwrap_or(0);
+    assert_eq!(n, 0, "the connection is closed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -646,6 +704,36 @@ async fn a_credentials_throughput_is_answered_with_throttled() {
         assert!(tokio::time::Instant::now() < deadline, "the throughput never came back");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // A submit_multi takes a token a destination: with the bucket full again (two), of six destinations the
+    // first two go, the rest are throttled, each in the answer's unsuccess list.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let dests = (0..6)
+        .map(|i| smpp::pdu::DestAddress::SmeAddress {
+            dest_addr_ton: 1,
+            dest_addr_npi: 1,
+            destination_addr: format!("44770090014{i}").as_str().into(),
+        })
+        .collect();
+    let multi = Body::SubmitMulti(smpp::pdu::SubmitMulti {
+        source_addr_ton: 5,
+        source_addr: "Acme".into(),
+        dest_address: smpp::pdu::DestAddresses(dests),
+        short_message: smpp::ShortMessage::new(b"to many".to_vec()),
+        ..Default::default()
+    });
+    let started = tokio::time::Instant::now();
+    let r = c.request(multi).await.unwrap();
+    let allowed = 2 + (started.elapsed().as_secs_f64() * 2.0).ceil() as usize;
+    let Body::SubmitMultiResp(resp) = &r.body else { panic!("{r:?}") };
+    assert_eq!(r.command_status, CommandStatus::ESME_ROK, "{r:?}");
+    let throttled =
+        resp.unsuccess_sme.0.iter().filter(|u| u.error_status_code == CommandStatus::ESME_RTHROTTLED).count();
+    assert_eq!(throttled, resp.unsuccess_sme.0.len(), "{resp:?}");
+    assert!(
+        6 - throttled <= allowed && (throttled > 0 || allowed >= 6),
+        "{} of 6 went, {allowed} allowed",
+        6 - throttled
+    );
 }
 
 /// A receiver that takes deliver_sm and never answers.
@@ -687,4 +775,75 @@ async fn a_client_that_goes_away_with_a_receipt_unanswered_gets_it_when_it_binds
         assert!(tokio::time::Instant::now() < deadline, "not recorded as taken");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_has_a_share_of_the_parts_buffer() {
+    let s =
+        setup_with(Settings { parts_wait: Duration::from_secs(5), parts_per_account: 2, ..Settings::default() }).await;
+    // A second account, bound alongside.
+    let globex = s.store.create_account("globex", false, Timestamp(1)).await.unwrap().id;
+    s.store.set_sender_policy(globex, smsgate_core::senders::SenderPolicy::Any).await.unwrap();
+    let c = SmppCredential {
+        system_id: "globex".into(),
+        account_id: globex,
+        password_hash: hash_password("secret"),
+        allowed_ips: None,
+        max_binds: None,
+        throughput: None,
+        created_at: Timestamp(1),
+    };
+    assert!(s.store.create_smpp_credential(&c).await.unwrap());
+    let acme = bind_as(&s, BindKind::Transmitter, "acme_tx", "secret").await.unwrap();
+    let other = bind_as(&s, BindKind::Transmitter, "globex", "secret").await.unwrap();
+    let part = |from: &str, reference: u16, seq: u8| {
+        Body::SubmitSm(SubmitSm {
+            source_addr_ton: 5,
+            source_addr: from.into(),
+            dest_addr_ton: 1,
+            destination_addr: "447700900125".into(),
+            short_message: smpp::ShortMessage::new(format!("part {seq} of set {reference} ").into_bytes()),
+            tlvs: smpp::Tlvs(vec![
+                smpp::Tlv::SarMsgRefNum(reference),
+                smpp::Tlv::SarTotalSegments(2),
+                smpp::Tlv::SarSegmentSeqnum(seq),
+            ]),
+            ..Default::default()
+        })
+    };
+    // Acme opens its two sets; their answers wait for the second parts.
+    let waiting: Vec<_> = [1u16, 2]
+        .into_iter()
+        .map(|r| {
+            let (acme, first) = (acme.clone(), part("Acme", r, 1));
+            tokio::spawn(async move { acme.request(first).await.unwrap().command_status })
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    while s.server.parts_open(s.account) < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "the first parts were not held");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // A third set of Acme's is refused: its share is full.
+    let third = acme.request(part("Acme", 3, 1)).await.unwrap();
+    assert_eq!(third.command_status, CommandStatus::ESME_RTHROTTLED, "{third:?}");
+    // Globex's set goes through whole: nobody's share is its.
+    let (a, b) = tokio::join!(other.request(part("Globex", 1, 1)), other.request(part("Globex", 1, 2)));
+    assert_eq!(
+        (a.unwrap().command_status, b.unwrap().command_status),
+        (CommandStatus::ESME_ROK, CommandStatus::ESME_ROK)
+    );
+    // And Acme's sets were not evicted: their second parts complete them.
+    for r in [1u16, 2] {
+        assert_eq!(acme.request(part("Acme", r, 2)).await.unwrap().command_status, CommandStatus::ESME_ROK);
+    }
+    for w in waiting {
+        assert_eq!(w.await.unwrap(), CommandStatus::ESME_ROK);
+    }
+    // Whole, they leave the share: a new set is taken.
+    let (a, b) = tokio::join!(acme.request(part("Acme", 4, 1)), acme.request(part("Acme", 4, 2)));
+    assert_eq!(
+        (a.unwrap().command_status, b.unwrap().command_status),
+        (CommandStatus::ESME_ROK, CommandStatus::ESME_ROK)
+    );
 }

@@ -341,9 +341,13 @@ pub enum AcceptError {
     Timeout(Duration),
 }
 
+/// The binds a connection may try before it is closed.
+pub const BIND_TRIES: u32 = 3;
+
 /// Answers a client over `stream` (as a server, `our_id` being our `system_id`): requests before a bind get
 /// `ESME_RINVBNDSTS` (`enquire_link` is answered), a bind is put to `binder`, and a refused one is answered and
-/// may be tried again on the same connection. A bind that is accepted starts the session.
+/// may be tried again on the same connection, up to [`BIND_TRIES`] times in all, after which the connection is
+/// closed. A bind that is accepted starts the session.
 pub async fn accept<S>(
     stream: S,
     peer: Option<SocketAddr>,
@@ -360,6 +364,7 @@ where
     let within = config.response_timeout.max(Duration::from_secs(1)) * 3;
     let deadline = tokio::time::Instant::now() + within;
     let gone = |e: &dyn std::fmt::Display| AcceptError::Gone(e.to_string());
+    let mut refusals = 0;
     loop {
         let next = tokio::time::timeout_at(deadline, frames.next()).await.map_err(|_| AcceptError::Timeout(within))?;
         let pdu = match next {
@@ -407,6 +412,11 @@ where
                 let refused =
                     reply(status, kind.response(BindResp { system_id: our_id.into(), tlvs: Tlvs::default() }));
                 write.write_all(&refused.encode().unwrap_or_default()).await.map_err(|e| gone(&e))?;
+                refusals += 1;
+                if refusals >= BIND_TRIES {
+                    let _ = write.shutdown().await;
+                    return Err(AcceptError::Gone(format!("{refusals} binds refused; connection closed")));
+                }
             }
         }
     }

@@ -86,6 +86,11 @@ impl<K: Hash + Eq + Clone, T> Reassembler<K, T> {
         self.pending.len()
     }
 
+    /// Whether a part would start a set (none of its key, reference and total is held).
+    pub fn starts_set(&self, key: &K, concat: &Concat) -> bool {
+        !self.pending.contains_key(&(key.clone(), concat.reference, concat.total))
+    }
+
     /// Takes one part. `now` is the caller's clock. When the part would start a set beyond `max_pending`, the
     /// oldest set expires first and is returned in the second field.
     pub fn push(&mut self, key: K, concat: Concat, part: T, now: Instant) -> (Pushed<T>, Option<Expired<K, T>>) {

@@ -33,6 +33,8 @@ pub struct Config {
     /// Threads running the server's tasks; 0: one fewer than the machine's cores (SQLite's writer has a thread of
     /// its own), at least one. With one, every task runs on that thread and wakes no other.
     pub threads: u32,
+    /// When set, `/metrics` answers only `Authorization: Bearer <this>`.
+    pub metrics_token: String,
     /// Whether a sender ID an account asks for waits for the operator's approval (a brand's name is not the first
     /// asker's); the admin key's registrations are in force at once either way.
     pub sender_ids_need_approval: bool,
@@ -42,6 +44,9 @@ pub struct Config {
     /// `[webhooks]`: where webhook requests may go.
     #[serde(default)]
     pub webhooks: WebhooksConfig,
+    /// `[http_server]`: the HTTP server's limits.
+    #[serde(default)]
+    pub http_server: HttpServerConfig,
     /// The simulated carrier network.
     pub sim: SimConfig,
     /// `[[connectors]]`: each `{name, kind, ...settings}` as `POST /v1/connectors` takes it, created at start when
@@ -52,6 +57,49 @@ pub struct Config {
     /// name.
     #[serde(default)]
     pub routes: Vec<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// `[http_server]`: the HTTP server's limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpServerConfig {
+    /// Seconds a client has to send a request's headers; also the longest a connection waits idle.
+    pub header_timeout_secs: u64,
+    /// HTTP connections open at once; past it, new ones are closed (and the log says so).
+    pub max_connections: u32,
+    /// Seconds requests under way may take to finish when the server stops; then their connections are closed.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for HttpServerConfig {
+    fn default() -> Self {
+        let d = smsgate_api::server::ServerSettings::default();
+        HttpServerConfig {
+            header_timeout_secs: d.header_timeout.as_secs(),
+            max_connections: u32::try_from(d.max_connections).unwrap_or(u32::MAX),
+            shutdown_grace_secs: d.shutdown_grace.as_secs(),
+        }
+    }
+}
+
+impl HttpServerConfig {
+    /// The API server's settings.
+    pub fn settings(&self) -> smsgate_api::server::ServerSettings {
+        smsgate_api::server::ServerSettings {
+            header_timeout: Duration::from_secs(self.header_timeout_secs),
+            max_connections: self.max_connections as usize,
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+        }
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if self.header_timeout_secs == 0 || self.max_connections == 0 {
+            return Err(anyhow!(
+                "configuration: http_server.header_timeout_secs and max_connections must be at least 1"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `[webhooks]`: where the server's webhook requests may go.
@@ -153,6 +201,7 @@ impl SmppServerConfig {
                 ..smpp_session::Config::default()
             },
             parts_wait: Duration::from_secs(self.parts_wait_secs),
+            parts_per_account: smpp_server::PARTS_PER_ACCOUNT,
             node: node.to_string(),
         }
     }
@@ -211,12 +260,14 @@ impl Default for Config {
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
             smpp: SocketAddr::from(([127, 0, 0, 1], 2775)),
             webhooks: WebhooksConfig::default(),
+            http_server: HttpServerConfig::default(),
             database: String::new(),
             default_region: String::new(),
             node: "node-1".into(),
             lease_secs: 60,
             threads: 0,
             sender_ids_need_approval: true,
+            metrics_token: String::new(),
             smpp_server: SmppServerConfig::default(),
             sim: SimConfig::default(),
             connectors: Vec::new(),
@@ -269,10 +320,15 @@ pub struct Flags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sender_ids_need_approval: Option<bool>,
+    /// A token /metrics then requires as `Authorization: Bearer <token>` [env: SMSGATE_METRICS_TOKEN].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_token: Option<String>,
 }
 
 /// The environment variables read, without the `SMSGATE_` prefix.
-const ENV_KEYS: [&str; 9] = [
+const ENV_KEYS: [&str; 10] = [
+    "metrics_token",
     "data_dir",
     "http",
     "smpp",
@@ -312,6 +368,7 @@ impl Flags {
             return Err(anyhow!("configuration: threads must be 0 (one fewer than the cores) to 1024"));
         }
         config.smpp_server.check()?;
+        config.http_server.check()?;
         for c in &config.sim.carriers {
             if !c.prefix.starts_with('+') || !(0.0..=1.0).contains(&c.delivery_ratio) {
                 return Err(anyhow!(
@@ -333,7 +390,7 @@ impl Flags {
             return Err(anyhow!("the configuration is not a table"));
         };
         for (key, v) in &dict {
-            if matches!(key.as_str(), "sim" | "connectors" | "routes" | "smpp_server" | "webhooks") {
+            if matches!(key.as_str(), "sim" | "connectors" | "routes" | "smpp_server" | "webhooks" | "http_server") {
                 continue;
             }
             let meta = figment.find_metadata(key);
@@ -346,7 +403,13 @@ impl Flags {
                 },
                 _ => "default".to_string(),
             };
-            out.push_str(&format!("{key} = {}  # {source}\n", toml_literal(v)));
+            let value = match key.as_str() {
+                // Secrets are never printed: a token as stars, a password in a URL as stars.
+                "metrics_token" if !config.metrics_token.is_empty() => "\"********\"".to_string(),
+                "database" => format!("{:?}", redact_url(&config.database)),
+                _ => toml_literal(v),
+            };
+            out.push_str(&format!("{key} = {value}  # {source}\n"));
         }
         let smpp = &config.smpp_server;
         out.push_str(&format!(
@@ -368,6 +431,11 @@ impl Flags {
             None => "file",
         };
         out.push_str(&format!("\n[webhooks]\nallow_private = {:?}  # {source}\n", config.webhooks.allow_private));
+        let h = &config.http_server;
+        out.push_str(&format!(
+            "\n[http_server]\nheader_timeout_secs = {}\nmax_connections = {}\nshutdown_grace_secs = {}\n",
+            h.header_timeout_secs, h.max_connections, h.shutdown_grace_secs
+        ));
         for c in &config.sim.carriers {
             out.push_str(&format!(
                 "\n[[sim.carriers]]\nname = {:?}\nprefix = {:?}\nsubmit_latency_ms = {}\nreceipt_delay_ms = {}\ndelivery_ratio = {}\n",
@@ -386,6 +454,17 @@ impl Flags {
             ));
         }
         Ok(out)
+    }
+}
+
+/// A URL with the password of its user information (`user:password@`) replaced by stars.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s && url[s + 3..at].contains(':') => {
+            let user_end = url[s + 3..at].find(':').map_or(at, |i| s + 3 + i);
+            format!("{}:***{}", &url[..user_end], &url[at..])
+        }
+        _ => url.to_string(),
     }
 }
 
@@ -424,6 +503,28 @@ impl CarrierConfig {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn config_prints_no_secret() {
+        let flags = Flags {
+            database: Some("postgres://app:hunter22@db.example/smsgate".into()),
+            metrics_token: Some("scrape-me-please".into()),
+            ..Flags::default()
+        };
+        let text = flags.describe().unwrap();
+        assert!(!text.contains("hunter22") && !text.contains("scrape-me-please"), "{text}");
+        assert!(
+            text.contains("postgres://app:***@db.example/smsgate") && text.contains("metrics_token = \"********\"")
+        );
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact_url("postgres://u:p@ss@h/db?sslmode=require"), "postgres://u:***@h/db?sslmode=require");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+
     use super::*;
 
     /// Flags naming a configuration file of `toml`, removed when they are dropped.

@@ -98,11 +98,12 @@ async fn serve(args: Config) -> anyhow::Result<()> {
         sim: Some(sim),
         metrics: Some(metrics),
         keys: smsgate_api::KeyCache::default(),
+        metrics_token: Some(args.metrics_token.as_str()).filter(|t| !t.is_empty()).map(Arc::from),
     };
     let listener =
         tokio::net::TcpListener::bind(args.http).await.with_context(|| format!("listening on {}", args.http))?;
     let addr = listener.local_addr().context("reading the bound address")?;
-    println!("smsgate: listening on http://{addr} (database {})", redact(&database));
+    println!("smsgate: listening on http://{addr} (database {})", crate::config::redact_url(&database));
     let smpp_listener =
         tokio::net::TcpListener::bind(args.smpp).await.with_context(|| format!("listening on {}", args.smpp))?;
     println!("smsgate: SMPP on {}", smpp_listener.local_addr().context("reading the bound address")?);
@@ -127,14 +128,16 @@ async fn serve(args: Config) -> anyhow::Result<()> {
     println!(
         "smsgate: try  curl -s http://{addr}/v1/messages -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' -d '{{\"to\": \"+447700900123\", \"from\": \"smsgate\", \"body\": \"Hello\"}}'"
     );
-    let http_shutdown = shutdown.clone();
-    axum::serve(listener, smsgate_api::router(state))
-        .with_graceful_shutdown(async move {
-            signals.wait().await;
-            http_shutdown.cancel();
-        })
-        .await
-        .context("serving HTTP")?;
+    let http_shutdown = CancellationToken::new();
+    let http = tokio::spawn(smsgate_api::server::serve(
+        listener,
+        smsgate_api::router(state),
+        args.http_server.settings(),
+        http_shutdown.clone(),
+    ));
+    signals.wait().await;
+    http_shutdown.cancel();
+    http.await.context("the HTTP server stopped abnormally")?;
     shutdown.cancel();
     engine_task.await.context("the engine stopped abnormally")?;
     deliverer_task.await.context("the webhook deliverer stopped abnormally")?;
@@ -232,17 +235,6 @@ fn server_secret(data_dir: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     }
 }
 
-/// A database URL without its password.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(s), Some(at)) if url[s + 3..at].contains(':') => {
-            let user_end = url[s + 3..at].find(':').map_or(at, |i| s + 3 + i);
-            format!("{}:***{}", &url[..user_end], &url[at..])
-        }
-        _ => url.to_string(),
-    }
-}
-
 /// SIGINT and SIGTERM, registered when created.
 struct Signals {
     #[cfg(unix)]
@@ -275,15 +267,5 @@ impl Signals {
         {
             let _ = tokio::signal::ctrl_c().await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
-        assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(super::redact("sqlite://x.db"), "sqlite://x.db");
     }
 }

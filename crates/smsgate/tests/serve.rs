@@ -94,20 +94,43 @@ async fn serve_sends_stops_and_restarts() {
     std::fs::remove_dir_all(&data).unwrap();
 }
 
-#[test]
-fn first_start_prints_a_key_once() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_start_prints_a_key_once_and_it_works_after_a_restart() {
     let data = std::env::temp_dir().join(format!("smsgate-serve-key-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
-    let run = |data: &std::path::Path| {
-        let server = start(data, [] as [&str; 0], None);
-        let lines = server.lines.clone();
-        stop(server);
-        lines
-    };
-    let first = run(&data);
-    assert!(first.iter().any(|l| l.contains("admin API key") && l.contains("sk_")), "{first:?}");
-    let second = run(&data);
-    assert!(!second.iter().any(|l| l.contains("admin API key")), "{second:?}");
+    let client = common::http_client(Duration::from_secs(10));
+    let server = start(&data, [] as [&str; 0], None);
+    let first = server.lines.clone();
+    stop(server);
+    let key = first
+        .iter()
+        .find_map(|l| l.split("admin API key (shown once; keep it): ").nth(1))
+        .map(|k| k.trim().to_string())
+        .unwrap_or_else(|| panic!("no key printed: {first:?}"));
+    assert!(key.starts_with("sk_"), "{key}");
+    // The server's secret stays in the data folder, readable by its owner only: the key still works.
+    let secret = data.join("secret.key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let server = start(&data, ["--metrics-token", "scrape-token-1"], None);
+    assert!(!server.lines.iter().any(|l| l.contains("admin API key")), "{:?}", server.lines);
+    let list = client.get(format!("{}/v1/messages", server.base)).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(list.status().as_u16(), 200);
+    // /metrics wants its token.
+    let metrics = format!("{}/metrics", server.base);
+    assert_eq!(client.get(&metrics).send().await.unwrap().status().as_u16(), 401);
+    assert_eq!(client.get(&metrics).bearer_auth(&key).send().await.unwrap().status().as_u16(), 401);
+    assert_eq!(client.get(&metrics).bearer_auth("scrape-token-1").send().await.unwrap().status().as_u16(), 200);
+    stop(server);
+    // Another secret knows no key.
+    std::fs::write(&secret, format!("{}\n", "ab".repeat(32))).unwrap();
+    let server = start(&data, [] as [&str; 0], None);
+    let list = client.get(format!("{}/v1/messages", server.base)).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(list.status().as_u16(), 401);
+    stop(server);
     std::fs::remove_dir_all(&data).unwrap();
 }
 

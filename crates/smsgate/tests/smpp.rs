@@ -207,10 +207,10 @@ async fn an_smpp_client_through_smsgate_to_an_smpp_carrier() {
     assert_eq!(post("/v1/connectors", connector).await, 201);
     let route = json!({"name": "uk", "match": {"prefix": "+44"}, "connectors": [{"name": "carrier"}]});
     assert_eq!(post("/v1/routes", route).await, 201);
-    assert_eq!(post("/v1/smpp/credentials", json!({"system_id": "app1", "password": "pw123"})).await, 201);
+    assert_eq!(post("/v1/smpp/credentials", json!({"system_id": "app1", "password": "pw1234"})).await, 201);
 
     let stream = tokio::net::TcpStream::connect(&smpp_addr).await.unwrap();
-    let (session, mut delivered) = bind_client(stream, "app1", "pw123").await;
+    let (session, mut delivered) = bind_client(stream, "app1", "pw1234").await;
     let submit = Body::SubmitSm(SubmitSm {
         source_addr_ton: 5,
         source_addr: "Acme".into(),
@@ -306,7 +306,7 @@ async fn an_smpp_client_binds_over_tls() {
     let made = client
         .post(format!("{}/v1/smpp/credentials", server.base))
         .bearer_auth(KEY)
-        .json(&json!({"system_id": "secure", "password": "pw123"}))
+        .json(&json!({"system_id": "secure", "password": "pw1234"}))
         .send()
         .await
         .unwrap();
@@ -327,7 +327,7 @@ async fn an_smpp_client_binds_over_tls() {
     let tcp = tokio::net::TcpStream::connect(&tls_addr).await.unwrap();
     let tls = smpp_session::tls::connector(Some(&cert)).unwrap();
     let stream = tls.connect(smpp_session::tls::server_name("localhost").unwrap(), tcp).await.unwrap();
-    let (session, mut delivered) = bind_client(stream, "secure", "pw123").await;
+    let (session, mut delivered) = bind_client(stream, "secure", "pw1234").await;
     let submit = Body::SubmitSm(SubmitSm {
         source_addr_ton: 5,
         source_addr: "Acme".into(),

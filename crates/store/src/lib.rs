@@ -5,7 +5,7 @@
 //!
 //! By concern: [`MessageStore`] (messages and the queue), [`TenancyStore`] (accounts and keys),
 //! [`RoutingStore`] (connectors, routes), [`WebhookStore`] and [`CallbackOutbox`] (webhook settings and the
-//! callbacks to deliver), [`SmppOutbox`] (deliver_sm to SMPP clients), [`CredentialStore`] (SMPP credentials), [`SenderStore`] (numbers and sender IDs accounts own).
+//! callbacks to deliver), [`SmppOutbox`] (deliver_sm to SMPP clients), [`CredentialStore`] (SMPP credentials), [`SenderStore`] (numbers and sender IDs accounts own), [`AuditStore`] (who changed what).
 //! SQL that is not on the hot path is written once, over [`sql::Database`]; only the hot paths (insert, claim,
 //! record a status change) are written per database, in `sqlite/` and `postgres/`. What a status change makes
 //! for webhooks and SMPP clients is decided in Rust, once ([`effects`]).
@@ -15,6 +15,7 @@
 //! two nodes from claiming one message. Every status change goes through [`smsgate_core::Status::can_become`]
 //! inside the same transaction that writes it, so a late or duplicate receipt never moves a message backwards.
 
+pub mod audit;
 pub mod credentials;
 pub mod effects;
 pub mod messages;
@@ -30,6 +31,7 @@ pub mod webhooks;
 
 use smsgate_core::Status;
 
+pub use audit::{AuditEntry, AuditStore};
 pub use credentials::{CredentialStore, SmppCredential};
 pub use messages::{
     Changes, Claim, Inserted, ListFilter, MessageStore, NewMessage, ReceiptUpdate, Transition, WaitingAt,
@@ -68,6 +70,7 @@ pub trait Store:
     + SmppOutbox
     + CredentialStore
     + SenderStore
+    + AuditStore
     + std::fmt::Debug
 {
     /// Closes the store: waits for writes under way, then releases the database.

@@ -47,6 +47,8 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration::both(13, include_str!("../migrations/0013_senders.sql")),
     Migration::both(14, include_str!("../migrations/0014_webhook_secrets.sql")),
     Migration::both(15, include_str!("../migrations/0015_api_keys.sql")),
+    Migration::both(16, include_str!("../migrations/0016_rate_limits.sql")),
+    Migration::both(17, include_str!("../migrations/0017_audit.sql")),
 ];
 
 /// The `next_attempt_at` of a message that waits for a connector of its route ([`crate::Changes::wait_for_route`]):

@@ -22,6 +22,10 @@ pub struct Account {
     pub routes: Option<Vec<String>>,
     /// Whether it may send from senders it does not own.
     pub sender_policy: SenderPolicy,
+    /// Requests a second each of its API keys may make; `None`: no limit.
+    pub requests_per_second: Option<u32>,
+    /// Messages a second it may send, on every way in together; `None`: no limit.
+    pub messages_per_second: Option<u32>,
 }
 
 /// An API key's record; the key itself is never stored, only its hash.
@@ -93,6 +97,14 @@ pub trait TenancyStore: Send + Sync {
 
     /// Limits an account to the named routes (`None`: all); false if there is no such account.
     async fn set_account_routes(&self, account: AccountId, routes: Option<&[String]>) -> Result<bool>;
+
+    /// Sets an account's rate limits (`None`: none); false if there is no such account.
+    async fn set_account_rates(
+        &self,
+        account: AccountId,
+        requests_per_second: Option<u32>,
+        messages_per_second: Option<u32>,
+    ) -> Result<bool>;
 }
 
 const KEY_COLUMNS: &str = "k.id AS key_id, k.account_id AS key_account, k.prefix, k.name AS key_name, k.scopes, k.created_at AS key_created, \
@@ -116,7 +128,8 @@ fn key_of(r: &Row) -> Result<ApiKey> {
     })
 }
 
-const ACCOUNT_COLUMNS: &str = "a.id, a.name, a.is_admin, a.created_at, a.routes, a.sender_policy";
+const ACCOUNT_COLUMNS: &str =
+    "a.id, a.name, a.is_admin, a.created_at, a.routes, a.sender_policy, a.requests_per_second, a.messages_per_second";
 
 fn account_of(r: &Row) -> Result<Account> {
     Ok(Account {
@@ -129,6 +142,8 @@ fn account_of(r: &Row) -> Result<Account> {
             let p: String = r.get("sender_policy")?;
             SenderPolicy::parse(&p).ok_or_else(|| corrupt(format!("sender_policy {p:?}")))?
         },
+        requests_per_second: r.get::<Option<i64>>("requests_per_second")?.map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+        messages_per_second: r.get::<Option<i64>>("messages_per_second")?.map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
     })
 }
 
@@ -143,6 +158,8 @@ impl<D: Database> TenancyStore for D {
             created_at: now,
             routes: None,
             sender_policy,
+            requests_per_second: None,
+            messages_per_second: None,
         };
         self.execute(
             "INSERT INTO accounts (id, name, is_admin, created_at, sender_policy) VALUES (?, ?, ?, ?, ?)",
@@ -246,5 +263,18 @@ impl<D: Database> TenancyStore for D {
         let n =
             self.execute("UPDATE accounts SET routes = ? WHERE id = ?", values![routes_json(routes), account]).await?;
         Ok(n == 1)
+    }
+
+    async fn set_account_rates(
+        &self,
+        account: AccountId,
+        requests_per_second: Option<u32>,
+        messages_per_second: Option<u32>,
+    ) -> Result<bool> {
+        let n = self.execute(
+            "UPDATE accounts SET requests_per_second = ?, messages_per_second = ? WHERE id = ?",
+            values![requests_per_second.map(i64::from), messages_per_second.map(i64::from), account],
+        );
+        Ok(n.await? == 1)
     }
 }
