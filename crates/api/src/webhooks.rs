@@ -47,6 +47,11 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// Callbacks under way at once.
 const IN_FLIGHT: usize = 128;
 
+/// The most of one account's callbacks a claim takes; an account with this many under way is left out of the next
+/// claims until some finish. So one account's backlog (or a receiver that never answers) holds at most a share of
+/// the slots, and another account's callbacks are claimed at once.
+pub const PER_ACCOUNT: u32 = 32;
+
 /// How often the outbox is looked at when it had nothing due.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -187,13 +192,23 @@ pub struct Deliverer {
     destinations: Destinations,
     node: String,
     urls: Arc<std::sync::Mutex<std::collections::HashMap<String, reqwest::Url>>>,
+    /// Callbacks under way, by account.
+    under_way: Arc<std::sync::Mutex<std::collections::HashMap<smsgate_core::AccountId, u32>>>,
 }
 
 impl Deliverer {
     /// A deliverer for this `node`, deciding by `clock` (the engine's), sending only where `destinations` allows.
     pub fn new(store: Arc<dyn Store>, node: &str, clock: Arc<dyn Clock>, destinations: Destinations) -> Deliverer {
         let client = client(&destinations);
-        Deliverer { store, clock, client, destinations, node: node.to_string(), urls: Arc::default() }
+        Deliverer {
+            store,
+            clock,
+            client,
+            destinations,
+            node: node.to_string(),
+            urls: Arc::default(),
+            under_way: Arc::default(),
+        }
     }
 
     /// `url` parsed, from the ones kept when it was seen before.
@@ -326,11 +341,31 @@ impl Outbox for Deliverer {
         lease_ms: i64,
         limit: u32,
     ) -> Result<Vec<DueCallback>, StoreError> {
-        self.store.claim_callbacks(owner, now, lease_ms, limit).await
+        // Accounts with a claim's worth under way sit this claim out (so none goes past twice that).
+        let skip = {
+            let under_way = self.under_way.lock().unwrap_or_else(|e| e.into_inner());
+            under_way.iter().filter(|(_, n)| **n >= PER_ACCOUNT).map(|(a, _)| *a).collect()
+        };
+        let share = smsgate_store::Share { per_account: PER_ACCOUNT, skip };
+        let claimed = self.store.claim_callbacks_fairly(owner, now, lease_ms, limit, &share).await?;
+        let mut under_way = self.under_way.lock().unwrap_or_else(|e| e.into_inner());
+        for c in &claimed {
+            *under_way.entry(c.account_id).or_default() += 1;
+        }
+        Ok(claimed)
     }
 
     async fn work(&self, c: DueCallback) -> CallbackResult {
-        self.deliver(c).await
+        let account = c.account_id;
+        let done = self.deliver(c).await;
+        let mut under_way = self.under_way.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = under_way.get_mut(&account) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                under_way.remove(&account);
+            }
+        }
+        done
     }
 
     /// A message's next callback is claimable only after its previous one is recorded.

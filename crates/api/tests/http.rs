@@ -257,7 +257,8 @@ on_both!(
     webhooks_reach_no_private_address,
     keys_are_listed_scoped_and_revoked,
     rate_limits_answer_429_with_retry_after,
-    changes_are_audited
+    changes_are_audited,
+    one_accounts_stuck_webhooks_do_not_hold_anothers
 );
 
 async fn send_to_delivered(s: &Server) {
@@ -1689,4 +1690,52 @@ async fn changes_are_audited(s: &Server) {
     assert_eq!(next["data"][0]["action"], "PUT /v1/webhooks");
     let (_, all) = s.call("GET", "/v1/audit", Some(&s.admin_key), None).await;
     assert!(all["data"].as_array().unwrap().iter().any(|e| e["action"] == "POST /v1/accounts"), "{all}");
+}
+
+/// One account's receiver never answers and its backlog is larger than every slot the deliverer has: another
+/// account's callbacks still go out at once, not after the first's time out.
+async fn one_accounts_stuck_webhooks_do_not_hold_anothers(s: &Server) {
+    let (_, stuck) = s.tenant("stuck").await;
+    let (_, fine) = s.tenant("fine").await;
+    // A receiver that takes connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}/hook", silent.local_addr().unwrap());
+    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let holder = {
+        let held = held.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = silent.accept().await {
+                held.lock().unwrap().push(stream);
+            }
+        })
+    };
+    let (st, _) = s.call("PUT", "/v1/webhooks", Some(&stuck), Some(json!({"status_url": silent_url}))).await;
+    assert_eq!(st, StatusCode::OK);
+    let item = json!({"to": "+447700900215", "from": "Stuck", "body": "x", "callback_statuses": ["sending"]});
+    let (st, _) = s.call("POST", "/v1/messages/batch", Some(&stuck), Some(json!({"messages": vec![item; 300]}))).await;
+    assert_eq!(st, StatusCode::OK);
+    // The stuck account's callbacks take what slots they may.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while held.lock().unwrap().len() < 16 {
+        assert!(tokio::time::Instant::now() < deadline, "the stuck receiver got no callbacks");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (hooks, got, stop_receiver) = receiver().await;
+    got.lock().unwrap().failing = false;
+    let (st, _) =
+        s.call("PUT", "/v1/webhooks", Some(&fine), Some(json!({"status_url": format!("{hooks}/status")}))).await;
+    assert_eq!(st, StatusCode::OK);
+    let started = tokio::time::Instant::now();
+    let body = json!({"to": "+447700900216", "from": "Fine", "body": "x", "callback_statuses": ["sending"]});
+    let (st, _) = s.call("POST", "/v1/messages", Some(&fine), Some(body)).await;
+    assert_eq!(st, StatusCode::CREATED);
+    while got.lock().unwrap().posts.is_empty() {
+        // A stuck receiver holds its requests for 10 s: well before that, the other account's callback is in.
+        assert!(started.elapsed() < Duration::from_secs(5), "held behind the stuck account's callbacks");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(held.lock().unwrap().len() <= 2 * smsgate_api::webhooks::PER_ACCOUNT as usize, "a share of the slots");
+    stop_receiver.cancel();
+    holder.abort();
+    held.lock().unwrap().clear();
 }

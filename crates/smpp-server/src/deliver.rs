@@ -9,6 +9,10 @@
 //! takes it only if it is not sent in its lease.
 //!
 //! The client can see one twice: an answer lost with its session leaves the deliver_sm to be sent again.
+//!
+//! Accounts take turns: an account has at most its share ([`Receivers::share`]) of deliver_sm under way, fed or
+//! claimed; past it, what the store feeds it is left to the claim, and the claim leaves it out. So a client that
+//! never answers holds its own deliver_sm, never another account's.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,7 +28,7 @@ use smsgate_core::clock::Clock;
 use smsgate_core::{AccountId, MessageId, Status, Timestamp};
 use smsgate_engine::outbox::{self, Backoff, Outbox};
 use smsgate_store::{DeliveryMessage, DeliveryNext, DueDelivery, SmppFeed, Store, StoreError};
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -41,8 +45,9 @@ const IDLE_POLL: Duration = Duration::from_millis(100);
 /// Fed deliver_sm that may wait in the channel: beyond, the store writes them for the claim.
 const FEED_ROOM: usize = 65_536;
 
-/// Rounds of fed deliver_sm under way at once (each waits for all its answers, then records them in one write).
-const FEED_ROUNDS: usize = 4;
+/// The deliver_sm one account may have under way at once, unless set otherwise: as many as four claims' worth, as
+/// the rounds of one busy client had before accounts took turns.
+pub const PER_ACCOUNT: usize = 4 * BATCH as usize;
 
 /// The wait before a deliver_sm goes again: a second, doubling to a minute.
 const BACKOFF: Backoff = Backoff { first: Duration::from_secs(1), max: Duration::from_secs(60), spread: 0.0 };
@@ -57,9 +62,38 @@ pub(crate) struct Receivers {
     next: AtomicUsize,
     /// Told when a receiver binds: what waited for it goes at once.
     bound: Arc<Notify>,
+    /// Deliver_sm under way, by account, fed and claimed together.
+    under_way: Mutex<HashMap<AccountId, usize>>,
+    /// The most one account may have under way.
+    share: AtomicUsize,
 }
 
 impl Receivers {
+    /// Receivers whose accounts may each have `share` deliver_sm under way.
+    pub(crate) fn with_share(share: usize) -> Receivers {
+        Receivers { share: AtomicUsize::new(share.max(1)), ..Receivers::default() }
+    }
+
+    /// Whether the account has its share under way.
+    fn busy(&self, account: AccountId) -> bool {
+        let share = self.share.load(Ordering::Relaxed).max(1);
+        self.under_way.lock().unwrap_or_else(|e| e.into_inner()).get(&account).is_some_and(|n| *n >= share)
+    }
+
+    fn started(&self, account: AccountId, n: usize) {
+        *self.under_way.lock().unwrap_or_else(|e| e.into_inner()).entry(account).or_default() += n;
+    }
+
+    fn finished(&self, account: AccountId, n: usize) {
+        let mut under_way = self.under_way.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(left) = under_way.get_mut(&account) {
+            *left = left.saturating_sub(n);
+            if *left == 0 {
+                under_way.remove(&account);
+            }
+        }
+    }
+
     pub(crate) fn add(&self, account: AccountId, session: Session) {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let list = sessions.entry(account).or_default();
@@ -144,7 +178,6 @@ async fn run_fed(
     mut fed: mpsc::Receiver<DueDelivery>,
     shutdown: CancellationToken,
 ) {
-    let rounds = Arc::new(Semaphore::new(FEED_ROUNDS));
     let mut under_way = JoinSet::new();
     let stopped = shutdown.cancelled();
     tokio::pin!(stopped);
@@ -157,18 +190,30 @@ async fn run_fed(
         if n == 0 {
             break;
         }
-        // One that waited for half its lease is left to the claim, which takes it when the lease ends.
+        // One that waited for half its lease is left to the claim, which takes it when the lease ends; so is one
+        // of an account with its share under way.
         let now = clock.now();
         due.retain(|d| now.0 < d.at.0.saturating_add(LEASE_MS / 2));
-        let Ok(round) = rounds.clone().acquire_owned().await else { break };
-        let (store, receivers) = (store.clone(), receivers.clone());
-        under_way.spawn(async move {
-            let results = join_all(due.into_iter().map(|d| deliver(&receivers, d, now))).await;
-            if let Err(e) = store.finish_smpp_deliveries(&results).await {
-                warn!(error = %e, "recording deliver_sm results failed; they are sent again after their lease");
+        let mut by_account: HashMap<AccountId, Vec<DueDelivery>> = HashMap::new();
+        for d in due {
+            by_account.entry(d.account_id).or_default().push(d);
+        }
+        // Each account's round waits for its own answers only, then records them in one write.
+        for (account, round) in by_account {
+            if receivers.busy(account) {
+                continue;
             }
-            drop(round);
-        });
+            receivers.started(account, round.len());
+            let (store, receivers) = (store.clone(), receivers.clone());
+            under_way.spawn(async move {
+                let n = round.len();
+                let results = join_all(round.into_iter().map(|d| deliver(&receivers, d, now))).await;
+                if let Err(e) = store.finish_smpp_deliveries(&results).await {
+                    warn!(error = %e, "recording deliver_sm results failed; they are sent again after their lease");
+                }
+                receivers.finished(account, n);
+            });
+        }
         while under_way.try_join_next().is_some() {}
     }
     while under_way.join_next().await.is_some() {}
@@ -178,7 +223,7 @@ async fn run_fed(
 /// wait for their answers and their results' write (on PostgreSQL one batch at a time drained under 10,000 a
 /// second, each claim, send and record a round of its own). Order holds: a claimed deliver_sm stays pending until
 /// recorded, and a claim takes none with an earlier pending one of its message.
-const IN_FLIGHT: usize = 4 * BATCH as usize;
+const IN_FLIGHT: usize = 8 * BATCH as usize;
 
 /// The outbox of deliver_sm for the accounts with a receiver bound here, for the engine's outbox runner.
 struct Claimed {
@@ -203,15 +248,23 @@ impl Outbox for Claimed {
         lease_ms: i64,
         limit: u32,
     ) -> Result<Vec<DueDelivery>, StoreError> {
-        let accounts = self.receivers.accounts();
+        let mut accounts = self.receivers.accounts();
+        accounts.retain(|a| !self.receivers.busy(*a));
         if accounts.is_empty() {
             return Ok(Vec::new());
         }
-        self.store.claim_smpp_deliveries(owner, &accounts, now, lease_ms, limit.min(BATCH)).await
+        let claimed = self.store.claim_smpp_deliveries(owner, &accounts, now, lease_ms, limit.min(BATCH)).await?;
+        for d in &claimed {
+            self.receivers.started(d.account_id, 1);
+        }
+        Ok(claimed)
     }
 
     async fn work(&self, d: DueDelivery) -> (String, DeliveryNext) {
-        deliver(&self.receivers, d, self.clock.now()).await
+        let account = d.account_id;
+        let done = deliver(&self.receivers, d, self.clock.now()).await;
+        self.receivers.finished(account, 1);
+        done
     }
 
     async fn finish(&self, done: &[(String, DeliveryNext)]) -> Result<(), StoreError> {

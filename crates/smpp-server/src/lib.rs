@@ -102,6 +102,8 @@ pub struct Settings {
     /// The incomplete sets one account may have open at once; past it, a part that would start another is
     /// answered `ESME_RTHROTTLED`.
     pub parts_per_account: usize,
+    /// The deliver_sm one account may have under way at once (its share of the deliverer).
+    pub deliver_per_account: usize,
     /// This node's name, as the deliver_sm outbox's leases record it.
     pub node: String,
 }
@@ -112,6 +114,7 @@ impl Default for Settings {
             session: smpp_session::Config::default(),
             parts_wait: PARTS_WAIT,
             parts_per_account: PARTS_PER_ACCOUNT,
+            deliver_per_account: deliver::PER_ACCOUNT,
             node: "node-1".into(),
         }
     }
@@ -154,6 +157,7 @@ impl SmppServer {
             ..Default::default()
         });
         let parts = Parts { sets, open: HashMap::new() };
+        let deliver_share = settings.deliver_per_account;
         SmppServer {
             inner: Arc::new(Inner {
                 store,
@@ -164,7 +168,7 @@ impl SmppServer {
                 accounts: Mutex::default(),
                 parts: Mutex::new(parts),
                 throttles: Mutex::default(),
-                receivers: Arc::default(),
+                receivers: Arc::new(deliver::Receivers::with_share(deliver_share)),
                 checks: tokio::sync::Semaphore::new(password_checks()),
             }),
         }

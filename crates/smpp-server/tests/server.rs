@@ -781,19 +781,7 @@ async fn a_client_that_goes_away_with_a_receipt_unanswered_gets_it_when_it_binds
 async fn an_account_has_a_share_of_the_parts_buffer() {
     let s =
         setup_with(Settings { parts_wait: Duration::from_secs(5), parts_per_account: 2, ..Settings::default() }).await;
-    // A second account, bound alongside.
-    let globex = s.store.create_account("globex", false, Timestamp(1)).await.unwrap().id;
-    s.store.set_sender_policy(globex, smsgate_core::senders::SenderPolicy::Any).await.unwrap();
-    let c = SmppCredential {
-        system_id: "globex".into(),
-        account_id: globex,
-        password_hash: hash_password("secret"),
-        allowed_ips: None,
-        max_binds: None,
-        throughput: None,
-        created_at: Timestamp(1),
-    };
-    assert!(s.store.create_smpp_credential(&c).await.unwrap());
+    second_account(&s).await;
     let acme = bind_as(&s, BindKind::Transmitter, "acme_tx", "secret").await.unwrap();
     let other = bind_as(&s, BindKind::Transmitter, "globex", "secret").await.unwrap();
     let part = |from: &str, reference: u16, seq: u8| {
@@ -846,4 +834,64 @@ async fn an_account_has_a_share_of_the_parts_buffer() {
         (a.unwrap().command_status, b.unwrap().command_status),
         (CommandStatus::ESME_ROK, CommandStatus::ESME_ROK)
     );
+}
+
+/// A second account, Globex, with credentials `globex`/`secret` and leave to send from any sender.
+async fn second_account(s: &Setup) -> AccountId {
+    let globex = s.store.create_account("globex", false, Timestamp(1)).await.unwrap().id;
+    s.store.set_sender_policy(globex, smsgate_core::senders::SenderPolicy::Any).await.unwrap();
+    let c = SmppCredential {
+        system_id: "globex".into(),
+        account_id: globex,
+        password_hash: hash_password("secret"),
+        allowed_ips: None,
+        max_binds: None,
+        throughput: None,
+        created_at: Timestamp(1),
+    };
+    assert!(s.store.create_smpp_credential(&c).await.unwrap());
+    globex
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_answers_holds_only_its_own_receipts() {
+    let settings = Settings { deliver_per_account: 4, ..Settings::default() };
+    let s = setup_with(settings).await;
+    second_account(&s).await;
+    // Acme's client takes deliver_sm and never answers them; its receipts pile up, a few at a time.
+    let (tx, mut held) = tokio::sync::mpsc::unbounded_channel();
+    let acme = bind_with(&s, BindKind::Transceiver, "acme_tx", "secret", Arc::new(Silent(tx))).await.unwrap();
+    for wave in 0..6 {
+        let sends = (0..4).map(|i| acme.request(with_receipt(submit(&format!("4477009003{wave}{i}"), "held"), 1)));
+        for r in futures_util::future::join_all(sends).await {
+            assert_eq!(r.unwrap().command_status, CommandStatus::ESME_ROK);
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    let mut unanswered = 0;
+    while unanswered < 4 {
+        assert!(tokio::time::Instant::now() < deadline, "the silent client got no deliver_sm");
+        if tokio::time::timeout(Duration::from_millis(100), held.recv()).await.is_ok_and(|d| d.is_some()) {
+            unanswered += 1;
+        }
+    }
+    // Globex's receipt comes at once, though Acme's wait for answers that never come.
+    let (handler, mut got) = inbox(0);
+    let globex = bind_with(&s, BindKind::Transceiver, "globex", "secret", handler).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let mut mine = submit("447700900399", "mine");
+    if let Body::SubmitSm(m) = &mut mine {
+        m.source_addr = "Globex".into();
+    }
+    let id = id_of(&globex.request(with_receipt(mine, 1)).await.unwrap());
+    let (receipted, _, _) = receipt_of(&next_deliver(&mut got).await);
+    assert_eq!(receipted, id);
+    assert!(started.elapsed() < Duration::from_secs(5), "held behind the silent client: {:?}", started.elapsed());
+    // Acme never has more than its share sent and unanswered.
+    let mut more = 0;
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), held.recv()).await {
+        more += 1;
+    }
+    assert!(unanswered + more <= 4 + 4, "{} sent to the silent client", unanswered + more);
 }

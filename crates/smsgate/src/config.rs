@@ -202,6 +202,7 @@ impl SmppServerConfig {
             },
             parts_wait: Duration::from_secs(self.parts_wait_secs),
             parts_per_account: smpp_server::PARTS_PER_ACCOUNT,
+            deliver_per_account: smpp_server::deliver::PER_ACCOUNT,
             node: node.to_string(),
         }
     }

@@ -45,7 +45,8 @@ pub use smpp_outbox::{
 pub use sqlite::SqliteStore;
 pub use tenancy::{Account, ApiKey, TenancyStore};
 pub use webhooks::{
-    CallbackAttempt, CallbackNext, CallbackOutbox, CallbackRecord, CallbackResult, DueCallback, WebhookStore, Webhooks,
+    CallbackAttempt, CallbackNext, CallbackOutbox, CallbackRecord, CallbackResult, DueCallback, Share, WebhookStore,
+    Webhooks,
 };
 
 /// Opens the store a database URL names: `sqlite://PATH` (the embedded default) or `postgres://...`.

@@ -201,13 +201,45 @@ impl<D: Database> WebhookStore for D {
     }
 }
 
+/// How a claim shares out between accounts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Share {
+    /// The most of one account's a claim takes.
+    pub per_account: u32,
+    /// Accounts whose callbacks a claim leaves (they have enough under way).
+    pub skip: Vec<AccountId>,
+}
+
+/// How many of the oldest due rows a fair claim looks at, for each one it may take: enough to find others'
+/// behind one account's backlog once that account is skipped, few enough that a claim's cost stays flat.
+pub(crate) const FAIR_WINDOW: u32 = 8;
+
 /// The outbox of callbacks: what the webhook deliverer claims and records.
 #[async_trait]
 pub trait CallbackOutbox: Database {
     /// Claims up to `limit` callbacks due at `now` for `owner` until `now + lease_ms`: for each message only its
     /// oldest undelivered callback, so a message's callbacks go out in order.
-    async fn claim_callbacks(&self, owner: &str, now: Timestamp, lease_ms: i64, limit: u32)
-    -> Result<Vec<DueCallback>>;
+    async fn claim_callbacks(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<DueCallback>> {
+        self.claim_callbacks_fairly(owner, now, lease_ms, limit, &Share { per_account: limit, skip: Vec::new() }).await
+    }
+
+    /// [`CallbackOutbox::claim_callbacks`], taking turns between accounts: at most `share.per_account` of one
+    /// account's (its oldest), none of the accounts in `share.skip` (those with enough under way), the accounts
+    /// in turn; among the oldest due callbacks, so that a claim costs the same whatever the backlog.
+    async fn claim_callbacks_fairly(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease_ms: i64,
+        limit: u32,
+        share: &Share,
+    ) -> Result<Vec<DueCallback>>;
 
     /// Records delivery attempts.
     async fn finish_callbacks(&self, results: &[CallbackResult]) -> Result<()>;

@@ -119,6 +119,7 @@ conformance!(
     replacing_a_waiting_message,
     messages_wait_for_their_route,
     senders_have_one_owner,
+    callbacks_are_shared_out_between_accounts,
 );
 
 fn message(account: AccountId, to: &str, status: Status, at: Timestamp) -> Message {
@@ -1316,4 +1317,37 @@ async fn senders_have_one_owner(store: &Arc<dyn Store>) {
     assert!(store.set_sender_policy(acme, SenderPolicy::Any).await.unwrap());
     assert_eq!(store.account(acme).await.unwrap().unwrap().sender_policy, SenderPolicy::Any);
     assert!(!store.set_sender_policy(AccountId::generate(), SenderPolicy::Any).await.unwrap());
+}
+
+async fn callbacks_are_shared_out_between_accounts(store: &Arc<dyn Store>) {
+    use smsgate_store::Share;
+    let (acme, globex) = (account(store).await, account(store).await);
+    for a in [acme, globex] {
+        store.put_webhooks(a, Some("http://127.0.0.1:1/s"), None, "s", NOW).await.unwrap();
+    }
+    // Acme's backlog of ten, then one of Globex's: each message's first callback (sending) is due.
+    let claim = Some(Claim { owner: "n".into(), until: NOW.plus_secs(60) });
+    for (a, n) in [(acme, 10), (globex, 1)] {
+        for _ in 0..n {
+            let m = message(a, "+447700900123", Status::Queued, NOW);
+            store.insert_messages(&[NewMessage { claim: claim.clone(), ..new(m) }]).await.unwrap();
+        }
+    }
+    let owners = |due: &[smsgate_store::DueCallback]| due.iter().map(|c| c.account_id).collect::<Vec<_>>();
+    // Turn by turn, at most two of an account's: Globex's is not behind Acme's backlog.
+    let share = Share { per_account: 2, skip: Vec::new() };
+    let due = store.claim_callbacks_fairly("n", NOW.plus_secs(1), 10_000, 4, &share).await.unwrap();
+    let mut got = owners(&due);
+    got.sort();
+    let mut want = vec![acme, acme, globex];
+    want.sort();
+    assert_eq!(got, want);
+    // An account with enough under way is left out; the others' are taken.
+    let share = Share { per_account: 8, skip: vec![acme] };
+    assert!(store.claim_callbacks_fairly("n", NOW.plus_secs(1), 10_000, 8, &share).await.unwrap().is_empty());
+    let share = Share { per_account: 8, skip: Vec::new() };
+    assert_eq!(
+        owners(&store.claim_callbacks_fairly("n", NOW.plus_secs(1), 10_000, 16, &share).await.unwrap()),
+        vec![acme; 8]
+    );
 }

@@ -6,6 +6,7 @@ use smsgate_core::{AccountId, Timestamp};
 use sqlx::AssertSqlSafe;
 
 use super::{PgStore, ROWS_PER_STATEMENT, pow2_chunks, rows_of, values_rows};
+use crate::Share;
 use crate::SmppOutbox;
 use crate::schema::attempt_line;
 use crate::smpp_outbox::due_delivery_of;
@@ -14,19 +15,26 @@ use crate::{CallbackOutbox, CallbackResult, DeliveryMessage, DeliveryNext, DueCa
 
 #[async_trait]
 impl CallbackOutbox for PgStore {
-    async fn claim_callbacks(
+    async fn claim_callbacks_fairly(
         &self,
         owner: &str,
         now: Timestamp,
         lease_ms: i64,
         limit: u32,
+        share: &Share,
     ) -> Result<Vec<DueCallback>> {
+        let skip: Vec<String> = share.skip.iter().map(|a| a.to_string()).collect();
         let mut tx = self.begin_custom_planned().await?;
+        // The oldest due callbacks (a window of them, locked), numbered by account, taken turn by turn.
         let rows = sqlx::query(
             "UPDATE callbacks SET lease_owner = $1, lease_until = $2, next_attempt_at = $2 WHERE id = ANY(ARRAY( \
-             SELECT c.id FROM callbacks c WHERE c.state = 'pending' AND c.next_attempt_at <= $3 \
+             SELECT id FROM (SELECT id, next_attempt_at, \
+             ROW_NUMBER() OVER (PARTITION BY account_id ORDER BY next_attempt_at, id) AS turn FROM ( \
+             SELECT c.id, c.account_id, c.next_attempt_at FROM callbacks c WHERE c.state = 'pending' \
+             AND c.next_attempt_at <= $3 AND c.account_id <> ALL($5) \
              AND NOT EXISTS (SELECT 1 FROM callbacks p WHERE p.message_id = c.message_id AND p.state = 'pending' \
-             AND p.seq < c.seq) ORDER BY c.next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED)) \
+             AND p.seq < c.seq) ORDER BY c.next_attempt_at LIMIT $7 FOR UPDATE SKIP LOCKED) candidates) turns \
+             WHERE turn <= $6 ORDER BY turn, next_attempt_at LIMIT $4)) \
              RETURNING id, account_id, message_id, kind, url, status, error_code, at, attempts, created_at, \
              (SELECT secret FROM webhooks w WHERE w.account_id = callbacks.account_id) AS secret, \
              (SELECT CASE WHEN w.previous_until > $3 THEN w.previous_secret END FROM webhooks w \
@@ -36,6 +44,9 @@ impl CallbackOutbox for PgStore {
         .bind(now.plus_millis(lease_ms).0)
         .bind(now.0)
         .bind(i64::from(limit))
+        .bind(&skip)
+        .bind(i64::from(share.per_account.max(1)))
+        .bind(i64::from(limit) * i64::from(crate::webhooks::FAIR_WINDOW))
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;

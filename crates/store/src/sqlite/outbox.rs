@@ -10,19 +10,26 @@ use super::messages::{limit_literal, message_from_row};
 use super::{SqliteStore, rows_of};
 use crate::schema::{MESSAGE_COLUMNS, attempt_line};
 use crate::smpp_outbox::{DUE_DELIVERY_COLUMNS, due_delivery_of};
-use crate::webhooks::{DUE_CALLBACK_COLUMNS, due_callback_of};
+use crate::webhooks::{DUE_CALLBACK_COLUMNS, FAIR_WINDOW, Share, due_callback_of};
 use crate::{CallbackOutbox, CallbackResult, DeliveryMessage, DeliveryNext, DueCallback, DueDelivery, Result};
 use crate::{SmppFeed, SmppOutbox};
 
 /// Claims due callbacks: the oldest pending one of each message whose time has come. A claim moves its callbacks'
 /// next attempt to the lease's end, so what is under way leaves the due range (a claim does not walk past it) and
 /// comes due again only if its lease runs out unrecorded. Parameters: owner, lease end, now.
+/// The oldest due callbacks (a window of them, skipping `?4`'s accounts, a JSON array), numbered by account, then
+/// taken turn by turn, at most `?5` of an account.
 fn claim_callbacks_sql(limit: u32) -> String {
+    let window = limit * FAIR_WINDOW;
     format!(
         "UPDATE OR FAIL callbacks SET lease_owner = ?1, lease_until = ?2, next_attempt_at = ?2 WHERE id IN ( \
-         SELECT c.id FROM callbacks c WHERE c.state = 'pending' AND c.next_attempt_at <= ?3 \
+         SELECT id FROM (SELECT id, next_attempt_at, \
+         ROW_NUMBER() OVER (PARTITION BY account_id ORDER BY next_attempt_at, id) AS turn FROM ( \
+         SELECT c.id, c.account_id, c.next_attempt_at FROM callbacks c WHERE c.state = 'pending' \
+         AND c.next_attempt_at <= ?3 AND c.account_id NOT IN (SELECT value FROM json_each(?4)) \
          AND NOT EXISTS (SELECT 1 FROM callbacks p WHERE p.message_id = c.message_id AND p.state = 'pending' \
-         AND p.seq < c.seq) ORDER BY c.next_attempt_at LIMIT {limit}) \
+         AND p.seq < c.seq) ORDER BY c.next_attempt_at LIMIT {window})) \
+         WHERE turn <= ?5 ORDER BY turn, next_attempt_at LIMIT {limit}) \
          RETURNING {DUE_CALLBACK_COLUMNS}"
     )
 }
@@ -57,19 +64,22 @@ fn claim_smpp_sql(limit: u32) -> String {
 
 #[async_trait]
 impl CallbackOutbox for SqliteStore {
-    async fn claim_callbacks(
+    async fn claim_callbacks_fairly(
         &self,
         owner: &str,
         now: Timestamp,
         lease_ms: i64,
         limit: u32,
+        share: &Share,
     ) -> Result<Vec<DueCallback>> {
         let owner = owner.to_string();
         let sql = claim_callbacks_sql(limit_literal(limit));
+        let skip = serde_json::json!(share.skip.iter().map(|a| a.to_string()).collect::<Vec<_>>()).to_string();
+        let per_account = i64::from(share.per_account.max(1));
         let mut claimed = self
             .write(move |conn, _| {
                 let mut st = conn.prepare_cached(&sql)?;
-                let rows = rows_of(&mut st, params![owner, now.plus_millis(lease_ms).0, now.0])?;
+                let rows = rows_of(&mut st, params![owner, now.plus_millis(lease_ms).0, now.0, skip, per_account])?;
                 rows.iter().map(due_callback_of).collect::<Result<Vec<_>>>()
             })
             .await?;
