@@ -1351,3 +1351,26 @@ async fn callbacks_are_shared_out_between_accounts(store: &Arc<dyn Store>) {
         vec![acme; 8]
     );
 }
+
+/// PostgreSQL over TLS: `sslmode=require` in the URL encrypts the connection; `verify-ca` checks the server's
+/// certificate against a CA file; `verify-full` also checks its name, so a name the certificate does not carry is
+/// refused. (The test server is Debian's, with its self-signed "snakeoil" certificate.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_over_tls() {
+    let schema = format!("test_{}", uuid::Uuid::now_v7().simple());
+    on_server(format!("CREATE SCHEMA {schema}")).await;
+    let base = postgres_url();
+    let join = if base.contains('?') { '&' } else { '?' };
+    let cert = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+    for mode in ["sslmode=require".to_string(), format!("sslmode=verify-ca&sslrootcert={cert}")] {
+        let url = format!("{base}{join}{mode}&options=-c%20search_path%3D{schema}");
+        let store = PgStore::open(&url, 2).await.unwrap_or_else(|e| panic!("{mode}: {e}"));
+        let sql = "SELECT CASE WHEN ssl THEN 1 ELSE 0 END AS ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+        let row = smsgate_store::sql::Database::query_one(&store, sql, Vec::new()).await.unwrap().expect("a row");
+        assert_eq!(row.get::<i64>("ssl").unwrap(), 1, "{mode}: the connection is encrypted");
+        store.close().await;
+    }
+    let wrong_name = format!("{base}{join}sslmode=verify-full&sslrootcert={cert}");
+    assert!(PgStore::open(&wrong_name, 1).await.is_err(), "127.0.0.1 is not the certificate's name");
+    on_server(format!("DROP SCHEMA {schema} CASCADE")).await;
+}

@@ -51,7 +51,16 @@ impl PgStore {
         // Generic plans for prepared statements: PostgreSQL planned each multi-row statement again at every
         // execution (a custom plan for its hundreds of parameters), which took a quarter of its time; the generic
         // plans are the same nested loops over the primary key and the partial indexes.
-        let options = PgConnectOptions::from_str(url)?.options([("plan_cache_mode", "force_generic_plan")]);
+        let mut options = PgConnectOptions::from_str(url)?.options([("plan_cache_mode", "force_generic_plan")]);
+        // TLS as the URL says (`sslmode=require`, `verify-ca`, `verify-full`, with `sslrootcert`); a URL that says
+        // nothing gets libpq's `prefer`, except to this machine, where encryption protects nothing and costs
+        // every query.
+        let says = url.contains("sslmode=") || url.contains("ssl-mode=");
+        let local =
+            matches!(options.get_host(), "127.0.0.1" | "::1" | "localhost") || options.get_host().starts_with('/');
+        if !says && local {
+            options = options.ssl_mode(sqlx::postgres::PgSslMode::Disable);
+        }
         let pool = PgPoolOptions::new().max_connections(max_connections.max(1)).connect_with(options).await?;
         let store = PgStore { pool };
         store.migrate().await?;
