@@ -3,7 +3,8 @@
 //! longest a kept-alive connection may sit idle), at most [`ServerSettings::max_connections`] are open at once
 //! (past it a new connection is closed at once, and the log says so, once in ten seconds), and a shutdown lets
 //! the requests under way finish for [`ServerSettings::shutdown_grace`], then closes what is left — a half-sent
-//! request cannot hold the process.
+//! request cannot hold the process. With a TLS acceptor it serves HTTPS (the handshake, too, within the header
+//! timeout).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,8 +43,15 @@ impl Default for ServerSettings {
 /// How often the log may say that the connection cap was reached.
 const CAP_LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Serves `router` on `listener` until `shutdown`, then lets the requests under way finish for the grace period.
-pub async fn serve(listener: TcpListener, router: Router, settings: ServerSettings, shutdown: CancellationToken) {
+/// Serves `router` on `listener` (over TLS with `tls`) until `shutdown`, then lets the requests under way finish
+/// for the grace period.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    settings: ServerSettings,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: CancellationToken,
+) {
     let slots = Arc::new(Semaphore::new(settings.max_connections.max(1)));
     let closing = CancellationToken::new();
     let mut connections = JoinSet::new();
@@ -77,21 +85,16 @@ pub async fn serve(listener: TcpListener, router: Router, settings: ServerSettin
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
         let closing = closing.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
             let _slot = slot;
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(TokioTimer::new()).header_read_timeout(settings.header_timeout).keep_alive(true);
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            let ended = tokio::select! {
-                ended = connection.as_mut() => ended,
-                () = closing.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(e) = ended {
-                debug!(?peer, error = %e, "an HTTP connection ended with an error");
+            match tls {
+                None => connection(stream, service, settings, closing, peer).await,
+                Some(tls) => match tokio::time::timeout(settings.header_timeout, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => connection(stream, service, settings, closing, peer).await,
+                    Ok(Err(e)) => debug!(?peer, error = %e, "a TLS handshake failed"),
+                    Err(_) => debug!(?peer, "a TLS handshake took too long"),
+                },
             }
         });
     }
@@ -101,5 +104,31 @@ pub async fn serve(listener: TcpListener, router: Router, settings: ServerSettin
     if tokio::time::timeout(settings.shutdown_grace, finished).await.is_err() {
         warn!(open = connections.len(), "HTTP connections still open at the shutdown deadline: closed");
         connections.abort_all();
+    }
+}
+
+/// Serves one connection until it ends, or until `closing` (then gracefully).
+async fn connection<I>(
+    io: I,
+    service: TowerToHyperService<Router>,
+    settings: ServerSettings,
+    closing: CancellationToken,
+    peer: std::net::SocketAddr,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(settings.header_timeout).keep_alive(true);
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        () = closing.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = ended {
+        debug!(?peer, error = %e, "an HTTP connection ended with an error");
     }
 }

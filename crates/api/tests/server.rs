@@ -28,7 +28,7 @@ async fn start(settings: ServerSettings) -> (std::net::SocketAddr, CancellationT
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
-    let task = tokio::spawn(serve(listener, app(), settings, stop.clone()));
+    let task = tokio::spawn(serve(listener, app(), settings, None, stop.clone()));
     (addr, stop, task)
 }
 

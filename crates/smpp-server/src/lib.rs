@@ -187,13 +187,13 @@ impl SmppServer {
     /// Takes connections until `shutdown`, sending the outbox's deliver_sm to the receivers bound; then unbinds
     /// its sessions.
     pub async fn serve(&self, listener: TcpListener, shutdown: CancellationToken) {
-        self.serve_with_tls(listener, None, shutdown).await;
+        self.serve_with_tls(Some(listener), None, shutdown).await;
     }
 
     /// [`SmppServer::serve`], taking SMPP over TLS on a second listener too.
     pub async fn serve_with_tls(
         &self,
-        listener: TcpListener,
+        listener: Option<TcpListener>,
         tls: Option<(TcpListener, smpp_session::tls::TlsAcceptor)>,
         shutdown: CancellationToken,
     ) {
@@ -225,8 +225,14 @@ impl SmppServer {
             }
         };
         let config = inner.settings.session.clone();
-        let plain =
-            smpp_session::listen(listener, shutdown.clone(), SYSTEM_ID, config.clone(), binder.clone(), bound.clone());
+        let plain = {
+            let (config, binder, bound, shutdown) = (config.clone(), binder.clone(), bound.clone(), shutdown.clone());
+            async move {
+                if let Some(listener) = listener {
+                    smpp_session::listen(listener, shutdown, SYSTEM_ID, config, binder, bound).await;
+                }
+            }
+        };
         let secure = async {
             if let Some((listener, acceptor)) = tls {
                 smpp_session::listen_tls(listener, acceptor, shutdown.clone(), SYSTEM_ID, config, binder, bound).await;

@@ -68,3 +68,70 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     }
     Ok(certs)
 }
+
+/// A server's certificate and key, read again from their PEM files when they change ([`Reloading::reload`]):
+/// a renewed certificate is taken up without a restart, by new connections; those open keep theirs. A pair that
+/// does not load (a half-written file, a key that does not match) is refused and the one in force stays.
+#[derive(Debug)]
+pub struct Reloading {
+    cert_pem: std::path::PathBuf,
+    key_pem: std::path::PathBuf,
+    current: std::sync::RwLock<(Arc<rustls::sign::CertifiedKey>, Option<std::time::SystemTime>)>,
+}
+
+impl Reloading {
+    /// Loads the pair; an error says what is wrong with it.
+    pub fn load(cert_pem: &Path, key_pem: &Path) -> Result<Arc<Reloading>, String> {
+        install_provider();
+        let key = certified(cert_pem, key_pem)?;
+        let stamp = stamp(cert_pem, key_pem);
+        Ok(Arc::new(Reloading {
+            cert_pem: cert_pem.to_path_buf(),
+            key_pem: key_pem.to_path_buf(),
+            current: std::sync::RwLock::new((Arc::new(key), stamp)),
+        }))
+    }
+
+    /// The acceptor that presents the pair in force at each handshake.
+    pub fn acceptor(self: &Arc<Self>) -> TlsAcceptor {
+        let config = rustls::ServerConfig::builder().with_no_client_auth().with_cert_resolver(self.clone());
+        TlsAcceptor::from(Arc::new(config))
+    }
+
+    /// Reads the files again if they changed since they were last read (`force`: whatever their times say); true
+    /// when a new pair is in force.
+    pub fn reload(&self, force: bool) -> Result<bool, String> {
+        let now = stamp(&self.cert_pem, &self.key_pem);
+        {
+            let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+            if !force && now == current.1 {
+                return Ok(false);
+            }
+        }
+        let key = certified(&self.cert_pem, &self.key_pem)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = (Arc::new(key), now);
+        Ok(true)
+    }
+}
+
+impl rustls::server::ResolvesServerCert for Reloading {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.current.read().unwrap_or_else(|e| e.into_inner()).0.clone())
+    }
+}
+
+/// The later of the two files' modification times.
+fn stamp(cert_pem: &Path, key_pem: &Path) -> Option<std::time::SystemTime> {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    modified(cert_pem).max(modified(key_pem))
+}
+
+fn certified(cert_pem: &Path, key_pem: &Path) -> Result<rustls::sign::CertifiedKey, String> {
+    let chain = certificates(cert_pem)?;
+    let key = PrivateKeyDer::from_pem_file(key_pem)
+        .map_err(|e| format!("reading the private key {}: {e}", key_pem.display()))?;
+    let provider = rustls::crypto::ring::default_provider();
+    let certified = rustls::sign::CertifiedKey::from_der(chain, key, &provider)
+        .map_err(|e| format!("the certificate {} and key {}: {e}", cert_pem.display(), key_pem.display()))?;
+    Ok(certified)
+}

@@ -69,6 +69,13 @@ pub struct HttpServerConfig {
     pub max_connections: u32,
     /// Seconds requests under way may take to finish when the server stops; then their connections are closed.
     pub shutdown_grace_secs: u64,
+    /// An address to serve HTTPS on, with `tls_cert` and `tls_key` (PEM; read again when they change or on
+    /// SIGHUP); empty: none.
+    pub tls_listen: String,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// Whether plain HTTP is served on `http`; false needs `tls_listen`.
+    pub plain: bool,
 }
 
 impl Default for HttpServerConfig {
@@ -78,6 +85,10 @@ impl Default for HttpServerConfig {
             header_timeout_secs: d.header_timeout.as_secs(),
             max_connections: u32::try_from(d.max_connections).unwrap_or(u32::MAX),
             shutdown_grace_secs: d.shutdown_grace.as_secs(),
+            tls_listen: String::new(),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+            plain: true,
         }
     }
 }
@@ -98,8 +109,30 @@ impl HttpServerConfig {
                 "configuration: http_server.header_timeout_secs and max_connections must be at least 1"
             ));
         }
-        Ok(())
+        check_tls("http_server", &self.tls_listen, &self.tls_cert, &self.tls_key, self.plain)
     }
+}
+
+/// A TLS listener's settings make sense: an address, a certificate and a key together; plain off only with TLS on.
+fn check_tls(
+    table: &str,
+    listen: &str,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    plain: bool,
+) -> anyhow::Result<()> {
+    if !listen.is_empty() {
+        listen
+            .parse::<SocketAddr>()
+            .map_err(|e| anyhow!("configuration: {table}.tls_listen {listen:?} is not an address: {e}"))?;
+        if cert.as_os_str().is_empty() || key.as_os_str().is_empty() {
+            return Err(anyhow!("configuration: {table}.tls_listen needs tls_cert and tls_key (PEM files)"));
+        }
+    }
+    if !plain && listen.is_empty() {
+        return Err(anyhow!("configuration: {table}.plain = false needs tls_listen: nothing would be served"));
+    }
+    Ok(())
 }
 
 /// `[webhooks]`: where the server's webhook requests may go.
@@ -139,9 +172,12 @@ pub struct SmppServerConfig {
     pub parts_wait_secs: u64,
     /// A second address taking SMPP over TLS, such as `0.0.0.0:3550`; empty: none.
     pub tls_listen: String,
-    /// The TLS certificate chain (PEM) and its private key (PEM), for `tls_listen`.
+    /// The TLS certificate chain (PEM) and its private key (PEM), for `tls_listen` (read again when they change or
+    /// on SIGHUP).
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
+    /// Whether plain SMPP is served on `smpp`; false needs `tls_listen`.
+    pub plain: bool,
 }
 
 impl Default for SmppServerConfig {
@@ -156,6 +192,7 @@ impl Default for SmppServerConfig {
             tls_listen: String::new(),
             tls_cert: PathBuf::new(),
             tls_key: PathBuf::new(),
+            plain: true,
         }
     }
 }
@@ -173,14 +210,7 @@ impl SmppServerConfig {
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(anyhow!("configuration: smpp_server.{key} must be at least 1"));
         }
-        if !self.tls_listen.is_empty() {
-            self.tls_listen.parse::<SocketAddr>().map_err(|e| {
-                anyhow!("configuration: smpp_server.tls_listen {:?} is not an address: {e}", self.tls_listen)
-            })?;
-            if self.tls_cert.as_os_str().is_empty() || self.tls_key.as_os_str().is_empty() {
-                return Err(anyhow!("configuration: smpp_server.tls_listen needs tls_cert and tls_key (PEM files)"));
-            }
-        }
+        check_tls("smpp_server", &self.tls_listen, &self.tls_cert, &self.tls_key, self.plain)?;
         if self.idle_secs <= self.enquire_link_secs {
             return Err(anyhow!(
                 "configuration: smpp_server.idle_secs must be longer than enquire_link_secs, or live idle clients are dropped"
@@ -434,9 +464,17 @@ impl Flags {
         out.push_str(&format!("\n[webhooks]\nallow_private = {:?}  # {source}\n", config.webhooks.allow_private));
         let h = &config.http_server;
         out.push_str(&format!(
-            "\n[http_server]\nheader_timeout_secs = {}\nmax_connections = {}\nshutdown_grace_secs = {}\n",
-            h.header_timeout_secs, h.max_connections, h.shutdown_grace_secs
+            "\n[http_server]\nheader_timeout_secs = {}\nmax_connections = {}\nshutdown_grace_secs = {}\nplain = {}\n",
+            h.header_timeout_secs, h.max_connections, h.shutdown_grace_secs, h.plain
         ));
+        if !h.tls_listen.is_empty() {
+            out.push_str(&format!(
+                "tls_listen = {:?}\ntls_cert = {:?}\ntls_key = {:?}\n",
+                h.tls_listen,
+                h.tls_cert.display().to_string(),
+                h.tls_key.display().to_string()
+            ));
+        }
         for c in &config.sim.carriers {
             out.push_str(&format!(
                 "\n[[sim.carriers]]\nname = {:?}\nprefix = {:?}\nsubmit_latency_ms = {}\nreceipt_delay_ms = {}\ndelivery_ratio = {}\n",

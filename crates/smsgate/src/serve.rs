@@ -100,24 +100,53 @@ async fn serve(args: Config) -> anyhow::Result<()> {
         keys: smsgate_api::KeyCache::default(),
         metrics_token: Some(args.metrics_token.as_str()).filter(|t| !t.is_empty()).map(Arc::from),
     };
-    let listener =
-        tokio::net::TcpListener::bind(args.http).await.with_context(|| format!("listening on {}", args.http))?;
-    let addr = listener.local_addr().context("reading the bound address")?;
-    println!("smsgate: listening on http://{addr} (database {})", crate::config::redact_url(&database));
-    let smpp_listener =
-        tokio::net::TcpListener::bind(args.smpp).await.with_context(|| format!("listening on {}", args.smpp))?;
-    println!("smsgate: SMPP on {}", smpp_listener.local_addr().context("reading the bound address")?);
+    let shown = crate::config::redact_url(&database);
+    let listener = match args.http_server.plain {
+        true => Some(bind(&args.http.to_string()).await?),
+        false => None,
+    };
+    let mut base = None;
+    if let Some(l) = &listener {
+        let addr = l.local_addr().context("reading the bound address")?;
+        println!("smsgate: listening on http://{addr} (database {shown})");
+        base = Some(format!("http://{addr}"));
+    }
+    // Certificates are read again when their files change, or at SIGHUP.
+    let mut certificates = Vec::new();
+    let https = match args.http_server.tls_listen.as_str() {
+        "" => None,
+        address => {
+            let pair = smpp_session::tls::Reloading::load(&args.http_server.tls_cert, &args.http_server.tls_key)
+                .map_err(|e| anyhow::anyhow!("HTTPS: {e}"))?;
+            let l = bind(address).await?;
+            let addr = l.local_addr().context("reading the bound address")?;
+            println!("smsgate: listening on https://{addr} (database {shown})");
+            base = base.or(Some(format!("https://{addr}")));
+            let acceptor = pair.acceptor();
+            certificates.push(pair);
+            Some((l, acceptor))
+        }
+    };
+    let smpp_listener = match args.smpp_server.plain {
+        true => Some(bind(&args.smpp.to_string()).await?),
+        false => None,
+    };
+    if let Some(l) = &smpp_listener {
+        println!("smsgate: SMPP on {}", l.local_addr().context("reading the bound address")?);
+    }
     let smpp_tls = match args.smpp_server.tls_listen.as_str() {
         "" => None,
         address => {
-            let acceptor = smpp_session::tls::acceptor(&args.smpp_server.tls_cert, &args.smpp_server.tls_key)
+            let pair = smpp_session::tls::Reloading::load(&args.smpp_server.tls_cert, &args.smpp_server.tls_key)
                 .map_err(|e| anyhow::anyhow!("SMPP over TLS: {e}"))?;
-            let listener =
-                tokio::net::TcpListener::bind(address).await.with_context(|| format!("listening on {address}"))?;
+            let listener = bind(address).await?;
             println!("smsgate: SMPP over TLS on {}", listener.local_addr().context("reading the bound address")?);
+            let acceptor = pair.acceptor();
+            certificates.push(pair);
             Some((listener, acceptor))
         }
     };
+    let reloader = tokio::spawn(reload_certificates(certificates, shutdown.clone()));
     let smpp_task = tokio::spawn({
         let shutdown = shutdown.clone();
         async move { smpp.serve_with_tls(smpp_listener, smpp_tls, shutdown).await }
@@ -125,20 +154,29 @@ async fn serve(args: Config) -> anyhow::Result<()> {
     if let Some(key) = admin_key {
         println!("smsgate: admin API key (shown once; keep it): {key}");
     }
+    let base = base.unwrap_or_default();
     println!(
-        "smsgate: try  curl -s http://{addr}/v1/messages -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' -d '{{\"to\": \"+447700900123\", \"from\": \"smsgate\", \"body\": \"Hello\"}}'"
+        "smsgate: try  curl -s {base}/v1/messages -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' -d '{{\"to\": \"+447700900123\", \"from\": \"smsgate\", \"body\": \"Hello\"}}'"
     );
     let http_shutdown = CancellationToken::new();
-    let http = tokio::spawn(smsgate_api::server::serve(
-        listener,
-        smsgate_api::router(state),
-        args.http_server.settings(),
-        http_shutdown.clone(),
-    ));
+    let router = smsgate_api::router(state);
+    let settings = args.http_server.settings();
+    let mut http = Vec::new();
+    if let Some(l) = listener {
+        let serving = smsgate_api::server::serve(l, router.clone(), settings, None, http_shutdown.clone());
+        http.push(tokio::spawn(serving));
+    }
+    if let Some((l, acceptor)) = https {
+        let serving = smsgate_api::server::serve(l, router, settings, Some(acceptor), http_shutdown.clone());
+        http.push(tokio::spawn(serving));
+    }
     signals.wait().await;
     http_shutdown.cancel();
-    http.await.context("the HTTP server stopped abnormally")?;
+    for task in http {
+        task.await.context("the HTTP server stopped abnormally")?;
+    }
     shutdown.cancel();
+    reloader.await.context("the certificate reloader stopped abnormally")?;
     engine_task.await.context("the engine stopped abnormally")?;
     deliverer_task.await.context("the webhook deliverer stopped abnormally")?;
     smpp_task.await.context("the SMPP server stopped abnormally")?;
@@ -232,6 +270,49 @@ fn server_secret(data_dir: &std::path::Path) -> anyhow::Result<Vec<u8>> {
             Ok(bytes)
         }
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Listens on an address, saying which when it cannot.
+async fn bind(address: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address).await.with_context(|| format!("listening on {address}"))
+}
+
+/// How often certificate files are looked at for a change.
+const CERTIFICATE_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads certificates again when their files change (looked at every few seconds) and at every SIGHUP, until
+/// `shutdown`. A pair that does not load is logged and the one in force stays.
+async fn reload_certificates(pairs: Vec<Arc<smpp_session::tls::Reloading>>, shutdown: CancellationToken) {
+    if pairs.is_empty() {
+        return;
+    }
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let hup = async {
+            match hangup.as_mut() {
+                Some(h) => {
+                    h.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hup = std::future::pending::<()>();
+        let force = tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(CERTIFICATE_CHECK) => false,
+            () = hup => true,
+        };
+        for pair in &pairs {
+            match pair.reload(force) {
+                Ok(true) => tracing::info!("a TLS certificate was read again"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "a changed TLS certificate could not be read; the old one stays"),
+            }
+        }
     }
 }
 

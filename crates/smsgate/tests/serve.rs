@@ -204,3 +204,57 @@ connectors = [{ name = "carrier-a", price = 0.01 }, { name = "carrier-b", priori
     assert!(err.contains("connectors[0]") && err.contains("delivery_ratio"), "{err}");
     std::fs::remove_dir_all(&data).unwrap();
 }
+
+/// HTTPS with the HTTP listener off: the certificate from the config file is served, and a new one written over
+/// it is taken up without a restart (at SIGHUP here; also when the files' times change).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_only_with_a_certificate_read_again() {
+    let data = std::env::temp_dir().join(format!("smsgate-serve-https-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data).unwrap();
+    let (cert, key, config) = (data.join("cert.pem"), data.join("key.pem"), data.join("smsgate.toml"));
+    let write_pair = || {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+        std::fs::write(&cert, made.cert.pem()).unwrap();
+        made.cert.pem()
+    };
+    let first = write_pair();
+    let toml = format!(
+        "[http_server]\ntls_listen = \"127.0.0.1:0\"\ntls_cert = {:?}\ntls_key = {:?}\nplain = false\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    std::fs::write(&config, toml).unwrap();
+    let server = start(&data, ["--config", config.to_str().unwrap()], Some(KEY));
+    assert!(server.base.starts_with("https://"), "{:?}", server.lines);
+    assert!(!server.lines.iter().any(|l| l.contains("listening on http://")), "plain HTTP is off: {:?}", server.lines);
+    let addr: std::net::SocketAddr = server.base.trim_start_matches("https://").parse().unwrap();
+    let trusting = |pem: &str| {
+        smsgate_api::webhooks::install_tls();
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .tls_certs_only([reqwest::Certificate::from_pem(pem.as_bytes()).unwrap()])
+            .resolve("localhost", addr)
+            .build()
+            .unwrap()
+    };
+    let url = format!("https://localhost:{}/healthz", addr.port());
+    let r = trusting(&first).get(&url).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // A renewed certificate: SIGHUP, and new connections get it.
+    let second = write_pair();
+    let status = Command::new("kill").args(["-HUP", &server.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if trusting(&second).get(&url).send().await.is_ok_and(|r| r.status().as_u16() == 200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new certificate was not taken up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(trusting(&first).get(&url).send().await.is_err(), "the old certificate is no longer served");
+    stop(server);
+    std::fs::remove_dir_all(&data).unwrap();
+}
