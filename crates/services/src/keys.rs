@@ -248,6 +248,11 @@ impl Admin {
     /// before every account had a webhook secret get theirs.
     pub async fn bootstrap(&self, known_key: Option<&str>) -> Result<Option<NewKey>> {
         let admin = self.admin_account().await?;
+        // Secrets written before they were sealed are sealed now.
+        let resealed = self.store.reseal_secrets().await?;
+        if resealed > 0 {
+            tracing::info!(rows = resealed, "secrets kept as given by an earlier version were sealed");
+        }
         for account in self.store.accounts_without_webhook_secret().await? {
             self.store.ensure_webhook_secret(account, &crate::admin::new_secret(), self.now()).await?;
         }

@@ -66,6 +66,8 @@ async fn serve(args: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let destinations = args.webhooks.destinations()?;
     let secret = server_secret(&args.data_dir)?;
+    // Connector passwords and webhook secrets are sealed under a key from the same secret.
+    smsgate_store::seal::install(&secret);
     let admin = smsgate_services::Admin::new(store.clone(), engine.clone())
         .key_secret(&secret)
         .approve_sender_ids(args.sender_ids_need_approval)

@@ -22,6 +22,7 @@ pub mod messages;
 mod postgres;
 pub mod routing;
 mod schema;
+pub mod seal;
 pub mod senders;
 pub mod smpp_outbox;
 pub mod sql;

@@ -62,7 +62,7 @@ impl<D: Database> RoutingStore for D {
                 Ok(ConnectorRecord {
                     name: r.get("name")?,
                     kind: r.get("kind")?,
-                    settings: r.get("settings")?,
+                    settings: crate::seal::settings(&r.get::<String>("settings")?, crate::seal::open)?,
                     created_at: r.timestamp("created_at")?,
                     updated_at: r.timestamp("updated_at")?,
                 })
@@ -74,7 +74,13 @@ impl<D: Database> RoutingStore for D {
         let n = self.execute(
             "INSERT INTO connectors (name, kind, settings, created_at, updated_at) VALUES (?, ?, ?, ?, ?) \
              ON CONFLICT DO NOTHING",
-            values![&c.name, &c.kind, &c.settings, c.created_at, c.updated_at],
+            values![
+                &c.name,
+                &c.kind,
+                crate::seal::settings(&c.settings, crate::seal::seal)?,
+                c.created_at,
+                c.updated_at
+            ],
         );
         Ok(n.await? == 1)
     }
@@ -82,7 +88,7 @@ impl<D: Database> RoutingStore for D {
     async fn update_connector(&self, c: &ConnectorRecord) -> Result<bool> {
         let n = self.execute(
             "UPDATE connectors SET kind = ?, settings = ?, updated_at = ? WHERE name = ?",
-            values![&c.kind, &c.settings, c.updated_at, &c.name],
+            values![&c.kind, crate::seal::settings(&c.settings, crate::seal::seal)?, c.updated_at, &c.name],
         );
         Ok(n.await? == 1)
     }

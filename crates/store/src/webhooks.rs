@@ -8,6 +8,7 @@ use smsgate_core::{AccountId, Message, MessageId, Status, Timestamp};
 
 use crate::Result;
 use crate::schema::{corrupt, parse_attempts};
+use crate::seal;
 use crate::sql::{Database, Row, values};
 
 /// An account's webhooks: where status and inbound callbacks go, and the secret that signs them.
@@ -131,6 +132,10 @@ pub trait WebhookStore: Send + Sync {
         now: Timestamp,
         grace_until: Timestamp,
     ) -> Result<bool>;
+
+    /// Seals the webhook secrets and connector passwords written before secrets were sealed ([`seal`]); how many
+    /// rows changed. Nothing without a sealing key.
+    async fn reseal_secrets(&self) -> Result<u64>;
 }
 
 #[async_trait]
@@ -147,7 +152,7 @@ impl<D: Database> WebhookStore for D {
             "INSERT INTO webhooks (account_id, status_url, inbound_url, secret, updated_at) VALUES (?, ?, ?, ?, ?) \
              ON CONFLICT (account_id) DO UPDATE SET status_url = excluded.status_url, \
              inbound_url = excluded.inbound_url, updated_at = excluded.updated_at",
-            values![account, status_url, inbound_url, new_secret, now],
+            values![account, status_url, inbound_url, seal::seal(new_secret)?, now],
         )
         .await?;
         self.webhooks(account).await?.ok_or_else(|| corrupt("webhooks just written are gone"))
@@ -163,8 +168,8 @@ impl<D: Database> WebhookStore for D {
             account_id: account,
             status_url: r.get("status_url")?,
             inbound_url: r.get("inbound_url")?,
-            secret: r.get("secret")?,
-            previous_secret: previous.zip(until.map(Timestamp)),
+            secret: seal::open(&r.get::<String>("secret")?)?,
+            previous_secret: previous.map(|p| seal::open(&p)).transpose()?.zip(until.map(Timestamp)),
             updated_at: r.timestamp("updated_at")?,
         }))
     }
@@ -172,11 +177,11 @@ impl<D: Database> WebhookStore for D {
     async fn ensure_webhook_secret(&self, account: AccountId, new_secret: &str, now: Timestamp) -> Result<String> {
         self.execute(
             "INSERT INTO webhooks (account_id, secret, updated_at) VALUES (?, ?, ?) ON CONFLICT (account_id) DO NOTHING",
-            values![account, new_secret, now],
+            values![account, seal::seal(new_secret)?, now],
         )
         .await?;
         let row = self.query_one("SELECT secret FROM webhooks WHERE account_id = ?", values![account]).await?;
-        row.ok_or_else(|| corrupt("a webhook secret just written is gone"))?.get("secret")
+        seal::open(&row.ok_or_else(|| corrupt("a webhook secret just written is gone"))?.get::<String>("secret")?)
     }
 
     async fn accounts_without_webhook_secret(&self) -> Result<Vec<AccountId>> {
@@ -195,9 +200,34 @@ impl<D: Database> WebhookStore for D {
         let n = self.execute(
             "UPDATE webhooks SET previous_secret = secret, previous_until = ?, secret = ?, updated_at = ? \
              WHERE account_id = ?",
-            values![grace_until, secret, now, account],
+            values![grace_until, seal::seal(secret)?, now, account],
         );
         Ok(n.await? == 1)
+    }
+
+    async fn reseal_secrets(&self) -> Result<u64> {
+        if !seal::installed() {
+            return Ok(0);
+        }
+        let mut n = 0;
+        for r in self.query("SELECT account_id, secret, previous_secret FROM webhooks", Vec::new()).await? {
+            let (secret, previous): (String, Option<String>) = (r.get("secret")?, r.get("previous_secret")?);
+            if seal::is_sealed(&secret) && previous.as_deref().is_none_or(seal::is_sealed) {
+                continue;
+            }
+            let previous = previous.map(|p| seal::seal(&p)).transpose()?;
+            let sql = "UPDATE webhooks SET secret = ?, previous_secret = ? WHERE account_id = ?";
+            n += self.execute(sql, values![seal::seal(&secret)?, previous, r.account_id("account_id")?]).await?;
+        }
+        for r in self.query("SELECT name, settings FROM connectors", Vec::new()).await? {
+            let stored: String = r.get("settings")?;
+            if !seal::settings_have_plain_secret(&stored) {
+                continue;
+            }
+            let (name, sealed): (String, String) = (r.get("name")?, seal::settings(&stored, seal::seal)?);
+            n += self.execute("UPDATE connectors SET settings = ? WHERE name = ?", values![sealed, name]).await?;
+        }
+        Ok(n)
     }
 }
 
@@ -295,8 +325,13 @@ pub(crate) fn due_callback_of(r: &Row) -> Result<DueCallback> {
         at: r.timestamp("at")?,
         attempts: u32::try_from(r.get::<i64>("attempts")?).unwrap_or(u32::MAX),
         created_at: r.timestamp("created_at")?,
-        secret: r.get::<Option<String>>("secret").ok().flatten().unwrap_or_default(),
-        previous_secret: r.get::<Option<String>>("previous_secret").ok().flatten(),
+        secret: seal::open(&r.get::<Option<String>>("secret").ok().flatten().unwrap_or_default())?,
+        previous_secret: r
+            .get::<Option<String>>("previous_secret")
+            .ok()
+            .flatten()
+            .map(|p| seal::open(&p))
+            .transpose()?,
         message: None,
     })
 }

@@ -120,6 +120,7 @@ conformance!(
     messages_wait_for_their_route,
     senders_have_one_owner,
     callbacks_are_shared_out_between_accounts,
+    secrets_are_sealed_at_rest,
 );
 
 fn message(account: AccountId, to: &str, status: Status, at: Timestamp) -> Message {
@@ -1373,4 +1374,61 @@ async fn postgres_over_tls() {
     let wrong_name = format!("{base}{join}sslmode=verify-full&sslrootcert={cert}");
     assert!(PgStore::open(&wrong_name, 1).await.is_err(), "127.0.0.1 is not the certificate's name");
     on_server(format!("DROP SCHEMA {schema} CASCADE")).await;
+}
+
+async fn secrets_are_sealed_at_rest(store: &Arc<dyn Store>) {
+    use smsgate_store::seal;
+    use smsgate_store::sql::Value;
+    // The process's key (the same for every test here that installs one).
+    seal::install(&[9; 32]);
+    let acme = account(store).await;
+    let raw = |sql: &'static str, param: Value| {
+        let store = store.clone();
+        async move { store.query_one(sql, vec![param]).await.unwrap().unwrap() }
+    };
+    let hooks = store.put_webhooks(acme, Some("https://acme.example/h"), None, "whsec_plain_one", NOW).await.unwrap();
+    assert_eq!(hooks.secret, "whsec_plain_one");
+    let kept: String =
+        raw("SELECT secret FROM webhooks WHERE account_id = ?", acme.into()).await.get("secret").unwrap();
+    assert!(seal::is_sealed(&kept) && !kept.contains("whsec_plain_one"), "{kept}");
+    assert!(store.rotate_webhook_secret(acme, "whsec_plain_two", NOW, NOW.plus_secs(60)).await.unwrap());
+    let hooks = store.webhooks(acme).await.unwrap().unwrap();
+    assert_eq!(
+        (hooks.secret.as_str(), hooks.previous_secret.map(|p| p.0)),
+        ("whsec_plain_two", Some("whsec_plain_one".into()))
+    );
+    // A connector's password is sealed inside its settings; the rest stays readable.
+    let name = format!("c{}", uuid::Uuid::now_v7().simple());
+    let record = ConnectorRecord {
+        name: name.clone(),
+        kind: "smpp".into(),
+        settings: r#"{"host":"smsc.example","password":"hunter22"}"#.into(),
+        created_at: NOW,
+        updated_at: NOW,
+    };
+    assert!(store.insert_connector(&record).await.unwrap());
+    let kept: String =
+        raw("SELECT settings FROM connectors WHERE name = ?", name.as_str().into()).await.get("settings").unwrap();
+    assert!(kept.contains("smsc.example") && !kept.contains("hunter22") && kept.contains("sealed:v1:"), "{kept}");
+    let read = store.connectors().await.unwrap().into_iter().find(|c| c.name == name).unwrap();
+    assert!(read.settings.contains("hunter22"), "{}", read.settings);
+    // Values from before sealing are read as they are, and sealed by reseal_secrets.
+    let legacy = r#"{"host":"smsc.example","password":"legacy1"}"#;
+    store
+        .execute("UPDATE connectors SET settings = ? WHERE name = ?", vec![legacy.into(), name.as_str().into()])
+        .await
+        .unwrap();
+    store.execute("UPDATE webhooks SET secret = 'whsec_legacy' WHERE account_id = ?", vec![acme.into()]).await.unwrap();
+    assert_eq!(store.webhooks(acme).await.unwrap().unwrap().secret, "whsec_legacy");
+    assert!(store.reseal_secrets().await.unwrap() >= 2);
+    let kept: String =
+        raw("SELECT secret FROM webhooks WHERE account_id = ?", acme.into()).await.get("secret").unwrap();
+    assert!(seal::is_sealed(&kept));
+    assert_eq!(store.webhooks(acme).await.unwrap().unwrap().secret, "whsec_legacy");
+    let kept: String =
+        raw("SELECT settings FROM connectors WHERE name = ?", name.as_str().into()).await.get("settings").unwrap();
+    assert!(!kept.contains("legacy1"), "{kept}");
+    assert!(store.delete_connector(&name).await.unwrap());
+    // Altered, a sealed value does not open.
+    assert!(seal::open("sealed:v1:00112233445566778899aabbccddeeff00112233").is_err());
 }

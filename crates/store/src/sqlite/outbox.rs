@@ -99,7 +99,9 @@ impl CallbackOutbox for SqliteStore {
                     )?
                     .query_row(params![c.account_id.to_string(), now.0], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()?;
-                (c.secret, c.previous_secret) = secrets.unwrap_or_default();
+                let (secret, previous) = secrets.unwrap_or_default();
+                c.secret = crate::seal::open(&secret)?;
+                c.previous_secret = previous.map(|p| crate::seal::open(&p)).transpose()?;
                 c.message = message_by_id(conn, c.message_id)?;
             }
             read.finish()?;
