@@ -7,6 +7,7 @@
 
 pub mod audit;
 mod error;
+pub mod fuzzing;
 mod json;
 pub mod keys;
 pub mod routing;
