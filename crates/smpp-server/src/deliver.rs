@@ -49,6 +49,12 @@ const FEED_ROOM: usize = 65_536;
 /// the rounds of one busy client had before accounts took turns.
 pub const PER_ACCOUNT: usize = 4 * BATCH as usize;
 
+/// Rounds of fed deliver_sm that hold the feed at once: while they are under way, what the store feeds gathers
+/// into larger rounds (fewer writes of their results). A round that has waited this long for its answers stops
+/// holding the feed, so a client that never answers does not hold another account's rounds.
+const FEED_ROUNDS: usize = 4;
+const ROUND_HOLDS_FOR: Duration = Duration::from_secs(1);
+
 /// The wait before a deliver_sm goes again: a second, doubling to a minute.
 const BACKOFF: Backoff = Backoff { first: Duration::from_secs(1), max: Duration::from_secs(60), spread: 0.0 };
 
@@ -178,6 +184,7 @@ async fn run_fed(
     mut fed: mpsc::Receiver<DueDelivery>,
     shutdown: CancellationToken,
 ) {
+    let rounds = Arc::new(tokio::sync::Semaphore::new(FEED_ROUNDS));
     let mut under_way = JoinSet::new();
     let stopped = shutdown.cancelled();
     tokio::pin!(stopped);
@@ -203,11 +210,20 @@ async fn run_fed(
             if receivers.busy(account) {
                 continue;
             }
+            let Ok(permit) = rounds.clone().acquire_owned().await else { break };
             receivers.started(account, round.len());
             let (store, receivers) = (store.clone(), receivers.clone());
             under_way.spawn(async move {
                 let n = round.len();
-                let results = join_all(round.into_iter().map(|d| deliver(&receivers, d, now))).await;
+                let sending = join_all(round.into_iter().map(|d| deliver(&receivers, d, now)));
+                tokio::pin!(sending);
+                let results = tokio::select! {
+                    results = &mut sending => results,
+                    () = tokio::time::sleep(ROUND_HOLDS_FOR) => {
+                        drop(permit);
+                        sending.await
+                    }
+                };
                 if let Err(e) = store.finish_smpp_deliveries(&results).await {
                     warn!(error = %e, "recording deliver_sm results failed; they are sent again after their lease");
                 }

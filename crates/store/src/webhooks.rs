@@ -240,9 +240,10 @@ pub struct Share {
     pub skip: Vec<AccountId>,
 }
 
-/// How many of the oldest due rows a fair claim looks at, for each one it may take: enough to find others'
-/// behind one account's backlog once that account is skipped, few enough that a claim's cost stays flat.
-pub(crate) const FAIR_WINDOW: u32 = 8;
+/// How many of the oldest due rows a fair claim looks at, for each one it may take: accounts with their share under
+/// way are skipped before the window is cut, so it needs to be no wider than it takes to give a few accounts a
+/// turn each; every row in it costs a look for an earlier pending callback of its message.
+pub(crate) const FAIR_WINDOW: u32 = 2;
 
 /// The outbox of callbacks: what the webhook deliverer claims and records.
 #[async_trait]
