@@ -268,7 +268,7 @@ impl Deliverer {
         };
         // A literal address is connected to without the resolver: checked here. (A URL set before the rule, or
         // while the operator allowed a range since taken back.)
-        if self.destinations.check_url(url.as_str()).is_err() {
+        if self.destinations.check_parsed(&url).is_err() {
             metrics::counter!(metric::DELIVERIES, "result" => "gave_up").increment(1);
             let attempt = CallbackAttempt { at: now, result: "blocked".into(), ms: 0 };
             return CallbackResult { id: c.id, attempt, next: CallbackNext::GiveUp };

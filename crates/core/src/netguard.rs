@@ -42,6 +42,11 @@ impl Destinations {
     /// `localhost` (and names under it) unless loopback is allowed. A name is checked again when it is resolved.
     pub fn check_url(&self, url: &str) -> Result<(), Refused> {
         let parsed = url::Url::parse(url).map_err(|_| Refused::NotHttp)?;
+        self.check_parsed(&parsed)
+    }
+
+    /// [`Destinations::check_url`] for a URL parsed already.
+    pub fn check_parsed(&self, parsed: &url::Url) -> Result<(), Refused> {
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(Refused::NotHttp);
         }
