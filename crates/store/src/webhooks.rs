@@ -169,7 +169,8 @@ impl<D: Database> WebhookStore for D {
             status_url: r.get("status_url")?,
             inbound_url: r.get("inbound_url")?,
             secret: seal::open(&r.get::<String>("secret")?)?,
-            previous_secret: previous.map(|p| seal::open(&p)).transpose()?.zip(until.map(Timestamp)),
+            // A previous secret that no longer opens (a lost server secret) signs nothing.
+            previous_secret: previous.map(|p| seal::open(&p)).and_then(Result::ok).zip(until.map(Timestamp)),
             updated_at: r.timestamp("updated_at")?,
         }))
     }
@@ -181,7 +182,17 @@ impl<D: Database> WebhookStore for D {
         )
         .await?;
         let row = self.query_one("SELECT secret FROM webhooks WHERE account_id = ?", values![account]).await?;
-        seal::open(&row.ok_or_else(|| corrupt("a webhook secret just written is gone"))?.get::<String>("secret")?)
+        let kept: String = row.ok_or_else(|| corrupt("a webhook secret just written is gone"))?.get("secret")?;
+        match seal::open(&kept) {
+            Ok(secret) => Ok(secret),
+            Err(_) => {
+                // Sealed under a server secret since lost: the account gets a new one (its receivers take it from
+                // GET /v1/webhooks), rather than no signed callback ever again.
+                let sql = "UPDATE webhooks SET secret = ?, previous_secret = NULL, updated_at = ? WHERE account_id = ?";
+                self.execute(sql, values![seal::seal(new_secret)?, now, account]).await?;
+                Ok(new_secret.to_string())
+            }
+        }
     }
 
     async fn accounts_without_webhook_secret(&self) -> Result<Vec<AccountId>> {
@@ -326,13 +337,8 @@ pub(crate) fn due_callback_of(r: &Row) -> Result<DueCallback> {
         at: r.timestamp("at")?,
         attempts: u32::try_from(r.get::<i64>("attempts")?).unwrap_or(u32::MAX),
         created_at: r.timestamp("created_at")?,
-        secret: seal::open(&r.get::<Option<String>>("secret").ok().flatten().unwrap_or_default())?,
-        previous_secret: r
-            .get::<Option<String>>("previous_secret")
-            .ok()
-            .flatten()
-            .map(|p| seal::open(&p))
-            .transpose()?,
+        secret: seal::open_or_empty(&r.get::<Option<String>>("secret").ok().flatten().unwrap_or_default()),
+        previous_secret: r.get::<Option<String>>("previous_secret").ok().flatten().and_then(|p| seal::open(&p).ok()),
         message: None,
     })
 }

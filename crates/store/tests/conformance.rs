@@ -1430,5 +1430,20 @@ async fn secrets_are_sealed_at_rest(store: &Arc<dyn Store>) {
     assert!(!kept.contains("legacy1"), "{kept}");
     assert!(store.delete_connector(&name).await.unwrap());
     // Altered, a sealed value does not open.
-    assert!(seal::open("sealed:v1:00112233445566778899aabbccddeeff00112233").is_err());
+    let bogus = "sealed:v1:00112233445566778899aabbccddeeff00112233";
+    assert!(seal::open(bogus).is_err());
+    // A secret that does not open (sealed under a server secret since lost) stops nobody's callbacks: the claim
+    // hands it over empty, and the account is given a new secret.
+    let claim = Some(Claim { owner: "n".into(), until: NOW.plus_secs(60) });
+    let m = message(acme, "+447700900123", Status::Queued, NOW);
+    store.insert_messages(&[NewMessage { claim, ..new(m) }]).await.unwrap();
+    store
+        .execute("UPDATE webhooks SET secret = ? WHERE account_id = ?", vec![bogus.into(), acme.into()])
+        .await
+        .unwrap();
+    let due = store.claim_callbacks("n", NOW.plus_secs(1), 10_000, 64).await.unwrap();
+    let mine: Vec<_> = due.iter().filter(|c| c.account_id == acme).collect();
+    assert!(!mine.is_empty() && mine.iter().all(|c| c.secret.is_empty()), "{mine:?}");
+    assert_eq!(store.ensure_webhook_secret(acme, "whsec_again", NOW).await.unwrap(), "whsec_again");
+    assert_eq!(store.webhooks(acme).await.unwrap().unwrap().secret, "whsec_again");
 }

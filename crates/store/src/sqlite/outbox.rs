@@ -100,8 +100,8 @@ impl CallbackOutbox for SqliteStore {
                     .query_row(params![c.account_id.to_string(), now.0], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()?;
                 let (secret, previous) = secrets.unwrap_or_default();
-                c.secret = crate::seal::open(&secret)?;
-                c.previous_secret = previous.map(|p| crate::seal::open(&p)).transpose()?;
+                c.secret = crate::seal::open_or_empty(&secret);
+                c.previous_secret = previous.map(|p| crate::seal::open(&p)).and_then(Result::ok);
                 c.message = message_by_id(conn, c.message_id)?;
             }
             read.finish()?;
