@@ -23,10 +23,9 @@ pub struct Change {
     pub body: Option<Value>,
 }
 
-/// Whether a field holds a secret: its value is never kept.
+/// Whether a field holds a secret: its value is never kept. The store's rule for sealed settings, and keys too.
 fn secret_field(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    ["password", "secret", "token", "key"].iter().any(|s| name.contains(s))
+    smsgate_store::seal::secret_field(name) || name.to_ascii_lowercase().contains("key")
 }
 
 /// `value` with every secret field's value replaced by stars, at any depth.
@@ -82,10 +81,7 @@ impl Admin {
         limit: u32,
     ) -> Result<Vec<AuditEntry>> {
         if !caller.is_admin {
-            return Err(ServiceError::Forbidden {
-                code: "forbidden",
-                message: "only the admin key reads the audit log".into(),
-            });
+            return Err(ServiceError::forbidden("forbidden", "only the admin key reads the audit log"));
         }
         if !(1..=crate::messages::MAX_PAGE).contains(&limit) {
             return Err(ServiceError::invalid(

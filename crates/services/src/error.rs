@@ -47,6 +47,10 @@ impl ServiceError {
         ServiceError::Conflict { code, message: message.into() }
     }
 
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> ServiceError {
+        ServiceError::Forbidden { code, message: message.into() }
+    }
+
     /// The code front ends show: the kind's own, or `internal` for a failure of the store or the engine.
     pub fn code(&self) -> &'static str {
         match self {

@@ -78,10 +78,6 @@ pub(crate) fn random_secret() -> Arc<[u8]> {
     bytes.into()
 }
 
-fn forbidden(message: &str) -> ServiceError {
-    ServiceError::Forbidden { code: "forbidden", message: message.to_string() }
-}
-
 impl Admin {
     /// The keyed hash of a key, hex: what is stored, and what a node's cache of keys is keyed by.
     pub fn key_hash(&self, key: &str) -> String {
@@ -122,10 +118,7 @@ impl Admin {
             return Ok(());
         }
         if caller.id == account {
-            return Err(ServiceError::Forbidden {
-                code: "insufficient_scope",
-                message: "managing keys needs the manage scope".into(),
-            });
+            return Err(ServiceError::forbidden("insufficient_scope", "managing keys needs the manage scope"));
         }
         Err(ServiceError::not_found("not_found", "no such account"))
     }
@@ -160,10 +153,10 @@ impl Admin {
                 ));
             }
             if !scopes.covers(wanted) {
-                return Err(ServiceError::Forbidden {
-                    code: "insufficient_scope",
-                    message: "a key cannot make a key with scopes it does not have".into(),
-                });
+                return Err(ServiceError::forbidden(
+                    "insufficient_scope",
+                    "a key cannot make a key with scopes it does not have",
+                ));
             }
         }
         self.add_key(account, spec).await
@@ -272,9 +265,4 @@ impl Admin {
         }
         Ok(None)
     }
-}
-
-/// Only the operator's routes need this: kept apart so that a front end asks in one place.
-pub fn forbidden_unless_admin(caller: &Account) -> Result<()> {
-    if caller.is_admin { Ok(()) } else { Err(forbidden("only the admin key may do this")) }
 }

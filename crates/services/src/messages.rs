@@ -71,10 +71,10 @@ impl Messages {
         let from = &prepared.message.from;
         let senders = self.ingress.engine().senders();
         if !senders.may_send_from(self.store.as_ref(), account, from).await? {
-            return Err(ServiceError::Forbidden {
-                code: "sender_not_owned",
-                message: format!("from {from:?} is not a number or sender ID of this account"),
-            });
+            return Err(ServiceError::forbidden(
+                "sender_not_owned",
+                format!("from {from:?} is not a number or sender ID of this account"),
+            ));
         }
         Ok(prepared)
     }

@@ -43,15 +43,11 @@ pub struct NumberSpec {
     pub connector: Option<String>,
 }
 
-fn forbidden(message: &str) -> ServiceError {
-    ServiceError::Forbidden { code: "forbidden", message: message.to_string() }
-}
-
 impl Admin {
     /// Assigns a long number or short code to an account. Operator only; a number has one owner.
     pub async fn assign_number(&self, caller: &Account, spec: NumberSpec) -> Result<Sender> {
         if !caller.is_admin {
-            return Err(forbidden("only the admin key assigns numbers"));
+            return Err(ServiceError::forbidden("forbidden", "only the admin key assigns numbers"));
         }
         let (address, kind) = normalize_sender(&spec.number, None)
             .ok()
@@ -92,7 +88,7 @@ impl Admin {
     ) -> Result<Sender> {
         let owner = match account {
             Some(a) if a != caller.id && !caller.is_admin => {
-                return Err(forbidden("an account registers sender IDs for itself only"));
+                return Err(ServiceError::forbidden("forbidden", "an account registers sender IDs for itself only"));
             }
             Some(a) => a,
             None => caller.id,
@@ -170,7 +166,7 @@ impl Admin {
     pub async fn remove_sender(&self, caller: &Account, class: SenderClass, id: &str) -> Result<Sender> {
         let sender = self.sender(caller, class, id).await?;
         if class == SenderClass::Number && !caller.is_admin {
-            return Err(forbidden("only the admin key removes numbers"));
+            return Err(ServiceError::forbidden("forbidden", "only the admin key removes numbers"));
         }
         self.store.delete_sender(id).await?;
         self.engine.senders().forget(sender.account_id);
@@ -180,7 +176,7 @@ impl Admin {
     /// Approves (`active`) or rejects a sender ID. Operator only.
     pub async fn decide_sender_id(&self, caller: &Account, id: &str, approve: bool) -> Result<Sender> {
         if !caller.is_admin {
-            return Err(forbidden("only the admin key approves sender IDs"));
+            return Err(ServiceError::forbidden("forbidden", "only the admin key approves sender IDs"));
         }
         let sender = self.sender(caller, SenderClass::SenderId, id).await?;
         let status = if approve { SenderStatus::Active } else { SenderStatus::Rejected };
@@ -200,7 +196,7 @@ impl Admin {
         messages_per_second: Option<u32>,
     ) -> Result<Account> {
         if !caller.is_admin {
-            return Err(forbidden("only the admin key sets rate limits"));
+            return Err(ServiceError::forbidden("forbidden", "only the admin key sets rate limits"));
         }
         if requests_per_second == Some(0) || messages_per_second == Some(0) {
             return Err(ServiceError::invalid("invalid_rate", "a rate is at least 1 a second (null: no limit)"));
@@ -220,7 +216,7 @@ impl Admin {
         policy: SenderPolicy,
     ) -> Result<Account> {
         if !caller.is_admin {
-            return Err(forbidden("only the admin key sets sender policies"));
+            return Err(ServiceError::forbidden("forbidden", "only the admin key sets sender policies"));
         }
         if !self.store.set_sender_policy(account, policy).await? {
             return Err(ServiceError::not_found("not_found", "no such account"));

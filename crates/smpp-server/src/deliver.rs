@@ -62,7 +62,7 @@ const BACKOFF: Backoff = Backoff { first: Duration::from_secs(1), max: Duration:
 const EXPIRE_EVERY: Duration = Duration::from_secs(60);
 
 /// The sessions of each account that can take deliver_sm (receivers and transceivers), on this node.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Receivers {
     sessions: Mutex<HashMap<AccountId, Vec<Session>>>,
     next: AtomicUsize,
@@ -74,10 +74,23 @@ pub(crate) struct Receivers {
     share: AtomicUsize,
 }
 
+impl Default for Receivers {
+    /// Each account with the default share ([`PER_ACCOUNT`]).
+    fn default() -> Self {
+        Receivers::with_share(PER_ACCOUNT)
+    }
+}
+
 impl Receivers {
     /// Receivers whose accounts may each have `share` deliver_sm under way.
     pub(crate) fn with_share(share: usize) -> Receivers {
-        Receivers { share: AtomicUsize::new(share.max(1)), ..Receivers::default() }
+        Receivers {
+            sessions: Mutex::default(),
+            next: AtomicUsize::new(0),
+            bound: Arc::default(),
+            under_way: Mutex::default(),
+            share: AtomicUsize::new(share.max(1)),
+        }
     }
 
     /// Whether the account has its share under way.
