@@ -82,7 +82,7 @@ fn sender_id_view(s: &Sender) -> SenderIdView {
 
 fn account_id(field: &str, id: &str) -> Result<AccountId, ApiError> {
     AccountId::parse(id)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{field} {id:?} is no account")))
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{field} {id:?} names no account")))
 }
 
 /// `POST /v1/numbers`.
