@@ -96,6 +96,7 @@ pub fn message_view(m: &Message, events: Option<&[Event]>) -> MessageView {
         send_at: m.send_at.map(time),
         expires_at: m.expires_at.map(time),
         attempts: m.attempts,
+        category: m.category.as_str().into(),
         created_at: time(m.created_at),
         updated_at: time(m.updated_at),
         events: events.map(|events| {

@@ -6,6 +6,7 @@
 //! error text never reaches a client (it is logged).
 
 pub mod audit;
+mod contacts;
 mod error;
 pub mod fuzzing;
 mod json;
@@ -31,6 +32,7 @@ use sha2::{Digest, Sha256};
 use smsgate_connectors::sim::SimNetwork;
 use smsgate_core::access::Scope;
 use smsgate_core::admission::Request;
+use smsgate_core::consent::Category;
 use smsgate_core::{Direction, MessageId, Status, Timestamp};
 use smsgate_engine::Engine;
 use smsgate_engine::ingress::Prepared;
@@ -56,6 +58,8 @@ pub struct AppState {
     pub messages: Messages,
     /// Accounts, keys, routing, credentials and webhook settings.
     pub admin: Admin,
+    /// Contacts, lists, segments, consent and compliance settings.
+    pub contacts: smsgate_services::Contacts,
     /// The engine, for what only it knows (the connectors in force, their health).
     pub engine: Engine,
     /// The simulated network, when it is the connector.
@@ -111,6 +115,24 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .routes(routes!(senders::get_sender_id, senders::delete_sender_id))
         .routes(routes!(senders::approve_sender_id))
         .routes(routes!(senders::reject_sender_id))
+        .routes(routes!(contacts::create_contact, contacts::list_contacts))
+        .routes(routes!(contacts::export_contacts))
+        .routes(routes!(contacts::import_contacts))
+        .routes(routes!(contacts::get_contact, contacts::update_contact, contacts::delete_contact))
+        .routes(routes!(contacts::contact_consent))
+        .routes(routes!(contacts::export_contact))
+        .routes(routes!(contacts::erase_contact))
+        .routes(routes!(contacts::get_job))
+        .routes(routes!(contacts::create_list, contacts::list_lists))
+        .routes(routes!(contacts::get_list, contacts::delete_list))
+        .routes(routes!(contacts::add_members))
+        .routes(routes!(contacts::remove_member))
+        .routes(routes!(contacts::create_segment, contacts::list_segments))
+        .routes(routes!(contacts::get_segment, contacts::delete_segment))
+        .routes(routes!(contacts::segment_contacts))
+        .routes(routes!(contacts::list_opt_outs, contacts::create_opt_out))
+        .routes(routes!(contacts::delete_opt_out))
+        .routes(routes!(contacts::get_compliance, contacts::put_compliance))
         .with_state(state)
         .split_for_parts();
     let document = Arc::new(api.to_pretty_json().unwrap_or_else(|_| "{}".into()));
@@ -163,6 +185,10 @@ pub fn router(state: AppState) -> Router {
 #[derive(Debug, Clone)]
 pub struct Caller(pub Account);
 
+/// The id of the request's API key (after [`Caller`] or [`CallerKey`]), for routes that keep it as evidence.
+#[derive(Debug, Clone)]
+pub struct KeyId(pub String);
+
 /// The caller and its key's scopes, for the routes that act on keys.
 #[derive(Debug, Clone)]
 pub struct CallerKey(pub Account, pub smsgate_core::access::Scopes);
@@ -203,8 +229,9 @@ impl FromRequestParts<AppState> for CallerKey {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let (account, scopes, key_id) = authenticate(parts, state).await?;
         if let Some(slot) = parts.extensions.get::<audit::ActorSlot>() {
-            slot.fill(account.id, key_id);
+            slot.fill(account.id, key_id.clone());
         }
+        parts.extensions.insert(KeyId(key_id));
         if let Some(rate) = account.requests_per_second
             && let Some(hash) = parts.extensions.get::<KeyHash>()
             && let Err(wait) = state.keys.take_request(&hash.0, rate)
@@ -336,6 +363,9 @@ struct SendBody {
     callback_statuses: Option<Vec<String>>,
     /// Your own reference, kept with the message.
     reference: Option<String>,
+    /// `transactional` (the default) or `marketing`: marketing waits for the recipient's allowed hours and never
+    /// goes to a number that opted out.
+    category: Option<String>,
 }
 
 const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -373,6 +403,12 @@ async fn send_message(
 /// The admission request a body makes.
 fn request_of(body: SendBody) -> Result<Request, ApiError> {
     let send_at = body.send_at.as_deref().map(|s| parse_time("send_at", s)).transpose()?;
+    let category = match body.category.as_deref() {
+        None => Category::default(),
+        Some(c) => Category::parse(c).ok_or_else(|| {
+            ApiError::invalid("invalid_category", "category must be \"transactional\" or \"marketing\"")
+        })?,
+    };
     Ok(Request {
         to: body.to,
         from: body.from,
@@ -382,6 +418,7 @@ fn request_of(body: SendBody) -> Result<Request, ApiError> {
         callback_url: body.callback_url,
         callback_statuses: body.callback_statuses,
         reference: body.reference,
+        category,
     })
 }
 

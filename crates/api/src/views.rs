@@ -38,6 +38,8 @@ pub struct MessageView {
     /// RFC 3339.
     pub expires_at: Option<String>,
     pub attempts: u32,
+    /// `transactional` or `marketing`.
+    pub category: String,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339.

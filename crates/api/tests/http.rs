@@ -104,8 +104,11 @@ async fn start(backend: &str) -> Server {
     );
     let policy = Policy { callbacks: local(), ..Policy::default() };
     let ingress = smsgate_engine::ingress::Ingress::spawn(engine.clone(), store.clone(), Arc::new(policy));
+    let messages = smsgate_services::Messages::new(ingress, store.clone());
+    let imports = std::env::temp_dir().join(format!("smsgate-imports-{}", uuid::Uuid::now_v7()));
     let state = AppState {
-        messages: smsgate_services::Messages::new(ingress, store.clone()),
+        contacts: smsgate_services::Contacts::new(messages.clone(), store.clone()).import_dir(imports).unwrap(),
+        messages,
         admin: smsgate_services::Admin::new(store.clone(), engine.clone()).webhook_destinations(local()),
         engine: engine.clone(),
         sim: Some(sim),
@@ -258,7 +261,11 @@ on_both!(
     keys_are_listed_scoped_and_revoked,
     rate_limits_answer_429_with_retry_after,
     changes_are_audited,
-    one_accounts_stuck_webhooks_do_not_hold_anothers
+    one_accounts_stuck_webhooks_do_not_hold_anothers,
+    stop_is_enforced_on_every_path,
+    contacts_lists_and_segments,
+    quiet_hours_hold_marketing,
+    import_export_and_erase
 );
 
 async fn send_to_delivered(s: &Server) {
@@ -600,6 +607,33 @@ async fn openapi_matches_the_routes(s: &Server) {
         ("/v1/sender-ids/{id}", "delete"),
         ("/v1/sender-ids/{id}/approve", "post"),
         ("/v1/sender-ids/{id}/reject", "post"),
+        ("/v1/contacts", "post"),
+        ("/v1/contacts", "get"),
+        ("/v1/contacts/export", "get"),
+        ("/v1/contacts/import", "post"),
+        ("/v1/contacts/{id}", "get"),
+        ("/v1/contacts/{id}", "patch"),
+        ("/v1/contacts/{id}", "delete"),
+        ("/v1/contacts/{id}/consent", "get"),
+        ("/v1/contacts/{id}/export", "get"),
+        ("/v1/contacts/{id}/erase", "post"),
+        ("/v1/jobs/{id}", "get"),
+        ("/v1/lists", "post"),
+        ("/v1/lists", "get"),
+        ("/v1/lists/{id}", "get"),
+        ("/v1/lists/{id}", "delete"),
+        ("/v1/lists/{id}/members", "post"),
+        ("/v1/lists/{id}/members/{contact_id}", "delete"),
+        ("/v1/segments", "post"),
+        ("/v1/segments", "get"),
+        ("/v1/segments/{id}", "get"),
+        ("/v1/segments/{id}", "delete"),
+        ("/v1/segments/{id}/contacts", "get"),
+        ("/v1/opt-outs", "get"),
+        ("/v1/opt-outs", "post"),
+        ("/v1/opt-outs/{phone}", "delete"),
+        ("/v1/settings/compliance", "get"),
+        ("/v1/settings/compliance", "put"),
     ];
     for (path, method) in expected {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing from the document");
@@ -1738,4 +1772,348 @@ async fn one_accounts_stuck_webhooks_do_not_hold_anothers(s: &Server) {
     stop_receiver.cancel();
     holder.abort();
     held.lock().unwrap().clear();
+}
+
+/// The texts a simulated handset received, oldest first.
+async fn handset_texts(s: &Server, handset: &str) -> Vec<String> {
+    let (st, inbox) = s.call("GET", &format!("/v1/sim/handsets/{handset}/messages"), Some(&s.admin_key), None).await;
+    assert_eq!(st, StatusCode::OK, "{inbox}");
+    let list = inbox.as_array().or_else(|| inbox["data"].as_array()).cloned().unwrap_or_default();
+    list.iter().filter_map(|m| m["body"].as_str().map(String::from)).collect()
+}
+
+/// Waits until `key`'s account sees `phone` opted out (or in).
+async fn until_opted(s: &Server, key: &str, phone: &str, out: bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let path = format!("/v1/opt-outs?phone={}", phone.replace('+', "%2B"));
+    loop {
+        let (st, v) = s.call("GET", &path, Some(key), None).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        if v["data"].as_array().unwrap().is_empty() != out {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{phone} never opted {}", if out { "out" } else { "in" });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// STOP from a handset opts it out of the account that owns the number it wrote to, on every send path; the
+/// confirmation reaches the handset once; START lets texts through again; HELP gets the help text; another account
+/// is not affected; every keyword form works.
+async fn stop_is_enforced_on_every_path(s: &Server) {
+    let (acme, key) = s.tenant("Acme Dental").await;
+    let (_, other) = s.tenant("Globex").await;
+    let (st, v) = s
+        .call("POST", "/v1/numbers", Some(&s.admin_key), Some(json!({"number": "+447700900900", "account_id": acme})))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let handset = "+447700900131";
+    s.reply(handset, "+447700900900", "  Stop.  ").await;
+    until_opted(s, &key, handset, true).await;
+    let send = |key: String, category: &'static str| async move {
+        let body = json!({"to": handset, "from": "+447700900900", "body": "20% off", "category": category});
+        s.call("POST", "/v1/messages", Some(&key), Some(body)).await
+    };
+    for category in ["transactional", "marketing"] {
+        let (st, v) = send(key.clone(), category).await;
+        assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("recipient_opted_out")));
+    }
+    let batch = json!({"messages": [
+        {"to": handset, "from": "+447700900900", "body": "a"},
+        {"to": "+447700900132", "from": "+447700900900", "body": "b"},
+    ]});
+    let (st, v) = s.call("POST", "/v1/messages/batch", Some(&key), Some(batch)).await;
+    assert!(v.to_string().contains("recipient_opted_out"), "{st} {v}");
+    // Another account's texts still go (the opt-out is Acme's).
+    let (st, _) = s
+        .call("POST", "/v1/messages", Some(&other), Some(json!({"to": handset, "from": "Globex", "body": "hi"})))
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    let (_, mine) = s.call("GET", "/v1/opt-outs", Some(&other), None).await;
+    assert!(mine["data"].as_array().unwrap().is_empty(), "{mine}");
+    // The confirmation came once, from the number the STOP went to, naming the business; a second STOP gets none.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !handset_texts(s, handset).await.iter().any(|t| t.contains("unsubscribed")) {
+        assert!(tokio::time::Instant::now() < deadline, "no confirmation");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.reply(handset, "+447700900900", "STOP").await;
+    s.reply(handset, "+447700900900", "help").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let texts = handset_texts(s, handset).await;
+        if texts.iter().any(|t| t.contains("for help")) {
+            assert_eq!(texts.iter().filter(|t| t.contains("unsubscribed")).count(), 1, "{texts:?}");
+            assert!(texts.iter().any(|t| t.starts_with("Acme Dental:")), "{texts:?}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no help reply: {texts:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.reply(handset, "+447700900900", "start").await;
+    until_opted(s, &key, handset, false).await;
+    let (st, v) = send(key.clone(), "transactional").await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    // Every default keyword, in the forms people write them.
+    for word in
+        ["STOPALL", "STOP ALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT", "OPT OUT", "OPT-OUT"]
+    {
+        s.reply(handset, "+447700900900", &format!(" {}! ", word.to_lowercase())).await;
+        until_opted(s, &key, handset, true).await;
+        let again = ["START", "UNSTOP", "YES"][word.len() % 3];
+        s.reply(handset, "+447700900900", again).await;
+        until_opted(s, &key, handset, false).await;
+    }
+    // "STOP PLEASE" is not a keyword.
+    s.reply(handset, "+447700900900", "stop please").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, v) = s.call("GET", &format!("/v1/opt-outs?phone={}", handset.replace('+', "%2B")), Some(&key), None).await;
+    assert!(v["data"].as_array().unwrap().is_empty(), "{v}");
+    // An operator's opt-out, recorded as such, and the settings an account keeps.
+    let (st, v) = s.call("POST", "/v1/opt-outs", Some(&key), Some(json!({"phone": "+447700900133"}))).await;
+    assert_eq!((st, v["changed"].as_bool()), (StatusCode::OK, Some(true)), "{v}");
+    let (st, v) = send(key.clone(), "transactional").await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let (st, v) = s
+        .call(
+            "POST",
+            "/v1/messages",
+            Some(&key),
+            Some(json!({"to": "+447700900133", "from": "+447700900900", "body": "x"})),
+        )
+        .await;
+    assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("recipient_opted_out")));
+    let (st, v) =
+        s.call("PUT", "/v1/settings/compliance", Some(&key), Some(json!({"transactional_after_opt_out": true}))).await;
+    assert_eq!((st, v["transactional_after_opt_out"].as_bool()), (StatusCode::OK, Some(true)), "{v}");
+    let (st, _) = s
+        .call(
+            "POST",
+            "/v1/messages",
+            Some(&key),
+            Some(json!({"to": "+447700900133", "from": "+447700900900", "body": "x"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "transactional texts go when the account allows them");
+    let (st, v) = s
+        .call(
+            "PUT",
+            "/v1/settings/compliance",
+            Some(&key),
+            Some(json!({"keywords": {"opt_out": [], "opt_in": [], "help": []}})),
+        )
+        .await;
+    assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_settings")));
+    let (st, v) = s.call("DELETE", "/v1/opt-outs/%2B447700900133", Some(&key), None).await;
+    assert_eq!((st, v["changed"].as_bool()), (StatusCode::OK, Some(true)), "{v}");
+}
+
+/// Contacts are per account: the time zone derived from the number, 409 on a second create, upsert, lists,
+/// segments; another account can neither see nor change them.
+async fn contacts_lists_and_segments(s: &Server) {
+    let (_, key) = s.tenant("acme").await;
+    let (_, other) = s.tenant("globex").await;
+    let body =
+        json!({"phone": "+1 305 555 0100", "name": "Ann", "fields": {"plan": "gold", "visits": 3}, "tags": ["vip"]});
+    let (st, ann) = s.call("POST", "/v1/contacts", Some(&key), Some(body.clone())).await;
+    assert_eq!(st, StatusCode::CREATED, "{ann}");
+    assert_eq!(ann["phone"], "+13055550100");
+    assert_eq!(
+        (ann["time_zone"].as_str(), ann["time_zone_source"].as_str()),
+        (Some("America/New_York"), Some("number"))
+    );
+    assert_eq!(ann["place"], "US-FL");
+    let (st, v) = s.call("POST", "/v1/contacts", Some(&key), Some(body)).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("contact_exists")));
+    let (st, v) = s
+        .call(
+            "POST",
+            "/v1/contacts?upsert=true",
+            Some(&key),
+            Some(json!({"phone": "+13055550100", "email": "ann@example.com"})),
+        )
+        .await;
+    assert_eq!((st, v["email"].as_str(), v["name"].as_str()), (StatusCode::OK, Some("ann@example.com"), Some("Ann")));
+    let id = ann["id"].as_str().unwrap();
+    for (method, body) in [("GET", None), ("PATCH", Some(json!({"name": "Eve"}))), ("DELETE", None)] {
+        let (st, _) = s.call(method, &format!("/v1/contacts/{id}"), Some(&other), body).await;
+        assert_eq!(st, StatusCode::NOT_FOUND, "{method} another account's contact");
+    }
+    let (_, theirs) = s.call("GET", "/v1/contacts", Some(&other), None).await;
+    assert!(theirs["data"].as_array().unwrap().is_empty());
+    let (st, v) = s
+        .call(
+            "PATCH",
+            &format!("/v1/contacts/{id}"),
+            Some(&key),
+            Some(json!({"time_zone": "Europe/Paris", "fields": {"visits": 4}})),
+        )
+        .await;
+    assert_eq!(
+        (st, v["time_zone_source"].as_str(), &v["fields"]["visits"]),
+        (StatusCode::OK, Some("contact"), &json!(4))
+    );
+    let (st, v) =
+        s.call("PATCH", &format!("/v1/contacts/{id}"), Some(&key), Some(json!({"time_zone": "Mars/Olympus"}))).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_time_zone")));
+    let (st, v) = s.call("POST", "/v1/contacts", Some(&key), Some(json!({"phone": "12"}))).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_phone")));
+    let (st, list) = s.call("POST", "/v1/lists", Some(&key), Some(json!({"name": "Patients"}))).await;
+    assert_eq!(st, StatusCode::CREATED, "{list}");
+    let list_id = list["id"].as_str().unwrap();
+    let (st, v) = s
+        .call(
+            "POST",
+            &format!("/v1/lists/{list_id}/members"),
+            Some(&key),
+            Some(json!({"contacts": [id], "phones": ["+447700900140"]})),
+        )
+        .await;
+    assert_eq!((st, v["added"].as_u64()), (StatusCode::OK, Some(2)), "{v}");
+    let (st, _) =
+        s.call("POST", &format!("/v1/lists/{list_id}/members"), Some(&other), Some(json!({"contacts": [id]}))).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "another account's list");
+    let (_, members) = s.call("GET", &format!("/v1/contacts?list={list_id}"), Some(&key), None).await;
+    assert_eq!(members["data"].as_array().unwrap().len(), 2);
+    let (_, vip) = s.call("GET", "/v1/contacts?tag=vip&q=ann", Some(&key), None).await;
+    assert_eq!(vip["data"].as_array().unwrap().len(), 1, "{vip}");
+    let filter = json!({"lists": [list_id], "fields": [{"field": "plan", "op": "eq", "value": "gold"}]});
+    let (st, seg) =
+        s.call("POST", "/v1/segments", Some(&key), Some(json!({"name": "Gold patients", "filter": filter}))).await;
+    assert_eq!(st, StatusCode::CREATED, "{seg}");
+    let seg_id = seg["id"].as_str().unwrap();
+    let (_, inside) = s.call("GET", &format!("/v1/segments/{seg_id}/contacts"), Some(&key), None).await;
+    assert_eq!((inside["count"].as_u64(), inside["data"][0]["id"].as_str()), (Some(1), Some(id)), "{inside}");
+    let (st, _) = s.call("GET", &format!("/v1/segments/{seg_id}/contacts"), Some(&other), None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, v) = s
+        .call(
+            "POST",
+            "/v1/segments",
+            Some(&key),
+            Some(json!({"name": "x", "filter": {"fields": [{"field": "a", "op": "like"}]}})),
+        )
+        .await;
+    assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_filter")));
+    let (st, _) = s.call("DELETE", &format!("/v1/lists/{list_id}/members/{id}"), Some(&key), None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+}
+
+/// A marketing text outside the recipient's allowed hours is held (scheduled for the next opening, the journey
+/// saying why); a transactional one goes.
+async fn quiet_hours_hold_marketing(s: &Server) {
+    let (_, key) = s.tenant("acme").await;
+    // Hours that are closed now in London, within the law's 08:00 to 21:00.
+    let london: chrono_tz::Tz = "Europe/London".parse().unwrap();
+    let now = chrono::Utc::now().with_timezone(&london);
+    use chrono::Timelike;
+    let (from, to) = if (9..21).contains(&now.hour()) { (8, 9) } else { (19, 20) };
+    let hours = json!([{"days": "Mon-Sun", "from": format!("{from:02}:00"), "to": format!("{to:02}:00")}]);
+    let (st, v) = s.call("PUT", "/v1/settings/compliance", Some(&key), Some(json!({"quiet_hours": hours}))).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let send = |category: &'static str| {
+        let body = json!({"to": "+447700900150", "from": "Acme", "body": "Sale", "category": category});
+        s.call("POST", "/v1/messages", Some(&key), Some(body))
+    };
+    let (st, held) = send("marketing").await;
+    assert_eq!((st, held["status"].as_str()), (StatusCode::CREATED, Some("scheduled")), "{held}");
+    let at = chrono::DateTime::parse_from_rfc3339(held["send_at"].as_str().unwrap()).unwrap().with_timezone(&london);
+    assert_eq!((at.hour(), at.minute()), (from, 0), "{held}");
+    let (_, m) = s.call("GET", &format!("/v1/messages/{}", held["id"].as_str().unwrap()), Some(&key), None).await;
+    assert!(m["events"][0]["detail"].as_str().unwrap().contains("allowed hours (GB in Europe/London)"), "{m}");
+    let (st, v) = send("transactional").await;
+    assert_eq!((st, v["status"].as_str()), (StatusCode::CREATED, Some("sending")), "{v}");
+    let (st, v) = send("promotional").await;
+    assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_category")));
+}
+
+/// A CSV import as a job (invalid and repeated rows reported by row), the export, and erasure: the number's
+/// messages anonymized, the opt-out still enforced.
+async fn import_export_and_erase(s: &Server) {
+    let (_, key) = s.tenant("acme").await;
+    let (_, other) = s.tenant("globex").await;
+    let csv = "phone,name,Plan,tags\n+447700900160,Ann,gold,vip;new\nnot a number,Bob,,\n+447700900161,Cy,silver,\n+447700900160,Ann again,,\n";
+    let resp = s
+        .client
+        .post(format!("{}/v1/contacts/import?list=Imported&consent_source=signup%20form", s.base))
+        .bearer_auth(&key)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let job: Value = resp.json().await.unwrap();
+    let path = format!("/v1/jobs/{}", job["id"].as_str().unwrap());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let job = loop {
+        let (_, j) = s.call("GET", &path, Some(&key), None).await;
+        if j["state"] != "running" {
+            break j;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "import stuck");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        (job["state"].as_str(), job["rows"].as_u64(), job["created"].as_u64(), job["skipped"].as_u64()),
+        (Some("completed"), Some(4), Some(2), Some(2)),
+        "{job}"
+    );
+    let codes: Vec<(u64, &str)> = job["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["row"].as_u64().unwrap(), e["code"].as_str().unwrap()))
+        .collect();
+    assert_eq!(codes, [(3, "invalid_phone"), (5, "duplicate_in_file")]);
+    let (st, _) = s.call("GET", &path, Some(&other), None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "another account's job");
+    let (_, page) = s.call("GET", "/v1/contacts?q=Ann", Some(&key), None).await;
+    let ann = page["data"][0].clone();
+    assert_eq!((&ann["fields"]["Plan"], &ann["tags"]), (&json!("gold"), &json!(["vip", "new"])), "{ann}");
+    let id = ann["id"].as_str().unwrap();
+    let (_, consent) = s.call("GET", &format!("/v1/contacts/{id}/consent"), Some(&key), None).await;
+    assert_eq!(
+        (consent["data"][0]["change"].as_str(), consent["data"][0]["source"].as_str()),
+        (Some("opt_in"), Some("import")),
+        "{consent}"
+    );
+    let export = s.client.get(format!("{}/v1/contacts/export", s.base)).bearer_auth(&key).send().await.unwrap();
+    let text = export.text().await.unwrap();
+    assert!(text.starts_with("phone,name,email,time_zone,tags,opted_out,created_at"), "{text}");
+    assert!(text.contains("+447700900161,Cy"), "{text}");
+    // A text, a STOP, then erasure.
+    let (st, m) = s
+        .call(
+            "POST",
+            "/v1/messages",
+            Some(&key),
+            Some(json!({"to": "+447700900160", "from": "Acme", "body": "Hello Ann"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    let (_, v) = s.call("POST", "/v1/opt-outs", Some(&key), Some(json!({"phone": "+447700900160"}))).await;
+    assert_eq!(v["changed"], true);
+    let (st, dump) = s.call("GET", &format!("/v1/contacts/{id}/export"), Some(&key), None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(dump["messages"][0]["body"], "Hello Ann", "{dump}");
+    assert_eq!(dump["consent"].as_array().unwrap().len(), 2);
+    let (st, _) = s.call("POST", &format!("/v1/contacts/{id}/erase"), Some(&other), None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "another account's contact");
+    let (st, v) = s.call("POST", &format!("/v1/contacts/{id}/erase"), Some(&key), None).await;
+    assert_eq!((st, v["messages"].as_u64()), (StatusCode::OK, Some(1)), "{v}");
+    let (_, gone) = s.call("GET", &format!("/v1/messages/{}", m["id"].as_str().unwrap()), Some(&key), None).await;
+    assert_eq!(gone["body"], "");
+    assert!(gone["to"].as_str().unwrap().starts_with("erased:"), "{gone}");
+    assert!(!gone.to_string().contains("+447700900160"), "{gone}");
+    let (st, v) = s
+        .call("POST", "/v1/messages", Some(&key), Some(json!({"to": "+447700900160", "from": "Acme", "body": "again"})))
+        .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("recipient_opted_out")),
+        "an erased person's STOP holds"
+    );
+    let (_, outs) = s.call("GET", "/v1/opt-outs", Some(&key), None).await;
+    assert_eq!(outs["data"][0]["phone"], Value::Null, "{outs}");
 }

@@ -212,6 +212,7 @@ pub mod testing {
             send_at: None,
             expires_at: None,
             attempts: 1,
+            category: Default::default(),
             created_at: Timestamp(0),
             updated_at: Timestamp(0),
         }

@@ -57,6 +57,8 @@ pub struct Request {
     /// Which status changes call back, by name; `None`: every one.
     pub callback_statuses: Option<Vec<String>>,
     pub reference: Option<String>,
+    /// Transactional (the default) or marketing.
+    pub category: crate::consent::Category,
 }
 
 /// What kind of sender a message has.
@@ -89,6 +91,7 @@ pub struct Admitted {
     pub callback_url: Option<String>,
     pub callback_statuses: Option<crate::StatusMask>,
     pub reference: Option<String>,
+    pub category: crate::consent::Category,
 }
 
 /// A stable, machine-readable reason for refusing a message. The API shows [`ErrorCode::as_str`].
@@ -103,6 +106,10 @@ pub enum ErrorCode {
     InvalidCallbackUrl,
     InvalidCallbackStatuses,
     InvalidReference,
+    /// The recipient opted out of this account's (or this sender's) texts.
+    RecipientOptedOut,
+    /// The recipient's allowed hours and the account's never meet, so a held text could never go.
+    NoAllowedHours,
 }
 
 impl ErrorCode {
@@ -117,6 +124,8 @@ impl ErrorCode {
             ErrorCode::InvalidCallbackUrl => "invalid_callback_url",
             ErrorCode::InvalidCallbackStatuses => "invalid_callback_statuses",
             ErrorCode::InvalidReference => "invalid_reference",
+            ErrorCode::RecipientOptedOut => "recipient_opted_out",
+            ErrorCode::NoAllowedHours => "no_allowed_hours",
         }
     }
 }
@@ -127,6 +136,12 @@ impl ErrorCode {
 pub struct Rejection {
     pub code: ErrorCode,
     pub message: String,
+}
+
+impl Rejection {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Rejection {
+        reject(code, message)
+    }
 }
 
 fn reject(code: ErrorCode, message: impl Into<String>) -> Rejection {
@@ -207,6 +222,7 @@ pub fn admit(req: &Request, policy: &Policy, now: Timestamp) -> Result<Admitted,
         callback_url: req.callback_url.clone(),
         callback_statuses,
         reference: req.reference.clone(),
+        category: req.category,
     })
 }
 

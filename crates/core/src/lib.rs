@@ -6,8 +6,10 @@
 pub mod access;
 pub mod admission;
 pub mod clock;
+pub mod consent;
 pub mod message;
 pub mod netguard;
+pub mod quiet;
 pub mod rate;
 pub mod routing;
 pub mod senders;

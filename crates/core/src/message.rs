@@ -156,6 +156,9 @@ pub struct Message {
     pub expires_at: Option<Timestamp>,
     /// Submission attempts so far.
     pub attempts: u32,
+    /// What it is for: marketing waits for quiet hours and never goes after an opt-out.
+    #[serde(default)]
+    pub category: crate::consent::Category,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }

@@ -32,6 +32,7 @@ impl Engine {
         match self.store.insert_messages(&[NewMessage::new(message.clone(), detail)]).await {
             Ok(_) => {
                 metrics::counter!(metric::INBOUND).increment(1);
+                self.answer_keyword(&message).await;
                 self.events.publish(DomainEvent::Received(message));
                 true
             }
@@ -79,6 +80,7 @@ fn inbound_message(account: AccountId, i: &Inbound) -> Message {
         send_at: None,
         expires_at: None,
         attempts: 0,
+        category: Default::default(),
         created_at: i.at,
         updated_at: i.at,
     }

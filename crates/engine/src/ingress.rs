@@ -86,6 +86,7 @@ impl Ingress {
             send_at: admitted.send_at,
             expires_at: Some(admitted.expires_at),
             attempts: 0,
+            category: admitted.category,
             created_at: now,
             updated_at: now,
         };

@@ -17,6 +17,7 @@
 //! Every task stops on the shutdown token; the dispatcher finishes the sends it started before [`Engine::run`]
 //! returns.
 
+pub mod consent;
 mod dispatch;
 mod error;
 pub mod events;
@@ -75,6 +76,9 @@ pub struct Config {
     pub expiry_interval: Duration,
     /// The time every decision is made by (due times, validity, retries); tests may move it.
     pub clock: Arc<dyn Clock>,
+    /// The key numbers are hashed with in the consent tables (`smsgate serve` derives it from the server's
+    /// secret; nodes sharing a database must share it).
+    pub consent_key: Vec<u8>,
 }
 
 impl Default for Config {
@@ -90,6 +94,7 @@ impl Default for Config {
             receipt_wait: Duration::from_secs(5),
             expiry_interval: Duration::from_secs(1),
             clock: smsgate_core::clock::system(),
+            consent_key: b"smsgate consent key for tests".to_vec(),
         }
     }
 }
@@ -113,6 +118,8 @@ pub struct Shared {
     registry: Arc<Registry>,
     /// What each account may send from.
     senders: senders::SenderBook,
+    /// Who is opted out, and each account's compliance settings.
+    consent: consent::ConsentBook,
     config: Arc<Config>,
     wake: Arc<Notify>,
     /// Told when this node put changed connectors or routes in force ([`Engine::reload`]): waiting messages may
@@ -220,6 +227,7 @@ impl Engine {
             store,
             registry,
             senders: senders::SenderBook::default(),
+            consent: consent::ConsentBook::new(&config.consent_key),
             permits: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             running: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             claimed_tx,
@@ -343,7 +351,9 @@ impl Engine {
         let receipts = tokio::spawn(self.clone().handle_events(events, shutdown.clone()));
         let expiry = tokio::spawn(self.clone().sweep_expired(shutdown.clone()));
         let unparks = tokio::spawn(self.clone().unpark_every(shutdown.clone()));
+        let consent = tokio::spawn(self.clone().refresh_consent_every(shutdown.clone()));
         self.dispatch(shutdown).await;
+        let _ = consent.await;
         let _ = receipts.await;
         let _ = expiry.await;
         let _ = reloads.await;

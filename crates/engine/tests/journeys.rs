@@ -81,6 +81,7 @@ impl Harness {
             send_at,
             expires_at: Some(send_at.unwrap_or(at).plus_millis(validity_ms)),
             attempts: 0,
+            category: Default::default(),
             created_at: at,
             updated_at: at,
         };

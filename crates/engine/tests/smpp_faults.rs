@@ -216,6 +216,7 @@ impl Rig {
             account_id: self.account,
             status: Status::Queued,
             attempts: 0,
+            category: Default::default(),
             expires_at: Some(at.plus_secs(600)),
             created_at: at,
             updated_at: at,

@@ -14,12 +14,15 @@
 pub mod admin;
 pub mod audit;
 pub mod binds;
+pub mod contacts;
 mod error;
+pub mod imports;
 pub mod keys;
 pub mod messages;
 pub mod senders;
 
 pub use admin::{Admin, CredentialSpec, MatchSpec, RouteSpec, TargetSpec};
+pub use contacts::{ContactInfo, ContactPatch, ContactSpec, Contacts, Export, SegmentFilter};
 pub use error::{Result, ServiceError};
 pub use keys::{Authenticated, KeySpec, NewKey};
 pub use messages::{Messages, Submitted};

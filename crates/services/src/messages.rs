@@ -4,10 +4,12 @@
 
 use std::sync::Arc;
 
-use smsgate_core::admission::{Policy, Request};
+use smsgate_core::admission::{ErrorCode, Policy, Rejection, Request};
+use smsgate_core::consent::Category;
+use smsgate_core::quiet;
 use smsgate_core::{AccountId, Direction, Event, Message, MessageId, Status, Timestamp};
 use smsgate_engine::ingress::{Ingress, Prepared};
-use smsgate_store::{CallbackRecord, Inserted, ListFilter, Store, Transition};
+use smsgate_store::{CallbackRecord, Inserted, ListFilter, Store};
 
 use crate::error::{Result, ServiceError};
 
@@ -38,6 +40,13 @@ impl Submitted {
     }
 }
 
+/// A time as RFC 3339 (UTC), for journey lines.
+pub(crate) fn rfc3339(t: Timestamp) -> String {
+    chrono::DateTime::from_timestamp_millis(t.millis())
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}
+
 fn no_message() -> ServiceError {
     ServiceError::not_found("not_found", "no such message")
 }
@@ -45,6 +54,11 @@ fn no_message() -> ServiceError {
 impl Messages {
     pub fn new(ingress: Ingress, store: Arc<dyn Store>) -> Messages {
         Messages { ingress, store }
+    }
+
+    /// The engine messages go to.
+    pub fn engine(&self) -> &smsgate_engine::Engine {
+        self.ingress.engine()
     }
 
     /// Now, by the engine's clock.
@@ -66,17 +80,79 @@ impl Messages {
     /// [`ServiceError::Rejected`] with admission's code (`invalid_destination`, `empty_body`, ...), or
     /// [`ServiceError::Forbidden`] `sender_not_owned` when the sender is another account's, or nobody's and the
     /// account may send only from its own numbers and sender IDs.
+    ///
+    /// Then consent: a text to a number that opted out of the account's texts (or of this sender's) is refused,
+    /// [`ErrorCode::RecipientOptedOut`], unless it is transactional and the account lets those through; a marketing
+    /// text (or any, if the account says so) outside the recipient's allowed hours is held for their next opening
+    /// (`scheduled`, with a journey line saying why).
     pub async fn prepare(&self, account: AccountId, request: &Request, now: Timestamp) -> Result<Prepared> {
-        let prepared = self.ingress.prepare(account, request, now).map_err(ServiceError::Rejected)?;
+        let mut prepared = self.ingress.prepare(account, request, now).map_err(ServiceError::Rejected)?;
         let from = &prepared.message.from;
-        let senders = self.ingress.engine().senders();
-        if !senders.may_send_from(self.store.as_ref(), account, from).await? {
+        let engine = self.ingress.engine();
+        if !engine.senders().may_send_from(self.store.as_ref(), account, from).await? {
             return Err(ServiceError::forbidden(
                 "sender_not_owned",
                 format!("from {from:?} is not a number or sender ID of this account"),
             ));
         }
+        let m = &prepared.message;
+        let consent = engine.consent();
+        if consent.opted_out(self.store.as_ref(), account, &m.to, &m.from, now).await? {
+            let settings = consent.compliance(self.store.as_ref(), account).await?;
+            if settings.blocked_by_opt_out(m.category) {
+                return Err(ServiceError::Rejected(Rejection::new(
+                    ErrorCode::RecipientOptedOut,
+                    format!("{} opted out of this account's texts", m.to),
+                )));
+            }
+        }
+        if m.category == Category::Marketing || self.holds_transactional(account).await? {
+            self.hold_for_quiet_hours(&mut prepared, now).await?;
+        }
         Ok(prepared)
+    }
+
+    /// Whether the account holds transactional texts for quiet hours too (asked only for those).
+    async fn holds_transactional(&self, account: AccountId) -> Result<bool> {
+        let settings = self.ingress.engine().consent().compliance(self.store.as_ref(), account).await?;
+        Ok(settings.quiet_hours_transactional)
+    }
+
+    /// Moves a text's due time to the recipient's next allowed minute, if it falls outside their hours.
+    async fn hold_for_quiet_hours(&self, prepared: &mut Prepared, now: Timestamp) -> Result<()> {
+        let m = &prepared.message;
+        let settings = self.ingress.engine().consent().compliance(self.store.as_ref(), m.account_id).await?;
+        let Some(place) = quiet::place_of(&m.to) else { return Ok(()) };
+        // The contact's own zone when the account gave one, else the number's.
+        let contact = self.store.contact_by_phone(m.account_id, &m.to).await?;
+        let zone = contact.and_then(|c| c.time_zone).and_then(|z| quiet::zone(&z)).unwrap_or(place.zone);
+        let account_hours = settings.quiet_hours.as_ref().and_then(|h| h.parse().ok());
+        let due = m.send_at.unwrap_or(now).max(now);
+        match quiet::next_opening(due, zone, &place, account_hours.as_deref()) {
+            Ok(None) => Ok(()),
+            Ok(Some(opening)) => {
+                let m = &mut prepared.message;
+                let validity = m.expires_at.map_or(0, |e| e.millis() - due.millis());
+                m.status = Status::Scheduled;
+                m.send_at = Some(opening);
+                m.expires_at = Some(opening.plus_millis(validity));
+                prepared.detail = format!(
+                    "accepted; held for the recipient's allowed hours ({} in {}) until {}",
+                    place.name(),
+                    zone.name(),
+                    rfc3339(opening)
+                );
+                Ok(())
+            }
+            Err(_) => Err(ServiceError::Rejected(Rejection::new(
+                ErrorCode::NoAllowedHours,
+                format!(
+                    "the account's quiet_hours and the allowed hours of {} ({}) never meet within a week",
+                    place.name(),
+                    zone.name()
+                ),
+            ))),
+        }
     }
 
     /// Admits and stores one message, committed when this returns. `idempotency` is the sender's key and a hash of
@@ -201,41 +277,12 @@ impl Messages {
 
     /// Cancels every waiting message (`scheduled`, `queued`) of an account from `from` to `to`; how many.
     pub async fn cancel_waiting(&self, account: AccountId, to: &str, from: &str, detail: &str) -> Result<usize> {
-        let mut ids = Vec::new();
-        for status in [Status::Scheduled, Status::Queued] {
-            let filter = ListFilter {
-                status: Some(status),
-                to: Some(to.to_string()),
-                from: Some(from.to_string()),
-                ..ListFilter::default()
-            };
-            let mut cursor = None;
-            loop {
-                let page = self.store.list_messages(account, &filter, cursor, MAX_PAGE).await?;
-                ids.extend(page.iter().map(|m| m.id));
-                match page.last() {
-                    Some(last) if page.len() == MAX_PAGE as usize => cursor = Some(last.id),
-                    _ => break,
-                }
-            }
-        }
-        Ok(self.cancel_ids(&ids, detail).await?.into_iter().filter(|&m| m).count())
+        Ok(self.engine().cancel_waiting(account, to, Some(from), |_| true, detail).await?)
     }
 
     /// Cancels messages by id (their owner checked by the caller); whether each moved.
     async fn cancel_ids(&self, ids: &[MessageId], detail: &str) -> Result<Vec<bool>> {
-        let now = self.now();
-        let changes = ids
-            .iter()
-            .map(|&id| Transition {
-                id,
-                to: Status::Canceled,
-                at: now,
-                detail: detail.into(),
-                changes: Default::default(),
-            })
-            .collect();
-        Ok(self.ingress.engine().record_many(changes).await?)
+        Ok(self.engine().cancel_ids(ids, detail).await?)
     }
 
     /// Replaces the text (and schedule and validity) of an account's message still waiting with `replacement`'s

@@ -365,6 +365,9 @@ fn refused(code: ErrorCode) -> CommandStatus {
         ErrorCode::InvalidCallbackUrl | ErrorCode::InvalidCallbackStatuses | ErrorCode::InvalidReference => {
             CommandStatus::ESME_RSUBMITFAIL
         }
+        // The recipient opted out: ESME_RX_R_APPN (0x66), "the receiver rejected the message" — here, the person.
+        ErrorCode::RecipientOptedOut => CommandStatus::ESME_RX_R_APPN,
+        ErrorCode::NoAllowedHours => CommandStatus::ESME_RINVSCHED,
     }
 }
 
@@ -516,6 +519,7 @@ impl Client {
             callback_url: None,
             callback_statuses: None,
             reference: None,
+            category: Default::default(),
         };
         let concat = decoded
             .udh
@@ -744,6 +748,7 @@ impl Client {
             callback_url: None,
             callback_statuses: None,
             reference: None,
+            category: Default::default(),
         };
         let prepared = self.inner.messages.prepare(self.account, &request, now).await.map_err(rejected)?;
         let replaced = self

@@ -39,6 +39,7 @@ struct Setup {
     account: AccountId,
     server: SmppServer,
     admin: smsgate_services::Admin,
+    engine: Engine,
     stop: CancellationToken,
     path: std::path::PathBuf,
 }
@@ -99,7 +100,7 @@ async fn setup_with(settings: Settings) -> Setup {
     tokio::spawn(engine.clone().run(rx, stop.clone()));
     let ingress = Ingress::spawn(engine.clone(), store.clone(), Arc::default());
     let messages = smsgate_services::Messages::new(ingress, store.clone());
-    let admin = smsgate_services::Admin::new(store.clone(), engine);
+    let admin = smsgate_services::Admin::new(store.clone(), engine.clone());
     let server = SmppServer::new(store.clone(), messages, admin.clone(), settings);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -107,7 +108,7 @@ async fn setup_with(settings: Settings) -> Setup {
         let (server, stop) = (server.clone(), stop.clone());
         async move { server.serve(listener, stop).await }
     });
-    Setup { addr, store, account, server, admin, stop, path }
+    Setup { addr, store, account, server, admin, engine, stop, path }
 }
 
 async fn bind_as(s: &Setup, kind: BindKind, id: &str, password: &str) -> Result<Session, BindError> {
@@ -531,6 +532,7 @@ async fn inbound_messages_go_to_the_accounts_receivers() {
         send_at: None,
         expires_at: None,
         attempts: 0,
+        category: Default::default(),
         created_at: now,
         updated_at: now,
     };
@@ -894,4 +896,55 @@ async fn a_client_that_never_answers_holds_only_its_own_receipts() {
         more += 1;
     }
     assert!(unanswered + more <= 4 + 4, "{} sent to the silent client", unanswered + more);
+}
+
+/// A number that opted out of the account's texts is refused on every SMPP submit: `submit_sm` and `data_sm` with
+/// ESME_RX_R_APPN (0x66), `submit_multi` listing it among the unsuccessful destinations; nothing is stored for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opted_out_number_is_refused_on_every_submit() {
+    use smpp::pdu::{DataSm, DestAddress, DestAddresses, SubmitMulti};
+    let s = setup().await;
+    let consent = s.engine.consent();
+    let event = smsgate_store::ConsentEvent {
+        id: "stop-1".into(),
+        account_id: s.account,
+        phone_hash: consent.hash("+447700900141"),
+        phone: Some("+447700900141".into()),
+        scope: String::new(),
+        opted_out: true,
+        source: smsgate_core::consent::Source::Keyword,
+        evidence: "{}".into(),
+        at: Timestamp(1),
+    };
+    assert!(consent.record(s.store.as_ref(), &event).await.unwrap());
+    let c = bind_as(&s, BindKind::Transceiver, "acme", "secret").await.unwrap();
+    let r = c.request(submit("447700900141", "sale")).await.unwrap();
+    assert_eq!(r.command_status, CommandStatus::ESME_RX_R_APPN);
+    let data = Body::DataSm(DataSm {
+        source_addr_ton: 5,
+        source_addr: "Acme".into(),
+        dest_addr_ton: 1,
+        destination_addr: "447700900141".into(),
+        tlvs: smpp::Tlvs(vec![smpp::Tlv::MessagePayload(smpp::tlv::Bounded(smpp::Octets(b"sale".to_vec())))]),
+        ..Default::default()
+    });
+    assert_eq!(c.request(data).await.unwrap().command_status, CommandStatus::ESME_RX_R_APPN);
+    let dest = |n: &str| DestAddress::SmeAddress { dest_addr_ton: 1, dest_addr_npi: 1, destination_addr: n.into() };
+    let multi = Body::SubmitMulti(SubmitMulti {
+        source_addr_ton: 5,
+        source_addr: "Acme".into(),
+        dest_address: DestAddresses(vec![dest("447700900141"), dest("447700900142")]),
+        short_message: smpp::ShortMessage::new(b"sale".to_vec()),
+        ..Default::default()
+    });
+    let r = c.request(multi).await.unwrap();
+    let Body::SubmitMultiResp(resp) = &r.body else { panic!("{r:?}") };
+    let refused: Vec<_> = resp.unsuccess_sme.0.iter().map(|u| u.error_status_code).collect();
+    assert_eq!(refused, vec![CommandStatus::ESME_RX_R_APPN]);
+    let to = ListFilter { to: Some("+447700900141".into()), ..ListFilter::default() };
+    assert!(s.store.list_messages(s.account, &to, None, 10).await.unwrap().is_empty(), "nothing stored for it");
+    // Opted back in: it goes.
+    let back = smsgate_store::ConsentEvent { id: "start-1".into(), opted_out: false, scope: "*".into(), ..event };
+    assert!(consent.record(s.store.as_ref(), &back).await.unwrap());
+    id_of(&c.request(submit("447700900141", "hello again")).await.unwrap());
 }

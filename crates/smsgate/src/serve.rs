@@ -57,15 +57,16 @@ async fn serve(args: Config) -> anyhow::Result<()> {
         SimNetwork::with_log(carriers, events_tx, &sim_log)
             .with_context(|| format!("opening the simulated network's log {}", sim_log.display()))?,
     );
+    let secret = server_secret(&args.data_dir)?;
     let engine_config = EngineConfig {
         node: args.node.clone(),
+        consent_key: secret.clone(),
         lease: std::time::Duration::from_secs(args.lease_secs),
         ..EngineConfig::default()
     };
     let engine = Engine::new(store.clone(), Arc::new(Registry::new(Kit::new(sim.clone()))), engine_config);
     let shutdown = CancellationToken::new();
     let destinations = args.webhooks.destinations()?;
-    let secret = server_secret(&args.data_dir)?;
     // Connector passwords and webhook secrets are sealed under a key from the same secret.
     smsgate_store::seal::install(&secret);
     let admin = smsgate_services::Admin::new(store.clone(), engine.clone())
@@ -93,9 +94,19 @@ async fn serve(args: Config) -> anyhow::Result<()> {
     let smpp_settings = args.smpp_server.settings(&args.node);
     let messages = smsgate_services::Messages::new(ingress, store.clone());
     let smpp = smpp_server::SmppServer::new(store.clone(), messages.clone(), admin.clone(), smpp_settings);
+    let imports = args.data_dir.join("imports");
+    let contacts = smsgate_services::Contacts::new(messages.clone(), store.clone())
+        .import_dir(imports.clone())
+        .with_context(|| format!("making the imports folder {}", imports.display()))?;
+    match contacts.resume_imports().await {
+        Ok(0) => {}
+        Ok(n) => println!("smsgate: resuming {n} contact import(s)"),
+        Err(e) => eprintln!("smsgate: resuming contact imports failed: {e}"),
+    }
     let state = smsgate_api::AppState {
         messages,
         admin,
+        contacts,
         engine,
         sim: Some(sim),
         metrics: Some(metrics),

@@ -116,14 +116,60 @@ async fn rest_to_an_smpp_carrier_and_back() {
         assert!(Instant::now() < deadline, "no inbound message: {inbound}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The handset texts STOP over the carrier's deliver_sm: opted out, told so once through the carrier (from the
+    // sender it wrote to), and a send to it is refused.
+    let sent: Value = client
+        .post(format!("{sim_http}/inbound"))
+        .json(&json!({"system_id": "acme", "from": "+447700900125", "to": "Acme", "text": "Stop"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sent["parts"], 1, "{sent}");
+    loop {
+        let (st, m) = call(
+            reqwest::Method::POST,
+            "/v1/messages",
+            Some(json!({"to": "+447700900125", "from": "Acme", "body": "One more thing"})),
+        )
+        .await;
+        if st == 422 {
+            assert_eq!(m["error"]["code"], "recipient_opted_out", "{m}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the STOP was not applied: {m}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    loop {
+        let inbox: Value = client
+            .get(format!("{sim_http}/handsets/447700900125/messages"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let texts: Vec<&str> = inbox["data"].as_array().unwrap().iter().filter_map(|m| m["text"].as_str()).collect();
+        if let Some(confirmation) = texts.iter().find(|t| t.contains("unsubscribed")) {
+            assert!(confirmation.contains("START"), "{confirmation}");
+            let from =
+                inbox["data"].as_array().unwrap().iter().find(|m| m["text"] == *confirmation).unwrap()["from"].clone();
+            assert_eq!(from, "Acme", "{inbox}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no confirmation at the handset: {inbox}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let (_, c) = call(reqwest::Method::GET, "/v1/connectors/carrier", None).await;
     assert_eq!(c["link"], json!({"sessions": 1, "bound": 1}), "{c}");
-    assert_eq!(c["counters"]["accepted"], 2, "{c}");
+    assert_eq!(c["counters"]["accepted"], 3, "the two texts and the confirmation: {c}");
     // Every status after queued of both messages reached the webhook receiver.
     loop {
         let stats: Value = client.get(format!("{sink_addr}/stats")).send().await.unwrap().json().await.unwrap();
-        if stats["by_status"]["delivered"] == 2 {
-            assert_eq!(stats["by_status"]["sent"], 2, "{stats}");
+        if stats["by_status"]["delivered"] == 3 {
+            assert_eq!(stats["by_status"]["sent"], 3, "{stats}");
             break;
         }
         assert!(Instant::now() < deadline, "callbacks missing: {stats}");

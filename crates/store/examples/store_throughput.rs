@@ -30,6 +30,7 @@ fn message(account: AccountId, i: usize, at: Timestamp) -> NewMessage {
         send_at: None,
         expires_at: Some(at.plus_secs(48 * 3600)),
         attempts: 0,
+        category: Default::default(),
         created_at: at,
         updated_at: at,
     };

@@ -16,8 +16,11 @@
 //! inside the same transaction that writes it, so a late or duplicate receipt never moves a message backwards.
 
 pub mod audit;
+pub mod consent;
+pub mod contacts;
 pub mod credentials;
 pub mod effects;
+pub mod jobs;
 pub mod messages;
 mod postgres;
 pub mod routing;
@@ -33,7 +36,10 @@ pub mod webhooks;
 use smsgate_core::Status;
 
 pub use audit::{AuditEntry, AuditStore};
+pub use consent::{ConsentEvent, ConsentStore, OptOut};
+pub use contacts::{Contact, ContactList, ContactQuery, ContactStore, Segment};
 pub use credentials::{CredentialStore, SmppCredential};
+pub use jobs::{ImportBatch, Job, JobStore};
 pub use messages::{
     Changes, Claim, Inserted, ListFilter, MessageStore, NewMessage, ReceiptUpdate, Transition, WaitingAt,
 };
@@ -73,6 +79,9 @@ pub trait Store:
     + CredentialStore
     + SenderStore
     + AuditStore
+    + ContactStore
+    + ConsentStore
+    + JobStore
     + std::fmt::Debug
 {
     /// Closes the store: waits for writes under way, then releases the database.

@@ -318,10 +318,16 @@ pub(crate) fn message_of(r: &Row) -> Result<Message> {
         send_at: r.get::<Option<i64>>("send_at")?.map(Timestamp),
         expires_at: r.get::<Option<i64>>("expires_at")?.map(Timestamp),
         attempts: count("attempts")?,
+        category: category_of(&r.get::<String>("category")?)?,
         created_at: r.timestamp("created_at")?,
         updated_at: r.timestamp("updated_at")?,
         callback_statuses: mask_of(r.get("callback_statuses")?)?,
     })
+}
+
+/// A `category` column's value.
+pub(crate) fn category_of(s: &str) -> Result<smsgate_core::consent::Category> {
+    smsgate_core::consent::Category::parse(s).ok_or_else(|| corrupt(format!("category {s:?}")))
 }
 
 /// A `callback_statuses` column's value.

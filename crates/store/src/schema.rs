@@ -49,6 +49,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration::both(15, include_str!("../migrations/0015_api_keys.sql")),
     Migration::both(16, include_str!("../migrations/0016_rate_limits.sql")),
     Migration::both(17, include_str!("../migrations/0017_audit.sql")),
+    Migration::both(18, include_str!("../migrations/0018_contacts.sql")),
 ];
 
 /// The `next_attempt_at` of a message that waits for a connector of its route ([`crate::Changes::wait_for_route`]):
@@ -152,7 +153,7 @@ pub(crate) fn parse_journey(journey: &str) -> Result<Vec<Event>> {
 /// The columns of `messages` that make a `Message`, in the order both stores read them.
 pub(crate) const MESSAGE_COLUMNS: &str = "id, account_id, direction, to_addr, from_addr, body, encoding, segments, \
      price_micros, connector, carrier_id, status, error_code, reference, callback_url, send_at, expires_at, \
-     attempts, created_at, updated_at, callback_statuses";
+     attempts, created_at, updated_at, callback_statuses, category";
 
 pub(crate) fn corrupt(what: impl Into<String>) -> StoreError {
     StoreError::Corrupt(what.into())

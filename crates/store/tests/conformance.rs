@@ -144,6 +144,7 @@ fn message(account: AccountId, to: &str, status: Status, at: Timestamp) -> Messa
         send_at: None,
         expires_at: Some(at.plus_secs(3600)),
         attempts: 0,
+        category: Default::default(),
         created_at: at,
         updated_at: at,
     }

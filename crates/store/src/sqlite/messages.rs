@@ -43,6 +43,7 @@ pub(super) fn message_from_row(row: &Row<'_>) -> Result<Message> {
         send_at: row.get::<_, Option<i64>>(15)?.map(Timestamp),
         expires_at: row.get::<_, Option<i64>>(16)?.map(Timestamp),
         attempts: count(17)?,
+        category: crate::messages::category_of(&row.get::<_, String>(21)?)?,
         created_at: Timestamp(row.get(18)?),
         updated_at: Timestamp(row.get(19)?),
         callback_statuses: mask_of(row.get(20)?)?,
@@ -264,9 +265,9 @@ impl MessageStore for SqliteStore {
                          segments, price_micros, connector, carrier_id, status, error_code, reference, callback_url, \
                          send_at, expires_at, attempts, next_attempt_at, idempotency_key, request_hash, created_at, \
                          updated_at, journey, lease_owner, lease_until, smpp_receipts, smpp_parts, \
-                         callback_statuses) \
+                         callback_statuses, category) \
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-                         ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29) ON CONFLICT DO NOTHING",
+                         ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30) ON CONFLICT DO NOTHING",
                     )?
                     .execute(params![
                         id,
@@ -298,6 +299,7 @@ impl MessageStore for SqliteStore {
                         new.smpp.map(|r| i64::from(r.registered_delivery)),
                         new.smpp.map(|r| i64::from(r.ids)),
                         m.callback_statuses.map(|c| i64::from(c.0)),
+                        m.category.as_str(),
                     ])?;
                 if inserted == 1 {
                     changed.push(m.status);
@@ -355,7 +357,7 @@ impl MessageStore for SqliteStore {
                     // Read first, then claim each: no update under a read still walking the index it changes.
                     let picked: Vec<(Message, i64, i64)> = conn
                         .prepare_cached(&claim_sql(step)[kind])?
-                        .query_map([now.0], |r| Ok((message_from_row(r), r.get(21)?, r.get(22)?)))?
+                        .query_map([now.0], |r| Ok((message_from_row(r), r.get(22)?, r.get(23)?)))?
                         .map(|row| {
                             let (m, length, rowid) = row?;
                             Ok((m?, length, rowid))

@@ -1,0 +1,577 @@
+//! Contacts, their tags, lists and saved segments, and what erasure and retention do to the messages of a number.
+//! Cold-path SQL, written once ([`Database`]).
+
+use async_trait::async_trait;
+use smsgate_core::{AccountId, Timestamp};
+
+use crate::Result;
+use crate::schema::corrupt;
+use crate::sql::{Database, Row, Statement, Value, values};
+
+/// A person an account texts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Contact {
+    pub id: String,
+    pub account_id: AccountId,
+    /// E.164.
+    pub phone: String,
+    /// The number's keyed hash, as consent keys it.
+    pub phone_hash: String,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    /// The zone the account gave; `None`: derived from the number.
+    pub time_zone: Option<String>,
+    /// Custom fields: a JSON object.
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    pub tags: Vec<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub last_activity_at: Option<Timestamp>,
+}
+
+/// Which of an account's contacts a query wants; every condition given must hold.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContactQuery {
+    /// Has every one of these tags.
+    pub tags: Vec<String>,
+    /// Is a member of every one of these lists (ids).
+    pub lists: Vec<String>,
+    /// Not a member of any of these lists.
+    pub not_lists: Vec<String>,
+    /// The number, name or email contains this.
+    pub q: Option<String>,
+    /// Opted out (in any scope) or not.
+    pub opted_out: Option<bool>,
+    /// Last activity at or after.
+    pub active_since: Option<Timestamp>,
+    /// No activity at or after (or none at all).
+    pub inactive_since: Option<Timestamp>,
+    /// Only these contacts (ids).
+    pub ids: Option<Vec<String>>,
+}
+
+/// A named list of contacts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactList {
+    pub id: String,
+    pub account_id: AccountId,
+    pub name: String,
+    pub created_at: Timestamp,
+    pub members: u64,
+}
+
+/// A saved filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub id: String,
+    pub account_id: AccountId,
+    pub name: String,
+    /// The filter, JSON.
+    pub filter: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// Contacts, lists and segments.
+#[async_trait]
+pub trait ContactStore: Send + Sync {
+    /// Stores a new contact; false when the account has one with this number already.
+    async fn insert_contact(&self, contact: &Contact) -> Result<bool>;
+
+    /// Stores contacts in one transaction: new ones inserted, those whose number the account has already updated
+    /// (when `update` is true) or left alone. For each, whether it was created (`Some(true)`), updated
+    /// (`Some(false)`) or left alone (`None`); the stored id of each.
+    async fn upsert_contacts(&self, contacts: &[Contact], update: bool) -> Result<Vec<(Option<bool>, String)>>;
+
+    /// Replaces a contact's fields (by id and account); false if there is none.
+    async fn update_contact(&self, contact: &Contact) -> Result<bool>;
+
+    /// An account's contact by id.
+    async fn contact(&self, account: AccountId, id: &str) -> Result<Option<Contact>>;
+
+    /// An account's contact by number (E.164).
+    async fn contact_by_phone(&self, account: AccountId, phone: &str) -> Result<Option<Contact>>;
+
+    /// An account's contacts matching `query`, by id, after `cursor`, at most `limit`.
+    async fn contacts(
+        &self,
+        account: AccountId,
+        query: &ContactQuery,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Contact>>;
+
+    /// How many of an account's contacts match `query`.
+    async fn count_contacts(&self, account: AccountId, query: &ContactQuery) -> Result<u64>;
+
+    /// Deletes an account's contact, its tags and memberships; false if there was none.
+    async fn delete_contact(&self, account: AccountId, id: &str) -> Result<bool>;
+
+    /// Notes activity (a message to or from the number) on the account's contact with this number, if any.
+    async fn touch_contact(&self, account: AccountId, phone: &str, at: Timestamp) -> Result<()>;
+
+    /// Creates a list; false when the account has one by this name.
+    async fn insert_list(&self, list: &ContactList) -> Result<bool>;
+
+    /// An account's lists, oldest first, with their member counts.
+    async fn lists(&self, account: AccountId) -> Result<Vec<ContactList>>;
+
+    /// An account's list by id.
+    async fn list(&self, account: AccountId, id: &str) -> Result<Option<ContactList>>;
+
+    /// Deletes an account's list and its memberships (not the contacts); false if there was none.
+    async fn delete_list(&self, account: AccountId, id: &str) -> Result<bool>;
+
+    /// Adds contacts (ids of the list's account, checked by the caller) to a list; how many were not members.
+    async fn add_members(&self, list: &str, contacts: &[String], now: Timestamp) -> Result<u64>;
+
+    /// Removes a contact from a list; false if it was not a member.
+    async fn remove_member(&self, list: &str, contact: &str) -> Result<bool>;
+
+    /// The ids of a contact's lists.
+    async fn lists_of(&self, contact: &str) -> Result<Vec<String>>;
+
+    async fn insert_segment(&self, segment: &Segment) -> Result<()>;
+
+    async fn segments(&self, account: AccountId) -> Result<Vec<Segment>>;
+
+    async fn segment(&self, account: AccountId, id: &str) -> Result<Option<Segment>>;
+
+    /// Replaces a segment's name and filter; false if there is none.
+    async fn update_segment(&self, segment: &Segment) -> Result<bool>;
+
+    async fn delete_segment(&self, account: AccountId, id: &str) -> Result<bool>;
+
+    /// Anonymizes every message of an account to or from `phone`: the number replaced by `replacement`, the body
+    /// and the number in the journey removed; counts, statuses and prices kept. How many messages.
+    async fn anonymize_messages(&self, account: AccountId, phone: &str, replacement: &str) -> Result<u64>;
+
+    /// Removes bodies and numbers from at most `limit` final messages of an account created before `before`; how
+    /// many. Already purged messages are skipped.
+    async fn purge_messages(&self, account: AccountId, before: Timestamp, limit: u32) -> Result<u64>;
+}
+
+const CONTACT_COLUMNS: &str = "id, account_id, phone, phone_hash, name, email, time_zone, fields, tags, created_at, \
+     updated_at, last_activity_at";
+
+/// What a purged number reads as.
+pub const PURGED: &str = "purged";
+
+fn contact_of(r: &Row) -> Result<Contact> {
+    let fields: String = r.get("fields")?;
+    let tags: String = r.get("tags")?;
+    let id: String = r.get("id")?;
+    Ok(Contact {
+        fields: serde_json::from_str(&fields).map_err(|e| corrupt(format!("contact {id} fields: {e}")))?,
+        tags: serde_json::from_str(&tags).map_err(|e| corrupt(format!("contact {id} tags: {e}")))?,
+        id,
+        account_id: r.account_id("account_id")?,
+        phone: r.get("phone")?,
+        phone_hash: r.get("phone_hash")?,
+        name: r.get("name")?,
+        email: r.get("email")?,
+        time_zone: r.get("time_zone")?,
+        created_at: r.timestamp("created_at")?,
+        updated_at: r.timestamp("updated_at")?,
+        last_activity_at: r.get::<Option<i64>>("last_activity_at")?.map(Timestamp),
+    })
+}
+
+fn json(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+fn insert_statement(c: &Contact, on_conflict: &str) -> Statement {
+    Statement {
+        sql: format!(
+            "INSERT INTO contacts ({CONTACT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (account_id, phone) {on_conflict}"
+        ),
+        params: values![
+            &c.id,
+            c.account_id,
+            &c.phone,
+            &c.phone_hash,
+            c.name.as_deref(),
+            c.email.as_deref(),
+            c.time_zone.as_deref(),
+            json(&c.fields),
+            json(&c.tags),
+            c.created_at,
+            c.updated_at,
+            c.last_activity_at.map(|t| t.0),
+        ],
+    }
+}
+
+/// The statements that make a contact's tag rows those of `c.tags`, for the contact of this id or number.
+fn tag_statements(c: &Contact) -> Vec<Statement> {
+    let id = "(SELECT id FROM contacts WHERE account_id = ? AND phone = ?)";
+    let mut out = vec![Statement {
+        sql: format!("DELETE FROM contact_tags WHERE contact_id = {id}"),
+        params: values![c.account_id, &c.phone],
+    }];
+    for tag in &c.tags {
+        out.push(Statement {
+            sql: format!(
+                "INSERT INTO contact_tags (contact_id, account_id, tag) VALUES ({id}, ?, ?) ON CONFLICT DO NOTHING"
+            ),
+            params: values![c.account_id, &c.phone, c.account_id, tag],
+        });
+    }
+    out
+}
+
+/// The `WHERE` terms of a query over `contacts c`, and their parameters.
+fn query_terms(account: AccountId, q: &ContactQuery) -> (String, Vec<Value>) {
+    let mut sql = "c.account_id = ?".to_string();
+    let mut params: Vec<Value> = values![account];
+    for tag in &q.tags {
+        sql.push_str(" AND EXISTS (SELECT 1 FROM contact_tags t WHERE t.contact_id = c.id AND t.tag = ?)");
+        params.push(tag.into());
+    }
+    for list in &q.lists {
+        sql.push_str(" AND EXISTS (SELECT 1 FROM list_members m WHERE m.contact_id = c.id AND m.list_id = ?)");
+        params.push(list.into());
+    }
+    for list in &q.not_lists {
+        sql.push_str(" AND NOT EXISTS (SELECT 1 FROM list_members m WHERE m.contact_id = c.id AND m.list_id = ?)");
+        params.push(list.into());
+    }
+    if let Some(text) = &q.q {
+        let like = format!("%{}%", text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        sql.push_str(
+            " AND (c.phone LIKE ? ESCAPE '\\' OR LOWER(COALESCE(c.name, '')) LIKE LOWER(?) ESCAPE '\\' \
+             OR LOWER(COALESCE(c.email, '')) LIKE LOWER(?) ESCAPE '\\')",
+        );
+        params.extend(values![&like, &like, &like]);
+    }
+    if let Some(out) = q.opted_out {
+        sql.push_str(if out { " AND EXISTS" } else { " AND NOT EXISTS" });
+        sql.push_str(" (SELECT 1 FROM opt_outs o WHERE o.account_id = c.account_id AND o.phone_hash = c.phone_hash)");
+    }
+    if let Some(at) = q.active_since {
+        sql.push_str(" AND c.last_activity_at >= ?");
+        params.push(at.into());
+    }
+    if let Some(at) = q.inactive_since {
+        sql.push_str(" AND (c.last_activity_at IS NULL OR c.last_activity_at < ?)");
+        params.push(at.into());
+    }
+    if let Some(ids) = &q.ids {
+        if ids.is_empty() {
+            sql.push_str(" AND 1 = 0");
+        } else {
+            sql.push_str(&format!(" AND c.id IN ({})", vec!["?"; ids.len()].join(", ")));
+            params.extend(ids.iter().map(Value::from));
+        }
+    }
+    (sql, params)
+}
+
+const LIST_COLUMNS: &str = "l.id, l.account_id, l.name, l.created_at, \
+     (SELECT COUNT(*) FROM list_members m WHERE m.list_id = l.id) AS members";
+
+fn list_of(r: &Row) -> Result<ContactList> {
+    Ok(ContactList {
+        id: r.get("id")?,
+        account_id: r.account_id("account_id")?,
+        name: r.get("name")?,
+        created_at: r.timestamp("created_at")?,
+        members: u64::try_from(r.get::<i64>("members")?).unwrap_or(0),
+    })
+}
+
+const SEGMENT_COLUMNS: &str = "id, account_id, name, filter, created_at, updated_at";
+
+fn segment_of(r: &Row) -> Result<Segment> {
+    Ok(Segment {
+        id: r.get("id")?,
+        account_id: r.account_id("account_id")?,
+        name: r.get("name")?,
+        filter: r.get("filter")?,
+        created_at: r.timestamp("created_at")?,
+        updated_at: r.timestamp("updated_at")?,
+    })
+}
+
+/// The statements that store `contacts` as [`ContactStore::upsert_contacts`] says, and what each will be.
+pub(crate) async fn upsert_plan<D: Database + ?Sized>(
+    db: &D,
+    contacts: &[Contact],
+    update: bool,
+) -> Result<(Vec<Statement>, Vec<(Option<bool>, String)>)> {
+    if contacts.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    // Which numbers exist already, to say created or updated (the account is the same for all).
+    let account = contacts[0].account_id;
+    let mut existing = std::collections::HashMap::new();
+    for chunk in contacts.chunks(500) {
+        let sql = format!(
+            "SELECT id, phone FROM contacts WHERE account_id = ? AND phone IN ({})",
+            vec!["?"; chunk.len()].join(", ")
+        );
+        let mut params: Vec<Value> = values![account];
+        params.extend(chunk.iter().map(|c| Value::from(&c.phone)));
+        for r in db.query(&sql, params).await? {
+            existing.insert(r.get::<String>("phone")?, r.get::<String>("id")?);
+        }
+    }
+    let mut statements = Vec::new();
+    let mut out = Vec::with_capacity(contacts.len());
+    for c in contacts {
+        match existing.get(&c.phone) {
+            Some(id) if update => {
+                statements.push(Statement {
+                    sql: "UPDATE contacts SET name = COALESCE(?, name), email = COALESCE(?, email), \
+                          time_zone = COALESCE(?, time_zone), fields = ?, tags = ?, updated_at = ? \
+                          WHERE account_id = ? AND phone = ?"
+                        .into(),
+                    params: values![
+                        c.name.as_deref(),
+                        c.email.as_deref(),
+                        c.time_zone.as_deref(),
+                        json(&c.fields),
+                        json(&c.tags),
+                        c.updated_at,
+                        c.account_id,
+                        &c.phone
+                    ],
+                });
+                statements.extend(tag_statements(c));
+                out.push((Some(false), id.clone()));
+            }
+            Some(id) => out.push((None, id.clone())),
+            None => {
+                statements.push(insert_statement(c, "DO NOTHING"));
+                statements.extend(tag_statements(c));
+                out.push((Some(true), c.id.clone()));
+            }
+        }
+    }
+    Ok((statements, out))
+}
+
+#[async_trait]
+impl<D: Database> ContactStore for D {
+    async fn insert_contact(&self, c: &Contact) -> Result<bool> {
+        let mut statements = vec![insert_statement(c, "DO NOTHING")];
+        statements.extend(tag_statements(c));
+        let changed = self.transaction(statements).await?;
+        // The tags were written for whichever contact has the number: only a new one's are new.
+        Ok(changed.first().copied().unwrap_or(0) == 1)
+    }
+
+    async fn upsert_contacts(&self, contacts: &[Contact], update: bool) -> Result<Vec<(Option<bool>, String)>> {
+        let (statements, out) = upsert_plan(self, contacts, update).await?;
+        self.transaction(statements).await?;
+        Ok(out)
+    }
+
+    async fn update_contact(&self, c: &Contact) -> Result<bool> {
+        let mut statements = vec![Statement {
+            sql: "UPDATE contacts SET phone = ?, phone_hash = ?, name = ?, email = ?, time_zone = ?, fields = ?, \
+                  tags = ?, updated_at = ? WHERE id = ? AND account_id = ?"
+                .into(),
+            params: values![
+                &c.phone,
+                &c.phone_hash,
+                c.name.as_deref(),
+                c.email.as_deref(),
+                c.time_zone.as_deref(),
+                json(&c.fields),
+                json(&c.tags),
+                c.updated_at,
+                &c.id,
+                c.account_id
+            ],
+        }];
+        statements.extend(tag_statements(c));
+        Ok(self.transaction(statements).await?.first().copied().unwrap_or(0) == 1)
+    }
+
+    async fn contact(&self, account: AccountId, id: &str) -> Result<Option<Contact>> {
+        let sql = format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE id = ? AND account_id = ?");
+        self.query_one(&sql, values![id, account]).await?.as_ref().map(contact_of).transpose()
+    }
+
+    async fn contact_by_phone(&self, account: AccountId, phone: &str) -> Result<Option<Contact>> {
+        let sql = format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE account_id = ? AND phone = ?");
+        self.query_one(&sql, values![account, phone]).await?.as_ref().map(contact_of).transpose()
+    }
+
+    async fn contacts(
+        &self,
+        account: AccountId,
+        query: &ContactQuery,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Contact>> {
+        let (terms, mut params) = query_terms(account, query);
+        let columns = CONTACT_COLUMNS.split(", ").map(|c| format!("c.{c}")).collect::<Vec<_>>().join(", ");
+        let mut sql = format!("SELECT {columns} FROM contacts c WHERE {terms}");
+        if let Some(cursor) = cursor {
+            sql.push_str(" AND c.id > ?");
+            params.push(cursor.into());
+        }
+        sql.push_str(&format!(" ORDER BY c.id LIMIT {limit}"));
+        self.query(&sql, params).await?.iter().map(contact_of).collect()
+    }
+
+    async fn count_contacts(&self, account: AccountId, query: &ContactQuery) -> Result<u64> {
+        let (terms, params) = query_terms(account, query);
+        let row = self.query_one(&format!("SELECT COUNT(*) AS n FROM contacts c WHERE {terms}"), params).await?;
+        Ok(row.map(|r| r.get::<i64>("n")).transpose()?.map_or(0, |n| u64::try_from(n).unwrap_or(0)))
+    }
+
+    async fn delete_contact(&self, account: AccountId, id: &str) -> Result<bool> {
+        let owned = "(SELECT id FROM contacts WHERE id = ? AND account_id = ?)";
+        let statements = vec![
+            Statement {
+                sql: format!("DELETE FROM contact_tags WHERE contact_id = {owned}"),
+                params: values![id, account],
+            },
+            Statement {
+                sql: format!("DELETE FROM list_members WHERE contact_id = {owned}"),
+                params: values![id, account],
+            },
+            Statement {
+                sql: "DELETE FROM contacts WHERE id = ? AND account_id = ?".into(),
+                params: values![id, account],
+            },
+        ];
+        Ok(self.transaction(statements).await?.get(2).copied().unwrap_or(0) == 1)
+    }
+
+    async fn touch_contact(&self, account: AccountId, phone: &str, at: Timestamp) -> Result<()> {
+        self.execute(
+            "UPDATE contacts SET last_activity_at = ? WHERE account_id = ? AND phone = ? \
+             AND (last_activity_at IS NULL OR last_activity_at < ?)",
+            values![at, account, phone, at],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_list(&self, l: &ContactList) -> Result<bool> {
+        let n = self.execute(
+            "INSERT INTO lists (id, account_id, name, created_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (account_id, name) DO NOTHING",
+            values![&l.id, l.account_id, &l.name, l.created_at],
+        );
+        Ok(n.await? == 1)
+    }
+
+    async fn lists(&self, account: AccountId) -> Result<Vec<ContactList>> {
+        let sql = format!("SELECT {LIST_COLUMNS} FROM lists l WHERE l.account_id = ? ORDER BY l.created_at, l.id");
+        self.query(&sql, values![account]).await?.iter().map(list_of).collect()
+    }
+
+    async fn list(&self, account: AccountId, id: &str) -> Result<Option<ContactList>> {
+        let sql = format!("SELECT {LIST_COLUMNS} FROM lists l WHERE l.id = ? AND l.account_id = ?");
+        self.query_one(&sql, values![id, account]).await?.as_ref().map(list_of).transpose()
+    }
+
+    async fn delete_list(&self, account: AccountId, id: &str) -> Result<bool> {
+        let statements = vec![
+            Statement {
+                sql: "DELETE FROM list_members WHERE list_id = (SELECT id FROM lists WHERE id = ? AND account_id = ?)"
+                    .into(),
+                params: values![id, account],
+            },
+            Statement { sql: "DELETE FROM lists WHERE id = ? AND account_id = ?".into(), params: values![id, account] },
+        ];
+        Ok(self.transaction(statements).await?.get(1).copied().unwrap_or(0) == 1)
+    }
+
+    async fn add_members(&self, list: &str, contacts: &[String], now: Timestamp) -> Result<u64> {
+        let statements = contacts
+            .iter()
+            .map(|c| Statement {
+                sql: "INSERT INTO list_members (list_id, contact_id, added_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
+                    .into(),
+                params: values![list, c, now],
+            })
+            .collect();
+        Ok(self.transaction(statements).await?.iter().sum())
+    }
+
+    async fn remove_member(&self, list: &str, contact: &str) -> Result<bool> {
+        let n = self.execute("DELETE FROM list_members WHERE list_id = ? AND contact_id = ?", values![list, contact]);
+        Ok(n.await? == 1)
+    }
+
+    async fn lists_of(&self, contact: &str) -> Result<Vec<String>> {
+        let rows =
+            self.query("SELECT list_id FROM list_members WHERE contact_id = ? ORDER BY list_id", values![contact]);
+        rows.await?.iter().map(|r| r.get("list_id")).collect()
+    }
+
+    async fn insert_segment(&self, s: &Segment) -> Result<()> {
+        self.execute(
+            &format!("INSERT INTO segments ({SEGMENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"),
+            values![&s.id, s.account_id, &s.name, &s.filter, s.created_at, s.updated_at],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn segments(&self, account: AccountId) -> Result<Vec<Segment>> {
+        let sql = format!("SELECT {SEGMENT_COLUMNS} FROM segments WHERE account_id = ? ORDER BY id");
+        self.query(&sql, values![account]).await?.iter().map(segment_of).collect()
+    }
+
+    async fn segment(&self, account: AccountId, id: &str) -> Result<Option<Segment>> {
+        let sql = format!("SELECT {SEGMENT_COLUMNS} FROM segments WHERE id = ? AND account_id = ?");
+        self.query_one(&sql, values![id, account]).await?.as_ref().map(segment_of).transpose()
+    }
+
+    async fn update_segment(&self, s: &Segment) -> Result<bool> {
+        let n = self.execute(
+            "UPDATE segments SET name = ?, filter = ?, updated_at = ? WHERE id = ? AND account_id = ?",
+            values![&s.name, &s.filter, s.updated_at, &s.id, s.account_id],
+        );
+        Ok(n.await? == 1)
+    }
+
+    async fn delete_segment(&self, account: AccountId, id: &str) -> Result<bool> {
+        let n = self.execute("DELETE FROM segments WHERE id = ? AND account_id = ?", values![id, account]);
+        Ok(n.await? == 1)
+    }
+
+    async fn anonymize_messages(&self, account: AccountId, phone: &str, replacement: &str) -> Result<u64> {
+        let statements = vec![
+            Statement {
+                sql: "UPDATE messages SET to_addr = ?, body = '', journey = REPLACE(journey, ?, ?) \
+                      WHERE account_id = ? AND to_addr = ?"
+                    .into(),
+                params: values![replacement, phone, replacement, account, phone],
+            },
+            Statement {
+                sql: "UPDATE messages SET from_addr = ?, body = '', journey = REPLACE(journey, ?, ?) \
+                      WHERE account_id = ? AND from_addr = ?"
+                    .into(),
+                params: values![replacement, phone, replacement, account, phone],
+            },
+        ];
+        Ok(self.transaction(statements).await?.iter().sum())
+    }
+
+    async fn purge_messages(&self, account: AccountId, before: Timestamp, limit: u32) -> Result<u64> {
+        let finals = smsgate_core::Status::ALL
+            .iter()
+            .filter(|s| s.is_final())
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "UPDATE messages SET body = '', to_addr = CASE direction WHEN 'outbound' THEN '{PURGED}' ELSE to_addr END, \
+             from_addr = CASE direction WHEN 'inbound' THEN '{PURGED}' ELSE from_addr END, \
+             journey = REPLACE(journey, CASE direction WHEN 'inbound' THEN from_addr ELSE to_addr END, '{PURGED}') \
+             WHERE id IN (SELECT id FROM messages WHERE account_id = ? AND created_at < ? AND status IN ({finals}) \
+             AND NOT (to_addr = '{PURGED}' OR from_addr = '{PURGED}') ORDER BY created_at LIMIT {limit})"
+        );
+        self.execute(&sql, values![account, before]).await
+    }
+}
