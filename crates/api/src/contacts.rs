@@ -396,6 +396,8 @@ pub struct JobView {
     pub state: String,
     /// Rows read so far.
     pub rows: u64,
+    /// How far into the file the rows read so far end (octets).
+    pub bytes_read: u64,
     pub created: u64,
     pub updated: u64,
     pub skipped: u64,
@@ -414,6 +416,7 @@ fn job_view(job: Job, errors: Vec<RowError>) -> JobView {
         id: job.id,
         state: job.state,
         rows: job.rows,
+        bytes_read: job.next_offset,
         created: job.created,
         updated: job.updated,
         skipped: job.skipped,
@@ -439,19 +442,21 @@ pub(crate) async fn import_contacts(
     let mapping = mapping_of(query(q)?)?;
     let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    if !matches!(media.as_str(), "text/csv" | "application/csv" | "text/plain") {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the CSV file as the body with Content-Type: text/csv",
-        ));
-    }
     let job = state.contacts.new_job_id();
     let path = state
         .contacts
         .import_file(&job)
         .ok_or_else(|| ApiError::invalid("imports_disabled", "this server takes no imports"))?;
-    let written = save_upload(request.into_body(), &path).await;
+    let mut mapping = mapping;
+    let written = match media.as_str() {
+        "text/csv" | "application/csv" | "text/plain" => save_upload(request.into_body(), &path).await,
+        "multipart/form-data" => save_multipart(request, &state, &path, &mut mapping).await,
+        _ => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the CSV file as the body (Content-Type: text/csv), or as the part \"file\" of multipart/form-data",
+        )),
+    };
     if let Err(e) = written {
         let _ = tokio::fs::remove_file(&path).await;
         return Err(e);
@@ -465,14 +470,55 @@ pub(crate) async fn import_contacts(
     }
 }
 
+/// Streams the part `file` of a multipart body to a file; a part `mapping` (JSON: `columns`, `list`, `tags`,
+/// `update_existing`, `consent_source`) replaces the mapping of the query.
+async fn save_multipart(
+    request: Request,
+    state: &AppState,
+    path: &std::path::Path,
+    mapping: &mut Mapping,
+) -> Result<(), ApiError> {
+    use axum::extract::FromRequest;
+    let bad = |e: axum::extract::multipart::MultipartError| ApiError::invalid("invalid_body", e.body_text());
+    let mut form = axum::extract::Multipart::from_request(request, state)
+        .await
+        .map_err(|e| ApiError::invalid("invalid_body", e.body_text()))?;
+    let mut saved = false;
+    while let Some(field) = form.next_field().await.map_err(bad)? {
+        match field.name() {
+            Some("mapping") => {
+                let text = field.text().await.map_err(bad)?;
+                *mapping = serde_json::from_str(&text)
+                    .map_err(|e| ApiError::invalid("invalid_mapping", format!("the mapping part: {e}")))?;
+            }
+            Some("file") => {
+                let chunks = field.map(|c| c.map_err(std::io::Error::other));
+                save_chunks(chunks, path).await?;
+                saved = true;
+            }
+            _ => {}
+        }
+    }
+    if saved { Ok(()) } else { Err(ApiError::invalid("invalid_body", "the form has no part named \"file\"")) }
+}
+
 /// Streams a body to a file, at most [`MAX_IMPORT`] octets.
 async fn save_upload(body: Body, path: &std::path::Path) -> Result<(), ApiError> {
+    let chunks = body.into_data_stream().map(|c| c.map_err(std::io::Error::other));
+    save_chunks(chunks, path).await
+}
+
+/// Writes chunks to a file, at most [`MAX_IMPORT`] octets, synced before it returns.
+async fn save_chunks(
+    chunks: impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>>,
+    path: &std::path::Path,
+) -> Result<(), ApiError> {
     let io = |e: std::io::Error| {
         tracing::error!(error = %e, "saving an upload failed");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the upload could not be saved")
     };
     let mut file = tokio::fs::File::create(path).await.map_err(io)?;
-    let mut stream = body.into_data_stream();
+    let mut stream = std::pin::pin!(chunks);
     let mut total = 0u64;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| ApiError::invalid("invalid_body", format!("reading the upload: {e}")))?;

@@ -352,8 +352,10 @@ impl Engine {
         let expiry = tokio::spawn(self.clone().sweep_expired(shutdown.clone()));
         let unparks = tokio::spawn(self.clone().unpark_every(shutdown.clone()));
         let consent = tokio::spawn(self.clone().refresh_consent_every(shutdown.clone()));
+        let retention = tokio::spawn(self.clone().purge_history_every(shutdown.clone()));
         self.dispatch(shutdown).await;
         let _ = consent.await;
+        let _ = retention.await;
         let _ = receipts.await;
         let _ = expiry.await;
         let _ = reloads.await;

@@ -1,5 +1,5 @@
 //! What the engine does on a timer: reloading connectors and routes, putting back messages that wait for their
-//! route, and ending messages whose validity passed.
+//! route, ending messages whose validity passed, and purging the history accounts keep for a set time.
 
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -111,4 +111,49 @@ impl Engine {
             }
         }
     }
+
+    /// Every [`RETENTION_EVERY`], purges the history of the accounts that keep it for `retention_days`: bodies and
+    /// numbers of final messages older than that removed, [`RETENTION_BATCH`] at a time with a pause between, so
+    /// that live traffic never waits behind a long write.
+    pub(crate) async fn purge_history_every(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(RETENTION_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match self.purge_history(&shutdown).await {
+                Ok(0) => {}
+                Ok(n) => debug!(purged = n, "message history past its retention purged"),
+                Err(e) => warn!(error = %e, "purging message history failed; trying again later"),
+            }
+        }
+    }
+
+    /// One pass of [`Engine::purge_history_every`]; how many messages were purged.
+    pub async fn purge_history(&self, shutdown: &CancellationToken) -> Result<u64, smsgate_store::StoreError> {
+        let mut purged = 0;
+        for (account, json) in self.store.all_compliance().await? {
+            let Ok(settings) = serde_json::from_str::<smsgate_core::consent::Compliance>(&json) else { continue };
+            let Some(days) = settings.retention_days else { continue };
+            let before = self.now().plus_secs(-i64::from(days) * 86_400);
+            loop {
+                let n = self.store.purge_messages(account, before, RETENTION_BATCH).await?;
+                purged += n;
+                if n < u64::from(RETENTION_BATCH) || shutdown.is_cancelled() {
+                    break;
+                }
+                tokio::time::sleep(RETENTION_PAUSE).await;
+            }
+        }
+        Ok(purged)
+    }
 }
+
+/// How often history past its retention is looked for.
+pub const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+/// Messages one purge statement changes.
+pub const RETENTION_BATCH: u32 = 500;
+/// The pause between two purge statements.
+const RETENTION_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);

@@ -260,8 +260,11 @@ impl Contacts {
     /// A number in E.164, as admission reads destinations; [`ServiceError::Invalid`] `invalid_phone`.
     pub fn normalize_phone(&self, raw: &str) -> Result<String> {
         let policy = self.messages.policy();
-        normalize_destination(raw, policy.default_region, policy.strict_numbers)
-            .map_err(|r| invalid("invalid_phone", r.message))
+        normalize_destination(raw, policy.default_region, policy.strict_numbers).map_err(|r| {
+            // Admission's words are about a message's `to`.
+            let message = r.message.strip_prefix("to ").map_or(r.message.clone(), |m| format!("phone {m}"));
+            invalid("invalid_phone", message)
+        })
     }
 
     /// The keyed hash a number is known by in the consent tables.

@@ -39,16 +39,17 @@ pub enum Target {
 
 impl Target {
     /// A target from its name in a mapping: `phone`, `name`, `email`, `time_zone`, `tags`, `ignore` (or empty),
-    /// `fields.NAME` or any other name (a custom field).
+    /// `fields.NAME` or any other name (a custom field). The contact fields' names are read in any case (`Phone`).
     pub fn parse(s: &str) -> Target {
-        match s.trim() {
+        let s = s.trim();
+        match s.to_ascii_lowercase().as_str() {
             "phone" => Target::Phone,
             "name" => Target::Name,
             "email" => Target::Email,
             "time_zone" => Target::TimeZone,
             "tags" => Target::Tags,
             "ignore" | "" => Target::Ignore,
-            other => Target::Field(other.strip_prefix("fields.").unwrap_or(other).to_string()),
+            _ => Target::Field(s.strip_prefix("fields.").unwrap_or(s).to_string()),
         }
     }
 }
@@ -234,7 +235,7 @@ impl Contacts {
                             push_error(
                                 &mut errors,
                                 row,
-                                Some("phone"),
+                                Some(spec.phone_column()),
                                 "duplicate_in_file",
                                 format!("{} is in the file more than once; the first row was kept", contact.phone),
                             );
@@ -325,6 +326,11 @@ impl Contacts {
 }
 
 impl Spec {
+    /// The header of the column read as the number.
+    fn phone_column(&self) -> &str {
+        self.targets.iter().position(|t| *t == Target::Phone).map_or("phone", |i| self.header[i].as_str())
+    }
+
     fn file_name(&self) -> String {
         Path::new(&self.file).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
     }
@@ -411,6 +417,8 @@ mod tests {
         assert_eq!(Target::parse("phone"), Target::Phone);
         assert_eq!(Target::parse("fields.plan"), Target::Field("plan".into()));
         assert_eq!(Target::parse("Plan"), Target::Field("Plan".into()));
+        assert_eq!(Target::parse(" Phone "), Target::Phone);
+        assert_eq!(Target::parse("TAGS"), Target::Tags);
         assert_eq!(Target::parse(""), Target::Ignore);
     }
 }

@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use crate::{bench, client, config, encode, pdu, serve, sim};
+use crate::{bench, client, config, contacts, encode, pdu, serve, sim};
 
 use clap::{Parser, Subcommand};
 
@@ -28,6 +28,9 @@ enum Command {
     /// Look at messages on a running server.
     #[command(subcommand)]
     Messages(client::MessagesCommand),
+    /// Contacts on a running server: import a CSV file.
+    #[command(subcommand)]
+    Contacts(contacts::Command),
     /// Show how a text is encoded and split into SMS segments: encoding, segment count, units left.
     Encode(encode::Args),
     /// Decode SMPP PDUs to JSON, or encode JSON to PDUs.
@@ -55,6 +58,7 @@ pub fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Messages(cmd) => client::messages(cmd),
+        Command::Contacts(cmd) => contacts::run(cmd),
         Command::Encode(args) => encode::run(args),
         Command::Pdu(cmd) => pdu::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),

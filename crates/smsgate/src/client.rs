@@ -72,38 +72,43 @@ pub enum MessagesCommand {
     },
 }
 
-struct Api {
-    base: String,
-    key: String,
+pub(crate) struct Api {
+    pub(crate) base: String,
+    pub(crate) key: String,
     http: reqwest::Client,
 }
 
 impl Api {
-    fn new(c: &Connection) -> anyhow::Result<Api> {
+    pub(crate) fn new(c: &Connection) -> anyhow::Result<Api> {
         let key = c.api_key.clone().ok_or_else(|| anyhow!("set SMSGATE_API_KEY (or --api-key) to an API key"))?;
         let http =
             reqwest::Client::builder().timeout(Duration::from_secs(30)).build().context("building the HTTP client")?;
         Ok(Api { base: c.url.trim_end_matches('/').to_string(), key, http })
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    pub(crate) async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.key);
         if let Some(b) = body {
             req = req.json(&b);
         }
         let resp = req.send().await.with_context(|| format!("cannot reach smsgate at {}", self.base))?;
-        let status = resp.status();
-        let v: Value = resp.json().await.with_context(|| format!("{} answered {status} without JSON", self.base))?;
-        if !status.is_success() {
-            let code = v["error"]["code"].as_str().unwrap_or("error");
-            let message = v["error"]["message"].as_str().unwrap_or("");
-            bail!("{code}: {message} (HTTP {})", status.as_u16());
-        }
-        Ok(v)
+        answer(&self.base, resp).await
     }
 }
 
-fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
+/// A response's JSON, or its error as one line.
+pub(crate) async fn answer(base: &str, resp: reqwest::Response) -> anyhow::Result<Value> {
+    let status = resp.status();
+    let v: Value = resp.json().await.with_context(|| format!("{base} answered {status} without JSON"))?;
+    if !status.is_success() {
+        let code = v["error"]["code"].as_str().unwrap_or("error");
+        let message = v["error"]["message"].as_str().unwrap_or("");
+        bail!("{code}: {message} (HTTP {})", status.as_u16());
+    }
+    Ok(v)
+}
+
+pub(crate) fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?.block_on(f)
 }
 

@@ -7,6 +7,7 @@ pub mod bench_smpp;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod contacts;
 pub mod encode;
 pub mod pdu;
 pub mod serve;

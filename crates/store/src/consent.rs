@@ -44,6 +44,9 @@ pub trait ConsentStore: Send + Sync {
     /// An account's compliance settings as JSON; `None`: the defaults.
     async fn compliance(&self, account: AccountId) -> Result<Option<String>>;
 
+    /// Every account that has compliance settings of its own, with them (JSON).
+    async fn all_compliance(&self) -> Result<Vec<(AccountId, String)>>;
+
     /// Sets an account's compliance settings (JSON); false if there is no such account.
     async fn set_compliance(&self, account: AccountId, json: &str) -> Result<bool>;
 
@@ -157,6 +160,11 @@ impl<D: Database> ConsentStore for D {
             Some(r) => r.get("compliance")?,
             None => None,
         })
+    }
+
+    async fn all_compliance(&self) -> Result<Vec<(AccountId, String)>> {
+        let rows = self.query("SELECT id, compliance FROM accounts WHERE compliance IS NOT NULL", Vec::new()).await?;
+        rows.iter().map(|r| Ok((r.account_id("id")?, r.get("compliance")?))).collect()
     }
 
     async fn set_compliance(&self, account: AccountId, json: &str) -> Result<bool> {

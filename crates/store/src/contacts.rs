@@ -204,19 +204,37 @@ fn insert_statement(c: &Contact, on_conflict: &str) -> Statement {
     }
 }
 
-/// The statements that make a contact's tag rows those of `c.tags`, for the contact of this id or number.
-fn tag_statements(c: &Contact) -> Vec<Statement> {
-    let id = "(SELECT id FROM contacts WHERE account_id = ? AND phone = ?)";
-    let mut out = vec![Statement {
-        sql: format!("DELETE FROM contact_tags WHERE contact_id = {id}"),
-        params: values![c.account_id, &c.phone],
-    }];
-    for tag in &c.tags {
+/// The statement that writes every part of a contact (by id and account).
+fn update_statement(c: &Contact) -> Statement {
+    Statement {
+        sql: "UPDATE contacts SET phone = ?, phone_hash = ?, name = ?, email = ?, time_zone = ?, fields = ?, \
+              tags = ?, updated_at = ? WHERE id = ? AND account_id = ?"
+            .into(),
+        params: values![
+            &c.phone,
+            &c.phone_hash,
+            c.name.as_deref(),
+            c.email.as_deref(),
+            c.time_zone.as_deref(),
+            json(&c.fields),
+            json(&c.tags),
+            c.updated_at,
+            &c.id,
+            c.account_id
+        ],
+    }
+}
+
+/// The statements that make the tag rows of the contact `id` those of `tags`. Keyed by id, and each insert only
+/// while that contact exists: after an insert that found the number taken, they change nothing.
+fn tag_statements(id: &str, account: AccountId, tags: &[String]) -> Vec<Statement> {
+    let mut out = vec![Statement { sql: "DELETE FROM contact_tags WHERE contact_id = ?".into(), params: values![id] }];
+    for tag in tags {
         out.push(Statement {
-            sql: format!(
-                "INSERT INTO contact_tags (contact_id, account_id, tag) VALUES ({id}, ?, ?) ON CONFLICT DO NOTHING"
-            ),
-            params: values![c.account_id, &c.phone, c.account_id, tag],
+            sql: "INSERT INTO contact_tags (contact_id, account_id, tag) SELECT ?, ?, ? \
+                  WHERE EXISTS (SELECT 1 FROM contacts WHERE id = ?) ON CONFLICT DO NOTHING"
+                .into(),
+            params: values![id, account, tag, id],
         });
     }
     out
@@ -304,48 +322,47 @@ pub(crate) async fn upsert_plan<D: Database + ?Sized>(
     if contacts.is_empty() {
         return Ok((Vec::new(), Vec::new()));
     }
-    // Which numbers exist already, to say created or updated (the account is the same for all).
+    // Which numbers exist already, to say created or updated (the account is the same for all), with what an
+    // update merges into.
     let account = contacts[0].account_id;
-    let mut existing = std::collections::HashMap::new();
+    let mut existing: std::collections::HashMap<String, Contact> = std::collections::HashMap::new();
     for chunk in contacts.chunks(500) {
         let sql = format!(
-            "SELECT id, phone FROM contacts WHERE account_id = ? AND phone IN ({})",
+            "SELECT {CONTACT_COLUMNS} FROM contacts WHERE account_id = ? AND phone IN ({})",
             vec!["?"; chunk.len()].join(", ")
         );
         let mut params: Vec<Value> = values![account];
         params.extend(chunk.iter().map(|c| Value::from(&c.phone)));
         for r in db.query(&sql, params).await? {
-            existing.insert(r.get::<String>("phone")?, r.get::<String>("id")?);
+            let c = contact_of(&r)?;
+            existing.insert(c.phone.clone(), c);
         }
     }
     let mut statements = Vec::new();
     let mut out = Vec::with_capacity(contacts.len());
     for c in contacts {
         match existing.get(&c.phone) {
-            Some(id) if update => {
-                statements.push(Statement {
-                    sql: "UPDATE contacts SET name = COALESCE(?, name), email = COALESCE(?, email), \
-                          time_zone = COALESCE(?, time_zone), fields = ?, tags = ?, updated_at = ? \
-                          WHERE account_id = ? AND phone = ?"
-                        .into(),
-                    params: values![
-                        c.name.as_deref(),
-                        c.email.as_deref(),
-                        c.time_zone.as_deref(),
-                        json(&c.fields),
-                        json(&c.tags),
-                        c.updated_at,
-                        c.account_id,
-                        &c.phone
-                    ],
-                });
-                statements.extend(tag_statements(c));
-                out.push((Some(false), id.clone()));
+            Some(old) if update => {
+                // What the row gives replaces what is there; fields and tags it does not name are kept.
+                let mut merged = old.clone();
+                merged.name = c.name.clone().or(merged.name);
+                merged.email = c.email.clone().or(merged.email);
+                merged.time_zone = c.time_zone.clone().or(merged.time_zone);
+                merged.fields.extend(c.fields.clone());
+                for tag in &c.tags {
+                    if !merged.tags.contains(tag) {
+                        merged.tags.push(tag.clone());
+                    }
+                }
+                merged.updated_at = c.updated_at;
+                statements.push(update_statement(&merged));
+                statements.extend(tag_statements(&old.id, old.account_id, &merged.tags));
+                out.push((Some(false), old.id.clone()));
             }
-            Some(id) => out.push((None, id.clone())),
+            Some(old) => out.push((None, old.id.clone())),
             None => {
                 statements.push(insert_statement(c, "DO NOTHING"));
-                statements.extend(tag_statements(c));
+                statements.extend(tag_statements(&c.id, c.account_id, &c.tags));
                 out.push((Some(true), c.id.clone()));
             }
         }
@@ -357,7 +374,7 @@ pub(crate) async fn upsert_plan<D: Database + ?Sized>(
 impl<D: Database> ContactStore for D {
     async fn insert_contact(&self, c: &Contact) -> Result<bool> {
         let mut statements = vec![insert_statement(c, "DO NOTHING")];
-        statements.extend(tag_statements(c));
+        statements.extend(tag_statements(&c.id, c.account_id, &c.tags));
         let changed = self.transaction(statements).await?;
         // The tags were written for whichever contact has the number: only a new one's are new.
         Ok(changed.first().copied().unwrap_or(0) == 1)
@@ -370,24 +387,8 @@ impl<D: Database> ContactStore for D {
     }
 
     async fn update_contact(&self, c: &Contact) -> Result<bool> {
-        let mut statements = vec![Statement {
-            sql: "UPDATE contacts SET phone = ?, phone_hash = ?, name = ?, email = ?, time_zone = ?, fields = ?, \
-                  tags = ?, updated_at = ? WHERE id = ? AND account_id = ?"
-                .into(),
-            params: values![
-                &c.phone,
-                &c.phone_hash,
-                c.name.as_deref(),
-                c.email.as_deref(),
-                c.time_zone.as_deref(),
-                json(&c.fields),
-                json(&c.tags),
-                c.updated_at,
-                &c.id,
-                c.account_id
-            ],
-        }];
-        statements.extend(tag_statements(c));
+        let mut statements = vec![update_statement(c)];
+        statements.extend(tag_statements(&c.id, c.account_id, &c.tags));
         Ok(self.transaction(statements).await?.first().copied().unwrap_or(0) == 1)
     }
 

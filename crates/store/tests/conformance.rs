@@ -121,6 +121,10 @@ conformance!(
     senders_have_one_owner,
     callbacks_are_shared_out_between_accounts,
     secrets_are_sealed_at_rest,
+    contacts_tags_lists_and_segments,
+    consent_is_a_ledger_and_a_state,
+    imports_commit_with_their_progress,
+    erasure_and_retention_keep_counts,
 );
 
 fn message(account: AccountId, to: &str, status: Status, at: Timestamp) -> Message {
@@ -1447,4 +1451,243 @@ async fn secrets_are_sealed_at_rest(store: &Arc<dyn Store>) {
     assert!(!mine.is_empty() && mine.iter().all(|c| c.secret.is_empty()), "{mine:?}");
     assert_eq!(store.ensure_webhook_secret(acme, "whsec_again", NOW).await.unwrap(), "whsec_again");
     assert_eq!(store.webhooks(acme).await.unwrap().unwrap().secret, "whsec_again");
+}
+
+fn contact(account: AccountId, phone: &str, tags: &[&str]) -> smsgate_store::Contact {
+    smsgate_store::Contact {
+        id: MessageId::generate().to_string(),
+        account_id: account,
+        phone: phone.into(),
+        phone_hash: format!("hash-{phone}"),
+        name: Some(format!("name {phone}")),
+        email: None,
+        time_zone: None,
+        fields: serde_json::from_value(serde_json::json!({"plan": "gold"})).unwrap(),
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        created_at: NOW,
+        updated_at: NOW,
+        last_activity_at: None,
+    }
+}
+
+async fn contacts_tags_lists_and_segments(store: &Arc<dyn Store>) {
+    use smsgate_store::{ContactList, ContactQuery};
+    let (acme, globex) = (account(store).await, account(store).await);
+    let ann = contact(acme, "+15550000001", &["vip", "new"]);
+    assert!(store.insert_contact(&ann).await.unwrap());
+    assert!(!store.insert_contact(&contact(acme, "+15550000001", &[])).await.unwrap(), "one per number");
+    assert!(store.insert_contact(&contact(globex, "+15550000001", &[])).await.unwrap(), "per account");
+    let bob = contact(acme, "+15550000002", &["vip"]);
+    assert!(store.insert_contact(&bob).await.unwrap());
+    let got = store.contact(acme, &ann.id).await.unwrap().unwrap();
+    assert_eq!((got.tags, got.fields["plan"].as_str()), (vec!["vip".to_string(), "new".to_string()], Some("gold")));
+    assert!(store.contact(globex, &ann.id).await.unwrap().is_none(), "another account's contact");
+    let vip = ContactQuery { tags: vec!["vip".into()], ..ContactQuery::default() };
+    assert_eq!(store.count_contacts(acme, &vip).await.unwrap(), 2);
+    let new_ones = ContactQuery { tags: vec!["vip".into(), "new".into()], ..ContactQuery::default() };
+    assert_eq!(store.contacts(acme, &new_ones, None, 10).await.unwrap().len(), 1);
+    let by_text = ContactQuery { q: Some("0002".into()), ..ContactQuery::default() };
+    assert_eq!(store.contacts(acme, &by_text, None, 10).await.unwrap()[0].id, bob.id);
+    let wild = ContactQuery { q: Some("%".into()), ..ContactQuery::default() };
+    assert!(store.contacts(acme, &wild, None, 10).await.unwrap().is_empty(), "% is a character, not a wildcard");
+    // Pages by id.
+    let first = store.contacts(acme, &ContactQuery::default(), None, 1).await.unwrap();
+    let second = store.contacts(acme, &ContactQuery::default(), Some(&first[0].id), 1).await.unwrap();
+    assert_ne!(first[0].id, second[0].id);
+    // Tags replaced by an update.
+    let mut changed = got_again(store, acme, &ann.id).await;
+    changed.tags = vec!["gone".into()];
+    assert!(store.update_contact(&changed).await.unwrap());
+    assert_eq!(store.count_contacts(acme, &vip).await.unwrap(), 1);
+    // Lists.
+    let list = ContactList { id: "l1".into(), account_id: acme, name: "Patients".into(), created_at: NOW, members: 0 };
+    assert!(store.insert_list(&list).await.unwrap());
+    assert!(!store.insert_list(&ContactList { id: "l2".into(), ..list.clone() }).await.unwrap(), "one name");
+    assert_eq!(store.add_members("l1", &[ann.id.clone(), bob.id.clone()], NOW).await.unwrap(), 2);
+    assert_eq!(store.add_members("l1", std::slice::from_ref(&ann.id), NOW).await.unwrap(), 0, "a member once");
+    assert_eq!(store.list(acme, "l1").await.unwrap().unwrap().members, 2);
+    assert!(store.list(globex, "l1").await.unwrap().is_none());
+    let members = ContactQuery { lists: vec!["l1".into()], ..ContactQuery::default() };
+    assert_eq!(store.count_contacts(acme, &members).await.unwrap(), 2);
+    let outside = ContactQuery { not_lists: vec!["l1".into()], ..ContactQuery::default() };
+    assert_eq!(store.count_contacts(acme, &outside).await.unwrap(), 0);
+    assert!(store.remove_member("l1", &bob.id).await.unwrap());
+    assert_eq!(store.lists_of(&ann.id).await.unwrap(), ["l1"]);
+    // Activity.
+    store.touch_contact(acme, &ann.phone, Timestamp(5_000)).await.unwrap();
+    let active = ContactQuery { active_since: Some(Timestamp(4_000)), ..ContactQuery::default() };
+    assert_eq!(store.contacts(acme, &active, None, 10).await.unwrap()[0].id, ann.id);
+    let quiet = ContactQuery { inactive_since: Some(Timestamp(4_000)), ..ContactQuery::default() };
+    assert_eq!(store.contacts(acme, &quiet, None, 10).await.unwrap()[0].id, bob.id);
+    // Deleting a contact takes its memberships and tags with it; a list's deletion leaves its contacts.
+    assert!(store.delete_contact(acme, &ann.id).await.unwrap());
+    assert!(!store.delete_contact(globex, &bob.id).await.unwrap(), "another account's");
+    assert_eq!(store.list(acme, "l1").await.unwrap().unwrap().members, 0);
+    assert!(store.delete_list(acme, "l1").await.unwrap());
+    assert!(store.contact(acme, &bob.id).await.unwrap().is_some());
+    // Segments.
+    let seg = smsgate_store::Segment {
+        id: "s1".into(),
+        account_id: acme,
+        name: "VIP".into(),
+        filter: "{}".into(),
+        created_at: NOW,
+        updated_at: NOW,
+    };
+    store.insert_segment(&seg).await.unwrap();
+    assert_eq!(store.segments(acme).await.unwrap().len(), 1);
+    assert!(store.segment(globex, "s1").await.unwrap().is_none());
+    assert!(!store.delete_segment(globex, "s1").await.unwrap());
+    assert!(store.delete_segment(acme, "s1").await.unwrap());
+}
+
+async fn got_again(store: &Arc<dyn Store>, account: AccountId, id: &str) -> smsgate_store::Contact {
+    store.contact(account, id).await.unwrap().unwrap()
+}
+
+fn consent_event(account: AccountId, hash: &str, scope: &str, out: bool, at: i64) -> smsgate_store::ConsentEvent {
+    smsgate_store::ConsentEvent {
+        id: MessageId::generate().to_string(),
+        account_id: account,
+        phone_hash: hash.into(),
+        phone: Some("+15550000009".into()),
+        scope: scope.into(),
+        opted_out: out,
+        source: smsgate_core::consent::Source::Keyword,
+        evidence: "{\"text\": \"STOP\"}".into(),
+        at: Timestamp(at),
+    }
+}
+
+async fn consent_is_a_ledger_and_a_state(store: &Arc<dyn Store>) {
+    let (acme, globex) = (account(store).await, account(store).await);
+    assert!(store.record_consent(&consent_event(acme, "h9", "", true, 1_000)).await.unwrap(), "opted out");
+    assert!(!store.record_consent(&consent_event(acme, "h9", "", true, 2_000)).await.unwrap(), "already");
+    assert!(store.record_consent(&consent_event(acme, "h9", "447700900900", true, 3_000)).await.unwrap());
+    let mut scopes = store.opt_out_scopes(acme, "h9").await.unwrap();
+    scopes.sort();
+    assert_eq!(scopes, ["", "447700900900"]);
+    assert!(store.opt_out_scopes(globex, "h9").await.unwrap().is_empty(), "another account's");
+    assert_eq!(store.consent_events(acme, "h9").await.unwrap().len(), 3, "every request is in the ledger");
+    assert_eq!(store.consent_changed_since(Timestamp(2_500)).await.unwrap(), [(acme, "h9".to_string())]);
+    // An opt-in in one scope, then in all.
+    assert!(store.record_consent(&consent_event(acme, "h9", "", false, 4_000)).await.unwrap());
+    assert_eq!(store.opt_out_scopes(acme, "h9").await.unwrap(), ["447700900900"]);
+    assert!(store.record_consent(&consent_event(acme, "h9", "*", false, 5_000)).await.unwrap());
+    assert!(store.opt_out_scopes(acme, "h9").await.unwrap().is_empty());
+    // Listed newest first, in pages; forgotten numbers stay as hashes.
+    for (i, hash) in ["a", "b", "c"].into_iter().enumerate() {
+        store.record_consent(&consent_event(acme, hash, "", true, 10_000 + i as i64)).await.unwrap();
+    }
+    let page = store.opt_outs(acme, None, 2).await.unwrap();
+    assert_eq!(page.iter().map(|o| o.phone_hash.as_str()).collect::<Vec<_>>(), ["c", "b"]);
+    let last = page.last().unwrap();
+    let rest = store.opt_outs(acme, Some((last.at, last.phone_hash.clone())), 2).await.unwrap();
+    assert_eq!(rest.iter().map(|o| o.phone_hash.as_str()).collect::<Vec<_>>(), ["a"]);
+    store.forget_phone(acme, "a").await.unwrap();
+    assert_eq!(store.opt_outs(acme, None, 10).await.unwrap()[2].phone, None);
+    assert!(store.consent_events(acme, "a").await.unwrap().iter().all(|e| e.phone.is_none()));
+    assert_eq!(store.opt_out_scopes(acme, "a").await.unwrap(), [""], "the opt-out holds by its hash");
+    assert_eq!(store.all_opt_outs().await.unwrap().len(), 3);
+    // Settings.
+    assert_eq!(store.compliance(acme).await.unwrap(), None);
+    assert!(store.set_compliance(acme, "{\"retention_days\": 30}").await.unwrap());
+    assert_eq!(store.all_compliance().await.unwrap(), [(acme, "{\"retention_days\": 30}".to_string())]);
+}
+
+async fn imports_commit_with_their_progress(store: &Arc<dyn Store>) {
+    use smsgate_store::{ImportBatch, Job};
+    let (acme, globex) = (account(store).await, account(store).await);
+    let job = Job {
+        id: "job-1".into(),
+        account_id: acme,
+        kind: "import".into(),
+        state: "running".into(),
+        spec: "{}".into(),
+        rows: 0,
+        created: 0,
+        updated: 0,
+        skipped: 0,
+        next_offset: 10,
+        errors: "[]".into(),
+        created_at: NOW,
+        updated_at: NOW,
+    };
+    store.insert_job(&job).await.unwrap();
+    assert!(store.job(globex, "job-1").await.unwrap().is_none(), "another account's job");
+    let list = smsgate_store::ContactList {
+        id: "l1".into(),
+        account_id: acme,
+        name: "Imported".into(),
+        created_at: NOW,
+        members: 0,
+    };
+    store.insert_list(&list).await.unwrap();
+    assert!(store.insert_contact(&contact(acme, "+15550000001", &[])).await.unwrap());
+    let batch = ImportBatch {
+        contacts: vec![contact(acme, "+15550000001", &["x"]), contact(acme, "+15550000002", &["x"])],
+        update: true,
+        list: Some("l1".into()),
+        consent: vec![consent_event(acme, "h1", "*", false, 1)],
+    };
+    let progress = Job { rows: 2, next_offset: 99, ..job.clone() };
+    let saved = store.import_batch(&progress, &batch).await.unwrap();
+    assert_eq!((saved.created, saved.updated, saved.skipped), (1, 1, 0));
+    let read = store.job(acme, "job-1").await.unwrap().unwrap();
+    assert_eq!((read.rows, read.created, read.updated, read.next_offset), (2, 1, 1, 99));
+    assert_eq!(store.list(acme, "l1").await.unwrap().unwrap().members, 2);
+    assert_eq!(store.consent_events(acme, "h1").await.unwrap().len(), 1);
+    // An update keeps the fields and tags the row does not name.
+    let mut row = contact(acme, "+15550000001", &["y"]);
+    row.fields = serde_json::from_value(serde_json::json!({"visits": 2})).unwrap();
+    row.name = None;
+    let more = ImportBatch { contacts: vec![row], update: true, list: None, consent: Vec::new() };
+    let read = store.import_batch(&read, &more).await.unwrap();
+    let merged = store.contact_by_phone(acme, "+15550000001").await.unwrap().unwrap();
+    assert_eq!(merged.tags, ["x", "y"]);
+    assert_eq!((merged.fields["plan"].as_str(), merged.fields["visits"].as_i64()), (Some("gold"), Some(2)));
+    assert_eq!(merged.name.as_deref(), Some("name +15550000001"));
+    let tagged = smsgate_store::ContactQuery { tags: vec!["y".into()], ..Default::default() };
+    assert_eq!(store.count_contacts(acme, &tagged).await.unwrap(), 1);
+    // Left alone when not updating: counted as skipped.
+    let again = ImportBatch { update: false, list: None, consent: Vec::new(), ..batch };
+    let saved = store.import_batch(&read, &again).await.unwrap();
+    assert_eq!((saved.created, saved.updated, saved.skipped), (1, 2, 2));
+    assert_eq!(store.running_jobs().await.unwrap().len(), 1);
+    store.save_job(&Job { state: "completed".into(), ..saved }).await.unwrap();
+    assert!(store.running_jobs().await.unwrap().is_empty());
+}
+
+async fn erasure_and_retention_keep_counts(store: &Arc<dyn Store>) {
+    let (acme, globex) = (account(store).await, account(store).await);
+    let out = insert(store, message(acme, "+15550000001", Status::Delivered, Timestamp(1_000))).await;
+    let mut reply = message(acme, "+15550000099", Status::Received, Timestamp(2_000));
+    (reply.direction, reply.from, reply.body) = (Direction::Inbound, "+15550000001".into(), "STOP".into());
+    let reply = insert(store, reply).await;
+    let theirs = insert(store, message(globex, "+15550000001", Status::Delivered, Timestamp(1_000))).await;
+    assert_eq!(store.anonymize_messages(acme, "+15550000001", "erased:abc").await.unwrap(), 2);
+    let m = store.message(acme, out).await.unwrap().unwrap();
+    assert_eq!((m.to.as_str(), m.body.as_str(), m.segments, m.status), ("erased:abc", "", 1, Status::Delivered));
+    let r = store.message(acme, reply).await.unwrap().unwrap();
+    assert_eq!((r.from.as_str(), r.body.as_str()), ("erased:abc", ""));
+    assert_eq!(store.message(globex, theirs).await.unwrap().unwrap().body, "Hello", "another account's");
+    // Retention: final messages older than the cut lose body and number, a batch at a time; waiting ones stay.
+    for i in 0..5 {
+        insert(store, message(acme, &format!("+1555000010{i}"), Status::Delivered, Timestamp(3_000 + i))).await;
+    }
+    let waiting = insert(store, message(acme, "+15550000200", Status::Queued, Timestamp(3_000))).await;
+    let fresh = insert(store, message(acme, "+15550000201", Status::Delivered, Timestamp(90_000))).await;
+    assert_eq!(store.purge_messages(acme, Timestamp(50_000), 3).await.unwrap(), 3);
+    assert_eq!(store.purge_messages(acme, Timestamp(50_000), 3).await.unwrap(), 3, "the rest, and the erased ones");
+    assert_eq!(store.purge_messages(acme, Timestamp(50_000), 3).await.unwrap(), 1);
+    assert_eq!(store.purge_messages(acme, Timestamp(50_000), 3).await.unwrap(), 0);
+    assert_eq!(store.message(acme, waiting).await.unwrap().unwrap().body, "Hello");
+    assert_eq!(store.message(acme, fresh).await.unwrap().unwrap().body, "Hello");
+    let page = store.list_messages(acme, &ListFilter::default(), None, 100).await.unwrap();
+    assert_eq!(page.len(), 9, "counts are kept");
+    assert!(
+        page.iter()
+            .filter(|m| m.body.is_empty())
+            .all(|m| m.to == "purged" || m.from == "purged" || m.to.starts_with("erased:"))
+    );
 }
