@@ -265,7 +265,8 @@ on_both!(
     stop_is_enforced_on_every_path,
     contacts_lists_and_segments,
     quiet_hours_hold_marketing,
-    import_export_and_erase
+    import_export_and_erase,
+    an_opt_out_may_hold_for_one_number
 );
 
 async fn send_to_delivered(s: &Server) {
@@ -2116,4 +2117,32 @@ async fn import_export_and_erase(s: &Server) {
     );
     let (_, outs) = s.call("GET", "/v1/opt-outs", Some(&key), None).await;
     assert_eq!(outs["data"][0]["phone"], Value::Null, "{outs}");
+}
+
+/// With `opt_out_scope: "number"`, a STOP holds for the number it was sent to alone: the account's other numbers
+/// may still text the person; START to that number lifts it.
+async fn an_opt_out_may_hold_for_one_number(s: &Server) {
+    let (acme, key) = s.tenant("Acme").await;
+    for number in ["+447700900910", "+447700900911"] {
+        let body = json!({"number": number, "account_id": acme});
+        assert_eq!(s.call("POST", "/v1/numbers", Some(&s.admin_key), Some(body)).await.0, StatusCode::CREATED);
+    }
+    let (st, v) = s.call("PUT", "/v1/settings/compliance", Some(&key), Some(json!({"opt_out_scope": "number"}))).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let handset = "+447700900171";
+    s.reply(handset, "+447700900910", "STOP").await;
+    until_opted(s, &key, handset, true).await;
+    let send = |from: &'static str| {
+        s.call("POST", "/v1/messages", Some(&key), Some(json!({"to": handset, "from": from, "body": "hi"})))
+    };
+    let (st, v) = send("+447700900910").await;
+    assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("recipient_opted_out")));
+    let (st, v) = send("+447700900911").await;
+    assert_eq!(st, StatusCode::CREATED, "another number of the account: {v}");
+    let (_, outs) = s.call("GET", "/v1/opt-outs", Some(&key), None).await;
+    assert_eq!(outs["data"][0]["scope"], "447700900910", "{outs}");
+    s.reply(handset, "+447700900910", "UNSTOP").await;
+    until_opted(s, &key, handset, false).await;
+    let (st, _) = send("+447700900910").await;
+    assert_eq!(st, StatusCode::CREATED);
 }
