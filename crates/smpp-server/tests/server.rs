@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used)] // Test code; a failure is a test failure.
-//! The SMPP server on real loopback TCP over a real SQLite store and engine: binds checked against credentials,
-//! submits answered only once stored, query_sm following the message to `delivered`.
+//! The SMPP server on real loopback TCP over a real SQLite store and engine (PostgreSQL too for the opt-out test):
+//! binds checked against credentials, submits answered only once stored, query_sm following the message to
+//! `delivered`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
@@ -59,7 +60,37 @@ async fn setup() -> Setup {
 
 async fn setup_with(settings: Settings) -> Setup {
     let path = std::env::temp_dir().join(format!("smsgate-smpp-server-{}.db", MessageId::generate()));
-    let store = smsgate_store::open(&format!("sqlite://{}", path.display()), 4).await.unwrap();
+    setup_on(&format!("sqlite://{}", path.display()), path, settings).await
+}
+
+fn postgres_url() -> String {
+    std::env::var("SMSGATE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+async fn on_server(sql: String) {
+    let pool = sqlx::PgPool::connect(&postgres_url()).await.expect("PostgreSQL is up");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await.expect("statement");
+    pool.close().await;
+}
+
+/// A setup on a schema of its own in the test PostgreSQL (dropped by [`drop_schema`]).
+async fn setup_on_postgres() -> (Setup, String) {
+    let schema = format!("test_{}", MessageId::generate().0.simple());
+    on_server(format!("CREATE SCHEMA {schema}")).await;
+    let url = format!("{}?options=-c%20search_path%3D{schema}", postgres_url());
+    let s = setup_on(&url, std::env::temp_dir().join("unused.db"), Settings::default()).await;
+    (s, schema)
+}
+
+async fn drop_schema(s: Setup, schema: String) {
+    s.stop.cancel();
+    s.store.close().await;
+    drop(s);
+    on_server(format!("DROP SCHEMA {schema} CASCADE")).await;
+}
+
+async fn setup_on(url: &str, path: std::path::PathBuf, settings: Settings) -> Setup {
+    let store = smsgate_store::open(url, 4).await.unwrap();
     let account = store.create_account("acme", false, Timestamp(1)).await.unwrap().id;
     // The account sends only from what it owns (the default): these sender IDs.
     for (i, name) in ["Acme", "Sar", "Udh"].into_iter().enumerate() {
@@ -898,12 +929,23 @@ async fn a_client_that_never_answers_holds_only_its_own_receipts() {
     assert!(unanswered + more <= 4 + 4, "{} sent to the silent client", unanswered + more);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opted_out_number_is_refused_on_every_submit_on_sqlite() {
+    let s = setup().await;
+    an_opted_out_number_is_refused_on_every_submit(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opted_out_number_is_refused_on_every_submit_on_postgres() {
+    let (s, schema) = setup_on_postgres().await;
+    an_opted_out_number_is_refused_on_every_submit(&s).await;
+    drop_schema(s, schema).await;
+}
+
 /// A number that opted out of the account's texts is refused on every SMPP submit: `submit_sm` and `data_sm` with
 /// ESME_RX_R_APPN (0x66), `submit_multi` listing it among the unsuccessful destinations; nothing is stored for it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_opted_out_number_is_refused_on_every_submit() {
+async fn an_opted_out_number_is_refused_on_every_submit(s: &Setup) {
     use smpp::pdu::{DataSm, DestAddress, DestAddresses, SubmitMulti};
-    let s = setup().await;
     let consent = s.engine.consent();
     let event = smsgate_store::ConsentEvent {
         id: "stop-1".into(),
@@ -917,7 +959,7 @@ async fn an_opted_out_number_is_refused_on_every_submit() {
         at: Timestamp(1),
     };
     assert!(consent.record(s.store.as_ref(), &event).await.unwrap());
-    let c = bind_as(&s, BindKind::Transceiver, "acme", "secret").await.unwrap();
+    let c = bind_as(s, BindKind::Transceiver, "acme", "secret").await.unwrap();
     let r = c.request(submit("447700900141", "sale")).await.unwrap();
     assert_eq!(r.command_status, CommandStatus::ESME_RX_R_APPN);
     let data = Body::DataSm(DataSm {
