@@ -110,6 +110,9 @@ impl std::ops::Deref for Engine {
     }
 }
 
+/// When the history purge last walked from the start, and where it stopped in each account's messages.
+type PurgeWalk = (Option<std::time::Instant>, HashMap<(smsgate_core::AccountId, smsgate_core::Direction), MessageId>);
+
 /// What the clones of an [`Engine`] share.
 #[derive(Debug)]
 pub struct Shared {
@@ -120,6 +123,8 @@ pub struct Shared {
     senders: senders::SenderBook,
     /// Who is opted out, and each account's compliance settings.
     consent: consent::ConsentBook,
+    /// Where the history purge stopped in each account's messages, and when it last started from the beginning.
+    purge_walked: Mutex<PurgeWalk>,
     config: Arc<Config>,
     wake: Arc<Notify>,
     /// Told when this node put changed connectors or routes in force ([`Engine::reload`]): waiting messages may
@@ -228,6 +233,7 @@ impl Engine {
             registry,
             senders: senders::SenderBook::default(),
             consent: consent::ConsentBook::new(&config.consent_key),
+            purge_walked: Mutex::new((None, HashMap::new())),
             permits: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             running: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             claimed_tx,

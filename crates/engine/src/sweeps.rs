@@ -131,26 +131,44 @@ impl Engine {
         }
     }
 
-    /// One pass of [`Engine::purge_history_every`]; how many messages were purged.
+    /// One pass of [`Engine::purge_history_every`]; how many messages were purged. Each account's history is
+    /// walked by id from where the last pass stopped; every [`RETENTION_REWALK`] from the start again, for the
+    /// messages that were not final yet when a pass went by.
     pub async fn purge_history(&self, shutdown: &CancellationToken) -> Result<u64, smsgate_store::StoreError> {
         let mut purged = 0;
+        {
+            let mut walked = self.purge_walked.lock().unwrap_or_else(|e| e.into_inner());
+            if walked.0.is_none_or(|at: std::time::Instant| at.elapsed() >= RETENTION_REWALK) {
+                *walked = (Some(std::time::Instant::now()), std::collections::HashMap::new());
+            }
+        }
         for (account, json) in self.store.all_compliance().await? {
             let Ok(settings) = serde_json::from_str::<smsgate_core::consent::Compliance>(&json) else { continue };
             let Some(days) = settings.retention_days else { continue };
             let before = self.now().plus_secs(-i64::from(days) * 86_400);
-            loop {
-                let n = self.store.purge_messages(account, before, RETENTION_BATCH).await?;
-                purged += n;
-                if n < u64::from(RETENTION_BATCH) || shutdown.is_cancelled() {
-                    break;
+            for direction in [smsgate_core::Direction::Outbound, smsgate_core::Direction::Inbound] {
+                let key = (account, direction);
+                let mut after = self.purge_walked.lock().unwrap_or_else(|e| e.into_inner()).1.get(&key).copied();
+                loop {
+                    let (n, last) =
+                        self.store.purge_messages(account, direction, before, after, RETENTION_BATCH).await?;
+                    purged += n;
+                    let Some(last) = last else { break };
+                    after = Some(last);
+                    self.purge_walked.lock().unwrap_or_else(|e| e.into_inner()).1.insert(key, last);
+                    if shutdown.is_cancelled() {
+                        return Ok(purged);
+                    }
+                    tokio::time::sleep(RETENTION_PAUSE).await;
                 }
-                tokio::time::sleep(RETENTION_PAUSE).await;
             }
         }
         Ok(purged)
     }
 }
 
+/// How often the history purge walks each account from the start again.
+pub const RETENTION_REWALK: std::time::Duration = std::time::Duration::from_secs(3600);
 /// How often history past its retention is looked for.
 pub const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 /// Messages one purge statement changes.

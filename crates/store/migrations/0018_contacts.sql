@@ -88,6 +88,8 @@ CREATE TABLE consent_events (
 );
 
 CREATE INDEX consent_events_phone ON consent_events (account_id, phone_hash, id);
+-- Each node reads the recent changes every second (the copy of opt-outs admission asks).
+CREATE INDEX consent_events_at ON consent_events (at);
 
 -- Who may not be texted now: one row per account, number (hashed) and scope while it is opted out.
 CREATE TABLE opt_outs (
@@ -100,7 +102,8 @@ CREATE TABLE opt_outs (
     PRIMARY KEY (account_id, phone_hash, scope)
 );
 
-CREATE INDEX opt_outs_at ON opt_outs (at);
+-- An account's opt-outs, newest first.
+CREATE INDEX opt_outs_account_at ON opt_outs (account_id, at, phone_hash);
 
 -- Long work done in the background (CSV imports), resumable after a restart.
 CREATE TABLE jobs (

@@ -2,7 +2,7 @@
 //! Cold-path SQL, written once ([`Database`]).
 
 use async_trait::async_trait;
-use smsgate_core::{AccountId, Timestamp};
+use smsgate_core::{AccountId, Direction, MessageId, Timestamp};
 
 use crate::Result;
 use crate::schema::corrupt;
@@ -146,9 +146,17 @@ pub trait ContactStore: Send + Sync {
     /// and the number in the journey removed; counts, statuses and prices kept. How many messages.
     async fn anonymize_messages(&self, account: AccountId, phone: &str, replacement: &str) -> Result<u64>;
 
-    /// Removes bodies and numbers from at most `limit` final messages of an account created before `before`; how
-    /// many. Already purged messages are skipped.
-    async fn purge_messages(&self, account: AccountId, before: Timestamp, limit: u32) -> Result<u64>;
+    /// Looks at the next `limit` messages of an account in `direction` made before `before`, by id after `after`,
+    /// and removes bodies and numbers from those that are final and not purged yet. How many it purged, and the
+    /// id of the last it looked at (`None`: none was left), where the next call goes on.
+    async fn purge_messages(
+        &self,
+        account: AccountId,
+        direction: Direction,
+        before: Timestamp,
+        after: Option<MessageId>,
+        limit: u32,
+    ) -> Result<(u64, Option<MessageId>)>;
 }
 
 const CONTACT_COLUMNS: &str = "id, account_id, phone, phone_hash, name, email, time_zone, fields, tags, created_at, \
@@ -559,20 +567,45 @@ impl<D: Database> ContactStore for D {
         Ok(self.transaction(statements).await?.iter().sum())
     }
 
-    async fn purge_messages(&self, account: AccountId, before: Timestamp, limit: u32) -> Result<u64> {
+    async fn purge_messages(
+        &self,
+        account: AccountId,
+        direction: Direction,
+        before: Timestamp,
+        after: Option<MessageId>,
+        limit: u32,
+    ) -> Result<(u64, Option<MessageId>)> {
+        // A window of ids through (account_id, direction, id), so that a pass costs what it looks at, whatever
+        // the history already purged behind it. Ids sort by the time they were made (UUIDv7, by the system's clock,
+        // which is the engine's in `serve`), which bounds the walk; `created_at` decides.
+        let mut sql =
+            "SELECT id FROM messages WHERE account_id = ? AND direction = ? AND id < ? AND created_at < ?".to_string();
+        let bound = MessageId::first_at(before);
+        let mut params: Vec<Value> = values![account, direction.as_str(), bound, before];
+        if let Some(after) = after {
+            sql.push_str(" AND id > ?");
+            params.push(after.into());
+        }
+        sql.push_str(&format!(" ORDER BY id LIMIT {limit}"));
+        let ids: Vec<MessageId> =
+            self.query(&sql, params).await?.iter().map(|r| r.message_id("id")).collect::<Result<_>>()?;
+        let Some(&last) = ids.last() else { return Ok((0, None)) };
         let finals = smsgate_core::Status::ALL
             .iter()
             .filter(|s| s.is_final())
             .map(|s| format!("'{}'", s.as_str()))
             .collect::<Vec<_>>()
             .join(", ");
+        let number = match direction {
+            Direction::Outbound => "to_addr",
+            Direction::Inbound => "from_addr",
+        };
         let sql = format!(
-            "UPDATE messages SET body = '', to_addr = CASE direction WHEN 'outbound' THEN '{PURGED}' ELSE to_addr END, \
-             from_addr = CASE direction WHEN 'inbound' THEN '{PURGED}' ELSE from_addr END, \
-             journey = REPLACE(journey, CASE direction WHEN 'inbound' THEN from_addr ELSE to_addr END, '{PURGED}') \
-             WHERE id IN (SELECT id FROM messages WHERE account_id = ? AND created_at < ? AND status IN ({finals}) \
-             AND NOT (to_addr = '{PURGED}' OR from_addr = '{PURGED}') ORDER BY created_at LIMIT {limit})"
+            "UPDATE messages SET body = '', {number} = '{PURGED}', journey = REPLACE(journey, {number}, '{PURGED}') \
+             WHERE id IN ({}) AND status IN ({finals}) AND {number} <> '{PURGED}'",
+            vec!["?"; ids.len()].join(", ")
         );
-        self.execute(&sql, values![account, before]).await
+        let purged = self.execute(&sql, ids.into_iter().map(Value::from).collect()).await?;
+        Ok((purged, Some(last)))
     }
 }

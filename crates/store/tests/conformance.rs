@@ -1660,27 +1660,43 @@ async fn imports_commit_with_their_progress(store: &Arc<dyn Store>) {
 
 async fn erasure_and_retention_keep_counts(store: &Arc<dyn Store>) {
     let (acme, globex) = (account(store).await, account(store).await);
-    let out = insert(store, message(acme, "+15550000001", Status::Delivered, Timestamp(1_000))).await;
-    let mut reply = message(acme, "+15550000099", Status::Received, Timestamp(2_000));
+    // Ids made at the times the messages say, as the engine makes them.
+    let at = |account, to: &str, status, ms| {
+        let mut m = message(account, to, status, Timestamp(ms));
+        m.id = MessageId::first_at(Timestamp(ms));
+        m
+    };
+    let out = insert(store, at(acme, "+15550000001", Status::Delivered, 1_000)).await;
+    let mut reply = at(acme, "+15550000099", Status::Received, 2_000);
     (reply.direction, reply.from, reply.body) = (Direction::Inbound, "+15550000001".into(), "STOP".into());
     let reply = insert(store, reply).await;
-    let theirs = insert(store, message(globex, "+15550000001", Status::Delivered, Timestamp(1_000))).await;
+    let theirs = insert(store, at(globex, "+15550000001", Status::Delivered, 1_500)).await;
     assert_eq!(store.anonymize_messages(acme, "+15550000001", "erased:abc").await.unwrap(), 2);
     let m = store.message(acme, out).await.unwrap().unwrap();
     assert_eq!((m.to.as_str(), m.body.as_str(), m.segments, m.status), ("erased:abc", "", 1, Status::Delivered));
     let r = store.message(acme, reply).await.unwrap().unwrap();
     assert_eq!((r.from.as_str(), r.body.as_str()), ("erased:abc", ""));
     assert_eq!(store.message(globex, theirs).await.unwrap().unwrap().body, "Hello", "another account's");
-    // Retention: final messages older than the cut lose body and number, a batch at a time; waiting ones stay.
+    // Retention: final messages older than the cut lose body and number, walked a window at a time by id; waiting
+    // ones stay, and a window goes on after the last.
     for i in 0..5 {
-        insert(store, message(acme, &format!("+1555000010{i}"), Status::Delivered, Timestamp(3_000 + i))).await;
+        insert(store, at(acme, &format!("+1555000010{i}"), Status::Delivered, 3_000 + i)).await;
     }
-    let waiting = insert(store, message(acme, "+15550000200", Status::Queued, Timestamp(3_000))).await;
-    let fresh = insert(store, message(acme, "+15550000201", Status::Delivered, Timestamp(90_000))).await;
-    assert_eq!(store.purge_messages(acme, Timestamp(50_000), 3).await.unwrap(), 3);
-    assert_eq!(store.purge_messages(acme, Timestamp(50_000), 3).await.unwrap(), 3, "the rest, and the erased ones");
-    assert_eq!(store.purge_messages(acme, Timestamp(50_000), 3).await.unwrap(), 1);
-    assert_eq!(store.purge_messages(acme, Timestamp(50_000), 3).await.unwrap(), 0);
+    let waiting = insert(store, at(acme, "+15550000200", Status::Queued, 3_100)).await;
+    let fresh = insert(store, at(acme, "+15550000201", Status::Delivered, 90_000)).await;
+    let cut = Timestamp(50_000);
+    let (mut total, mut after, mut windows) = (0, None, 0);
+    loop {
+        let (n, last) = store.purge_messages(acme, Direction::Outbound, cut, after, 3).await.unwrap();
+        let Some(last) = last else { break };
+        (total, after, windows) = (total + n, Some(last), windows + 1);
+    }
+    // The erased one (already anonymized, not purged yet) and the five; not the waiting or the fresh one.
+    assert_eq!((total, windows), (6, 3));
+    let (n, last) = store.purge_messages(acme, Direction::Outbound, cut, None, 100).await.unwrap();
+    assert_eq!((n, last.is_some()), (0, true), "purged once");
+    let (n, _) = store.purge_messages(acme, Direction::Inbound, cut, None, 100).await.unwrap();
+    assert_eq!(n, 1, "the inbound reply");
     assert_eq!(store.message(acme, waiting).await.unwrap().unwrap().body, "Hello");
     assert_eq!(store.message(acme, fresh).await.unwrap().unwrap().body, "Hello");
     let page = store.list_messages(acme, &ListFilter::default(), None, 100).await.unwrap();
