@@ -429,6 +429,9 @@ fn job_view(job: Job, errors: Vec<RowError>) -> JobView {
 /// The most octets an import's file may have.
 pub const MAX_IMPORT: u64 = 2 * 1024 * 1024 * 1024;
 
+/// The most octets an import's request may have (the file and a multipart form's other parts).
+pub const MAX_IMPORT_BODY: usize = MAX_IMPORT as usize + 1024 * 1024;
+
 /// Import contacts from a CSV file (the body, `text/csv`) → 202 with a job (`GET /v1/jobs/{id}`). The file is
 /// streamed to disk, not held in memory, and imported in the background; a restart resumes it.
 #[utoipa::path(post, path = "/v1/contacts/import", params(ImportQuery), request_body(content = String, content_type = "text/csv"),

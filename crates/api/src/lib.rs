@@ -117,7 +117,12 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .routes(routes!(senders::reject_sender_id))
         .routes(routes!(contacts::create_contact, contacts::list_contacts))
         .routes(routes!(contacts::export_contacts))
-        .routes(routes!(contacts::import_contacts))
+        // An import's file may be far larger than any JSON body: streamed to disk, bounded by the handler.
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(contacts::import_contacts))
+                .layer(axum::extract::DefaultBodyLimit::max(contacts::MAX_IMPORT_BODY)),
+        )
         .routes(routes!(contacts::get_contact, contacts::update_contact, contacts::delete_contact))
         .routes(routes!(contacts::contact_consent))
         .routes(routes!(contacts::export_contact))

@@ -67,6 +67,25 @@ async fn the_cli_imports_a_file_and_reports_each_refused_row() {
     assert_eq!((cy["name"].as_str(), cy["time_zone"].as_str()), (Some("Cy, Jr."), Some("America/Los_Angeles")), "{cy}");
     let page = get(&client, &server.base, "/v1/contacts?tag=vip").await;
     assert_eq!(page["data"][0]["fields"]["next_visit"], "2026-12-09T10:00:00Z", "{page}");
+    // A file larger than any JSON body may be (3 MiB and more), uploaded as a multipart form.
+    let big = data.join("big.csv");
+    let mut rows = String::from("Mobile,Note\n");
+    for i in 0..80_000 {
+        rows.push_str(&format!("+4477009{i:05},{}\n", "x".repeat(30)));
+    }
+    assert!(rows.len() > 3 << 20);
+    std::fs::write(&big, rows).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_smsgate"))
+        .args(["contacts", "import"])
+        .arg(&big)
+        .args(["--map", "Mobile=phone", "--json"])
+        .env("SMSGATE_URL", &server.base)
+        .env("SMSGATE_API_KEY", KEY)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let job: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((job["rows"].as_u64(), job["created"].as_u64()), (Some(80_000), Some(80_000)), "{job}");
     stop(server);
     let _ = std::fs::remove_dir_all(&data);
 }
