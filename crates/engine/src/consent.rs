@@ -61,8 +61,10 @@ impl ConsentBook {
 
     /// The keyed hash a number (E.164) is known by in the consent tables and after erasure.
     pub fn hash(&self, phone: &str) -> String {
-        let tag = ring::hmac::sign(&self.key, format!("phone:{phone}").as_bytes());
-        hex::encode(&tag.as_ref()[..20])
+        let mut mac = ring::hmac::Context::with_key(&self.key);
+        mac.update(b"phone:");
+        mac.update(phone.as_bytes());
+        hex::encode(&mac.sign().as_ref()[..20])
     }
 
     async fn ensure_loaded(&self, store: &dyn Store, now: Timestamp) -> Result<(), StoreError> {
@@ -101,6 +103,12 @@ impl ConsentBook {
     /// Puts what the store says of a number now into the copy.
     async fn settle(&self, store: &dyn Store, account: AccountId, hash: &str) -> Result<(), StoreError> {
         let scopes = store.opt_out_scopes(account, hash).await?;
+        self.put(account, hash, scopes);
+        Ok(())
+    }
+
+    /// Sets the scopes a number is opted out in, in the copy (none: opted in).
+    fn put(&self, account: AccountId, hash: &str, scopes: Vec<String>) {
         let mut opted = self.opted.write().unwrap_or_else(|e| e.into_inner());
         let numbers = opted.entry(account).or_default();
         if scopes.is_empty() {
@@ -108,7 +116,6 @@ impl ConsentBook {
         } else {
             numbers.insert(hash.to_string(), scopes);
         }
-        Ok(())
     }
 
     /// Records a change of consent and puts it in force on this node; whether the number's state changed.
@@ -125,8 +132,8 @@ impl ConsentBook {
             return self.ensure_loaded(store, now).await;
         }
         let since = *self.watermark.lock().unwrap_or_else(|e| e.into_inner());
-        for (account, hash) in store.consent_changed_since(since.plus_millis(-REFRESH_OVERLAP_MS)).await? {
-            self.settle(store, account, &hash).await?;
+        for (account, hash, scopes) in store.consent_changed_since(since.plus_millis(-REFRESH_OVERLAP_MS)).await? {
+            self.put(account, &hash, scopes);
         }
         *self.watermark.lock().unwrap_or_else(|e| e.into_inner()) = now;
         Ok(())

@@ -68,8 +68,9 @@ pub trait ConsentStore: Send + Sync {
     /// Every opt-out of every account (loaded once at start into admission's copy).
     async fn all_opt_outs(&self) -> Result<Vec<(AccountId, String, String)>>;
 
-    /// The (account, number) pairs whose consent changed at `since` or later.
-    async fn consent_changed_since(&self, since: Timestamp) -> Result<Vec<(AccountId, String)>>;
+    /// The numbers whose consent changed at `since` or later, each with the scopes it is opted out in now (none:
+    /// opted in), in one read.
+    async fn consent_changed_since(&self, since: Timestamp) -> Result<Vec<(AccountId, String, Vec<String>)>>;
 
     /// A number's ledger for an account, oldest first.
     async fn consent_events(&self, account: AccountId, phone_hash: &str) -> Result<Vec<ConsentEvent>>;
@@ -205,11 +206,26 @@ impl<D: Database> ConsentStore for D {
         rows.iter().map(|r| Ok((r.account_id("account_id")?, r.get("phone_hash")?, r.get("scope")?))).collect()
     }
 
-    async fn consent_changed_since(&self, since: Timestamp) -> Result<Vec<(AccountId, String)>> {
+    async fn consent_changed_since(&self, since: Timestamp) -> Result<Vec<(AccountId, String, Vec<String>)>> {
         let rows = self
-            .query("SELECT DISTINCT account_id, phone_hash FROM consent_events WHERE at >= ?", values![since])
+            .query(
+                "SELECT c.account_id, c.phone_hash, o.scope FROM \
+                 (SELECT DISTINCT account_id, phone_hash FROM consent_events WHERE at >= ?) c \
+                 LEFT JOIN opt_outs o ON o.account_id = c.account_id AND o.phone_hash = c.phone_hash \
+                 ORDER BY c.account_id, c.phone_hash",
+                values![since],
+            )
             .await?;
-        rows.iter().map(|r| Ok((r.account_id("account_id")?, r.get("phone_hash")?))).collect()
+        let mut out: Vec<(AccountId, String, Vec<String>)> = Vec::new();
+        for r in &rows {
+            let (account, hash): (AccountId, String) = (r.account_id("account_id")?, r.get("phone_hash")?);
+            let scope: Option<String> = r.get("scope")?;
+            match out.last_mut() {
+                Some((a, h, scopes)) if *a == account && *h == hash => scopes.extend(scope),
+                _ => out.push((account, hash, scope.into_iter().collect())),
+            }
+        }
+        Ok(out)
     }
 
     async fn consent_events(&self, account: AccountId, phone_hash: &str) -> Result<Vec<ConsentEvent>> {

@@ -1569,12 +1569,15 @@ async fn consent_is_a_ledger_and_a_state(store: &Arc<dyn Store>) {
     assert_eq!(scopes, ["", "447700900900"]);
     assert!(store.opt_out_scopes(globex, "h9").await.unwrap().is_empty(), "another account's");
     assert_eq!(store.consent_events(acme, "h9").await.unwrap().len(), 3, "every request is in the ledger");
-    assert_eq!(store.consent_changed_since(Timestamp(2_500)).await.unwrap(), [(acme, "h9".to_string())]);
+    let mut changed = store.consent_changed_since(Timestamp(2_500)).await.unwrap();
+    changed[0].2.sort();
+    assert_eq!(changed, [(acme, "h9".to_string(), vec![String::new(), "447700900900".to_string()])]);
     // An opt-in in one scope, then in all.
     assert!(store.record_consent(&consent_event(acme, "h9", "", false, 4_000)).await.unwrap());
     assert_eq!(store.opt_out_scopes(acme, "h9").await.unwrap(), ["447700900900"]);
     assert!(store.record_consent(&consent_event(acme, "h9", "*", false, 5_000)).await.unwrap());
     assert!(store.opt_out_scopes(acme, "h9").await.unwrap().is_empty());
+    assert_eq!(store.consent_changed_since(Timestamp(4_500)).await.unwrap(), [(acme, "h9".to_string(), Vec::new())]);
     // Listed newest first, in pages; forgotten numbers stay as hashes.
     for (i, hash) in ["a", "b", "c"].into_iter().enumerate() {
         store.record_consent(&consent_event(acme, hash, "", true, 10_000 + i as i64)).await.unwrap();
