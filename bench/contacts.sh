@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Contacts and consent, measured: (1) an import of ROWS contacts (1,000,000) from a CSV file with `smsgate contacts
-# import` into a fresh server on SQLite, its time and the server's peak resident set while it runs; (2) the cost of
+# import` into a fresh server on SQLite, its time and the server's peak resident set while it runs, then their
+# export as CSV; (2) the cost of
 # the opt-out check on single REST sends: `smsgate bench http` (MESSAGES single calls, 50 at once) against a fresh
 # server whose account has OPTOUTS numbers opted out (10,000; none of them among the bench's destinations, so every
 # message is checked and goes), reporting accepted/s and the server's CPU ticks. ONLY=import or ONLY=rest runs one.
@@ -31,13 +32,15 @@ if [ "$ONLY" != rest ]; then
     for (i = 0; i < n; i++) printf "+1212%07d,Person %d,p%d@example.com,%s,%d,%s\n", i, i, i, (i % 3 ? "silver" : "gold"), i % 17, (i % 5 ? "new" : "vip;new") }' \
     > "$DATA/contacts.csv"
   serve "$DATA/import"
-  ( while kill -0 $SRV 2>/dev/null; do awk '/^VmRSS/ {print $2}' /proc/$SRV/status; sleep 0.2; done > "$DATA/rss" ) &
+  ( while kill -0 $SRV 2>/dev/null; do awk '/^VmRSS/ {print $2}' /proc/$SRV/status 2>/dev/null; sleep 0.2; done > "$DATA/rss" ) &
   START=$(date +%s.%N)
   SMSGATE_URL=$S SMSGATE_API_KEY=$KEY $BIN contacts import "$DATA/contacts.csv" --list Everyone > "$DATA/report"
   END=$(date +%s.%N)
   PEAK=$(sort -n "$DATA/rss" | tail -1)
   echo "import of $ROWS contacts: $(echo "$END - $START" | bc) s, server peak RSS $((PEAK / 1024)) MB, CPU $(ticks $SRV) ticks;" \
     "$(sed -n 2p "$DATA/report" | sed 's/^ *//')"
+  EXPORT=$(curl -s $S/v1/contacts/export -H "$A" -o "$DATA/export.csv" -w '%{time_total}')
+  echo "export of the same as CSV: $EXPORT s, $(($(wc -l < "$DATA/export.csv") - 1)) rows"
   kill $SRV; wait $SRV 2>/dev/null || true
 fi
 

@@ -1,7 +1,8 @@
 //! Inbound messages: stored as `received` for the account that owns the number they were sent to. A number or
 //! sender ID registered to an account is that account's alone; one registered but not in force (waiting for
 //! approval, rejected, or tied to another connector) is the operator's; only an address nobody registered goes to
-//! the account that last wrote to the handset from it, and failing that to the operator.
+//! the account that last wrote to the handset from it, and failing that to the operator. Once stored, it is read as
+//! a keyword (STOP, START, HELP: [`crate::consent`]) — every inbound path comes through here.
 
 use smsgate_connectors::Inbound;
 use smsgate_core::senders::SenderStatus;

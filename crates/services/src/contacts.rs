@@ -226,6 +226,25 @@ fn check_parts(
     Ok(())
 }
 
+/// A contact with what is derived for it: the zone texts are timed by and where that came from, its place.
+fn derived(contact: Contact, opted_out: bool, lists: Vec<String>) -> ContactInfo {
+    let place = quiet::place_of(&contact.phone);
+    let (time_zone, source, several) = match (&contact.time_zone, &place) {
+        (Some(z), _) => (Some(z.clone()), "contact", false),
+        (None, Some(p)) => (Some(p.zone.name().to_string()), "number", p.several),
+        (None, None) => (None, "unknown", false),
+    };
+    ContactInfo {
+        time_zone,
+        time_zone_source: source,
+        time_zone_several: several,
+        place: place.map(|p| p.name()),
+        opted_out,
+        lists,
+        contact,
+    }
+}
+
 fn clean_tags(tags: Vec<String>) -> Vec<String> {
     let mut out: Vec<String> = Vec::with_capacity(tags.len());
     for t in tags {
@@ -323,23 +342,25 @@ impl Contacts {
 
     /// A contact and what is derived for it.
     pub async fn info(&self, contact: Contact) -> Result<ContactInfo> {
-        let place = quiet::place_of(&contact.phone);
-        let (time_zone, source, several) = match (&contact.time_zone, &place) {
-            (Some(z), _) => (Some(z.clone()), "contact", false),
-            (None, Some(p)) => (Some(p.zone.name().to_string()), "number", p.several),
-            (None, None) => (None, "unknown", false),
-        };
         let opted_out = !self.store.opt_out_scopes(contact.account_id, &contact.phone_hash).await?.is_empty();
         let lists = self.store.lists_of(&contact.id).await?;
-        Ok(ContactInfo {
-            time_zone,
-            time_zone_source: source,
-            time_zone_several: several,
-            place: place.map(|p| p.name()),
-            opted_out,
-            lists,
-            contact,
-        })
+        Ok(derived(contact, opted_out, lists))
+    }
+
+    /// A page of contacts and what is derived for each, in two reads for the page.
+    pub async fn infos(&self, account: AccountId, page: Vec<Contact>) -> Result<Vec<ContactInfo>> {
+        let (members, opted) = self.store.memberships_and_opt_outs(account, &page).await?;
+        let mut lists: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+        for (contact, list) in members {
+            lists.entry(contact).or_default().push(list);
+        }
+        Ok(page
+            .into_iter()
+            .map(|c| {
+                let (out, l) = (opted.contains(&c.phone_hash), lists.remove(&c.id).unwrap_or_default());
+                derived(c, out, l)
+            })
+            .collect())
     }
 
     /// An account's contact.
@@ -412,11 +433,7 @@ impl Contacts {
             self.list_record(account, list).await?;
         }
         let page = self.store.contacts(account, query, cursor, limit).await?;
-        let mut out = Vec::with_capacity(page.len());
-        for c in page {
-            out.push(self.info(c).await?);
-        }
-        Ok(out)
+        self.infos(account, page).await
     }
 
     // Lists.
@@ -581,11 +598,7 @@ impl Contacts {
         if filter.fields.is_empty() {
             let count = self.store.count_contacts(account, &query).await?;
             let page = self.store.contacts(account, &query, cursor, limit).await?;
-            let mut out = Vec::with_capacity(page.len());
-            for c in page {
-                out.push(self.info(c).await?);
-            }
-            return Ok((out, count));
+            return Ok((self.infos(account, page).await?, count));
         }
         // Conditions on custom fields are checked here, over the contacts the rest of the filter selects.
         let (mut out, mut count) = (Vec::new(), 0u64);
@@ -607,11 +620,7 @@ impl Contacts {
                 break;
             }
         }
-        let mut infos = Vec::with_capacity(out.len());
-        for c in out {
-            infos.push(self.info(c).await?);
-        }
-        Ok((infos, count))
+        Ok((self.infos(account, out).await?, count))
     }
 
     // Consent.

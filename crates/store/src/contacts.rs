@@ -131,6 +131,14 @@ pub trait ContactStore: Send + Sync {
     /// The ids of a contact's lists.
     async fn lists_of(&self, contact: &str) -> Result<Vec<String>>;
 
+    /// For a page of contacts at once: (contact id, list id) of their memberships, and which of their number
+    /// hashes are opted out (in any scope) in `account`.
+    async fn memberships_and_opt_outs(
+        &self,
+        account: AccountId,
+        contacts: &[Contact],
+    ) -> Result<(Vec<(String, String)>, std::collections::HashSet<String>)>;
+
     async fn insert_segment(&self, segment: &Segment) -> Result<()>;
 
     async fn segments(&self, account: AccountId) -> Result<Vec<Segment>>;
@@ -515,6 +523,30 @@ impl<D: Database> ContactStore for D {
         let rows =
             self.query("SELECT list_id FROM list_members WHERE contact_id = ? ORDER BY list_id", values![contact]);
         rows.await?.iter().map(|r| r.get("list_id")).collect()
+    }
+
+    async fn memberships_and_opt_outs(
+        &self,
+        account: AccountId,
+        contacts: &[Contact],
+    ) -> Result<(Vec<(String, String)>, std::collections::HashSet<String>)> {
+        let (mut members, mut opted) = (Vec::new(), std::collections::HashSet::new());
+        for chunk in contacts.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let sql =
+                format!("SELECT contact_id, list_id FROM list_members WHERE contact_id IN ({marks}) ORDER BY list_id");
+            for r in self.query(&sql, chunk.iter().map(|c| Value::from(&c.id)).collect()).await? {
+                members.push((r.get("contact_id")?, r.get("list_id")?));
+            }
+            let sql =
+                format!("SELECT DISTINCT phone_hash FROM opt_outs WHERE account_id = ? AND phone_hash IN ({marks})");
+            let mut params: Vec<Value> = values![account];
+            params.extend(chunk.iter().map(|c| Value::from(&c.phone_hash)));
+            for r in self.query(&sql, params).await? {
+                opted.insert(r.get("phone_hash")?);
+            }
+        }
+        Ok((members, opted))
     }
 
     async fn insert_segment(&self, s: &Segment) -> Result<()> {

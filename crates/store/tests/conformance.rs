@@ -1507,6 +1507,14 @@ async fn contacts_tags_lists_and_segments(store: &Arc<dyn Store>) {
     assert_eq!(store.add_members("l1", std::slice::from_ref(&ann.id), NOW).await.unwrap(), 0, "a member once");
     assert_eq!(store.list(acme, "l1").await.unwrap().unwrap().members, 2);
     assert!(store.list(globex, "l1").await.unwrap().is_none());
+    store.record_consent(&consent_event(acme, &bob.phone_hash, "", true, 1)).await.unwrap();
+    store.record_consent(&consent_event(globex, &ann.phone_hash, "", true, 1)).await.unwrap();
+    let (mut members, opted) = store.memberships_and_opt_outs(acme, &[ann.clone(), bob.clone()]).await.unwrap();
+    members.sort();
+    let mut expected = vec![(ann.id.clone(), "l1".to_string()), (bob.id.clone(), "l1".to_string())];
+    expected.sort();
+    assert_eq!(members, expected);
+    assert_eq!(opted.into_iter().collect::<Vec<_>>(), [bob.phone_hash.clone()], "this account's opt-outs only");
     let members = ContactQuery { lists: vec!["l1".into()], ..ContactQuery::default() };
     assert_eq!(store.count_contacts(acme, &members).await.unwrap(), 2);
     let outside = ContactQuery { not_lists: vec!["l1".into()], ..ContactQuery::default() };
