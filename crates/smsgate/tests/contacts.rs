@@ -90,11 +90,35 @@ async fn the_cli_imports_a_file_and_reports_each_refused_row() {
     let _ = std::fs::remove_dir_all(&data);
 }
 
+fn postgres_url() -> String {
+    std::env::var("SMSGATE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+async fn on_server(sql: String) {
+    let pool = sqlx::PgPool::connect(&postgres_url()).await.expect("PostgreSQL is up");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await.expect("statement");
+    pool.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_import_killed_half_way_resumes_and_imports_each_row_once() {
+async fn an_import_killed_half_way_resumes_and_imports_each_row_once_on_sqlite() {
+    an_import_killed_half_way_resumes_and_imports_each_row_once(Vec::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_killed_half_way_resumes_and_imports_each_row_once_on_postgres() {
+    let schema = format!("test_import_{}", std::process::id());
+    on_server(format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
+    on_server(format!("CREATE SCHEMA {schema}")).await;
+    let url = format!("{}?options=-c%20search_path%3D{schema}", postgres_url());
+    an_import_killed_half_way_resumes_and_imports_each_row_once(vec!["--database".into(), url]).await;
+    on_server(format!("DROP SCHEMA {schema} CASCADE")).await;
+}
+
+async fn an_import_killed_half_way_resumes_and_imports_each_row_once(args: Vec<String>) {
     const ROWS: usize = 60_000;
-    let data = data_dir("contacts-crash");
-    let mut server = start(&data, [] as [&str; 0], Some(KEY));
+    let data = data_dir(&format!("contacts-crash-{}", args.len()));
+    let mut server = start(&data, &args, Some(KEY));
     let mut csv = String::from("phone,name,visits\n");
     for i in 0..ROWS {
         csv.push_str(&format!("+4477009{:05},Person {i},{}\n", i, i % 7));
@@ -127,7 +151,7 @@ async fn an_import_killed_half_way_resumes_and_imports_each_row_once() {
     server.child.kill().unwrap();
     server.child.wait().unwrap();
     let mut before = None;
-    let server = start(&data, [] as [&str; 0], Some(KEY));
+    let server = start(&data, &args, Some(KEY));
     assert!(server.lines.iter().any(|l| l.contains("resuming 1 contact import")), "{:?}", server.lines);
     let deadline = Instant::now() + Duration::from_secs(60);
     let done = loop {

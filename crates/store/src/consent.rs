@@ -117,7 +117,7 @@ fn opt_out_of(r: &Row) -> Result<OptOut> {
 }
 
 /// The ledger's row for a change, then the statement that applies it to `opt_outs`.
-pub(crate) fn consent_statements(e: &ConsentEvent) -> Vec<Statement> {
+fn consent_statements(e: &ConsentEvent) -> Vec<Statement> {
     let insert = Statement {
         sql: format!("INSERT INTO consent_events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
         params: values![

@@ -78,11 +78,6 @@ pub trait ContactStore: Send + Sync {
     /// Stores a new contact; false when the account has one with this number already.
     async fn insert_contact(&self, contact: &Contact) -> Result<bool>;
 
-    /// Stores contacts in one transaction: new ones inserted, those whose number the account has already updated
-    /// (when `update` is true) or left alone. For each, whether it was created (`Some(true)`), updated
-    /// (`Some(false)`) or left alone (`None`); the stored id of each.
-    async fn upsert_contacts(&self, contacts: &[Contact], update: bool) -> Result<Vec<(Option<bool>, String)>>;
-
     /// Replaces a contact's fields (by id and account); false if there is none.
     async fn update_contact(&self, contact: &Contact) -> Result<bool>;
 
@@ -106,6 +101,9 @@ pub trait ContactStore: Send + Sync {
 
     /// Deletes an account's contact, its tags and memberships; false if there was none.
     async fn delete_contact(&self, account: AccountId, id: &str) -> Result<bool>;
+
+    /// Tells the store that many contacts were just added (an import), so that it plans by their number.
+    async fn contacts_grew(&self) -> Result<()>;
 
     /// Notes activity (a message to or from the number) on the account's contact with this number, if any.
     async fn touch_contact(&self, account: AccountId, phone: &str, at: Timestamp) -> Result<()>;
@@ -197,27 +195,33 @@ fn json(v: &impl serde::Serialize) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
-fn insert_statement(c: &Contact, on_conflict: &str) -> Statement {
+/// The statement that inserts a contact, or nothing when the account has one with its number.
+fn insert_statement(c: &Contact) -> Statement {
     Statement {
         sql: format!(
             "INSERT INTO contacts ({CONTACT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (account_id, phone) {on_conflict}"
+             ON CONFLICT (account_id, phone) DO NOTHING"
         ),
-        params: values![
-            &c.id,
-            c.account_id,
-            &c.phone,
-            &c.phone_hash,
-            c.name.as_deref(),
-            c.email.as_deref(),
-            c.time_zone.as_deref(),
-            json(&c.fields),
-            json(&c.tags),
-            c.created_at,
-            c.updated_at,
-            c.last_activity_at.map(|t| t.0),
-        ],
+        params: insert_params(c),
     }
+}
+
+/// A contact's values in the order of [`CONTACT_COLUMNS`].
+fn insert_params(c: &Contact) -> Vec<Value> {
+    values![
+        &c.id,
+        c.account_id,
+        &c.phone,
+        &c.phone_hash,
+        c.name.as_deref(),
+        c.email.as_deref(),
+        c.time_zone.as_deref(),
+        json(&c.fields),
+        json(&c.tags),
+        c.created_at,
+        c.updated_at,
+        c.last_activity_at.map(|t| t.0),
+    ]
 }
 
 /// The statement that writes every part of a contact (by id and account).
@@ -329,18 +333,17 @@ fn segment_of(r: &Row) -> Result<Segment> {
     })
 }
 
-/// The statements that store `contacts` as [`ContactStore::upsert_contacts`] says, and what each will be.
+/// The statements that store a batch of contacts of one account: new numbers inserted (a few multi-row
+/// statements), numbers the account has already updated when `update` (what a row gives replaces what is there;
+/// fields and tags it does not name are kept) or else left alone. For each contact, whether it will be created
+/// (`Some(true)`), updated (`Some(false)`) or left alone (`None`, also for a number repeated in the batch).
 pub(crate) async fn upsert_plan<D: Database + ?Sized>(
     db: &D,
     contacts: &[Contact],
     update: bool,
-) -> Result<(Vec<Statement>, Vec<(Option<bool>, String)>)> {
-    if contacts.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
-    }
-    // Which numbers exist already, to say created or updated (the account is the same for all), with what an
-    // update merges into.
-    let account = contacts[0].account_id;
+) -> Result<(Vec<Statement>, Vec<Option<bool>>)> {
+    let Some(first) = contacts.first() else { return Ok((Vec::new(), Vec::new())) };
+    let account = first.account_id;
     let mut existing: std::collections::HashMap<String, Contact> = std::collections::HashMap::new();
     for chunk in contacts.chunks(500) {
         let sql = format!(
@@ -356,10 +359,16 @@ pub(crate) async fn upsert_plan<D: Database + ?Sized>(
     }
     let mut statements = Vec::new();
     let mut out = Vec::with_capacity(contacts.len());
+    let mut new: Vec<&Contact> = Vec::new();
+    let mut changed: Vec<Contact> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for c in contacts {
+        if !seen.insert(c.phone.as_str()) {
+            out.push(None);
+            continue;
+        }
         match existing.get(&c.phone) {
             Some(old) if update => {
-                // What the row gives replaces what is there; fields and tags it does not name are kept.
                 let mut merged = old.clone();
                 merged.name = c.name.clone().or(merged.name);
                 merged.email = c.email.clone().or(merged.email);
@@ -371,35 +380,111 @@ pub(crate) async fn upsert_plan<D: Database + ?Sized>(
                     }
                 }
                 merged.updated_at = c.updated_at;
-                statements.push(update_statement(&merged));
-                statements.extend(tag_statements(&old.id, old.account_id, &merged.tags));
-                out.push((Some(false), old.id.clone()));
+                changed.push(merged);
+                out.push(Some(false));
             }
-            Some(old) => out.push((None, old.id.clone())),
+            Some(_) => out.push(None),
             None => {
-                statements.push(insert_statement(c, "DO NOTHING"));
-                statements.extend(tag_statements(&c.id, c.account_id, &c.tags));
-                out.push((Some(true), c.id.clone()));
+                new.push(c);
+                out.push(Some(true));
             }
         }
     }
+    statements.extend(bulk_insert(&new));
+    statements.extend(bulk_update(&changed));
     Ok((statements, out))
+}
+
+/// Rows a multi-row statement holds, kept under both databases' limits on parameters.
+const BULK_ROWS: usize = 1000;
+
+/// Multi-row statements that insert new contacts (a number the account has meanwhile is left alone) and their tags
+/// (only for contacts that exist, as [`tag_statements`]).
+fn bulk_insert(new: &[&Contact]) -> Vec<Statement> {
+    let mut out = Vec::new();
+    for chunk in new.chunks(BULK_ROWS) {
+        let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+        let mut params = Vec::with_capacity(chunk.len() * 12);
+        for c in chunk {
+            params.extend(insert_params(c));
+        }
+        out.push(Statement {
+            sql: format!(
+                "INSERT INTO contacts ({CONTACT_COLUMNS}) VALUES {} ON CONFLICT (account_id, phone) DO NOTHING",
+                vec![row; chunk.len()].join(", ")
+            ),
+            params,
+        });
+    }
+    out.extend(bulk_tags(new));
+    out
+}
+
+/// Multi-row statements that write contacts the store has (by id) anew, and make their tag rows theirs.
+fn bulk_update(changed: &[Contact]) -> Vec<Statement> {
+    let mut out = Vec::new();
+    for chunk in changed.chunks(BULK_ROWS) {
+        let mut params = Vec::with_capacity(chunk.len() * 7);
+        for c in chunk {
+            params.extend(values![
+                &c.id,
+                c.name.as_deref(),
+                c.email.as_deref(),
+                c.time_zone.as_deref(),
+                json(&c.fields),
+                json(&c.tags),
+                c.updated_at,
+            ]);
+        }
+        out.push(Statement {
+            sql: format!(
+                "UPDATE contacts SET name = v.column2, email = v.column3, time_zone = v.column4, fields = v.column5, \
+                 tags = v.column6, updated_at = v.column7 FROM (VALUES {}) AS v WHERE contacts.id = v.column1",
+                vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+            ),
+            params,
+        });
+        out.push(Statement {
+            sql: format!("DELETE FROM contact_tags WHERE contact_id IN ({})", vec!["?"; chunk.len()].join(", ")),
+            params: chunk.iter().map(|c| Value::from(&c.id)).collect(),
+        });
+    }
+    let refs: Vec<&Contact> = changed.iter().collect();
+    out.extend(bulk_tags(&refs));
+    out
+}
+
+/// Multi-row statements that add the tag rows of contacts (only for contacts that exist).
+fn bulk_tags(contacts: &[&Contact]) -> Vec<Statement> {
+    let mut out = Vec::new();
+    let tags: Vec<(&Contact, &String)> = contacts.iter().flat_map(|c| c.tags.iter().map(move |t| (*c, t))).collect();
+    for chunk in tags.chunks(BULK_ROWS) {
+        let mut params = Vec::with_capacity(chunk.len() * 3);
+        for (c, tag) in chunk {
+            params.extend(values![&c.id, c.account_id, *tag]);
+        }
+        // VALUES as a table names its columns column1, column2, ... on SQLite and PostgreSQL alike.
+        out.push(Statement {
+            sql: format!(
+                "INSERT INTO contact_tags (contact_id, account_id, tag) SELECT v.column1, v.column2, v.column3 \
+                 FROM (VALUES {}) AS v WHERE EXISTS (SELECT 1 FROM contacts c WHERE c.id = v.column1) \
+                 ON CONFLICT DO NOTHING",
+                vec!["(?, ?, ?)"; chunk.len()].join(", ")
+            ),
+            params,
+        });
+    }
+    out
 }
 
 #[async_trait]
 impl<D: Database> ContactStore for D {
     async fn insert_contact(&self, c: &Contact) -> Result<bool> {
-        let mut statements = vec![insert_statement(c, "DO NOTHING")];
+        let mut statements = vec![insert_statement(c)];
         statements.extend(tag_statements(&c.id, c.account_id, &c.tags));
         let changed = self.transaction(statements).await?;
         // The tags were written for whichever contact has the number: only a new one's are new.
         Ok(changed.first().copied().unwrap_or(0) == 1)
-    }
-
-    async fn upsert_contacts(&self, contacts: &[Contact], update: bool) -> Result<Vec<(Option<bool>, String)>> {
-        let (statements, out) = upsert_plan(self, contacts, update).await?;
-        self.transaction(statements).await?;
-        Ok(out)
     }
 
     async fn update_contact(&self, c: &Contact) -> Result<bool> {
@@ -459,6 +544,10 @@ impl<D: Database> ContactStore for D {
             },
         ];
         Ok(self.transaction(statements).await?.get(2).copied().unwrap_or(0) == 1)
+    }
+
+    async fn contacts_grew(&self) -> Result<()> {
+        self.analyze(&["contacts", "contact_tags", "list_members"]).await
     }
 
     async fn touch_contact(&self, account: AccountId, phone: &str, at: Timestamp) -> Result<()> {

@@ -5,9 +5,9 @@ use async_trait::async_trait;
 use smsgate_core::{AccountId, Timestamp};
 
 use crate::Result;
-use crate::consent::{ConsentEvent, consent_statements};
+use crate::consent::ConsentEvent;
 use crate::contacts::{Contact, upsert_plan};
-use crate::sql::{Database, Row, Statement, values};
+use crate::sql::{Database, Row, Statement, Value, values};
 
 /// A job and its progress.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,8 +47,9 @@ pub trait JobStore: Send + Sync {
     /// of contacts the progress counts), so progress and work are never apart.
     async fn save_job(&self, job: &Job) -> Result<()>;
 
-    /// Stores one batch of an import and the job's progress after it, in one transaction: the contacts (as
-    /// [`crate::ContactStore::upsert_contacts`]), their membership of `list`, and the consent events. For each
+    /// Stores one batch of an import and the job's progress after it, in one transaction: the contacts (new ones
+    /// created; existing ones updated when `update`, else left alone), their membership of `list`, and the opt-ins
+    /// the rows carry (not for a number opted out: an import never lifts an opt-out). For each
     /// The job as saved: `job`'s progress plus the batch's contacts counted as created, updated, or (left alone)
     /// skipped.
     async fn import_batch(&self, job: &Job, batch: &ImportBatch) -> Result<Job>;
@@ -138,30 +139,66 @@ impl<D: Database> JobStore for D {
     async fn import_batch(&self, job: &Job, batch: &ImportBatch) -> Result<Job> {
         let (mut statements, out) = upsert_plan(self, &batch.contacts, batch.update).await?;
         let mut job = job.clone();
-        for (what, _) in &out {
+        for what in &out {
             match what {
                 Some(true) => job.created += 1,
                 Some(false) => job.updated += 1,
                 None => job.skipped += 1,
             }
         }
-        if let Some(list) = &batch.list {
-            for c in &batch.contacts {
+        if let (Some(list), Some(first)) = (&batch.list, batch.contacts.first()) {
+            for chunk in batch.contacts.chunks(500) {
+                let mut params = values![list, job.updated_at, first.account_id];
+                params.extend(chunk.iter().map(|c| Value::from(&c.phone)));
                 statements.push(Statement {
-                    sql: "INSERT INTO list_members (list_id, contact_id, added_at) \
-                          SELECT ?, id, ? FROM contacts WHERE account_id = ? AND phone = ? ON CONFLICT DO NOTHING"
-                        .into(),
-                    params: values![list, job.updated_at, c.account_id, &c.phone],
+                    sql: format!(
+                        "INSERT INTO list_members (list_id, contact_id, added_at) SELECT ?, id, ? FROM contacts \
+                         WHERE account_id = ? AND phone IN ({}) ON CONFLICT DO NOTHING",
+                        vec!["?"; chunk.len()].join(", ")
+                    ),
+                    params,
                 });
             }
         }
-        for e in &batch.consent {
-            statements.extend(consent_statements(e));
-        }
+        statements.extend(consent_in(&batch.consent));
         statements.push(progress(&job));
         self.transaction(statements).await?;
         Ok(job)
     }
+}
+
+/// Multi-row statements that keep the opt-ins an import's rows carry in the ledger — except for numbers opted out
+/// now: an import never lifts an opt-out (only the person, or the operator, does), and the ledger says only what
+/// happened. The opt-ins change no state (a number not opted out is opted in).
+fn consent_in(events: &[ConsentEvent]) -> Vec<Statement> {
+    let mut out = Vec::new();
+    for chunk in events.chunks(500) {
+        let mut params: Vec<Value> = Vec::with_capacity(chunk.len() * 9);
+        for e in chunk {
+            params.extend(values![
+                &e.id,
+                e.account_id,
+                &e.phone_hash,
+                e.phone.as_deref(),
+                &e.scope,
+                if e.opted_out { "opt_out" } else { "opt_in" },
+                e.source.as_str(),
+                &e.evidence,
+                e.at,
+            ]);
+        }
+        out.push(Statement {
+            sql: format!(
+                "INSERT INTO consent_events (id, account_id, phone_hash, phone, scope, change, source, evidence, at) \
+                 SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, v.column8, \
+                 v.column9 FROM (VALUES {}) AS v WHERE NOT EXISTS (SELECT 1 FROM opt_outs o \
+                 WHERE o.account_id = v.column2 AND o.phone_hash = v.column3)",
+                vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+            ),
+            params,
+        });
+    }
+    out
 }
 
 /// The statement that saves a job's progress.

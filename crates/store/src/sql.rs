@@ -227,6 +227,13 @@ pub trait Database: Send + Sync {
     /// Runs writing statements in order in one transaction: all or none; the rows each changed.
     async fn transaction(&self, statements: Vec<Statement>) -> Result<Vec<u64>>;
 
+    /// Brings the planner's statistics of `tables` up to date, where the database plans by them (PostgreSQL's
+    /// `ANALYZE`): after a bulk load, a table that was empty a minute ago is planned as if it still were.
+    async fn analyze(&self, tables: &[&str]) -> Result<()> {
+        let _ = tables;
+        Ok(())
+    }
+
     /// The first row of a query, if any.
     async fn query_one(&self, sql: &str, params: Vec<Value>) -> Result<Option<Row>> {
         Ok(self.query(sql, params).await?.into_iter().next())

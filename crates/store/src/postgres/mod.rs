@@ -218,21 +218,31 @@ fn rows_of(rows: &[PgRow]) -> Result<Vec<Row>> {
     rows.iter().map(|r| row_of(&columns, r)).collect()
 }
 
+/// The cold path's SQL is planned at every run, not prepared once per connection: a plan made while a table was
+/// small (a contact import's first batch) reads the whole table once it has grown, and an import then slowed from
+/// 4,000 rows a second to a few hundred as its table filled.
 #[async_trait]
 impl Database for PgStore {
     async fn query(&self, sql: &str, params: Vec<Value>) -> Result<Vec<Row>> {
-        let mut query = sqlx::query(AssertSqlSafe(numbered(sql)));
+        let mut query = sqlx::query(AssertSqlSafe(numbered(sql))).persistent(false);
         for v in params {
             query = bind_value(query, v);
         }
         rows_of(&query.fetch_all(&self.pool).await?)
     }
 
+    async fn analyze(&self, tables: &[&str]) -> Result<()> {
+        if !tables.is_empty() {
+            sqlx::query(AssertSqlSafe(format!("ANALYZE {}", tables.join(", ")))).execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
     async fn transaction(&self, statements: Vec<Statement>) -> Result<Vec<u64>> {
         let mut tx = self.pool.begin().await?;
         let mut changed = Vec::with_capacity(statements.len());
         for s in statements {
-            let mut query = sqlx::query(AssertSqlSafe(numbered(&s.sql)));
+            let mut query = sqlx::query(AssertSqlSafe(numbered(&s.sql))).persistent(false);
             for v in s.params {
                 query = bind_value(query, v);
             }
