@@ -410,7 +410,7 @@ fn request_of(body: SendBody) -> Result<Request, ApiError> {
     let send_at = body.send_at.as_deref().map(|s| parse_time("send_at", s)).transpose()?;
     let category = match body.category.as_deref() {
         None => Category::default(),
-        Some(c) => Category::parse(c).ok_or_else(|| {
+        Some(c) => Category::requested(c).ok_or_else(|| {
             ApiError::invalid("invalid_category", "category must be \"transactional\" or \"marketing\"")
         })?,
     };

@@ -38,7 +38,7 @@ pub struct MessageView {
     /// RFC 3339.
     pub expires_at: Option<String>,
     pub attempts: u32,
-    /// `transactional` or `marketing`.
+    /// `transactional`, `marketing`, or `reply` (smsgate's automatic reply to a keyword).
     pub category: String,
     /// RFC 3339.
     pub created_at: String,

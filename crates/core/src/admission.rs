@@ -106,6 +106,8 @@ pub enum ErrorCode {
     InvalidCallbackUrl,
     InvalidCallbackStatuses,
     InvalidReference,
+    /// A category no request may ask for (smsgate's own automatic replies).
+    InvalidCategory,
     /// The recipient opted out of this account's (or this sender's) texts.
     RecipientOptedOut,
     /// The recipient's allowed hours and the account's never meet, so a held text could never go.
@@ -124,6 +126,7 @@ impl ErrorCode {
             ErrorCode::InvalidCallbackUrl => "invalid_callback_url",
             ErrorCode::InvalidCallbackStatuses => "invalid_callback_statuses",
             ErrorCode::InvalidReference => "invalid_reference",
+            ErrorCode::InvalidCategory => "invalid_category",
             ErrorCode::RecipientOptedOut => "recipient_opted_out",
             ErrorCode::NoAllowedHours => "no_allowed_hours",
         }
@@ -155,6 +158,9 @@ pub const MAX_CALLBACK_URL: usize = 2048;
 
 /// Admits `req` under `policy` at time `now`, or says why not.
 pub fn admit(req: &Request, policy: &Policy, now: Timestamp) -> Result<Admitted, Rejection> {
+    if req.category == crate::consent::Category::Reply {
+        return Err(reject(ErrorCode::InvalidCategory, "category must be \"transactional\" or \"marketing\""));
+    }
     let to = normalize_destination(&req.to, policy.default_region, policy.strict_numbers)?;
     let (from, sender_kind) = normalize_sender(&req.from, policy.default_region)?;
     if req.body.is_empty() {

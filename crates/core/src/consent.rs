@@ -19,6 +19,9 @@ pub enum Category {
     Transactional,
     /// Promotion: held for the recipient's quiet hours, never sent after an opt-out.
     Marketing,
+    /// smsgate's own automatic reply to a keyword (the opt-out's confirmation, help): exempt from the opt-out it
+    /// answers and from quiet hours. No request may ask for it.
+    Reply,
 }
 
 impl Category {
@@ -26,15 +29,23 @@ impl Category {
         match self {
             Category::Transactional => "transactional",
             Category::Marketing => "marketing",
+            Category::Reply => "reply",
         }
     }
 
+    /// Any category, as stored.
     pub fn parse(s: &str) -> Option<Category> {
         match s {
             "transactional" => Some(Category::Transactional),
             "marketing" => Some(Category::Marketing),
+            "reply" => Some(Category::Reply),
             _ => None,
         }
+    }
+
+    /// A category a request may ask for: `transactional` or `marketing`.
+    pub fn requested(s: &str) -> Option<Category> {
+        Category::parse(s).filter(|c| *c != Category::Reply)
     }
 }
 
@@ -271,14 +282,22 @@ impl Compliance {
         None
     }
 
-    /// Whether a text of `category` may go to a number that opted out.
+    /// Whether a text of `category` may not go to a number that opted out.
     pub fn blocked_by_opt_out(&self, category: Category) -> bool {
-        category == Category::Marketing || !self.transactional_after_opt_out
+        match category {
+            Category::Marketing => true,
+            Category::Transactional => !self.transactional_after_opt_out,
+            Category::Reply => false,
+        }
     }
 
     /// Whether a text of `category` waits for the recipient's allowed hours.
     pub fn holds(&self, category: Category) -> bool {
-        category == Category::Marketing || self.quiet_hours_transactional
+        match category {
+            Category::Marketing => true,
+            Category::Transactional => self.quiet_hours_transactional,
+            Category::Reply => false,
+        }
     }
 }
 
@@ -345,6 +364,15 @@ mod tests {
         assert_eq!(c.opt_out_scope, OptOutScope::Number);
         assert_eq!(c.keywords, Keywords::default());
         assert!(serde_json::from_str::<Compliance>(r#"{"opt_out_scop": "number"}"#).is_err());
+    }
+
+    #[test]
+    fn an_automatic_reply_passes_what_it_answers() {
+        let c = Compliance { quiet_hours_transactional: true, ..Compliance::default() };
+        assert!(!c.blocked_by_opt_out(Category::Reply) && !c.holds(Category::Reply));
+        assert!(c.blocked_by_opt_out(Category::Transactional) && c.blocked_by_opt_out(Category::Marketing));
+        assert_eq!(Category::requested("reply"), None, "no request may ask for it");
+        assert_eq!(Category::requested("marketing"), Some(Category::Marketing));
     }
 
     #[test]

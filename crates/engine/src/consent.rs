@@ -359,7 +359,7 @@ impl Engine {
             send_at: None,
             expires_at: Some(now.plus_secs(REPLY_VALIDITY_SECS)),
             attempts: 0,
-            category: Category::Transactional,
+            category: Category::Reply,
             created_at: now,
             updated_at: now,
         };

@@ -106,7 +106,12 @@ impl Messages {
                 )));
             }
         }
-        if m.category == Category::Marketing || self.holds_transactional(account).await? {
+        let holds = match m.category {
+            Category::Marketing => true,
+            Category::Transactional => self.holds_transactional(account).await?,
+            Category::Reply => false,
+        };
+        if holds {
             self.hold_for_quiet_hours(&mut prepared, now).await?;
         }
         Ok(prepared)

@@ -165,11 +165,25 @@ async fn marketing_waits_for_the_recipients_hours(s: &Setup) {
 async fn an_opt_out_cancels_what_was_held(s: &Setup) {
     let held = s.send("+13055550100", Category::Marketing).await.unwrap();
     assert_eq!(held.status, Status::Scheduled);
+    // smsgate's own automatic reply (to a HELP that came with the STOP), waiting too: it stays.
+    let mut reply = held.clone();
+    (reply.id, reply.category, reply.send_at) =
+        (smsgate_core::MessageId::generate(), Category::Reply, Some(s.clock.now().plus_secs(600)));
+    s.store
+        .insert_messages(&[smsgate_store::NewMessage::new(reply.clone(), "accepted; automatic reply")])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.send("+13055550100", Category::Reply).await.unwrap_err().code(),
+        "invalid_category",
+        "no request asks for it"
+    );
     let receipt = s.send("+13055550100", Category::Transactional).await.unwrap();
     assert!(s.contacts.opt_out(s.acme, "+13055550100", Source::Api, json!({})).await.unwrap());
     assert_eq!(s.messages.get(s.acme, held.id).await.unwrap().status, Status::Canceled);
     let (_, journey) = s.messages.journey(s.acme, held.id).await.unwrap();
     assert_eq!(journey.last().unwrap().detail, "recipient opted out");
+    assert_eq!(s.messages.get(s.acme, reply.id).await.unwrap().status, Status::Scheduled, "the reply stays");
     assert_ne!(s.messages.get(s.acme, receipt.id).await.unwrap().status, Status::Canceled, "it had gone already");
     for category in [Category::Marketing, Category::Transactional] {
         assert_eq!(s.send("+13055550100", category).await.unwrap_err().code(), "recipient_opted_out");

@@ -362,9 +362,10 @@ fn refused(code: ErrorCode) -> CommandStatus {
         ErrorCode::EmptyBody | ErrorCode::BodyTooLong => CommandStatus::ESME_RINVMSGLEN,
         ErrorCode::InvalidSendAt => CommandStatus::ESME_RINVSCHED,
         ErrorCode::InvalidValidity => CommandStatus::ESME_RINVEXPIRY,
-        ErrorCode::InvalidCallbackUrl | ErrorCode::InvalidCallbackStatuses | ErrorCode::InvalidReference => {
-            CommandStatus::ESME_RSUBMITFAIL
-        }
+        ErrorCode::InvalidCallbackUrl
+        | ErrorCode::InvalidCallbackStatuses
+        | ErrorCode::InvalidReference
+        | ErrorCode::InvalidCategory => CommandStatus::ESME_RSUBMITFAIL,
         // The recipient opted out: ESME_RX_R_APPN (0x66), "the receiver rejected the message" — here, the person.
         ErrorCode::RecipientOptedOut => CommandStatus::ESME_RX_R_APPN,
         ErrorCode::NoAllowedHours => CommandStatus::ESME_RINVSCHED,
