@@ -238,11 +238,13 @@ impl Engine {
                         "to": inbound.to,
                     })
                     .to_string(),
-                    at: now,
+                    // When the person said it: of two keywords answered at once, the later word stands.
+                    at: inbound.created_at,
                 };
                 let changed = self.consent.record(store, &event).await?;
                 info!(%account, message = %inbound.id, opted_out, changed, "consent changed by keyword");
-                if opted_out {
+                let from = if scope.is_empty() { "" } else { inbound.to.as_str() };
+                if opted_out && self.consent.opted_out(store, account, &inbound.from, from, now).await? {
                     let from = (!scope.is_empty()).then_some(inbound.to.as_str());
                     if let Err(e) = self.cancel_for_opt_out(account, &inbound.from, from, &settings).await {
                         warn!(error = %e, "canceling the texts waiting for a number that opted out failed");

@@ -51,7 +51,8 @@ pub trait ConsentStore: Send + Sync {
     async fn set_compliance(&self, account: AccountId, json: &str) -> Result<bool>;
 
     /// Records a change in the ledger and applies it, in one transaction: an opt-out adds its scope's row, an
-    /// opt-in removes it (every scope when `event.scope` is `*`). Whether the number's state changed.
+    /// opt-in removes it (every scope when `event.scope` is `*`) — unless the ledger holds a change of that number
+    /// made later (by `at`), which stands. Whether the number's state changed.
     async fn record_consent(&self, event: &ConsentEvent) -> Result<bool>;
 
     /// The scopes a number is opted out in, for an account (`""` is the whole account).
@@ -132,22 +133,28 @@ fn consent_statements(e: &ConsentEvent) -> Vec<Statement> {
             e.at,
         ],
     };
+    // The latest word wins: a change applies only if the ledger holds none made later (two keywords from one
+    // person may be answered at once, in either order).
+    let latest = "NOT EXISTS (SELECT 1 FROM consent_events l WHERE l.account_id = ? AND l.phone_hash = ? AND l.at > ?)";
     let apply = if e.opted_out {
+        let mut params = values![e.account_id, &e.phone_hash, &e.scope, e.phone.as_deref(), e.source.as_str(), e.at];
+        params.extend(values![e.account_id, &e.phone_hash, e.at]);
         Statement {
-            sql: "INSERT INTO opt_outs (account_id, phone_hash, scope, phone, source, at) VALUES (?, ?, ?, ?, ?, ?) \
-                  ON CONFLICT (account_id, phone_hash, scope) DO NOTHING"
-                .into(),
-            params: values![e.account_id, &e.phone_hash, &e.scope, e.phone.as_deref(), e.source.as_str(), e.at],
+            sql: format!(
+                "INSERT INTO opt_outs (account_id, phone_hash, scope, phone, source, at) \
+                 SELECT ?, ?, ?, ?, ?, ? WHERE {latest} ON CONFLICT (account_id, phone_hash, scope) DO NOTHING"
+            ),
+            params,
         }
     } else if e.scope == "*" {
         Statement {
-            sql: "DELETE FROM opt_outs WHERE account_id = ? AND phone_hash = ?".into(),
-            params: values![e.account_id, &e.phone_hash],
+            sql: format!("DELETE FROM opt_outs WHERE account_id = ? AND phone_hash = ? AND {latest}"),
+            params: values![e.account_id, &e.phone_hash, e.account_id, &e.phone_hash, e.at],
         }
     } else {
         Statement {
-            sql: "DELETE FROM opt_outs WHERE account_id = ? AND phone_hash = ? AND scope = ?".into(),
-            params: values![e.account_id, &e.phone_hash, &e.scope],
+            sql: format!("DELETE FROM opt_outs WHERE account_id = ? AND phone_hash = ? AND scope = ? AND {latest}"),
+            params: values![e.account_id, &e.phone_hash, &e.scope, e.account_id, &e.phone_hash, e.at],
         }
     };
     vec![insert, apply]

@@ -1577,6 +1577,8 @@ async fn consent_is_a_ledger_and_a_state(store: &Arc<dyn Store>) {
     assert_eq!(scopes, ["", "447700900900"]);
     assert!(store.opt_out_scopes(globex, "h9").await.unwrap().is_empty(), "another account's");
     assert_eq!(store.consent_events(acme, "h9").await.unwrap().len(), 3, "every request is in the ledger");
+    assert!(!store.record_consent(&consent_event(acme, "h9", "*", false, 500)).await.unwrap(), "an older opt-in");
+    assert_eq!(store.opt_out_scopes(acme, "h9").await.unwrap().len(), 2);
     let mut changed = store.consent_changed_since(Timestamp(2_500)).await.unwrap();
     changed[0].2.sort();
     assert_eq!(changed, [(acme, "h9".to_string(), vec![String::new(), "447700900900".to_string()])]);
@@ -1584,6 +1586,9 @@ async fn consent_is_a_ledger_and_a_state(store: &Arc<dyn Store>) {
     assert!(store.record_consent(&consent_event(acme, "h9", "", false, 4_000)).await.unwrap());
     assert_eq!(store.opt_out_scopes(acme, "h9").await.unwrap(), ["447700900900"]);
     assert!(store.record_consent(&consent_event(acme, "h9", "*", false, 5_000)).await.unwrap());
+    assert!(store.opt_out_scopes(acme, "h9").await.unwrap().is_empty());
+    // A change made before the latest (answered late) is kept in the ledger and changes nothing.
+    assert!(!store.record_consent(&consent_event(acme, "h9", "", true, 4_900)).await.unwrap());
     assert!(store.opt_out_scopes(acme, "h9").await.unwrap().is_empty());
     assert_eq!(store.consent_changed_since(Timestamp(4_500)).await.unwrap(), [(acme, "h9".to_string(), Vec::new())]);
     // Listed newest first, in pages; forgotten numbers stay as hashes.
