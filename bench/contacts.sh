@@ -6,6 +6,7 @@
 # server whose account has OPTOUTS numbers opted out (10,000; none of them among the bench's destinations, so every
 # message is checked and goes), reporting accepted/s and the server's CPU ticks. ONLY=import or ONLY=rest runs one.
 #   BIN=target/release/smsgate ROWS=1000000 OPTOUTS=10000 MESSAGES=20000 bench/contacts.sh
+# DB=postgres://... runs the server on that database instead of SQLite (give it an empty one; it is not cleaned).
 # Loopback port 18281 (HTTP) and 18875 (SMPP).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,11 +15,13 @@ ROWS=${ROWS:-1000000}
 OPTOUTS=${OPTOUTS:-10000}
 MESSAGES=${MESSAGES:-20000}
 ONLY=${ONLY:-}
+DB=${DB:-}
 for v in ROWS OPTOUTS MESSAGES; do [[ ${!v} =~ ^[0-9]+$ ]] || { echo "$v must be a whole number, not ${!v}" >&2; exit 2; }; done
 KEY=sk_bench_key_0123456789
 A="Authorization: Bearer $KEY"; J='Content-Type: application/json'; S=http://127.0.0.1:18281
 serve() {
-  SMSGATE_ADMIN_KEY=$KEY $BIN serve --http 127.0.0.1:18281 --smpp 127.0.0.1:18875 --data-dir "$1" > /dev/null 2>&1 &
+  SMSGATE_ADMIN_KEY=$KEY $BIN serve --http 127.0.0.1:18281 --smpp 127.0.0.1:18875 --data-dir "$1" \
+    ${DB:+--database "$DB"} > /dev/null 2>&1 &
   SRV=$!
   for _ in $(seq 1 100); do curl -sf $S/healthz > /dev/null && break; sleep 0.1; done
 }
