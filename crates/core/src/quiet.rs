@@ -273,18 +273,22 @@ fn intersect(a: &[(u16, u16)], b: &[(u16, u16)]) -> Vec<(u16, u16)> {
 
 /// The instant `minute` of `date` is in `tz`; in a gap of a change to summer time, the first minute after it.
 fn local_instant(tz: Tz, date: NaiveDate, minute: u16) -> Timestamp {
-    let mut m = u32::from(minute);
-    loop {
-        let time = NaiveTime::from_hms_opt((m / 60).min(23), m % 60, 0).unwrap_or(NaiveTime::MIN);
-        let time = if m >= 24 * 60 { NaiveTime::from_hms_opt(23, 59, 59).unwrap_or(NaiveTime::MIN) } else { time };
+    // A window opens before midnight (`from` < `to` <= 24:00); a gap is at most a few hours, so a minute that does
+    // not exist is followed by one that does the same day.
+    for m in u32::from(minute)..24 * 60 {
+        let Some(time) = NaiveTime::from_hms_opt(m / 60, m % 60, 0) else { break };
         if let Some(t) = tz.from_local_datetime(&date.and_time(time)).earliest() {
             return Timestamp(t.timestamp_millis());
         }
-        if m >= 24 * 60 {
-            return Timestamp(date.and_time(time).and_utc().timestamp_millis());
-        }
-        m += 1;
     }
+    // Not reached for any zone; the local time read as UTC rather than a panic.
+    Timestamp(
+        date.and_time(
+            NaiveTime::from_hms_opt(u32::from(minute) / 60, u32::from(minute) % 60, 0).unwrap_or(NaiveTime::MIN),
+        )
+        .and_utc()
+        .timestamp_millis(),
+    )
 }
 
 #[cfg(test)]
@@ -378,6 +382,15 @@ mod tests {
         let place = place_of("+447700900123").unwrap();
         let w = night.parse().unwrap();
         assert!(next_opening(at(london, 2026, 12, 4, 9, 0), london, &place, Some(&w)).is_err());
+    }
+
+    #[test]
+    fn an_opening_in_a_spring_gap_is_the_first_minute_after_it() {
+        // 8 March 2026, 02:00 does not exist in New York (clocks go to 03:00).
+        let ny = chrono_tz::America::New_York;
+        let date = NaiveDate::from_ymd_opt(2026, 3, 8).unwrap();
+        assert_eq!(local_instant(ny, date, 2 * 60 + 30), at(ny, 2026, 3, 8, 3, 0));
+        assert_eq!(local_instant(ny, date, 8 * 60), at(ny, 2026, 3, 8, 8, 0));
     }
 
     #[test]
