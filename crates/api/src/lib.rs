@@ -15,6 +15,7 @@ pub mod routing;
 pub mod senders;
 pub mod server;
 mod smpp;
+mod templates;
 pub mod views;
 pub mod webhooks;
 
@@ -60,6 +61,8 @@ pub struct AppState {
     pub admin: Admin,
     /// Contacts, lists, segments, consent and compliance settings.
     pub contacts: smsgate_services::Contacts,
+    /// Message templates.
+    pub templates: smsgate_services::Templates,
     /// The engine, for what only it knows (the connectors in force, their health).
     pub engine: Engine,
     /// The simulated network, when it is the connector.
@@ -138,6 +141,9 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .routes(routes!(contacts::list_opt_outs, contacts::create_opt_out))
         .routes(routes!(contacts::delete_opt_out))
         .routes(routes!(contacts::get_compliance, contacts::put_compliance))
+        .routes(routes!(templates::create_template, templates::list_templates))
+        .routes(routes!(templates::get_template, templates::update_template, templates::delete_template))
+        .routes(routes!(templates::preview_template))
         .with_state(state)
         .split_for_parts();
     let document = Arc::new(api.to_pretty_json().unwrap_or_else(|_| "{}".into()));

@@ -106,8 +106,10 @@ async fn start(backend: &str) -> Server {
     let ingress = smsgate_engine::ingress::Ingress::spawn(engine.clone(), store.clone(), Arc::new(policy));
     let messages = smsgate_services::Messages::new(ingress, store.clone());
     let imports = std::env::temp_dir().join(format!("smsgate-imports-{}", uuid::Uuid::now_v7()));
+    let contacts = smsgate_services::Contacts::new(messages.clone(), store.clone()).import_dir(imports).unwrap();
     let state = AppState {
-        contacts: smsgate_services::Contacts::new(messages.clone(), store.clone()).import_dir(imports).unwrap(),
+        templates: smsgate_services::Templates::new(contacts.clone(), store.clone()),
+        contacts,
         messages,
         admin: smsgate_services::Admin::new(store.clone(), engine.clone()).webhook_destinations(local()),
         engine: engine.clone(),
@@ -266,7 +268,8 @@ on_both!(
     contacts_lists_and_segments,
     quiet_hours_hold_marketing,
     import_export_and_erase,
-    an_opt_out_may_hold_for_one_number
+    an_opt_out_may_hold_for_one_number,
+    templates_render_as_previewed
 );
 
 async fn send_to_delivered(s: &Server) {
@@ -635,6 +638,12 @@ async fn openapi_matches_the_routes(s: &Server) {
         ("/v1/opt-outs/{phone}", "delete"),
         ("/v1/settings/compliance", "get"),
         ("/v1/settings/compliance", "put"),
+        ("/v1/templates", "post"),
+        ("/v1/templates", "get"),
+        ("/v1/templates/{id}", "get"),
+        ("/v1/templates/{id}", "patch"),
+        ("/v1/templates/{id}", "delete"),
+        ("/v1/templates/{id}/preview", "post"),
     ];
     for (path, method) in expected {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing from the document");
@@ -2145,4 +2154,72 @@ async fn an_opt_out_may_hold_for_one_number(s: &Server) {
     until_opted(s, &key, handset, false).await;
     let (st, _) = send("+447700900910").await;
     assert_eq!(st, StatusCode::CREATED);
+}
+
+/// Templates: a body that does not parse is refused with where; a preview renders for a contact of the account (or
+/// one given), with its encoding, segments, cost and missing fields, and the text reaches a handset as previewed;
+/// another account sees none of it.
+async fn templates_render_as_previewed(s: &Server) {
+    let (_, key) = s.tenant("acme").await;
+    let (_, other) = s.tenant("globex").await;
+    let (st, v) =
+        s.call("POST", "/v1/templates", Some(&key), Some(json!({"name": "bad", "body": "Hi\n{{ name }"}))).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_template")));
+    assert!(v["error"]["message"].as_str().unwrap().starts_with("line 2, column"), "{v}");
+    let body = "Hi {{ name | default(\"there\") }}, see you {{ fields.appointment_at | date(\"%a %H:%M\") }} ({{ data.room }}).";
+    let (st, t) = s.call("POST", "/v1/templates", Some(&key), Some(json!({"name": "reminder", "body": body}))).await;
+    assert_eq!((st, t["category"].as_str()), (StatusCode::CREATED, Some("transactional")), "{t}");
+    let id = t["id"].as_str().unwrap();
+    let (st, v) = s.call("POST", "/v1/templates", Some(&key), Some(json!({"name": "reminder", "body": "x"}))).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("template_exists")));
+    let contact =
+        json!({"phone": "+447700900180", "name": "Ann", "fields": {"appointment_at": "2026-12-09T15:00:00Z"}});
+    let (_, ann) = s.call("POST", "/v1/contacts", Some(&key), Some(contact)).await;
+    let preview = format!("/v1/templates/{id}/preview");
+    let (st, p) =
+        s.call("POST", &preview, Some(&key), Some(json!({"contact_id": ann["id"], "data": {"room": "2B"}}))).await;
+    assert_eq!(st, StatusCode::OK, "{p}");
+    assert_eq!(p["text"], "Hi Ann, see you Wed 15:00 (2B).", "London time: {p}");
+    assert_eq!((p["encoding"].as_str(), p["segments"].as_u64()), (Some("gsm7"), Some(1)));
+    assert_eq!(p["missing_fields"], json!([]));
+    let (_, p2) = s.call("POST", &preview, Some(&key), Some(json!({"contact": {"phone": "+13055550100"}}))).await;
+    assert_eq!(p2["text"], "Hi there, see you  ().", "{p2}");
+    assert_eq!(p2["missing_fields"], json!(["data.room", "fields.appointment_at", "name"]));
+    // The text as previewed reaches the handset.
+    let (st, m) = s
+        .call(
+            "POST",
+            "/v1/messages",
+            Some(&key),
+            Some(json!({"to": "+447700900180", "from": "Acme", "body": p["text"]})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{m}");
+    s.until(&key, m["id"].as_str().unwrap(), "delivered").await;
+    assert!(handset_texts(s, "+447700900180").await.contains(&"Hi Ann, see you Wed 15:00 (2B).".to_string()));
+    // Another account's.
+    for (method, path) in
+        [("GET", format!("/v1/templates/{id}")), ("DELETE", format!("/v1/templates/{id}")), ("POST", preview.clone())]
+    {
+        let (st, _) = s.call(method, &path, Some(&other), Some(json!({}))).await;
+        assert_eq!(st, StatusCode::NOT_FOUND, "{method} {path}");
+    }
+    let (st, v) = s.call("POST", &preview, Some(&key), Some(json!({"contact_id": "nope"}))).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("contact_not_found")));
+    let (st, v) = s
+        .call(
+            "PATCH",
+            &format!("/v1/templates/{id}"),
+            Some(&key),
+            Some(json!({"category": "marketing", "body": "{{ name }}!"})),
+        )
+        .await;
+    assert_eq!(
+        (st, v["category"].as_str(), v["body"].as_str()),
+        (StatusCode::OK, Some("marketing"), Some("{{ name }}!")),
+        "{v}"
+    );
+    let (_, list) = s.call("GET", "/v1/templates", Some(&key), None).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    assert_eq!(s.call("DELETE", &format!("/v1/templates/{id}"), Some(&key), None).await.0, StatusCode::NO_CONTENT);
 }

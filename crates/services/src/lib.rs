@@ -20,6 +20,7 @@ pub mod imports;
 pub mod keys;
 pub mod messages;
 pub mod senders;
+pub mod templates;
 
 pub use admin::{Admin, CredentialSpec, MatchSpec, RouteSpec, TargetSpec};
 pub use contacts::{ContactInfo, ContactPatch, ContactSpec, Contacts, Export, SegmentFilter};
@@ -27,3 +28,4 @@ pub use error::{Result, ServiceError};
 pub use keys::{Authenticated, KeySpec, NewKey};
 pub use messages::{Messages, Submitted};
 pub use senders::{NumberSpec, SenderClass};
+pub use templates::{PreviewFor, TemplatePatch, TemplateSpec, Templates};

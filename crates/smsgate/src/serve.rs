@@ -103,9 +103,11 @@ async fn serve(args: Config) -> anyhow::Result<()> {
         Ok(n) => println!("smsgate: resuming {n} contact import(s)"),
         Err(e) => eprintln!("smsgate: resuming contact imports failed: {e}"),
     }
+    let templates = smsgate_services::Templates::new(contacts.clone(), store.clone());
     let state = smsgate_api::AppState {
         messages,
         admin,
+        templates,
         contacts,
         engine,
         sim: Some(sim),

@@ -30,6 +30,7 @@ pub mod senders;
 pub mod smpp_outbox;
 pub mod sql;
 mod sqlite;
+pub mod templates;
 pub mod tenancy;
 pub mod webhooks;
 
@@ -50,6 +51,7 @@ pub use smpp_outbox::{
     DeliveryMessage, DeliveryNext, DueDelivery, SMPP_DELIVERY_TTL_MS, SmppFeed, SmppOutbox, SmppReceipts,
 };
 pub use sqlite::SqliteStore;
+pub use templates::{Template, TemplateStore};
 pub use tenancy::{Account, ApiKey, TenancyStore};
 pub use webhooks::{
     CallbackAttempt, CallbackNext, CallbackOutbox, CallbackRecord, CallbackResult, DueCallback, Share, WebhookStore,
@@ -82,6 +84,7 @@ pub trait Store:
     + ContactStore
     + ConsentStore
     + JobStore
+    + TemplateStore
     + std::fmt::Debug
 {
     /// Closes the store: waits for writes under way, then releases the database.

@@ -125,6 +125,7 @@ conformance!(
     consent_is_a_ledger_and_a_state,
     imports_commit_with_their_progress,
     erasure_and_retention_keep_counts,
+    templates_per_account,
 );
 
 fn message(account: AccountId, to: &str, status: Status, at: Timestamp) -> Message {
@@ -1733,4 +1734,43 @@ async fn erasure_and_retention_keep_counts(store: &Arc<dyn Store>) {
             .filter(|m| m.body.is_empty())
             .all(|m| m.to == "purged" || m.from == "purged" || m.to.starts_with("erased:"))
     );
+}
+
+async fn templates_per_account(store: &Arc<dyn Store>) {
+    use smsgate_store::Template;
+    let (acme, globex) = (account(store).await, account(store).await);
+    let t = Template {
+        id: "t1".into(),
+        account_id: acme,
+        name: "reminder".into(),
+        body: "Hi {{ name }}".into(),
+        category: smsgate_core::consent::Category::Marketing,
+        created_at: NOW,
+        updated_at: NOW,
+    };
+    assert!(store.insert_template(&t).await.unwrap());
+    assert!(!store.insert_template(&Template { id: "t2".into(), ..t.clone() }).await.unwrap(), "one name");
+    assert!(store.insert_template(&Template { id: "t3".into(), account_id: globex, ..t.clone() }).await.unwrap());
+    assert_eq!(store.template(acme, "t1").await.unwrap(), Some(t.clone()));
+    assert!(store.template(globex, "t1").await.unwrap().is_none(), "another account's");
+    let other = Template { id: "t4".into(), name: "other".into(), ..t.clone() };
+    assert!(store.insert_template(&other).await.unwrap());
+    assert_eq!(
+        store.update_template(&Template { name: "reminder".into(), ..other.clone() }).await.unwrap(),
+        Some(false)
+    );
+    assert_eq!(store.update_template(&Template { body: "Bye".into(), ..t.clone() }).await.unwrap(), Some(true));
+    assert_eq!(
+        store
+            .update_template(&Template { account_id: globex, id: "t1".into(), name: "x".into(), ..t.clone() })
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.templates(acme).await.unwrap().iter().map(|t| t.body.as_str()).collect::<Vec<_>>(),
+        ["Hi {{ name }}", "Bye"]
+    );
+    assert!(!store.delete_template(globex, "t1").await.unwrap());
+    assert!(store.delete_template(acme, "t1").await.unwrap());
 }
