@@ -2042,7 +2042,7 @@ async fn quiet_hours_hold_marketing(s: &Server) {
 async fn import_export_and_erase(s: &Server) {
     let (_, key) = s.tenant("acme").await;
     let (_, other) = s.tenant("globex").await;
-    let csv = "phone,name,Plan,tags\n+447700900160,Ann,gold,vip;new\nnot a number,Bob,,\n+447700900161,Cy,silver,\n+447700900160,Ann again,,\n";
+    let csv = "phone,name,Plan,tags,Next visit\n+447700900160,Ann,gold,vip;new,2026-12-09\nnot a number,Bob,,,\n+447700900161,Cy,silver,,\n+447700900160,Ann again,,,\n";
     let resp = s
         .client
         .post(format!("{}/v1/contacts/import?list=Imported&consent_source=signup%20form", s.base))
@@ -2081,6 +2081,7 @@ async fn import_export_and_erase(s: &Server) {
     let (_, page) = s.call("GET", "/v1/contacts?q=Ann", Some(&key), None).await;
     let ann = page["data"][0].clone();
     assert_eq!((&ann["fields"]["Plan"], &ann["tags"]), (&json!("gold"), &json!(["vip", "new"])), "{ann}");
+    assert_eq!(ann["fields"]["Next_visit"], "2026-12-09", "a header becomes a merge field's name: {ann}");
     let id = ann["id"].as_str().unwrap();
     let (_, consent) = s.call("GET", &format!("/v1/contacts/{id}/consent"), Some(&key), None).await;
     assert_eq!(

@@ -198,7 +198,7 @@ fn check_parts(
         return Err(invalid("invalid_fields", format!("a contact has at most {MAX_FIELDS} custom fields")));
     }
     for (k, v) in fields {
-        if k.is_empty() || k.len() > 64 || !k.chars().all(|c| c.is_alphanumeric() || c == '_') {
+        if !crate::imports::field_name_ok(k) {
             return Err(invalid(
                 "invalid_fields",
                 format!("field name {k:?}: 1 to 64 letters, digits or underscores (it becomes a merge field)"),

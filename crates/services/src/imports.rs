@@ -110,7 +110,26 @@ impl Contacts {
         let (header, data_start) = read_header(&path)?;
         let mut targets = Vec::with_capacity(header.len());
         for column in &header {
-            let target = mapping.columns.get(column).map_or_else(|| Target::parse(column), |t| Target::parse(t));
+            let target = match mapping.columns.get(column) {
+                Some(named) => match Target::parse(named) {
+                    Target::Field(f) if !field_name_ok(&f) => {
+                        return Err(invalid(
+                            "invalid_mapping",
+                            format!("{named:?}: a custom field's name has 1 to 64 letters, digits or underscores"),
+                        ));
+                    }
+                    t => t,
+                },
+                // A header that names no contact field becomes a custom field of its name, made a merge field's
+                // name: "Next visit" is `Next_visit`.
+                None => match Target::parse(column) {
+                    Target::Field(f) => {
+                        let name = field_name_of(&f);
+                        if name.is_empty() { Target::Ignore } else { Target::Field(name) }
+                    }
+                    t => t,
+                },
+            };
             targets.push(target);
         }
         for named in mapping.columns.keys() {
@@ -357,6 +376,26 @@ fn push_error(errors: &mut Vec<RowError>, row: u64, column: Option<&str>, code: 
     }
 }
 
+/// Whether a custom field's name is one templates can name: 1 to 64 letters, digits or underscores.
+pub fn field_name_ok(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_alphanumeric() || c == '_')
+}
+
+/// A header as a custom field's name: runs of anything but letters and digits become one underscore, at most 64
+/// characters; empty when nothing is left.
+fn field_name_of(header: &str) -> String {
+    let mut out = String::new();
+    for c in header.chars() {
+        if c.is_alphanumeric() {
+            out.push(c);
+        } else if !out.is_empty() && !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    let out = out.trim_end_matches('_');
+    out.chars().take(64).collect::<String>().trim_end_matches('_').to_string()
+}
+
 /// A CSV cell as a custom field: `true`/`false` a boolean, a number that reads back the same a number (so
 /// `00123` stays text), anything else text.
 fn field_value(s: &str) -> Value {
@@ -417,6 +456,14 @@ mod tests {
         assert_eq!(field_value("00123"), Value::from("00123"));
         assert_eq!(field_value("2.5"), Value::from(2.5));
         assert_eq!(field_value("2026-01-05"), Value::from("2026-01-05"));
+    }
+
+    #[test]
+    fn headers_become_merge_field_names() {
+        assert_eq!(field_name_of("Next visit"), "Next_visit");
+        assert_eq!(field_name_of("  plan (2024) "), "plan_2024");
+        assert_eq!(field_name_of("#"), "");
+        assert!(field_name_ok("next_visit") && !field_name_ok("next visit") && !field_name_ok(""));
     }
 
     #[test]
