@@ -2183,6 +2183,27 @@ async fn templates_render_as_previewed(s: &Server) {
     assert_eq!(p["text"], "Hi Ann, see you Wed 15:00 (2B).", "London time: {p}");
     assert_eq!((p["encoding"].as_str(), p["segments"].as_u64()), (Some("gsm7"), Some(1)));
     assert_eq!(p["missing_fields"], json!([]));
+    assert_eq!(p["cost"], Value::Null, "the default route names no price");
+    // Priced by the route the contact's number would take: 0.02 a segment, two segments of UCS-2.
+    let admin = Some(s.admin_key.as_str());
+    let route =
+        json!({"name": "priced", "match": {"prefix": "+447700900180"}, "connectors": [{"name": "sim", "price": 0.02}]});
+    assert_eq!(s.call("POST", "/v1/routes", admin, Some(route)).await.0, StatusCode::CREATED);
+    let (_, long) = s
+        .call(
+            "POST",
+            "/v1/templates",
+            Some(&key),
+            Some(json!({"name": "long", "body": "Привет {{ name }}! ".repeat(8)})),
+        )
+        .await;
+    let long_preview = format!("/v1/templates/{}/preview", long["id"].as_str().unwrap());
+    let (_, p3) = s.call("POST", &long_preview, Some(&key), Some(json!({"contact_id": ann["id"]}))).await;
+    assert_eq!(
+        (p3["encoding"].as_str(), p3["segments"].as_u64(), p3["cost"].as_f64()),
+        (Some("ucs2"), Some(2), Some(0.04)),
+        "{p3}"
+    );
     let (_, p2) = s.call("POST", &preview, Some(&key), Some(json!({"contact": {"phone": "+13055550100"}}))).await;
     assert_eq!(p2["text"], "Hi there, see you  ().", "{p2}");
     assert_eq!(p2["missing_fields"], json!(["data.room", "fields.appointment_at", "name"]));
@@ -2221,6 +2242,6 @@ async fn templates_render_as_previewed(s: &Server) {
         "{v}"
     );
     let (_, list) = s.call("GET", "/v1/templates", Some(&key), None).await;
-    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    assert_eq!(list["data"].as_array().unwrap().len(), 2);
     assert_eq!(s.call("DELETE", &format!("/v1/templates/{id}"), Some(&key), None).await.0, StatusCode::NO_CONTENT);
 }
