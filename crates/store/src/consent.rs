@@ -117,21 +117,26 @@ fn opt_out_of(r: &Row) -> Result<OptOut> {
     })
 }
 
+/// A ledger row's values, in the order of `EVENT_COLUMNS`.
+pub(crate) fn event_params(e: &ConsentEvent) -> Vec<Value> {
+    values![
+        &e.id,
+        e.account_id,
+        &e.phone_hash,
+        e.phone.as_deref(),
+        &e.scope,
+        if e.opted_out { "opt_out" } else { "opt_in" },
+        e.source.as_str(),
+        &e.evidence,
+        e.at,
+    ]
+}
+
 /// The ledger's row for a change, then the statement that applies it to `opt_outs`.
 fn consent_statements(e: &ConsentEvent) -> Vec<Statement> {
     let insert = Statement {
         sql: format!("INSERT INTO consent_events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-        params: values![
-            &e.id,
-            e.account_id,
-            &e.phone_hash,
-            e.phone.as_deref(),
-            &e.scope,
-            if e.opted_out { "opt_out" } else { "opt_in" },
-            e.source.as_str(),
-            &e.evidence,
-            e.at,
-        ],
+        params: event_params(e),
     };
     // The latest word wins: a change applies only if the ledger holds none made later (two keywords from one
     // person may be answered at once, in either order).

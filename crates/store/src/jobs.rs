@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use smsgate_core::{AccountId, Timestamp};
 
 use crate::Result;
-use crate::consent::ConsentEvent;
+use crate::consent::{ConsentEvent, event_params};
 use crate::contacts::{Contact, upsert_plan};
 use crate::sql::{Database, Row, Statement, Value, values};
 
@@ -175,17 +175,7 @@ fn consent_in(events: &[ConsentEvent]) -> Vec<Statement> {
     for chunk in events.chunks(500) {
         let mut params: Vec<Value> = Vec::with_capacity(chunk.len() * 9);
         for e in chunk {
-            params.extend(values![
-                &e.id,
-                e.account_id,
-                &e.phone_hash,
-                e.phone.as_deref(),
-                &e.scope,
-                if e.opted_out { "opt_out" } else { "opt_in" },
-                e.source.as_str(),
-                &e.evidence,
-                e.at,
-            ]);
+            params.extend(event_params(e));
         }
         out.push(Statement {
             sql: format!(
