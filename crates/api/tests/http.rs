@@ -2078,6 +2078,32 @@ async fn import_export_and_erase(s: &Server) {
     assert_eq!(codes, [(3, "invalid_phone"), (5, "duplicate_in_file")]);
     let (st, _) = s.call("GET", &path, Some(&other), None).await;
     assert_eq!(st, StatusCode::NOT_FOUND, "another account's job");
+    // A row that is not UTF-8 is refused alone.
+    let bytes: &[u8] = b"phone\n\xff\xfe\n+447700900162\n";
+    let resp = s
+        .client
+        .post(format!("{}/v1/contacts/import", s.base))
+        .bearer_auth(&key)
+        .header("content-type", "text/csv")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    let latin: Value = resp.json().await.unwrap();
+    let latin_path = format!("/v1/jobs/{}", latin["id"].as_str().unwrap());
+    let latin = loop {
+        let (_, j) = s.call("GET", &latin_path, Some(&key), None).await;
+        if j["state"] != "running" {
+            break j;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "import stuck");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!((latin["state"].as_str(), latin["created"].as_u64()), (Some("completed"), Some(1)), "{latin}");
+    assert_eq!(
+        (latin["errors"][0]["row"].as_u64(), latin["errors"][0]["code"].as_str()),
+        (Some(2), Some("invalid_encoding"))
+    );
     let (_, page) = s.call("GET", "/v1/contacts?q=Ann", Some(&key), None).await;
     let ann = page["data"][0].clone();
     assert_eq!((&ann["fields"]["Plan"], &ann["tags"]), (&json!("gold"), &json!(["vip", "new"])), "{ann}");

@@ -242,7 +242,18 @@ impl Contacts {
             let mut rows_in_batch = 0u64;
             let mut skipped = 0u64;
             while batch.contacts.len() < BATCH {
-                let more = reader.read_record(&mut record).map_err(|e| invalid("invalid_csv", e.to_string()))?;
+                let more = match reader.read_record(&mut record) {
+                    Ok(more) => more,
+                    // A row that is not UTF-8 is refused alone; the reader is past it.
+                    Err(e) if matches!(e.kind(), csv::ErrorKind::Utf8 { .. }) => {
+                        rows_in_batch += 1;
+                        skipped += 1;
+                        let row = job.rows + rows_in_batch + 1;
+                        push_error(&mut errors, row, None, "invalid_encoding", "the row is not UTF-8 text".into());
+                        continue;
+                    }
+                    Err(e) => return Err(invalid("invalid_csv", e.to_string())),
+                };
                 if !more {
                     break;
                 }
