@@ -342,9 +342,9 @@ impl Contacts {
 
     /// A contact and what is derived for it.
     pub async fn info(&self, contact: Contact) -> Result<ContactInfo> {
-        let opted_out = !self.store.opt_out_scopes(contact.account_id, &contact.phone_hash).await?.is_empty();
-        let lists = self.store.lists_of(&contact.id).await?;
-        Ok(derived(contact, opted_out, lists))
+        let account = contact.account_id;
+        let mut one = self.infos(account, vec![contact]).await?;
+        one.pop().ok_or_else(no_contact)
     }
 
     /// A page of contacts and what is derived for each, in two reads for the page.

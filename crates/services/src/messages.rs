@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use smsgate_core::admission::{ErrorCode, Policy, Rejection, Request};
-use smsgate_core::consent::Category;
+use smsgate_core::consent::Compliance;
 use smsgate_core::quiet;
 use smsgate_core::{AccountId, Direction, Event, Message, MessageId, Status, Timestamp};
 use smsgate_engine::ingress::{Ingress, Prepared};
@@ -97,36 +97,24 @@ impl Messages {
         }
         let m = &prepared.message;
         let consent = engine.consent();
-        if consent.opted_out(self.store.as_ref(), account, &m.to, &m.from, now).await? {
-            let settings = consent.compliance(self.store.as_ref(), account).await?;
-            if settings.blocked_by_opt_out(m.category) {
-                return Err(ServiceError::Rejected(Rejection::new(
-                    ErrorCode::RecipientOptedOut,
-                    format!("{} opted out of this account's texts", m.to),
-                )));
-            }
+        let settings = consent.compliance(self.store.as_ref(), account).await?;
+        if settings.blocked_by_opt_out(m.category)
+            && consent.opted_out(self.store.as_ref(), account, &m.to, &m.from, now).await?
+        {
+            return Err(ServiceError::Rejected(Rejection::new(
+                ErrorCode::RecipientOptedOut,
+                format!("{} opted out of this account's texts", m.to),
+            )));
         }
-        let holds = match m.category {
-            Category::Marketing => true,
-            Category::Transactional => self.holds_transactional(account).await?,
-            Category::Reply => false,
-        };
-        if holds {
-            self.hold_for_quiet_hours(&mut prepared, now).await?;
+        if settings.holds(m.category) {
+            self.hold_for_quiet_hours(&mut prepared, &settings, now).await?;
         }
         Ok(prepared)
     }
 
-    /// Whether the account holds transactional texts for quiet hours too (asked only for those).
-    async fn holds_transactional(&self, account: AccountId) -> Result<bool> {
-        let settings = self.ingress.engine().consent().compliance(self.store.as_ref(), account).await?;
-        Ok(settings.quiet_hours_transactional)
-    }
-
     /// Moves a text's due time to the recipient's next allowed minute, if it falls outside their hours.
-    async fn hold_for_quiet_hours(&self, prepared: &mut Prepared, now: Timestamp) -> Result<()> {
+    async fn hold_for_quiet_hours(&self, prepared: &mut Prepared, settings: &Compliance, now: Timestamp) -> Result<()> {
         let m = &prepared.message;
-        let settings = self.ingress.engine().consent().compliance(self.store.as_ref(), m.account_id).await?;
         let Some(place) = quiet::place_of(&m.to) else { return Ok(()) };
         // The contact's own zone when the account gave one, else the number's.
         let contact = self.store.contact_by_phone(m.account_id, &m.to).await?;

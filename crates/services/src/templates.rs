@@ -303,13 +303,8 @@ impl Templates {
         let ctx = context(info.as_ref().map(|i| &i.contact), info.as_ref().and_then(|i| i.time_zone.as_deref()), data);
         let rendered = render(&t.body, &ctx)?;
         let policy = self.contacts.messages.policy();
-        let (encoding, segments) = match sms_text::plan(&rendered.text, &policy.plan) {
-            Ok(plan) => (plan.encoding.name(), u32::try_from(plan.segments.len()).unwrap_or(u32::MAX)),
-            Err(_) => {
-                let (encoding, segments) = sms_text::plan::count(&rendered.text, &policy.plan);
-                (encoding.name(), u32::try_from(segments).unwrap_or(u32::MAX))
-            }
-        };
+        let (encoding, segments) = sms_text::plan::count(&rendered.text, &policy.plan);
+        let (encoding, segments) = (encoding.name(), u32::try_from(segments).unwrap_or(u32::MAX));
         let cost_micros = info.as_ref().and_then(|i| {
             let r = self.contacts.engine().registry().resolve(&i.contact.phone, "smsgate", account);
             match r.decision {
