@@ -6,6 +6,7 @@
 //! error text never reaches a client (it is logged).
 
 pub mod audit;
+mod campaigns;
 mod contacts;
 mod error;
 pub mod fuzzing;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub contacts: smsgate_services::Contacts,
     /// Message templates.
     pub templates: smsgate_services::Templates,
+    /// Campaigns.
+    pub campaigns: smsgate_services::Campaigns,
     /// The engine, for what only it knows (the connectors in force, their health).
     pub engine: Engine,
     /// The simulated network, when it is the connector.
@@ -144,6 +147,14 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .routes(routes!(templates::create_template, templates::list_templates))
         .routes(routes!(templates::get_template, templates::update_template, templates::delete_template))
         .routes(routes!(templates::preview_template))
+        .routes(routes!(campaigns::create_campaign, campaigns::list_campaigns))
+        .routes(routes!(campaigns::get_campaign, campaigns::delete_campaign))
+        .routes(routes!(campaigns::start_campaign))
+        .routes(routes!(campaigns::pause_campaign))
+        .routes(routes!(campaigns::resume_campaign))
+        .routes(routes!(campaigns::cancel_campaign))
+        .routes(routes!(campaigns::test_campaign))
+        .routes(routes!(campaigns::campaign_runs))
         .with_state(state)
         .split_for_parts();
     let document = Arc::new(api.to_pretty_json().unwrap_or_else(|_| "{}".into()));

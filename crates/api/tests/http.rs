@@ -107,8 +107,11 @@ async fn start(backend: &str) -> Server {
     let messages = smsgate_services::Messages::new(ingress, store.clone());
     let imports = std::env::temp_dir().join(format!("smsgate-imports-{}", uuid::Uuid::now_v7()));
     let contacts = smsgate_services::Contacts::new(messages.clone(), store.clone()).import_dir(imports).unwrap();
+    let campaigns = smsgate_services::Campaigns::new(contacts.clone(), store.clone(), "test");
+    tokio::spawn(campaigns.clone().run(shutdown.clone()));
     let state = AppState {
         templates: smsgate_services::Templates::new(contacts.clone(), store.clone()),
+        campaigns: campaigns.clone(),
         contacts,
         messages,
         admin: smsgate_services::Admin::new(store.clone(), engine.clone()).webhook_destinations(local()),
@@ -269,7 +272,9 @@ on_both!(
     quiet_hours_hold_marketing,
     import_export_and_erase,
     an_opt_out_may_hold_for_one_number,
-    templates_render_as_previewed
+    templates_render_as_previewed,
+    campaigns_send_each_contact_once,
+    campaigns_pause_resume_and_cancel
 );
 
 async fn send_to_delivered(s: &Server) {
@@ -644,6 +649,16 @@ async fn openapi_matches_the_routes(s: &Server) {
         ("/v1/templates/{id}", "patch"),
         ("/v1/templates/{id}", "delete"),
         ("/v1/templates/{id}/preview", "post"),
+        ("/v1/campaigns", "post"),
+        ("/v1/campaigns", "get"),
+        ("/v1/campaigns/{id}", "get"),
+        ("/v1/campaigns/{id}", "delete"),
+        ("/v1/campaigns/{id}/start", "post"),
+        ("/v1/campaigns/{id}/pause", "post"),
+        ("/v1/campaigns/{id}/resume", "post"),
+        ("/v1/campaigns/{id}/cancel", "post"),
+        ("/v1/campaigns/{id}/test", "post"),
+        ("/v1/campaigns/{id}/runs", "get"),
     ];
     for (path, method) in expected {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing from the document");
@@ -2270,4 +2285,230 @@ async fn templates_render_as_previewed(s: &Server) {
     let (_, list) = s.call("GET", "/v1/templates", Some(&key), None).await;
     assert_eq!(list["data"].as_array().unwrap().len(), 2);
     assert_eq!(s.call("DELETE", &format!("/v1/templates/{id}"), Some(&key), None).await.0, StatusCode::NO_CONTENT);
+}
+
+/// Waits until a campaign is in `state`; the campaign then.
+async fn until_campaign(s: &Server, key: &str, id: &str, state: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (st, c) = s.call("GET", &format!("/v1/campaigns/{id}"), Some(key), None).await;
+        assert_eq!(st, StatusCode::OK, "{c}");
+        if c["state"] == state {
+            return c;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "campaign stuck at {}, waiting for {state}: {c}", c["state"]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Makes contacts (phone, name, plan, tags) in a new list of `key`'s account; the list's id and the contacts' ids.
+async fn contacts_in_list(
+    s: &Server,
+    key: &str,
+    list: &str,
+    people: &[(&str, &str, Option<&str>, &[&str])],
+) -> (String, Vec<String>) {
+    let (st, l) = s.call("POST", "/v1/lists", Some(key), Some(json!({"name": list}))).await;
+    assert_eq!(st, StatusCode::CREATED, "{l}");
+    let list_id = l["id"].as_str().unwrap().to_string();
+    let mut ids = Vec::new();
+    for (phone, name, plan, tags) in people {
+        let fields = plan.map_or_else(|| json!({}), |p| json!({"plan": p}));
+        let body = json!({"phone": phone, "name": name, "fields": fields, "tags": tags});
+        let (st, c) = s.call("POST", "/v1/contacts", Some(key), Some(body)).await;
+        assert_eq!(st, StatusCode::CREATED, "{c}");
+        ids.push(c["id"].as_str().unwrap().to_string());
+    }
+    let (st, v) =
+        s.call("POST", &format!("/v1/lists/{list_id}/members"), Some(key), Some(json!({"contacts": ids}))).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    (list_id, ids)
+}
+
+/// A campaign to a list and a segment that overlap, less an excluded list: each contact texted once as rendered,
+/// the opted-out and the one lacking a merge field skipped and counted, the numbers live; another account can
+/// neither see nor drive it.
+async fn campaigns_send_each_contact_once(s: &Server) {
+    let (_, key) = s.tenant("acme").await;
+    let (_, other) = s.tenant("globex").await;
+    let people: [(&str, &str, Option<&str>, &[&str]); 5] = [
+        ("+447700900210", "Ann", Some("gold"), &["vip"]),
+        ("+447700900211", "Bob", Some("silver"), &[]),
+        ("+447700900212", "Cy", Some("gold"), &[]),
+        ("+447700900213", "Di", None, &[]),
+        ("+447700900214", "Ed", Some("gold"), &[]),
+    ];
+    let (list, ids) = contacts_in_list(s, &key, "Customers", &people).await;
+    let (_, vip) =
+        s.call("POST", "/v1/segments", Some(&key), Some(json!({"name": "VIP", "filter": {"tags": ["vip"]}}))).await;
+    let (_, skip) = s.call("POST", "/v1/lists", Some(&key), Some(json!({"name": "Do not text"}))).await;
+    let members = json!({"contacts": [ids[4]]});
+    s.call("POST", &format!("/v1/lists/{}/members", skip["id"].as_str().unwrap()), Some(&key), Some(members)).await;
+    let (st, _) = s.call("POST", "/v1/opt-outs", Some(&key), Some(json!({"phone": "+447700900212"}))).await;
+    assert!(st.is_success());
+    until_opted(s, &key, "+447700900212", true).await;
+    let spec = json!({
+        "name": "December",
+        "audience": {"lists": ["Customers"], "segments": [vip["id"]], "exclude": {"lists": [skip["id"]]}},
+        "body": "Hi {{ name }}, your {{ fields.plan }} plan: {{ data.offer }}",
+        "data": {"offer": "2 for 1"},
+        "from": "Acme",
+        "category": "transactional",
+        "on_missing_field": "skip"
+    });
+    // Another account cannot name this account's list.
+    let (st, v) = s.call("POST", "/v1/campaigns", Some(&other), Some(spec.clone())).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_audience")), "{v}");
+    for (bad, code) in [
+        (json!({"body": null, "template_id": null}), "invalid_body"),
+        (json!({"body": "Hi {{ name }"}), "invalid_template"),
+        (json!({"category": "promotional"}), "invalid_category"),
+        (json!({"audience": {}}), "invalid_audience"),
+        (json!({"schedule": {"cron": "every day"}}), "invalid_schedule"),
+        (json!({"throughput": 0}), "invalid_throughput"),
+        (json!({"from": "this sender is far too long"}), "invalid_sender"),
+    ] {
+        let mut body = spec.clone();
+        for (k, v) in bad.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let (st, v) = s.call("POST", "/v1/campaigns", Some(&key), Some(body)).await;
+        assert_eq!((st.is_client_error(), v["error"]["code"].as_str()), (true, Some(code)), "{v}");
+    }
+    let (st, c) = s.call("POST", "/v1/campaigns", Some(&key), Some(spec)).await;
+    assert_eq!((st, c["state"].as_str()), (StatusCode::CREATED, Some("draft")), "{c}");
+    assert_eq!(c["audience"]["lists"], json!([list]), "lists named by name are kept by id");
+    let id = c["id"].as_str().unwrap();
+    for (method, path) in [
+        ("GET", format!("/v1/campaigns/{id}")),
+        ("POST", format!("/v1/campaigns/{id}/start")),
+        ("POST", format!("/v1/campaigns/{id}/pause")),
+        ("POST", format!("/v1/campaigns/{id}/cancel")),
+        ("GET", format!("/v1/campaigns/{id}/runs")),
+        ("DELETE", format!("/v1/campaigns/{id}")),
+    ] {
+        let (st, _) = s.call(method, &path, Some(&other), None).await;
+        assert_eq!(st, StatusCode::NOT_FOUND, "{method} {path}");
+    }
+    let (_, theirs) = s.call("GET", "/v1/campaigns", Some(&other), None).await;
+    assert_eq!(theirs["data"], json!([]));
+    let (st, v) = s.call("POST", &format!("/v1/campaigns/{id}/pause"), Some(&key), None).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("invalid_state")));
+    let (st, c) = s.call("POST", &format!("/v1/campaigns/{id}/start"), Some(&key), None).await;
+    assert_eq!(st, StatusCode::OK, "{c}");
+    let done = until_campaign(s, &key, id, "completed").await;
+    let stats = &done["stats"];
+    assert_eq!(stats["audience"], 4, "Ann, Bob, Cy, Di (Ed excluded; Ann named twice): {done}");
+    assert_eq!(stats["skipped"], json!({"opted_out": 1, "missing_field": 1, "duplicate": 1}), "{done}");
+    assert_eq!((stats["queued"].as_u64(), stats["pending"].as_u64()), (Some(2), Some(0)), "{done}");
+    // Delivered by the built-in network, each text as rendered, once.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, c) = s.call("GET", &format!("/v1/campaigns/{id}"), Some(&key), None).await;
+        if c["stats"]["delivered"] == 2 {
+            assert_eq!((c["stats"]["sent"].as_u64(), c["stats"]["waiting"].as_u64()), (Some(2), Some(0)), "{c}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not delivered: {c}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(handset_texts(s, "+447700900210").await, vec!["Hi Ann, your gold plan: 2 for 1".to_string()]);
+    assert_eq!(handset_texts(s, "+447700900211").await, vec!["Hi Bob, your silver plan: 2 for 1".to_string()]);
+    for none in ["+447700900212", "+447700900213", "+447700900214"] {
+        assert!(handset_texts(s, none).await.is_empty(), "{none}");
+    }
+    // A test send reaches one number and is not counted.
+    let (st, m) =
+        s.call("POST", &format!("/v1/campaigns/{id}/test"), Some(&key), Some(json!({"to": "+447700900214"}))).await;
+    assert_eq!(st, StatusCode::CREATED, "{m}");
+    s.until(&key, m["id"].as_str().unwrap(), "delivered").await;
+    assert_eq!(handset_texts(s, "+447700900214").await, vec!["Hi Ed, your gold plan: 2 for 1".to_string()]);
+    let (_, after) = s.call("GET", &format!("/v1/campaigns/{id}"), Some(&key), None).await;
+    assert_eq!(after["stats"]["delivered"], 2, "{after}");
+    // Run again: a second run, with the audience as it is now; each run reaches each contact once.
+    let (st, _) = s.call("POST", &format!("/v1/campaigns/{id}/start"), Some(&key), None).await;
+    assert_eq!(st, StatusCode::OK);
+    until_campaign(s, &key, id, "completed").await;
+    let (_, runs) = s.call("GET", &format!("/v1/campaigns/{id}/runs"), Some(&key), None).await;
+    let runs = runs["data"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    for r in runs {
+        assert_eq!((r["state"].as_str(), r["stats"]["queued"].as_u64()), (Some("completed"), Some(2)), "{r}");
+    }
+    let (_, mine) = s.call("GET", "/v1/campaigns", Some(&key), None).await;
+    assert_eq!(mine["data"].as_array().unwrap().len(), 1);
+    assert_eq!(s.call("DELETE", &format!("/v1/campaigns/{id}"), Some(&key), None).await.0, StatusCode::NO_CONTENT);
+}
+
+/// A slow campaign paused (nothing more is sent), resumed (the rest, once each) and another canceled (what was
+/// not sent is marked canceled).
+async fn campaigns_pause_resume_and_cancel(s: &Server) {
+    let (_, key) = s.tenant("acme").await;
+    let people: Vec<(String, String)> = (0..8).map(|i| (format!("+4477009003{i:02}"), format!("P{i}"))).collect();
+    let refs: Vec<(&str, &str, Option<&str>, &[&str])> =
+        people.iter().map(|(p, n)| (p.as_str(), n.as_str(), Some("x"), &[][..])).collect();
+    let (list, _) = contacts_in_list(s, &key, "Slow", &refs).await;
+    let spec = |name: &str| {
+        json!({"name": name, "audience": {"lists": [list]}, "body": "Hello {{ name }}",
+                                   "from": "Acme", "category": "transactional", "throughput": 2})
+    };
+    let (_, c) = s.call("POST", "/v1/campaigns", Some(&key), Some(spec("slow"))).await;
+    let id = c["id"].as_str().unwrap();
+    s.call("POST", &format!("/v1/campaigns/{id}/start"), Some(&key), None).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, c) = s.call("GET", &format!("/v1/campaigns/{id}"), Some(&key), None).await;
+        if c["stats"]["queued"].as_u64().unwrap_or(0) >= 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{c}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (st, p) = s.call("POST", &format!("/v1/campaigns/{id}/pause"), Some(&key), None).await;
+    assert_eq!((st, p["state"].as_str()), (StatusCode::OK, Some("paused")), "{p}");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (_, paused) = s.call("GET", &format!("/v1/campaigns/{id}"), Some(&key), None).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, later) = s.call("GET", &format!("/v1/campaigns/{id}"), Some(&key), None).await;
+    assert_eq!(paused["stats"]["queued"], later["stats"]["queued"], "nothing sent while paused: {later}");
+    assert!(later["stats"]["pending"].as_u64().unwrap() > 0, "{later}");
+    let (st, r) = s.call("POST", &format!("/v1/campaigns/{id}/resume"), Some(&key), None).await;
+    assert_eq!((st, r["state"].as_str()), (StatusCode::OK, Some("running")), "{r}");
+    let done = until_campaign(s, &key, id, "completed").await;
+    assert_eq!((done["stats"]["audience"].as_u64(), done["stats"]["queued"].as_u64()), (Some(8), Some(8)), "{done}");
+    for (phone, name) in &people {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let texts = handset_texts(s, phone).await;
+            if !texts.is_empty() {
+                assert_eq!(texts, vec![format!("Hello {name}")], "{phone}: once");
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{phone} got nothing");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // Canceled after a start: the rest is marked canceled, and nothing more goes.
+    let (_, c) = s.call("POST", "/v1/campaigns", Some(&key), Some(spec("canceled"))).await;
+    let id = c["id"].as_str().unwrap();
+    s.call("POST", &format!("/v1/campaigns/{id}/start"), Some(&key), None).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (st, v) = s.call("POST", &format!("/v1/campaigns/{id}/cancel"), Some(&key), None).await;
+    assert_eq!((st, v["state"].as_str()), (StatusCode::OK, Some("canceled")), "{v}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let last = loop {
+        let (_, runs) = s.call("GET", &format!("/v1/campaigns/{id}/runs"), Some(&key), None).await;
+        if runs["data"][0]["state"] == "canceled" {
+            break runs["data"][0].clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{runs}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (queued, canceled) = (last["stats"]["queued"].as_u64().unwrap(), last["stats"]["canceled"].as_u64().unwrap());
+    assert!(canceled > 0 && queued + canceled == 8, "{last}");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (_, after) = s.call("GET", &format!("/v1/campaigns/{id}/runs"), Some(&key), None).await;
+    assert_eq!(after["data"][0]["stats"]["queued"].as_u64(), Some(queued), "nothing more after the cancel");
+    let (st, v) = s.call("POST", &format!("/v1/campaigns/{id}/resume"), Some(&key), None).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("invalid_state")));
 }

@@ -31,6 +31,8 @@ pub struct Prepared {
     pub detail: String,
     /// Submitted over SMPP with receipts asked for.
     pub smpp: Option<SmppReceipts>,
+    /// Sent for this campaign.
+    pub campaign: Option<String>,
 }
 
 impl Ingress {
@@ -90,7 +92,7 @@ impl Ingress {
             created_at: now,
             updated_at: now,
         };
-        Ok(Prepared { message, detail, smpp: None })
+        Ok(Prepared { message, detail, smpp: None, campaign: None })
     }
 
     /// Stores one prepared message, in a group commit with others arriving meanwhile; committed when this returns.
@@ -102,10 +104,10 @@ impl Ingress {
         idempotency: Option<(String, String)>,
         now: Timestamp,
     ) -> Result<(Inserted, Message), EngineError> {
-        let Prepared { mut message, detail, smpp } = prepared;
+        let Prepared { mut message, detail, smpp, campaign } = prepared;
         let reservation = self.engine.reserve(usize::from(message.status == Status::Queued));
         let claim = (!reservation.is_empty()).then(|| self.engine.claim(now));
-        let new = NewMessage { message: message.clone(), detail, idempotency, claim: claim.clone(), smpp };
+        let new = NewMessage { message: message.clone(), detail, idempotency, claim: claim.clone(), smpp, campaign };
         let inserted = self.inserter.submit(new).await?;
         if inserted == Inserted::New {
             if claim.is_some() {
@@ -124,8 +126,27 @@ impl Ingress {
 
     /// Stores prepared messages in one transaction; returns them as stored, in order.
     pub async fn submit_many(&self, prepared: Vec<Prepared>, now: Timestamp) -> Result<Vec<Message>, EngineError> {
-        let mut to_store: Vec<NewMessage> =
-            prepared.into_iter().map(|p| NewMessage { smpp: p.smpp, ..NewMessage::new(p.message, p.detail) }).collect();
+        let keyed = prepared.into_iter().map(|p| (p, None)).collect();
+        Ok(self.submit_keyed(keyed, now).await?.into_iter().map(|(_, m)| m).collect())
+    }
+
+    /// Stores prepared messages, each with its idempotency key (and its request's hash) if it has one, in one
+    /// transaction: what became of each, in order, with the message as stored (a duplicate's as prepared: the
+    /// store kept the first one, whose id [`Inserted::Duplicate`] gives).
+    pub async fn submit_keyed(
+        &self,
+        prepared: Vec<(Prepared, Option<(String, String)>)>,
+        now: Timestamp,
+    ) -> Result<Vec<(Inserted, Message)>, EngineError> {
+        let mut to_store: Vec<NewMessage> = prepared
+            .into_iter()
+            .map(|(p, idempotency)| NewMessage {
+                smpp: p.smpp,
+                campaign: p.campaign,
+                idempotency,
+                ..NewMessage::new(p.message, p.detail)
+            })
+            .collect();
         if to_store.is_empty() {
             return Ok(Vec::new());
         }
@@ -136,20 +157,24 @@ impl Ingress {
         for n in to_store.iter_mut().filter(|n| n.message.status == Status::Queued).take(reservation.len()) {
             n.claim = Some(claim.clone());
         }
-        self.store.insert_messages(&to_store).await?;
+        let inserted = self.store.insert_messages(&to_store).await?;
         let mut handed = Vec::with_capacity(reservation.len());
-        for n in to_store.iter_mut().filter(|n| n.claim.is_some()) {
-            n.message.status = Status::Sending;
-            n.message.attempts += 1;
-            handed.push(n.message.clone());
+        for (n, what) in to_store.iter_mut().zip(&inserted) {
+            // A duplicate was not stored, so not claimed either: the first one is on its own way.
+            if n.claim.is_some() && *what == Inserted::New {
+                n.message.status = Status::Sending;
+                n.message.attempts += 1;
+                handed.push(n.message.clone());
+            }
         }
         if handed.len() < due {
             self.engine.wake();
         }
         self.engine.dispatch_claimed(handed, reservation);
-        let stored: Vec<Message> = to_store.into_iter().map(|n| n.message).collect();
+        let stored: Vec<(Inserted, Message)> =
+            inserted.into_iter().zip(to_store.into_iter().map(|n| n.message)).collect();
         if self.engine.events().listened() {
-            for m in &stored {
+            for (_, m) in stored.iter().filter(|(what, _)| *what == Inserted::New) {
                 self.engine.events().publish(DomainEvent::Accepted(m.clone()));
             }
         }

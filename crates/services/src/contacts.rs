@@ -148,7 +148,22 @@ impl SegmentFilter {
         None
     }
 
-    fn query(&self, now: Timestamp) -> ContactQuery {
+    /// Whether a contact (with its lists and opt-out, as [`Contacts::infos`] gives them) meets the filter at
+    /// `now`: what [`SegmentFilter::query`] and the field conditions select, decided for one contact in memory.
+    pub fn matches(&self, info: &ContactInfo, now: Timestamp) -> bool {
+        let c = &info.contact;
+        let days = |d: u32| now.plus_secs(-i64::from(d) * 86_400);
+        self.tags.iter().all(|t| c.tags.contains(t))
+            && self.lists.iter().all(|l| info.lists.contains(l))
+            && !self.not_lists.iter().any(|l| info.lists.contains(l))
+            && self.opted_out.is_none_or(|o| o == info.opted_out)
+            && self.active_within_days.is_none_or(|d| c.last_activity_at.is_some_and(|at| at >= days(d)))
+            && self.inactive_for_days.is_none_or(|d| c.last_activity_at.is_none_or(|at| at < days(d)))
+            && self.fields.iter().all(|f| f.holds(&c.fields))
+    }
+
+    /// The store query for the filter's conditions other than on fields.
+    pub fn query(&self, now: Timestamp) -> ContactQuery {
         let days = |d: u32| now.plus_secs(-i64::from(d) * 86_400);
         ContactQuery {
             tags: self.tags.clone(),
@@ -227,6 +242,16 @@ fn check_parts(
 }
 
 /// A contact with what is derived for it: the zone texts are timed by and where that came from, its place.
+/// The zone a contact's texts are timed by: its own, else its number's.
+pub fn zone_of(contact: &Contact) -> Option<String> {
+    contact.time_zone.clone().or_else(|| quiet::place_of(&contact.phone).map(|p| p.zone.name().to_string()))
+}
+
+/// A contact's info without its lists and opt-out (not read).
+pub(crate) fn bare_info(contact: Contact) -> ContactInfo {
+    derived(contact, false, Vec::new())
+}
+
 fn derived(contact: Contact, opted_out: bool, lists: Vec<String>) -> ContactInfo {
     let place = quiet::place_of(&contact.phone);
     let (time_zone, source, several) = match (&contact.time_zone, &place) {

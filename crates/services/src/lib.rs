@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod audit;
 pub mod binds;
+pub mod campaigns;
 pub mod contacts;
 mod error;
 pub mod imports;
@@ -23,6 +24,7 @@ pub mod senders;
 pub mod templates;
 
 pub use admin::{Admin, CredentialSpec, MatchSpec, RouteSpec, TargetSpec};
+pub use campaigns::{Audience, CampaignSpec, CampaignView, Campaigns, RunView, Schedule, Stats};
 pub use contacts::{ContactInfo, ContactPatch, ContactSpec, Contacts, Export, SegmentFilter};
 pub use error::{Result, ServiceError};
 pub use keys::{Authenticated, KeySpec, NewKey};

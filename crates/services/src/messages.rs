@@ -40,6 +40,15 @@ impl Submitted {
     }
 }
 
+/// Where admission finds the zone a recipient's quiet hours are kept in.
+#[derive(Debug, Clone, Copy)]
+pub enum ZoneOf<'a> {
+    /// The recipient's contact, read by number (else the number's zone).
+    Lookup,
+    /// The zone the recipient's contact gave, already read (`None`: it gave none; the number's zone then).
+    Contact(Option<&'a str>),
+}
+
 /// A time as RFC 3339 (UTC), for journey lines.
 pub(crate) fn rfc3339(t: Timestamp) -> String {
     chrono::DateTime::from_timestamp_millis(t.millis())
@@ -86,6 +95,18 @@ impl Messages {
     /// text (or any, if the account says so) outside the recipient's allowed hours is held for their next opening
     /// (`scheduled`, with a journey line saying why).
     pub async fn prepare(&self, account: AccountId, request: &Request, now: Timestamp) -> Result<Prepared> {
+        self.prepare_for(account, request, now, ZoneOf::Lookup).await
+    }
+
+    /// [`Messages::prepare`], for a sender that has read the recipient's contact already (a campaign): `zone` says
+    /// whose zone quiet hours are kept in, so admission does not read the contact again.
+    pub async fn prepare_for(
+        &self,
+        account: AccountId,
+        request: &Request,
+        now: Timestamp,
+        zone: ZoneOf<'_>,
+    ) -> Result<Prepared> {
         let mut prepared = self.ingress.prepare(account, request, now).map_err(ServiceError::Rejected)?;
         let from = &prepared.message.from;
         let engine = self.ingress.engine();
@@ -107,18 +128,43 @@ impl Messages {
             )));
         }
         if settings.holds(m.category) {
-            self.hold_for_quiet_hours(&mut prepared, &settings, now).await?;
+            self.hold_for_quiet_hours(&mut prepared, &settings, now, zone).await?;
         }
         Ok(prepared)
     }
 
+    /// Whether `account` may send from `from` as admission reads it: [`ServiceError::Rejected`] `invalid_sender`
+    /// for a sender no message may have, [`ServiceError::Forbidden`] `sender_not_owned` for one the account may
+    /// not use.
+    pub async fn check_sender(&self, account: AccountId, from: &str) -> Result<()> {
+        let probe = Request { to: "+14155550100".into(), from: from.into(), body: "x".into(), ..Request::default() };
+        let prepared = self.ingress.prepare(account, &probe, self.now()).map_err(ServiceError::Rejected)?;
+        let from = &prepared.message.from;
+        if !self.ingress.engine().senders().may_send_from(self.store.as_ref(), account, from).await? {
+            return Err(ServiceError::forbidden(
+                "sender_not_owned",
+                format!("from {from:?} is not a number or sender ID of this account"),
+            ));
+        }
+        Ok(())
+    }
+
     /// Moves a text's due time to the recipient's next allowed minute, if it falls outside their hours.
-    async fn hold_for_quiet_hours(&self, prepared: &mut Prepared, settings: &Compliance, now: Timestamp) -> Result<()> {
+    async fn hold_for_quiet_hours(
+        &self,
+        prepared: &mut Prepared,
+        settings: &Compliance,
+        now: Timestamp,
+        zone: ZoneOf<'_>,
+    ) -> Result<()> {
         let m = &prepared.message;
         let Some(place) = quiet::place_of(&m.to) else { return Ok(()) };
         // The contact's own zone when the account gave one, else the number's.
-        let contact = self.store.contact_by_phone(m.account_id, &m.to).await?;
-        let zone = contact.and_then(|c| c.time_zone).and_then(|z| quiet::zone(&z)).unwrap_or(place.zone);
+        let given = match zone {
+            ZoneOf::Lookup => self.store.contact_by_phone(m.account_id, &m.to).await?.and_then(|c| c.time_zone),
+            ZoneOf::Contact(z) => z.map(str::to_string),
+        };
+        let zone = given.and_then(|z| quiet::zone(&z)).unwrap_or(place.zone);
         let account_hours = settings.quiet_hours.as_ref().and_then(|h| h.parse().ok());
         let due = m.send_at.unwrap_or(now).max(now);
         match quiet::next_opening(due, zone, &place, account_hours.as_deref()) {
@@ -198,6 +244,31 @@ impl Messages {
             self.take_rate(account, n).await?;
         }
         Ok(self.ingress.submit_many(prepared, now).await?)
+    }
+
+    /// Stores messages already admitted for `account`, each with its idempotency key (and request hash) if any, in
+    /// one transaction, after waiting for the account's messages a second as long as it takes (a caller sends
+    /// batches of at most a second's worth, [`Messages::rate`]): what became of each, in order.
+    pub async fn submit_keyed(
+        &self,
+        account: AccountId,
+        keyed: Vec<(Prepared, Option<(String, String)>)>,
+        now: Timestamp,
+    ) -> Result<Vec<(Inserted, Message)>> {
+        loop {
+            match self.take_rate(account, keyed.len()).await {
+                Ok(()) => break,
+                Err(ServiceError::RateLimited { retry_after }) => tokio::time::sleep(retry_after).await,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(self.ingress.submit_keyed(keyed, now).await?)
+    }
+
+    /// The account's messages a second, if it has a limit.
+    pub async fn rate(&self, account: AccountId) -> Result<Option<u32>> {
+        let a = self.ingress.engine().senders().account(self.store.as_ref(), account).await?;
+        Ok(a.and_then(|a| a.messages_per_second))
     }
 
     /// Takes `n` messages from the account's messages a second ([`ServiceError::RateLimited`] when over it).

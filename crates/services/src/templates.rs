@@ -177,30 +177,49 @@ pub fn context(contact: Option<&Contact>, time_zone: Option<&str>, data: &serde_
 /// fields it names that the context lacks. A render that errs (a bad filter argument, work past [`FUEL`]) is
 /// `invalid_template` with why.
 pub fn render(body: &str, ctx: &serde_json::Value) -> Result<Rendered> {
-    let env = environment();
-    let template =
-        env.template_from_str(body).map_err(|e| invalid("invalid_template", e.detail().unwrap_or("").to_string()))?;
-    let mut missing = BTreeSet::new();
-    for path in template.undeclared_variables(true) {
-        if path == "time_zone" {
-            continue;
-        }
-        let mut at = Some(ctx);
-        for part in path.split('.') {
-            at = at.and_then(|v| v.get(part));
-        }
-        if at.is_none_or(serde_json::Value::is_null) {
-            missing.insert(path);
-        }
+    Compiled::new(body)?.render(ctx)
+}
+
+/// A body parsed once, for rendering many times (a campaign's texts).
+#[derive(Debug)]
+pub struct Compiled {
+    env: Environment<'static>,
+    /// The merge fields the body names, as paths (`fields.plan`).
+    names: Vec<String>,
+}
+
+impl Compiled {
+    pub fn new(body: &str) -> Result<Compiled> {
+        let mut env = environment();
+        env.add_template_owned("body", body.to_string())
+            .map_err(|e| invalid("invalid_template", e.detail().unwrap_or("").to_string()))?;
+        let template = env.get_template("body").map_err(|e| invalid("invalid_template", e.to_string()))?;
+        let names = template.undeclared_variables(true).into_iter().filter(|p| p != "time_zone").collect();
+        Ok(Compiled { env, names })
     }
-    let text = template.render(Value::from(Serde(ctx))).map_err(|e| {
-        let why = match e.kind() {
-            ErrorKind::OutOfFuel => "the template does too much work for one text".to_string(),
-            _ => e.detail().map_or_else(|| e.to_string(), str::to_string),
-        };
-        invalid("invalid_template", why)
-    })?;
-    Ok(Rendered { text: text.trim().to_string(), missing: missing.into_iter().collect() })
+
+    /// [`render`], with the body parsed already.
+    pub fn render(&self, ctx: &serde_json::Value) -> Result<Rendered> {
+        let mut missing = BTreeSet::new();
+        for path in &self.names {
+            let mut at = Some(ctx);
+            for part in path.split('.') {
+                at = at.and_then(|v| v.get(part));
+            }
+            if at.is_none_or(serde_json::Value::is_null) {
+                missing.insert(path.clone());
+            }
+        }
+        let template = self.env.get_template("body").map_err(|e| invalid("invalid_template", e.to_string()))?;
+        let text = template.render(Value::from(Serde(ctx))).map_err(|e| {
+            let why = match e.kind() {
+                ErrorKind::OutOfFuel => "the template does too much work for one text".to_string(),
+                _ => e.detail().map_or_else(|| e.to_string(), str::to_string),
+            };
+            invalid("invalid_template", why)
+        })?;
+        Ok(Rendered { text: text.trim().to_string(), missing: missing.into_iter().collect() })
+    }
 }
 
 impl Templates {

@@ -104,10 +104,13 @@ async fn serve(args: Config) -> anyhow::Result<()> {
         Err(e) => eprintln!("smsgate: resuming contact imports failed: {e}"),
     }
     let templates = smsgate_services::Templates::new(contacts.clone(), store.clone());
+    let campaigns = smsgate_services::Campaigns::new(contacts.clone(), store.clone(), args.node.clone());
+    let campaigns_task = tokio::spawn(campaigns.clone().run(shutdown.clone()));
     let state = smsgate_api::AppState {
         messages,
         admin,
         templates,
+        campaigns,
         contacts,
         engine,
         sim: Some(sim),
@@ -196,6 +199,7 @@ async fn serve(args: Config) -> anyhow::Result<()> {
     deliverer_task.await.context("the webhook deliverer stopped abnormally")?;
     smpp_task.await.context("the SMPP server stopped abnormally")?;
     upkeep_task.await.context("the metrics upkeep stopped abnormally")?;
+    campaigns_task.await.context("the campaign worker stopped abnormally")?;
     store.close().await;
     println!("smsgate: stopped");
     Ok(())

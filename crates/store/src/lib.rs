@@ -16,6 +16,7 @@
 //! inside the same transaction that writes it, so a late or duplicate receipt never moves a message backwards.
 
 pub mod audit;
+pub mod campaigns;
 pub mod consent;
 pub mod contacts;
 pub mod credentials;
@@ -37,6 +38,7 @@ pub mod webhooks;
 use smsgate_core::Status;
 
 pub use audit::{AuditEntry, AuditStore};
+pub use campaigns::{Campaign, CampaignStore, MessageCount, Recipient, RecipientCount, Run};
 pub use consent::{ConsentEvent, ConsentStore, OptOut};
 pub use contacts::{Contact, ContactList, ContactQuery, ContactStore, Segment};
 pub use credentials::{CredentialStore, SmppCredential};
@@ -85,6 +87,7 @@ pub trait Store:
     + ConsentStore
     + JobStore
     + TemplateStore
+    + CampaignStore
     + std::fmt::Debug
 {
     /// Closes the store: waits for writes under way, then releases the database.

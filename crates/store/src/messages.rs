@@ -26,12 +26,14 @@ pub struct NewMessage {
     pub claim: Option<Claim>,
     /// Submitted over SMPP with receipts asked for: which, and how many ids the client was given.
     pub smpp: Option<SmppReceipts>,
+    /// The campaign it is sent for.
+    pub campaign: Option<String>,
 }
 
 impl NewMessage {
     /// A message to store as it is, with its first event's detail.
     pub fn new(message: Message, detail: impl Into<String>) -> NewMessage {
-        NewMessage { message, detail: detail.into(), idempotency: None, claim: None, smpp: None }
+        NewMessage { message, detail: detail.into(), idempotency: None, claim: None, smpp: None, campaign: None }
     }
 }
 

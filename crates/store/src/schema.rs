@@ -51,6 +51,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration::both(17, include_str!("../migrations/0017_audit.sql")),
     Migration::both(18, include_str!("../migrations/0018_contacts.sql")),
     Migration::both(19, include_str!("../migrations/0019_templates.sql")),
+    Migration::both(20, include_str!("../migrations/0020_campaigns.sql")),
 ];
 
 /// The `next_attempt_at` of a message that waits for a connector of its route ([`crate::Changes::wait_for_route`]):
