@@ -258,7 +258,7 @@ fn run_body(v: RunView) -> RunBody {
     let mut stats = stats_json(&v.stats);
     // A run's texts are counted by its recipients; what became of them is the campaign's.
     if let Some(o) = stats.as_object_mut() {
-        for k in ["waiting", "sent", "delivered", "undelivered", "failed", "cost"] {
+        for k in ["texts", "waiting", "sent", "delivered", "undelivered", "failed", "cost"] {
             o.remove(k);
         }
     }

@@ -12,6 +12,7 @@ mod error;
 pub mod fuzzing;
 mod json;
 pub mod keys;
+mod links;
 pub mod routing;
 pub mod senders;
 pub mod server;
@@ -66,6 +67,8 @@ pub struct AppState {
     pub templates: smsgate_services::Templates,
     /// Campaigns.
     pub campaigns: smsgate_services::Campaigns,
+    /// Short links.
+    pub links: smsgate_services::links::Links,
     /// The engine, for what only it knows (the connectors in force, their health).
     pub engine: Engine,
     /// The simulated network, when it is the connector.
@@ -82,7 +85,7 @@ pub struct AppState {
 #[derive(OpenApi)]
 #[openapi(info(
     title = "smsgate",
-    description = "smsgate REST API v1. Every route but /healthz, /metrics and /openapi.json takes \
+    description = "smsgate REST API v1. Every route but /healthz, /metrics, /openapi.json and /l/{code} takes \
                    `Authorization: Bearer <api key>`. Errors are {\"error\": {\"code\", \"message\"}}."
 ))]
 struct ApiDoc;
@@ -155,6 +158,8 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .routes(routes!(campaigns::cancel_campaign))
         .routes(routes!(campaigns::test_campaign))
         .routes(routes!(campaigns::campaign_runs))
+        .routes(routes!(links::get_link_settings, links::put_link_settings))
+        .routes(routes!(links::follow_link))
         .with_state(state)
         .split_for_parts();
     let document = Arc::new(api.to_pretty_json().unwrap_or_else(|_| "{}".into()));

@@ -197,10 +197,10 @@ pub(crate) async fn preview_template(
     let data = body.data.unwrap_or(Value::Object(Map::new()));
     let p = state.templates.preview(caller.id, &id, who, &data).await?;
     Ok(Json(PreviewView {
-        text: p.rendered.text,
+        text: p.text,
         encoding: p.encoding,
         segments: p.segments,
         cost: p.cost_micros.map(|c| c as f64 / 1_000_000.0),
-        missing_fields: p.rendered.missing,
+        missing_fields: p.missing,
     }))
 }

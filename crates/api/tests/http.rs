@@ -107,11 +107,13 @@ async fn start(backend: &str) -> Server {
     let messages = smsgate_services::Messages::new(ingress, store.clone());
     let imports = std::env::temp_dir().join(format!("smsgate-imports-{}", uuid::Uuid::now_v7()));
     let contacts = smsgate_services::Contacts::new(messages.clone(), store.clone()).import_dir(imports).unwrap();
-    let campaigns = smsgate_services::Campaigns::new(contacts.clone(), store.clone(), "test");
+    let links = smsgate_services::links::Links::new(store.clone(), "https://go.example");
+    let campaigns = smsgate_services::Campaigns::new(contacts.clone(), links.clone(), store.clone(), "test");
     tokio::spawn(campaigns.clone().run(shutdown.clone()));
     let state = AppState {
-        templates: smsgate_services::Templates::new(contacts.clone(), store.clone()),
+        templates: smsgate_services::Templates::new(contacts.clone(), links.clone(), store.clone()),
         campaigns: campaigns.clone(),
+        links,
         contacts,
         messages,
         admin: smsgate_services::Admin::new(store.clone(), engine.clone()).webhook_destinations(local()),
@@ -274,7 +276,8 @@ on_both!(
     an_opt_out_may_hold_for_one_number,
     templates_render_as_previewed,
     campaigns_send_each_contact_once,
-    campaigns_pause_resume_and_cancel
+    campaigns_pause_resume_and_cancel,
+    short_links_count_each_visit
 );
 
 async fn send_to_delivered(s: &Server) {
@@ -659,6 +662,9 @@ async fn openapi_matches_the_routes(s: &Server) {
         ("/v1/campaigns/{id}/cancel", "post"),
         ("/v1/campaigns/{id}/test", "post"),
         ("/v1/campaigns/{id}/runs", "get"),
+        ("/v1/settings/links", "get"),
+        ("/v1/settings/links", "put"),
+        ("/l/{code}", "get"),
     ];
     for (path, method) in expected {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing from the document");
@@ -2511,4 +2517,81 @@ async fn campaigns_pause_resume_and_cancel(s: &Server) {
     assert_eq!(after["data"][0]["stats"]["queued"].as_u64(), Some(queued), "nothing more after the cancel");
     let (st, v) = s.call("POST", &format!("/v1/campaigns/{id}/resume"), Some(&key), None).await;
     assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("invalid_state")));
+}
+
+/// `{{ link(url) }}` in a campaign: each text gets its own short link on the account's base; a visit redirects and
+/// counts once (a link preview is kept but not counted), attributed to the campaign; codes say nothing of the
+/// contact and unknown ones are 404.
+async fn short_links_count_each_visit(s: &Server) {
+    let (_, key) = s.tenant("acme").await;
+    let (_, other) = s.tenant("globex").await;
+    let (_, v) = s.call("GET", "/v1/settings/links", Some(&key), None).await;
+    assert_eq!((v["base_url"].clone(), v["effective_base_url"].as_str()), (Value::Null, Some("https://go.example")));
+    let (st, v) = s.call("PUT", "/v1/settings/links", Some(&key), Some(json!({"base_url": "ftp://x"}))).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_base_url")));
+    let (st, v) =
+        s.call("PUT", "/v1/settings/links", Some(&key), Some(json!({"base_url": "https://acme.example/"}))).await;
+    assert_eq!((st, v["effective_base_url"].as_str()), (StatusCode::OK, Some("https://acme.example")), "{v}");
+    let (_, theirs) = s.call("GET", "/v1/settings/links", Some(&other), None).await;
+    assert_eq!(theirs["effective_base_url"], "https://go.example", "per account");
+    let people: [(&str, &str, Option<&str>, &[&str]); 2] =
+        [("+447700900220", "Ann", Some("gold"), &[]), ("+447700900221", "Bob", Some("gold"), &[])];
+    let (list, _) = contacts_in_list(s, &key, "Linked", &people).await;
+    let body = "Hi {{ name }}, see {{ link(\"https://shop.example/offer?c=1\") }} today";
+    let (st, t) = s.call("POST", "/v1/templates", Some(&key), Some(json!({"name": "offer", "body": body}))).await;
+    assert_eq!(st, StatusCode::CREATED, "{t}");
+    let (_, p) = s
+        .call("POST", &format!("/v1/templates/{}/preview", t["id"].as_str().unwrap()), Some(&key), Some(json!({})))
+        .await;
+    assert_eq!(p["text"], "Hi , see https://acme.example/l/xxxxxxxxxx today", "{p}");
+    let (st, bad) = s
+        .call("POST", "/v1/templates", Some(&key), Some(json!({"name": "bad", "body": "{{ link('javascript:x') }}"})))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "it parses: {bad}");
+    let (st, v) = s
+        .call("POST", &format!("/v1/templates/{}/preview", bad["id"].as_str().unwrap()), Some(&key), Some(json!({})))
+        .await;
+    assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_template")), "{v}");
+    let spec = json!({"name": "linked", "audience": {"lists": [list]}, "template_id": t["id"], "from": "Acme",
+                      "category": "transactional"});
+    let (_, c) = s.call("POST", "/v1/campaigns", Some(&key), Some(spec)).await;
+    let id = c["id"].as_str().unwrap();
+    s.call("POST", &format!("/v1/campaigns/{id}/start"), Some(&key), None).await;
+    until_campaign(s, &key, id, "completed").await;
+    let mut codes = Vec::new();
+    for (phone, name, _, _) in people {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let text = loop {
+            if let Some(t) = handset_texts(s, phone).await.pop() {
+                break t;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{phone} got nothing");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let prefix = format!("Hi {name}, see https://acme.example/l/");
+        assert!(text.starts_with(&prefix) && text.ends_with(" today"), "{text}");
+        let code = text[prefix.len()..text.len() - " today".len()].to_string();
+        assert!(code.len() == 10 && code.chars().all(|c| c.is_ascii_alphanumeric()), "{code}");
+        assert!(!code.contains("0220") && !code.contains("0221"), "{code}");
+        codes.push(code);
+    }
+    assert_ne!(codes[0], codes[1], "a link per text");
+    let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let visit = |code: String, agent: &'static str| {
+        let req = browser.get(format!("{}/l/{code}", s.base)).header("user-agent", agent);
+        async move { req.send().await.unwrap() }
+    };
+    let phone_ua = "Mozilla/5.0 (iPhone; CPU iPhone OS 18_0 like Mac OS X) Mobile/15E148";
+    for _ in 0..2 {
+        let r = visit(codes[0].clone(), phone_ua).await;
+        assert_eq!(r.status(), StatusCode::FOUND);
+        assert_eq!(r.headers()["location"], "https://shop.example/offer?c=1");
+    }
+    let r = visit(codes[1].clone(), "WhatsApp/2.23.20.0").await;
+    assert_eq!(r.status(), StatusCode::FOUND, "a preview is redirected too");
+    for unknown in ["ZZZZZZZZZZ", "short", "..%2F..%2Fx"] {
+        assert_eq!(visit(unknown.to_string(), phone_ua).await.status(), StatusCode::NOT_FOUND, "{unknown}");
+    }
+    let (_, c) = s.call("GET", &format!("/v1/campaigns/{id}"), Some(&key), None).await;
+    assert_eq!((c["stats"]["clicks"].as_u64(), c["stats"]["clicked"].as_u64()), (Some(2), Some(1)), "{c}");
 }

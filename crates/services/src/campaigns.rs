@@ -32,11 +32,12 @@ use tracing::{info, warn};
 
 use crate::contacts::{Contacts, SegmentFilter, zone_of};
 use crate::error::{Result, ServiceError};
+use crate::links::Links;
 use crate::messages::{Messages, ZoneOf};
 use crate::templates::{self, Compiled};
 
-/// The most recipients one send step renders and stores.
-const BATCH: usize = 500;
+/// The most recipients one send step renders and stores (one transaction).
+const BATCH: usize = 1000;
 /// The contacts one materializing step reads.
 const PAGE: u32 = 1000;
 /// How long a node holds a run it works on without renewing.
@@ -148,8 +149,11 @@ pub struct Stats {
     /// Not sent, by why: `opted_out`, `missing_field`, `invalid_number`, `duplicate` (named twice by the audience,
     /// sent once), ...
     pub skipped: serde_json::Map<String, Value>,
-    /// Texts made (stored for sending).
+    /// Recipients a text was made for (stored for sending).
     pub queued: u64,
+    /// The texts the campaign made, whatever became of them (a text taken back by a pause and made again on resume
+    /// counts twice here, once in `queued`).
+    pub texts: u64,
     /// Texts waiting for the recipient's allowed hours or their turn.
     pub waiting: u64,
     /// Texts a carrier took (delivered or not, so far).
@@ -160,6 +164,10 @@ pub struct Stats {
     pub failed: u64,
     /// Taken back by a cancel.
     pub canceled: u64,
+    /// Visits of the campaign's short links by people (link previews and crawlers not counted).
+    pub clicks: u64,
+    /// Contacts who clicked.
+    pub clicked: u64,
     /// What the texts cost, in millionths of the account's currency.
     pub cost_micros: i64,
 }
@@ -234,6 +242,7 @@ fn skip_reason(code: ErrorCode) -> String {
 pub struct Campaigns {
     messages: Messages,
     contacts: Contacts,
+    links: Links,
     store: Arc<dyn Store>,
     /// This node's name, for leases.
     node: String,
@@ -257,10 +266,11 @@ struct Exclusions {
 }
 
 impl Campaigns {
-    pub fn new(contacts: Contacts, store: Arc<dyn Store>, node: impl Into<String>) -> Campaigns {
+    pub fn new(contacts: Contacts, links: Links, store: Arc<dyn Store>, node: impl Into<String>) -> Campaigns {
         Campaigns {
             messages: contacts.messages.clone(),
             contacts,
+            links,
             store,
             node: node.into(),
             wake: Arc::default(),
@@ -550,6 +560,9 @@ impl Campaigns {
             ctx["phone"] = json!(phone);
         }
         let rendered = Compiled::new(&body)?.render(&ctx)?;
+        let base = self.links.base(account).await?;
+        let now = self.now();
+        let short = Links::shorten(&rendered, &base, account, contact.as_ref().map(|c| c.id.as_str()), None, now);
         let from = match (&spec.from, &spec.sender_pool) {
             (Some(f), _) => f.clone(),
             (None, Some(pool)) => sticky(pool, &phone).to_string(),
@@ -558,12 +571,25 @@ impl Campaigns {
         let request = Request {
             to: phone,
             from,
-            body: rendered.text,
+            body: short.text,
             category: Category::requested(spec.category.as_deref().unwrap_or("")).unwrap_or_default(),
             reference: Some(format!("campaign test {}", c.id)),
             ..Request::default()
         };
-        self.messages.submit(account, &request, None).await
+        let prepared = self.messages.prepare(account, &request, now).await?;
+        self.store_links(short.links, prepared.message.id).await?;
+        self.messages.submit_prepared(account, prepared, None, now).await
+    }
+
+    /// Stores the links made for a message.
+    async fn store_links(&self, mut links: Vec<smsgate_store::Link>, message: MessageId) -> Result<()> {
+        if links.is_empty() {
+            return Ok(());
+        }
+        for l in &mut links {
+            l.message_id = Some(message.to_string());
+        }
+        Ok(self.store.insert_links(&links).await?)
     }
 
     /// The body a campaign sends.
@@ -607,10 +633,12 @@ impl Campaigns {
             s.skipped.insert("duplicate".into(), json!(duplicates));
         }
         if run.is_none() {
+            (s.clicks, s.clicked) = self.store.campaign_clicks(campaign).await?;
             // The texts, by what became of them; a text canceled by a pause was never sent and its recipient is
             // counted again when sent on resume.
             for m in self.store.campaign_messages(campaign).await? {
                 s.cost_micros += m.price_micros;
+                s.texts += m.count;
                 match m.status {
                     Status::Scheduled | Status::Queued | Status::Sending => s.waiting += m.count,
                     Status::Sent => s.sent += m.count,
@@ -825,6 +853,8 @@ impl Campaigns {
         let category = Category::requested(spec.category.as_deref().unwrap_or("")).unwrap_or_default();
         let data = spec.data.clone().unwrap_or_else(|| json!({}));
         let now = self.now();
+        let base = if t.has_links() { self.links.base(account).await? } else { String::new() };
+        let mut links: Vec<smsgate_store::Link> = Vec::new();
         let mut settled: Vec<Recipient> = Vec::with_capacity(batch.len());
         let mut keyed = Vec::with_capacity(batch.len());
         let mut waiting: Vec<Recipient> = Vec::with_capacity(batch.len());
@@ -868,16 +898,23 @@ impl Campaigns {
                 (None, Some(pool)) => sticky(pool, &contact.phone).to_string(),
                 (None, None) => String::new(),
             };
+            let short = Links::shorten(&rendered, &base, account, Some(&contact.id), Some(&c.id), now);
             let request = Request {
                 to: contact.phone.clone(),
                 from: from.clone(),
-                body: rendered.text,
+                body: short.text,
                 category,
                 ..Request::default()
             };
             match self.messages.prepare_for(account, &request, now, ZoneOf::Contact(contact.time_zone.as_deref())).await
             {
                 Ok(mut p) => {
+                    links.extend(
+                        short
+                            .links
+                            .into_iter()
+                            .map(|l| smsgate_store::Link { message_id: Some(p.message.id.to_string()), ..l }),
+                    );
                     p.campaign = Some(c.id.clone());
                     p.detail = format!("{}; campaign {:?}", p.detail, c.name);
                     let key = format!("smsgate:campaign:{}:{}:{}", run.id, r.contact_id, r.attempt);
@@ -894,6 +931,10 @@ impl Campaigns {
             }
         }
         let n = keyed.len();
+        // The links first: a stored text never names a code that is not there.
+        if !links.is_empty() {
+            self.store.insert_links(&links).await?;
+        }
         let stored = self.messages.submit_keyed(account, keyed, now).await?;
         for (r, (inserted, m)) in waiting.into_iter().zip(stored) {
             let id = match inserted {

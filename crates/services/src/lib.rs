@@ -19,6 +19,7 @@ pub mod contacts;
 mod error;
 pub mod imports;
 pub mod keys;
+pub mod links;
 pub mod messages;
 pub mod senders;
 pub mod templates;

@@ -30,6 +30,7 @@ pub const MAX_BODY: usize = 4_000;
 #[derive(Debug, Clone)]
 pub struct Templates {
     contacts: Contacts,
+    links: crate::links::Links,
     store: Arc<dyn Store>,
 }
 
@@ -52,16 +53,51 @@ pub struct TemplatePatch {
 /// A body rendered for a contact.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendered {
+    /// The text, with its links (`link(url)`) still marked: [`Rendered::with_links`] gives what is sent.
     pub text: String,
     /// The merge fields the template names that the contact and data do not have (such as `fields.plan`),
     /// sorted; they rendered empty (or as their `default`).
     pub missing: Vec<String>,
+    /// The render's link markers.
+    pub(crate) nonce: String,
+}
+
+impl Rendered {
+    /// The text with each link written by `short(url)` (its short link).
+    pub fn with_links(&self, mut short: impl FnMut(&str) -> String) -> String {
+        let (open, close) = markers(&self.nonce);
+        if self.nonce.is_empty() || !self.text.contains(&open) {
+            return self.text.clone();
+        }
+        let mut out = String::with_capacity(self.text.len());
+        let mut rest = self.text.as_str();
+        while let Some(i) = rest.find(&open) {
+            out.push_str(&rest[..i]);
+            let after = &rest[i + open.len()..];
+            let Some(j) = after.find(&close) else {
+                rest = after;
+                continue;
+            };
+            out.push_str(&short(&after[..j]));
+            rest = &after[j + close.len()..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    /// Whether the text has links.
+    pub fn has_links(&self) -> bool {
+        !self.nonce.is_empty() && self.text.contains(&markers(&self.nonce).0)
+    }
 }
 
 /// A preview: the text and what sending it would be.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Preview {
-    pub rendered: Rendered,
+    /// The text as it will be sent (each link as long as its short link will be, with `x`s for its code).
+    pub text: String,
+    /// The merge fields that were missing.
+    pub missing: Vec<String>,
     /// `gsm7`, `ucs2`, ...
     pub encoding: String,
     pub segments: u32,
@@ -88,14 +124,26 @@ fn no_template() -> ServiceError {
     ServiceError::not_found("not_found", "no such template")
 }
 
-/// The sandbox every template runs in.
-fn environment() -> Environment<'static> {
+/// The sandbox every template runs in. `link(url)` writes the URL between markers that hold `nonce` (random for
+/// each compiled body, so no contact's field can make a link by containing them); [`Rendered::with_links`] makes
+/// them short links.
+fn environment(nonce: &str) -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Chainable);
     env.set_fuel(Some(FUEL));
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     env.add_filter("date", date);
+    let (open, close) = markers(nonce);
+    env.add_function("link", move |url: String| -> std::result::Result<String, Error> {
+        crate::links::check_target(&url).map_err(|e| Error::new(ErrorKind::InvalidOperation, e))?;
+        Ok(format!("{open}{url}{close}"))
+    });
     env
+}
+
+/// Where a link starts and ends in a rendered text before it is shortened.
+fn markers(nonce: &str) -> (String, String) {
+    (format!("\u{E000}{nonce}\u{E001}"), format!("\u{E000}/{nonce}\u{E001}"))
 }
 
 /// `value | date(format)`: a time written with chrono's `strftime` format (default `%Y-%m-%d %H:%M`) in the zone
@@ -137,7 +185,7 @@ pub fn check(body: &str) -> Result<()> {
     if body.trim().is_empty() || body.chars().count() > MAX_BODY {
         return Err(invalid("invalid_body", format!("a template's body has 1 to {MAX_BODY} characters")));
     }
-    let env = environment();
+    let env = environment("");
     match env.template_from_str(body) {
         Ok(_) => Ok(()),
         Err(e) => {
@@ -186,16 +234,27 @@ pub struct Compiled {
     env: Environment<'static>,
     /// The merge fields the body names, as paths (`fields.plan`).
     names: Vec<String>,
+    nonce: String,
+    /// Whether the body calls `link`.
+    links: bool,
 }
 
 impl Compiled {
     pub fn new(body: &str) -> Result<Compiled> {
-        let mut env = environment();
+        let nonce = crate::links::new_code();
+        let mut env = environment(&nonce);
         env.add_template_owned("body", body.to_string())
             .map_err(|e| invalid("invalid_template", e.detail().unwrap_or("").to_string()))?;
         let template = env.get_template("body").map_err(|e| invalid("invalid_template", e.to_string()))?;
-        let names = template.undeclared_variables(true).into_iter().filter(|p| p != "time_zone").collect();
-        Ok(Compiled { env, names })
+        let names: Vec<String> = template.undeclared_variables(true).into_iter().collect();
+        let links = names.iter().any(|n| n == "link");
+        let names = names.into_iter().filter(|p| p != "time_zone" && p != "link").collect();
+        Ok(Compiled { env, names, nonce, links })
+    }
+
+    /// Whether the body makes links.
+    pub fn has_links(&self) -> bool {
+        self.links
     }
 
     /// [`render`], with the body parsed already.
@@ -218,13 +277,17 @@ impl Compiled {
             };
             invalid("invalid_template", why)
         })?;
-        Ok(Rendered { text: text.trim().to_string(), missing: missing.into_iter().collect() })
+        Ok(Rendered {
+            text: text.trim().to_string(),
+            missing: missing.into_iter().collect(),
+            nonce: self.nonce.clone(),
+        })
     }
 }
 
 impl Templates {
-    pub fn new(contacts: Contacts, store: Arc<dyn Store>) -> Templates {
-        Templates { contacts, store }
+    pub fn new(contacts: Contacts, links: crate::links::Links, store: Arc<dyn Store>) -> Templates {
+        Templates { contacts, links, store }
     }
 
     fn check_spec(name: &str, body: &str) -> Result<()> {
@@ -321,8 +384,9 @@ impl Templates {
         };
         let ctx = context(info.as_ref().map(|i| &i.contact), info.as_ref().and_then(|i| i.time_zone.as_deref()), data);
         let rendered = render(&t.body, &ctx)?;
+        let text = crate::links::Links::sample(&rendered, &self.links.base(account).await?);
         let policy = self.contacts.messages.policy();
-        let (encoding, segments) = sms_text::plan::count(&rendered.text, &policy.plan);
+        let (encoding, segments) = sms_text::plan::count(&text, &policy.plan);
         let (encoding, segments) = (encoding.name(), u32::try_from(segments).unwrap_or(u32::MAX));
         let cost_micros = info.as_ref().and_then(|i| {
             let r = self.contacts.engine().registry().resolve(&i.contact.phone, "smsgate", account);
@@ -333,7 +397,7 @@ impl Templates {
                 _ => None,
             }
         });
-        Ok(Preview { rendered, encoding, segments, cost_micros })
+        Ok(Preview { text, missing: rendered.missing, encoding, segments, cost_micros })
     }
 }
 

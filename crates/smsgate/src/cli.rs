@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use crate::{bench, client, config, contacts, encode, pdu, serve, sim};
+use crate::{bench, campaigns, client, config, contacts, encode, pdu, serve, sim};
 
 use clap::{Parser, Subcommand};
 
@@ -31,6 +31,9 @@ enum Command {
     /// Contacts on a running server: import a CSV file.
     #[command(subcommand)]
     Contacts(contacts::Command),
+    /// Campaigns on a running server: list, show, start, pause, resume, cancel.
+    #[command(subcommand)]
+    Campaigns(campaigns::Command),
     /// Show how a text is encoded and split into SMS segments: encoding, segment count, units left.
     Encode(encode::Args),
     /// Decode SMPP PDUs to JSON, or encode JSON to PDUs.
@@ -59,6 +62,7 @@ pub fn main() -> ExitCode {
         },
         Command::Messages(cmd) => client::messages(cmd),
         Command::Contacts(cmd) => contacts::run(cmd),
+        Command::Campaigns(cmd) => campaigns::run(cmd),
         Command::Encode(args) => encode::run(args),
         Command::Pdu(cmd) => pdu::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),

@@ -35,6 +35,9 @@ pub struct Config {
     pub threads: u32,
     /// When set, `/metrics` answers only `Authorization: Bearer <this>`.
     pub metrics_token: String,
+    /// The URL people reach this server's HTTP API at (such as `https://sms.example.com`): short links in texts
+    /// point there unless an account set its own base. Empty: `http://` and the address the API listens on.
+    pub public_url: String,
     /// Whether a sender ID an account asks for waits for the operator's approval (a brand's name is not the first
     /// asker's); the admin key's registrations are in force at once either way.
     pub sender_ids_need_approval: bool,
@@ -299,6 +302,7 @@ impl Default for Config {
             threads: 0,
             sender_ids_need_approval: true,
             metrics_token: String::new(),
+            public_url: String::new(),
             smpp_server: SmppServerConfig::default(),
             sim: SimConfig::default(),
             connectors: Vec::new(),
@@ -355,11 +359,17 @@ pub struct Flags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_token: Option<String>,
+    /// The URL people reach the HTTP API at, for short links [env: SMSGATE_PUBLIC_URL] [default: http:// and the
+    /// listening address].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
 }
 
 /// The environment variables read, without the `SMSGATE_` prefix.
-const ENV_KEYS: [&str; 10] = [
+const ENV_KEYS: [&str; 11] = [
     "metrics_token",
+    "public_url",
     "data_dir",
     "http",
     "smpp",
@@ -392,6 +402,10 @@ impl Flags {
                 list.split(',').map(str::trim).filter(|r| !r.is_empty()).map(String::from).collect();
         }
         config.webhooks.destinations()?;
+        if !config.public_url.is_empty() {
+            smsgate_services::links::check_base(&config.public_url)
+                .map_err(|e| anyhow!("configuration: public_url: {e}"))?;
+        }
         if config.lease_secs == 0 {
             return Err(anyhow!("configuration: lease_secs must be at least 1"));
         }

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod bench_http;
 pub mod bench_smpp;
+pub mod campaigns;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -103,21 +103,6 @@ async fn serve(args: Config) -> anyhow::Result<()> {
         Ok(n) => println!("smsgate: resuming {n} contact import(s)"),
         Err(e) => eprintln!("smsgate: resuming contact imports failed: {e}"),
     }
-    let templates = smsgate_services::Templates::new(contacts.clone(), store.clone());
-    let campaigns = smsgate_services::Campaigns::new(contacts.clone(), store.clone(), args.node.clone());
-    let campaigns_task = tokio::spawn(campaigns.clone().run(shutdown.clone()));
-    let state = smsgate_api::AppState {
-        messages,
-        admin,
-        templates,
-        campaigns,
-        contacts,
-        engine,
-        sim: Some(sim),
-        metrics: Some(metrics),
-        keys: smsgate_api::KeyCache::default(),
-        metrics_token: Some(args.metrics_token.as_str()).filter(|t| !t.is_empty()).map(Arc::from),
-    };
     let shown = crate::config::redact_url(&database);
     let listener = match args.http_server.plain {
         true => Some(bind(&args.http.to_string()).await?),
@@ -144,6 +129,28 @@ async fn serve(args: Config) -> anyhow::Result<()> {
             certificates.push(pair);
             Some((l, acceptor))
         }
+    };
+    // Short links point at the public URL given, else at the address the API answers on.
+    let public_url = match args.public_url.as_str() {
+        "" => base.clone().unwrap_or_else(|| format!("http://{}", args.http)),
+        url => url.to_string(),
+    };
+    let links = smsgate_services::links::Links::new(store.clone(), &public_url);
+    let templates = smsgate_services::Templates::new(contacts.clone(), links.clone(), store.clone());
+    let campaigns = smsgate_services::Campaigns::new(contacts.clone(), links.clone(), store.clone(), args.node.clone());
+    let campaigns_task = tokio::spawn(campaigns.clone().run(shutdown.clone()));
+    let state = smsgate_api::AppState {
+        messages,
+        admin,
+        templates,
+        campaigns,
+        links,
+        contacts,
+        engine,
+        sim: Some(sim),
+        metrics: Some(metrics),
+        keys: smsgate_api::KeyCache::default(),
+        metrics_token: Some(args.metrics_token.as_str()).filter(|t| !t.is_empty()).map(Arc::from),
     };
     let smpp_listener = match args.smpp_server.plain {
         true => Some(bind(&args.smpp.to_string()).await?),

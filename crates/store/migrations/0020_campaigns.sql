@@ -3,7 +3,8 @@
 -- The campaign a message was sent for; NULL for any other.
 ALTER TABLE messages ADD COLUMN campaign_id TEXT;
 
-CREATE INDEX messages_campaign ON messages (campaign_id, status) WHERE campaign_id IS NOT NULL;
+-- Covers a campaign's numbers (count and cost by status) without reading the messages.
+CREATE INDEX messages_campaign ON messages (campaign_id, status, price_micros) WHERE campaign_id IS NOT NULL;
 
 CREATE TABLE campaigns (
     id           TEXT PRIMARY KEY,
@@ -70,4 +71,5 @@ CREATE TABLE campaign_recipients (
     PRIMARY KEY (run_id, contact_id)
 );
 
-CREATE INDEX campaign_recipients_next ON campaign_recipients (run_id, state, seq);
+-- The next recipients to send (by state, in order), and the numbers by state and reason without reading the rows.
+CREATE INDEX campaign_recipients_next ON campaign_recipients (run_id, state, seq, reason);

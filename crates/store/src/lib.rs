@@ -22,6 +22,7 @@ pub mod contacts;
 pub mod credentials;
 pub mod effects;
 pub mod jobs;
+pub mod links;
 pub mod messages;
 mod postgres;
 pub mod routing;
@@ -43,6 +44,7 @@ pub use consent::{ConsentEvent, ConsentStore, OptOut};
 pub use contacts::{Contact, ContactList, ContactQuery, ContactStore, Segment};
 pub use credentials::{CredentialStore, SmppCredential};
 pub use jobs::{ImportBatch, Job, JobStore};
+pub use links::{Click, Link, LinkStore};
 pub use messages::{
     Changes, Claim, Inserted, ListFilter, MessageStore, NewMessage, ReceiptUpdate, Transition, WaitingAt,
 };
@@ -88,6 +90,7 @@ pub trait Store:
     + JobStore
     + TemplateStore
     + CampaignStore
+    + LinkStore
     + std::fmt::Debug
 {
     /// Closes the store: waits for writes under way, then releases the database.

@@ -52,6 +52,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration::both(18, include_str!("../migrations/0018_contacts.sql")),
     Migration::both(19, include_str!("../migrations/0019_templates.sql")),
     Migration::both(20, include_str!("../migrations/0020_campaigns.sql")),
+    Migration::both(21, include_str!("../migrations/0021_links.sql")),
 ];
 
 /// The `next_attempt_at` of a message that waits for a connector of its route ([`crate::Changes::wait_for_route`]):

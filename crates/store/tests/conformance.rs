@@ -126,6 +126,7 @@ conformance!(
     imports_commit_with_their_progress,
     erasure_and_retention_keep_counts,
     templates_per_account,
+    campaign_runs_and_recipients,
 );
 
 fn message(account: AccountId, to: &str, status: Status, at: Timestamp) -> Message {
@@ -1773,4 +1774,114 @@ async fn templates_per_account(store: &Arc<dyn Store>) {
     );
     assert!(!store.delete_template(globex, "t1").await.unwrap());
     assert!(store.delete_template(acme, "t1").await.unwrap());
+}
+
+async fn campaign_runs_and_recipients(store: &Arc<dyn Store>) {
+    use smsgate_store::{Campaign, Recipient, Run};
+    let (acme, globex) = (account(store).await, account(store).await);
+    let c = Campaign {
+        id: "c1".into(),
+        account_id: acme,
+        name: "December".into(),
+        spec: "{}".into(),
+        state: "draft".into(),
+        next_run_at: None,
+        error: None,
+        current_run: None,
+        created_at: NOW,
+        updated_at: NOW,
+    };
+    store.insert_campaign(&c).await.unwrap();
+    assert!(store.campaign(globex, "c1").await.unwrap().is_none(), "another account's");
+    assert_eq!(store.campaigns(acme, None, 10).await.unwrap(), vec![c.clone()]);
+    assert!(store.campaigns(globex, None, 10).await.unwrap().is_empty());
+    let run = |id: &str| Run {
+        id: id.into(),
+        campaign_id: "c1".into(),
+        account_id: acme,
+        state: "running".into(),
+        source: 0,
+        source_cursor: None,
+        materialized: false,
+        next_seq: 0,
+        duplicates: 0,
+        lease_owner: None,
+        lease_until: None,
+        started_at: NOW,
+        finished_at: None,
+        updated_at: NOW,
+    };
+    // Two starts of one draft: one run.
+    let running = Campaign { state: "running".into(), ..c.clone() };
+    let (r1, r2) = (run("r1"), run("r2"));
+    let (a, b) = tokio::join!(store.start_run(&running, "draft", &r1), store.start_run(&running, "draft", &r2));
+    assert!(a.unwrap() ^ b.unwrap(), "exactly one start wins");
+    let runs = store.runs("c1").await.unwrap();
+    assert_eq!(runs.len(), 1);
+    let r = runs[0].clone();
+    let got = store.campaign(acme, "c1").await.unwrap().unwrap();
+    assert_eq!((got.state.as_str(), got.current_run.as_deref()), ("running", Some(r.id.as_str())));
+    assert_eq!(store.active_runs().await.unwrap().len(), 1);
+    // Leases: one node at a time, another once it runs out.
+    assert!(store.lease_run(&r.id, "n1", NOW, Timestamp(NOW.0 + 1000)).await.unwrap());
+    assert!(!store.lease_run(&r.id, "n2", NOW, Timestamp(NOW.0 + 1000)).await.unwrap());
+    assert!(store.lease_run(&r.id, "n1", NOW, Timestamp(NOW.0 + 2000)).await.unwrap(), "renewed");
+    assert!(store.lease_run(&r.id, "n2", Timestamp(NOW.0 + 2001), Timestamp(NOW.0 + 5000)).await.unwrap());
+    // Recipients: a contact named twice is one recipient and one duplicate, with the progress saved.
+    let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let r = store
+        .add_recipients(&Run { source: 1, source_cursor: Some("b".into()), ..r }, &ids(&["a", "b"]))
+        .await
+        .unwrap();
+    let r = store.add_recipients(&Run { materialized: true, ..r }, &ids(&["b", "c"])).await.unwrap();
+    assert_eq!((r.next_seq, r.duplicates, r.materialized, r.source), (4, 1, true, 1), "{r:?}");
+    let pending = store.recipients(&r.id, &["pending"], -1, 10).await.unwrap();
+    assert_eq!(pending.iter().map(|p| p.contact_id.as_str()).collect::<Vec<_>>(), vec!["a", "b", "c"]);
+    let settled = vec![
+        Recipient {
+            state: "queued".into(),
+            message_id: Some("m1".into()),
+            sender: Some("+1".into()),
+            ..pending[0].clone()
+        },
+        Recipient { state: "skipped".into(), reason: Some("opted_out".into()), ..pending[1].clone() },
+    ];
+    store.settle_recipients(&r.id, &settled).await.unwrap();
+    let left = store.recipients(&r.id, &["pending"], -1, 10).await.unwrap();
+    assert_eq!(left.len(), 1);
+    let queued = store.recipients(&r.id, &["queued"], -1, 10).await.unwrap();
+    assert_eq!((queued[0].message_id.as_deref(), queued[0].sender.as_deref()), (Some("m1"), Some("+1")));
+    assert_eq!(store.move_recipients(&r.id, "pending", "canceled", Some("campaign_canceled")).await.unwrap(), 1);
+    let counts = store.recipient_counts("c1", None).await.unwrap();
+    let flat: Vec<(String, Option<String>, u64)> = counts.into_iter().map(|c| (c.state, c.reason, c.count)).collect();
+    assert_eq!(
+        flat,
+        vec![
+            ("canceled".into(), Some("campaign_canceled".into()), 1),
+            ("queued".into(), None, 1),
+            ("skipped".into(), Some("opted_out".into()), 1)
+        ]
+    );
+    assert_eq!(store.recipient_counts("c1", Some(&r.id)).await.unwrap().len(), 3);
+    // Messages made for the campaign are counted by status, with their cost.
+    let mut m = message(acme, "+447700900123", Status::Queued, NOW);
+    m.price_micros = Some(20_000);
+    let new =
+        smsgate_store::NewMessage { campaign: Some("c1".into()), ..smsgate_store::NewMessage::new(m, "accepted") };
+    store.insert_messages(&[new]).await.unwrap();
+    insert(store, message(acme, "+447700900124", Status::Queued, NOW)).await;
+    let counts = store.campaign_messages("c1").await.unwrap();
+    assert_eq!(counts.len(), 1);
+    assert_eq!((counts[0].status, counts[0].count, counts[0].price_micros), (Status::Queued, 1, 20_000));
+    // Saved with its campaign; finished runs are not active; a scheduled campaign is due at its time.
+    let done = Run { state: "completed".into(), finished_at: Some(NOW), ..r };
+    let scheduled = Campaign { state: "scheduled".into(), next_run_at: Some(Timestamp(NOW.0 + 60_000)), ..got };
+    store.save_run(&done, Some(&scheduled)).await.unwrap();
+    assert!(store.active_runs().await.unwrap().is_empty());
+    assert!(store.due_campaigns(NOW, 10).await.unwrap().is_empty());
+    assert_eq!(store.due_campaigns(Timestamp(NOW.0 + 60_000), 10).await.unwrap().len(), 1);
+    assert!(!store.save_campaign(&scheduled, "draft").await.unwrap(), "not in the state expected");
+    assert!(!store.delete_campaign(globex, "c1").await.unwrap());
+    assert!(store.delete_campaign(acme, "c1").await.unwrap());
+    assert!(store.runs("c1").await.unwrap().is_empty());
 }
