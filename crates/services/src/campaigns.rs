@@ -706,13 +706,24 @@ impl Campaigns {
         let mut compiled: Option<Compiled> = None;
         let mut exclusions: Option<Exclusions> = None;
         let mut pace = Pace::new(spec.throughput);
-        while started.elapsed() < SLICE && !shutdown.is_cancelled() {
-            let now = self.now();
-            if !self.store.lease_run(&run.id, &self.node, now, lease(now)).await? {
-                return Ok(());
+        // Sending is pipelined: the next batch is rendered and admitted while the one before is stored, and read
+        // after the last order number taken (its recipients are not settled yet).
+        let mut storing: Option<tokio::task::JoinHandle<Result<usize>>> = None;
+        let mut after = -1;
+        let mut leased_at: Option<std::time::Instant> = None;
+        let outcome = loop {
+            if started.elapsed() >= SLICE || shutdown.is_cancelled() {
+                break Ok(());
+            }
+            if leased_at.is_none_or(|at| at.elapsed() > LEASE / 3) {
+                let now = self.now();
+                if !self.store.lease_run(&run.id, &self.node, now, lease(now)).await? {
+                    break Ok(());
+                }
+                leased_at = Some(std::time::Instant::now());
             }
             // The run as it is now: a pause or cancel takes effect at the next step.
-            let Some(mut run) = self.store.run(&run.id).await? else { return Ok(()) };
+            let Some(mut run) = self.store.run(&run.id).await? else { break Ok(()) };
             match run.state.as_str() {
                 "running" if !run.materialized => {
                     if exclusions.is_none() {
@@ -725,19 +736,36 @@ impl Campaigns {
                     if compiled.is_none() {
                         match self.body_of(run.account_id, &spec).await.and_then(|b| Compiled::new(&b)) {
                             Ok(t) => compiled = Some(t),
-                            Err(e) => return self.stop(&run, "invalid_template", &e.to_string(), json!({})).await,
+                            Err(e) => break self.stop(&run, "invalid_template", &e.to_string(), json!({})).await,
                         }
                     }
                     let t = compiled.as_ref().ok_or_else(no_campaign)?;
                     let limit = pace.batch(self.messages.rate(run.account_id).await?);
-                    let sent = self.send(&run, &c, &spec, t, limit).await?;
-                    match sent {
-                        Step::Done => return self.finish(run, &c, &spec).await,
-                        Step::Stopped => return Ok(()),
-                        Step::Sent(n) => pace.wait(n).await,
+                    let step = self.prepare_batch(&run, &c, &spec, t, limit, after).await?;
+                    if let Some(previous) = storing.take() {
+                        let n = previous.await.map_err(|e| no_worker(&e))??;
+                        pace.wait(n).await;
+                    }
+                    match step {
+                        Step::Ready(b) => {
+                            after = b.last;
+                            let job = self.clone().store_batch(run.id.clone(), run.account_id, b);
+                            storing = Some(tokio::spawn(job));
+                        }
+                        // None left after the last taken: done if none is pending at all (a batch that failed to
+                        // store leaves its recipients pending: they are read again).
+                        Step::Done if after < 0 => break self.finish(run, &c, &spec).await,
+                        Step::Done => after = -1,
+                        Step::Stop(settled, code, message, detail) => {
+                            self.store.settle_recipients(&run.id, &settled).await?;
+                            break self.stop(&run, code, &message, detail).await;
+                        }
                     }
                 }
                 "pausing" | "canceling" => {
+                    if let Some(previous) = storing.take() {
+                        previous.await.map_err(|e| no_worker(&e))??;
+                    }
                     let canceling = run.state == "canceling";
                     if self.take_back(&run, canceling).await? == 0 {
                         if canceling {
@@ -751,13 +779,17 @@ impl Campaigns {
                             run.finished_at = Some(run.updated_at);
                         }
                         self.store.save_run(&run, None).await?;
-                        return Ok(());
+                        break Ok(());
                     }
                 }
-                _ => return Ok(()),
+                _ => break Ok(()),
             }
+        };
+        // Whatever ended the slice, the batch being stored is stored (or failed) before the next look at the run.
+        if let Some(previous) = storing.take() {
+            previous.await.map_err(|e| no_worker(&e))??;
         }
-        Ok(())
+        outcome
     }
 
     /// What a run's audience leaves out, read once a run.
@@ -838,14 +870,20 @@ impl Campaigns {
         Ok(())
     }
 
-    /// Renders, admits and stores the next batch of a run's pending recipients, and settles them.
-    async fn send(&self, run: &Run, c: &Campaign, spec: &CampaignSpec, t: &Compiled, limit: usize) -> Result<Step> {
+    /// Renders and admits the next batch of a run's pending recipients after order number `after`: what to store.
+    async fn prepare_batch(
+        &self,
+        run: &Run,
+        c: &Campaign,
+        spec: &CampaignSpec,
+        t: &Compiled,
+        limit: usize,
+        after: i64,
+    ) -> Result<Step> {
         let account = run.account_id;
         let limit32 = u32::try_from(limit).unwrap_or(1);
-        let batch = self.store.recipients(&run.id, &["pending"], -1, limit32).await?;
-        if batch.is_empty() {
-            return Ok(Step::Done);
-        }
+        let batch = self.store.recipients(&run.id, &["pending"], after, limit32).await?;
+        let Some(last) = batch.last().map(|r| r.seq) else { return Ok(Step::Done) };
         let ids: Vec<String> = batch.iter().map(|r| r.contact_id.clone()).collect();
         let query = ContactQuery { ids: Some(ids), ..ContactQuery::default() };
         let found = self.store.contacts(account, &query, None, limit32).await?;
@@ -854,10 +892,7 @@ impl Campaigns {
         let data = spec.data.clone().unwrap_or_else(|| json!({}));
         let now = self.now();
         let base = if t.has_links() { self.links.base(account).await? } else { String::new() };
-        let mut links: Vec<smsgate_store::Link> = Vec::new();
-        let mut settled: Vec<Recipient> = Vec::with_capacity(batch.len());
-        let mut keyed = Vec::with_capacity(batch.len());
-        let mut waiting: Vec<Recipient> = Vec::with_capacity(batch.len());
+        let mut b = Batch { last, now, ..Batch::default() };
         let skip = |r: &Recipient, reason: &str| Recipient {
             state: "skipped".into(),
             reason: Some(reason.to_string()),
@@ -865,31 +900,26 @@ impl Campaigns {
         };
         for r in batch {
             let Some(contact) = contacts.get(&r.contact_id) else {
-                settled.push(skip(&r, "contact_deleted"));
+                b.settled.push(skip(&r, "contact_deleted"));
                 continue;
             };
             let zone = zone_of(contact);
             let ctx = templates::context(Some(contact), zone.as_deref(), &data);
-            let rendered = match t.render(&ctx) {
-                Ok(x) => x,
-                Err(_) => {
-                    settled.push(skip(&r, "render_failed"));
-                    continue;
-                }
+            let Ok(rendered) = t.render(&ctx) else {
+                b.settled.push(skip(&r, "render_failed"));
+                continue;
             };
             if !rendered.missing.is_empty() {
                 match spec.on_missing_field {
                     OnMissingField::Default => {}
                     OnMissingField::Skip => {
-                        settled.push(skip(&r, "missing_field"));
+                        b.settled.push(skip(&r, "missing_field"));
                         continue;
                     }
                     OnMissingField::Fail => {
-                        self.store.settle_recipients(&run.id, &settled).await?;
                         let what = json!({"contact_id": contact.id, "fields": rendered.missing});
                         let message = format!("contact {} lacks {}", contact.id, rendered.missing.join(", "));
-                        self.stop(run, "missing_field", &message, what).await?;
-                        return Ok(Step::Stopped);
+                        return Ok(Step::Stop(b.settled, "missing_field", message, what));
                     }
                 }
             }
@@ -909,29 +939,31 @@ impl Campaigns {
             match self.messages.prepare_for(account, &request, now, ZoneOf::Contact(contact.time_zone.as_deref())).await
             {
                 Ok(mut p) => {
-                    links.extend(
-                        short
-                            .links
-                            .into_iter()
-                            .map(|l| smsgate_store::Link { message_id: Some(p.message.id.to_string()), ..l }),
+                    let id = p.message.id.to_string();
+                    b.links.extend(
+                        short.links.into_iter().map(|l| smsgate_store::Link { message_id: Some(id.clone()), ..l }),
                     );
                     p.campaign = Some(c.id.clone());
                     p.detail = format!("{}; campaign {:?}", p.detail, c.name);
                     let key = format!("smsgate:campaign:{}:{}:{}", run.id, r.contact_id, r.attempt);
-                    keyed.push((p, Some((key, "campaign".to_string()))));
-                    waiting.push(Recipient { sender: Some(from), ..r });
+                    b.keyed.push((p, Some((key, "campaign".to_string()))));
+                    b.waiting.push(Recipient { sender: Some(from), ..r });
                 }
-                Err(ServiceError::Rejected(rejection)) => settled.push(skip(&r, &skip_reason(rejection.code))),
+                Err(ServiceError::Rejected(rejection)) => b.settled.push(skip(&r, &skip_reason(rejection.code))),
                 Err(ServiceError::Forbidden { code, message }) => {
-                    self.store.settle_recipients(&run.id, &settled).await?;
-                    self.stop(run, code, &message, json!({"from": from})).await?;
-                    return Ok(Step::Stopped);
+                    return Ok(Step::Stop(b.settled, code, message, json!({"from": from})));
                 }
                 Err(e) => return Err(e),
             }
         }
+        Ok(Step::Ready(b))
+    }
+
+    /// Stores a batch's texts (its links first: a stored text never names a code that is not there) and settles
+    /// its recipients; how many texts.
+    async fn store_batch(self, run: String, account: AccountId, b: Batch) -> Result<usize> {
+        let Batch { keyed, waiting, mut settled, links, now, .. } = b;
         let n = keyed.len();
-        // The links first: a stored text never names a code that is not there.
         if !links.is_empty() {
             self.store.insert_links(&links).await?;
         }
@@ -943,8 +975,8 @@ impl Campaigns {
             };
             settled.push(Recipient { state: "queued".into(), message_id: Some(id.to_string()), ..r });
         }
-        self.store.settle_recipients(&run.id, &settled).await?;
-        Ok(Step::Sent(n))
+        self.store.settle_recipients(&run, &settled).await?;
+        Ok(n)
     }
 
     /// Stops a running campaign on its own (paused, with why), for a cause every recipient would meet.
@@ -1071,14 +1103,32 @@ impl Pace {
     }
 }
 
-/// What a send step did.
+/// A batch of texts rendered and admitted, to store.
+#[derive(Default)]
+struct Batch {
+    /// The texts with their idempotency keys, and their recipients (settled `queued` once stored).
+    keyed: Vec<(smsgate_engine::ingress::Prepared, Option<(String, String)>)>,
+    waiting: Vec<Recipient>,
+    /// Recipients settled without a text (skipped).
+    settled: Vec<Recipient>,
+    links: Vec<smsgate_store::Link>,
+    /// The batch's last order number.
+    last: i64,
+    now: Timestamp,
+}
+
+/// What a send step found.
 enum Step {
-    /// Stored this many texts.
-    Sent(usize),
-    /// No recipient left pending.
+    Ready(Batch),
+    /// No recipient pending after the order number asked.
     Done,
-    /// Stopped the campaign.
-    Stopped,
+    /// The campaign must stop: the recipients settled so far, and the error's code, message and detail.
+    Stop(Vec<Recipient>, &'static str, String, Value),
+}
+
+/// A storing task that panicked or was dropped.
+fn no_worker(e: &tokio::task::JoinError) -> ServiceError {
+    ServiceError::Store(smsgate_store::StoreError::Corrupt(format!("a campaign batch failed: {e}")))
 }
 
 #[cfg(test)]

@@ -115,6 +115,7 @@ macro_rules! on_both {
 }
 
 on_both!(
+    a_campaign_keeps_each_recipients_hours,
     marketing_waits_for_the_recipients_hours,
     an_opt_out_cancels_what_was_held,
     history_past_its_retention_is_purged
@@ -223,4 +224,54 @@ async fn history_past_its_retention_is_purged(s: &Setup) {
     assert_eq!((purged.body.as_str(), purged.to.as_str(), purged.segments), ("", "purged", 1));
     assert_eq!(s.messages.get(s.acme, fresh.id).await.unwrap().body, "Sale");
     assert_eq!(s.engine.purge_history(&CancellationToken::new()).await.unwrap(), 0, "once");
+}
+
+/// A marketing campaign started at 20:30 in Miami: its Californian (17:30) and New Yorker (21:00 is the limit) are
+/// texted at once, its Floridian waits for 08:00 their time; the campaign is complete once every text is stored.
+async fn a_campaign_keeps_each_recipients_hours(s: &Setup) {
+    let links = smsgate_services::links::Links::new(s.store.clone(), "https://go.example");
+    let campaigns = smsgate_services::Campaigns::new(s.contacts.clone(), links, s.store.clone(), "test");
+    let list = s.contacts.create_list(s.acme, "Everyone").await.unwrap();
+    let phones = ["+13055550110", "+12135550110", "+12125550110"];
+    for (i, phone) in phones.iter().enumerate() {
+        let spec = smsgate_services::ContactSpec {
+            phone: phone.to_string(),
+            name: Some(format!("P{i}")),
+            ..Default::default()
+        };
+        s.contacts.create(s.acme, spec, false).await.unwrap();
+    }
+    let all: Vec<String> = phones.iter().map(|p| p.to_string()).collect();
+    s.contacts.add_members(s.acme, &list.id, &[], &all).await.unwrap();
+    let spec: smsgate_services::CampaignSpec = serde_json::from_value(json!({
+        "name": "Evening sale", "audience": {"lists": ["Everyone"]}, "body": "Sale, {{ name }}",
+        "from": "+13055550000", "category": "marketing"
+    }))
+    .unwrap();
+    let c = campaigns.create(s.acme, spec).await.unwrap();
+    campaigns.start(s.acme, &c.campaign.id).await.unwrap();
+    let stop = CancellationToken::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while campaigns.get(s.acme, &c.campaign.id).await.unwrap().campaign.state != "completed" {
+        campaigns.tick(&stop).await.unwrap();
+        assert!(std::time::Instant::now() < deadline, "the campaign did not complete");
+    }
+    let view = campaigns.get(s.acme, &c.campaign.id).await.unwrap();
+    assert_eq!((view.stats.audience, view.stats.queued), (3, 3), "{:?}", view.stats);
+    let eight = Timestamp(
+        chrono_tz::America::New_York.with_ymd_and_hms(2026, 12, 2, 8, 0, 0).single().unwrap().timestamp_millis(),
+    );
+    for phone in phones {
+        let filter = smsgate_store::ListFilter { to: Some(phone.to_string()), ..Default::default() };
+        let sent = s.messages.list(s.acme, &filter, None, 10).await.unwrap();
+        assert_eq!(sent.len(), 1, "{phone}: one text");
+        let m = &sent[0];
+        assert!(m.body.starts_with("Sale, P"), "{}", m.body);
+        if phone == "+13055550110" {
+            assert_eq!((m.status, m.send_at), (Status::Scheduled, Some(eight)), "Miami waits for its morning");
+        } else {
+            assert_ne!(m.status, Status::Scheduled, "{phone} goes now");
+        }
+    }
+    assert!(view.stats.waiting >= 1, "{:?}", view.stats);
 }
