@@ -2423,6 +2423,28 @@ async fn campaigns_send_each_contact_once(s: &Server) {
     for none in ["+447700900212", "+447700900213", "+447700900214"] {
         assert!(handset_texts(s, none).await.is_empty(), "{none}");
     }
+    // Bob answers, then says STOP: two replies to the campaign, one opt-out attributed to it.
+    for text in ["Thanks!", "STOP"] {
+        let (st, v) = s
+            .call(
+                "POST",
+                "/v1/sim/handsets/+447700900211/reply",
+                Some(&s.admin_key),
+                Some(json!({"to": "Acme", "body": text})),
+            )
+            .await;
+        assert!(st.is_success(), "{v}");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, c) = s.call("GET", &format!("/v1/campaigns/{id}"), Some(&key), None).await;
+        if c["stats"]["replies"] == 2 && c["stats"]["opt_outs"] == 1 {
+            assert_eq!(c["stats"]["texts"], 2, "replies are not texts of the campaign: {c}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "replies not attributed: {c}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // A test send reaches one number and is not counted.
     let (st, m) =
         s.call("POST", &format!("/v1/campaigns/{id}/test"), Some(&key), Some(json!({"to": "+447700900214"}))).await;
@@ -2431,16 +2453,16 @@ async fn campaigns_send_each_contact_once(s: &Server) {
     assert_eq!(handset_texts(s, "+447700900214").await, vec!["Hi Ed, your gold plan: 2 for 1".to_string()]);
     let (_, after) = s.call("GET", &format!("/v1/campaigns/{id}"), Some(&key), None).await;
     assert_eq!(after["stats"]["delivered"], 2, "{after}");
-    // Run again: a second run, with the audience as it is now; each run reaches each contact once.
+    // Run again: a second run, with the audience as it is now (Bob opted out); each run reaches each contact once.
     let (st, _) = s.call("POST", &format!("/v1/campaigns/{id}/start"), Some(&key), None).await;
     assert_eq!(st, StatusCode::OK);
     until_campaign(s, &key, id, "completed").await;
     let (_, runs) = s.call("GET", &format!("/v1/campaigns/{id}/runs"), Some(&key), None).await;
     let runs = runs["data"].as_array().unwrap();
     assert_eq!(runs.len(), 2);
-    for r in runs {
-        assert_eq!((r["state"].as_str(), r["stats"]["queued"].as_u64()), (Some("completed"), Some(2)), "{r}");
-    }
+    let queued: Vec<_> = runs.iter().map(|r| (r["state"].clone(), r["stats"]["queued"].clone())).collect();
+    assert_eq!(queued, vec![(json!("completed"), json!(2)), (json!("completed"), json!(1))], "{runs:?}");
+    assert_eq!(runs[1]["stats"]["skipped"]["opted_out"], 2, "Cy and now Bob: {runs:?}");
     let (_, mine) = s.call("GET", "/v1/campaigns", Some(&key), None).await;
     assert_eq!(mine["data"].as_array().unwrap().len(), 1);
     assert_eq!(s.call("DELETE", &format!("/v1/campaigns/{id}"), Some(&key), None).await.0, StatusCode::NO_CONTENT);

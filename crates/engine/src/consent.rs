@@ -204,13 +204,13 @@ impl Engine {
     /// What an inbound message that is a keyword does: the change of consent (recorded with the message as its
     /// evidence), waiting texts to an opted-out number canceled, and the automatic reply. Called once the message
     /// is stored; a failure is logged (the message stays stored, and the number can be opted out over the API).
-    pub(crate) async fn answer_keyword(&self, inbound: &Message) {
-        if let Err(e) = self.try_answer_keyword(inbound).await {
+    pub(crate) async fn answer_keyword(&self, inbound: &Message, campaign: Option<&str>) {
+        if let Err(e) = self.try_answer_keyword(inbound, campaign).await {
             warn!(error = %e, message = %inbound.id, "acting on an inbound keyword failed");
         }
     }
 
-    async fn try_answer_keyword(&self, inbound: &Message) -> Result<(), StoreError> {
+    async fn try_answer_keyword(&self, inbound: &Message, campaign: Option<&str>) -> Result<(), StoreError> {
         let store = self.store.as_ref();
         let account = inbound.account_id;
         if let Err(e) = store.touch_contact(account, &inbound.from, inbound.created_at).await {
@@ -243,6 +243,9 @@ impl Engine {
                 };
                 let changed = self.consent.record(store, &event).await?;
                 info!(%account, message = %inbound.id, opted_out, changed, "consent changed by keyword");
+                if let (true, true, Some(c)) = (opted_out, changed, campaign) {
+                    store.attribute_consent(&event.id, c).await?;
+                }
                 let from = if scope.is_empty() { "" } else { inbound.to.as_str() };
                 if opted_out && self.consent.opted_out(store, account, &inbound.from, from, now).await? {
                     let from = (!scope.is_empty()).then_some(inbound.to.as_str());

@@ -12,6 +12,9 @@ use tracing::warn;
 
 use crate::{DomainEvent, Engine, metric};
 
+/// How long after a campaign's text a reply from its recipient counts as answering it (a week).
+pub const REPLY_WINDOW_SECS: i64 = 7 * 24 * 3600;
+
 impl Engine {
     /// Stores an inbound message for the account that owns its destination; whether it was kept (false only
     /// when the store failed: the carrier should send it again).
@@ -30,10 +33,20 @@ impl Engine {
         };
         let message = inbound_message(account, &i);
         let detail = format!("received from {} via {}", i.from, i.connector);
-        match self.store.insert_messages(&[NewMessage::new(message.clone(), detail)]).await {
+        // A reply within a week of a campaign's text answers that campaign.
+        let since = i.at.plus_secs(-REPLY_WINDOW_SECS);
+        let campaign = match self.store.campaign_replied_to(account, &i.from, &i.to, since).await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "finding the campaign an inbound message answers failed");
+                return false;
+            }
+        };
+        let new = NewMessage { campaign: campaign.clone(), ..NewMessage::new(message.clone(), detail) };
+        match self.store.insert_messages(&[new]).await {
             Ok(_) => {
                 metrics::counter!(metric::INBOUND).increment(1);
-                self.answer_keyword(&message).await;
+                self.answer_keyword(&message, campaign.as_deref()).await;
                 self.events.publish(DomainEvent::Received(message));
                 true
             }

@@ -40,6 +40,8 @@ use crate::templates::{self, Compiled};
 const BATCH: usize = 1000;
 /// The contacts one materializing step reads.
 const PAGE: u32 = 1000;
+/// Batches of a run stored at once (their commits group in the store's writer).
+const IN_FLIGHT: usize = 3;
 /// How long a node holds a run it works on without renewing.
 const LEASE: Duration = Duration::from_secs(30);
 /// How long a node works on one run before looking at the others.
@@ -164,6 +166,10 @@ pub struct Stats {
     pub failed: u64,
     /// Taken back by a cancel.
     pub canceled: u64,
+    /// Messages from recipients answering the campaign's texts (within a week of them).
+    pub replies: u64,
+    /// Numbers that opted out (by keyword) answering the campaign's texts.
+    pub opt_outs: u64,
     /// Visits of the campaign's short links by people (link previews and crawlers not counted).
     pub clicks: u64,
     /// Contacts who clicked.
@@ -634,11 +640,14 @@ impl Campaigns {
         }
         if run.is_none() {
             (s.clicks, s.clicked) = self.store.campaign_clicks(campaign).await?;
+            s.opt_outs = self.store.campaign_opt_outs(campaign).await?;
             // The texts, by what became of them; a text canceled by a pause was never sent and its recipient is
             // counted again when sent on resume.
             for m in self.store.campaign_messages(campaign).await? {
                 s.cost_micros += m.price_micros;
-                s.texts += m.count;
+                if m.status != Status::Received {
+                    s.texts += m.count;
+                }
                 match m.status {
                     Status::Scheduled | Status::Queued | Status::Sending => s.waiting += m.count,
                     Status::Sent => s.sent += m.count,
@@ -651,7 +660,8 @@ impl Campaigns {
                         s.undelivered += m.count;
                     }
                     Status::Failed | Status::Expired => s.failed += m.count,
-                    Status::Canceled | Status::Received => {}
+                    Status::Received => s.replies += m.count,
+                    Status::Canceled => {}
                 }
             }
         }
@@ -708,7 +718,7 @@ impl Campaigns {
         let mut pace = Pace::new(spec.throughput);
         // Sending is pipelined: the next batch is rendered and admitted while the one before is stored, and read
         // after the last order number taken (its recipients are not settled yet).
-        let mut storing: Option<tokio::task::JoinHandle<Result<usize>>> = None;
+        let mut storing: std::collections::VecDeque<tokio::task::JoinHandle<Result<usize>>> = Default::default();
         let mut after = -1;
         let mut leased_at: Option<std::time::Instant> = None;
         let outcome = loop {
@@ -742,15 +752,19 @@ impl Campaigns {
                     let t = compiled.as_ref().ok_or_else(no_campaign)?;
                     let limit = pace.batch(self.messages.rate(run.account_id).await?);
                     let step = self.prepare_batch(&run, &c, &spec, t, limit, after).await?;
-                    if let Some(previous) = storing.take() {
-                        let n = previous.await.map_err(|e| no_worker(&e))??;
-                        pace.wait(n).await;
+                    // At most IN_FLIGHT batches being stored; all of them once the run has none left to read.
+                    let keep = if matches!(step, Step::Ready(_)) { IN_FLIGHT - 1 } else { 0 };
+                    while storing.len() > keep {
+                        let Some(previous) = storing.pop_front() else { break };
+                        previous.await.map_err(|e| no_worker(&e))??;
                     }
                     match step {
                         Step::Ready(b) => {
                             after = b.last;
+                            let n = b.keyed.len();
                             let job = self.clone().store_batch(run.id.clone(), run.account_id, b);
-                            storing = Some(tokio::spawn(job));
+                            storing.push_back(tokio::spawn(job));
+                            pace.wait(n).await;
                         }
                         // None left after the last taken: done if none is pending at all (a batch that failed to
                         // store leaves its recipients pending: they are read again).
@@ -763,7 +777,7 @@ impl Campaigns {
                     }
                 }
                 "pausing" | "canceling" => {
-                    if let Some(previous) = storing.take() {
+                    while let Some(previous) = storing.pop_front() {
                         previous.await.map_err(|e| no_worker(&e))??;
                     }
                     let canceling = run.state == "canceling";
@@ -785,8 +799,8 @@ impl Campaigns {
                 _ => break Ok(()),
             }
         };
-        // Whatever ended the slice, the batch being stored is stored (or failed) before the next look at the run.
-        if let Some(previous) = storing.take() {
+        // Whatever ended the slice, the batches being stored are stored (or failed) before the next look at the run.
+        while let Some(previous) = storing.pop_front() {
             previous.await.map_err(|e| no_worker(&e))??;
         }
         outcome

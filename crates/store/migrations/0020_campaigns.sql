@@ -6,6 +6,11 @@ ALTER TABLE messages ADD COLUMN campaign_id TEXT;
 -- Covers a campaign's numbers (count and cost by status) without reading the messages.
 CREATE INDEX messages_campaign ON messages (campaign_id, status, price_micros) WHERE campaign_id IS NOT NULL;
 
+-- The campaign an opt-out by keyword answered (the campaign of the text the STOP replied to).
+ALTER TABLE consent_events ADD COLUMN campaign_id TEXT;
+
+CREATE INDEX consent_events_campaign ON consent_events (campaign_id) WHERE campaign_id IS NOT NULL;
+
 CREATE TABLE campaigns (
     id           TEXT PRIMARY KEY,
     account_id   TEXT NOT NULL REFERENCES accounts (id),

@@ -139,8 +139,14 @@ pub trait CampaignStore: Send + Sync {
     /// How many recipients of the runs of a campaign (or of one run) are in each state, for each reason.
     async fn recipient_counts(&self, campaign: &str, run: Option<&str>) -> Result<Vec<RecipientCount>>;
 
-    /// How many messages a campaign made have each status, and what they cost.
+    /// How many messages a campaign made have each status, and what they cost (replies to it are `received`).
     async fn campaign_messages(&self, campaign: &str) -> Result<Vec<MessageCount>>;
+
+    /// Marks a consent change as answering a campaign.
+    async fn attribute_consent(&self, event: &str, campaign: &str) -> Result<()>;
+
+    /// How many numbers opted out answering a campaign.
+    async fn campaign_opt_outs(&self, campaign: &str) -> Result<u64>;
 }
 
 const CAMPAIGN_COLUMNS: &str =
@@ -498,6 +504,21 @@ impl<D: Database> CampaignStore for D {
         rows.iter()
             .map(|r| Ok(RecipientCount { state: r.get("state")?, reason: r.get("reason")?, count: count(r, "n")? }))
             .collect()
+    }
+
+    async fn attribute_consent(&self, event: &str, campaign: &str) -> Result<()> {
+        self.execute("UPDATE consent_events SET campaign_id = ? WHERE id = ?", values![campaign, event]).await?;
+        Ok(())
+    }
+
+    async fn campaign_opt_outs(&self, campaign: &str) -> Result<u64> {
+        let row = self
+            .query_one(
+                "SELECT count(*) AS n FROM consent_events WHERE campaign_id = ? AND change = 'opt_out'",
+                values![campaign],
+            )
+            .await?;
+        row.map_or(Ok(0), |r| count(&r, "n"))
     }
 
     async fn campaign_messages(&self, campaign: &str) -> Result<Vec<MessageCount>> {

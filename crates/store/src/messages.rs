@@ -261,6 +261,21 @@ pub trait MessageStore: Database {
         row.map(|r| r.status("status")).transpose()
     }
 
+    /// The campaign of the last text `account` sent from `sender` to `handset`, if that text was a campaign's and
+    /// was made at `since` or later: the campaign a reply from that handset answers.
+    async fn campaign_replied_to(
+        &self,
+        account: AccountId,
+        handset: &str,
+        sender: &str,
+        since: Timestamp,
+    ) -> Result<Option<String>> {
+        let sql = "SELECT campaign_id, created_at FROM messages WHERE to_addr = ? AND direction = 'outbound' \
+                   AND from_addr = ? AND account_id = ? ORDER BY id DESC LIMIT 1";
+        let Some(r) = self.query_one(sql, values![handset, sender, account]).await? else { return Ok(None) };
+        Ok(r.get::<Option<String>>("campaign_id")?.filter(|_| r.timestamp("created_at").is_ok_and(|t| t >= since)))
+    }
+
     /// The account that last sent from `sender` to `handset`: where a reply from that handset belongs.
     async fn account_for_reply(&self, handset: &str, sender: &str) -> Result<Option<AccountId>> {
         let sql = "SELECT account_id FROM messages WHERE direction = 'outbound' AND to_addr = ? AND from_addr = ? \
