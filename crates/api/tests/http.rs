@@ -662,6 +662,7 @@ async fn openapi_matches_the_routes(s: &Server) {
         ("/v1/campaigns/{id}/cancel", "post"),
         ("/v1/campaigns/{id}/test", "post"),
         ("/v1/campaigns/{id}/runs", "get"),
+        ("/v1/campaigns/{id}/report.csv", "get"),
         ("/v1/settings/links", "get"),
         ("/v1/settings/links", "put"),
         ("/l/{code}", "get"),
@@ -2463,6 +2464,27 @@ async fn campaigns_send_each_contact_once(s: &Server) {
     let queued: Vec<_> = runs.iter().map(|r| (r["state"].clone(), r["stats"]["queued"].clone())).collect();
     assert_eq!(queued, vec![(json!("completed"), json!(2)), (json!("completed"), json!(1))], "{runs:?}");
     assert_eq!(runs[1]["stats"]["skipped"]["opted_out"], 2, "Cy and now Bob: {runs:?}");
+    // The report: a line a recipient of each run.
+    let report = s
+        .client
+        .get(format!("{}/v1/campaigns/{id}/report.csv", s.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lines: Vec<&str> = report.lines().collect();
+    assert!(lines[0].starts_with("run_id,contact_id,phone,name,state,reason,sender,message_id,status"), "{report}");
+    assert_eq!(lines.len(), 1 + 4 + 4, "{report}");
+    assert!(
+        lines.iter().any(|l| l.contains("+447700900210,Ann,queued,,Acme,") && l.contains(",delivered,")),
+        "{report}"
+    );
+    assert!(lines.iter().any(|l| l.contains("+447700900212,Cy,skipped,opted_out,")), "{report}");
+    let (st, _) = s.call("GET", &format!("/v1/campaigns/{id}/report.csv"), Some(&other), None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
     let (_, mine) = s.call("GET", "/v1/campaigns", Some(&key), None).await;
     assert_eq!(mine["data"].as_array().unwrap().len(), 1);
     assert_eq!(s.call("DELETE", &format!("/v1/campaigns/{id}"), Some(&key), None).await.0, StatusCode::NO_CONTENT);

@@ -427,6 +427,17 @@ impl Campaigns {
         Ok(out)
     }
 
+    /// The ids of an account's campaign's runs, oldest first (for its report).
+    pub async fn run_ids(&self, account: AccountId, id: &str) -> Result<Vec<String>> {
+        let c = self.find(account, id).await?;
+        Ok(self.store.runs(&c.id).await?.into_iter().map(|r| r.id).collect())
+    }
+
+    /// A page of a run's report (the run one of [`Campaigns::run_ids`] gave), after order number `after`.
+    pub async fn report_page(&self, run: &str, after: i64, limit: u32) -> Result<Vec<smsgate_store::ReportRow>> {
+        Ok(self.store.report(run, after, limit).await?)
+    }
+
     /// Starts a `draft`: at once, or armed for its schedule (`scheduled`). A campaign `completed` or `canceled`
     /// may be started again: a new run, with the audience as it is now.
     pub async fn start(&self, account: AccountId, id: &str) -> Result<CampaignView> {

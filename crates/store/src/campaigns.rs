@@ -64,6 +64,27 @@ pub struct Recipient {
     pub sender: Option<String>,
 }
 
+/// One line of a campaign's report: a recipient of a run, its contact and what became of its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportRow {
+    pub run_id: String,
+    pub seq: i64,
+    pub contact_id: String,
+    /// `None` once the contact was deleted.
+    pub phone: Option<String>,
+    pub name: Option<String>,
+    pub state: String,
+    pub reason: Option<String>,
+    pub sender: Option<String>,
+    pub message_id: Option<String>,
+    pub status: Option<Status>,
+    pub error_code: Option<String>,
+    pub price_micros: Option<i64>,
+    pub updated_at: Option<Timestamp>,
+    /// Visits of the text's short links by people.
+    pub clicks: u64,
+}
+
 /// How many recipients are in a state, for a reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecipientCount {
@@ -141,6 +162,9 @@ pub trait CampaignStore: Send + Sync {
 
     /// How many messages a campaign made have each status, and what they cost (replies to it are `received`).
     async fn campaign_messages(&self, campaign: &str) -> Result<Vec<MessageCount>>;
+
+    /// A page of a run's report, in order, after order number `after`.
+    async fn report(&self, run: &str, after: i64, limit: u32) -> Result<Vec<ReportRow>>;
 
     /// Marks a consent change as answering a campaign.
     async fn attribute_consent(&self, event: &str, campaign: &str) -> Result<()>;
@@ -503,6 +527,40 @@ impl<D: Database> CampaignStore for D {
         let rows = self.query(&sql, values![key]).await?;
         rows.iter()
             .map(|r| Ok(RecipientCount { state: r.get("state")?, reason: r.get("reason")?, count: count(r, "n")? }))
+            .collect()
+    }
+
+    async fn report(&self, run: &str, after: i64, limit: u32) -> Result<Vec<ReportRow>> {
+        let sql = format!(
+            "SELECT r.run_id, r.seq, r.contact_id, c.phone, c.name, r.state, r.reason, r.sender, r.message_id, \
+             m.status, m.error_code, m.price_micros, m.updated_at, \
+             (SELECT count(*) FROM links l JOIN link_clicks k ON k.code = l.code \
+              WHERE l.message_id = r.message_id AND k.robot = 0) AS clicks \
+             FROM campaign_recipients r LEFT JOIN contacts c ON c.id = r.contact_id \
+             LEFT JOIN messages m ON m.id = r.message_id \
+             WHERE r.run_id = ? AND r.seq > ? ORDER BY r.seq LIMIT {limit}"
+        );
+        let rows = self.query(&sql, values![run, after]).await?;
+        rows.iter()
+            .map(|r| {
+                let status: Option<String> = r.get("status")?;
+                Ok(ReportRow {
+                    run_id: r.get("run_id")?,
+                    seq: r.get("seq")?,
+                    contact_id: r.get("contact_id")?,
+                    phone: r.get("phone")?,
+                    name: r.get("name")?,
+                    state: r.get("state")?,
+                    reason: r.get("reason")?,
+                    sender: r.get("sender")?,
+                    message_id: r.get("message_id")?,
+                    status: status.as_deref().map(crate::schema::status_of).transpose()?,
+                    error_code: r.get("error_code")?,
+                    price_micros: r.get("price_micros")?,
+                    updated_at: r.get::<Option<i64>>("updated_at")?.map(Timestamp),
+                    clicks: count(r, "clicks")?,
+                })
+            })
             .collect()
     }
 

@@ -39,7 +39,7 @@ pub mod webhooks;
 use smsgate_core::Status;
 
 pub use audit::{AuditEntry, AuditStore};
-pub use campaigns::{Campaign, CampaignStore, MessageCount, Recipient, RecipientCount, Run};
+pub use campaigns::{Campaign, CampaignStore, MessageCount, Recipient, RecipientCount, ReportRow, Run};
 pub use consent::{ConsentEvent, ConsentStore, OptOut};
 pub use contacts::{Contact, ContactList, ContactQuery, ContactStore, Segment};
 pub use credentials::{CredentialStore, SmppCredential};
