@@ -3,7 +3,9 @@
 # with two merge fields (name and a custom field) and the campaign's data: the time from start until every
 # recipient is rendered, filtered (opt-outs, quiet hours) and queued, and the server's peak resident set meanwhile;
 # then (unless DELIVER=0) the time until the built-in network has delivered them all. CATEGORY=marketing holds what
-# falls in quiet hours (transactional by default).
+# falls in quiet hours (transactional by default). CARRIER_TPS=N limits the built-in network's connector to N texts a
+# second (as a carrier's binds would), so that queuing is measured apart from the delivery it would otherwise share
+# the machine with; unlimited by default. DELIVER=0 stops once every text is queued.
 #   BIN=target/release/smsgate ROWS=1000000 bench/campaign.sh
 # DB=postgres://... runs the server on that database instead of SQLite (give it an empty one; it is not cleaned).
 # Loopback port 18291 (HTTP) and 18885 (SMPP).
@@ -13,6 +15,7 @@ BIN=${BIN:-target/release/smsgate}
 ROWS=${ROWS:-1000000}
 DB=${DB:-}
 CATEGORY=${CATEGORY:-transactional}
+CARRIER_TPS=${CARRIER_TPS:-}
 DELIVER=${DELIVER:-1}
 [[ $ROWS =~ ^[0-9]+$ ]] || { echo "ROWS must be a whole number, not $ROWS" >&2; exit 2; }
 KEY=sk_bench_key_0123456789
@@ -29,6 +32,9 @@ awk -v n="$ROWS" 'BEGIN { print "phone,name,plan";
 START=$(date +%s.%N)
 SMSGATE_URL=$S SMSGATE_API_KEY=$KEY $BIN contacts import "$DATA/contacts.csv" --list Everyone > /dev/null
 echo "import of $ROWS contacts: $(echo "$(date +%s.%N) - $START" | bc) s"
+if [ -n "$CARRIER_TPS" ]; then
+  curl -sf -X PATCH $S/v1/connectors/sim -H "$A" -H "$J" -d "{\"throughput\": $CARRIER_TPS}" > /dev/null
+fi
 SPEC="{\"name\": \"bench\", \"audience\": {\"lists\": [\"Everyone\"]}, \"from\": \"Bench\", \"category\": \"$CATEGORY\",
   \"body\": \"Hi {{ name }}, your {{ fields.plan }} plan gets {{ data.offer }} this week.\", \"data\": {\"offer\": \"20% off\"}}"
 ID=$(curl -sf $S/v1/campaigns -H "$A" -H "$J" -d "$SPEC" | sed 's/.*"id":"\([^"]*\)".*/\1/')
