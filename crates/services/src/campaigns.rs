@@ -476,22 +476,7 @@ impl Campaigns {
     /// Starts a run of `c` (in its current state) now; `next` is when a recurring campaign runs after this one.
     async fn start_run(&self, c: &Campaign, next: Option<Timestamp>) -> Result<bool> {
         let now = self.now();
-        let run = Run {
-            id: uuid::Uuid::now_v7().to_string(),
-            campaign_id: c.id.clone(),
-            account_id: c.account_id,
-            state: "running".into(),
-            source: 0,
-            source_cursor: None,
-            materialized: false,
-            next_seq: 0,
-            duplicates: 0,
-            lease_owner: None,
-            lease_until: None,
-            started_at: now,
-            finished_at: None,
-            updated_at: now,
-        };
+        let run = Run::new(uuid::Uuid::now_v7().to_string(), c, now);
         let running = Campaign { state: "running".into(), next_run_at: next, updated_at: now, ..c.clone() };
         let started = self.store.start_run(&running, &c.state, &run).await?;
         if started {

@@ -8,17 +8,10 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{start, stop};
+use common::{data_dir, on_server, postgres_url, start, stop};
 use serde_json::{Value, json};
 
 const KEY: &str = "sk_campaigns_0123456789abcdef";
-
-fn data_dir(name: &str) -> std::path::PathBuf {
-    let data = std::env::temp_dir().join(format!("smsgate-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data);
-    std::fs::create_dir_all(&data).unwrap();
-    data
-}
 
 async fn call(client: &reqwest::Client, base: &str, method: &str, path: &str, body: Option<Value>) -> Value {
     let mut req = client.request(method.parse().unwrap(), format!("{base}{path}")).bearer_auth(KEY);
@@ -58,16 +51,6 @@ async fn import(client: &reqwest::Client, base: &str, rows: usize) {
         assert!(Instant::now() < deadline && j["state"] == "running", "{j}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn postgres_url() -> String {
-    std::env::var("SMSGATE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-async fn on_server(sql: String) {
-    let pool = sqlx::PgPool::connect(&postgres_url()).await.expect("PostgreSQL is up");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await.expect("statement");
-    pool.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,17 +7,10 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{start, stop};
+use common::{data_dir, on_server, postgres_url, start, stop};
 use serde_json::Value;
 
 const KEY: &str = "sk_contacts_0123456789abcdef";
-
-fn data_dir(name: &str) -> std::path::PathBuf {
-    let data = std::env::temp_dir().join(format!("smsgate-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data);
-    std::fs::create_dir_all(&data).unwrap();
-    data
-}
 
 async fn get(client: &reqwest::Client, base: &str, path: &str) -> Value {
     client.get(format!("{base}{path}")).bearer_auth(KEY).send().await.unwrap().json().await.unwrap()
@@ -88,16 +81,6 @@ async fn the_cli_imports_a_file_and_reports_each_refused_row() {
     assert_eq!((job["rows"].as_u64(), job["created"].as_u64()), (Some(80_000), Some(80_000)), "{job}");
     stop(server);
     let _ = std::fs::remove_dir_all(&data);
-}
-
-fn postgres_url() -> String {
-    std::env::var("SMSGATE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-async fn on_server(sql: String) {
-    let pool = sqlx::PgPool::connect(&postgres_url()).await.expect("PostgreSQL is up");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await.expect("statement");
-    pool.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

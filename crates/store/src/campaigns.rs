@@ -51,6 +51,28 @@ pub struct Run {
     pub updated_at: Timestamp,
 }
 
+impl Run {
+    /// A run of `campaign` starting at `now`: `running`, its audience not read yet.
+    pub fn new(id: String, campaign: &Campaign, now: Timestamp) -> Run {
+        Run {
+            id,
+            campaign_id: campaign.id.clone(),
+            account_id: campaign.account_id,
+            state: "running".into(),
+            source: 0,
+            source_cursor: None,
+            materialized: false,
+            next_seq: 0,
+            duplicates: 0,
+            lease_owner: None,
+            lease_until: None,
+            started_at: now,
+            finished_at: None,
+            updated_at: now,
+        }
+    }
+}
+
 /// One recipient of a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recipient {

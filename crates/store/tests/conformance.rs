@@ -1795,22 +1795,7 @@ async fn campaign_runs_and_recipients(store: &Arc<dyn Store>) {
     assert!(store.campaign(globex, "c1").await.unwrap().is_none(), "another account's");
     assert_eq!(store.campaigns(acme, None, 10).await.unwrap(), vec![c.clone()]);
     assert!(store.campaigns(globex, None, 10).await.unwrap().is_empty());
-    let run = |id: &str| Run {
-        id: id.into(),
-        campaign_id: "c1".into(),
-        account_id: acme,
-        state: "running".into(),
-        source: 0,
-        source_cursor: None,
-        materialized: false,
-        next_seq: 0,
-        duplicates: 0,
-        lease_owner: None,
-        lease_until: None,
-        started_at: NOW,
-        finished_at: None,
-        updated_at: NOW,
-    };
+    let run = |id: &str| Run::new(id.to_string(), &c, NOW);
     // Two starts of one draft: one run.
     let running = Campaign { state: "running".into(), ..c.clone() };
     let (r1, r2) = (run("r1"), run("r2"));

@@ -85,3 +85,23 @@ pub fn stop(mut server: Server) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A fresh data folder for a test, in the temporary folder.
+pub fn data_dir(name: &str) -> std::path::PathBuf {
+    let data = std::env::temp_dir().join(format!("smsgate-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data).unwrap();
+    data
+}
+
+/// The PostgreSQL the tests use.
+pub fn postgres_url() -> String {
+    std::env::var("SMSGATE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// Runs a statement on the tests' PostgreSQL.
+pub async fn on_server(sql: String) {
+    let pool = sqlx::PgPool::connect(&postgres_url()).await.expect("PostgreSQL is up");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await.expect("statement");
+    pool.close().await;
+}
