@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used)] // Test code; a failure is a test failure.
 //! Campaigns through the real binary: one killed (`kill -9`) half-way through its sends and started again sends each
 //! contact exactly one text, on SQLite and on PostgreSQL; `smsgate campaigns list|get|start|pause|resume|cancel`
-//! drive one from the command line. Bounded: 90 s each.
+//! drive one from the command line. Bounded: 2 minutes each.
 
 mod common;
 
@@ -80,8 +80,8 @@ async fn a_campaign_killed_half_way_sends_each_contact_once(args: Vec<String>) {
     let c = call(&client, &server.base, "POST", "/v1/campaigns", Some(spec)).await;
     let id = c["id"].as_str().unwrap().to_string();
     call(&client, &server.base, "POST", &format!("/v1/campaigns/{id}/start"), None).await;
-    // Killed once some texts are stored and before the last.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Killed once some texts are stored and before the last (a loaded machine's disk may make the first slow).
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let c = call(&client, &server.base, "GET", &format!("/v1/campaigns/{id}"), None).await;
         let queued = c["stats"]["queued"].as_u64().unwrap();
@@ -90,7 +90,8 @@ async fn a_campaign_killed_half_way_sends_each_contact_once(args: Vec<String>) {
             break;
         }
         assert!(Instant::now() < deadline, "the campaign never sent: {c}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        // Not faster: each look counts the campaign's recipients and texts, and a busy machine has to send too.
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     server.child.kill().unwrap();
     server.child.wait().unwrap();
