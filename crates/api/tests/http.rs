@@ -2638,4 +2638,12 @@ async fn short_links_count_each_visit(s: &Server) {
     }
     let (_, c) = s.call("GET", &format!("/v1/campaigns/{id}"), Some(&key), None).await;
     assert_eq!((c["stats"]["clicks"].as_u64(), c["stats"]["clicked"].as_u64()), (Some(2), Some(1)), "{c}");
+    // Erasing Ann forgets her links and their clicks.
+    let (_, ann) = s.call("GET", "/v1/contacts?q=Ann", Some(&key), None).await;
+    let ann_id = ann["data"][0]["id"].as_str().unwrap();
+    let (st, v) = s.call("POST", &format!("/v1/contacts/{ann_id}/erase"), Some(&key), None).await;
+    assert!(st.is_success(), "{v}");
+    assert_eq!(visit(codes[0].clone(), phone_ua).await.status(), StatusCode::NOT_FOUND);
+    let (_, c) = s.call("GET", &format!("/v1/campaigns/{id}"), Some(&key), None).await;
+    assert_eq!(c["stats"]["clicks"], 0, "{c}");
 }

@@ -776,6 +776,8 @@ impl Contacts {
         let replacement = format!("erased:{}", &c.phone_hash[..16.min(c.phone_hash.len())]);
         let n = self.store.anonymize_messages(account, &c.phone, &replacement).await?;
         self.store.forget_phone(account, &c.phone_hash).await?;
+        // The short links made for them, with their clicks (a link's URL may carry what identified them).
+        self.store.forget_links(account, id).await?;
         self.store.delete_contact(account, id).await?;
         Ok(n)
     }
