@@ -301,7 +301,10 @@ impl Campaigns {
         }
         let excluded = a.exclude.lists.len() + a.exclude.segments.len() + a.exclude.contacts.len();
         if named > MAX_NAMED || excluded > MAX_NAMED {
-            return Err(invalid("invalid_audience", format!("an audience names at most {MAX_NAMED} of each kind")));
+            return Err(invalid(
+                "invalid_audience",
+                format!("an audience names at most {MAX_NAMED} in all, and excludes as many"),
+            ));
         }
         for list in a.lists.iter_mut().chain(a.exclude.lists.iter_mut()) {
             let found = self.contacts.list_by_id_or_name(account, list).await?;
