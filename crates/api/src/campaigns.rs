@@ -11,6 +11,7 @@ use smsgate_services::campaigns::MAX_PAGE;
 use smsgate_services::{CampaignSpec, CampaignView, RunView, Stats};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::contacts::csv_rows;
 use crate::error::ApiError;
 use crate::json::{JsonBody, message_view, time_json};
 use crate::views::{ErrorView, MessageView};
@@ -320,14 +321,6 @@ fn report_line(r: &smsgate_store::ReportRow) -> Vec<String> {
     ]
 }
 
-fn csv_bytes(rows: &[Vec<String>]) -> bytes::Bytes {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    for r in rows {
-        let _ = w.write_record(r);
-    }
-    bytes::Bytes::from(w.into_inner().unwrap_or_default())
-}
-
 /// A campaign's report as CSV, one line a recipient of each run (`run_id, contact_id, phone, name, state, reason,
 /// sender, message_id, status, error_code, cost, updated_at, clicks`), streamed a page at a time.
 #[utoipa::path(get, path = "/v1/campaigns/{id}/report.csv",
@@ -341,7 +334,7 @@ pub(crate) async fn campaign_report(
     const PAGE: u32 = 1000;
     let runs = state.campaigns.run_ids(caller.id, &id).await?;
     let campaigns = state.campaigns.clone();
-    let head = csv_bytes(&[REPORT_HEADER.iter().map(|h| h.to_string()).collect()]);
+    let head = csv_rows(&[REPORT_HEADER.iter().map(|h| h.to_string()).collect()]);
     // (the runs left, the order number reached in the first, whether a page failed)
     let pages = futures_util::stream::unfold((runs, -1i64, false), move |(mut runs, after, failed)| {
         let campaigns = campaigns.clone();
@@ -359,7 +352,7 @@ pub(crate) async fn campaign_report(
                         }
                     };
                     let lines: Vec<Vec<String>> = page.iter().map(report_line).collect();
-                    Some((Ok::<_, std::io::Error>(csv_bytes(&lines)), (runs, next, false)))
+                    Some((Ok::<_, std::io::Error>(csv_rows(&lines)), (runs, next, false)))
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "a campaign report failed part-way");

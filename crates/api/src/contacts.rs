@@ -634,7 +634,8 @@ pub(crate) async fn export_contacts(
         .unwrap_or_default())
 }
 
-fn csv_rows(rows: &[Vec<String>]) -> bytes::Bytes {
+/// Rows as CSV.
+pub(crate) fn csv_rows(rows: &[Vec<String>]) -> bytes::Bytes {
     let mut w = csv::Writer::from_writer(Vec::new());
     for r in rows {
         let _ = w.write_record(r);

@@ -133,6 +133,17 @@ pub struct CampaignSpec {
     pub data: Option<Value>,
 }
 
+impl CampaignSpec {
+    /// The sender a text to `phone` goes from: the campaign's, or the pool's number for that phone.
+    fn sender_for(&self, phone: &str) -> String {
+        match (&self.from, &self.sender_pool) {
+            (Some(f), _) => f.clone(),
+            (None, Some(pool)) => sticky(pool, phone).to_string(),
+            (None, None) => String::new(),
+        }
+    }
+}
+
 /// A campaign with its numbers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CampaignView {
@@ -568,11 +579,7 @@ impl Campaigns {
         let base = self.links.base(account).await?;
         let now = self.now();
         let short = Links::shorten(&rendered, &base, account, contact.as_ref().map(|c| c.id.as_str()), None, now);
-        let from = match (&spec.from, &spec.sender_pool) {
-            (Some(f), _) => f.clone(),
-            (None, Some(pool)) => sticky(pool, &phone).to_string(),
-            (None, None) => String::new(),
-        };
+        let from = spec.sender_for(&phone);
         let request = Request {
             to: phone,
             from,
@@ -936,11 +943,7 @@ impl Campaigns {
                     }
                 }
             }
-            let from = match (&spec.from, &spec.sender_pool) {
-                (Some(f), _) => f.clone(),
-                (None, Some(pool)) => sticky(pool, &contact.phone).to_string(),
-                (None, None) => String::new(),
-            };
+            let from = spec.sender_for(&contact.phone);
             let short = Links::shorten(&rendered, &base, account, Some(&contact.id), Some(&c.id), now);
             let request = Request {
                 to: contact.phone.clone(),

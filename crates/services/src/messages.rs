@@ -108,14 +108,8 @@ impl Messages {
         zone: ZoneOf<'_>,
     ) -> Result<Prepared> {
         let mut prepared = self.ingress.prepare(account, request, now).map_err(ServiceError::Rejected)?;
-        let from = &prepared.message.from;
+        self.owns_sender(account, &prepared.message.from).await?;
         let engine = self.ingress.engine();
-        if !engine.senders().may_send_from(self.store.as_ref(), account, from).await? {
-            return Err(ServiceError::forbidden(
-                "sender_not_owned",
-                format!("from {from:?} is not a number or sender ID of this account"),
-            ));
-        }
         let m = &prepared.message;
         let consent = engine.consent();
         let settings = consent.compliance(self.store.as_ref(), account).await?;
@@ -139,7 +133,11 @@ impl Messages {
     pub async fn check_sender(&self, account: AccountId, from: &str) -> Result<()> {
         let probe = Request { to: "+14155550100".into(), from: from.into(), body: "x".into(), ..Request::default() };
         let prepared = self.ingress.prepare(account, &probe, self.now()).map_err(ServiceError::Rejected)?;
-        let from = &prepared.message.from;
+        self.owns_sender(account, &prepared.message.from).await
+    }
+
+    /// [`ServiceError::Forbidden`] `sender_not_owned` unless `account` may send from `from` (as admission wrote it).
+    async fn owns_sender(&self, account: AccountId, from: &str) -> Result<()> {
         if !self.ingress.engine().senders().may_send_from(self.store.as_ref(), account, from).await? {
             return Err(ServiceError::forbidden(
                 "sender_not_owned",

@@ -17,45 +17,26 @@ pub enum Command {
         connection: Connection,
     },
     /// Show a campaign: its state and live numbers (audience, skipped by why, queued, sent, delivered, ...).
-    Get {
-        id: String,
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        connection: Connection,
-    },
+    Get(One),
     /// Start a draft (now, or armed for its schedule), or run a completed one again.
-    Start {
-        id: String,
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        connection: Connection,
-    },
+    Start(One),
     /// Pause a running campaign: nothing more is sent until it is resumed.
-    Pause {
-        id: String,
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        connection: Connection,
-    },
+    Pause(One),
     /// Resume a paused campaign.
-    Resume {
-        id: String,
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        connection: Connection,
-    },
+    Resume(One),
     /// Cancel a campaign: what was sent stays sent, the rest is not sent.
-    Cancel {
-        id: String,
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        connection: Connection,
-    },
+    Cancel(One),
+}
+
+/// One campaign, by id.
+#[derive(Debug, clap::Args)]
+pub struct One {
+    id: String,
+    /// Print the API's JSON instead.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    connection: Connection,
 }
 
 fn text(v: &Value, k: &str) -> String {
@@ -102,20 +83,15 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
     block_on(async {
         let (connection, json, method, path) = match &cmd {
             Command::List { json, connection } => (connection, *json, reqwest::Method::GET, "/v1/campaigns".into()),
-            Command::Get { id, json, connection } => {
-                (connection, *json, reqwest::Method::GET, format!("/v1/campaigns/{id}"))
-            }
-            Command::Start { id, json, connection }
-            | Command::Pause { id, json, connection }
-            | Command::Resume { id, json, connection }
-            | Command::Cancel { id, json, connection } => {
+            Command::Get(c) => (&c.connection, c.json, reqwest::Method::GET, format!("/v1/campaigns/{}", c.id)),
+            Command::Start(c) | Command::Pause(c) | Command::Resume(c) | Command::Cancel(c) => {
                 let verb = match cmd {
-                    Command::Start { .. } => "start",
-                    Command::Pause { .. } => "pause",
-                    Command::Resume { .. } => "resume",
+                    Command::Start(_) => "start",
+                    Command::Pause(_) => "pause",
+                    Command::Resume(_) => "resume",
                     _ => "cancel",
                 };
-                (connection, *json, reqwest::Method::POST, format!("/v1/campaigns/{id}/{verb}"))
+                (&c.connection, c.json, reqwest::Method::POST, format!("/v1/campaigns/{}/{verb}", c.id))
             }
         };
         let api = Api::new(connection)?;

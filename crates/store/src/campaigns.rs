@@ -219,14 +219,6 @@ fn campaign_of(r: &Row) -> Result<Campaign> {
     })
 }
 
-fn count(r: &Row, column: &str) -> Result<u64> {
-    Ok(u64::try_from(r.get::<i64>(column)?).unwrap_or(0))
-}
-
-fn int(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
 fn run_of(r: &Row) -> Result<Run> {
     Ok(Run {
         id: r.get("id")?,
@@ -237,7 +229,7 @@ fn run_of(r: &Row) -> Result<Run> {
         source_cursor: r.get("source_cursor")?,
         materialized: r.get::<i64>("materialized")? != 0,
         next_seq: r.get("next_seq")?,
-        duplicates: count(r, "duplicates")?,
+        duplicates: r.count("duplicates")?,
         lease_owner: r.get("lease_owner")?,
         lease_until: r.get::<Option<i64>>("lease_until")?.map(Timestamp),
         started_at: r.timestamp("started_at")?,
@@ -269,7 +261,7 @@ fn save_run_statement(run: &Run) -> Statement {
             run.source_cursor.as_deref(),
             i64::from(run.materialized),
             run.next_seq,
-            int(run.duplicates),
+            run.duplicates,
             run.finished_at.map(|t| t.0),
             run.updated_at,
             &run.id
@@ -277,24 +269,27 @@ fn save_run_statement(run: &Run) -> Statement {
     }
 }
 
-fn save_campaign_statement(c: &Campaign, expected: &str) -> Statement {
-    Statement {
-        sql: "UPDATE campaigns SET name = ?, spec = ?, state = ?, next_run_at = ?, error = ?, current_run = ?, \
-              updated_at = ? WHERE id = ? AND account_id = ? AND state = ?"
-            .into(),
-        params: values![
-            &c.name,
-            &c.spec,
-            &c.state,
-            c.next_run_at.map(|t| t.0),
-            c.error.as_deref(),
-            c.current_run.as_deref(),
-            c.updated_at,
-            &c.id,
-            c.account_id,
-            expected
-        ],
+/// The statement that writes a campaign, if its state is still `expected` (whatever it is, without one).
+fn save_campaign_statement(c: &Campaign, expected: Option<&str>) -> Statement {
+    let mut params = values![
+        &c.name,
+        &c.spec,
+        &c.state,
+        c.next_run_at.map(|t| t.0),
+        c.error.as_deref(),
+        c.current_run.as_deref(),
+        c.updated_at,
+        &c.id,
+        c.account_id
+    ];
+    let mut sql = "UPDATE campaigns SET name = ?, spec = ?, state = ?, next_run_at = ?, error = ?, current_run = ?, \
+                   updated_at = ? WHERE id = ? AND account_id = ?"
+        .to_string();
+    if let Some(state) = expected {
+        sql.push_str(" AND state = ?");
+        params.push(Value::from(state));
     }
+    Statement { sql, params }
 }
 
 #[async_trait]
@@ -332,7 +327,7 @@ impl<D: Database> CampaignStore for D {
     }
 
     async fn save_campaign(&self, c: &Campaign, expected: &str) -> Result<bool> {
-        let s = save_campaign_statement(c, expected);
+        let s = save_campaign_statement(c, Some(expected));
         Ok(self.execute(&s.sql, s.params).await? == 1)
     }
 
@@ -432,11 +427,8 @@ impl<D: Database> CampaignStore for D {
     async fn save_run(&self, run: &Run, campaign: Option<&Campaign>) -> Result<()> {
         let mut statements = vec![save_run_statement(run)];
         if let Some(c) = campaign {
-            let mut s = save_campaign_statement(c, "");
             // Whatever state it was in: the run decides.
-            s.sql = s.sql.replace(" AND state = ?", "");
-            s.params.pop();
-            statements.push(s);
+            statements.push(save_campaign_statement(c, None));
         }
         self.transaction(statements).await?;
         Ok(())
@@ -548,7 +540,7 @@ impl<D: Database> CampaignStore for D {
         );
         let rows = self.query(&sql, values![key]).await?;
         rows.iter()
-            .map(|r| Ok(RecipientCount { state: r.get("state")?, reason: r.get("reason")?, count: count(r, "n")? }))
+            .map(|r| Ok(RecipientCount { state: r.get("state")?, reason: r.get("reason")?, count: r.count("n")? }))
             .collect()
     }
 
@@ -580,7 +572,7 @@ impl<D: Database> CampaignStore for D {
                     error_code: r.get("error_code")?,
                     price_micros: r.get("price_micros")?,
                     updated_at: r.get::<Option<i64>>("updated_at")?.map(Timestamp),
-                    clicks: count(r, "clicks")?,
+                    clicks: r.count("clicks")?,
                 })
             })
             .collect()
@@ -598,7 +590,7 @@ impl<D: Database> CampaignStore for D {
                 values![campaign],
             )
             .await?;
-        row.map_or(Ok(0), |r| count(&r, "n"))
+        row.map_or(Ok(0), |r| r.count("n"))
     }
 
     async fn campaign_messages(&self, campaign: &str) -> Result<Vec<MessageCount>> {
@@ -611,7 +603,7 @@ impl<D: Database> CampaignStore for D {
             .await?;
         rows.iter()
             .map(|r| {
-                Ok(MessageCount { status: r.status("status")?, count: count(r, "n")?, price_micros: r.get("price")? })
+                Ok(MessageCount { status: r.status("status")?, count: r.count("n")?, price_micros: r.get("price")? })
             })
             .collect()
     }

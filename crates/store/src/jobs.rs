@@ -70,10 +70,6 @@ pub struct ImportBatch {
 const COLUMNS: &str = "id, account_id, kind, state, spec, rows_read, created, updated, skipped, next_offset, errors, \
      created_at, updated_at";
 
-fn count(r: &Row, column: &str) -> Result<u64> {
-    Ok(u64::try_from(r.get::<i64>(column)?).unwrap_or(0))
-}
-
 fn job_of(r: &Row) -> Result<Job> {
     Ok(Job {
         id: r.get("id")?,
@@ -81,19 +77,15 @@ fn job_of(r: &Row) -> Result<Job> {
         kind: r.get("kind")?,
         state: r.get("state")?,
         spec: r.get("spec")?,
-        rows: count(r, "rows_read")?,
-        created: count(r, "created")?,
-        updated: count(r, "updated")?,
-        skipped: count(r, "skipped")?,
-        next_offset: count(r, "next_offset")?,
+        rows: r.count("rows_read")?,
+        created: r.count("created")?,
+        updated: r.count("updated")?,
+        skipped: r.count("skipped")?,
+        next_offset: r.count("next_offset")?,
         errors: r.get("errors")?,
         created_at: r.timestamp("created_at")?,
         updated_at: r.timestamp("updated_at")?,
     })
-}
-
-fn int(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 #[async_trait]
@@ -107,11 +99,11 @@ impl<D: Database> JobStore for D {
                 &j.kind,
                 &j.state,
                 &j.spec,
-                int(j.rows),
-                int(j.created),
-                int(j.updated),
-                int(j.skipped),
-                int(j.next_offset),
+                j.rows,
+                j.created,
+                j.updated,
+                j.skipped,
+                j.next_offset,
                 &j.errors,
                 j.created_at,
                 j.updated_at
@@ -199,11 +191,11 @@ fn progress(j: &Job) -> Statement {
             .into(),
         params: values![
             &j.state,
-            int(j.rows),
-            int(j.created),
-            int(j.updated),
-            int(j.skipped),
-            int(j.next_offset),
+            j.rows,
+            j.created,
+            j.updated,
+            j.skipped,
+            j.next_offset,
             &j.errors,
             j.updated_at,
             &j.id

@@ -72,10 +72,6 @@ fn link_of(r: &Row) -> Result<Link> {
     })
 }
 
-fn count(r: &Row, column: &str) -> Result<u64> {
-    Ok(u64::try_from(r.get::<i64>(column)?).unwrap_or(0))
-}
-
 #[async_trait]
 impl<D: Database> LinkStore for D {
     async fn link_base(&self, account: AccountId) -> Result<Option<String>> {
@@ -171,7 +167,7 @@ impl<D: Database> LinkStore for D {
             )
             .await?;
         match row {
-            Some(r) => Ok((count(&r, "clicks")?, count(&r, "people")?)),
+            Some(r) => Ok((r.count("clicks")?, r.count("people")?)),
             None => Ok((0, 0)),
         }
     }

@@ -30,6 +30,13 @@ impl From<i64> for Value {
     }
 }
 
+/// A count, as the databases keep it (saturating at `i64::MAX`).
+impl From<u64> for Value {
+    fn from(v: u64) -> Value {
+        Value::Int(Some(i64::try_from(v).unwrap_or(i64::MAX)))
+    }
+}
+
 impl From<Option<i64>> for Value {
     fn from(v: Option<i64>) -> Value {
         Value::Int(v)
@@ -136,6 +143,11 @@ impl Row {
 
     pub fn status(&self, column: &str) -> Result<Status> {
         status_of(&self.get::<String>(column)?)
+    }
+
+    /// A count (a negative one reads as 0).
+    pub fn count(&self, column: &str) -> Result<u64> {
+        Ok(u64::try_from(self.get::<i64>(column)?).unwrap_or(0))
     }
 }
 
