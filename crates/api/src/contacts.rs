@@ -113,6 +113,19 @@ pub(crate) struct ContactBody {
     tags: Option<Vec<String>>,
 }
 
+impl ContactBody {
+    pub(crate) fn into_spec(self) -> ContactSpec {
+        ContactSpec {
+            phone: self.phone,
+            name: self.name,
+            email: self.email,
+            time_zone: self.time_zone,
+            fields: self.fields.unwrap_or_default(),
+            tags: self.tags.unwrap_or_default(),
+        }
+    }
+}
+
 /// Query of `POST /v1/contacts`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -132,15 +145,7 @@ pub(crate) async fn create_contact(
     JsonBody { value: body, .. }: JsonBody<ContactBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let q = query(q)?;
-    let spec = ContactSpec {
-        phone: body.phone,
-        name: body.name,
-        email: body.email,
-        time_zone: body.time_zone,
-        fields: body.fields.unwrap_or_default(),
-        tags: body.tags.unwrap_or_default(),
-    };
-    let (created, info) = state.contacts.create(caller.id, spec, q.upsert.unwrap_or(false)).await?;
+    let (created, info) = state.contacts.create(caller.id, body.into_spec(), q.upsert.unwrap_or(false)).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(contact_view(info))))
 }

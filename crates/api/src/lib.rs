@@ -6,6 +6,7 @@
 //! error text never reaches a client (it is logged).
 
 pub mod audit;
+mod automations;
 mod campaigns;
 mod contacts;
 mod error;
@@ -67,6 +68,8 @@ pub struct AppState {
     pub templates: smsgate_services::Templates,
     /// Campaigns.
     pub campaigns: smsgate_services::Campaigns,
+    /// Automations and the events that trigger them.
+    pub automations: smsgate_services::Automations,
     /// Short links.
     pub links: smsgate_services::links::Links,
     /// The engine, for what only it knows (the connectors in force, their health).
@@ -161,6 +164,12 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .routes(routes!(campaigns::campaign_report))
         .routes(routes!(links::get_link_settings, links::put_link_settings))
         .routes(routes!(links::follow_link))
+        .routes(routes!(automations::create_automation, automations::list_automations))
+        .routes(routes!(automations::get_automation, automations::delete_automation))
+        .routes(routes!(automations::enable_automation))
+        .routes(routes!(automations::disable_automation))
+        .routes(routes!(automations::automation_runs))
+        .routes(routes!(automations::post_event))
         .with_state(state)
         .split_for_parts();
     let document = Arc::new(api.to_pretty_json().unwrap_or_else(|_| "{}".into()));
@@ -236,7 +245,8 @@ pub fn scope_of(method: &axum::http::Method, route: &str) -> Scope {
         return Scope::Admin;
     }
     match (method, route) {
-        (&Method::POST, "/v1/messages" | "/v1/messages/batch") | (&Method::DELETE, "/v1/messages/{id}") => Scope::Send,
+        (&Method::POST, "/v1/messages" | "/v1/messages/batch" | "/v1/events")
+        | (&Method::DELETE, "/v1/messages/{id}") => Scope::Send,
         _ if is_keys => Scope::Manage,
         (&Method::GET, _) => Scope::Read,
         _ => Scope::Manage,

@@ -241,21 +241,27 @@ impl Deliverer {
 
     /// One POST; what became of it.
     async fn deliver(&self, c: DueCallback) -> CallbackResult {
-        // The store reads the message with the claim; a message that is gone (erased) has nothing left to report.
-        let Some(message) = c.message.as_ref() else {
-            let attempt = CallbackAttempt { at: self.clock.now(), result: "message gone".into(), ms: 0 };
-            return CallbackResult { id: c.id, attempt, next: CallbackNext::GiveUp };
+        let body = match (&c.payload, c.message.as_ref()) {
+            // An automation's webhook step: its body was made when the step was taken.
+            (Some(payload), _) => payload.clone(),
+            (None, Some(message)) => {
+                let body = CallbackBody {
+                    id: &c.id,
+                    kind: if c.kind == "inbound" { "message.inbound" } else { "message.status" },
+                    message_id: c.message_id.to_string(),
+                    status: c.status.as_str(),
+                    error_code: c.error_code.as_deref(),
+                    at: time_json(c.at),
+                    message: message_view(message, None),
+                };
+                serde_json::to_string(&body).unwrap_or_default()
+            }
+            // The store reads the message with the claim; one that is gone (erased) has nothing left to report.
+            (None, None) => {
+                let attempt = CallbackAttempt { at: self.clock.now(), result: "message gone".into(), ms: 0 };
+                return CallbackResult { id: c.id, attempt, next: CallbackNext::GiveUp };
+            }
         };
-        let body = CallbackBody {
-            id: &c.id,
-            kind: if c.kind == "inbound" { "message.inbound" } else { "message.status" },
-            message_id: c.message_id.to_string(),
-            status: c.status.as_str(),
-            error_code: c.error_code.as_deref(),
-            at: time_json(c.at),
-            message: message_view(message, None),
-        };
-        let body = serde_json::to_string(&body).unwrap_or_default();
         let now = self.clock.now();
         let started = Instant::now();
         let url = match self.url(&c.url) {

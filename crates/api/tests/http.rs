@@ -110,9 +110,12 @@ async fn start(backend: &str) -> Server {
     let links = smsgate_services::links::Links::new(store.clone(), "https://go.example");
     let campaigns = smsgate_services::Campaigns::new(contacts.clone(), links.clone(), store.clone(), "test");
     tokio::spawn(campaigns.clone().run(shutdown.clone()));
+    let automations = smsgate_services::Automations::new(contacts.clone(), links.clone(), store.clone(), "test");
+    tokio::spawn(automations.clone().run(shutdown.clone()));
     let state = AppState {
         templates: smsgate_services::Templates::new(contacts.clone(), links.clone(), store.clone()),
         campaigns: campaigns.clone(),
+        automations: automations.clone(),
         links,
         contacts,
         messages,
@@ -277,6 +280,7 @@ on_both!(
     templates_render_as_previewed,
     campaigns_send_each_contact_once,
     campaigns_pause_resume_and_cancel,
+    automations_answer_events_for_their_account_only,
     short_links_count_each_visit
 );
 
@@ -666,6 +670,14 @@ async fn openapi_matches_the_routes(s: &Server) {
         ("/v1/settings/links", "get"),
         ("/v1/settings/links", "put"),
         ("/l/{code}", "get"),
+        ("/v1/automations", "post"),
+        ("/v1/automations", "get"),
+        ("/v1/automations/{id}", "get"),
+        ("/v1/automations/{id}", "delete"),
+        ("/v1/automations/{id}/enable", "post"),
+        ("/v1/automations/{id}/disable", "post"),
+        ("/v1/automations/{id}/runs", "get"),
+        ("/v1/events", "post"),
     ];
     for (path, method) in expected {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing from the document");
@@ -2646,4 +2658,165 @@ async fn short_links_count_each_visit(s: &Server) {
     assert_eq!(visit(codes[0].clone(), phone_ua).await.status(), StatusCode::NOT_FOUND);
     let (_, c) = s.call("GET", &format!("/v1/campaigns/{id}"), Some(&key), None).await;
     assert_eq!(c["stats"]["clicks"], 0, "{c}");
+}
+
+async fn automations_answer_events_for_their_account_only(s: &Server) {
+    let (_, key) = s.tenant("acme").await;
+    let (_, other) = s.tenant("globex").await;
+    let (hooks, got, stop_receiver) = receiver().await;
+    got.lock().unwrap().failing = false;
+    let (_, w) = s.call("GET", "/v1/webhooks", Some(&key), None).await;
+    let secret = w["secret"].as_str().unwrap().to_string();
+    let shipped = json!({
+        "name": "Shipped",
+        "trigger": {"type": "event", "event": "order.shipped"},
+        "steps": [
+            {"type": "send", "from": "Shop", "body": "Order {{ data.order_id }} is on its way, {{ name }}"},
+            {"type": "tag", "tag": "shipped"},
+            {"type": "webhook", "url": format!("{hooks}/automation")}
+        ]
+    });
+    let (st, a) = s.call("POST", "/v1/automations", Some(&key), Some(shipped.clone())).await;
+    assert_eq!(st, StatusCode::CREATED, "{a}");
+    assert_eq!((a["enabled"].as_bool(), a["trigger"]["type"].as_str()), (Some(true), Some("event")));
+    let id = a["id"].as_str().unwrap().to_string();
+
+    // What a definition gets wrong is said, with a code.
+    for (bad, code) in [
+        (
+            json!({"name": "x", "trigger": {"type": "event", "event": "a b"}, "steps": [{"type": "tag", "tag": "t"}]}),
+            "invalid_event",
+        ),
+        (
+            json!({"name": "x", "trigger": {"type": "keyword", "keyword": "STOP"}, "steps": [{"type": "tag", "tag": "t"}]}),
+            "invalid_trigger",
+        ),
+        (json!({"name": "x", "trigger": {"type": "event", "event": "e"}, "steps": []}), "invalid_steps"),
+        (
+            json!({"name": "x", "trigger": {"type": "event", "event": "e"}, "steps": [{"type": "wait", "duration": "soon"}]}),
+            "invalid_steps",
+        ),
+        (
+            json!({"name": "x", "trigger": {"type": "event", "event": "e"}, "steps": [{"type": "send", "body": "hi"}]}),
+            "invalid_sender",
+        ),
+        (
+            json!({"name": "x", "trigger": {"type": "event", "event": "e"},
+            "steps": [{"type": "send", "from": "Shop", "body": "{{ oops"}]}),
+            "invalid_template",
+        ),
+        (
+            json!({"name": "x", "trigger": {"type": "date_field", "field": "data.at"}, "steps": [{"type": "tag", "tag": "t"}]}),
+            "invalid_trigger",
+        ),
+        (
+            json!({"name": "x", "trigger": {"type": "event", "event": "e"}, "steps": [{"type": "teleport"}]}),
+            "invalid_field",
+        ),
+    ] {
+        let (st, v) = s.call("POST", "/v1/automations", Some(&key), Some(bad.clone())).await;
+        assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some(code)), "{bad}: {v}");
+    }
+
+    // The event: a run, once per idempotency key.
+    let event = json!({"name": "order.shipped", "contact": {"phone": "+447700900301", "name": "Ann"},
+        "data": {"order_id": "A-17"}, "idempotency_key": "ship-A-17"});
+    let (st, e) = s.call("POST", "/v1/events", Some(&key), Some(event.clone())).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{e}");
+    assert_eq!((e["duplicate"].as_bool(), e["started"].as_array().map(Vec::len)), (Some(false), Some(1)), "{e}");
+    let (st, again) = s.call("POST", "/v1/events", Some(&key), Some(event)).await;
+    assert_eq!((st, again["duplicate"].as_bool()), (StatusCode::OK, Some(true)), "{again}");
+    assert_eq!((again["id"].clone(), again["started"].clone()), (e["id"].clone(), e["started"].clone()));
+    let contact = e["contact_id"].as_str().unwrap().to_string();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !handset_texts(s, "+447700900301").await.contains(&"Order A-17 is on its way, Ann".to_string()) {
+        assert!(tokio::time::Instant::now() < deadline, "the text reached the handset");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let runs_path = format!("/v1/automations/{id}/runs?contact_id={contact}");
+    let run = loop {
+        let (st, runs) = s.call("GET", &runs_path, Some(&key), None).await;
+        assert_eq!(st, StatusCode::OK, "{runs}");
+        assert_eq!(runs["data"].as_array().map(Vec::len), Some(1), "one run for the repeated event: {runs}");
+        if runs["data"][0]["state"] == "completed" {
+            break runs["data"][0].clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the run completes: {runs}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let steps: Vec<(&str, &str)> = run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| (x["type"].as_str().unwrap(), x["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(steps, [("send", "sent"), ("tag", "done"), ("webhook", "queued")], "{run}");
+    let message = run["steps"][0]["message_id"].as_str().unwrap();
+    let (st, m) = s.call("GET", &format!("/v1/messages/{message}"), Some(&key), None).await;
+    assert_eq!((st, m["to"].as_str()), (StatusCode::OK, Some("+447700900301")));
+    let (_, c) = s.call("GET", &format!("/v1/contacts/{contact}"), Some(&key), None).await;
+    assert_eq!(c["tags"], json!(["shipped"]), "{c}");
+    // The webhook step's POST, signed with the account's secret.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let (sig, body) = loop {
+        if let Some((_, sig, body, _)) = got.lock().unwrap().posts.iter().find(|p| p.0 == "automation").cloned() {
+            break (sig, body);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the webhook step's POST");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(verify(&secret, &sig, &body), "signed: {sig}");
+    let posted: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (posted["type"].as_str(), posted["automation_id"].as_str()),
+        (Some("automation.step"), Some(id.as_str()))
+    );
+    assert_eq!(
+        (posted["data"]["order_id"].as_str(), posted["contact"]["id"].as_str()),
+        (Some("A-17"), Some(contact.as_str()))
+    );
+    let (_, a) = s.call("GET", &format!("/v1/automations/{id}"), Some(&key), None).await;
+    assert_eq!((a["stats"]["runs"].as_u64(), a["stats"]["completed"].as_u64()), (Some(1), Some(1)), "{a}");
+
+    // Another account sees none of it, and its events reach none of it.
+    for (method, path) in [
+        ("GET", format!("/v1/automations/{id}")),
+        ("GET", format!("/v1/automations/{id}/runs")),
+        ("POST", format!("/v1/automations/{id}/disable")),
+        ("DELETE", format!("/v1/automations/{id}")),
+    ] {
+        let (st, v) = s.call(method, &path, Some(&other), None).await;
+        assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")), "{method} {path}");
+    }
+    let (_, list) = s.call("GET", "/v1/automations", Some(&other), None).await;
+    assert_eq!(list["data"], json!([]));
+    let theirs = json!({"name": "order.shipped", "contact_id": contact, "data": {"order_id": "B-1"}});
+    let (st, v) = s.call("POST", "/v1/events", Some(&other), Some(theirs)).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("contact_not_found")), "{v}");
+    let own = json!({"name": "order.shipped", "contact": {"phone": "+447700900301"}, "data": {"order_id": "B-1"}});
+    let (st, v) = s.call("POST", "/v1/events", Some(&other), Some(own)).await;
+    assert_eq!((st, v["started"].clone()), (StatusCode::ACCEPTED, json!([])), "{v}");
+
+    // Disabled, an event starts nothing; enabled again, it does.
+    let (st, a) = s.call("POST", &format!("/v1/automations/{id}/disable"), Some(&key), None).await;
+    assert_eq!((st, a["enabled"].as_bool()), (StatusCode::OK, Some(false)));
+    let next = json!({"name": "order.shipped", "contact_id": contact, "data": {"order_id": "A-18"}});
+    let (_, v) = s.call("POST", "/v1/events", Some(&key), Some(next.clone())).await;
+    assert_eq!(v["started"], json!([]), "{v}");
+    s.call("POST", &format!("/v1/automations/{id}/enable"), Some(&key), None).await;
+    let (_, v) = s.call("POST", "/v1/events", Some(&key), Some(next)).await;
+    assert_eq!(v["started"].as_array().map(Vec::len), Some(1), "{v}");
+    for bad in [
+        json!({"name": "no spaces allowed", "contact_id": contact}),
+        json!({"name": "x"}),
+        json!({"name": "x", "contact_id": contact, "data": [1]}),
+    ] {
+        let (st, v) = s.call("POST", "/v1/events", Some(&key), Some(bad.clone())).await;
+        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {v}");
+    }
+    let (st, _) = s.call("DELETE", &format!("/v1/automations/{id}"), Some(&key), None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, _) = s.call("GET", &format!("/v1/automations/{id}"), Some(&key), None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    stop_receiver.cancel();
 }

@@ -256,8 +256,9 @@ impl Engine {
                 changed
             }
         };
-        // A number that opted out is told once; a repeated STOP gets no second text.
-        let reply = settings.auto_reply && (keyword != Keyword::OptOut || changed);
+        // A number that opted out is told once; a repeated STOP gets no second text. An opt-in is confirmed only
+        // when the number was opted out: a YES that answers a question (an automation's "Reply YES") gets none.
+        let reply = settings.auto_reply && (keyword == Keyword::Help || changed);
         if reply {
             let business = match &settings.business_name {
                 Some(name) => name.clone(),

@@ -216,7 +216,7 @@ fn time_of(s: &str) -> Result<Timestamp> {
 }
 
 /// The next time `cron` matches after `after`, in `zone`.
-fn next_cron(cron: &str, zone: &str, after: Timestamp) -> Result<Timestamp> {
+pub(crate) fn next_cron(cron: &str, zone: &str, after: Timestamp) -> Result<Timestamp> {
     let pattern = croner::Cron::from_str(cron)
         .map_err(|e| invalid("invalid_schedule", format!("schedule.cron {cron:?}: {e}")))?;
     let tz: chrono_tz::Tz =

@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod automations;
 pub mod binds;
 pub mod campaigns;
 pub mod contacts;
@@ -25,6 +26,7 @@ pub mod senders;
 pub mod templates;
 
 pub use admin::{Admin, CredentialSpec, MatchSpec, RouteSpec, TargetSpec};
+pub use automations::{AutomationSpec, AutomationView, Automations, EventOutcome, EventSpec};
 pub use campaigns::{Audience, CampaignSpec, CampaignView, Campaigns, RunView, Schedule, Stats};
 pub use contacts::{ContactInfo, ContactPatch, ContactSpec, Contacts, Export, SegmentFilter};
 pub use error::{Result, ServiceError};

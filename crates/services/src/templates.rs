@@ -161,7 +161,12 @@ fn date(state: &State, value: Value, format: Option<String>) -> std::result::Res
             // A date alone is that day; written in the zone as it is.
             let midnight = d.and_hms_opt(0, 0, 0).unwrap_or_default();
             let format = format.as_deref().unwrap_or("%Y-%m-%d");
-            return Ok(midnight.format(format).to_string());
+            return write_time(midnight.format(format), format);
+        } else if let Some(local) = LOCAL_FORMATS.iter().find_map(|f| chrono::NaiveDateTime::parse_from_str(s, f).ok())
+        {
+            // A local time (no offset) is the recipient's own: written as it is.
+            let format = format.as_deref().unwrap_or("%Y-%m-%d %H:%M");
+            return write_time(local.format(format), format);
         } else {
             return Err(Error::new(ErrorKind::InvalidOperation, format!("date: {s:?} is not an RFC 3339 time")));
         }
@@ -172,10 +177,18 @@ fn date(state: &State, value: Value, format: Option<String>) -> std::result::Res
         return Err(Error::new(ErrorKind::InvalidOperation, "date: give a time as text or seconds"));
     };
     let format = format.as_deref().unwrap_or("%Y-%m-%d %H:%M");
-    // A format chrono cannot write is an error, not a panic.
-    let mut out = String::new();
+    write_time(utc.with_timezone(&zone).format(format), format)
+}
+
+/// The local times (no offset) a field may hold, read in the recipient's zone.
+pub(crate) const LOCAL_FORMATS: [&str; 4] =
+    ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"];
+
+/// A time as chrono formats it with `format`; a format chrono cannot write is an error, not a panic.
+fn write_time(formatted: impl std::fmt::Display, format: &str) -> std::result::Result<String, Error> {
     use std::fmt::Write;
-    write!(out, "{}", utc.with_timezone(&zone).format(format))
+    let mut out = String::new();
+    write!(out, "{formatted}")
         .map_err(|_| Error::new(ErrorKind::InvalidOperation, format!("date: {format:?} is not a strftime format")))?;
     Ok(out)
 }
@@ -429,6 +442,9 @@ mod tests {
         check_render("{{ fields.visits + 1 }} visits", "4 visits", &[]);
         check_render("{{ '<b>' }}", "<b>", &[]);
         check_render("{{ '2026-12-24' | date('%d %b') }}", "24 Dec", &[]);
+        // A local time (no offset) is the recipient's: written as it is, whatever the zone.
+        check_render("{{ '2026-12-24 18:30' | date('%a %H:%M') }}", "Thu 18:30", &[]);
+        check_render("{{ '2026-12-24T18:30:00' | date }}", "2026-12-24 18:30", &[]);
     }
 
     #[test]

@@ -11,38 +11,14 @@ use chrono::TimeZone;
 use serde_json::json;
 use smsgate_connectors::Kit;
 use smsgate_connectors::sim::SimNetwork;
-use smsgate_core::admission::Request;
-use smsgate_core::clock::{Clock, ManualClock};
+use smsgate_core::clock::Clock;
 use smsgate_core::consent::{Category, Compliance, Source};
-use smsgate_core::{AccountId, Status, Timestamp};
-use smsgate_engine::ingress::Ingress;
+use smsgate_core::{Status, Timestamp};
 use smsgate_engine::{Config, Engine, Registry};
-use smsgate_services::{Admin, Contacts, Messages, ServiceError};
-use smsgate_store::Store;
 use tokio_util::sync::CancellationToken;
 
-fn postgres_url() -> String {
-    std::env::var("SMSGATE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-async fn on_server(sql: String) {
-    let pool = sqlx::PgPool::connect(&postgres_url()).await.expect("PostgreSQL is up");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await.expect("statement");
-    pool.close().await;
-}
-
-struct Setup {
-    messages: Messages,
-    contacts: Contacts,
-    engine: Engine,
-    clock: ManualClock,
-    acme: AccountId,
-    stop: CancellationToken,
-    running: tokio::task::JoinHandle<()>,
-    store: Arc<dyn Store>,
-    backend: &'static str,
-    name: String,
-}
+mod common;
+use common::{Setup, on_both};
 
 /// 20:30 on Tuesday 1 December 2026 in Miami.
 fn miami_evening() -> Timestamp {
@@ -51,67 +27,7 @@ fn miami_evening() -> Timestamp {
 }
 
 async fn setup(backend: &'static str) -> Setup {
-    let name = format!("test_{}", uuid::Uuid::now_v7().simple());
-    let url = match backend {
-        "sqlite" => format!("sqlite://{}", std::env::temp_dir().join(format!("smsgate-{name}.db")).display()),
-        _ => {
-            on_server(format!("CREATE SCHEMA {name}")).await;
-            format!("{}?options=-c%20search_path%3D{name}", postgres_url())
-        }
-    };
-    let store = smsgate_store::open(&url, 4).await.unwrap();
-    let clock = ManualClock::new(miami_evening());
-    let (tx, rx) = tokio::sync::mpsc::channel(1024);
-    let sim = Arc::new(SimNetwork::new(Vec::new(), tx));
-    let config =
-        Config { clock: Arc::new(clock.clone()), poll_interval: Duration::from_millis(20), ..Config::default() };
-    let engine = Engine::new(store.clone(), Arc::new(Registry::new(Kit::new(sim))), config);
-    let stop = CancellationToken::new();
-    let running = tokio::spawn(engine.clone().run(rx, stop.clone()));
-    let ingress = Ingress::spawn(engine.clone(), store.clone(), Arc::default());
-    let messages = Messages::new(ingress, store.clone());
-    let admin = Admin::new(store.clone(), engine.clone());
-    let acme = admin.create_account("Acme").await.unwrap().id;
-    let operator = admin.admin_account().await.unwrap();
-    admin.set_sender_policy(&operator, acme, smsgate_core::senders::SenderPolicy::Any).await.unwrap();
-    let contacts = Contacts::new(messages.clone(), store.clone());
-    Setup { messages, contacts, engine, clock, acme, stop, running, store, backend, name }
-}
-
-impl Setup {
-    async fn finish(self) {
-        self.stop.cancel();
-        self.running.await.unwrap();
-        self.store.close().await;
-        match self.backend {
-            "sqlite" => {
-                for suffix in ["", "-wal", "-shm"] {
-                    let path = std::env::temp_dir().join(format!("smsgate-{}.db{suffix}", self.name));
-                    let _ = std::fs::remove_file(path);
-                }
-            }
-            _ => on_server(format!("DROP SCHEMA {} CASCADE", self.name)).await,
-        }
-    }
-
-    async fn send(&self, to: &str, category: Category) -> Result<smsgate_core::Message, ServiceError> {
-        let request =
-            Request { to: to.into(), from: "+13055550000".into(), body: "Sale".into(), category, ..Request::default() };
-        self.messages.submit(self.acme, &request, None).await.map(|s| s.message().clone())
-    }
-}
-
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod on_sqlite { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { let s = super::setup("sqlite").await; super::$name(&s).await; s.finish().await; }
-        )* }
-        mod on_postgres { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { let s = super::setup("postgres").await; super::$name(&s).await; s.finish().await; }
-        )* }
-    };
+    common::setup_at(backend, miami_evening()).await
 }
 
 on_both!(

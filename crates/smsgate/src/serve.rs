@@ -139,11 +139,15 @@ async fn serve(args: Config) -> anyhow::Result<()> {
     let templates = smsgate_services::Templates::new(contacts.clone(), links.clone(), store.clone());
     let campaigns = smsgate_services::Campaigns::new(contacts.clone(), links.clone(), store.clone(), args.node.clone());
     let campaigns_task = tokio::spawn(campaigns.clone().run(shutdown.clone()));
+    let automations =
+        smsgate_services::Automations::new(contacts.clone(), links.clone(), store.clone(), args.node.clone());
+    let automations_task = tokio::spawn(automations.clone().run(shutdown.clone()));
     let state = smsgate_api::AppState {
         messages,
         admin,
         templates,
         campaigns,
+        automations,
         links,
         contacts,
         engine,
@@ -207,6 +211,7 @@ async fn serve(args: Config) -> anyhow::Result<()> {
     smpp_task.await.context("the SMPP server stopped abnormally")?;
     upkeep_task.await.context("the metrics upkeep stopped abnormally")?;
     campaigns_task.await.context("the campaign worker stopped abnormally")?;
+    automations_task.await.context("the automation worker stopped abnormally")?;
     store.close().await;
     println!("smsgate: stopped");
     Ok(())

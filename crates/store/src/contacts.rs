@@ -165,13 +165,13 @@ pub trait ContactStore: Send + Sync {
     ) -> Result<(u64, Option<MessageId>)>;
 }
 
-const CONTACT_COLUMNS: &str = "id, account_id, phone, phone_hash, name, email, time_zone, fields, tags, created_at, \
+pub(crate) const CONTACT_COLUMNS: &str = "id, account_id, phone, phone_hash, name, email, time_zone, fields, tags, created_at, \
      updated_at, last_activity_at";
 
 /// What a purged number reads as.
 pub const PURGED: &str = "purged";
 
-fn contact_of(r: &Row) -> Result<Contact> {
+pub(crate) fn contact_of(r: &Row) -> Result<Contact> {
     let fields: String = r.get("fields")?;
     let tags: String = r.get("tags")?;
     let id: String = r.get("id")?;

@@ -5,7 +5,8 @@
 //!
 //! By concern: [`MessageStore`] (messages and the queue), [`TenancyStore`] (accounts and keys),
 //! [`RoutingStore`] (connectors, routes), [`WebhookStore`] and [`CallbackOutbox`] (webhook settings and the
-//! callbacks to deliver), [`SmppOutbox`] (deliver_sm to SMPP clients), [`CredentialStore`] (SMPP credentials), [`SenderStore`] (numbers and sender IDs accounts own), [`AuditStore`] (who changed what).
+//! callbacks to deliver), [`SmppOutbox`] (deliver_sm to SMPP clients), [`CredentialStore`] (SMPP credentials), [`SenderStore`] (numbers and sender IDs accounts own), [`AuditStore`] (who changed what), the business layer's ([`ContactStore`], [`ConsentStore`], [`JobStore`],
+//! [`TemplateStore`], [`CampaignStore`], [`LinkStore`], [`AutomationStore`]).
 //! SQL that is not on the hot path is written once, over [`sql::Database`]; only the hot paths (insert, claim,
 //! record a status change) are written per database, in `sqlite/` and `postgres/`. What a status change makes
 //! for webhooks and SMPP clients is decided in Rust, once ([`effects`]).
@@ -16,6 +17,7 @@
 //! inside the same transaction that writes it, so a late or duplicate receipt never moves a message backwards.
 
 pub mod audit;
+pub mod automations;
 pub mod campaigns;
 pub mod consent;
 pub mod contacts;
@@ -39,6 +41,7 @@ pub mod webhooks;
 use smsgate_core::Status;
 
 pub use audit::{AuditEntry, AuditStore};
+pub use automations::{Automation, AutomationRun, AutomationStore, EventRecord, InboundText};
 pub use campaigns::{Campaign, CampaignStore, MessageCount, Recipient, RecipientCount, ReportRow, Run};
 pub use consent::{ConsentEvent, ConsentStore, OptOut};
 pub use contacts::{Contact, ContactList, ContactQuery, ContactStore, Segment};
@@ -58,8 +61,8 @@ pub use sqlite::SqliteStore;
 pub use templates::{Template, TemplateStore};
 pub use tenancy::{Account, ApiKey, TenancyStore};
 pub use webhooks::{
-    CallbackAttempt, CallbackNext, CallbackOutbox, CallbackRecord, CallbackResult, DueCallback, Share, WebhookStore,
-    Webhooks,
+    CallbackAttempt, CallbackNext, CallbackOutbox, CallbackRecord, CallbackResult, DueCallback, PayloadCallback, Share,
+    WebhookStore, Webhooks,
 };
 
 /// Opens the store a database URL names: `sqlite://PATH` (the embedded default) or `postgres://...`.
@@ -91,6 +94,7 @@ pub trait Store:
     + TemplateStore
     + CampaignStore
     + LinkStore
+    + AutomationStore
     + std::fmt::Debug
 {
     /// Closes the store: waits for writes under way, then releases the database.

@@ -44,6 +44,22 @@ pub struct DueCallback {
     pub previous_secret: Option<String>,
     /// The message as it is now, for the body.
     pub message: Option<Message>,
+    /// The body of a callback that is not a message's (an automation's webhook step; `message_id` is then its
+    /// run's id), JSON.
+    pub payload: Option<String>,
+}
+
+/// A callback that is not a message's (an automation's webhook step): `payload` POSTed to `url`, signed like a
+/// status callback, in order of `seq` among those of `key` (the run's id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayloadCallback {
+    pub id: String,
+    pub account_id: AccountId,
+    pub key: MessageId,
+    pub seq: i64,
+    pub url: String,
+    /// JSON.
+    pub payload: String,
 }
 
 /// One try at delivering a callback.
@@ -136,6 +152,10 @@ pub trait WebhookStore: Send + Sync {
     /// Seals the webhook secrets and connector passwords written before secrets were sealed ([`seal`]); how many
     /// rows changed. Nothing without a sealing key.
     async fn reseal_secrets(&self) -> Result<u64>;
+
+    /// Queues a callback that is not a message's, unless one with its id is queued already (a step taken again
+    /// after a crash).
+    async fn enqueue_payload(&self, callback: &PayloadCallback, now: Timestamp) -> Result<()>;
 }
 
 #[async_trait]
@@ -214,6 +234,17 @@ impl<D: Database> WebhookStore for D {
             values![grace_until, seal::seal(secret)?, now, account],
         );
         Ok(n.await? == 1)
+    }
+
+    async fn enqueue_payload(&self, c: &PayloadCallback, now: Timestamp) -> Result<()> {
+        self.execute(
+            "INSERT INTO callbacks (id, account_id, message_id, seq, kind, url, status, error_code, at, state, \
+             attempts, next_attempt_at, created_at, payload) VALUES (?, ?, ?, ?, 'automation', ?, 'sent', NULL, ?, \
+             'pending', 0, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            values![&c.id, c.account_id, c.key, c.seq, &c.url, now, now, now, &c.payload],
+        )
+        .await?;
+        Ok(())
     }
 
     async fn reseal_secrets(&self) -> Result<u64> {
@@ -321,7 +352,7 @@ pub trait CallbackOutbox: Database {
 
 /// The columns a claim of callbacks returns, for [`due_callback_of`].
 pub(crate) const DUE_CALLBACK_COLUMNS: &str =
-    "id, account_id, message_id, kind, url, status, error_code, at, attempts, created_at";
+    "id, account_id, message_id, kind, url, status, error_code, at, attempts, created_at, payload";
 
 /// A claimed callback from the [`DUE_CALLBACK_COLUMNS`] (and `secret`, where the claim read it), without its
 /// message.
@@ -340,5 +371,6 @@ pub(crate) fn due_callback_of(r: &Row) -> Result<DueCallback> {
         secret: seal::open_or_empty(&r.get::<Option<String>>("secret").ok().flatten().unwrap_or_default()),
         previous_secret: r.get::<Option<String>>("previous_secret").ok().flatten().and_then(|p| seal::open(&p).ok()),
         message: None,
+        payload: r.get("payload")?,
     })
 }

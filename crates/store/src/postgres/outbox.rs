@@ -35,7 +35,7 @@ impl CallbackOutbox for PgStore {
              AND NOT EXISTS (SELECT 1 FROM callbacks p WHERE p.message_id = c.message_id AND p.state = 'pending' \
              AND p.seq < c.seq) ORDER BY c.next_attempt_at LIMIT $7 FOR UPDATE SKIP LOCKED) candidates) turns \
              WHERE turn <= $6 ORDER BY turn, next_attempt_at LIMIT $4)) \
-             RETURNING id, account_id, message_id, kind, url, status, error_code, at, attempts, created_at, \
+             RETURNING id, account_id, message_id, kind, url, status, error_code, at, attempts, created_at, payload, \
              (SELECT secret FROM webhooks w WHERE w.account_id = callbacks.account_id) AS secret, \
              (SELECT CASE WHEN w.previous_until > $3 THEN w.previous_secret END FROM webhooks w \
               WHERE w.account_id = callbacks.account_id) AS previous_secret",
