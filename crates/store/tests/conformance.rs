@@ -127,6 +127,7 @@ conformance!(
     erasure_and_retention_keep_counts,
     templates_per_account,
     campaign_runs_and_recipients,
+    automation_runs_once_per_trigger,
 );
 
 fn message(account: AccountId, to: &str, status: Status, at: Timestamp) -> Message {
@@ -1869,4 +1870,147 @@ async fn campaign_runs_and_recipients(store: &Arc<dyn Store>) {
     assert!(!store.delete_campaign(globex, "c1").await.unwrap());
     assert!(store.delete_campaign(acme, "c1").await.unwrap());
     assert!(store.runs("c1").await.unwrap().is_empty());
+}
+
+async fn automation_runs_once_per_trigger(store: &Arc<dyn Store>) {
+    use smsgate_store::{Automation, AutomationRun, EventRecord, PayloadCallback, Share};
+    let (acme, globex) = (account(store).await, account(store).await);
+    let a = Automation {
+        id: "a1".into(),
+        account_id: acme,
+        name: "Reminder".into(),
+        spec: "{}".into(),
+        trigger_type: "date_field".into(),
+        enabled: true,
+        next_run_at: None,
+        cursor: None,
+        created_at: NOW,
+        updated_at: NOW,
+    };
+    store.insert_automation(&a).await.unwrap();
+    assert!(store.automation(globex, "a1").await.unwrap().is_none(), "another account's");
+    assert_eq!(store.enabled_automations(acme).await.unwrap(), vec![a.clone()]);
+    assert_eq!(store.enabled_automations_of("date_field").await.unwrap().len(), 1);
+    assert!(store.enabled_automations_of("keyword").await.unwrap().is_empty());
+    // A schedule's firing moves on once: the second caller finds it moved.
+    let scheduled = Automation { next_run_at: Some(NOW), ..a.clone() };
+    assert!(store.save_automation(&scheduled).await.unwrap());
+    assert_eq!(store.due_automations(NOW, 10).await.unwrap().len(), 1);
+    assert!(store.advance_automation("a1", NOW, Some(NOW.plus_secs(60))).await.unwrap());
+    assert!(!store.advance_automation("a1", NOW, Some(NOW.plus_secs(60))).await.unwrap());
+    assert!(store.due_automations(NOW, 10).await.unwrap().is_empty());
+
+    let run = |id: &str, key: &str, due: i64| AutomationRun {
+        id: id.into(),
+        automation_id: "a1".into(),
+        account_id: acme,
+        contact_id: "c1".into(),
+        trigger_key: key.into(),
+        subject: "A1".into(),
+        state: "active".into(),
+        position: "0".into(),
+        due_at: Some(NOW.plus_secs(due)),
+        reply_from: None,
+        reply_to: None,
+        data: "{}".into(),
+        reply: None,
+        log: "[]".into(),
+        error: None,
+        lease_owner: None,
+        lease_until: None,
+        created_at: NOW,
+        updated_at: NOW,
+    };
+    // One run per trigger key, however often it comes.
+    let new = store.insert_automation_runs(&[run("r1", "event:k1", 0), run("r2", "event:k1", 0)]).await.unwrap();
+    assert_eq!(new, vec![true, false]);
+    assert_eq!(store.insert_automation_runs(&[run("r3", "event:k2", 60)]).await.unwrap(), vec![true]);
+    assert_eq!(store.open_runs("a1", "c1", "A1").await.unwrap().len(), 2);
+    let due = store.due_automation_runs(NOW, 10).await.unwrap();
+    assert_eq!(due.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["r1"]);
+    // Leases: one node at a time; a leased run is not due to another.
+    assert!(store.lease_automation_run("r1", "n1", NOW, NOW.plus_secs(30)).await.unwrap());
+    assert!(!store.lease_automation_run("r1", "n2", NOW, NOW.plus_secs(30)).await.unwrap());
+    assert!(store.due_automation_runs(NOW, 10).await.unwrap().is_empty());
+    // Saved only from the state it was read in: a run canceled meanwhile stays canceled.
+    let mut r1 = store.automation_run("r1").await.unwrap().unwrap();
+    r1.state = "waiting".into();
+    r1.reply_from = Some("+15550000001".into());
+    r1.due_at = Some(NOW.plus_secs(3600));
+    assert!(store.save_automation_run(&r1, "active").await.unwrap());
+    assert!(!store.save_automation_run(&r1, "active").await.unwrap(), "no longer active");
+    let got = store.automation_run("r1").await.unwrap().unwrap();
+    assert_eq!((got.state.as_str(), got.lease_owner.as_deref()), ("waiting", None), "the lease freed");
+    assert_eq!(store.runs_awaiting_reply(acme, "+15550000001").await.unwrap().len(), 1);
+    assert!(store.runs_awaiting_reply(globex, "+15550000001").await.unwrap().is_empty());
+    let mut counts = store.automation_run_counts("a1").await.unwrap();
+    counts.sort();
+    assert_eq!(counts, vec![("active".to_string(), 1), ("waiting".to_string(), 1)]);
+    assert_eq!(store.automation_runs("a1", Some("c1"), None, 10).await.unwrap().len(), 2);
+    assert_eq!(store.automation_runs("a1", Some("c2"), None, 10).await.unwrap().len(), 0);
+
+    // Events: one per idempotency key and account.
+    let event = |id: &str, account| EventRecord {
+        id: id.into(),
+        account_id: account,
+        name: "appointment.booked".into(),
+        contact_id: "c1".into(),
+        data: "{}".into(),
+        idempotency_key: "k1".into(),
+        outcome: "{}".into(),
+        created_at: NOW,
+    };
+    assert_eq!(store.insert_event(&event("e1", acme)).await.unwrap().id, "e1");
+    assert_eq!(store.insert_event(&event("e2", acme)).await.unwrap().id, "e1", "the first with the key");
+    assert_eq!(store.insert_event(&event("e3", globex)).await.unwrap().id, "e3", "keys are per account");
+    store.set_event_outcome("e1", "{\"started\":[\"r1\"]}").await.unwrap();
+    assert_eq!(store.insert_event(&event("e4", acme)).await.unwrap().outcome, "{\"started\":[\"r1\"]}");
+
+    // Inbound messages are read once; outbound ones never.
+    let mut inbound = message(acme, "+15550000099", Status::Received, NOW);
+    (inbound.direction, inbound.from, inbound.body) = (Direction::Inbound, "+15550000001".into(), "JOIN".into());
+    let inbound = insert(store, inbound).await;
+    insert(store, message(acme, "+15550000001", Status::Queued, NOW)).await;
+    let unread = store.unautomated_inbound(10).await.unwrap();
+    assert_eq!(unread.iter().map(|t| (t.id, t.body.as_str())).collect::<Vec<_>>(), [(inbound, "JOIN")]);
+    store.mark_automated(&[inbound], NOW).await.unwrap();
+    assert!(store.unautomated_inbound(10).await.unwrap().is_empty());
+
+    // Contacts by when they changed, from a cursor, up to a time.
+    let mut older = contact(acme, "+15550000001", &[]);
+    older.updated_at = NOW.plus_secs(1);
+    let mut newer = contact(acme, "+15550000002", &[]);
+    newer.updated_at = NOW.plus_secs(2);
+    let mut theirs = contact(globex, "+15550000003", &[]);
+    theirs.updated_at = NOW.plus_secs(1);
+    for c in [&older, &newer, &theirs] {
+        store.insert_contact(c).await.unwrap();
+    }
+    let changed = |after, until| async move {
+        let got = store.changed_contacts(acme, after, until, 10).await.unwrap();
+        got.into_iter().map(|c| c.phone).collect::<Vec<_>>()
+    };
+    assert_eq!(changed((NOW, ""), NOW.plus_secs(5)).await, ["+15550000001", "+15550000002"]);
+    assert_eq!(changed((older.updated_at, older.id.as_str()), NOW.plus_secs(5)).await, ["+15550000002"]);
+    assert_eq!(changed((NOW, ""), NOW.plus_secs(1)).await, ["+15550000001"], "not past until");
+
+    // A webhook step's callback carries its own body, queued once per id.
+    let callback = PayloadCallback {
+        id: "r1:2".into(),
+        account_id: acme,
+        key: MessageId::generate(),
+        seq: 2,
+        url: "http://127.0.0.1:9/hook".into(),
+        payload: "{\"type\":\"automation.step\"}".into(),
+    };
+    store.enqueue_payload(&callback, NOW).await.unwrap();
+    store.enqueue_payload(&callback, NOW).await.unwrap();
+    let share = Share { per_account: 8, skip: Vec::new() };
+    let due = store.claim_callbacks_fairly("n", NOW.plus_secs(1), 10_000, 8, &share).await.unwrap();
+    assert_eq!(due.len(), 1, "{due:?}");
+    assert_eq!((due[0].payload.as_deref(), due[0].message.is_none()), (Some(callback.payload.as_str()), true));
+
+    assert!(!store.delete_automation(globex, "a1").await.unwrap(), "another account's");
+    assert!(store.delete_automation(acme, "a1").await.unwrap());
+    assert!(store.automation_run("r1").await.unwrap().is_none(), "its runs with it");
 }
