@@ -14,15 +14,7 @@ use serde_json::{Value, json};
 const KEY: &str = "sk_campaigns_0123456789abcdef";
 
 async fn call(client: &reqwest::Client, base: &str, method: &str, path: &str, body: Option<Value>) -> Value {
-    let mut req = client.request(method.parse().unwrap(), format!("{base}{path}")).bearer_auth(KEY);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status();
-    let v: Value = resp.json().await.unwrap();
-    assert!(status.is_success(), "{method} {path}: {status} {v}");
-    v
+    common::call_as(KEY, client, base, method, path, body).await
 }
 
 /// Imports `rows` contacts into the list Everyone and waits for the job.

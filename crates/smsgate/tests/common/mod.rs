@@ -105,3 +105,23 @@ pub async fn on_server(sql: String) {
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await.expect("statement");
     pool.close().await;
 }
+
+/// A request with `key` that must succeed: its JSON answer.
+pub async fn call_as(
+    key: &str,
+    client: &reqwest::Client,
+    base: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let mut req = client.request(method.parse().unwrap(), format!("{base}{path}")).bearer_auth(key);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert!(status.is_success(), "{method} {path}: {status} {v}");
+    v
+}
