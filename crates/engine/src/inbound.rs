@@ -47,6 +47,7 @@ impl Engine {
             Ok(_) => {
                 metrics::counter!(metric::INBOUND).increment(1);
                 self.answer_keyword(&message, campaign.as_deref()).await;
+                self.inbound.notify_one();
                 self.events.publish(DomainEvent::Received(message));
                 true
             }

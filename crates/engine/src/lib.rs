@@ -151,6 +151,8 @@ pub struct Shared {
     rerouted: std::sync::atomic::AtomicU64,
     /// Committed changes, told to subscribers ([`Engine::subscribe`]).
     events: Events,
+    /// Told each time an inbound message is stored ([`Engine::inbound_stored`]).
+    inbound: Arc<Notify>,
     /// How many times a session closed under each message after its submit went out (`connection_lost`), for
     /// [`policy::FREE_LINK_LOSSES`]. Bounded like `sent_at`: cleared past [`SENT_TIMES`] entries.
     link_losses: Mutex<HashMap<MessageId, u32>>,
@@ -246,6 +248,7 @@ impl Engine {
             sent_written: Arc::new(Notify::new()),
             link_losses: Mutex::new(HashMap::new()),
             events: Events::default(),
+            inbound: Arc::new(Notify::new()),
             rerouted: std::sync::atomic::AtomicU64::new(u64::MAX),
         }))
     }
@@ -268,6 +271,12 @@ impl Engine {
     /// Every domain event committed from now on: messages accepted and received, status changes, receipts.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<DomainEvent> {
         self.events.subscribe()
+    }
+
+    /// Told (one permit kept) each time an inbound message is stored: what reads inbound messages from the store
+    /// (automations) waits on this rather than on [`Engine::subscribe`], which would have every event built.
+    pub fn inbound_stored(&self) -> Arc<Notify> {
+        self.inbound.clone()
     }
 
     /// The bus events are published on, for the ways in that store messages.

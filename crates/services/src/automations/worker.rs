@@ -75,7 +75,7 @@ impl Automations {
 
     /// Runs automations until `shutdown`: reads inbound messages, fires schedules and date fields, walks due runs.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut received = self.contacts.messages.engine().events().subscribe();
+        let received = self.contacts.messages.engine().inbound_stored();
         loop {
             match self.tick(&shutdown).await {
                 Ok(true) => continue,
@@ -85,12 +85,7 @@ impl Automations {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = self.wake.notified() => {}
-                // An inbound message stored, or anything else the engine did: look (cheap when nothing is new).
-                r = received.recv() => {
-                    if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                }
+                () = received.notified() => {}
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
