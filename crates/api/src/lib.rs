@@ -9,6 +9,7 @@ pub mod audit;
 mod automations;
 mod campaigns;
 mod contacts;
+mod conversations;
 mod error;
 pub mod fuzzing;
 mod json;
@@ -70,6 +71,8 @@ pub struct AppState {
     pub campaigns: smsgate_services::Campaigns,
     /// Automations and the events that trigger them.
     pub automations: smsgate_services::Automations,
+    /// Two-way threads with contacts.
+    pub conversations: smsgate_services::Conversations,
     /// Short links.
     pub links: smsgate_services::links::Links,
     /// The engine, for what only it knows (the connectors in force, their health).
@@ -170,6 +173,10 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .routes(routes!(automations::disable_automation))
         .routes(routes!(automations::automation_runs))
         .routes(routes!(automations::post_event))
+        .routes(routes!(conversations::list_conversations, conversations::start_conversation))
+        .routes(routes!(conversations::get_conversation))
+        .routes(routes!(conversations::conversation_messages, conversations::reply))
+        .routes(routes!(conversations::mark_read))
         .with_state(state)
         .split_for_parts();
     let document = Arc::new(api.to_pretty_json().unwrap_or_else(|_| "{}".into()));
@@ -245,8 +252,16 @@ pub fn scope_of(method: &axum::http::Method, route: &str) -> Scope {
         return Scope::Admin;
     }
     match (method, route) {
-        (&Method::POST, "/v1/messages" | "/v1/messages/batch" | "/v1/events")
+        (
+            &Method::POST,
+            "/v1/messages"
+            | "/v1/messages/batch"
+            | "/v1/events"
+            | "/v1/conversations"
+            | "/v1/conversations/{id}/messages",
+        )
         | (&Method::DELETE, "/v1/messages/{id}") => Scope::Send,
+        (&Method::POST, "/v1/conversations/{id}/read") => Scope::Read,
         _ if is_keys => Scope::Manage,
         (&Method::GET, _) => Scope::Read,
         _ => Scope::Manage,
@@ -423,19 +438,20 @@ async fn send_message(
     headers: HeaderMap,
     JsonBody { value: body, raw }: JsonBody<SendBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let idempotency = match headers.get("idempotency-key") {
-        None => None,
-        Some(v) => {
-            let key = v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY).ok_or_else(|| {
-                ApiError::invalid("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 visible characters")
-            })?;
-            Some((key.to_string(), hex::encode(Sha256::digest(&raw))))
-        }
-    };
+    let idempotency = idempotency_of(&headers, &raw)?;
     let request = request_of(body)?;
     let submitted = state.messages.submit(caller.id, &request, idempotency).await?;
     let (Submitted::New(message) | Submitted::Repeated(message)) = submitted;
     Ok((StatusCode::CREATED, Json(message_view(&message, None))))
+}
+
+/// The `Idempotency-Key` header, if any, with a hash of the request's body.
+pub(crate) fn idempotency_of(headers: &HeaderMap, raw: &[u8]) -> Result<Option<(String, String)>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
+    let key = v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY).ok_or_else(|| {
+        ApiError::invalid("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 visible characters")
+    })?;
+    Ok(Some((key.to_string(), hex::encode(Sha256::digest(raw)))))
 }
 
 /// The admission request a body makes.

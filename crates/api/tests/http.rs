@@ -116,6 +116,7 @@ async fn start(backend: &str) -> Server {
         templates: smsgate_services::Templates::new(contacts.clone(), links.clone(), store.clone()),
         campaigns: campaigns.clone(),
         automations: automations.clone(),
+        conversations: smsgate_services::Conversations::new(messages.clone(), store.clone()),
         links,
         contacts,
         messages,
@@ -281,6 +282,7 @@ on_both!(
     campaigns_send_each_contact_once,
     campaigns_pause_resume_and_cancel,
     automations_answer_events_for_their_account_only,
+    conversations_thread_both_ways_for_their_account_only,
     short_links_count_each_visit
 );
 
@@ -678,6 +680,12 @@ async fn openapi_matches_the_routes(s: &Server) {
         ("/v1/automations/{id}/disable", "post"),
         ("/v1/automations/{id}/runs", "get"),
         ("/v1/events", "post"),
+        ("/v1/conversations", "get"),
+        ("/v1/conversations", "post"),
+        ("/v1/conversations/{id}", "get"),
+        ("/v1/conversations/{id}/messages", "get"),
+        ("/v1/conversations/{id}/messages", "post"),
+        ("/v1/conversations/{id}/read", "post"),
     ];
     for (path, method) in expected {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing from the document");
@@ -2819,4 +2827,140 @@ async fn automations_answer_events_for_their_account_only(s: &Server) {
     let (st, _) = s.call("GET", &format!("/v1/automations/{id}"), Some(&key), None).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
     stop_receiver.cancel();
+}
+
+/// Polls `GET path` with `key` until `done` holds of the answer.
+async fn until_json(s: &Server, key: &str, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (st, v) = s.call("GET", path, Some(key), None).await;
+        assert_eq!(st, StatusCode::OK, "{path}: {v}");
+        if done(&v) {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{path}: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn conversations_thread_both_ways_for_their_account_only(s: &Server) {
+    let (acme_id, key) = s.tenant("acme").await;
+    let (_, other) = s.tenant("globex").await;
+    let number = json!({"number": "+447700900950", "account_id": acme_id});
+    let (st, _) = s.call("POST", "/v1/numbers", Some(&s.admin_key), Some(number)).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let handset = "+447700900401";
+    s.call("POST", "/v1/contacts", Some(&key), Some(json!({"phone": handset, "name": "Ann"}))).await;
+
+    // The handset writes first: a conversation, one unread.
+    s.reply(handset, "+447700900950", "Is the shop open today?").await;
+    let list = until_json(s, &key, "/v1/conversations", |v| v["data"].as_array().is_some_and(|d| d.len() == 1)).await;
+    let c = &list["data"][0];
+    assert_eq!(
+        (c["phone"].as_str(), c["number"].as_str(), c["name"].as_str()),
+        (Some(handset), Some("+447700900950"), Some("Ann"))
+    );
+    assert_eq!((c["unread"].as_u64(), c["last_message"]["direction"].as_str()), (Some(1), Some("inbound")), "{c}");
+    let id = c["id"].as_str().unwrap().to_string();
+    // A text sent the usual way between the two belongs to it; a reply through it marks what it answers read.
+    let (st, _) = s
+        .call(
+            "POST",
+            "/v1/messages",
+            Some(&key),
+            Some(json!({"to": handset, "from": "+447700900950", "body": "We open at 9"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    let path = format!("/v1/conversations/{id}/messages");
+    let (st, m) = s.call("POST", &path, Some(&key), Some(json!({"body": "See you then"}))).await;
+    assert_eq!(
+        (st, m["from"].as_str(), m["to"].as_str()),
+        (StatusCode::CREATED, Some("+447700900950"), Some(handset)),
+        "{m}"
+    );
+    let (_, thread) = s.call("GET", &path, Some(&key), None).await;
+    let bodies: Vec<&str> = thread["data"].as_array().unwrap().iter().map(|m| m["body"].as_str().unwrap()).collect();
+    assert_eq!(bodies, ["Is the shop open today?", "We open at 9", "See you then"], "{thread}");
+    assert_eq!(thread["earlier"], Value::Null);
+    let (_, c) = s.call("GET", &format!("/v1/conversations/{id}"), Some(&key), None).await;
+    assert_eq!((c["unread"].as_u64(), c["last_message"]["body"].as_str()), (Some(0), Some("See you then")), "{c}");
+    // Pages: the newest two, then the one before them.
+    let (_, newest) = s.call("GET", &format!("{path}?limit=2"), Some(&key), None).await;
+    assert_eq!(newest["data"].as_array().map(Vec::len), Some(2));
+    let earlier = newest["earlier"].as_str().unwrap();
+    let (_, older) = s.call("GET", &format!("{path}?limit=2&before={earlier}"), Some(&key), None).await;
+    assert_eq!(older["data"][0]["body"], "Is the shop open today?", "{older}");
+    let first = older["data"][0]["id"].as_str().unwrap();
+    let (_, after) = s.call("GET", &format!("{path}?after={first}"), Some(&key), None).await;
+    assert_eq!(after["data"].as_array().map(Vec::len), Some(2));
+
+    // An automation's text, and the reply to it, say which automation they belong to.
+    let spec = json!({"name": "Ask", "trigger": {"type": "event", "event": "visit.done"},
+        "steps": [{"type": "send", "from": "+447700900950", "body": "How was your visit?"}]});
+    let (_, a) = s.call("POST", "/v1/automations", Some(&key), Some(spec)).await;
+    let automation = a["id"].as_str().unwrap().to_string();
+    s.call("POST", "/v1/events", Some(&key), Some(json!({"name": "visit.done", "contact": {"phone": handset}}))).await;
+    until_json(s, &key, &path, |v| v["data"].as_array().is_some_and(|d| d.len() == 4)).await;
+    s.reply(handset, "+447700900950", "Lovely, thanks").await;
+    let thread = until_json(s, &key, &path, |v| v["data"].as_array().is_some_and(|d| d.len() == 5)).await;
+    for m in &thread["data"].as_array().unwrap()[3..] {
+        assert_eq!(m["automation_id"].as_str(), Some(automation.as_str()), "{m}");
+    }
+    let (_, c) = s.call("GET", &format!("/v1/conversations/{id}"), Some(&key), None).await;
+    assert_eq!(c["unread"].as_u64(), Some(1));
+    let (st, c) = s.call("POST", &format!("/v1/conversations/{id}/read"), Some(&key), None).await;
+    assert_eq!((st, c["unread"].as_u64()), (StatusCode::OK, Some(0)), "{c}");
+
+    // The account begins one; it comes first, the newest.
+    let (st, started) = s
+        .call(
+            "POST",
+            "/v1/conversations",
+            Some(&key),
+            Some(json!({"to": "+447700900402", "from": "+447700900950", "body": "Your order is ready"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{started}");
+    let (_, list) = s.call("GET", "/v1/conversations", Some(&key), None).await;
+    assert_eq!(list["data"][0]["id"], started["conversation"]["id"], "{list}");
+    assert_eq!(list["data"].as_array().map(Vec::len), Some(2));
+    let (_, one) = s.call("GET", "/v1/conversations?limit=1", Some(&key), None).await;
+    let cursor = one["next_cursor"].as_str().unwrap();
+    let (_, rest) = s.call("GET", &format!("/v1/conversations?limit=1&cursor={cursor}"), Some(&key), None).await;
+    assert_eq!(rest["data"][0]["id"].as_str(), Some(id.as_str()), "{rest}");
+
+    // Another account sees none of it; a STOP is kept on this path too; bad pages are said.
+    let (_, theirs) = s.call("GET", "/v1/conversations", Some(&other), None).await;
+    assert_eq!(theirs["data"], json!([]));
+    for (method, p, body) in [
+        ("GET", format!("/v1/conversations/{id}"), None),
+        ("GET", path.clone(), None),
+        ("POST", path.clone(), Some(json!({"body": "hi"}))),
+        ("POST", format!("/v1/conversations/{id}/read"), None),
+    ] {
+        let (st, v) = s.call(method, &p, Some(&other), body).await;
+        assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")), "{method} {p}");
+    }
+    let (st, v) = s
+        .call(
+            "POST",
+            "/v1/conversations",
+            Some(&other),
+            Some(json!({"to": handset, "from": "+447700900950", "body": "hi"})),
+        )
+        .await;
+    assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("sender_not_owned")), "{v}");
+    s.reply(handset, "+447700900950", "STOP").await;
+    until_opted(s, &key, handset, true).await;
+    let (st, v) = s.call("POST", &path, Some(&key), Some(json!({"body": "Sale!", "category": "marketing"}))).await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("recipient_opted_out")),
+        "{v}"
+    );
+    let (st, _) = s.call("GET", "/v1/conversations?cursor=nonsense", Some(&key), None).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+    let (st, _) = s.call("GET", &format!("{path}?before={first}&after={first}"), Some(&key), None).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
 }

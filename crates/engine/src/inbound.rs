@@ -12,7 +12,7 @@ use tracing::warn;
 
 use crate::{DomainEvent, Engine, metric};
 
-/// How long after a campaign's text a reply from its recipient counts as answering it (a week).
+/// How long after a campaign's or an automation's text a reply from its recipient counts as answering it (a week).
 pub const REPLY_WINDOW_SECS: i64 = 7 * 24 * 3600;
 
 impl Engine {
@@ -33,16 +33,17 @@ impl Engine {
         };
         let message = inbound_message(account, &i);
         let detail = format!("received from {} via {}", i.from, i.connector);
-        // A reply within a week of a campaign's text answers that campaign.
+        // A reply within a week of a campaign's or an automation's text answers it.
         let since = i.at.plus_secs(-REPLY_WINDOW_SECS);
-        let campaign = match self.store.campaign_replied_to(account, &i.from, &i.to, since).await {
-            Ok(c) => c,
+        let origin = match self.store.replied_to(account, &i.from, &i.to, since).await {
+            Ok(o) => o,
             Err(e) => {
-                warn!(error = %e, "finding the campaign an inbound message answers failed");
+                warn!(error = %e, "finding what an inbound message answers failed");
                 return false;
             }
         };
-        let new = NewMessage { campaign: campaign.clone(), ..NewMessage::new(message.clone(), detail) };
+        let campaign = origin.campaign.clone();
+        let new = NewMessage { origin, ..NewMessage::new(message.clone(), detail) };
         match self.store.insert_messages(&[new]).await {
             Ok(_) => {
                 metrics::counter!(metric::INBOUND).increment(1);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use smsgate_core::admission::{Policy, Rejection, Request, admit};
 use smsgate_core::{AccountId, Direction, Message, MessageId, Status, Timestamp};
-use smsgate_store::{Inserted, NewMessage, SmppReceipts, Store};
+use smsgate_store::{Inserted, NewMessage, Origin, SmppReceipts, Store};
 
 use crate::group::Group;
 use crate::{DomainEvent, Engine, EngineError};
@@ -31,8 +31,8 @@ pub struct Prepared {
     pub detail: String,
     /// Submitted over SMPP with receipts asked for.
     pub smpp: Option<SmppReceipts>,
-    /// Sent for this campaign.
-    pub campaign: Option<String>,
+    /// The campaign or automation it is sent for.
+    pub origin: Origin,
 }
 
 impl Ingress {
@@ -92,7 +92,7 @@ impl Ingress {
             created_at: now,
             updated_at: now,
         };
-        Ok(Prepared { message, detail, smpp: None, campaign: None })
+        Ok(Prepared { message, detail, smpp: None, origin: Origin::default() })
     }
 
     /// Stores one prepared message, in a group commit with others arriving meanwhile; committed when this returns.
@@ -104,10 +104,10 @@ impl Ingress {
         idempotency: Option<(String, String)>,
         now: Timestamp,
     ) -> Result<(Inserted, Message), EngineError> {
-        let Prepared { mut message, detail, smpp, campaign } = prepared;
+        let Prepared { mut message, detail, smpp, origin } = prepared;
         let reservation = self.engine.reserve(usize::from(message.status == Status::Queued));
         let claim = (!reservation.is_empty()).then(|| self.engine.claim(now));
-        let new = NewMessage { message: message.clone(), detail, idempotency, claim: claim.clone(), smpp, campaign };
+        let new = NewMessage { message: message.clone(), detail, idempotency, claim: claim.clone(), smpp, origin };
         let inserted = self.inserter.submit(new).await?;
         if inserted == Inserted::New {
             if claim.is_some() {
@@ -142,7 +142,7 @@ impl Ingress {
             .into_iter()
             .map(|(p, idempotency)| NewMessage {
                 smpp: p.smpp,
-                campaign: p.campaign,
+                origin: p.origin,
                 idempotency,
                 ..NewMessage::new(p.message, p.detail)
             })

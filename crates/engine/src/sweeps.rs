@@ -146,6 +146,8 @@ impl Engine {
             let Ok(settings) = serde_json::from_str::<smsgate_core::consent::Compliance>(&json) else { continue };
             let Some(days) = settings.retention_days else { continue };
             let before = self.now().plus_secs(-i64::from(days) * 86_400);
+            // Conversations quiet since are their messages' index: they go with them.
+            self.store.purge_conversations(account, before).await?;
             for direction in [smsgate_core::Direction::Outbound, smsgate_core::Direction::Inbound] {
                 let key = (account, direction);
                 let mut after = self.purge_walked.lock().unwrap_or_else(|e| e.into_inner()).1.get(&key).copied();

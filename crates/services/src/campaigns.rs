@@ -959,7 +959,7 @@ impl Campaigns {
                     b.links.extend(
                         short.links.into_iter().map(|l| smsgate_store::Link { message_id: Some(id.clone()), ..l }),
                     );
-                    p.campaign = Some(c.id.clone());
+                    p.origin.campaign = Some(c.id.clone());
                     p.detail = format!("{}; campaign {:?}", p.detail, c.name);
                     let key = format!("smsgate:campaign:{}:{}:{}", run.id, r.contact_id, r.attempt);
                     b.keyed.push((p, Some((key, "campaign".to_string()))));

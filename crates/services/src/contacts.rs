@@ -778,6 +778,9 @@ impl Contacts {
         self.store.forget_phone(account, &c.phone_hash).await?;
         // The short links made for them, with their clicks (a link's URL may carry what identified them).
         self.store.forget_links(account, id).await?;
+        // Their conversations, automation runs and the events about them (their data may name them).
+        self.store.forget_conversations(account, &c.phone).await?;
+        self.store.forget_contact_automations(account, id).await?;
         self.store.delete_contact(account, id).await?;
         Ok(n)
     }

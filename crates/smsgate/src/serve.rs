@@ -142,12 +142,14 @@ async fn serve(args: Config) -> anyhow::Result<()> {
     let automations =
         smsgate_services::Automations::new(contacts.clone(), links.clone(), store.clone(), args.node.clone());
     let automations_task = tokio::spawn(automations.clone().run(shutdown.clone()));
+    let conversations = smsgate_services::Conversations::new(messages.clone(), store.clone());
     let state = smsgate_api::AppState {
         messages,
         admin,
         templates,
         campaigns,
         automations,
+        conversations,
         links,
         contacts,
         engine,

@@ -164,6 +164,9 @@ pub trait AutomationStore: Send + Sync {
     /// Marks inbound messages read by automations.
     async fn mark_automated(&self, ids: &[MessageId], at: Timestamp) -> Result<()>;
 
+    /// Deletes a contact's automation runs and the events sent for it (the person was erased); how many rows.
+    async fn forget_contact_automations(&self, account: AccountId, contact: &str) -> Result<u64>;
+
     /// An account's contacts changed after `(updated_at, id)` and at `until` at the latest, in that order.
     async fn changed_contacts(
         &self,
@@ -506,6 +509,22 @@ impl<D: Database> AutomationStore for D {
         params.extend(ids.iter().map(|id| Value::from(*id)));
         self.execute(&format!("UPDATE messages SET automated_at = ? WHERE id IN ({marks})"), params).await?;
         Ok(())
+    }
+
+    async fn forget_contact_automations(&self, account: AccountId, contact: &str) -> Result<u64> {
+        let n = self
+            .transaction(vec![
+                Statement {
+                    sql: "DELETE FROM automation_runs WHERE account_id = ? AND contact_id = ?".into(),
+                    params: values![account, contact],
+                },
+                Statement {
+                    sql: "DELETE FROM events WHERE account_id = ? AND contact_id = ?".into(),
+                    params: values![account, contact],
+                },
+            ])
+            .await?;
+        Ok(n.iter().sum())
     }
 
     async fn changed_contacts(

@@ -6,7 +6,7 @@
 //! By concern: [`MessageStore`] (messages and the queue), [`TenancyStore`] (accounts and keys),
 //! [`RoutingStore`] (connectors, routes), [`WebhookStore`] and [`CallbackOutbox`] (webhook settings and the
 //! callbacks to deliver), [`SmppOutbox`] (deliver_sm to SMPP clients), [`CredentialStore`] (SMPP credentials), [`SenderStore`] (numbers and sender IDs accounts own), [`AuditStore`] (who changed what), the business layer's ([`ContactStore`], [`ConsentStore`], [`JobStore`],
-//! [`TemplateStore`], [`CampaignStore`], [`LinkStore`], [`AutomationStore`]).
+//! [`TemplateStore`], [`CampaignStore`], [`LinkStore`], [`AutomationStore`], [`ConversationStore`]).
 //! SQL that is not on the hot path is written once, over [`sql::Database`]; only the hot paths (insert, claim,
 //! record a status change) are written per database, in `sqlite/` and `postgres/`. What a status change makes
 //! for webhooks and SMPP clients is decided in Rust, once ([`effects`]).
@@ -21,6 +21,7 @@ pub mod automations;
 pub mod campaigns;
 pub mod consent;
 pub mod contacts;
+pub mod conversations;
 pub mod credentials;
 pub mod effects;
 pub mod jobs;
@@ -45,11 +46,12 @@ pub use automations::{Automation, AutomationRun, AutomationStore, EventRecord, I
 pub use campaigns::{Campaign, CampaignStore, MessageCount, Recipient, RecipientCount, ReportRow, Run};
 pub use consent::{ConsentEvent, ConsentStore, OptOut};
 pub use contacts::{Contact, ContactList, ContactQuery, ContactStore, Segment};
+pub use conversations::{Conversation, ConversationMessage, ConversationStore, Span};
 pub use credentials::{CredentialStore, SmppCredential};
 pub use jobs::{ImportBatch, Job, JobStore};
 pub use links::{Click, Link, LinkStore};
 pub use messages::{
-    Changes, Claim, Inserted, ListFilter, MessageStore, NewMessage, ReceiptUpdate, Transition, WaitingAt,
+    Changes, Claim, Inserted, ListFilter, MessageStore, NewMessage, Origin, ReceiptUpdate, Transition, WaitingAt,
 };
 pub use postgres::PgStore;
 pub use routing::{ConnectorRecord, RoutingStore};
@@ -95,6 +97,7 @@ pub trait Store:
     + CampaignStore
     + LinkStore
     + AutomationStore
+    + ConversationStore
     + std::fmt::Debug
 {
     /// Closes the store: waits for writes under way, then releases the database.

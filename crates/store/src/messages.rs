@@ -26,15 +26,29 @@ pub struct NewMessage {
     pub claim: Option<Claim>,
     /// Submitted over SMPP with receipts asked for: which, and how many ids the client was given.
     pub smpp: Option<SmppReceipts>,
-    /// The campaign it is sent for.
-    pub campaign: Option<String>,
+    /// The campaign or automation it is sent for (or, inbound, answers).
+    pub origin: Origin,
 }
 
 impl NewMessage {
     /// A message to store as it is, with its first event's detail.
     pub fn new(message: Message, detail: impl Into<String>) -> NewMessage {
-        NewMessage { message, detail: detail.into(), idempotency: None, claim: None, smpp: None, campaign: None }
+        NewMessage {
+            message,
+            detail: detail.into(),
+            idempotency: None,
+            claim: None,
+            smpp: None,
+            origin: Origin::default(),
+        }
     }
+}
+
+/// What a message was sent for: a campaign, an automation, or neither; for an inbound message, what it answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    pub campaign: Option<String>,
+    pub automation: Option<String>,
 }
 
 /// A dispatcher's lease on a message: who holds it and until when.
@@ -261,19 +275,18 @@ pub trait MessageStore: Database {
         row.map(|r| r.status("status")).transpose()
     }
 
-    /// The campaign of the last text `account` sent from `sender` to `handset`, if that text was a campaign's and
-    /// was made at `since` or later: the campaign a reply from that handset answers.
-    async fn campaign_replied_to(
-        &self,
-        account: AccountId,
-        handset: &str,
-        sender: &str,
-        since: Timestamp,
-    ) -> Result<Option<String>> {
-        let sql = "SELECT campaign_id, created_at FROM messages WHERE to_addr = ? AND direction = 'outbound' \
-                   AND from_addr = ? AND account_id = ? ORDER BY id DESC LIMIT 1";
-        let Some(r) = self.query_one(sql, values![handset, sender, account]).await? else { return Ok(None) };
-        Ok(r.get::<Option<String>>("campaign_id")?.filter(|_| r.timestamp("created_at").is_ok_and(|t| t >= since)))
+    /// The campaign or automation of the last text `account` sent from `sender` to `handset`, if that text was
+    /// made at `since` or later: what a reply from that handset answers.
+    async fn replied_to(&self, account: AccountId, handset: &str, sender: &str, since: Timestamp) -> Result<Origin> {
+        let sql = "SELECT campaign_id, automation_id, created_at FROM messages WHERE to_addr = ? \
+                   AND direction = 'outbound' AND from_addr = ? AND account_id = ? ORDER BY id DESC LIMIT 1";
+        let Some(r) = self.query_one(sql, values![handset, sender, account]).await? else {
+            return Ok(Origin::default());
+        };
+        if r.timestamp("created_at")? < since {
+            return Ok(Origin::default());
+        }
+        Ok(Origin { campaign: r.get("campaign_id")?, automation: r.get("automation_id")? })
     }
 
     /// The account that last sent from `sender` to `handset`: where a reply from that handset belongs.

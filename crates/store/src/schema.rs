@@ -54,6 +54,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration::both(20, include_str!("../migrations/0020_campaigns.sql")),
     Migration::both(21, include_str!("../migrations/0021_links.sql")),
     Migration::both(22, include_str!("../migrations/0022_automations.sql")),
+    Migration::both(23, include_str!("../migrations/0023_conversations.sql")),
 ];
 
 /// The `next_attempt_at` of a message that waits for a connector of its route ([`crate::Changes::wait_for_route`]):

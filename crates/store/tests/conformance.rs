@@ -128,6 +128,7 @@ conformance!(
     templates_per_account,
     campaign_runs_and_recipients,
     automation_runs_once_per_trigger,
+    conversations_thread_both_ways,
 );
 
 fn message(account: AccountId, to: &str, status: Status, at: Timestamp) -> Message {
@@ -1852,8 +1853,10 @@ async fn campaign_runs_and_recipients(store: &Arc<dyn Store>) {
     // Messages made for the campaign are counted by status, with their cost.
     let mut m = message(acme, "+447700900123", Status::Queued, NOW);
     m.price_micros = Some(20_000);
-    let new =
-        smsgate_store::NewMessage { campaign: Some("c1".into()), ..smsgate_store::NewMessage::new(m, "accepted") };
+    let new = smsgate_store::NewMessage {
+        origin: smsgate_store::Origin { campaign: Some("c1".into()), automation: None },
+        ..smsgate_store::NewMessage::new(m, "accepted")
+    };
     store.insert_messages(&[new]).await.unwrap();
     insert(store, message(acme, "+447700900124", Status::Queued, NOW)).await;
     let counts = store.campaign_messages("c1").await.unwrap();
@@ -2013,4 +2016,80 @@ async fn automation_runs_once_per_trigger(store: &Arc<dyn Store>) {
     assert!(!store.delete_automation(globex, "a1").await.unwrap(), "another account's");
     assert!(store.delete_automation(acme, "a1").await.unwrap());
     assert!(store.automation_run("r1").await.unwrap().is_none(), "its runs with it");
+}
+
+async fn conversations_thread_both_ways(store: &Arc<dyn Store>) {
+    use smsgate_store::{Conversation, Span};
+    let (acme, globex) = (account(store).await, account(store).await);
+    let (handset, ours) = ("+15550000001", "+15550000099");
+    let at = |ms: i64| NOW.plus_millis(ms);
+    // Messages both ways, each with an id of its time; one to another handset, one of another account.
+    let mut ids = Vec::new();
+    for (i, inbound) in [true, false, true, false].into_iter().enumerate() {
+        let ms = i64::try_from(i).unwrap() * 1000;
+        let mut m = message(acme, handset, if inbound { Status::Received } else { Status::Queued }, at(ms));
+        m.id = MessageId::first_at(at(ms));
+        m.from = ours.into();
+        if inbound {
+            (m.direction, m.from, m.to) = (Direction::Inbound, handset.into(), ours.into());
+        }
+        ids.push(insert(store, m).await);
+    }
+    let mut elsewhere = message(acme, "+15550000002", Status::Queued, at(500));
+    elsewhere.from = ours.into();
+    insert(store, elsewhere).await;
+    let mut theirs = message(globex, handset, Status::Queued, at(600));
+    theirs.from = ours.into();
+    insert(store, theirs).await;
+
+    let c = Conversation {
+        id: "k1".into(),
+        account_id: acme,
+        handset: handset.into(),
+        address: ours.into(),
+        last_activity_at: at(3000),
+        read_through: None,
+        created_at: at(0),
+    };
+    let filed = store.file_conversation(&c).await.unwrap();
+    assert_eq!(filed, c);
+    // Filed again (an older message read late) it keeps its id and its later activity.
+    let again = store.file_conversation(&Conversation { id: "k2".into(), last_activity_at: at(1), ..c.clone() }).await;
+    assert_eq!(again.unwrap(), c);
+    assert!(store.touch_conversation(acme, handset, ours, at(5000)).await.unwrap());
+    assert!(!store.touch_conversation(globex, handset, ours, at(5000)).await.unwrap(), "none of Globex's");
+    let c = store.conversation(acme, "k1").await.unwrap().unwrap();
+    assert_eq!(c.last_activity_at, at(5000));
+    assert!(store.conversation(globex, "k1").await.unwrap().is_none());
+
+    let c_ref = &c;
+    let page = |span, n| async move {
+        let got = store.conversation_messages(c_ref, span, n).await.unwrap();
+        got.into_iter().map(|m| m.message.id).collect::<Vec<_>>()
+    };
+    assert_eq!(page(Span::Latest, 10).await, ids, "both ways, in order, none of another handset or account");
+    assert_eq!(page(Span::Latest, 2).await, ids[2..]);
+    assert_eq!(page(Span::Before(ids[2]), 10).await, ids[..2]);
+    assert_eq!(page(Span::After(ids[0]), 2).await, ids[1..3]);
+    assert_eq!(store.unread(&c, 100).await.unwrap(), 2);
+    assert_eq!(store.unread(&c, 1).await.unwrap(), 1, "counted to the cap");
+    store.mark_read(&c, ids[2]).await.unwrap();
+    let read = store.conversation(acme, "k1").await.unwrap().unwrap();
+    assert_eq!((read.read_through, store.unread(&read, 100).await.unwrap()), (Some(ids[2]), 0));
+    store.mark_read(&c, ids[0]).await.unwrap();
+    assert_eq!(store.conversation(acme, "k1").await.unwrap().unwrap().read_through, Some(ids[2]), "never back");
+
+    // Newest activity first, by pages.
+    let other =
+        Conversation { id: "k3".into(), handset: "+15550000002".into(), last_activity_at: at(4000), ..c.clone() };
+    store.file_conversation(&other).await.unwrap();
+    let list = store.conversations(acme, None, 10).await.unwrap();
+    assert_eq!(list.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["k1", "k3"]);
+    let next = store.conversations(acme, Some((at(5000), "k1")), 10).await.unwrap();
+    assert_eq!(next.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["k3"]);
+    assert!(store.conversations(globex, None, 10).await.unwrap().is_empty());
+
+    assert_eq!(store.purge_conversations(acme, at(4500)).await.unwrap(), 1, "quiet since");
+    assert_eq!(store.forget_conversations(acme, handset).await.unwrap(), 1);
+    assert!(store.conversations(acme, None, 10).await.unwrap().is_empty());
 }

@@ -262,6 +262,7 @@ fn parse_spec(a: &Automation) -> Result<AutomationSpec> {
 #[derive(Debug, Clone)]
 pub struct Automations {
     contacts: Contacts,
+    conversations: crate::conversations::Conversations,
     links: Links,
     store: Arc<dyn Store>,
     node: String,
@@ -270,7 +271,8 @@ pub struct Automations {
 
 impl Automations {
     pub fn new(contacts: Contacts, links: Links, store: Arc<dyn Store>, node: impl Into<String>) -> Automations {
-        Automations { contacts, links, store, node: node.into(), wake: Arc::default() }
+        let conversations = crate::conversations::Conversations::new(contacts.messages.clone(), store.clone());
+        Automations { contacts, conversations, links, store, node: node.into(), wake: Arc::default() }
     }
 
     fn now(&self) -> Timestamp {

@@ -159,10 +159,12 @@ impl Automations {
         Ok(self.store.save_automation_run(&run, &expected).await?)
     }
 
-    /// Reads inbound messages not read yet: keyword triggers, replies awaited.
+    /// Reads inbound messages not read yet: each filed in its conversation, then keyword triggers and replies
+    /// awaited.
     pub(super) async fn inbound(&self) -> Result<usize> {
         let texts = self.store.unautomated_inbound(PAGE).await?;
         for t in &texts {
+            self.conversations.file(t).await?;
             self.read_inbound(t).await?;
         }
         let ids: Vec<MessageId> = texts.iter().map(|t| t.id).collect();

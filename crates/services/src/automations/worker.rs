@@ -340,11 +340,10 @@ impl Automations {
             from: step.from.to_string(),
             body: short.text,
             category: Category::requested(step.category.unwrap_or("transactional")).unwrap_or_default(),
-            reference: Some(format!("automation {}", a.id)),
             ..Request::default()
         };
         let messages = &self.contacts.messages;
-        let prepared = match messages
+        let mut prepared = match messages
             .prepare_for(a.account_id, &request, now, ZoneOf::Contact(contact.time_zone.as_deref()))
             .await
         {
@@ -357,6 +356,7 @@ impl Automations {
             }
             Err(e) => return Err(e),
         };
+        prepared.origin.automation = Some(a.id.clone());
         // The same key each time the step is taken, so a step taken again after a crash stores nothing new.
         let key = format!("smsgate:automation:{}:{}", run.id, run.position);
         let keyed = vec![(prepared, Some((key.clone(), key)))];
@@ -373,6 +373,7 @@ impl Automations {
                 if !links.is_empty() {
                     self.store.insert_links(&links).await?;
                 }
+                self.conversations.touch(a.account_id, &message.to, &message.from, message.created_at).await?;
                 message.id
             }
             Inserted::Duplicate { id, .. } => id,

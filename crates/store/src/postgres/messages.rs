@@ -250,8 +250,8 @@ impl MessageStore for PgStore {
                  price_micros, connector, carrier_id, status, error_code, reference, callback_url, send_at, \
                  expires_at, attempts, next_attempt_at, idempotency_key, request_hash, created_at, updated_at, \
                  journey, lease_owner, lease_until, smpp_receipts, smpp_parts, callback_statuses, category, \
-                 campaign_id) VALUES {} ON CONFLICT DO NOTHING RETURNING messages.id, {}",
-                values_rows(chunk.len(), 31),
+                 campaign_id, automation_id) VALUES {} ON CONFLICT DO NOTHING RETURNING messages.id, {}",
+                values_rows(chunk.len(), 32),
                 effect_columns("messages.status", "messages.created_at"),
             );
             let mut query = sqlx::query(AssertSqlSafe(sql));
@@ -292,7 +292,8 @@ impl MessageStore for PgStore {
                     .bind(new.smpp.map(|r| i64::from(r.ids)))
                     .bind(m.callback_statuses.map(|c| i64::from(c.0)))
                     .bind(m.category.as_str())
-                    .bind(new.campaign.as_deref());
+                    .bind(new.origin.campaign.as_deref())
+                    .bind(new.origin.automation.as_deref());
             }
             let rows = query.fetch_all(&mut *tx).await?;
             write_effects(&mut tx, &rows).await?;

@@ -265,9 +265,9 @@ impl MessageStore for SqliteStore {
                          segments, price_micros, connector, carrier_id, status, error_code, reference, callback_url, \
                          send_at, expires_at, attempts, next_attempt_at, idempotency_key, request_hash, created_at, \
                          updated_at, journey, lease_owner, lease_until, smpp_receipts, smpp_parts, \
-                         callback_statuses, category, campaign_id) \
+                         callback_statuses, category, campaign_id, automation_id) \
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-                         ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31) ON CONFLICT DO NOTHING",
+                         ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32) ON CONFLICT DO NOTHING",
                     )?
                     .execute(params![
                         id,
@@ -300,7 +300,8 @@ impl MessageStore for SqliteStore {
                         new.smpp.map(|r| i64::from(r.ids)),
                         m.callback_statuses.map(|c| i64::from(c.0)),
                         m.category.as_str(),
-                        new.campaign,
+                        new.origin.campaign,
+                        new.origin.automation,
                     ])?;
                 if inserted == 1 {
                     changed.push(m.status);
