@@ -167,7 +167,7 @@ pub struct RunBody {
     /// `active` (its next step due at `due_at`), `waiting` (for a reply until `due_at`), `completed`, `canceled`,
     /// `failed`.
     pub state: String,
-    /// What started it: `event:{key}`, `message:{id}`, `date:{subject}:{time}`, `schedule:{time}`.
+    /// What started it: `event:{key}`, `message:{id}`, `date:{contact}:{subject}:{time}`, `schedule:{time}:{contact}`.
     pub trigger: String,
     /// The next step, as its path in the steps (`2`, or `2.0.1` inside a branch's first case).
     pub position: String,

@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used)] // Test helpers; a failure is a test failure.
 //! Automations through the services, on SQLite and on PostgreSQL, with a clock the tests set: appointment
 //! reminders at each patient's local time, moved by a changed date and dropped by a cancel event; a JOIN keyword
-//! flow that branches on the reply (yes, something else, no reply at all).
+//! flow that branches on the reply (yes, something else, no reply at all); a schedule that texts a list once each
+//! time its cron fires; a reminder on a contact's own date field, set, moved and dropped as the contact changes.
 
 use std::time::Duration;
 
@@ -31,7 +32,12 @@ async fn setup(backend: &'static str) -> Setup {
     common::setup_at(backend, evening()).await
 }
 
-on_both!(appointment_reminders_keep_local_time_and_follow_events, a_join_keyword_branches_on_the_reply);
+on_both!(
+    appointment_reminders_keep_local_time_and_follow_events,
+    a_join_keyword_branches_on_the_reply,
+    a_schedule_texts_its_audience_once_a_firing,
+    a_contact_date_field_sets_moves_and_drops_its_reminder
+);
 
 fn automations(s: &Setup) -> Automations {
     let links = smsgate_services::links::Links::new(s.store.clone(), "https://go.example");
@@ -267,4 +273,109 @@ async fn a_join_keyword_branches_on_the_reply(s: &Setup) {
     assert_eq!(steps, expected);
     let stats = a.get(s.acme, &join.id).await.unwrap().stats;
     assert_eq!((stats.runs, stats.completed), (3, 3), "{stats:?}");
+}
+
+async fn a_schedule_texts_its_audience_once_a_firing(s: &Setup) {
+    let a = automations(s);
+    let list = s.contacts.create_list(s.acme, "Members").await.unwrap();
+    let mut phones = vec!["+12125550301".to_string(), "+12125550302".to_string()];
+    for (i, phone) in phones.iter().enumerate() {
+        let spec = ContactSpec { phone: phone.clone(), name: Some(format!("M{i}")), ..ContactSpec::default() };
+        s.contacts.create(s.acme, spec, false).await.unwrap();
+    }
+    s.contacts.add_members(s.acme, &list.id, &[], &phones).await.unwrap();
+    let spec: AutomationSpec = serde_json::from_value(json!({
+        "name": "Morning balance",
+        "trigger": {"type": "schedule", "cron": "0 9 * * *", "time_zone": "America/New_York",
+                    "audience": {"lists": ["Members"]}},
+        "steps": [{"type": "send", "from": "+12125550000", "body": "Good morning {{ name }}"}]
+    }))
+    .unwrap();
+    let view = a.create(s.acme, spec).await.unwrap();
+    assert_eq!(view.automation.next_run_at, Some(new_york(2026, 12, 2, 9, 0)));
+    tick_until!(a, true, "");
+    assert!(texts_to(s, &phones[0]).await.is_empty(), "not before 09:00");
+
+    s.clock.set(new_york(2026, 12, 2, 9, 0).plus_secs(30));
+    tick_until!(
+        a,
+        texts_to(s, &phones[0]).await.len() == 1 && texts_to(s, &phones[1]).await.len() == 1,
+        format!("09:00: {:?}", a.runs(s.acme, &view.automation.id, None, None, 10).await)
+    );
+    assert_eq!(texts_to(s, &phones[1]).await[0].body, "Good morning M1");
+    tick_until!(a, true, "");
+    assert_eq!(texts_to(s, &phones[0]).await.len(), 1, "once a firing");
+    let next = a.get(s.acme, &view.automation.id).await.unwrap().automation.next_run_at;
+    assert_eq!(next, Some(new_york(2026, 12, 3, 9, 0)));
+
+    // The audience as it is at the next firing: a new member too.
+    let late = "+12125550303".to_string();
+    s.contacts.create(s.acme, ContactSpec { phone: late.clone(), ..ContactSpec::default() }, false).await.unwrap();
+    s.contacts.add_members(s.acme, &list.id, &[], std::slice::from_ref(&late)).await.unwrap();
+    phones.push(late);
+    s.clock.set(new_york(2026, 12, 3, 9, 1));
+    tick_until!(a, texts_to(s, &phones[2]).await.len() == 1, "the next morning");
+    assert_eq!(texts_to(s, &phones[0]).await.len(), 2);
+    assert_eq!(a.get(s.acme, &view.automation.id).await.unwrap().stats.completed, 5);
+}
+
+async fn a_contact_date_field_sets_moves_and_drops_its_reminder(s: &Setup) {
+    let a = automations(s);
+    let spec: AutomationSpec = serde_json::from_value(json!({
+        "name": "Visit reminder",
+        "trigger": {"type": "date_field", "field": "fields.visit_at", "offset": "-1h"},
+        "steps": [{"type": "send", "from": "+12125550000",
+                   "body": "See you at {{ fields.visit_at | date(\"%H:%M\") }}"}]
+    }))
+    .unwrap();
+    let reminder = a.create(s.acme, spec).await.unwrap().automation;
+    let phone = "+12125550401";
+    let fields = |v: Value| serde_json::from_value::<serde_json::Map<String, Value>>(v).unwrap();
+    let spec = ContactSpec {
+        phone: phone.into(),
+        fields: fields(json!({"visit_at": "2026-12-02 10:00"})),
+        ..ContactSpec::default()
+    };
+    let contact = s.contacts.create(s.acme, spec.clone(), false).await.unwrap().1.contact;
+    // Another contact with the same time has a reminder of its own.
+    let other = "+12125550402";
+    s.contacts.create(s.acme, ContactSpec { phone: other.into(), ..spec }, false).await.unwrap();
+    let open = |a: &Automations| {
+        let (a, id, contact) = (a.clone(), reminder.id.clone(), contact.id.clone());
+        let acme = s.acme;
+        async move {
+            let runs = a.runs(acme, &id, Some(&contact), None, 10).await.unwrap();
+            runs.into_iter().filter(|r| r.state == "active").map(|r| r.due_at).collect::<Vec<_>>()
+        }
+    };
+    // A change is read once it is a few seconds old.
+    s.clock.advance(Duration::from_secs(10));
+    tick_until!(a, open(&a).await.len() == 1, "the reminder set");
+    assert_eq!(open(&a).await, [Some(new_york(2026, 12, 2, 9, 0))]);
+    // Moved to noon: the reminder at 11:00.
+    let patch = smsgate_services::ContactPatch {
+        fields: Some(fields(json!({"visit_at": "2026-12-02 12:00"}))),
+        ..Default::default()
+    };
+    s.contacts.update(s.acme, &contact.id, patch).await.unwrap();
+    s.clock.advance(Duration::from_secs(10));
+    tick_until!(a, open(&a).await == [Some(new_york(2026, 12, 2, 11, 0))], "the reminder moved");
+    // The field removed: nothing waits; set again: it waits again.
+    let patch =
+        smsgate_services::ContactPatch { fields: Some(fields(json!({"visit_at": null}))), ..Default::default() };
+    s.contacts.update(s.acme, &contact.id, patch).await.unwrap();
+    s.clock.advance(Duration::from_secs(10));
+    tick_until!(a, open(&a).await.is_empty(), "the reminder dropped");
+    let patch = smsgate_services::ContactPatch {
+        fields: Some(fields(json!({"visit_at": "2026-12-02 12:00"}))),
+        ..Default::default()
+    };
+    s.contacts.update(s.acme, &contact.id, patch).await.unwrap();
+    s.clock.advance(Duration::from_secs(10));
+    tick_until!(a, open(&a).await.len() == 1, "set again");
+    s.clock.set(new_york(2026, 12, 2, 11, 0).plus_secs(5));
+    tick_until!(a, texts_to(s, phone).await.len() == 1, "the reminder sent");
+    assert_eq!(texts_to(s, phone).await[0].body, "See you at 12:00");
+    tick_until!(a, texts_to(s, other).await.len() == 1, "the other contact's, at its own 09:00");
+    assert_eq!(texts_to(s, other).await[0].body, "See you at 10:00");
 }

@@ -29,8 +29,8 @@ CREATE TABLE automation_runs (
     automation_id  TEXT NOT NULL REFERENCES automations (id) ON DELETE CASCADE,
     account_id     TEXT NOT NULL,
     contact_id     TEXT NOT NULL,
-    -- What started it: "event:{event id or idempotency key}", "message:{inbound id}", "date:{subject}:{time}",
-    -- "schedule:{time}".
+    -- What started it: "event:{event id or idempotency key}", "message:{inbound id}",
+    -- "date:{contact}:{subject}:{time}", "schedule:{time}:{contact}".
     trigger_key    TEXT NOT NULL,
     -- What a date trigger's later events name it by (an appointment's id); '' for the contact's only one.
     subject        TEXT NOT NULL,

@@ -116,7 +116,7 @@ impl Automations {
         data: &Value,
         now: Timestamp,
     ) -> Result<DateChange> {
-        let key = format!("date:{subject}:{}", at.0);
+        let key = format!("date:{}:{subject}:{}", contact.id, at.0);
         let open = self.store.open_runs(&a.id, &contact.id, subject).await?;
         if open.iter().any(|r| r.trigger_key == key) {
             return Ok(DateChange::Same);
@@ -151,6 +151,11 @@ impl Automations {
         let now = self.now();
         let mut log = log_of(&run);
         log.push(json!({"step": run.position, "type": "end", "at": rfc3339(now), "outcome": state, "detail": why}));
+        // A date's run ended before its time frees its key: the same date set again (a booking restored, a field
+        // put back) starts a run again.
+        if run.trigger_key.starts_with("date:") {
+            run.trigger_key = format!("{}#ended:{}", run.trigger_key, run.id);
+        }
         run.log = Value::Array(log).to_string();
         run.state = state.into();
         run.due_at = None;
@@ -269,7 +274,10 @@ impl Automations {
                     };
                     let runs: Vec<AutomationRun> = page
                         .iter()
-                        .map(|c| new_run(&a, c, format!("schedule:{}", fired.0), String::new(), &data, now, Some(now)))
+                        .map(|c| {
+                            let key = format!("schedule:{}:{}", fired.0, c.id);
+                            new_run(&a, c, key, String::new(), &data, now, Some(now))
+                        })
                         .collect();
                     self.store.insert_automation_runs(&runs).await?;
                     if !full {
