@@ -5,6 +5,7 @@
 //! Errors are `{"error": {"code": "...", "message": "..."}}` with an explicit status and a stable code; internal
 //! error text never reaches a client (it is logged).
 
+mod analytics;
 pub mod audit;
 mod automations;
 mod campaigns;
@@ -73,6 +74,8 @@ pub struct AppState {
     pub automations: smsgate_services::Automations,
     /// Two-way threads with contacts.
     pub conversations: smsgate_services::Conversations,
+    /// Numbers over time, from the rollups.
+    pub analytics: smsgate_services::Analytics,
     /// Short links.
     pub links: smsgate_services::links::Links,
     /// The engine, for what only it knows (the connectors in force, their health).
@@ -177,6 +180,7 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .routes(routes!(conversations::get_conversation))
         .routes(routes!(conversations::conversation_messages, conversations::reply))
         .routes(routes!(conversations::mark_read))
+        .routes(routes!(analytics::get_analytics))
         .with_state(state)
         .split_for_parts();
     let document = Arc::new(api.to_pretty_json().unwrap_or_else(|_| "{}".into()));

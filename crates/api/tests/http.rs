@@ -112,11 +112,14 @@ async fn start(backend: &str) -> Server {
     tokio::spawn(campaigns.clone().run(shutdown.clone()));
     let automations = smsgate_services::Automations::new(contacts.clone(), links.clone(), store.clone(), "test");
     tokio::spawn(automations.clone().run(shutdown.clone()));
+    let analytics = smsgate_services::Analytics::new(store.clone(), smsgate_core::clock::system());
+    tokio::spawn(analytics.clone().run(shutdown.clone()));
     let state = AppState {
         templates: smsgate_services::Templates::new(contacts.clone(), links.clone(), store.clone()),
         campaigns: campaigns.clone(),
         automations: automations.clone(),
         conversations: smsgate_services::Conversations::new(messages.clone(), store.clone()),
+        analytics: analytics.clone(),
         links,
         contacts,
         messages,
@@ -283,6 +286,7 @@ on_both!(
     campaigns_pause_resume_and_cancel,
     automations_answer_events_for_their_account_only,
     conversations_thread_both_ways_for_their_account_only,
+    analytics_equal_a_count_over_the_messages,
     short_links_count_each_visit
 );
 
@@ -686,6 +690,7 @@ async fn openapi_matches_the_routes(s: &Server) {
         ("/v1/conversations/{id}/messages", "get"),
         ("/v1/conversations/{id}/messages", "post"),
         ("/v1/conversations/{id}/read", "post"),
+        ("/v1/analytics", "get"),
     ];
     for (path, method) in expected {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing from the document");
@@ -2963,4 +2968,130 @@ async fn conversations_thread_both_ways_for_their_account_only(s: &Server) {
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
     let (st, _) = s.call("GET", &format!("{path}?before={first}&after={first}"), Some(&key), None).await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+/// Sums a metric over every point of every series.
+fn total(v: &Value, metric: &str) -> f64 {
+    v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["points"].as_array().unwrap().iter())
+        .map(|p| p[metric].as_f64().unwrap_or(0.0))
+        .sum()
+}
+
+/// Analytics: the rollups say what a count over the messages says — sent, delivered, undelivered, failed, cost,
+/// replies, opt-outs, clicks — in all, by country and by campaign; another account's are its own.
+async fn analytics_equal_a_count_over_the_messages(s: &Server) {
+    let (_, key) = s.tenant("acme").await;
+    let (_, other) = s.tenant("globex").await;
+    // Texts to Britain and to the US, one refused (0001), one undelivered (0002); a campaign with a link.
+    let mut ids = Vec::new();
+    for to in ["+447700900501", "+447700900502", "+447700900001", "+447700900002", "+12125550501", "+12125550502"] {
+        let (st, m) =
+            s.call("POST", "/v1/messages", Some(&key), Some(json!({"to": to, "from": "Acme", "body": "hi"}))).await;
+        assert_eq!(st, StatusCode::CREATED, "{m}");
+        ids.push(m["id"].as_str().unwrap().to_string());
+    }
+    let people: [(&str, &str, Option<&str>, &[&str]); 2] =
+        [("+447700900601", "Ann", None, &[]), ("+447700900602", "Bob", None, &[])];
+    let (list, _) = contacts_in_list(s, &key, "Counted", &people).await;
+    let spec = json!({"name": "counted", "audience": {"lists": [list]}, "from": "Acme", "category": "transactional",
+        "body": "Hi {{ name }}: {{ link(\"https://shop.example/x\") }}"});
+    let (_, c) = s.call("POST", "/v1/campaigns", Some(&key), Some(spec)).await;
+    let campaign = c["id"].as_str().unwrap().to_string();
+    s.call("POST", &format!("/v1/campaigns/{campaign}/start"), Some(&key), None).await;
+    until_campaign(s, &key, &campaign, "completed").await;
+    // A reply, a STOP (a reply and an opt-out, with its confirmation), a click.
+    s.reply("+447700900501", "Acme", "thanks").await;
+    s.reply("+447700900502", "Acme", "STOP").await;
+    until_opted(s, &key, "+447700900502", true).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        if let Some(t) = handset_texts(s, "+447700900601").await.pop() {
+            break t;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the campaign's text");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let code = text.rsplit("/l/").next().unwrap().to_string();
+    let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = browser.get(format!("{}/l/{code}", s.base)).header("user-agent", "Mozilla/5.0 (iPhone)").send().await;
+    assert_eq!(r.unwrap().status(), StatusCode::FOUND);
+
+    // Every outbound text final; then the count over the messages.
+    let final_ = ["delivered", "undelivered", "failed", "expired", "canceled"];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let (outbound, inbound) = loop {
+        let (_, out) = s.call("GET", "/v1/messages?limit=100", Some(&key), None).await;
+        let (_, inb) = s.call("GET", "/v1/inbound?limit=100", Some(&key), None).await;
+        let out = out["data"].as_array().unwrap().clone();
+        if out.len() >= 9 && out.iter().all(|m| final_.contains(&m["status"].as_str().unwrap())) {
+            break (out, inb["data"].as_array().unwrap().clone());
+        }
+        assert!(tokio::time::Instant::now() < deadline, "texts still on their way: {out:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let count = |status: &[&str], country: Option<&str>| {
+        outbound
+            .iter()
+            .filter(|m| status.contains(&m["status"].as_str().unwrap()))
+            .filter(|m| country.is_none_or(|c| m["to"].as_str().unwrap().starts_with(c)))
+            .count() as f64
+    };
+    let sent = count(&["sent", "delivered", "undelivered"], None);
+    let cost: f64 =
+        outbound.iter().filter(|m| m["status"] != "failed").map(|m| m["price"].as_f64().unwrap_or(0.0)).sum();
+    let path = "/v1/analytics?by=hour";
+    let all = until_json(s, &key, path, |v| total(v, "opt_outs") >= 1.0 && total(v, "clicks") >= 1.0).await;
+    assert_eq!(all["data"].as_array().map(Vec::len), Some(1));
+    assert_eq!(all["data"][0]["group"], "all");
+    assert_eq!(all["data"][0]["points"].as_array().map(Vec::len), Some(24 * 7 + 1), "an hour a point, zeros too");
+    assert!(sent >= 7.0, "{outbound:?}");
+    for (metric, expected) in [
+        ("sent", sent),
+        ("delivered", count(&["delivered"], None)),
+        ("undelivered", count(&["undelivered"], None)),
+        ("failed", count(&["failed"], None)),
+        ("replies", inbound.len() as f64),
+        ("opt_outs", 1.0),
+        ("clicks", 1.0),
+    ] {
+        assert_eq!(total(&all, metric), expected, "{metric}: {all}");
+    }
+    assert!((total(&all, "cost") - cost).abs() < 1e-9, "cost {cost}: {all}");
+    let point = all["data"][0]["points"].as_array().unwrap().iter().find(|p| p["sent"].as_f64() > Some(0.0)).unwrap();
+    assert!(point["delivery_rate"].as_f64().unwrap() > 0.5 && point["latency_p50"].as_u64().is_some(), "{point}");
+
+    // By country, by campaign; only the metrics asked.
+    let (_, by_country) =
+        s.call("GET", "/v1/analytics?by=day&group=country&metric=sent,delivered", Some(&key), None).await;
+    let series = |v: &Value, g: &str| {
+        v["data"].as_array().unwrap().iter().find(|x| x["group"] == g).cloned().unwrap_or(Value::Null)
+    };
+    let gb = json!({"data": [series(&by_country, "GB")]});
+    let us = json!({"data": [series(&by_country, "US")]});
+    assert_eq!(total(&gb, "sent"), count(&["sent", "delivered", "undelivered"], Some("+44")), "{by_country}");
+    assert_eq!(total(&us, "delivered"), count(&["delivered"], Some("+1")), "{by_country}");
+    let keys: Vec<&String> = by_country["data"][0]["points"][0].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["delivered", "sent", "t"], "only what was asked");
+    let (_, by_campaign) = s.call("GET", "/v1/analytics?group=campaign", Some(&key), None).await;
+    let theirs = json!({"data": [series(&by_campaign, &campaign)]});
+    assert_eq!((total(&theirs, "sent"), total(&theirs, "clicks")), (2.0, 1.0), "{by_campaign}");
+
+    // Another account's are its own; what is asked wrong is said.
+    let (_, none) = s.call("GET", path, Some(&other), None).await;
+    assert_eq!((total(&none, "sent"), total(&none, "replies")), (0.0, 0.0), "{none}");
+    for (bad, code) in [
+        ("metric=sent,smiles", "invalid_metric"),
+        ("by=week", "invalid_by"),
+        ("group=planet", "invalid_group"),
+        ("by=hour&from=2020-01-01T00:00:00Z", "invalid_range"),
+        ("from=2026-12-01T00:00:00Z&to=2026-11-01T00:00:00Z", "invalid_range"),
+        ("from=yesterday", "invalid_time"),
+    ] {
+        let (st, v) = s.call("GET", &format!("/v1/analytics?{bad}"), Some(&key), None).await;
+        assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some(code)), "{bad}: {v}");
+    }
 }

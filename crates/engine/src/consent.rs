@@ -246,6 +246,23 @@ impl Engine {
                 if let (true, true, Some(c)) = (opted_out, changed, campaign) {
                     store.attribute_consent(&event.id, c).await?;
                 }
+                if opted_out && changed {
+                    // Counted just after the change it counts (a crash between loses the count, not the opt-out).
+                    let account_id = account.to_string();
+                    let counted = smsgate_store::rollups::Counted {
+                        account_id: &account_id,
+                        inbound: true,
+                        handset: &inbound.from,
+                        address: &inbound.to,
+                        campaign,
+                        connector: inbound.connector.as_deref(),
+                        price_micros: None,
+                        created_at: inbound.created_at,
+                    };
+                    let key = smsgate_store::rollups::key_of(&counted, inbound.created_at);
+                    let one = smsgate_store::Counters { opt_outs: 1, ..Default::default() };
+                    store.add_rollups(&smsgate_store::Rollups::one(key, one)).await?;
+                }
                 let from = if scope.is_empty() { "" } else { inbound.to.as_str() };
                 if opted_out && self.consent.opted_out(store, account, &inbound.from, from, now).await? {
                     let from = (!scope.is_empty()).then_some(inbound.to.as_str());

@@ -673,6 +673,23 @@ impl Contacts {
     pub async fn opt_out(&self, account: AccountId, phone: &str, source: Source, evidence: Value) -> Result<bool> {
         let phone = self.normalize_phone(phone)?;
         let changed = self.change_consent(account, &phone, true, "", source, evidence).await?;
+        if changed {
+            let now = self.now();
+            let account_id = account.to_string();
+            let counted = smsgate_store::rollups::Counted {
+                account_id: &account_id,
+                inbound: false,
+                handset: &phone,
+                address: "",
+                campaign: None,
+                connector: None,
+                price_micros: None,
+                created_at: now,
+            };
+            let one = smsgate_store::Counters { opt_outs: 1, ..Default::default() };
+            let key = smsgate_store::rollups::key_of(&counted, now);
+            self.store.add_rollups(&smsgate_store::Rollups::one(key, one)).await?;
+        }
         let settings = self.compliance(account).await?;
         self.engine().cancel_for_opt_out(account, &phone, None, &settings).await?;
         Ok(changed)

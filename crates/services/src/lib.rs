@@ -12,6 +12,7 @@
 //! failure) and a stable code, which each front end maps to its own answer.
 
 pub mod admin;
+pub mod analytics;
 pub mod audit;
 pub mod automations;
 pub mod binds;
@@ -27,6 +28,7 @@ pub mod senders;
 pub mod templates;
 
 pub use admin::{Admin, CredentialSpec, MatchSpec, RouteSpec, TargetSpec};
+pub use analytics::Analytics;
 pub use automations::{AutomationSpec, AutomationView, Automations, EventOutcome, EventSpec};
 pub use campaigns::{Audience, CampaignSpec, CampaignView, Campaigns, RunView, Schedule, Stats};
 pub use contacts::{ContactInfo, ContactPatch, ContactSpec, Contacts, Export, SegmentFilter};

@@ -5,8 +5,9 @@
 
 use std::sync::Arc;
 
-use smsgate_core::{AccountId, Timestamp};
-use smsgate_store::{Click, Link, Store};
+use smsgate_core::{AccountId, MessageId, Timestamp};
+use smsgate_store::rollups::{Counted, key_of};
+use smsgate_store::{Click, Counters, Link, Rollups, Store};
 
 use crate::error::{Result, ServiceError};
 use crate::templates::Rendered;
@@ -171,8 +172,28 @@ impl Links {
         let agent = user_agent.map(|a| a.chars().take(256).collect::<String>());
         let lower = agent.as_deref().unwrap_or("").to_ascii_lowercase();
         let robot = agent.is_none() || ROBOTS.iter().any(|r| lower.contains(r));
+        // A person's visit counts in the rollups, by the text's campaign, connector, country and sender.
+        let mut counts = Rollups::default();
+        if !robot {
+            let message = match link.message_id.as_deref().and_then(MessageId::parse) {
+                Some(id) => self.store.message(link.account_id, id).await?,
+                None => None,
+            };
+            let account = link.account_id.to_string();
+            let counted = Counted {
+                account_id: &account,
+                inbound: false,
+                handset: message.as_ref().map_or("", |m| m.to.as_str()),
+                address: message.as_ref().map_or("", |m| m.from.as_str()),
+                campaign: link.campaign_id.as_deref(),
+                connector: message.as_ref().and_then(|m| m.connector.as_deref()),
+                price_micros: None,
+                created_at: now,
+            };
+            counts = Rollups::one(key_of(&counted, now), Counters { clicks: 1, ..Counters::default() });
+        }
         let click = Click { id: uuid::Uuid::now_v7().to_string(), code: link.code, at: now, robot, user_agent: agent };
-        self.store.record_click(&click).await?;
+        self.store.record_click(&click, &counts).await?;
         Ok(Some(link.url))
     }
 }

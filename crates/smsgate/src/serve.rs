@@ -143,6 +143,8 @@ async fn serve(args: Config) -> anyhow::Result<()> {
         smsgate_services::Automations::new(contacts.clone(), links.clone(), store.clone(), args.node.clone());
     let automations_task = tokio::spawn(automations.clone().run(shutdown.clone()));
     let conversations = smsgate_services::Conversations::new(messages.clone(), store.clone());
+    let analytics = smsgate_services::Analytics::new(store.clone(), engine.clone().clock());
+    let analytics_task = tokio::spawn(analytics.clone().run(shutdown.clone()));
     let state = smsgate_api::AppState {
         messages,
         admin,
@@ -150,6 +152,7 @@ async fn serve(args: Config) -> anyhow::Result<()> {
         campaigns,
         automations,
         conversations,
+        analytics,
         links,
         contacts,
         engine,
@@ -214,6 +217,7 @@ async fn serve(args: Config) -> anyhow::Result<()> {
     upkeep_task.await.context("the metrics upkeep stopped abnormally")?;
     campaigns_task.await.context("the campaign worker stopped abnormally")?;
     automations_task.await.context("the automation worker stopped abnormally")?;
+    analytics_task.await.context("the rollups' worker stopped abnormally")?;
     store.close().await;
     println!("smsgate: stopped");
     Ok(())

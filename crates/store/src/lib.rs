@@ -6,7 +6,7 @@
 //! By concern: [`MessageStore`] (messages and the queue), [`TenancyStore`] (accounts and keys),
 //! [`RoutingStore`] (connectors, routes), [`WebhookStore`] and [`CallbackOutbox`] (webhook settings and the
 //! callbacks to deliver), [`SmppOutbox`] (deliver_sm to SMPP clients), [`CredentialStore`] (SMPP credentials), [`SenderStore`] (numbers and sender IDs accounts own), [`AuditStore`] (who changed what), the business layer's ([`ContactStore`], [`ConsentStore`], [`JobStore`],
-//! [`TemplateStore`], [`CampaignStore`], [`LinkStore`], [`AutomationStore`], [`ConversationStore`]).
+//! [`TemplateStore`], [`CampaignStore`], [`LinkStore`], [`AutomationStore`], [`ConversationStore`]) and [`RollupStore`] (what analytics read).
 //! SQL that is not on the hot path is written once, over [`sql::Database`]; only the hot paths (insert, claim,
 //! record a status change) are written per database, in `sqlite/` and `postgres/`. What a status change makes
 //! for webhooks and SMPP clients is decided in Rust, once ([`effects`]).
@@ -28,6 +28,7 @@ pub mod jobs;
 pub mod links;
 pub mod messages;
 mod postgres;
+pub mod rollups;
 pub mod routing;
 mod schema;
 pub mod seal;
@@ -54,6 +55,7 @@ pub use messages::{
     Changes, Claim, Inserted, ListFilter, MessageStore, NewMessage, Origin, ReceiptUpdate, Transition, WaitingAt,
 };
 pub use postgres::PgStore;
+pub use rollups::{Counters, Grouping, Point, RollupStore, Rollups};
 pub use routing::{ConnectorRecord, RoutingStore};
 pub use senders::{Sender, SenderFilter, SenderStore};
 pub use smpp_outbox::{
@@ -98,6 +100,7 @@ pub trait Store:
     + LinkStore
     + AutomationStore
     + ConversationStore
+    + RollupStore
     + std::fmt::Debug
 {
     /// Closes the store: waits for writes under way, then releases the database.

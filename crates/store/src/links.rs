@@ -46,7 +46,8 @@ pub trait LinkStore: Send + Sync {
     async fn link(&self, code: &str) -> Result<Option<Link>>;
 
     /// Records a visit.
-    async fn record_click(&self, click: &Click) -> Result<()>;
+    /// Records a visit and, in the same transaction, what it adds to the rollups (nothing for a robot's).
+    async fn record_click(&self, click: &Click, counts: &crate::rollups::Rollups) -> Result<()>;
 
     /// The visits of a link, oldest first.
     async fn clicks(&self, code: &str) -> Result<Vec<Click>>;
@@ -129,12 +130,13 @@ impl<D: Database> LinkStore for D {
         self.query_one(&sql, values![code]).await?.as_ref().map(link_of).transpose()
     }
 
-    async fn record_click(&self, c: &Click) -> Result<()> {
-        self.execute(
-            "INSERT INTO link_clicks (id, code, at, robot, user_agent) VALUES (?, ?, ?, ?, ?)",
-            values![&c.id, &c.code, c.at, i64::from(c.robot), c.user_agent.as_deref()],
-        )
-        .await?;
+    async fn record_click(&self, c: &Click, counts: &crate::rollups::Rollups) -> Result<()> {
+        let mut statements = vec![crate::sql::Statement {
+            sql: "INSERT INTO link_clicks (id, code, at, robot, user_agent) VALUES (?, ?, ?, ?, ?)".into(),
+            params: values![&c.id, &c.code, c.at, i64::from(c.robot), c.user_agent.as_deref()],
+        }];
+        statements.extend(crate::rollups::delta_statements(counts));
+        self.transaction(statements).await?;
         Ok(())
     }
 

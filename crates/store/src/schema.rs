@@ -55,6 +55,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration::both(21, include_str!("../migrations/0021_links.sql")),
     Migration::both(22, include_str!("../migrations/0022_automations.sql")),
     Migration::both(23, include_str!("../migrations/0023_conversations.sql")),
+    Migration {
+        version: 24,
+        sqlite: include_str!("../migrations/0024_rollups.sqlite.sql"),
+        postgres: include_str!("../migrations/0024_rollups.postgres.sql"),
+    },
 ];
 
 /// The `next_attempt_at` of a message that waits for a connector of its route ([`crate::Changes::wait_for_route`]):

@@ -129,6 +129,7 @@ conformance!(
     campaign_runs_and_recipients,
     automation_runs_once_per_trigger,
     conversations_thread_both_ways,
+    rollups_count_what_the_messages_did,
 );
 
 fn message(account: AccountId, to: &str, status: Status, at: Timestamp) -> Message {
@@ -2092,4 +2093,69 @@ async fn conversations_thread_both_ways(store: &Arc<dyn Store>) {
     assert_eq!(store.purge_conversations(acme, at(4500)).await.unwrap(), 1, "quiet since");
     assert_eq!(store.forget_conversations(acme, handset).await.unwrap(), 1);
     assert!(store.conversations(acme, None, 10).await.unwrap().is_empty());
+}
+
+async fn rollups_count_what_the_messages_did(store: &Arc<dyn Store>) {
+    use smsgate_store::{Grouping, Rollups};
+    let (acme, globex) = (account(store).await, account(store).await);
+    let none = Changes::default();
+    // Two texts sent (priced) and delivered, one failed, one of Globex's; a reply.
+    let mut ids = Vec::new();
+    for (account, to) in
+        [(acme, "+447700900123"), (acme, "+12125550123"), (acme, "+447700900124"), (globex, "+447700900125")]
+    {
+        ids.push(insert(store, message(account, to, Status::Queued, NOW)).await);
+    }
+    store.claim_due("n", NOW, 60_000, 10).await.unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        if i == 2 {
+            assert!(store.transition(*id, Status::Failed, NOW.plus_secs(1), "refused", &none).await.unwrap());
+            continue;
+        }
+        let sent = Changes {
+            connector: Some("sim".into()),
+            carrier_id: Some(format!("R{i}")),
+            price_micros: Some(20_000),
+            ..Default::default()
+        };
+        assert!(store.transition(*id, Status::Sent, NOW.plus_secs(1), "sent", &sent).await.unwrap());
+        assert!(store.transition(*id, Status::Delivered, NOW.plus_secs(4), "delivered", &none).await.unwrap());
+    }
+    let mut reply = message(acme, "+15550000099", Status::Received, NOW.plus_secs(5));
+    (reply.direction, reply.from, reply.to) = (Direction::Inbound, "+447700900123".into(), "Acme".into());
+    insert(store, reply).await;
+    // A count from outside the message paths.
+    let key = smsgate_store::rollups::RollupKey {
+        account_id: acme.to_string(),
+        hour: smsgate_store::rollups::hour_of(NOW),
+        campaign: String::new(),
+        connector: String::new(),
+        country: "GB".into(),
+        sender: "Acme".into(),
+    };
+    store.add_rollups(&Rollups::one(key, smsgate_store::Counters { clicks: 1, ..Default::default() })).await.unwrap();
+
+    let sum = |points: &[smsgate_store::Point]| {
+        let mut c = smsgate_store::Counters::default();
+        for p in points {
+            c.add(&p.counts);
+        }
+        c
+    };
+    let day = 24 * 3_600_000;
+    let read = |group| async move {
+        store.rollup_points(acme, NOW.plus_secs(-3600), NOW.plus_secs(3600), day, group).await.unwrap()
+    };
+    let all = read(Grouping::All).await;
+    let c = sum(&all);
+    assert_eq!((c.sent, c.delivered, c.failed, c.replies, c.clicks, c.cost_micros), (2, 2, 1, 1, 1, 40_000), "{all:?}");
+    assert_eq!(c.latency[2], 2, "delivered 4 s after they were accepted: up to 5 s");
+    // Folded, they say the same.
+    store.compact_rollups(1000).await.unwrap();
+    assert_eq!(sum(&read(Grouping::All).await), c);
+    let by_country = read(Grouping::Country).await;
+    let of = |g: &str| sum(&by_country.iter().filter(|p| p.group == g).cloned().collect::<Vec<_>>());
+    assert_eq!((of("GB").sent, of("US").sent, of("GB").failed, of("GB").clicks), (1, 1, 1, 1), "{by_country:?}");
+    let theirs = store.rollup_points(globex, NOW.plus_secs(-3600), NOW.plus_secs(3600), day, Grouping::All).await;
+    assert_eq!(sum(&theirs.unwrap()).sent, 1, "Globex's own");
 }

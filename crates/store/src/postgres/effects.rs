@@ -9,6 +9,7 @@ use sqlx::{AssertSqlSafe, Row};
 use super::{ROWS_PER_STATEMENT, pow2_chunks, values_rows};
 use crate::Result;
 use crate::effects::{AccountHooks, Change, effects};
+use crate::rollups::{Counted, KEY_COLUMNS, Rollups, counter_columns};
 use crate::schema::status_of;
 use crate::smpp_outbox::SmppReceipts;
 
@@ -22,7 +23,10 @@ pub(super) fn effect_columns(status: &str, at: &str) -> String {
          messages.callback_url AS effect_callback_url, messages.callback_statuses AS effect_callback_statuses, \
          messages.error_code AS effect_error_code, length(messages.journey)::bigint AS effect_seq, \
          {status} AS effect_status, {at} AS effect_at, messages.smpp_receipts AS effect_smpp_receipts, \
-         messages.smpp_parts AS effect_smpp_parts, \
+         messages.smpp_parts AS effect_smpp_parts, messages.direction AS effect_direction, \
+         messages.to_addr AS effect_to, messages.from_addr AS effect_from, messages.campaign_id AS effect_campaign, \
+         messages.connector AS effect_connector, messages.price_micros AS effect_price, \
+         messages.created_at AS effect_created, \
          CASE WHEN messages.callback_url IS NULL THEN (SELECT w.status_url FROM webhooks w \
          WHERE w.account_id = messages.account_id) END AS effect_status_url, \
          CASE WHEN {status} = 'received' THEN (SELECT w.inbound_url FROM webhooks w \
@@ -30,6 +34,51 @@ pub(super) fn effect_columns(status: &str, at: &str) -> String {
          CASE WHEN {status} = 'received' THEN EXISTS (SELECT 1 FROM smpp_credentials c \
          WHERE c.account_id = messages.account_id) END AS effect_smpp_clients"
     )
+}
+
+/// Adds what a change counts ([`crate::rollups::counts`]) to `rollups`.
+fn count(rollups: &mut Rollups, r: &PgRow, status: smsgate_core::Status) -> Result<()> {
+    let inbound = r.try_get::<String, _>("effect_direction")? == "inbound";
+    let (to, from): (String, String) = (r.try_get("effect_to")?, r.try_get("effect_from")?);
+    let (account, campaign, connector): (String, Option<String>, Option<String>) =
+        (r.try_get("effect_account")?, r.try_get("effect_campaign")?, r.try_get("effect_connector")?);
+    let (handset, address) = if inbound { (&from, &to) } else { (&to, &from) };
+    let counted = Counted {
+        account_id: &account,
+        inbound,
+        handset,
+        address,
+        campaign: campaign.as_deref(),
+        connector: connector.as_deref(),
+        price_micros: r.try_get("effect_price")?,
+        created_at: Timestamp(r.try_get("effect_created")?),
+    };
+    rollups.count(&counted, status, Timestamp(r.try_get("effect_at")?));
+    Ok(())
+}
+
+/// Appends a transaction's counts, added up by row, to the rollups' deltas (not the rollups: nodes would wait on
+/// each other's row locks there).
+async fn write_rollups(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, rollups: &Rollups) -> Result<()> {
+    let rows = rollups.rows();
+    let counters = counter_columns();
+    for chunk in pow2_chunks(&rows, ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO rollup_deltas ({KEY_COLUMNS}, {}) VALUES {}",
+            counters.join(", "),
+            values_rows(chunk.len(), 6 + counters.len())
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (k, c) in chunk {
+            query = query.bind(&k.account_id).bind(k.hour).bind(&k.campaign).bind(&k.connector);
+            query = query.bind(&k.country).bind(&k.sender);
+            for v in c.values() {
+                query = query.bind(v);
+            }
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// A callback row to write: id, account, message, seq, kind, url, status, error code, time.
@@ -42,8 +91,10 @@ type DeliveryRow = (String, String, String, i64, i64, &'static str, &'static str
 pub(super) async fn write_effects(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, rows: &[PgRow]) -> Result<()> {
     let mut callbacks: Vec<CallbackRow> = Vec::new();
     let mut deliveries: Vec<DeliveryRow> = Vec::new();
+    let mut rollups = Rollups::default();
     for r in rows {
         let status = status_of(&r.try_get::<String, _>("effect_status")?)?;
+        count(&mut rollups, r, status)?;
         let callback_url: Option<String> = r.try_get("effect_callback_url")?;
         let status_url: Option<String> = r.try_get("effect_status_url")?;
         let inbound_url: Option<String> = r.try_get("effect_inbound_url")?;
@@ -104,6 +155,7 @@ pub(super) async fn write_effects(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>
             }
         }
     }
+    write_rollups(tx, &rollups).await?;
     for chunk in pow2_chunks(&callbacks, ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO callbacks (id, account_id, message_id, seq, kind, url, status, error_code, at, state, \

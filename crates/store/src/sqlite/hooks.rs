@@ -8,6 +8,7 @@ use rusqlite::{Connection, Row, params};
 use smsgate_core::{MessageId, Status, StatusMask, Timestamp};
 
 use crate::effects::{AccountHooks, Change, effects};
+use crate::rollups::Rollups;
 use crate::schema::account_id_of;
 use crate::{DeliveryMessage, DueDelivery, Result, SmppFeed, SmppReceipts};
 
@@ -32,6 +33,25 @@ thread_local! {
     /// On a store's writer thread: the deliver_sm the transaction under way leased to this node, each with its
     /// room in the feed's channel; sent after the commit, dropped at a rollback.
     static FED: std::cell::RefCell<Vec<(FeedPermit, DueDelivery)>> = const { std::cell::RefCell::new(Vec::new()) };
+
+    /// On a store's writer thread: what the transaction under way adds to the rollups, added up by row and written
+    /// just before its commit ([`write_rollups`]); dropped at a rollback.
+    static ROLLUPS: std::cell::RefCell<Rollups> = std::cell::RefCell::new(Rollups::default());
+}
+
+/// Before a commit: adds what the group's changes count into the rollups (a row a statement; a group of a thousand
+/// changes is a few rows).
+pub(super) fn write_rollups(conn: &Connection) -> rusqlite::Result<()> {
+    let rollups = ROLLUPS.take();
+    if rollups.is_empty() {
+        return Ok(());
+    }
+    let mut st = conn.prepare_cached(&crate::rollups::upsert_sql())?;
+    for (key, c) in rollups.rows() {
+        let values = crate::rollups::row_values(key, c);
+        st.execute(rusqlite::params_from_iter(values.into_iter().map(super::sqlite_value)))?;
+    }
+    Ok(())
 }
 
 type FeedPermit = tokio::sync::mpsc::OwnedPermit<DueDelivery>;
@@ -66,6 +86,7 @@ fn with_hooks<T>(conn: &Connection, f: impl FnOnce(&Hooks) -> T) -> Result<T> {
 pub(super) fn forget_hooks() {
     forget_accounts();
     FED.take();
+    ROLLUPS.take();
 }
 
 /// Forgets what [`HOOKS`] holds: the next status change reads it again. Called after every write of what it
@@ -91,12 +112,41 @@ pub(super) struct Moved {
     /// What a deliver_sm says of it, when it is known (the addresses always; the text when an SMPP client
     /// submitted it).
     pub(super) message: Option<DeliveryMessage>,
+    /// What the rollups count it by.
+    pub(super) counted: CountedMessage,
+}
+
+/// What [`crate::rollups::counts`] asks of a message.
+#[derive(Clone, Default)]
+pub(super) struct CountedMessage {
+    pub(super) inbound: bool,
+    pub(super) to: String,
+    pub(super) from: String,
+    pub(super) campaign: Option<String>,
+    pub(super) connector: Option<String>,
+    pub(super) price_micros: Option<i64>,
+    pub(super) created_at: i64,
+}
+
+impl CountedMessage {
+    /// From a message as it is stored.
+    pub(super) fn of(m: &smsgate_core::Message, campaign: Option<&str>) -> CountedMessage {
+        CountedMessage {
+            inbound: m.direction == smsgate_core::Direction::Inbound,
+            to: m.to.clone(),
+            from: m.from.clone(),
+            campaign: campaign.map(String::from),
+            connector: m.connector.clone(),
+            price_micros: m.price_micros,
+            created_at: m.created_at.0,
+        }
+    }
 }
 
 /// What a status change reads of its message for [`Moved`], in order.
 pub(super) const HOOK_COLUMNS: &str = "id, account_id, callback_url, error_code, length(journey), smpp_receipts, smpp_parts, \
                             to_addr, from_addr, CASE WHEN smpp_receipts IS NOT NULL THEN body END, created_at, \
-                            callback_statuses";
+                            callback_statuses, direction, campaign_id, connector, price_micros";
 
 impl Moved {
     /// What a change that appended `line` to the journey and set `error_code` (when given) makes of the message
@@ -106,6 +156,17 @@ impl Moved {
         self.seq += line.chars().count() as i64;
         if let Some(code) = error_code {
             self.error_code = Some(code.to_string());
+        }
+        self
+    }
+
+    /// The connector and price a change set, if it set them.
+    pub(super) fn priced(mut self, connector: Option<&str>, price_micros: Option<i64>) -> Moved {
+        if let Some(c) = connector {
+            self.counted.connector = Some(c.to_string());
+        }
+        if price_micros.is_some() {
+            self.counted.price_micros = price_micros;
         }
         self
     }
@@ -137,6 +198,15 @@ impl Moved {
             seq: r.get(at + 4)?,
             smpp: smpp_receipts_of(r.get(at + 5)?, r.get(at + 6)?),
             message,
+            counted: CountedMessage {
+                inbound: r.get::<_, String>(at + 12)? == "inbound",
+                to: r.get(at + 7)?,
+                from: r.get(at + 8)?,
+                campaign: r.get(at + 13)?,
+                connector: r.get(at + 14)?,
+                price_micros: r.get(at + 15)?,
+                created_at: r.get(at + 10)?,
+            },
         })
     }
 }
@@ -168,6 +238,19 @@ fn feed_room(m: &Moved) -> Option<(String, i64, FeedPermit)> {
 /// Writes what a change to `status` makes of `m` ([`effects`]): its webhook callback and its deliver_sm, each a
 /// single-row insert in the change's transaction.
 pub(super) fn enqueue(conn: &Connection, m: &Moved, status: Status, at: Timestamp) -> Result<()> {
+    let c = &m.counted;
+    let (handset, address) = if c.inbound { (&c.from, &c.to) } else { (&c.to, &c.from) };
+    let counted = crate::rollups::Counted {
+        account_id: &m.account,
+        inbound: c.inbound,
+        handset,
+        address,
+        campaign: c.campaign.as_deref(),
+        connector: c.connector.as_deref(),
+        price_micros: c.price_micros,
+        created_at: Timestamp(c.created_at),
+    };
+    ROLLUPS.with_borrow_mut(|r| r.count(&counted, status, at));
     // The account's settings are looked up only when the message alone does not decide.
     let needs_account = status == Status::Received || (m.callback_url.is_none() && crate::effects::notifies(status));
     let change = Change {

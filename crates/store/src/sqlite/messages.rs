@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use smsgate_core::{Direction, Message, MessageId, Status, Timestamp};
 
 use super::SqliteStore;
-use super::hooks::{HOOK_COLUMNS, Moved, enqueue};
+use super::hooks::{CountedMessage, HOOK_COLUMNS, Moved, enqueue};
 use crate::messages::mask_of;
 use crate::schema::{
     MESSAGE_COLUMNS, account_id_of, claim_lines, corrupt, expiry_lines, first_journey, journey_line, may_become,
@@ -99,7 +99,7 @@ fn apply_transition(conn: &Connection, t: &Transition) -> Result<bool> {
     if changed == 0 {
         return Ok(false);
     }
-    let moved = before.after(&line, c.error_code.as_deref());
+    let moved = before.after(&line, c.error_code.as_deref()).priced(c.connector.as_deref(), c.price_micros);
     enqueue(conn, &moved, t.to, t.at)?;
     {
         let id = moved.id;
@@ -314,6 +314,7 @@ impl MessageStore for SqliteStore {
                         seq: journey.chars().count() as i64,
                         smpp: new.smpp,
                         message: Some(DeliveryMessage::from(m)),
+                        counted: CountedMessage::of(m, new.origin.campaign.as_deref()),
                     };
                     enqueue(conn, &moved, m.status, m.created_at)?;
                     if new.claim.is_some() {
@@ -392,6 +393,7 @@ impl MessageStore for SqliteStore {
                             seq: length + line.chars().count() as i64,
                             smpp: None,
                             message: None,
+                            counted: CountedMessage::default(),
                         });
                         out.push(m);
                     }

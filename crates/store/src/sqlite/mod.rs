@@ -165,7 +165,9 @@ fn run_group(conn: &Connection, mut jobs: Vec<Box<dyn Job>>) {
         let failed = jobs.iter_mut().position(|job| !job.run(conn));
         match failed {
             None => {
-                let committed = conn.execute_batch("COMMIT").map_err(Arc::new);
+                // The group's counts go in last, added up by rollup row.
+                let committed =
+                    hooks::write_rollups(conn).and_then(|()| conn.execute_batch("COMMIT")).map_err(Arc::new);
                 if committed.is_err() {
                     let _ = conn.execute_batch("ROLLBACK");
                     forget_hooks();
@@ -325,7 +327,7 @@ fn rows_of(st: &mut rusqlite::CachedStatement<'_>, params: impl rusqlite::Params
 }
 
 /// A [`Value`] as `rusqlite` binds it.
-fn sqlite_value(v: Value) -> rusqlite::types::Value {
+pub(super) fn sqlite_value(v: Value) -> rusqlite::types::Value {
     use rusqlite::types::Value as V;
     match v {
         Value::Int(Some(n)) => V::Integer(n),
@@ -508,6 +510,7 @@ mod tests {
                 body: "hi".into(),
                 created_at: Timestamp(1),
             }),
+            counted: super::hooks::CountedMessage::default(),
         };
         let mut answers = Vec::new();
         let mut jobs: Vec<Box<dyn Job>> = Vec::new();
@@ -531,6 +534,9 @@ mod tests {
         let rows: i64 =
             conn.query_row("SELECT COUNT(*) FROM smpp_outbox WHERE lease_owner = 'node'", [], |r| r.get(0)).unwrap();
         assert_eq!(rows, 1);
+        // The rollups count the committed group's delivery once, not the one rolled back.
+        let delivered: i64 = conn.query_row("SELECT SUM(delivered) FROM rollups", [], |r| r.get(0)).unwrap();
+        assert_eq!(delivered, 1);
         FEED.set(None);
     }
 
