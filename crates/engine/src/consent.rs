@@ -259,9 +259,8 @@ impl Engine {
                         price_micros: None,
                         created_at: inbound.created_at,
                     };
-                    let key = smsgate_store::rollups::key_of(&counted, inbound.created_at);
                     let one = smsgate_store::Counters { opt_outs: 1, ..Default::default() };
-                    store.add_rollups(&smsgate_store::Rollups::one(key, one)).await?;
+                    store.add_rollups(&smsgate_store::Rollups::of(&counted, inbound.created_at, one)).await?;
                 }
                 let from = if scope.is_empty() { "" } else { inbound.to.as_str() };
                 if opted_out && self.consent.opted_out(store, account, &inbound.from, from, now).await? {

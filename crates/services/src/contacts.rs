@@ -687,8 +687,7 @@ impl Contacts {
                 created_at: now,
             };
             let one = smsgate_store::Counters { opt_outs: 1, ..Default::default() };
-            let key = smsgate_store::rollups::key_of(&counted, now);
-            self.store.add_rollups(&smsgate_store::Rollups::one(key, one)).await?;
+            self.store.add_rollups(&smsgate_store::Rollups::of(&counted, now, one)).await?;
         }
         let settings = self.compliance(account).await?;
         self.engine().cancel_for_opt_out(account, &phone, None, &settings).await?;

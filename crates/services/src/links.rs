@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use smsgate_core::{AccountId, MessageId, Timestamp};
-use smsgate_store::rollups::{Counted, key_of};
+use smsgate_store::rollups::Counted;
 use smsgate_store::{Click, Counters, Link, Rollups, Store};
 
 use crate::error::{Result, ServiceError};
@@ -190,7 +190,7 @@ impl Links {
                 price_micros: None,
                 created_at: now,
             };
-            counts = Rollups::one(key_of(&counted, now), Counters { clicks: 1, ..Counters::default() });
+            counts = Rollups::of(&counted, now, Counters { clicks: 1, ..Counters::default() });
         }
         let click = Click { id: uuid::Uuid::now_v7().to_string(), code: link.code, at: now, robot, user_agent: agent };
         self.store.record_click(&click, &counts).await?;

@@ -1,18 +1,18 @@
--- Rollups: what analytics read instead of the messages (issue 21). Each status change that counts adds to its
--- row in the change's own transaction (store::rollups decides what counts): sent (with the price), delivered
+-- Rollups: what analytics read instead of the messages (issue 21). Each status change that counts adds, in the
+-- change's own transaction, to five rows of its account and hour: one for the account (dimension 'all') and one
+-- for each of its campaign, connector, country and sender (store::rollups decides what counts): sent (with the price), delivered
 -- (with the latency, in buckets lat_0 to lat_11: up to 1 s, 2 s, 5 s, 10 s, 30 s, 1 min, 2 min, 5 min, 10 min,
 -- 30 min, 1 h, more), undelivered, failed, expired, replies; clicks and opt-outs as they are recorded.
 
 CREATE TABLE rollups (
     account_id   TEXT NOT NULL,
+    -- all, campaign, connector, country or sender.
+    dimension    TEXT NOT NULL,
     -- The hour's start, UTC milliseconds.
     hour         BIGINT NOT NULL,
-    -- '' for none, or unknown.
-    campaign_id  TEXT NOT NULL,
-    connector    TEXT NOT NULL,
-    country      TEXT NOT NULL,
-    -- The account's address: what a text was sent from, what a reply was sent to.
-    sender       TEXT NOT NULL,
+    -- The campaign's id, the connector's name, the country (ISO 3166), the account's address (what a text was sent
+    -- from, what a reply was sent to); '' for none or unknown, and for all.
+    value        TEXT NOT NULL,
     sent         BIGINT NOT NULL DEFAULT 0,
     delivered    BIGINT NOT NULL DEFAULT 0,
     undelivered  BIGINT NOT NULL DEFAULT 0,
@@ -34,7 +34,7 @@ CREATE TABLE rollups (
     lat_9        BIGINT NOT NULL DEFAULT 0,
     lat_10       BIGINT NOT NULL DEFAULT 0,
     lat_11       BIGINT NOT NULL DEFAULT 0,
-    PRIMARY KEY (account_id, hour, campaign_id, connector, country, sender)
+    PRIMARY KEY (account_id, dimension, hour, value)
 );
 
 -- Counts appended where several writers would wait on each other's locks on one rollup row (PostgreSQL's nodes,
@@ -42,11 +42,9 @@ CREATE TABLE rollups (
 CREATE TABLE rollup_deltas (
     id           BIGSERIAL PRIMARY KEY,
     account_id   TEXT NOT NULL,
+    dimension    TEXT NOT NULL,
     hour         BIGINT NOT NULL,
-    campaign_id  TEXT NOT NULL,
-    connector    TEXT NOT NULL,
-    country      TEXT NOT NULL,
-    sender       TEXT NOT NULL,
+    value        TEXT NOT NULL,
     sent         BIGINT NOT NULL DEFAULT 0,
     delivered    BIGINT NOT NULL DEFAULT 0,
     undelivered  BIGINT NOT NULL DEFAULT 0,
@@ -72,4 +70,4 @@ CREATE TABLE rollup_deltas (
     claimed_by   TEXT
 );
 
-CREATE INDEX rollup_deltas_account ON rollup_deltas (account_id, hour);
+CREATE INDEX rollup_deltas_account ON rollup_deltas (account_id, dimension, hour);

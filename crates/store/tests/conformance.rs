@@ -2125,15 +2125,19 @@ async fn rollups_count_what_the_messages_did(store: &Arc<dyn Store>) {
     (reply.direction, reply.from, reply.to) = (Direction::Inbound, "+447700900123".into(), "Acme".into());
     insert(store, reply).await;
     // A count from outside the message paths.
-    let key = smsgate_store::rollups::RollupKey {
-        account_id: acme.to_string(),
-        hour: smsgate_store::rollups::hour_of(NOW),
-        campaign: String::new(),
-        connector: String::new(),
-        country: "GB".into(),
-        sender: "Acme".into(),
+    let account_id = acme.to_string();
+    let clicked = smsgate_store::rollups::Counted {
+        account_id: &account_id,
+        inbound: false,
+        handset: "+447700900123",
+        address: "Acme",
+        campaign: None,
+        connector: None,
+        price_micros: None,
+        created_at: NOW,
     };
-    store.add_rollups(&Rollups::one(key, smsgate_store::Counters { clicks: 1, ..Default::default() })).await.unwrap();
+    let click = smsgate_store::Counters { clicks: 1, ..Default::default() };
+    store.add_rollups(&Rollups::of(&clicked, NOW, click)).await.unwrap();
 
     let sum = |points: &[smsgate_store::Point]| {
         let mut c = smsgate_store::Counters::default();

@@ -66,12 +66,11 @@ async fn write_rollups(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, rollups: 
         let sql = format!(
             "INSERT INTO rollup_deltas ({KEY_COLUMNS}, {}) VALUES {}",
             counters.join(", "),
-            values_rows(chunk.len(), 6 + counters.len())
+            values_rows(chunk.len(), 4 + counters.len())
         );
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for (k, c) in chunk {
-            query = query.bind(&k.account_id).bind(k.hour).bind(&k.campaign).bind(&k.connector);
-            query = query.bind(&k.country).bind(&k.sender);
+            query = query.bind(&k.account_id).bind(k.dimension).bind(k.hour).bind(&k.value);
             for v in c.values() {
                 query = query.bind(v);
             }
