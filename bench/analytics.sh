@@ -45,7 +45,7 @@ for i in $(seq 0 $((SENDERS - 1))); do DIMS="$DIMS, ('sender', 'sender-$i', $SEN
 ROWS=$((HOURS * (1 + CAMPAIGNS + CONNECTORS + COUNTRIES + SENDERS)))
 # Each row: its share of the hour's texts sent, most delivered within 5 s, a few failed, replies and clicks; a
 # price of 0.04 a text.
-P="($HOURLY / share)"
+P="(CAST($HOURLY AS BIGINT) / share)"
 COUNTS="$P, $P * 97 / 100, $P / 100, $P / 100, 0, $P * 40000, $P / 50, $P / 40, 0,
         $P / 2, $P / 4, $P * 97 / 100 - $P / 2 - $P / 4, 0, 0, 0, 0, 0, 0, 0, 0, 0"
 COLUMNS="account_id, dimension, hour, value, sent, delivered, undelivered, failed, expired, cost_micros, replies,
@@ -62,7 +62,8 @@ else
   ACCOUNT=$(psql -Atq "$DB" -c "SELECT id FROM accounts WHERE is_admin = 1")
   psql -q "$DB" -c "INSERT INTO rollups ($COLUMNS)
     SELECT '$ACCOUNT', dimension, $BASE + n * 3600000, value, $COUNTS
-    FROM generate_series(0, $HOURS - 1) n, (VALUES $DIMS) AS d(dimension, value, share); ANALYZE rollups;"
+    FROM generate_series(CAST(0 AS BIGINT), $HOURS - 1) n, (VALUES $DIMS) AS d(dimension, value, share);
+    ANALYZE rollups;"
 fi
 echo "rollups of $((HOURLY * HOURS)) texts over $DAYS days: $ROWS rows, written in $(echo "$(date +%s.%N) - $START" | bc) s"
 

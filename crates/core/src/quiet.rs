@@ -212,6 +212,24 @@ pub fn place_of(e164: &str) -> Option<Place> {
     Some(Place { region, subdivision: None, zone, several })
 }
 
+/// A number's country (ISO 3166), cheaply: a +1 number's by its area code, any other's as the main country of its
+/// country code (a code several countries share counts as its first: +7 as RU, +44 as GB). Without the full
+/// parse [`place_of`] makes, for what counts many numbers (the analytics' rollups).
+pub fn country_of(e164: &str) -> Option<String> {
+    let digits = e164.strip_prefix('+').unwrap_or(e164);
+    if let Some(rest) = digits.strip_prefix('1')
+        && let Some(npa) = rest.get(..3)
+        && let Some((region, ..)) = TABLES.nanp.get(npa)
+    {
+        return Some(region.clone());
+    }
+    // Country codes are one to three digits and none is a prefix of another.
+    (1..=3).find_map(|n| {
+        let code: u16 = digits.get(..n)?.parse().ok()?;
+        phonenumber::metadata::DATABASE.region(&code)?.first().map(|r| (*r).to_string())
+    })
+}
+
 /// Whether the zone name is one smsgate knows (the IANA database's).
 pub fn zone(name: &str) -> Option<Tz> {
     name.parse().ok()
@@ -320,6 +338,23 @@ mod tests {
             }
         }
         assert!(TABLES.nanp.len() > 400 && TABLES.countries.len() > 240);
+    }
+
+    #[test]
+    fn countries_from_numbers_cheaply() {
+        let check = |n: &str, c: Option<&str>| assert_eq!(country_of(n).as_deref(), c, "{n}");
+        check("+13055550100", Some("US"));
+        check("+14165550100", Some("CA"));
+        check("+447700900123", Some("GB"));
+        check("+33612345678", Some("FR"));
+        check("+353871234567", Some("IE"));
+        check("+8613812345678", Some("CN"));
+        check("+999123", None);
+        check("", None);
+        // The same country as the full parse, for numbers of one country's code.
+        for n in ["+447700900123", "+33612345678", "+4915112345678", "+61412345678"] {
+            assert_eq!(country_of(n), place_of(n).map(|p| p.region), "{n}");
+        }
     }
 
     #[test]
