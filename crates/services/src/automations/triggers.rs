@@ -219,7 +219,15 @@ impl Automations {
             }
             let c = match &contact {
                 Some(c) => c,
-                None => contact.insert(self.contact_for(t).await?),
+                None => match self.contact_for(t).await {
+                    Ok(c) => contact.insert(c),
+                    Err(e @ (ServiceError::Store(_) | ServiceError::Engine(_))) => return Err(e),
+                    // A sender no contact can have (an alphanumeric one): no run, and the next messages are read.
+                    Err(e) => {
+                        tracing::info!(message = %t.id, error = %e, "a keyword from a sender that is no contact");
+                        return Ok(());
+                    }
+                },
             };
             let data = json!({"message": {"id": t.id.to_string(), "from": t.from, "to": t.to, "body": t.body}});
             let run = new_run(&a, c, format!("message:{}", t.id), String::new(), &data, now, Some(now));
