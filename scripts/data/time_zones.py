@@ -40,6 +40,7 @@ CA = {
 }
 # Area codes whose libphonenumber data names several zones: the most populous part's zone.
 NANP_CHOICE = {
+    "208": "America/Boise",        # Idaho: Boise and the south are Mountain; the panhandle is Pacific.
     "605": "America/Chicago",      # South Dakota: Sioux Falls and the east are Central.
     "701": "America/Chicago",      # North Dakota: Fargo and Bismarck are Central.
     "709": "America/St_Johns",     # Newfoundland and Labrador: most live on the island.
@@ -86,6 +87,9 @@ def nanp():
     for npa in range(200, 1000):
         prefix = f"1{npa}"
         zones = TIMEZONE_DATA.get(prefix)
+        if not zones:
+            # Some area codes (310, 208) are listed only by longer prefixes: their zones together.
+            zones = sorted({z for key, zs in TIMEZONE_DATA.items() if key.startswith(prefix) for z in zs})
         if not zones:
             continue
         number = phonenumbers.parse(f"+1{npa}2345678")

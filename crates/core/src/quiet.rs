@@ -358,6 +358,18 @@ mod tests {
     }
 
     #[test]
+    fn area_codes_listed_only_by_longer_prefixes_have_places() {
+        // libphonenumber lists 310 and 208 only by their longer prefixes; the table has them from those.
+        let la = place_of("+13105550100").unwrap();
+        assert_eq!(
+            (la.region.as_str(), la.subdivision.as_deref(), la.zone.name()),
+            ("US", Some("CA"), "America/Los_Angeles")
+        );
+        let id = place_of("+12085550100").unwrap();
+        assert_eq!((id.subdivision.as_deref(), id.zone.name(), id.several), (Some("ID"), "America/Boise", true));
+    }
+
+    #[test]
     fn places_from_numbers() {
         let fl = place_of("+13055550100").unwrap();
         assert_eq!((fl.name(), fl.zone, fl.several), ("US-FL".into(), chrono_tz::America::New_York, false));
