@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::contacts::ContactBody;
 use crate::error::ApiError;
-use crate::json::{JsonBody, time_json};
+use crate::json::{JsonBody, PageQuery, time_json};
 use crate::views::ErrorView;
 use crate::{AppState, Caller};
 
@@ -70,16 +70,6 @@ pub(crate) async fn create_automation(
 ) -> Result<impl IntoResponse, ApiError> {
     let v = state.automations.create(caller.id, spec).await?;
     Ok((StatusCode::CREATED, Json(automation_body(v))))
-}
-
-/// A page's cursor and size.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct PageQuery {
-    /// The `next_cursor` of the page before.
-    cursor: Option<String>,
-    /// 1 to 500 (100 when not given).
-    limit: Option<u32>,
 }
 
 /// A page of automations.

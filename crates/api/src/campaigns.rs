@@ -9,11 +9,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use smsgate_services::campaigns::MAX_PAGE;
 use smsgate_services::{CampaignSpec, CampaignView, RunView, Stats};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 use crate::contacts::csv_rows;
 use crate::error::ApiError;
-use crate::json::{JsonBody, message_view, time_json};
+use crate::json::{JsonBody, PageQuery, message_view, time_json};
 use crate::views::{ErrorView, MessageView};
 use crate::{AppState, Caller};
 
@@ -111,16 +111,6 @@ pub(crate) async fn create_campaign(
     Ok((StatusCode::CREATED, Json(campaign_body(v, true))))
 }
 
-/// `GET /v1/campaigns` paging.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct CampaignPageQuery {
-    /// The `next_cursor` of the page before.
-    cursor: Option<String>,
-    /// 1 to 500 (100 when not given).
-    limit: Option<u32>,
-}
-
 /// A page of campaigns (without their numbers; `GET /v1/campaigns/{id}` has them).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CampaignPage {
@@ -129,12 +119,12 @@ pub struct CampaignPage {
 }
 
 /// The account's campaigns, oldest first.
-#[utoipa::path(get, path = "/v1/campaigns", params(CampaignPageQuery),
+#[utoipa::path(get, path = "/v1/campaigns", params(PageQuery),
     responses((status = OK, body = CampaignPage), (status = UNPROCESSABLE_ENTITY, body = ErrorView)))]
 pub(crate) async fn list_campaigns(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Query(q): Query<CampaignPageQuery>,
+    Query(q): Query<PageQuery>,
 ) -> Result<Json<CampaignPage>, ApiError> {
     let limit = q.limit.unwrap_or(100);
     let page = state.campaigns.list(caller.id, q.cursor.as_deref(), limit).await?;

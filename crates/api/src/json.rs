@@ -51,6 +51,16 @@ impl<S: Send + Sync, T: DeserializeOwned, const LIMIT: usize> FromRequest<S> for
     }
 }
 
+/// A page's place and size, for the lists that page by id (campaigns, automations).
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PageQuery {
+    /// The `next_cursor` of the page before.
+    pub(crate) cursor: Option<String>,
+    /// 1 to 500 (100 when not given).
+    pub(crate) limit: Option<u32>,
+}
+
 /// A time as RFC 3339 in UTC with milliseconds.
 pub fn time_json(t: Timestamp) -> Value {
     match DateTime::<Utc>::from_timestamp_millis(t.0) {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use smsgate_core::admission::Request;
 use smsgate_core::consent::Category;
-use smsgate_core::{AccountId, Direction, MessageId, Timestamp};
+use smsgate_core::{AccountId, Timestamp};
 use smsgate_store::{Contact, Conversation, ConversationMessage, InboundText, Span, Store};
 
 use crate::error::{Result, ServiceError};
@@ -138,26 +138,11 @@ impl Conversations {
     /// Marks every inbound message of a conversation so far read.
     pub async fn mark_read(&self, account: AccountId, id: &str) -> Result<ConversationView> {
         let mut c = self.find(account, id).await?;
-        if let Some(newest) = self.newest_inbound(&c).await? {
+        if let Some(newest) = self.store.newest_inbound(&c).await? {
             self.store.mark_read(&c, newest).await?;
             c.read_through = Some(c.read_through.map_or(newest, |r| r.max(newest)));
         }
         self.view(c).await
-    }
-
-    async fn newest_inbound(&self, c: &Conversation) -> Result<Option<MessageId>> {
-        // The newest page holds the newest inbound message unless the account wrote that many since.
-        let mut span = Span::Latest;
-        loop {
-            let page = self.store.conversation_messages(c, span, MAX_PAGE).await?;
-            if let Some(m) = page.iter().rev().find(|m| m.message.direction == Direction::Inbound) {
-                return Ok(Some(m.message.id));
-            }
-            match page.first() {
-                Some(first) if page.len() == MAX_PAGE as usize => span = Span::Before(first.message.id),
-                _ => return Ok(None),
-            }
-        }
     }
 
     /// Replies in a conversation: a text from its number to its contact, through the same admission as every
@@ -165,7 +150,7 @@ impl Conversations {
     pub async fn reply(&self, account: AccountId, id: &str, reply: Reply) -> Result<Submitted> {
         let c = self.find(account, id).await?;
         let sent = self.send(account, &c.handset, &c.address, reply).await?;
-        if let Some(newest) = self.newest_inbound(&c).await? {
+        if let Some(newest) = self.store.newest_inbound(&c).await? {
             self.store.mark_read(&c, newest).await?;
         }
         Ok(sent)

@@ -72,6 +72,9 @@ pub trait ConversationStore: Send + Sync {
     /// How many of a conversation's inbound messages came after what was read (at most `cap` counted).
     async fn unread(&self, c: &Conversation, cap: u32) -> Result<u64>;
 
+    /// The newest inbound message of a conversation, if any.
+    async fn newest_inbound(&self, c: &Conversation) -> Result<Option<MessageId>>;
+
     /// Marks a conversation read through `message` (an inbound message of it).
     async fn mark_read(&self, c: &Conversation, message: MessageId) -> Result<()>;
 
@@ -229,6 +232,13 @@ impl<D: Database> ConversationStore for D {
         );
         let row = self.query_one(&sql, values![&c.handset, read, &c.address, c.account_id]).await?;
         row.map_or(Ok(0), |r| r.count("n"))
+    }
+
+    async fn newest_inbound(&self, c: &Conversation) -> Result<Option<MessageId>> {
+        let sql = "SELECT id FROM messages WHERE from_addr = ? AND direction = 'inbound' AND to_addr = ? \
+                   AND account_id = ? ORDER BY id DESC LIMIT 1";
+        let row = self.query_one(sql, values![&c.handset, &c.address, c.account_id]).await?;
+        row.map(|r| r.message_id("id")).transpose()
     }
 
     async fn mark_read(&self, c: &Conversation, message: MessageId) -> Result<()> {
