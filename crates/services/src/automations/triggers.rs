@@ -34,7 +34,7 @@ impl Automations {
                 ServiceError::not_found("contact_not_found", format!("no contact {id:?} in this account"))
             })?,
             (None, Some(c)) => self.contacts.create(account, c, true).await?.1.contact,
-            _ => return Err(invalid("invalid_contact", "give contact_id or contact, not both")),
+            _ => return Err(invalid("invalid_contact", "give one of contact_id and contact")),
         };
         let now = self.now();
         let id = uuid::Uuid::now_v7().to_string();
