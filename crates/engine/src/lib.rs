@@ -36,6 +36,7 @@ mod writer;
 pub use error::EngineError;
 pub use events::{DomainEvent, Events};
 pub use registry::Registry;
+pub use sweeps::Deleted;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -79,6 +80,10 @@ pub struct Config {
     /// The key numbers are hashed with in the consent tables (`smsgate serve` derives it from the server's
     /// secret; nodes sharing a database must share it).
     pub consent_key: Vec<u8>,
+    /// How long final messages are kept; then they are deleted, with their parts and callbacks. `None`: kept.
+    pub history: Option<Duration>,
+    /// How long webhook callbacks that are done (delivered, or given up) are kept, for their delivery log.
+    pub callback_log: Duration,
 }
 
 impl Default for Config {
@@ -95,6 +100,8 @@ impl Default for Config {
             expiry_interval: Duration::from_secs(1),
             clock: smsgate_core::clock::system(),
             consent_key: b"smsgate consent key for tests".to_vec(),
+            history: None,
+            callback_log: Duration::from_secs(3 * 86_400),
         }
     }
 }
@@ -368,9 +375,11 @@ impl Engine {
         let unparks = tokio::spawn(self.clone().unpark_every(shutdown.clone()));
         let consent = tokio::spawn(self.clone().refresh_consent_every(shutdown.clone()));
         let retention = tokio::spawn(self.clone().purge_history_every(shutdown.clone()));
+        let history = tokio::spawn(self.clone().delete_history_every(shutdown.clone()));
         self.dispatch(shutdown).await;
         let _ = consent.await;
         let _ = retention.await;
+        let _ = history.await;
         let _ = receipts.await;
         let _ = expiry.await;
         let _ = reloads.await;

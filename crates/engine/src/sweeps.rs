@@ -1,5 +1,6 @@
 //! What the engine does on a timer: reloading connectors and routes, putting back messages that wait for their
-//! route, ending messages whose validity passed, and purging the history accounts keep for a set time.
+//! route, ending messages whose validity passed, purging the history accounts keep for a set time, and deleting
+//! the server's history past `history_days`.
 
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -168,6 +169,89 @@ impl Engine {
         Ok(purged)
     }
 }
+
+impl Engine {
+    /// Every [`HISTORY_EVERY`], deletes the history past [`crate::Config::history`] and the callbacks done for
+    /// longer than [`crate::Config::callback_log`] ([`Engine::delete_history`]).
+    pub(crate) async fn delete_history_every(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(HISTORY_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match self.delete_history(&shutdown).await {
+                Ok(d) if d == Deleted::default() => {}
+                Ok(d) => debug!(messages = d.messages, callbacks = d.callbacks, pages = d.pages, "history deleted"),
+                Err(e) => warn!(error = %e, "deleting history failed; trying again later"),
+            }
+        }
+    }
+
+    /// One pass: final messages made before the history span deleted with their parts and callbacks, callbacks
+    /// done before their span deleted, [`HISTORY_BATCH`] at a time with a pause between so that live traffic never
+    /// waits behind a long write; then the space they held given back to the file system (SQLite), beyond
+    /// [`SPACE_KEPT_PAGES`] kept for new rows, [`SPACE_STEP_PAGES`] at a time.
+    pub async fn delete_history(&self, shutdown: &CancellationToken) -> Result<Deleted, smsgate_store::StoreError> {
+        let mut deleted = Deleted::default();
+        let now = self.now();
+        if let Some(history) = self.config.history {
+            let before = now.plus_secs(-i64::try_from(history.as_secs()).unwrap_or(i64::MAX / 2000));
+            // Deleted messages are gone from the walk: it starts over each pass and steps over what stays (messages
+            // not final yet, ids made before their time).
+            let mut after = None;
+            loop {
+                let (n, last) = self.store.delete_history(before, after, HISTORY_BATCH).await?;
+                deleted.messages += n;
+                let Some(last) = last else { break };
+                after = Some(last);
+                if shutdown.is_cancelled() {
+                    return Ok(deleted);
+                }
+                tokio::time::sleep(HISTORY_PAUSE).await;
+            }
+        }
+        let logged = now.plus_secs(-i64::try_from(self.config.callback_log.as_secs()).unwrap_or(i64::MAX / 2000));
+        loop {
+            let n = self.store.delete_done_callbacks(logged, HISTORY_BATCH).await?;
+            deleted.callbacks += n;
+            if n < u64::from(HISTORY_BATCH) || shutdown.is_cancelled() {
+                break;
+            }
+            tokio::time::sleep(HISTORY_PAUSE).await;
+        }
+        loop {
+            let n = self.store.reclaim_space(SPACE_KEPT_PAGES, SPACE_STEP_PAGES).await?;
+            deleted.pages += n;
+            if n < u64::from(SPACE_STEP_PAGES) || shutdown.is_cancelled() {
+                break;
+            }
+            tokio::time::sleep(HISTORY_PAUSE).await;
+        }
+        Ok(deleted)
+    }
+}
+
+/// What a pass of [`Engine::delete_history`] deleted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Deleted {
+    pub messages: u64,
+    pub callbacks: u64,
+    /// Pages given back to the file system.
+    pub pages: u64,
+}
+
+/// How often history past its span is looked for.
+pub const HISTORY_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+/// Messages (or callbacks) one delete takes.
+pub const HISTORY_BATCH: u32 = 500;
+/// The pause between two deletes.
+const HISTORY_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+/// Free pages SQLite keeps for new rows (16 MB of 4 KiB pages); more are given back.
+pub const SPACE_KEPT_PAGES: u64 = 4096;
+/// Pages given back at a time.
+pub const SPACE_STEP_PAGES: u32 = 256;
 
 /// How often the history purge walks each account from the start again.
 pub const RETENTION_REWALK: std::time::Duration = std::time::Duration::from_secs(3600);

@@ -34,7 +34,8 @@ on_both!(
     a_campaign_keeps_each_recipients_hours,
     marketing_waits_for_the_recipients_hours,
     an_opt_out_cancels_what_was_held,
-    history_past_its_retention_is_purged
+    history_past_its_retention_is_purged,
+    history_past_the_servers_span_is_deleted
 );
 
 async fn marketing_waits_for_the_recipients_hours(s: &Setup) {
@@ -122,8 +123,9 @@ async fn an_opt_out_cancels_what_was_held(s: &Setup) {
     assert!(!other.consent().opted_out(s.store.as_ref(), s.acme, "+13055550100", "x", s.clock.now()).await.unwrap());
 }
 
-async fn history_past_its_retention_is_purged(s: &Setup) {
-    // Message ids are made by the system's clock: the engine's starts from it here, as it does in `serve`.
+/// A text sent and delivered, then three days later another one: the old and the fresh one. Message ids are made by
+/// the system's clock: the engine's starts from it here, as it does in `serve`.
+async fn three_days_apart(s: &Setup) -> (smsgate_core::Message, smsgate_core::Message) {
     s.clock.set(Timestamp::now());
     let old = s.send("+12125550100", Category::Transactional).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -132,7 +134,11 @@ async fn history_past_its_retention_is_purged(s: &Setup) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     s.clock.advance(Duration::from_secs(3 * 86_400));
-    let fresh = s.send("+12125550101", Category::Transactional).await.unwrap();
+    (old, s.send("+12125550101", Category::Transactional).await.unwrap())
+}
+
+async fn history_past_its_retention_is_purged(s: &Setup) {
+    let (old, fresh) = three_days_apart(s).await;
     let settings = Compliance { retention_days: Some(2), ..Compliance::default() };
     s.contacts.set_compliance(s.acme, &settings).await.unwrap();
     assert_eq!(s.engine.purge_history(&CancellationToken::new()).await.unwrap(), 1);
@@ -140,6 +146,23 @@ async fn history_past_its_retention_is_purged(s: &Setup) {
     assert_eq!((purged.body.as_str(), purged.to.as_str(), purged.segments), ("", "purged", 1));
     assert_eq!(s.messages.get(s.acme, fresh.id).await.unwrap().body, "Sale");
     assert_eq!(s.engine.purge_history(&CancellationToken::new()).await.unwrap(), 0, "once");
+}
+
+async fn history_past_the_servers_span_is_deleted(s: &Setup) {
+    let (old, fresh) = three_days_apart(s).await;
+    // A node that keeps two days of history.
+    let config = Config {
+        clock: Arc::new(s.clock.clone()),
+        history: Some(Duration::from_secs(2 * 86_400)),
+        ..Config::default()
+    };
+    let kit = Kit::new(Arc::new(SimNetwork::new(Vec::new(), tokio::sync::mpsc::channel(1).0)));
+    let keeper = Engine::new(s.store.clone(), Arc::new(Registry::new(kit)), config);
+    let deleted = keeper.delete_history(&CancellationToken::new()).await.unwrap();
+    assert_eq!(deleted.messages, 1);
+    assert_eq!(s.messages.get(s.acme, old.id).await.unwrap_err().code(), "not_found");
+    assert_eq!(s.messages.get(s.acme, fresh.id).await.unwrap().body, "Sale");
+    assert_eq!(keeper.delete_history(&CancellationToken::new()).await.unwrap().messages, 0, "once");
 }
 
 /// A marketing campaign started at 20:30 in Miami: its Californian (17:30) and New Yorker (21:00 is the limit) are

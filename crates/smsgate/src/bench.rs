@@ -1,6 +1,7 @@
 //! `smsgate bench`: load generators for HTTP submission APIs (`http`, in [`crate::bench_http`]) and SMPP servers
 //! (`smpp`, in [`crate::bench_smpp`]), and `sink`, a webhook receiver that counts what it gets and checks
-//! signatures. What they share lives here: the runtime and report printing, quantiles, the progress bar.
+//! signatures. What they share lives here: the runtime and report printing, quantiles, the progress bar, and the
+//! reports of each span of a long run (`--interval`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -192,5 +193,73 @@ impl Progress {
     pub(crate) fn finish(self) {
         self.task.abort();
         self.bar.finish_and_clear();
+    }
+}
+
+/// With `--interval SECS`: a JSON line for every span of that many seconds — the submits answered in it, their
+/// latency, the refusals and the receipts that came — appended to `--interval-log` (standard error without one), so
+/// a long run at a fixed rate shows whether it slows as it goes (`bench/soak.sh`).
+pub(crate) struct Intervals {
+    latencies: std::sync::Mutex<Vec<Duration>>,
+    refused: std::sync::atomic::AtomicU64,
+}
+
+impl Intervals {
+    /// Starts reporting every `every` from now; `receipts` counts the receipts that came so far.
+    pub(crate) fn start(
+        every: Duration,
+        log: Option<std::path::PathBuf>,
+        receipts: impl Fn() -> Option<u64> + Send + 'static,
+    ) -> anyhow::Result<(Arc<Intervals>, tokio::task::JoinHandle<()>)> {
+        use std::io::Write;
+        let mut out: Box<dyn Write + Send> = match &log {
+            Some(path) => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("opening {}", path.display()))?,
+            ),
+            None => Box::new(std::io::stderr()),
+        };
+        let spans = Arc::new(Intervals { latencies: Default::default(), refused: Default::default() });
+        let started = Instant::now();
+        let task = tokio::spawn({
+            let spans = spans.clone();
+            async move {
+                let (mut n, mut receipts_before) = (1u32, receipts().unwrap_or(0));
+                loop {
+                    tokio::time::sleep_until((started + every * n).into()).await;
+                    let line = spans.take(started.elapsed(), &mut receipts_before, receipts());
+                    // A log that cannot be written loses its lines, not the run.
+                    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+                    n += 1;
+                }
+            }
+        });
+        Ok((spans, task))
+    }
+
+    /// A submit answered after `latency`.
+    pub(crate) fn answered(&self, latency: Duration) {
+        self.latencies.lock().unwrap_or_else(|e| e.into_inner()).push(latency);
+    }
+
+    /// A submit refused.
+    pub(crate) fn refused(&self) {
+        self.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The span that ends at `at` (after the start) as a JSON line, and a new span begun.
+    fn take(&self, at: Duration, receipts_before: &mut u64, receipts: Option<u64>) -> Value {
+        let mut latencies = std::mem::take(&mut *self.latencies.lock().unwrap_or_else(|e| e.into_inner()));
+        let refused = self.refused.swap(0, std::sync::atomic::Ordering::Relaxed);
+        let mut line = json!({"t": at.as_secs(), "answered": latencies.len(), "refused": refused});
+        add_latencies(&mut line, &mut latencies, None);
+        if let Some(now) = receipts {
+            line["receipts"] = json!(now.saturating_sub(*receipts_before));
+            *receipts_before = now;
+        }
+        line
     }
 }

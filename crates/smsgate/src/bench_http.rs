@@ -84,6 +84,13 @@ pub struct HttpArgs {
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Every this many seconds, a JSON line of that span: requests answered and refused, their latency, and (with
+    /// --callbacks) the receipts that came.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    interval: Option<u64>,
+    /// Where the --interval lines are appended (standard error without it).
+    #[arg(long, requires = "interval")]
+    interval_log: Option<std::path::PathBuf>,
 }
 
 /// The gateway being driven.
@@ -240,6 +247,13 @@ async fn load(mut args: HttpArgs) -> anyhow::Result<Value> {
     let journal = Arc::new(Journal::new(if at_client { args.messages } else { 0 }, Instant::now()));
     let callbacks = if at_client { Some(serve_receipts(gateway, args.listen, journal.clone()).await?) } else { None };
     let requests = args.messages.div_ceil(args.batch);
+    let spans = match args.interval {
+        Some(secs) => Some(crate::bench::Intervals::start(Duration::from_secs(secs), args.interval_log.clone(), {
+            let journal = journal.clone();
+            move || at_client.then(|| journal.receipts.load(Ordering::Relaxed))
+        })?),
+        None => None,
+    };
     let args = Arc::new(args);
     let gate = Arc::new(Semaphore::new(args.concurrency));
     let answered = Arc::new(AtomicU64::new(0));
@@ -266,6 +280,7 @@ async fn load(mut args: HttpArgs) -> anyhow::Result<Value> {
         let permit = gate.clone().acquire_owned().await.context("the request gate closed")?;
         let (client, args, callbacks, journal, answered) =
             (client.clone(), args.clone(), callbacks.clone(), journal.clone(), answered.clone());
+        let spans = spans.as_ref().map(|(s, _)| s.clone());
         tasks.spawn(async move {
             let first = r * args.batch;
             let count = args.batch.min(args.messages - first);
@@ -279,7 +294,13 @@ async fn load(mut args: HttpArgs) -> anyhow::Result<Value> {
             };
             drop(permit);
             answered.fetch_add(count, Ordering::Relaxed);
-            Outcome { latency: scheduled.elapsed(), ..outcome }
+            let latency = scheduled.elapsed();
+            match (&spans, outcome.errors.is_empty()) {
+                (Some(spans), true) => spans.answered(latency),
+                (Some(spans), false) => spans.refused(),
+                (None, _) => {}
+            }
+            Outcome { latency, ..outcome }
         });
     }
     let mut latencies = Vec::with_capacity(usize::try_from(requests).unwrap_or(0));
@@ -350,6 +371,9 @@ async fn load(mut args: HttpArgs) -> anyhow::Result<Value> {
         let waited = journal.latencies();
         report["receipt_p50_ms"] = json!(quantile_ms(&waited, 0.50));
         report["receipt_p99_ms"] = json!(quantile_ms(&waited, 0.99));
+    }
+    if let Some((_, task)) = spans {
+        task.abort();
     }
     Ok(report)
 }

@@ -58,6 +58,12 @@ pub struct Args {
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Every this many seconds, a JSON line of that span: submits answered and refused, their latency, receipts.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    interval: Option<u64>,
+    /// Where the --interval lines are appended (standard error without it).
+    #[arg(long, requires = "interval")]
+    interval_log: Option<std::path::PathBuf>,
 }
 
 /// Counts the receipts that arrive, and how long after its submit each came. A message counts its first receipt
@@ -225,7 +231,21 @@ async fn load(args: Args, parts: Vec<SubmitSm>) -> anyhow::Result<Value> {
         sessions.push(session);
     }
     let n_parts = parts.len() as u64;
-    let load = Arc::new(Load { args, parts, answered: AtomicU64::new(0), receipts: receipts.clone() });
+    let spans = match args.interval {
+        Some(secs) => Some(crate::bench::Intervals::start(Duration::from_secs(secs), args.interval_log.clone(), {
+            let receipts = receipts.clone();
+            let counted = args.receipts;
+            move || counted.then(|| receipts.got.load(Ordering::Relaxed))
+        })?),
+        None => None,
+    };
+    let load = Arc::new(Load {
+        args,
+        parts,
+        answered: AtomicU64::new(0),
+        receipts: receipts.clone(),
+        spans: spans.as_ref().map(|(s, _)| s.clone()),
+    });
     let progress = crate::bench::Progress::start("submitted", load.args.messages, {
         let load = load.clone();
         move || load.answered.load(Ordering::Relaxed)
@@ -287,6 +307,9 @@ async fn load(args: Args, parts: Vec<SubmitSm>) -> anyhow::Result<Value> {
     for s in &sessions {
         s.unbind().await;
     }
+    if let Some((_, task)) = spans {
+        task.abort();
+    }
     Ok(report)
 }
 
@@ -298,6 +321,8 @@ struct Load {
     /// Messages answered (every part), for the progress bar.
     answered: AtomicU64,
     receipts: Arc<Receipts>,
+    /// The span reports, with --interval.
+    spans: Option<Arc<crate::bench::Intervals>>,
 }
 
 /// What one session's share came to, or all of them.
@@ -428,7 +453,13 @@ impl Load {
             refused.get_or_insert(why);
         }
         self.answered.fetch_add(1, Ordering::Relaxed);
-        (accepted, sent.elapsed(), refused)
+        let latency = sent.elapsed();
+        match (&self.spans, &refused) {
+            (Some(spans), None) => spans.answered(latency),
+            (Some(spans), Some(_)) => spans.refused(),
+            (None, _) => {}
+        }
+        (accepted, latency, refused)
     }
 }
 

@@ -38,6 +38,12 @@ pub struct Config {
     /// The URL people reach this server's HTTP API at (such as `https://sms.example.com`): short links in texts
     /// point there unless an account set its own base. Empty: `http://` and the address the API listens on.
     pub public_url: String,
+    /// Days final messages are kept (with their journeys, parts and callbacks); then they are deleted, a batch at a
+    /// time, and SQLite gives the space back. 0: kept for ever. A campaign's stats keep counting its deleted texts;
+    /// analytics come from rollups and keep every hour.
+    pub history_days: u32,
+    /// Days webhook callbacks that are done (delivered, or given up) are kept for their delivery log.
+    pub callback_log_days: u32,
     /// Whether a sender ID an account asks for waits for the operator's approval (a brand's name is not the first
     /// asker's); the admin key's registrations are in force at once either way.
     pub sender_ids_need_approval: bool,
@@ -299,6 +305,8 @@ impl Default for Config {
             default_region: String::new(),
             node: "node-1".into(),
             lease_secs: 60,
+            history_days: 90,
+            callback_log_days: 3,
             threads: 0,
             sender_ids_need_approval: true,
             metrics_token: String::new(),
@@ -367,8 +375,10 @@ pub struct Flags {
 }
 
 /// The environment variables read, without the `SMSGATE_` prefix.
-const ENV_KEYS: [&str; 11] = [
+const ENV_KEYS: [&str; 13] = [
     "metrics_token",
+    "history_days",
+    "callback_log_days",
     "public_url",
     "data_dir",
     "http",
@@ -408,6 +418,9 @@ impl Flags {
         }
         if config.lease_secs == 0 {
             return Err(anyhow!("configuration: lease_secs must be at least 1"));
+        }
+        if config.callback_log_days == 0 {
+            return Err(anyhow!("configuration: callback_log_days must be at least 1"));
         }
         if config.threads > 1024 {
             return Err(anyhow!("configuration: threads must be 0 (one fewer than the cores) to 1024"));

@@ -62,6 +62,8 @@ async fn serve(args: Config) -> anyhow::Result<()> {
         node: args.node.clone(),
         consent_key: secret.clone(),
         lease: std::time::Duration::from_secs(args.lease_secs),
+        history: (args.history_days > 0).then(|| std::time::Duration::from_secs(u64::from(args.history_days) * 86_400)),
+        callback_log: std::time::Duration::from_secs(u64::from(args.callback_log_days) * 86_400),
         ..EngineConfig::default()
     };
     let engine = Engine::new(store.clone(), Arc::new(Registry::new(Kit::new(sim.clone()))), engine_config);

@@ -69,6 +69,20 @@ fn bench_http_reports_what_the_server_did() {
         "{r}"
     );
 
+    // Spans of a long run, with the receipts that came in each.
+    let spans = data.join("http-spans.jsonl");
+    let log = spans.display().to_string();
+    let args =
+        ["--messages", "60", "--rate", "40", "--receipts", "--callbacks", "--interval", "1", "--interval-log", &log];
+    let (ok, r, err) = bench(&server.base, &args);
+    assert!(ok, "{err}");
+    let lines: Vec<Value> =
+        std::fs::read_to_string(&spans).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(!lines.is_empty() && lines[0]["t"] == 1, "{lines:?}");
+    assert!((30..=50).contains(&lines[0]["answered"].as_u64().unwrap()), "about 40 in the first second: {lines:?}");
+    assert!(lines.iter().all(|l| l["receipts"].as_u64().is_some() && l["refused"] == 0), "{lines:?}");
+    assert_eq!(r["receipts"].as_u64(), Some(60), "{r}");
+
     // Concatenated SMPP submits: two parts each, reassembled by the server, a receipt back for every part.
     let smpp = server.lines.iter().find_map(|l| l.strip_prefix("smsgate: SMPP on ")).unwrap().trim().to_string();
     let (status, _) =
@@ -194,6 +208,26 @@ fn bench_smpp_against_smsgate_sim() {
     assert!(r["seconds"].as_f64().unwrap() >= 0.24, "{r}");
     let (ok, _, err) = run(&["--rate", "0"]);
     assert!(!ok && err.starts_with("smsgate: ") && err.contains("--rate"), "{err}");
+    // A long run's spans: 500 messages at 200 a second, a line for each second with what it answered and received.
+    let spans = std::env::temp_dir().join(format!("smsgate-bench-spans-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&spans);
+    let log = spans.display().to_string();
+    let (ok, r, err) =
+        run(&["--messages", "500", "--rate", "200", "--receipts", "--interval", "1", "--interval-log", &log]);
+    assert!(ok, "{err}");
+    let lines: Vec<Value> =
+        std::fs::read_to_string(&spans).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    std::fs::remove_file(&spans).unwrap();
+    assert!(lines.len() >= 2, "a line a second for 2.5 s: {lines:?}");
+    assert_eq!(lines.iter().map(|l| l["t"].as_u64().unwrap()).take(2).collect::<Vec<_>>(), [1, 2]);
+    let answered: u64 = lines.iter().map(|l| l["answered"].as_u64().unwrap()).sum();
+    let receipts: u64 = lines.iter().map(|l| l["receipts"].as_u64().unwrap()).sum();
+    assert!((150..=250).contains(&lines[0]["answered"].as_u64().unwrap()), "about 200 in the first second: {lines:?}");
+    assert!(answered <= 500 && receipts <= 500 && receipts > 0, "{lines:?}");
+    assert!(lines.iter().all(|l| l["refused"] == 0 && l["submit_p99_ms"].as_f64() >= l["submit_p50_ms"].as_f64()));
+    assert_eq!(r["accepted"].as_u64(), Some(500));
+    let (ok, _, err) = run(&["--interval", "0"]);
+    assert!(!ok && err.contains("--interval"), "{err}");
     // A bind with the wrong password.
     let (ok, _, err) = run(&["--password", "wrong"]);
     assert!(!ok && err.starts_with("smsgate: ") && err.contains("ESME_RINVPASWD"), "{err}");

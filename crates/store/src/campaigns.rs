@@ -344,6 +344,12 @@ impl<D: Database> CampaignStore for D {
                     params: values![id, account],
                 },
                 Statement {
+                    sql: "DELETE FROM campaign_archive WHERE campaign_id = \
+                          (SELECT id FROM campaigns WHERE id = ? AND account_id = ?)"
+                        .into(),
+                    params: values![id, account],
+                },
+                Statement {
                     sql: "DELETE FROM campaigns WHERE id = ? AND account_id = ?".into(),
                     params: values![id, account],
                 },
@@ -596,9 +602,13 @@ impl<D: Database> CampaignStore for D {
     async fn campaign_messages(&self, campaign: &str) -> Result<Vec<MessageCount>> {
         let rows = self
             .query(
-                "SELECT status, count(*) AS n, CAST(coalesce(sum(price_micros), 0) AS BIGINT) AS price FROM messages \
-                 WHERE campaign_id = ? GROUP BY status ORDER BY status",
-                values![campaign],
+                // The texts kept, and those the history sweep deleted (counted as they went).
+                "SELECT status, CAST(sum(n) AS BIGINT) AS n, CAST(sum(price) AS BIGINT) AS price FROM ( \
+                 SELECT status, count(*) AS n, CAST(coalesce(sum(price_micros), 0) AS BIGINT) AS price FROM messages \
+                 WHERE campaign_id = ? GROUP BY status \
+                 UNION ALL SELECT status, n, price_micros AS price FROM campaign_archive WHERE campaign_id = ?) AS t \
+                 GROUP BY status ORDER BY status",
+                values![campaign, campaign],
             )
             .await?;
         rows.iter()

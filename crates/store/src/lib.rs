@@ -24,6 +24,7 @@ pub mod contacts;
 pub mod conversations;
 pub mod credentials;
 pub mod effects;
+pub mod history;
 pub mod jobs;
 pub mod links;
 pub mod messages;
@@ -49,6 +50,7 @@ pub use consent::{ConsentEvent, ConsentStore, OptOut};
 pub use contacts::{Contact, ContactList, ContactQuery, ContactStore, Segment};
 pub use conversations::{Conversation, ConversationMessage, ConversationStore, Span};
 pub use credentials::{CredentialStore, SmppCredential};
+pub use history::HistoryStore;
 pub use jobs::{ImportBatch, Job, JobStore};
 pub use links::{Click, Link, LinkStore};
 pub use messages::{
@@ -101,10 +103,19 @@ pub trait Store:
     + AutomationStore
     + ConversationStore
     + RollupStore
+    + HistoryStore
     + std::fmt::Debug
 {
     /// Closes the store: waits for writes under way, then releases the database.
     async fn close(&self) {}
+
+    /// Gives back to the file system pages that deleted rows freed, beyond `keep` of them kept for the next rows,
+    /// at most `at_most` at a time; how many it gave back. SQLite's file keeps them otherwise; PostgreSQL's
+    /// autovacuum does this on its own.
+    async fn reclaim_space(&self, keep: u64, at_most: u32) -> Result<u64> {
+        let _ = (keep, at_most);
+        Ok(0)
+    }
 }
 
 /// Counts recorded status changes in [`metric::STATUS_CHANGES`]; called once they are committed.

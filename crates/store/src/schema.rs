@@ -60,6 +60,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/0024_rollups.sqlite.sql"),
         postgres: include_str!("../migrations/0024_rollups.postgres.sql"),
     },
+    Migration::both(25, include_str!("../migrations/0025_history.sql")),
 ];
 
 /// The `next_attempt_at` of a message that waits for a connector of its route ([`crate::Changes::wait_for_route`]):

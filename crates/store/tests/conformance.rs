@@ -130,6 +130,7 @@ conformance!(
     automation_runs_once_per_trigger,
     conversations_thread_both_ways,
     rollups_count_what_the_messages_did,
+    history_is_deleted_whole,
 );
 
 fn message(account: AccountId, to: &str, status: Status, at: Timestamp) -> Message {
@@ -2162,4 +2163,98 @@ async fn rollups_count_what_the_messages_did(store: &Arc<dyn Store>) {
     assert_eq!((of("GB").sent, of("US").sent, of("GB").failed, of("GB").clicks), (1, 1, 1, 1), "{by_country:?}");
     let theirs = store.rollup_points(globex, NOW.plus_secs(-3600), NOW.plus_secs(3600), day, Grouping::All).await;
     assert_eq!(sum(&theirs.unwrap()).sent, 1, "Globex's own");
+}
+
+async fn history_is_deleted_whole(store: &Arc<dyn Store>) {
+    use smsgate_store::Origin;
+    let (acme, globex) = (account(store).await, account(store).await);
+    store.put_webhooks(acme, Some("http://127.0.0.1:1/status"), None, "s1", NOW).await.unwrap();
+    // Ids made at the times the messages say, as the engine makes them.
+    let at = |account, to: &str, status, ms: i64| {
+        let mut m = message(account, to, status, Timestamp(ms));
+        m.id = MessageId::first_at(Timestamp(ms));
+        m.price_micros = Some(2_500);
+        m
+    };
+    let for_campaign = |m: Message| NewMessage {
+        origin: Origin { campaign: Some("camp-1".into()), automation: None },
+        claim: Some(Claim { owner: "n".into(), until: Timestamp(i64::MAX / 2) }),
+        ..new(m)
+    };
+    // An old text of a campaign, delivered: three callbacks (sending, sent, delivered) and a journey.
+    let old = at(acme, "+15550000001", Status::Queued, 1_000);
+    store.insert_messages(&[for_campaign(old.clone())]).await.unwrap();
+    let sent = Changes { carrier_id: Some("h1".into()), connector: Some("sim".into()), ..Changes::default() };
+    assert!(store.transition(old.id, Status::Sent, Timestamp(1_001), "sent", &sent).await.unwrap());
+    let receipt = ReceiptUpdate {
+        connector: "sim".into(),
+        carrier_id: "h1".into(),
+        to: Status::Delivered,
+        at: Timestamp(1_002),
+        detail: "DELIVRD".into(),
+        error_code: None,
+    };
+    assert_eq!(store.record(&[], &[receipt]).await.unwrap().1, vec![Some(old.id)]);
+    assert_eq!(store.callbacks(acme, old.id).await.unwrap().len(), 3);
+    // More old ones: another account's, failed; one still waiting; and one of the campaign's that is recent.
+    let failed = insert(store, at(globex, "+15550000002", Status::Failed, 2_000)).await;
+    let waiting = insert(store, at(acme, "+15550000003", Status::Queued, 3_000)).await;
+    let recent = at(acme, "+15550000004", Status::Delivered, 90_000);
+    store.insert_messages(&[NewMessage { claim: None, ..for_campaign(recent.clone()) }]).await.unwrap();
+    let before = store.campaign_messages("camp-1").await.unwrap();
+    assert_eq!(
+        before.iter().map(|c| (c.status, c.count, c.price_micros)).collect::<Vec<_>>(),
+        [(Status::Delivered, 2, 5_000)]
+    );
+
+    let cut = Timestamp(50_000);
+    let (mut total, mut after, mut batches) = (0, None, 0);
+    loop {
+        let (n, last) = store.delete_history(cut, after, 2).await.unwrap();
+        let Some(last) = last else { break };
+        (total, after, batches) = (total + n, Some(last), batches + 1);
+    }
+    assert_eq!((total, batches), (2, 2), "the delivered and the failed, walked two at a time");
+    assert_eq!(store.message(acme, old.id).await.unwrap(), None);
+    assert_eq!(store.message(globex, failed).await.unwrap(), None);
+    assert!(store.callbacks(acme, old.id).await.unwrap().is_empty(), "its callbacks went with it");
+    assert_eq!(store.message(acme, waiting).await.unwrap().map(|m| m.status), Some(Status::Queued));
+    assert_eq!(store.message(acme, recent.id).await.unwrap().map(|m| m.status), Some(Status::Delivered));
+    // The campaign's stats still count the text deleted, and deleting again finds nothing to count twice.
+    assert_eq!(store.campaign_messages("camp-1").await.unwrap(), before);
+    assert_eq!(store.delete_history(cut, None, 10).await.unwrap().0, 0);
+    assert_eq!(store.campaign_messages("camp-1").await.unwrap(), before);
+
+    // Callbacks done are deleted after their span; those still pending stay whatever their age.
+    let fresh = at(acme, "+15550000005", Status::Queued, 100_000);
+    store
+        .insert_messages(&[NewMessage {
+            claim: Some(Claim { owner: "n".into(), until: Timestamp(i64::MAX / 2) }),
+            ..new(fresh.clone())
+        }])
+        .await
+        .unwrap();
+    assert!(store.transition(fresh.id, Status::Sent, Timestamp(100_001), "sent", &Changes::default()).await.unwrap());
+    let due: Vec<_> = store
+        .claim_callbacks("n", Timestamp(200_000), 10_000, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.message_id == fresh.id)
+        .collect();
+    assert_eq!(due.len(), 1, "one at a time for a message");
+    let attempt = CallbackAttempt { at: Timestamp(200_000), result: "200".into(), ms: 3 };
+    store
+        .finish_callbacks(&[CallbackResult { id: due[0].id.clone(), attempt, next: CallbackNext::Delivered }])
+        .await
+        .unwrap();
+    // Callback ids are made by the system's clock.
+    let later = Timestamp(
+        i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()).unwrap()
+            + 60_000,
+    );
+    assert_eq!(store.delete_done_callbacks(Timestamp(100_000), 10).await.unwrap(), 0, "made after the cut");
+    assert_eq!(store.delete_done_callbacks(later, 10).await.unwrap(), 1);
+    let left = store.callbacks(acme, fresh.id).await.unwrap();
+    assert_eq!(left.iter().map(|c| (c.status, c.state.as_str())).collect::<Vec<_>>(), [(Status::Sent, "pending")]);
 }
