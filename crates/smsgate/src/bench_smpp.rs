@@ -1,7 +1,7 @@
 //! `smsgate bench smpp`: load an SMPP server (smsgate's, `smsgate sim`, Kannel's or Jasmin's) as client
 //! applications do: transceiver binds submitting with a window each, optionally waiting for every receipt.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,7 +24,7 @@ pub struct Args {
     system_id: String,
     #[arg(long, default_value = "bench")]
     password: String,
-    /// How many messages to submit (1 to 10,000,000).
+    /// How many messages to submit (1 to 100,000,000).
     #[arg(long, default_value_t = 10_000)]
     messages: u64,
     /// Transceiver binds, each submitting its share.
@@ -81,7 +81,11 @@ struct Receipts {
 /// What is known of each message id: when its submit went and when its first receipt came.
 #[derive(Debug, Default)]
 struct Times {
+    /// Ids whose submit's answer or receipt is still awaited.
     ids: HashMap<String, Journey>,
+    /// Ids with both, as a 64-bit hash: enough to know a second receipt for one, and small enough for a long run's
+    /// millions.
+    done: HashSet<u64>,
     /// Ids the server answered a submit with (parts that share an id count once).
     answered: u64,
     latencies: Vec<Duration>,
@@ -102,7 +106,11 @@ impl Receipts {
             t.answered += 1;
             return;
         }
-        let journey = t.ids.entry(id).or_default();
+        let hash = hash_of(&id);
+        if t.done.contains(&hash) {
+            return;
+        }
+        let journey = t.ids.entry(id.clone()).or_default();
         if journey.sent.is_some() {
             return;
         }
@@ -111,6 +119,8 @@ impl Receipts {
         t.answered += 1;
         if let Some(came) = came {
             t.latencies.push(came.saturating_duration_since(at));
+            t.ids.remove(&id);
+            t.done.insert(hash);
         }
     }
 
@@ -118,13 +128,19 @@ impl Receipts {
     fn receipt(&self, id: String) -> bool {
         let now = Instant::now();
         let mut t = self.times.lock().unwrap_or_else(|e| e.into_inner());
-        let journey = t.ids.entry(id).or_default();
+        let hash = hash_of(&id);
+        if t.done.contains(&hash) {
+            return false;
+        }
+        let journey = t.ids.entry(id.clone()).or_default();
         if journey.came.is_some() {
             return false;
         }
         journey.came = Some(now);
         if let Some(sent) = journey.sent {
             t.latencies.push(now.saturating_duration_since(sent));
+            t.ids.remove(&id);
+            t.done.insert(hash);
         }
         true
     }
@@ -133,6 +149,11 @@ impl Receipts {
     fn answered(&self) -> u64 {
         self.times.lock().unwrap_or_else(|e| e.into_inner()).answered
     }
+}
+
+fn hash_of(id: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(id)
 }
 
 #[async_trait]
@@ -188,8 +209,8 @@ fn pdus(args: &Args, text: &str) -> anyhow::Result<Vec<SubmitSm>> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if !(1..=10_000_000).contains(&args.messages) {
-        bail!("--messages must be 1 to 10,000,000");
+    if !(1..=100_000_000).contains(&args.messages) {
+        bail!("--messages must be 1 to 100,000,000");
     }
     if !(1..=256).contains(&args.sessions) || !(1..=10_000).contains(&args.window) {
         bail!("--sessions must be 1 to 256 and --window 1 to 10,000");
