@@ -59,7 +59,7 @@ sizes() {
     echo "$((db >> 20)) $((wal >> 20))"
   else
     psql -tA "$DB" -c "SELECT pg_database_size(current_database()) >> 20,
-      (SELECT sum(size) FROM pg_ls_waldir()) >> 20" | tr '|' ' '
+      (SELECT sum(size) FROM pg_ls_waldir())::bigint >> 20" | tr '|' ' '
   fi
 }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

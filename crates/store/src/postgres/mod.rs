@@ -64,6 +64,16 @@ impl PgStore {
         let pool = PgPoolOptions::new().max_connections(max_connections.max(1)).connect_with(options).await?;
         let store = PgStore { pool };
         store.migrate().await?;
+        // Every status change leaves a dead row version behind, and the outboxes delete what they delivered: without
+        // autovacuum the tables and their indexes only grow, and every claim walks further through the dead.
+        let autovacuum: Option<String> =
+            sqlx::query_scalar("SELECT current_setting('autovacuum')").fetch_optional(&store.pool).await?;
+        if autovacuum.as_deref() == Some("off") {
+            tracing::warn!(
+                "PostgreSQL's autovacuum is off: smsgate's tables will grow without end and slow down; turn it on \
+                 (docs/operations.md)"
+            );
+        }
         Ok(store)
     }
 
