@@ -25,7 +25,7 @@ SECS=$((MINUTES * 60))
 KEY=sk_bench_key_0123456789
 A="Authorization: Bearer $KEY"; J='Content-Type: application/json'; S=http://127.0.0.1:18181
 WORK=$(mktemp -d)
-SRV=; SIM=; LOADS=(); DROP=
+SRV=; SIM=; LOADS=(); SPANS=(); DROP=
 cleanup() {
   kill "${LOADS[@]}" $SRV $SIM 2>/dev/null || true
   wait "${LOADS[@]}" $SRV $SIM 2>/dev/null || true
@@ -68,15 +68,16 @@ rss() { awk '/^VmRSS/ {printf "%d", $2 / 1024}' "/proc/$1/status"; }
 span() { sed -n "${2}p" "$1" 2>/dev/null; }
 
 TIMEOUT=$((SECS + 600))
+GIVE_UP=$((SECONDS + TIMEOUT + 60))
 $BIN bench smpp --target 127.0.0.1:18775 --system-id bench --password benchpw --sessions 4 --window 256 \
   --receipts --rate "$SMPP_RATE" --messages $((SMPP_RATE * SECS)) --timeout $TIMEOUT \
   --interval 60 --interval-log "$WORK/smpp.spans" --json > "$WORK/smpp.json" 2> "$WORK/smpp.err" &
-LOADS+=($!)
+LOADS+=($!); SPANS+=("$WORK/smpp.spans")
 if [ "$REST_RATE" -gt 0 ]; then
   $BIN bench http --target $S --api-key $KEY --concurrency 64 --receipts --callbacks --rate "$REST_RATE" \
     --messages $((REST_RATE * SECS)) --timeout $TIMEOUT --interval 60 --interval-log "$WORK/http.spans" \
     --json > "$WORK/http.json" 2> "$WORK/http.err" &
-  LOADS+=($!)
+  LOADS+=($!); SPANS+=("$WORK/http.spans")
 else
   for _ in $(seq 1 "$MINUTES"); do echo '{}'; done > "$WORK/http.spans"
 fi
@@ -86,13 +87,14 @@ echo "soak: $MINUTES min at $RATE msg/s (SMPP $SMPP_RATE, REST $REST_RATE) on ${
 printf '%4s %9s %9s %9s %9s %11s %7s %7s %7s %11s\n' min smpp_p50 smpp_p99 rest_p50 rest_p99 receipts/s \
   rss_mb db_mb wal_mb cpu_us/msg
 for m in $(seq 1 "$MINUTES"); do
-  # Each load writes its line for minute m at its own minute mark.
+  # Each load writes its line for minute m at its own minute mark, or its last line at its end.
   while [ -z "$(span "$WORK/smpp.spans" $m)" ] || [ -z "$(span "$WORK/http.spans" $m)" ]; do
     kill -0 $SRV 2>/dev/null || { echo "the server stopped; its log:" >&2; tail -20 "$WORK/server.log" >&2; exit 1; }
-    for l in "${LOADS[@]}"; do
-      kill -0 "$l" 2>/dev/null || [ -n "$(span "$WORK/smpp.spans" $m)" ] \
-        || { echo "a load stopped:" >&2; cat "$WORK"/*.err >&2; exit 1; }
+    for i in "${!LOADS[@]}"; do
+      kill -0 "${LOADS[$i]}" 2>/dev/null || [ -n "$(span "${SPANS[$i]}" $m)" ] \
+        || { echo "a load stopped before its line for minute $m:" >&2; cat "$WORK"/*.err >&2; exit 1; }
     done
+    [ "$SECONDS" -lt "$GIVE_UP" ] || { echo "no line for minute $m after $TIMEOUT s" >&2; exit 1; }
     sleep 0.5
   done
   T1=$(ticks $SRV)

@@ -196,6 +196,20 @@ impl Progress {
     }
 }
 
+/// The task that writes [`Intervals`]' lines.
+pub(crate) struct Reporter {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Reporter {
+    /// Writes the last span's line and stops.
+    pub(crate) async fn finish(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
 /// With `--interval SECS`: a JSON line for every span of that many seconds — the submits answered in it, their
 /// latency, the refusals and the receipts that came — appended to `--interval-log` (standard error without one), so
 /// a long run at a fixed rate shows whether it slows as it goes (`bench/soak.sh`).
@@ -205,12 +219,14 @@ pub(crate) struct Intervals {
 }
 
 impl Intervals {
-    /// Starts reporting every `every` from now; `receipts` counts the receipts that came so far.
+    /// Starts reporting every `every` from now; `receipts` counts the receipts that came so far. The run ends with
+    /// [`Reporter::finish`], which writes the last span (from the last mark to the end), so that the log always
+    /// covers the whole run, however it lines up with the marks.
     pub(crate) fn start(
         every: Duration,
         log: Option<std::path::PathBuf>,
         receipts: impl Fn() -> Option<u64> + Send + 'static,
-    ) -> anyhow::Result<(Arc<Intervals>, tokio::task::JoinHandle<()>)> {
+    ) -> anyhow::Result<(Arc<Intervals>, Reporter)> {
         use std::io::Write;
         let mut out: Box<dyn Write + Send> = match &log {
             Some(path) => Box::new(
@@ -224,20 +240,30 @@ impl Intervals {
         };
         let spans = Arc::new(Intervals { latencies: Default::default(), refused: Default::default() });
         let started = Instant::now();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn({
             let spans = spans.clone();
             async move {
                 let (mut n, mut receipts_before) = (1u32, receipts().unwrap_or(0));
                 loop {
-                    tokio::time::sleep_until((started + every * n).into()).await;
-                    let line = spans.take(started.elapsed(), &mut receipts_before, receipts());
+                    let last = tokio::select! {
+                        () = tokio::time::sleep_until((started + every * n).into()) => false,
+                        _ = &mut stopped => true,
+                    };
+                    let mut line = spans.take(started.elapsed(), &mut receipts_before, receipts());
+                    if last {
+                        line["last"] = json!(true);
+                    }
                     // A log that cannot be written loses its lines, not the run.
                     let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+                    if last {
+                        return;
+                    }
                     n += 1;
                 }
             }
         });
-        Ok((spans, task))
+        Ok((spans, Reporter { stop, task }))
     }
 
     /// A submit answered after `latency`.

@@ -372,8 +372,8 @@ async fn load(mut args: HttpArgs) -> anyhow::Result<Value> {
         report["receipt_p50_ms"] = json!(quantile_ms(&waited, 0.50));
         report["receipt_p99_ms"] = json!(quantile_ms(&waited, 0.99));
     }
-    if let Some((_, task)) = spans {
-        task.abort();
+    if let Some((_, reporter)) = spans {
+        reporter.finish().await;
     }
     Ok(report)
 }

@@ -328,8 +328,8 @@ async fn load(args: Args, parts: Vec<SubmitSm>) -> anyhow::Result<Value> {
     for s in &sessions {
         s.unbind().await;
     }
-    if let Some((_, task)) = spans {
-        task.abort();
+    if let Some((_, reporter)) = spans {
+        reporter.finish().await;
     }
     Ok(report)
 }

@@ -82,6 +82,8 @@ fn bench_http_reports_what_the_server_did() {
     assert!((30..=50).contains(&lines[0]["answered"].as_u64().unwrap()), "about 40 in the first second: {lines:?}");
     assert!(lines.iter().all(|l| l["receipts"].as_u64().is_some() && l["refused"] == 0), "{lines:?}");
     assert_eq!(r["receipts"].as_u64(), Some(60), "{r}");
+    let sum = |f: &str| lines.iter().map(|l| l[f].as_u64().unwrap()).sum::<u64>();
+    assert_eq!((sum("answered"), sum("receipts"), &lines.last().unwrap()["last"]), (60, 60, &json!(true)));
 
     // Concatenated SMPP submits: two parts each, reassembled by the server, a receipt back for every part.
     let smpp = server.lines.iter().find_map(|l| l.strip_prefix("smsgate: SMPP on ")).unwrap().trim().to_string();
@@ -223,7 +225,9 @@ fn bench_smpp_against_smsgate_sim() {
     let answered: u64 = lines.iter().map(|l| l["answered"].as_u64().unwrap()).sum();
     let receipts: u64 = lines.iter().map(|l| l["receipts"].as_u64().unwrap()).sum();
     assert!((150..=250).contains(&lines[0]["answered"].as_u64().unwrap()), "about 200 in the first second: {lines:?}");
-    assert!(answered <= 500 && receipts <= 500 && receipts > 0, "{lines:?}");
+    // The last line covers the run from the last mark to its end, so that the lines add up to the whole run.
+    assert_eq!((answered, receipts), (500, 500), "{lines:?}");
+    assert!(lines.last().unwrap()["last"] == true && lines.iter().rev().skip(1).all(|l| l.get("last").is_none()));
     assert!(lines.iter().all(|l| l["refused"] == 0 && l["submit_p99_ms"].as_f64() >= l["submit_p50_ms"].as_f64()));
     assert_eq!(r["accepted"].as_u64(), Some(500));
     let (ok, _, err) = run(&["--interval", "0"]);

@@ -697,19 +697,9 @@ impl<D: Database> ContactStore for D {
         limit: u32,
     ) -> Result<(u64, Option<MessageId>)> {
         // A window of ids through (account_id, direction, id), so that a pass costs what it looks at, whatever
-        // the history already purged behind it. Ids sort by the time they were made (UUIDv7, by the system's clock,
-        // which is the engine's in `serve`), which bounds the walk; `created_at` decides.
-        let mut sql =
-            "SELECT id FROM messages WHERE account_id = ? AND direction = ? AND id < ? AND created_at < ?".to_string();
-        let bound = MessageId::first_at(before);
-        let mut params: Vec<Value> = values![account, direction.as_str(), bound, before];
-        if let Some(after) = after {
-            sql.push_str(" AND id > ?");
-            params.push(after.into());
-        }
-        sql.push_str(&format!(" ORDER BY id LIMIT {limit}"));
-        let ids: Vec<MessageId> =
-            self.query(&sql, params).await?.iter().map(|r| r.message_id("id")).collect::<Result<_>>()?;
+        // the history already purged behind it.
+        let scope = ("account_id = ? AND direction = ? AND ", values![account, direction.as_str()]);
+        let ids = crate::history::ids_made_before(self, scope, before, after, limit).await?;
         let Some(&last) = ids.last() else { return Ok((0, None)) };
         let finals = smsgate_core::Status::ALL
             .iter()

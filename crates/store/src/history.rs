@@ -27,6 +27,26 @@ pub trait HistoryStore: Send + Sync {
     async fn delete_done_callbacks(&self, before: Timestamp, limit: u32) -> Result<u64>;
 }
 
+/// Up to `limit` ids of messages made before `before` (and within `scope`: SQL ending in `AND `, with its
+/// parameters), after `after`, oldest first. Ids sort by the time they were made (UUIDv7, by the system's clock,
+/// which is the engine's in `serve`), which bounds the walk by the index that ends in `id`; `created_at` decides.
+pub(crate) async fn ids_made_before<D: Database + ?Sized>(
+    db: &D,
+    (scope, mut params): (&str, Vec<Value>),
+    before: Timestamp,
+    after: Option<MessageId>,
+    limit: u32,
+) -> Result<Vec<MessageId>> {
+    let mut sql = format!("SELECT id FROM messages WHERE {scope}id < ? AND created_at < ?");
+    params.extend(values![MessageId::first_at(before), before]);
+    if let Some(after) = after {
+        sql.push_str(" AND id > ?");
+        params.push(after.into());
+    }
+    sql.push_str(&format!(" ORDER BY id LIMIT {limit}"));
+    db.query(&sql, params).await?.iter().map(|r| r.message_id("id")).collect()
+}
+
 /// The final statuses as an SQL list.
 fn finals() -> String {
     Status::ALL.iter().filter(|s| s.is_final()).map(|s| format!("'{}'", s.as_str())).collect::<Vec<_>>().join(", ")
@@ -40,17 +60,8 @@ impl<D: Database> HistoryStore for D {
         after: Option<MessageId>,
         limit: u32,
     ) -> Result<(u64, Option<MessageId>)> {
-        // Ids sort by the time they were made (UUIDv7), so the walk goes through the primary key from where the
-        // last batch stopped, and `created_at` decides.
-        let mut sql = "SELECT id FROM messages WHERE id < ?".to_string();
-        let mut params: Vec<Value> = values![MessageId::first_at(before)];
-        if let Some(after) = after {
-            sql.push_str(" AND id > ?");
-            params.push(after.into());
-        }
-        sql.push_str(&format!(" ORDER BY id LIMIT {limit}"));
-        let ids: Vec<MessageId> =
-            self.query(&sql, params).await?.iter().map(|r| r.message_id("id")).collect::<Result<_>>()?;
+        // Through the primary key, from where the last batch stopped.
+        let ids = ids_made_before(self, ("", Vec::new()), before, after, limit).await?;
         let Some(&last) = ids.last() else { return Ok((0, None)) };
         let list = vec!["?"; ids.len()].join(", ");
         let ids: Vec<Value> = ids.iter().map(|&id| id.into()).collect();
