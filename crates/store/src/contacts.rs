@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use smsgate_core::{AccountId, Direction, MessageId, Timestamp};
 
 use crate::Result;
-use crate::schema::corrupt;
+use crate::schema::{chain_clause, corrupt};
 use crate::sql::{Database, Row, Statement, Value, values};
 
 /// A person an account texts.
@@ -672,11 +672,18 @@ impl<D: Database> ContactStore for D {
 
     async fn anonymize_messages(&self, account: AccountId, phone: &str, replacement: &str) -> Result<u64> {
         let statements = vec![
+            // What the account sent the number, through its chains; then the chains' heads go.
             Statement {
-                sql: "UPDATE messages SET to_addr = ?, body = '', journey = REPLACE(journey, ?, ?) \
-                      WHERE account_id = ? AND to_addr = ?"
-                    .into(),
-                params: values![replacement, phone, replacement, account, phone],
+                sql: format!(
+                    "{}UPDATE messages SET to_addr = ?, body = '', journey = REPLACE(journey, ?, ?) \
+                     WHERE id IN (SELECT id FROM chain) AND account_id = ? AND to_addr = ?",
+                    chain_clause(false)
+                ),
+                params: values![phone, account, replacement, phone, replacement, account, phone],
+            },
+            Statement {
+                sql: "DELETE FROM recipients WHERE handset = ? AND account_id = ?".into(),
+                params: values![phone, account],
             },
             Statement {
                 sql: "UPDATE messages SET from_addr = ?, body = '', journey = REPLACE(journey, ?, ?) \
@@ -685,7 +692,8 @@ impl<D: Database> ContactStore for D {
                 params: values![replacement, phone, replacement, account, phone],
             },
         ];
-        Ok(self.transaction(statements).await?.iter().sum())
+        // The messages changed, not the heads.
+        Ok(self.transaction(statements).await?.iter().step_by(2).sum())
     }
 
     async fn purge_messages(
@@ -716,7 +724,13 @@ impl<D: Database> ContactStore for D {
              WHERE id IN ({}) AND status IN ({finals}) AND {number} <> '{PURGED}'",
             vec!["?"; ids.len()].join(", ")
         );
-        let purged = self.execute(&sql, ids.into_iter().map(Value::from).collect()).await?;
-        Ok((purged, Some(last)))
+        let ids: Vec<Value> = ids.into_iter().map(Value::from).collect();
+        // A chain whose newest message is purged keeps its number no longer either.
+        let heads = match direction {
+            Direction::Outbound => crate::history::chain_heads_among(self, &ids).await?,
+            Direction::Inbound => None,
+        };
+        let purged = self.transaction(heads.into_iter().chain([Statement { sql, params: ids }]).collect()).await?;
+        Ok((purged.last().copied().unwrap_or(0), Some(last)))
     }
 }

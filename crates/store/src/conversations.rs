@@ -7,7 +7,7 @@ use smsgate_core::{AccountId, Message, MessageId, Timestamp};
 
 use crate::Result;
 use crate::messages::{Origin, message_of};
-use crate::schema::MESSAGE_COLUMNS;
+use crate::schema::{MESSAGE_COLUMNS, chain_clause};
 use crate::sql::{Database, Row, values};
 
 /// A conversation between a handset and one of the account's numbers (or sender IDs).
@@ -111,14 +111,16 @@ fn conversation_message_of(r: &Row) -> Result<ConversationMessage> {
     })
 }
 
-/// The two halves of a conversation's messages: what the account sent the handset from the address (through the
-/// index of destinations), and what the handset sent the address (through the index of inbound senders).
+/// The two halves of a conversation's messages: what the account sent the handset from the address (through its
+/// chain, [`chain_clause`]: handset, account and address first), and what the handset sent the address (through the
+/// index of inbound senders).
 fn halves(cmp: &str, order: &str, limit: u32) -> [String; 2] {
     let columns = format!("{MESSAGE_COLUMNS}, campaign_id, automation_id");
     [
         format!(
-            "SELECT {columns} FROM messages WHERE to_addr = ? AND id {cmp} ? AND direction = 'outbound' \
-             AND from_addr = ? AND account_id = ? ORDER BY id {order} LIMIT {limit}"
+            "{chain}SELECT {columns} FROM messages WHERE id IN (SELECT id FROM chain) AND to_addr = ? AND id {cmp} ? \
+             AND from_addr = ? AND account_id = ? ORDER BY id {order} LIMIT {limit}",
+            chain = chain_clause(true)
         ),
         format!(
             "SELECT {columns} FROM messages WHERE from_addr = ? AND direction = 'inbound' AND id {cmp} ? \
@@ -208,7 +210,9 @@ impl<D: Database> ConversationStore for D {
         };
         let [outbound, inbound] = halves(cmp, order, limit);
         let mut all = Vec::new();
-        for r in self.query(&outbound, values![&c.handset, &from, &c.address, c.account_id]).await? {
+        let chain = values![&c.handset, c.account_id, &c.address];
+        let params = chain.into_iter().chain(values![&c.handset, &from, &c.address, c.account_id]).collect();
+        for r in self.query(&outbound, params).await? {
             all.push(conversation_message_of(&r)?);
         }
         for r in self.query(&inbound, values![&c.handset, &from, &c.address, c.account_id]).await? {

@@ -47,6 +47,30 @@ pub(crate) async fn ids_made_before<D: Database + ?Sized>(
     db.query(&sql, params).await?.iter().map(|r| r.message_id("id")).collect()
 }
 
+/// A statement that deletes the chain heads (`recipients`) that are among the final outbound messages `ids`: a
+/// chain whose newest message goes (or loses its number) is forgotten. `None` when none is a head.
+pub(crate) async fn chain_heads_among<D: Database + ?Sized>(db: &D, ids: &[Value]) -> Result<Option<Statement>> {
+    let sql = format!(
+        "SELECT r.handset, r.address, r.account_id, r.last_id FROM messages m JOIN recipients r \
+         ON r.handset = m.to_addr AND r.address = m.from_addr AND r.account_id = m.account_id AND r.last_id = m.id \
+         WHERE m.id IN ({}) AND m.direction = 'outbound' AND m.status IN ({})",
+        vec!["?"; ids.len()].join(", "),
+        finals()
+    );
+    let heads = db.query(&sql, ids.to_vec()).await?;
+    if heads.is_empty() {
+        return Ok(None);
+    }
+    let mut params = Vec::with_capacity(heads.len() * 4);
+    for h in &heads {
+        for column in ["handset", "address", "account_id", "last_id"] {
+            params.push(Value::from(h.get::<String>(column)?));
+        }
+    }
+    let one = "(handset = ? AND address = ? AND account_id = ? AND last_id = ?)";
+    Ok(Some(Statement { sql: format!("DELETE FROM recipients WHERE {}", vec![one; heads.len()].join(" OR ")), params }))
+}
+
 /// The final statuses as an SQL list.
 fn finals() -> String {
     Status::ALL.iter().filter(|s| s.is_final()).map(|s| format!("'{}'", s.as_str())).collect::<Vec<_>>().join(", ")
@@ -69,9 +93,11 @@ impl<D: Database> HistoryStore for D {
             v.push(before.into());
             v
         };
+        let heads = chain_heads_among(self, &ids).await?;
         let doomed = format!("id IN ({list}) AND status IN ({}) AND created_at < ?", finals());
         let of_doomed = format!("message_id IN (SELECT id FROM messages WHERE {doomed})");
-        let statements = vec![
+        let mut statements: Vec<Statement> = heads.into_iter().collect();
+        statements.extend([
             // A campaign's texts, counted where its stats will find them.
             Statement {
                 sql: format!(
@@ -87,7 +113,7 @@ impl<D: Database> HistoryStore for D {
             Statement { sql: format!("DELETE FROM callbacks WHERE {of_doomed}"), params: with_time(ids.clone()) },
             Statement { sql: format!("DELETE FROM smpp_outbox WHERE {of_doomed}"), params: with_time(ids.clone()) },
             Statement { sql: format!("DELETE FROM messages WHERE {doomed}"), params: with_time(ids) },
-        ];
+        ]);
         let changed = self.transaction(statements).await?;
         Ok((changed.last().copied().unwrap_or(0), Some(last)))
     }

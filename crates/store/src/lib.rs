@@ -137,6 +137,12 @@ pub(crate) fn count_status_changes(statuses: &[Status]) {
 pub mod metric {
     /// Status changes this node recorded, by the status reached (acceptance counts as `queued` or `scheduled`).
     pub const STATUS_CHANGES: &str = "smsgate_status_changes_total";
+    /// SQLite: how long the writer took over one group of writes, from its `BEGIN` to its `COMMIT` returned
+    /// (durable); every write of the group waited for all of it.
+    pub const SQLITE_GROUP: &str = "smsgate_sqlite_group_seconds";
+    /// SQLite: how long the writer stopped to start the WAL over (a RESTART checkpoint), every write behind it
+    /// waiting.
+    pub const SQLITE_WAL_RESTART: &str = "smsgate_sqlite_wal_restart_seconds";
 }
 
 /// Why a store operation failed.

@@ -278,12 +278,12 @@ pub trait MessageStore: Database {
     /// The campaign or automation of the last text `account` sent from `sender` to `handset`, if that text was
     /// made at `since` or later: what a reply from that handset answers.
     async fn replied_to(&self, account: AccountId, handset: &str, sender: &str, since: Timestamp) -> Result<Origin> {
-        let sql = "SELECT campaign_id, automation_id, created_at FROM messages WHERE to_addr = ? \
-                   AND direction = 'outbound' AND from_addr = ? AND account_id = ? ORDER BY id DESC LIMIT 1";
+        let sql = "SELECT campaign_id, automation_id, last_at FROM recipients WHERE handset = ? AND address = ? \
+                   AND account_id = ?";
         let Some(r) = self.query_one(sql, values![handset, sender, account]).await? else {
             return Ok(Origin::default());
         };
-        if r.timestamp("created_at")? < since {
+        if r.timestamp("last_at")? < since {
             return Ok(Origin::default());
         }
         Ok(Origin { campaign: r.get("campaign_id")?, automation: r.get("automation_id")? })
@@ -291,8 +291,7 @@ pub trait MessageStore: Database {
 
     /// The account that last sent from `sender` to `handset`: where a reply from that handset belongs.
     async fn account_for_reply(&self, handset: &str, sender: &str) -> Result<Option<AccountId>> {
-        let sql = "SELECT account_id FROM messages WHERE direction = 'outbound' AND to_addr = ? AND from_addr = ? \
-                   ORDER BY id DESC LIMIT 1";
+        let sql = "SELECT account_id FROM recipients WHERE handset = ? AND address = ? ORDER BY last_id DESC LIMIT 1";
         self.query_one(sql, values![handset, sender]).await?.map(|r| r.account_id("account_id")).transpose()
     }
 

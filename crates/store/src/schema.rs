@@ -61,6 +61,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/0024_rollups.postgres.sql"),
     },
     Migration::both(25, include_str!("../migrations/0025_history.sql")),
+    Migration::both(26, include_str!("../migrations/0026_recipients.sql")),
 ];
 
 /// The `next_attempt_at` of a message that waits for a connector of its route ([`crate::Changes::wait_for_route`]):
@@ -222,19 +223,35 @@ pub(crate) fn unpark_from(route: Option<&str>, after: Option<&WaitingAt>) -> (St
     }
 }
 
+/// The ids of the outbound messages an account sent to a handset (from one of its numbers, or from any), newest
+/// first: a `WITH RECURSIVE` clause naming them `chain (id)`, walked from each chain's head in `recipients` back
+/// through `prev_to`. Its parameters: the handset, the account, and the address when one is given. A chain ends
+/// where history was deleted.
+pub(crate) fn chain_clause(one_address: bool) -> String {
+    let address = if one_address { " AND r.address = ?" } else { "" };
+    format!(
+        "WITH RECURSIVE chain (id, prev) AS (\
+         SELECT m.id, m.prev_to FROM recipients r JOIN messages m ON m.id = r.last_id \
+         WHERE r.handset = ? AND r.account_id = ?{address} \
+         UNION ALL SELECT m.id, m.prev_to FROM chain c JOIN messages m ON m.id = c.prev) "
+    )
+}
+
 /// The `SELECT` that lists an account's messages, newest first, after `cursor`, with `?` placeholders (in the
-/// order of the returned values). Only fixed SQL text is formatted in; every value is a parameter.
+/// order of the returned values). Only fixed SQL text is formatted in; every value is a parameter. Messages to a
+/// number (`to`) are found without an index of numbers: the outbound ones through their chains
+/// ([`chain_clause`]), the inbound ones (to one of the account's numbers) through the account's inbound messages.
 pub(crate) fn list_query(
     account: AccountId,
     filter: &ListFilter,
     cursor: Option<MessageId>,
     limit: u32,
 ) -> (String, Vec<Value>) {
-    let mut sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE account_id = ?");
-    let mut values = vec![Value::from(account)];
+    let mut clauses = String::new();
+    let mut params = Vec::new();
     let mut add = |clause: &str, v: Value| {
-        sql.push_str(clause);
-        values.push(v);
+        clauses.push_str(clause);
+        params.push(v);
     };
     if let Some(d) = filter.direction {
         add(" AND direction = ?", Value::from(d.as_str()));
@@ -257,6 +274,30 @@ pub(crate) fn list_query(
     if let Some(t) = filter.until {
         add(" AND created_at < ?", Value::from(t));
     }
-    add(" ORDER BY id DESC LIMIT ?", Value::from(i64::from(limit)));
+    let limit = Value::from(i64::from(limit));
+    let Some(to) = &filter.to else {
+        let sql =
+            format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE account_id = ?{clauses} ORDER BY id DESC LIMIT ?");
+        let mut values = vec![Value::from(account)];
+        values.extend(params);
+        values.push(limit);
+        return (sql, values);
+    };
+    let sql = format!(
+        "{chain}SELECT {MESSAGE_COLUMNS} FROM (\
+         SELECT * FROM (SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN (SELECT id FROM chain) \
+         AND account_id = ?{clauses} ORDER BY id DESC LIMIT ?) sent \
+         UNION ALL SELECT * FROM (SELECT {MESSAGE_COLUMNS} FROM messages WHERE account_id = ? \
+         AND direction = 'inbound'{clauses} ORDER BY id DESC LIMIT ?) received\
+         ) listed ORDER BY id DESC LIMIT ?",
+        chain = chain_clause(false)
+    );
+    let mut values = vec![Value::from(to), Value::from(account)];
+    for _ in 0..2 {
+        values.push(Value::from(account));
+        values.extend(params.iter().cloned());
+        values.push(limit.clone());
+    }
+    values.push(limit);
     (sql, values)
 }

@@ -131,6 +131,7 @@ conformance!(
     conversations_thread_both_ways,
     rollups_count_what_the_messages_did,
     history_is_deleted_whole,
+    messages_to_a_number_are_chained,
 );
 
 fn message(account: AccountId, to: &str, status: Status, at: Timestamp) -> Message {
@@ -2257,4 +2258,73 @@ async fn history_is_deleted_whole(store: &Arc<dyn Store>) {
     assert_eq!(store.delete_done_callbacks(later, 10).await.unwrap(), 1);
     let left = store.callbacks(acme, fresh.id).await.unwrap();
     assert_eq!(left.iter().map(|c| (c.status, c.state.as_str())).collect::<Vec<_>>(), [(Status::Sent, "pending")]);
+}
+
+async fn messages_to_a_number_are_chained(store: &Arc<dyn Store>) {
+    use smsgate_store::{ListFilter, Origin};
+    let (acme, globex) = (account(store).await, account(store).await);
+    let (handset, a, b) = ("+15550000001", "+15550000091", "+15550000092");
+    let at = |account, from: &str, ms: i64| {
+        let mut m = message(account, handset, Status::Delivered, Timestamp(ms));
+        (m.id, m.from) = (MessageId::first_at(Timestamp(ms)), from.into());
+        m
+    };
+    // Acme: three from A one at a time, then two more from A and one from B in one batch, one with a key sent twice;
+    // Globex: one from A, later than all of Acme's; Acme: one to another handset.
+    let mut acme_a = Vec::new();
+    for ms in [1_000, 2_000, 3_000] {
+        acme_a.push(insert(store, at(acme, a, ms)).await);
+    }
+    let keyed = |m| NewMessage { idempotency: Some(("k".into(), "h".into())), ..new(m) };
+    let batch =
+        [keyed(at(acme, a, 4_000)), new(at(acme, b, 4_500)), keyed(at(acme, a, 4_600)), new(at(acme, a, 5_000))];
+    let ids: Vec<MessageId> = batch.iter().map(|n| n.message.id).collect();
+    let got = store.insert_messages(&batch).await.unwrap();
+    assert_eq!(got[2], Inserted::Duplicate { id: ids[0], same_request: true }, "{got:?}");
+    acme_a.extend([ids[0], ids[3]]);
+    let campaign =
+        NewMessage { origin: Origin { campaign: Some("camp-1".into()), automation: None }, ..new(at(acme, b, 6_000)) };
+    let acme_b = [ids[1], campaign.message.id];
+    store.insert_messages(&[campaign]).await.unwrap();
+    let theirs = insert(store, at(globex, a, 9_000)).await;
+    let mut elsewhere = at(acme, a, 7_000);
+    elsewhere.to = "+15550000002".into();
+    insert(store, elsewhere).await;
+
+    let listed = |account, from: Option<&str>, cursor, limit| {
+        let filter = ListFilter { to: Some(handset.into()), from: from.map(Into::into), ..Default::default() };
+        async move {
+            let got = store.list_messages(account, &filter, cursor, limit).await.unwrap();
+            got.into_iter().map(|m| m.id).collect::<Vec<_>>()
+        }
+    };
+    let mut newest_first: Vec<MessageId> = acme_a.iter().chain(&acme_b).copied().collect();
+    newest_first.sort_unstable_by(|x, y| y.cmp(x));
+    assert_eq!(listed(acme, None, None, 50).await, newest_first, "every one to the number, none of Globex's");
+    assert_eq!(listed(acme, None, None, 3).await, newest_first[..3]);
+    assert_eq!(listed(acme, None, Some(newest_first[2]), 3).await, newest_first[3..6], "paged by id");
+    let mut from_a = acme_a.clone();
+    from_a.reverse();
+    assert_eq!(listed(acme, Some(a), None, 50).await, from_a);
+    assert_eq!(listed(globex, None, None, 50).await, [theirs]);
+
+    // What a reply answers, and whose it is: the newest text from that number to the handset.
+    let origin = store.replied_to(acme, handset, b, Timestamp(0)).await.unwrap();
+    assert_eq!(origin.campaign.as_deref(), Some("camp-1"));
+    assert_eq!(store.replied_to(acme, handset, b, Timestamp(6_001)).await.unwrap(), Origin::default(), "too old");
+    assert_eq!(store.replied_to(acme, handset, a, Timestamp(0)).await.unwrap(), Origin::default());
+    assert_eq!(store.account_for_reply(handset, a).await.unwrap(), Some(globex), "the last to send from it");
+    assert_eq!(store.account_for_reply(handset, b).await.unwrap(), Some(acme));
+    assert_eq!(store.account_for_reply("+15550000003", a).await.unwrap(), None);
+
+    // History: the oldest go, the chains keep the rest; a chain whose newest went is forgotten.
+    let mut after = None;
+    while let (_, Some(last)) = store.delete_history(Timestamp(4_800), after, 2).await.unwrap() {
+        after = Some(last);
+    }
+    assert_eq!(listed(acme, None, None, 50).await, [acme_b[1], ids[3]], "those made at 6,000 and 5,000 ms");
+    store.delete_history(Timestamp(9_500), None, 50).await.unwrap();
+    assert!(listed(acme, None, None, 50).await.is_empty());
+    assert_eq!(store.account_for_reply(handset, a).await.unwrap(), None, "gone with its last message");
+    assert_eq!(store.replied_to(acme, handset, b, Timestamp(0)).await.unwrap(), Origin::default());
 }

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
-use smsgate_core::{Message, MessageId, Status, Timestamp};
+use smsgate_core::{Direction, Message, MessageId, Status, Timestamp};
 use sqlx::{AssertSqlSafe, Row};
 
 use super::effects::{effect_columns, write_effects};
@@ -239,6 +239,100 @@ async fn apply_receipts(
     Ok(out)
 }
 
+/// Links new outbound messages (in the order they were made) into their chains: each one's `prev_to` is the head
+/// of its account, number and handset before it, and the last of them becomes the head (`recipients`). The heads
+/// are locked first (`FOR UPDATE`, in key order), so that two nodes inserting for one handset at once chain one
+/// after the other rather than both after the same message; a head not there yet is made first, so that a second
+/// transaction making it waits for the first to commit and then sees it.
+async fn link_chains(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, messages: Vec<&NewMessage>) -> Result<()> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    // Each pair once, in key order.
+    let mut heads: std::collections::BTreeMap<(String, String, String), Option<String>> = Default::default();
+    for new in &messages {
+        let m = &new.message;
+        heads.insert((m.to.clone(), m.from.clone(), m.account_id.to_string()), None);
+    }
+    let [handsets, addresses, accounts] =
+        [0, 1, 2].map(|i| heads.keys().map(|k| [&k.0, &k.1, &k.2][i].clone()).collect::<Vec<String>>());
+    let now = messages[0].message.created_at.0;
+    sqlx::query(
+        "INSERT INTO recipients (handset, address, account_id, last_id, last_at) \
+         SELECT h, a, c, '', $4 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS v(h, a, c) \
+         ORDER BY h, a, c ON CONFLICT DO NOTHING",
+    )
+    .bind(&handsets)
+    .bind(&addresses)
+    .bind(&accounts)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    let rows = sqlx::query(
+        "SELECT handset, address, account_id, last_id FROM recipients \
+         WHERE (handset, address, account_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[])) \
+         ORDER BY handset, address, account_id FOR UPDATE",
+    )
+    .bind(&handsets)
+    .bind(&addresses)
+    .bind(&accounts)
+    .fetch_all(&mut **tx)
+    .await?;
+    for row in rows {
+        let key = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        let last: String = row.try_get(3)?;
+        heads.insert(key, Some(last).filter(|l| !l.is_empty()));
+    }
+    let (mut ids, mut prevs) = (Vec::new(), Vec::new());
+    let mut last = std::collections::BTreeMap::new();
+    for new in &messages {
+        let m = &new.message;
+        let key = (m.to.clone(), m.from.clone(), m.account_id.to_string());
+        let id = m.id.to_string();
+        if let Some(prev) = heads.insert(key.clone(), Some(id.clone())).flatten() {
+            ids.push(id.clone());
+            prevs.push(prev);
+        }
+        last.insert(key, (id, new.origin.campaign.clone(), new.origin.automation.clone(), m.created_at.0));
+    }
+    if !ids.is_empty() {
+        sqlx::query(
+            "UPDATE messages SET prev_to = v.prev FROM UNNEST($1::text[], $2::text[]) AS v(id, prev) \
+             WHERE messages.id = v.id",
+        )
+        .bind(&ids)
+        .bind(&prevs)
+        .execute(&mut **tx)
+        .await?;
+    }
+    let (mut last_ids, mut campaigns, mut automations, mut ats) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (id, campaign, automation, at) in last.values() {
+        last_ids.push(id.clone());
+        campaigns.push(campaign.clone());
+        automations.push(automation.clone());
+        ats.push(*at);
+    }
+    let [handsets, addresses, accounts] =
+        [0, 1, 2].map(|i| last.keys().map(|k| [&k.0, &k.1, &k.2][i].clone()).collect::<Vec<String>>());
+    sqlx::query(
+        "UPDATE recipients SET last_id = v.id, campaign_id = v.campaign, automation_id = v.automation, last_at = v.at \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[]) \
+         AS v(handset, address, account_id, id, campaign, automation, at) \
+         WHERE recipients.handset = v.handset AND recipients.address = v.address \
+         AND recipients.account_id = v.account_id",
+    )
+    .bind(&handsets)
+    .bind(&addresses)
+    .bind(&accounts)
+    .bind(&last_ids)
+    .bind(&campaigns)
+    .bind(&automations)
+    .bind(&ats)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 #[async_trait]
 impl MessageStore for PgStore {
     async fn insert_messages(&self, messages: &[NewMessage]) -> Result<Vec<Inserted>> {
@@ -301,6 +395,8 @@ impl MessageStore for PgStore {
                 inserted.insert(message_id_of(&row.try_get::<String, _>(0)?)?);
             }
         }
+        let chained = messages.iter().filter(|n| n.message.direction == Direction::Outbound);
+        link_chains(&mut tx, chained.filter(|n| inserted.contains(&n.message.id)).collect()).await?;
         let mut out = Vec::with_capacity(messages.len());
         let mut changed = Vec::with_capacity(messages.len());
         for new in messages {

@@ -241,6 +241,20 @@ pub(super) fn expire_sql(limit: u32) -> String {
     )
 }
 
+/// Makes a new outbound message the head of its chain (`recipients`; parameters: handset, address, account, id,
+/// campaign, automation, created_at). One row per account, number and handset, rewritten in place.
+const SET_CHAIN_HEAD: &str = "INSERT INTO recipients (handset, address, account_id, last_id, campaign_id, automation_id, \
+     last_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (handset, address, account_id) DO UPDATE SET \
+     last_id = excluded.last_id, campaign_id = excluded.campaign_id, automation_id = excluded.automation_id, \
+     last_at = excluded.last_at";
+
+/// The newest outbound message of `account` from `address` to `handset`: what a new one links back to.
+fn chain_head(conn: &Connection, handset: &str, address: &str, account: &str) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached("SELECT last_id FROM recipients WHERE handset = ?1 AND address = ?2 AND account_id = ?3")?
+        .query_row(params![handset, address, account], |r| r.get(0))
+        .optional()
+}
+
 #[async_trait]
 impl MessageStore for SqliteStore {
     async fn insert_messages(&self, messages: &[NewMessage]) -> Result<Vec<Inserted>> {
@@ -259,15 +273,19 @@ impl MessageStore for SqliteStore {
                     None => (None, None),
                 };
                 let journey = first_journey(new);
+                let account = m.account_id.to_string();
+                let outbound = m.direction == Direction::Outbound;
+                let prev_to = if outbound { chain_head(conn, &m.to, &m.from, &account)? } else { None };
                 let inserted = conn
                     .prepare_cached(
                         "INSERT INTO messages (id, account_id, direction, to_addr, from_addr, body, encoding, \
                          segments, price_micros, connector, carrier_id, status, error_code, reference, callback_url, \
                          send_at, expires_at, attempts, next_attempt_at, idempotency_key, request_hash, created_at, \
                          updated_at, journey, lease_owner, lease_until, smpp_receipts, smpp_parts, \
-                         callback_statuses, category, campaign_id, automation_id) \
+                         callback_statuses, category, campaign_id, automation_id, prev_to) \
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-                         ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32) ON CONFLICT DO NOTHING",
+                         ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33) \
+                         ON CONFLICT DO NOTHING",
                     )?
                     .execute(params![
                         id,
@@ -302,8 +320,20 @@ impl MessageStore for SqliteStore {
                         m.category.as_str(),
                         new.origin.campaign,
                         new.origin.automation,
+                        prev_to,
                     ])?;
                 if inserted == 1 {
+                    if outbound {
+                        conn.prepare_cached(SET_CHAIN_HEAD)?.execute(params![
+                            m.to,
+                            m.from,
+                            account,
+                            id,
+                            new.origin.campaign,
+                            new.origin.automation,
+                            m.created_at.0
+                        ])?;
+                    }
                     changed.push(m.status);
                     let moved = Moved {
                         id: id.clone(),

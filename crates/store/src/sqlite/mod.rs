@@ -167,6 +167,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 /// constraint halfway keeps a statement journal (a copy of every page it touches) to undo its own rows, which a
 /// failed job never needs, as its whole group is rolled back (3–4 % of the server's CPU).
 fn run_group(conn: &Connection, mut jobs: Vec<Box<dyn Job>>) {
+    let began = std::time::Instant::now();
     while !jobs.is_empty() {
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             tracing::warn!(error = %e, "SQLite could not begin a transaction; {} writes fail", jobs.len());
@@ -188,6 +189,7 @@ fn run_group(conn: &Connection, mut jobs: Vec<Box<dyn Job>>) {
                 } else {
                     send_fed();
                 }
+                metrics::histogram!(crate::metric::SQLITE_GROUP).record(began.elapsed());
                 for job in jobs {
                     job.answer(committed.clone());
                 }
@@ -283,7 +285,9 @@ impl WalBound {
 /// readers or the checkpointer were in the way.
 fn restart_wal(conn: &Connection) -> Result<bool> {
     conn.busy_timeout(RESTART_PATIENCE)?;
+    let began = std::time::Instant::now();
     let checkpoint = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0));
+    metrics::histogram!(crate::metric::SQLITE_WAL_RESTART).record(began.elapsed());
     conn.busy_timeout(std::time::Duration::from_millis(BUSY_MS))?;
     Ok(checkpoint? == 0)
 }
