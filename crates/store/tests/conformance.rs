@@ -2316,6 +2316,10 @@ async fn messages_to_a_number_are_chained(store: &Arc<dyn Store>) {
     assert_eq!(store.account_for_reply(handset, a).await.unwrap(), Some(globex), "the last to send from it");
     assert_eq!(store.account_for_reply(handset, b).await.unwrap(), Some(acme));
     assert_eq!(store.account_for_reply("+15550000003", a).await.unwrap(), None);
+    // A message that did not go in (its key seen before) starts no chain.
+    let again = store.insert_messages(&[keyed(at(acme, "+15550000077", 6_500))]).await.unwrap();
+    assert!(matches!(again[..], [Inserted::Duplicate { .. }]), "{again:?}");
+    assert_eq!(store.account_for_reply(handset, "+15550000077").await.unwrap(), None);
 
     // History: the oldest go, the chains keep the rest; a chain whose newest went is forgotten.
     let mut after = None;

@@ -239,39 +239,39 @@ async fn apply_receipts(
     Ok(out)
 }
 
-/// Links new outbound messages (in the order they were made) into their chains: each one's `prev_to` is the head
-/// of its account, number and handset before it, and the last of them becomes the head (`recipients`). The heads
-/// are locked first (`FOR UPDATE`, in key order), so that two nodes inserting for one handset at once chain one
-/// after the other rather than both after the same message; a head not there yet is made first, so that a second
-/// transaction making it waits for the first to commit and then sees it.
-async fn link_chains(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, messages: Vec<&NewMessage>) -> Result<()> {
-    if messages.is_empty() {
-        return Ok(());
+/// An outbound message's chain: its account, number and handset.
+type ChainKey = (String, String, String);
+
+fn chain_key(m: &Message) -> ChainKey {
+    (m.to.clone(), m.from.clone(), m.account_id.to_string())
+}
+
+/// The chains of outbound messages about to be inserted, their heads locked: each one's head before the batch
+/// (`None`: a new chain), and the `prev_to` each message gets, in the order they were made. One statement makes the
+/// heads not there yet and locks those that are (`ON CONFLICT DO UPDATE` locks the newest version, waiting for a
+/// transaction that has it), in key order, so that two nodes inserting for one handset at once chain one after the
+/// other rather than both after the same message.
+struct Chains {
+    heads: std::collections::BTreeMap<ChainKey, Option<String>>,
+    prev: HashMap<MessageId, String>,
+}
+
+async fn lock_chains(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, messages: &[NewMessage]) -> Result<Chains> {
+    let mut chains = Chains { heads: Default::default(), prev: HashMap::new() };
+    let outbound = || messages.iter().map(|n| &n.message).filter(|m| m.direction == Direction::Outbound);
+    for m in outbound() {
+        chains.heads.insert(chain_key(m), None);
     }
-    // Each pair once, in key order.
-    let mut heads: std::collections::BTreeMap<(String, String, String), Option<String>> = Default::default();
-    for new in &messages {
-        let m = &new.message;
-        heads.insert((m.to.clone(), m.from.clone(), m.account_id.to_string()), None);
+    if chains.heads.is_empty() {
+        return Ok(chains);
     }
-    let [handsets, addresses, accounts] =
-        [0, 1, 2].map(|i| heads.keys().map(|k| [&k.0, &k.1, &k.2][i].clone()).collect::<Vec<String>>());
-    let now = messages[0].message.created_at.0;
-    sqlx::query(
-        "INSERT INTO recipients (handset, address, account_id, last_id, last_at) \
-         SELECT h, a, c, '', $4 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS v(h, a, c) \
-         ORDER BY h, a, c ON CONFLICT DO NOTHING",
-    )
-    .bind(&handsets)
-    .bind(&addresses)
-    .bind(&accounts)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
+    let column = |i: usize| chains.heads.keys().map(|k| [&k.0, &k.1, &k.2][i].clone()).collect::<Vec<String>>();
+    let (handsets, addresses, accounts) = (column(0), column(1), column(2));
     let rows = sqlx::query(
-        "SELECT handset, address, account_id, last_id FROM recipients \
-         WHERE (handset, address, account_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[])) \
-         ORDER BY handset, address, account_id FOR UPDATE",
+        "INSERT INTO recipients (handset, address, account_id, last_id, last_at) \
+         SELECT h, a, c, '', 0 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS v(h, a, c) ORDER BY h, a, c \
+         ON CONFLICT (handset, address, account_id) DO UPDATE SET last_id = recipients.last_id \
+         RETURNING handset, address, account_id, last_id",
     )
     .bind(&handsets)
     .bind(&addresses)
@@ -279,57 +279,96 @@ async fn link_chains(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, messages: V
     .fetch_all(&mut **tx)
     .await?;
     for row in rows {
-        let key = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
         let last: String = row.try_get(3)?;
-        heads.insert(key, Some(last).filter(|l| !l.is_empty()));
+        chains.heads.insert((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?), Some(last).filter(|l| !l.is_empty()));
     }
-    let (mut ids, mut prevs) = (Vec::new(), Vec::new());
-    let mut last = std::collections::BTreeMap::new();
-    for new in &messages {
-        let m = &new.message;
-        let key = (m.to.clone(), m.from.clone(), m.account_id.to_string());
-        let id = m.id.to_string();
-        if let Some(prev) = heads.insert(key.clone(), Some(id.clone())).flatten() {
-            ids.push(id.clone());
-            prevs.push(prev);
+    let mut at = chains.heads.clone();
+    for m in outbound() {
+        if let Some(prev) = at.insert(chain_key(m), Some(m.id.to_string())).flatten() {
+            chains.prev.insert(m.id, prev);
         }
-        last.insert(key, (id, new.origin.campaign.clone(), new.origin.automation.clone(), m.created_at.0));
     }
-    if !ids.is_empty() {
+    Ok(chains)
+}
+
+/// Makes the newest inserted message of each chain its head. A message not inserted (an idempotency key seen
+/// before) is taken out of its chain: the next one links past it, and a chain none of whose messages went in keeps
+/// the head it had, or none.
+async fn set_chain_heads(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    messages: &[NewMessage],
+    inserted: &HashSet<MessageId>,
+    chains: Chains,
+) -> Result<()> {
+    if chains.heads.is_empty() {
+        return Ok(());
+    }
+    let mut heads = chains.heads;
+    let before = heads.clone();
+    let mut newest: std::collections::BTreeMap<ChainKey, &NewMessage> = Default::default();
+    let (mut relinked, mut relinked_to) = (Vec::new(), Vec::new());
+    for new in
+        messages.iter().filter(|n| n.message.direction == Direction::Outbound && inserted.contains(&n.message.id))
+    {
+        let m = &new.message;
+        let key = chain_key(m);
+        let head = heads.get(&key).cloned().flatten();
+        if head.as_ref() != chains.prev.get(&m.id) {
+            relinked.push(m.id.to_string());
+            relinked_to.push(head);
+        }
+        heads.insert(key.clone(), Some(m.id.to_string()));
+        newest.insert(key, new);
+    }
+    if !relinked.is_empty() {
+        sqlx::query("UPDATE messages SET prev_to = v.prev FROM UNNEST($1::text[], $2::text[]) AS v(id, prev) WHERE messages.id = v.id")
+            .bind(&relinked)
+            .bind(&relinked_to)
+            .execute(&mut **tx)
+            .await?;
+    }
+    let (mut keys, mut ids, mut campaigns, mut automations, mut ats) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (key, new) in &newest {
+        keys.push(key);
+        ids.push(new.message.id.to_string());
+        campaigns.push(new.origin.campaign.clone());
+        automations.push(new.origin.automation.clone());
+        ats.push(new.message.created_at.0);
+    }
+    let column = |keys: &[&ChainKey], i: usize| keys.iter().map(|k| [&k.0, &k.1, &k.2][i].clone()).collect::<Vec<_>>();
+    if !keys.is_empty() {
         sqlx::query(
-            "UPDATE messages SET prev_to = v.prev FROM UNNEST($1::text[], $2::text[]) AS v(id, prev) \
-             WHERE messages.id = v.id",
+            "UPDATE recipients SET last_id = v.id, campaign_id = v.campaign, automation_id = v.automation, \
+             last_at = v.at FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+             $7::bigint[]) AS v(handset, address, account_id, id, campaign, automation, at) \
+             WHERE recipients.handset = v.handset AND recipients.address = v.address \
+             AND recipients.account_id = v.account_id",
         )
+        .bind(column(&keys, 0))
+        .bind(column(&keys, 1))
+        .bind(column(&keys, 2))
         .bind(&ids)
-        .bind(&prevs)
+        .bind(&campaigns)
+        .bind(&automations)
+        .bind(&ats)
         .execute(&mut **tx)
         .await?;
     }
-    let (mut last_ids, mut campaigns, mut automations, mut ats) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (id, campaign, automation, at) in last.values() {
-        last_ids.push(id.clone());
-        campaigns.push(campaign.clone());
-        automations.push(automation.clone());
-        ats.push(*at);
+    // New chains none of whose messages went in.
+    let empty: Vec<&ChainKey> =
+        before.iter().filter(|(k, h)| h.is_none() && !newest.contains_key(*k)).map(|(k, _)| k).collect();
+    if !empty.is_empty() {
+        sqlx::query(
+            "DELETE FROM recipients WHERE last_id = '' AND (handset, address, account_id) IN \
+             (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]))",
+        )
+        .bind(column(&empty, 0))
+        .bind(column(&empty, 1))
+        .bind(column(&empty, 2))
+        .execute(&mut **tx)
+        .await?;
     }
-    let [handsets, addresses, accounts] =
-        [0, 1, 2].map(|i| last.keys().map(|k| [&k.0, &k.1, &k.2][i].clone()).collect::<Vec<String>>());
-    sqlx::query(
-        "UPDATE recipients SET last_id = v.id, campaign_id = v.campaign, automation_id = v.automation, last_at = v.at \
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[]) \
-         AS v(handset, address, account_id, id, campaign, automation, at) \
-         WHERE recipients.handset = v.handset AND recipients.address = v.address \
-         AND recipients.account_id = v.account_id",
-    )
-    .bind(&handsets)
-    .bind(&addresses)
-    .bind(&accounts)
-    .bind(&last_ids)
-    .bind(&campaigns)
-    .bind(&automations)
-    .bind(&ats)
-    .execute(&mut **tx)
-    .await?;
     Ok(())
 }
 
@@ -337,6 +376,7 @@ async fn link_chains(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, messages: V
 impl MessageStore for PgStore {
     async fn insert_messages(&self, messages: &[NewMessage]) -> Result<Vec<Inserted>> {
         let mut tx = self.pool.begin().await?;
+        let chains = lock_chains(&mut tx, messages).await?;
         let mut inserted = HashSet::new();
         for chunk in pow2_chunks(messages, ROWS_PER_STATEMENT) {
             let sql = format!(
@@ -344,8 +384,8 @@ impl MessageStore for PgStore {
                  price_micros, connector, carrier_id, status, error_code, reference, callback_url, send_at, \
                  expires_at, attempts, next_attempt_at, idempotency_key, request_hash, created_at, updated_at, \
                  journey, lease_owner, lease_until, smpp_receipts, smpp_parts, callback_statuses, category, \
-                 campaign_id, automation_id) VALUES {} ON CONFLICT DO NOTHING RETURNING messages.id, {}",
-                values_rows(chunk.len(), 32),
+                 campaign_id, automation_id, prev_to) VALUES {} ON CONFLICT DO NOTHING RETURNING messages.id, {}",
+                values_rows(chunk.len(), 33),
                 effect_columns("messages.status", "messages.created_at"),
             );
             let mut query = sqlx::query(AssertSqlSafe(sql));
@@ -387,7 +427,8 @@ impl MessageStore for PgStore {
                     .bind(m.callback_statuses.map(|c| i64::from(c.0)))
                     .bind(m.category.as_str())
                     .bind(new.origin.campaign.as_deref())
-                    .bind(new.origin.automation.as_deref());
+                    .bind(new.origin.automation.as_deref())
+                    .bind(chains.prev.get(&m.id));
             }
             let rows = query.fetch_all(&mut *tx).await?;
             write_effects(&mut tx, &rows).await?;
@@ -395,8 +436,7 @@ impl MessageStore for PgStore {
                 inserted.insert(message_id_of(&row.try_get::<String, _>(0)?)?);
             }
         }
-        let chained = messages.iter().filter(|n| n.message.direction == Direction::Outbound);
-        link_chains(&mut tx, chained.filter(|n| inserted.contains(&n.message.id)).collect()).await?;
+        set_chain_heads(&mut tx, messages, &inserted, chains).await?;
         let mut out = Vec::with_capacity(messages.len());
         let mut changed = Vec::with_capacity(messages.len());
         for new in messages {
