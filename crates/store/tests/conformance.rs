@@ -2321,6 +2321,24 @@ async fn messages_to_a_number_are_chained(store: &Arc<dyn Store>) {
     assert!(matches!(again[..], [Inserted::Duplicate { .. }]), "{again:?}");
     assert_eq!(store.account_for_reply(handset, "+15550000077").await.unwrap(), None);
 
+    // Writers at once on one chain (several nodes on PostgreSQL): each chains after the other, none is lost.
+    let writers = (0..4).map(|w| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for _ in 0..10 {
+                let mut shared = message(globex, "+15550000005", Status::Queued, NOW);
+                shared.from = a.into();
+                let own = message(globex, &format!("+1555000010{w}"), Status::Queued, NOW);
+                store.insert_messages(&[new(own), new(shared)]).await.unwrap();
+            }
+        })
+    });
+    for w in writers.collect::<Vec<_>>() {
+        w.await.unwrap();
+    }
+    let all = ListFilter { to: Some("+15550000005".into()), ..Default::default() };
+    assert_eq!(store.list_messages(globex, &all, None, 100).await.unwrap().len(), 40);
+
     // History: the oldest go, the chains keep the rest; a chain whose newest went is forgotten.
     let mut after = None;
     while let (_, Some(last)) = store.delete_history(Timestamp(4_800), after, 2).await.unwrap() {
