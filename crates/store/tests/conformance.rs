@@ -3,9 +3,13 @@
 //! (a fresh schema, dropped afterwards). `SMSGATE_TEST_POSTGRES` overrides the server URL (default
 //! `postgres://postgres@127.0.0.1:5432/test`).
 
+mod common;
+
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+use common::message;
 
 use smsgate_core::routing::{Route, RouteMatch, RouteTarget};
 use smsgate_core::{AccountId, Direction, Message, MessageId, Status, Timestamp};
@@ -133,33 +137,6 @@ conformance!(
     history_is_deleted_whole,
     messages_to_a_number_are_chained,
 );
-
-fn message(account: AccountId, to: &str, status: Status, at: Timestamp) -> Message {
-    Message {
-        id: MessageId::generate(),
-        account_id: account,
-        direction: Direction::Outbound,
-        to: to.into(),
-        from: "Acme".into(),
-        body: "Hello".into(),
-        encoding: "gsm7".into(),
-        segments: 1,
-        price_micros: None,
-        connector: None,
-        carrier_id: None,
-        status,
-        error_code: None,
-        reference: Some("ref-1".into()),
-        callback_url: None,
-        callback_statuses: None,
-        send_at: None,
-        expires_at: Some(at.plus_secs(3600)),
-        attempts: 0,
-        category: Default::default(),
-        created_at: at,
-        updated_at: at,
-    }
-}
 
 fn new(m: Message) -> NewMessage {
     NewMessage::new(m, "accepted")

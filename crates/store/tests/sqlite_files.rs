@@ -2,7 +2,9 @@
 //! SQLite's files: the WAL stays under its bound while writes never pause and readers never stop reading (the
 //! writer starts it over when it reaches the bound, instead of leaving that to passive checkpoints, which never catch
 //! up with a writer that never pauses: the WAL then grows with everything written); and the space deleted rows held
-//! is given back to the file system.
+//! is given back to the file system; and a database from before the chains of messages by number is upgraded.
+
+mod common;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -149,4 +151,52 @@ async fn deleted_rows_give_their_space_back() {
     // After the last checkpoint, the file is no larger than its pages.
     let bytes = std::fs::metadata(&files.0).unwrap().len();
     assert!(i64::try_from(bytes).unwrap() <= left * 4096, "{bytes} bytes for {left} pages");
+}
+
+/// A data folder from before the chains (messages indexed by number): opened by this version, its messages are
+/// chained by number and the index is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_chains_the_messages_already_stored() {
+    use smsgate_core::{Message, MessageId, Status, Timestamp};
+    use smsgate_store::{ListFilter, MessageStore, NewMessage, TenancyStore};
+    let files = Files(std::env::temp_dir().join(format!("smsgate-chains-{}.db", uuid::Uuid::now_v7().simple())));
+    let url = format!("sqlite://{}", files.0.display());
+    let (handset, at) = ("+15550000001", Timestamp(1_700_000_000_000));
+    let text = |account, to: &str, from: &str, ms: i64| Message {
+        id: MessageId::first_at(at.plus_millis(ms)),
+        from: from.into(),
+        body: format!("at {ms}"),
+        ..common::message(account, to, Status::Delivered, at.plus_millis(ms))
+    };
+    let store = SqliteStore::open(&url).await.unwrap();
+    let acme = store.create_account("acme", false, at).await.unwrap().id;
+    let texts = [text(acme, handset, "A", 1), text(acme, handset, "A", 2), text(acme, handset, "B", 3)];
+    let other = text(acme, "+15550000002", "A", 4);
+    let new = |m: &Message| NewMessage::new(m.clone(), "accepted");
+    store.insert_messages(&texts.iter().chain([&other]).map(new).collect::<Vec<_>>()).await.unwrap();
+    store.close().await;
+    // As the version before left it: no chains, the index of numbers.
+    let conn = rusqlite::Connection::open(&files.0).unwrap();
+    conn.execute_batch(
+        "DROP TABLE recipients; ALTER TABLE messages DROP COLUMN prev_to; \
+         CREATE INDEX messages_to ON messages (to_addr, id); DELETE FROM schema_migrations WHERE version = 26;",
+    )
+    .unwrap();
+    drop(conn);
+
+    let store = SqliteStore::open(&url).await.unwrap();
+    let to = ListFilter { to: Some(handset.into()), ..Default::default() };
+    let listed: Vec<MessageId> =
+        store.list_messages(acme, &to, None, 10).await.unwrap().into_iter().map(|m| m.id).collect();
+    assert_eq!(listed, [texts[2].id, texts[1].id, texts[0].id]);
+    let from_a = ListFilter { from: Some("A".into()), ..to };
+    assert_eq!(store.list_messages(acme, &from_a, None, 10).await.unwrap().len(), 2, "both from A, chained");
+    assert_eq!(store.account_for_reply(handset, "A").await.unwrap(), Some(acme));
+    // A new text goes on the chain the upgrade made.
+    let later = text(acme, handset, "A", 5);
+    store.insert_messages(&[new(&later)]).await.unwrap();
+    assert_eq!(store.list_messages(acme, &from_a, None, 10).await.unwrap().len(), 3);
+    let left = store.query("SELECT name FROM sqlite_master WHERE name = 'messages_to'", Vec::new()).await.unwrap();
+    assert!(left.is_empty(), "the index of numbers is gone");
+    store.close().await;
 }
