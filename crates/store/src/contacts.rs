@@ -692,8 +692,9 @@ impl<D: Database> ContactStore for D {
                 params: values![replacement, phone, replacement, account, phone],
             },
         ];
-        // The messages changed, not the heads.
-        Ok(self.transaction(statements).await?.iter().step_by(2).sum())
+        // The messages changed (to the number, from it), not the heads.
+        let changed = self.transaction(statements).await?;
+        Ok(changed[0] + changed[2])
     }
 
     async fn purge_messages(
@@ -709,12 +710,7 @@ impl<D: Database> ContactStore for D {
         let scope = ("account_id = ? AND direction = ? AND ", values![account, direction.as_str()]);
         let ids = crate::history::ids_made_before(self, scope, before, after, limit).await?;
         let Some(&last) = ids.last() else { return Ok((0, None)) };
-        let finals = smsgate_core::Status::ALL
-            .iter()
-            .filter(|s| s.is_final())
-            .map(|s| format!("'{}'", s.as_str()))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let finals = crate::history::finals();
         let number = match direction {
             Direction::Outbound => "to_addr",
             Direction::Inbound => "from_addr",

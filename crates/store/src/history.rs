@@ -72,7 +72,7 @@ pub(crate) async fn chain_heads_among<D: Database + ?Sized>(db: &D, ids: &[Value
 }
 
 /// The final statuses as an SQL list.
-fn finals() -> String {
+pub(crate) fn finals() -> String {
     Status::ALL.iter().filter(|s| s.is_final()).map(|s| format!("'{}'", s.as_str())).collect::<Vec<_>>().join(", ")
 }
 

@@ -2,7 +2,7 @@
 //! database holds back into core types.
 
 use smsgate_core::routing::Route;
-use smsgate_core::{AccountId, Event, MessageId, Status, Timestamp};
+use smsgate_core::{AccountId, Direction, Event, MessageId, Status, Timestamp};
 
 use crate::sql::Value;
 use crate::{ListFilter, NewMessage, Result, StoreError, WaitingAt};
@@ -283,21 +283,31 @@ pub(crate) fn list_query(
         values.push(limit);
         return (sql, values);
     };
-    let sql = format!(
-        "{chain}SELECT {MESSAGE_COLUMNS} FROM (\
-         SELECT * FROM (SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN (SELECT id FROM chain) \
-         AND account_id = ?{clauses} ORDER BY id DESC LIMIT ?) sent \
-         UNION ALL SELECT * FROM (SELECT {MESSAGE_COLUMNS} FROM messages WHERE account_id = ? \
-         AND direction = 'inbound'{clauses} ORDER BY id DESC LIMIT ?) received\
-         ) listed ORDER BY id DESC LIMIT ?",
-        chain = chain_clause(false)
-    );
-    let mut values = vec![Value::from(to), Value::from(account)];
-    for _ in 0..2 {
-        values.push(Value::from(account));
-        values.extend(params.iter().cloned());
-        values.push(limit.clone());
+    // Each half only where the direction filter lets it find something.
+    let sent = filter.direction != Some(Direction::Inbound);
+    let received = filter.direction != Some(Direction::Outbound);
+    let mut halves = Vec::new();
+    let mut values = Vec::new();
+    if sent {
+        values.extend([Value::from(to), Value::from(account)]);
     }
+    for (wanted, scope) in [(sent, "id IN (SELECT id FROM chain) AND "), (received, "direction = 'inbound' AND ")] {
+        if wanted {
+            halves.push(format!(
+                "SELECT * FROM (SELECT {MESSAGE_COLUMNS} FROM messages WHERE {scope}account_id = ?{clauses} \
+                 ORDER BY id DESC LIMIT ?) half{}",
+                halves.len()
+            ));
+            values.push(Value::from(account));
+            values.extend(params.iter().cloned());
+            values.push(limit.clone());
+        }
+    }
+    let sql = format!(
+        "{chain}SELECT {MESSAGE_COLUMNS} FROM ({}) listed ORDER BY id DESC LIMIT ?",
+        halves.join(" UNION ALL "),
+        chain = if sent { chain_clause(false) } else { String::new() }
+    );
     values.push(limit);
     (sql, values)
 }

@@ -246,6 +246,11 @@ fn chain_key(m: &Message) -> ChainKey {
     (m.to.clone(), m.from.clone(), m.account_id.to_string())
 }
 
+/// Chains' handsets, addresses and accounts, as three arrays to bind.
+fn key_columns<'a>(keys: impl Iterator<Item = &'a ChainKey> + Clone) -> [Vec<String>; 3] {
+    [0, 1, 2].map(|i| keys.clone().map(|k| [&k.0, &k.1, &k.2][i].clone()).collect())
+}
+
 /// The chains of outbound messages about to be inserted, their heads locked: each one's head before the batch
 /// (`None`: a new chain), and the `prev_to` each message gets, in the order they were made. One statement makes the
 /// heads not there yet and locks those that are (`ON CONFLICT DO UPDATE` locks the newest version, waiting for a
@@ -265,8 +270,7 @@ async fn lock_chains(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, messages: &
     if chains.heads.is_empty() {
         return Ok(chains);
     }
-    let column = |i: usize| chains.heads.keys().map(|k| [&k.0, &k.1, &k.2][i].clone()).collect::<Vec<String>>();
-    let (handsets, addresses, accounts) = (column(0), column(1), column(2));
+    let [handsets, addresses, accounts] = key_columns(chains.heads.keys());
     let rows = sqlx::query(
         "INSERT INTO recipients (handset, address, account_id, last_id, last_at) \
          SELECT h, a, c, '', 0 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS v(h, a, c) ORDER BY h, a, c \
@@ -336,8 +340,8 @@ async fn set_chain_heads(
         automations.push(new.origin.automation.clone());
         ats.push(new.message.created_at.0);
     }
-    let column = |keys: &[&ChainKey], i: usize| keys.iter().map(|k| [&k.0, &k.1, &k.2][i].clone()).collect::<Vec<_>>();
     if !keys.is_empty() {
+        let [handsets, addresses, accounts] = key_columns(keys.iter().copied());
         sqlx::query(
             "UPDATE recipients SET last_id = v.id, campaign_id = v.campaign, automation_id = v.automation, \
              last_at = v.at FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
@@ -345,9 +349,9 @@ async fn set_chain_heads(
              WHERE recipients.handset = v.handset AND recipients.address = v.address \
              AND recipients.account_id = v.account_id",
         )
-        .bind(column(&keys, 0))
-        .bind(column(&keys, 1))
-        .bind(column(&keys, 2))
+        .bind(handsets)
+        .bind(addresses)
+        .bind(accounts)
         .bind(&ids)
         .bind(&campaigns)
         .bind(&automations)
@@ -359,13 +363,14 @@ async fn set_chain_heads(
     let empty: Vec<&ChainKey> =
         before.iter().filter(|(k, h)| h.is_none() && !newest.contains_key(*k)).map(|(k, _)| k).collect();
     if !empty.is_empty() {
+        let [handsets, addresses, accounts] = key_columns(empty.iter().copied());
         sqlx::query(
             "DELETE FROM recipients WHERE last_id = '' AND (handset, address, account_id) IN \
              (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]))",
         )
-        .bind(column(&empty, 0))
-        .bind(column(&empty, 1))
-        .bind(column(&empty, 2))
+        .bind(handsets)
+        .bind(addresses)
+        .bind(accounts)
         .execute(&mut **tx)
         .await?;
     }
