@@ -86,21 +86,21 @@ pub unsafe fn install() -> Result<(), Error> {
     // SAFETY: zeroed, then filled by SQLite; every field is a pointer or an optional function pointer, for which
     // all zeroes is valid.
     let default = unsafe { default.assume_init() };
-    let (Some(create), Some(cachesize), Some(pagecount), Some(fetch), Some(unpin), Some(rekey), Some(truncate)) = (
-        default.xCreate,
-        default.xCachesize,
-        default.xPagecount,
-        default.xFetch,
-        default.xUnpin,
-        default.xRekey,
-        default.xTruncate,
-    ) else {
-        return Err(Error::Sqlite(ffi::SQLITE_ERROR));
-    };
-    let Some(destroy) = default.xDestroy else {
-        return Err(Error::Sqlite(ffi::SQLITE_ERROR));
-    };
-    let inner = Inner { create, cachesize, pagecount, fetch, unpin, rekey, truncate, destroy, shrink: default.xShrink };
+    // SQLite's own cache fills every method but xShrink (optional in the interface).
+    let inner = (|| {
+        Some(Inner {
+            create: default.xCreate?,
+            cachesize: default.xCachesize?,
+            pagecount: default.xPagecount?,
+            fetch: default.xFetch?,
+            unpin: default.xUnpin?,
+            rekey: default.xRekey?,
+            truncate: default.xTruncate?,
+            destroy: default.xDestroy?,
+            shrink: default.xShrink,
+        })
+    })()
+    .ok_or(Error::Sqlite(ffi::SQLITE_ERROR))?;
     if SQLITE.set(inner).is_err() {
         return Err(Error::TooLate);
     }
