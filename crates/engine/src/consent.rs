@@ -118,11 +118,48 @@ impl ConsentBook {
         }
     }
 
+    /// Adds one scope to a number's opt-outs in the copy; whether it was not there yet.
+    fn hold(&self, account: AccountId, hash: &str, scope: &str) -> bool {
+        let mut opted = self.opted.write().unwrap_or_else(|e| e.into_inner());
+        let scopes = opted.entry(account).or_default().entry(hash.to_string()).or_default();
+        let new = !scopes.iter().any(|s| s == scope);
+        if new {
+            scopes.push(scope.to_string());
+        }
+        new
+    }
+
+    /// Takes back a scope [`ConsentBook::hold`] added.
+    fn release(&self, account: AccountId, hash: &str, scope: &str) {
+        let mut opted = self.opted.write().unwrap_or_else(|e| e.into_inner());
+        let Some(numbers) = opted.get_mut(&account) else { return };
+        let Some(scopes) = numbers.get_mut(hash) else { return };
+        scopes.retain(|s| s != scope);
+        if scopes.is_empty() {
+            numbers.remove(hash);
+        }
+    }
+
     /// Records a change of consent and puts it in force on this node; whether the number's state changed.
+    ///
+    /// An opt-out holds in the copy from before it is written: a send that admission looks at while the write is
+    /// under way is refused, and anyone who can read the opt-out in the store finds admission refusing too (taken
+    /// back if the write fails). An opt-in lifts it only once written; then the copy is read again from the store,
+    /// which has the last word.
     pub async fn record(&self, store: &dyn Store, event: &ConsentEvent) -> Result<bool, StoreError> {
         self.ensure_loaded(store, event.at).await?;
-        let changed = store.record_consent(event).await?;
-        self.settle(store, event.account_id, &event.phone_hash).await?;
+        let (account, hash) = (event.account_id, event.phone_hash.as_str());
+        let held = event.opted_out && self.hold(account, hash, &event.scope);
+        let changed = match store.record_consent(event).await {
+            Ok(changed) => changed,
+            Err(e) => {
+                if held {
+                    self.release(account, hash, &event.scope);
+                }
+                return Err(e);
+            }
+        };
+        self.settle(store, account, hash).await?;
         Ok(changed)
     }
 
