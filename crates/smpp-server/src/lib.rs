@@ -762,9 +762,26 @@ impl Client {
     }
 }
 
+/// The names of this server's metrics.
+pub mod metric {
+    /// A client's request (`submit_sm`, `data_sm`, `submit_multi`, `query_sm`, ...), from the handler's start to
+    /// its answer ready to write: for a submit, admission and the durable store.
+    pub const REQUEST_SECONDS: &str = "smsgate_smpp_request_seconds";
+}
+
 #[async_trait]
 impl Handler for Client {
     async fn request(&self, request: Pdu) -> (CommandStatus, Body) {
+        let began = std::time::Instant::now();
+        let command = request.body.name();
+        let answer = self.answer(request).await;
+        metrics::histogram!(metric::REQUEST_SECONDS, "command" => command).record(began.elapsed());
+        answer
+    }
+}
+
+impl Client {
+    async fn answer(&self, request: Pdu) -> (CommandStatus, Body) {
         let answer = |r: Result<String, CommandStatus>| match r {
             Ok(id) => (CommandStatus::ESME_ROK, SubmitSmResp { message_id: id.as_str().into(), ..Default::default() }),
             Err(status) => (status, SubmitSmResp::default()),

@@ -226,7 +226,7 @@ async fn serve(args: Config) -> anyhow::Result<()> {
 }
 
 /// Installs the process-wide metrics recorder, with latency buckets from 5 ms to 5 minutes for a message's
-/// journey and from half a millisecond to 5 seconds for HTTP requests and SQLite's writer.
+/// journey and from half a millisecond to 5 seconds for HTTP and SMPP requests and SQLite's writer.
 fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
     const BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
     const HTTP_BUCKETS: [f64; 13] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
@@ -243,6 +243,11 @@ fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHa
             &HTTP_BUCKETS,
         )
         .context("SQLite latency buckets")?
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(smpp_server::metric::REQUEST_SECONDS.to_string()),
+            &HTTP_BUCKETS,
+        )
+        .context("SMPP latency buckets")?
         .install_recorder()
         .context("installing the metrics recorder")
 }
