@@ -2,7 +2,8 @@
 //! SQLite's files: the WAL stays under its bound while writes never pause and readers never stop reading (the
 //! writer starts it over when it reaches the bound, instead of leaving that to passive checkpoints, which never catch
 //! up with a writer that never pauses: the WAL then grows with everything written); and the space deleted rows held
-//! is given back to the file system; and a database from before the chains of messages by number is upgraded.
+//! is given back to the file system; a database from before the chains of messages by number is upgraded; and no
+//! write is answered before the WAL holding it is synced.
 
 mod common;
 
@@ -198,5 +199,26 @@ async fn an_upgrade_chains_the_messages_already_stored() {
     assert_eq!(store.list_messages(acme, &from_a, None, 10).await.unwrap().len(), 3);
     let left = store.query("SELECT name FROM sqlite_master WHERE name = 'messages_to'", Vec::new()).await.unwrap();
     assert!(left.is_empty(), "the index of numbers is gone");
+    store.close().await;
+}
+
+/// A write is answered once the WAL file that holds it is synced; if the WAL SQLite writes is no longer the file
+/// at its path (here removed under the server), writes fail instead of being answered unsynced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_are_answered_only_from_a_synced_wal() {
+    let files = Files(std::env::temp_dir().join(format!("smsgate-sync-{}.db", uuid::Uuid::now_v7().simple())));
+    let store = SqliteStore::open(&format!("sqlite://{}", files.0.display())).await.unwrap();
+    let insert = |id: &str| Statement {
+        sql: "INSERT INTO accounts (id, name, created_at) VALUES (?, 'x', 0)".into(),
+        params: vec![Value::Text(Some(id.into()))],
+    };
+    store.transaction(vec![insert("a-1")]).await.unwrap();
+    assert!(wal_bytes(&files.0) > 0, "the write went through the WAL");
+    std::fs::remove_file(format!("{}-wal", files.0.display())).unwrap();
+    for id in ["a-2", "a-3"] {
+        let failed = store.transaction(vec![insert(id)]).await.map(|_| ()).map_err(|e| e.to_string());
+        let e = failed.expect_err("a write was answered with its WAL gone");
+        assert!(e.contains("WAL could not be synced"), "{e}");
+    }
     store.close().await;
 }

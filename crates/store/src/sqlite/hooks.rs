@@ -56,10 +56,20 @@ pub(super) fn write_rollups(conn: &Connection) -> rusqlite::Result<()> {
 
 type FeedPermit = tokio::sync::mpsc::OwnedPermit<DueDelivery>;
 
-/// After a commit: hands the deliver_sm the group leased to this node to the feed.
-pub(super) fn send_fed() {
-    for (permit, due) in FED.take() {
-        permit.send(due);
+/// The deliver_sm a committed group leased to this node, to hand to the feed once the commit is durable.
+pub(super) struct Fed(Vec<(FeedPermit, DueDelivery)>);
+
+/// After a commit: takes the deliver_sm the group leased to this node, for [`Fed::send`].
+pub(super) fn take_fed() -> Fed {
+    Fed(FED.take())
+}
+
+impl Fed {
+    /// Hands them to the feed.
+    pub(super) fn send(self) {
+        for (permit, due) in self.0 {
+            permit.send(due);
+        }
     }
 }
 
