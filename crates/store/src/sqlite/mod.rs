@@ -17,7 +17,7 @@ mod hooks;
 mod messages;
 mod outbox;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -127,8 +127,8 @@ const WRITER_CACHE_KIB: u32 = 65_536;
 pub const WAL_LIMIT_MB: u64 = 64;
 
 /// Opens a connection with the settings every connection needs: WAL lets readers run beside the writer; FULL makes
-/// every commit durable when it returns (the writer's own commits are made durable by the sync thread instead); the busy timeout makes another process's writer wait rather than fail;
-/// statement journals stay in memory. A new database is made with incremental auto-vacuum, so that the pages deleted
+/// every commit durable when it returns (the writer's own commits are made durable by the sync thread instead); the
+/// busy timeout makes another process's writer wait rather than fail; statement journals stay in memory. A new database is made with incremental auto-vacuum, so that the pages deleted
 /// history frees can be given back ([`Store::reclaim_space`]); one made before keeps them for its next rows. No
 /// connection checkpoints on its own: the checkpointer thread and the writer
 /// do. A WAL that grew past `wal_limit` is cut back to that size when it starts over.
@@ -176,11 +176,7 @@ fn run_group(conn: &Connection, mut jobs: Vec<Box<dyn Job>>, syncer: &mpsc::Send
     while !jobs.is_empty() {
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             tracing::warn!(error = %e, "SQLite could not begin a transaction; {} writes fail", jobs.len());
-            let e: Arc<str> = e.to_string().into();
-            for job in jobs {
-                job.answer(Err(e.clone()));
-            }
-            return;
+            return fail(jobs, &e);
         }
         let failed = jobs.iter_mut().position(|job| !job.run(conn));
         match failed {
@@ -196,10 +192,7 @@ fn run_group(conn: &Connection, mut jobs: Vec<Box<dyn Job>>, syncer: &mpsc::Send
                     Err(e) => {
                         let _ = conn.execute_batch("ROLLBACK");
                         forget_hooks();
-                        let e: Arc<str> = e.to_string().into();
-                        for job in jobs {
-                            job.answer(Err(e.clone()));
-                        }
+                        fail(jobs, &e);
                     }
                 }
                 return;
@@ -211,6 +204,19 @@ fn run_group(conn: &Connection, mut jobs: Vec<Box<dyn Job>>, syncer: &mpsc::Send
             }
         }
     }
+}
+
+/// Answers every job of a group that was not committed with why.
+fn fail(jobs: Vec<Box<dyn Job>>, e: &rusqlite::Error) {
+    let e: Arc<str> = e.to_string().into();
+    for job in jobs {
+        job.answer(Err(e.clone()));
+    }
+}
+
+/// The WAL file beside the database file `db`.
+fn wal_path(db: &Path) -> PathBuf {
+    PathBuf::from(format!("{}-wal", db.display()))
 }
 
 /// A group committed, waiting for the WAL's sync.
@@ -258,7 +264,7 @@ fn syncer_loop(wal: PathBuf, committed: mpsc::Receiver<Committed>) {
     }
 }
 
-fn sync_wal(path: &PathBuf, file: &mut Option<std::fs::File>) -> std::io::Result<()> {
+fn sync_wal(path: &Path, file: &mut Option<std::fs::File>) -> std::io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     let f = match file {
         Some(f) => f,
@@ -413,10 +419,10 @@ impl SqliteStore {
             conn.execute_batch("PRAGMA synchronous = NORMAL")?;
             let wal = WalBound::new(&conn, wal_limit)?;
             let (committed, to_sync) = mpsc::channel();
-            let wal_path = PathBuf::from(format!("{}-wal", path.display()));
+            let wal_file = wal_path(&path);
             let syncer = std::thread::Builder::new()
                 .name("sqlite-sync".into())
-                .spawn(move || syncer_loop(wal_path, to_sync))
+                .spawn(move || syncer_loop(wal_file, to_sync))
                 .map_err(|e| StoreError::Stopped(format!("could not start the sync thread: {e}")))?;
             let sync = (committed, syncer);
             let (tx, rx) = mpsc::channel();
@@ -613,7 +619,7 @@ mod tests {
             let (committed, to_sync) = mpsc::channel();
             run_group(conn, jobs, &committed);
             drop(committed);
-            syncer_loop(PathBuf::from(format!("{}-wal", self.0.display())), to_sync);
+            syncer_loop(wal_path(&self.0), to_sync);
         }
 
         /// A connection to it, migrated.
