@@ -8,11 +8,13 @@
 #   MINUTES=30 RATE=10000 bench/soak.sh                 (build first: cargo build --release)
 #   MINUTES=15 RATE=8000 DB=postgres bench/soak.sh      (a new database on the local PostgreSQL, dropped after)
 #   DB=postgres://user@host/db bench/soak.sh             (that database, which must be empty; it is not cleaned)
+#   SERVER_BIN=/tmp/old/smsgate bench/soak.sh            (that build's server under this build's loads and simulator)
 # RATE is messages a second over both ways in; REST takes REST_SHARE percent of it (default 10). Loopback ports
 # 18181 (HTTP), 18775 (SMPP server), 18776 (simulator).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/smsgate}
+SERVER_BIN=${SERVER_BIN:-$BIN}
 MINUTES=${MINUTES:-10}
 RATE=${RATE:-8000}
 REST_SHARE=${REST_SHARE:-10}
@@ -40,7 +42,7 @@ if [ "$DB" = postgres ]; then
 fi
 $BIN sim --smpp 127.0.0.1:18776 --receipt-delay-ms 10 > /dev/null 2>&1 &
 SIM=$!
-SMSGATE_ADMIN_KEY=$KEY SMSGATE_WEBHOOKS_ALLOW_PRIVATE=127.0.0.1/32 $BIN serve --http 127.0.0.1:18181 --smpp 127.0.0.1:18775 --data-dir "$WORK/data" \
+SMSGATE_ADMIN_KEY=$KEY SMSGATE_WEBHOOKS_ALLOW_PRIVATE=127.0.0.1/32 $SERVER_BIN serve --http 127.0.0.1:18181 --smpp 127.0.0.1:18775 --data-dir "$WORK/data" \
   ${DB:+--database "$DB"} > "$WORK/server.log" 2>&1 &
 SRV=$!
 for _ in $(seq 1 100); do curl -sf $S/healthz > /dev/null && break; sleep 0.1; done
@@ -74,7 +76,7 @@ $BIN bench smpp --target 127.0.0.1:18775 --system-id bench --password benchpw --
   --interval 60 --interval-log "$WORK/smpp.spans" --json > "$WORK/smpp.json" 2> "$WORK/smpp.err" &
 LOADS+=($!); SPANS+=("$WORK/smpp.spans")
 if [ "$REST_RATE" -gt 0 ]; then
-  $BIN bench http --target $S --api-key $KEY --concurrency 64 --receipts --callbacks --rate "$REST_RATE" \
+  $BIN bench http --target $S --api-key $KEY --concurrency 64 --threads 1 --receipts --callbacks --rate "$REST_RATE" \
     --messages $((REST_RATE * SECS)) --timeout $TIMEOUT --interval 60 --interval-log "$WORK/http.spans" \
     --json > "$WORK/http.json" 2> "$WORK/http.err" &
   LOADS+=($!); SPANS+=("$WORK/http.spans")

@@ -116,18 +116,25 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
     }
 }
 
-/// Runs a load on a runtime of its own and prints its report: as JSON, or through `human`. `one_thread`: on the
-/// calling thread alone, for a load whose tasks mostly wake each other (SMPP sessions): a multi-threaded runtime
-/// spent its time waking its workers, which a load generator sharing cores with what it measures cannot spare.
+/// Runs a load on a runtime of its own and prints its report: as JSON, or through `human`. `threads`: 1 runs it on
+/// the calling thread alone, for a load whose tasks mostly wake each other (SMPP sessions): a multi-threaded
+/// runtime spent its time waking its workers, which a load generator sharing cores with what it measures cannot
+/// spare; 0 is a worker a core.
 pub(crate) fn report(
     as_json: bool,
-    one_thread: bool,
+    threads: usize,
     load: impl std::future::Future<Output = anyhow::Result<Value>>,
     human: fn(&Value),
 ) -> anyhow::Result<()> {
-    let mut builder = match one_thread {
-        true => tokio::runtime::Builder::new_current_thread(),
-        false => tokio::runtime::Builder::new_multi_thread(),
+    let mut builder = match threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if n > 1 {
+                b.worker_threads(n);
+            }
+            b
+        }
     };
     let runtime = builder.enable_all().build().context("starting tokio")?;
     let report = runtime.block_on(load)?;

@@ -91,6 +91,10 @@ pub struct HttpArgs {
     /// Where the --interval lines are appended (standard error without it).
     #[arg(long, requires = "interval")]
     interval_log: Option<std::path::PathBuf>,
+    /// Threads the load runs on: 0 is one a core; 1 is a single thread, which costs the machine less at a modest
+    /// --rate (a load sharing its cores with the server it measures takes less from it).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=256))]
+    threads: u16,
 }
 
 /// The gateway being driven.
@@ -125,8 +129,8 @@ pub fn run(args: HttpArgs) -> anyhow::Result<()> {
     if args.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
         bail!("--rate must be a positive number of requests per second");
     }
-    let as_json = args.json;
-    crate::bench::report(as_json, false, load(args), print_report)
+    let (as_json, threads) = (args.json, usize::from(args.threads));
+    crate::bench::report(as_json, threads, load(args), print_report)
 }
 
 /// When each message was sent and when its receipt came, for the receipts' latency.

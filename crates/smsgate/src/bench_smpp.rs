@@ -224,7 +224,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     });
     let parts = pdus(&args, &text)?;
     let as_json = args.json;
-    crate::bench::report(as_json, true, load(args, parts), |report| {
+    crate::bench::report(as_json, 1, load(args, parts), |report| {
         for (k, v) in report.as_object().into_iter().flatten() {
             println!("{k:>22}: {v}");
         }

@@ -58,8 +58,10 @@ fn bench_http_reports_what_the_server_did() {
     // The third request starts 100 ms after the first.
     assert!(r["seconds"].as_f64().unwrap() >= 0.1, "{r}");
 
-    // Receipts counted where the sender sees them: a callback_url served by the bench, the final status counted.
-    let (ok, r, err) = bench(&server.base, &["--messages", "40", "--concurrency", "4", "--receipts", "--callbacks"]);
+    // Receipts counted where the sender sees them: a callback_url served by the bench, the final status counted;
+    // the load and its callbacks' listener on one thread.
+    let args = ["--messages", "40", "--concurrency", "4", "--receipts", "--callbacks", "--threads", "1"];
+    let (ok, r, err) = bench(&server.base, &args);
     assert!(ok, "{err}");
     assert_eq!((r["accepted"].as_u64(), r["receipts"].as_u64()), (Some(40), Some(40)), "{r}");
     assert_eq!((r["receipts_at"].as_str(), &r["receipts_by_status"]), (Some("client"), &json!({"delivered": 40})));
@@ -72,8 +74,11 @@ fn bench_http_reports_what_the_server_did() {
     // Spans of a long run, with the receipts that came in each.
     let spans = data.join("http-spans.jsonl");
     let log = spans.display().to_string();
-    let args =
-        ["--messages", "60", "--rate", "40", "--receipts", "--callbacks", "--interval", "1", "--interval-log", &log];
+    let args = [
+        ["--messages", "60", "--rate", "40", "--receipts", "--callbacks"],
+        ["--interval", "1", "--interval-log", &log, "--threads", "2"],
+    ]
+    .concat();
     let (ok, r, err) = bench(&server.base, &args);
     assert!(ok, "{err}");
     let lines: Vec<Value> =
@@ -116,7 +121,14 @@ fn bench_http_reports_what_the_server_did() {
         assert!(!ok && err.starts_with("smsgate: "), "{bad:?}: {err}");
     }
     // Kannel and Jasmin modes need a user; they take no batches; --callbacks goes with --receipts.
-    for bad in [&["--kannel"][..], &["--jasmin", "--username", "u"], &["--kannel", "--jasmin"], &["--callbacks"]] {
+    let bad: [&[&str]; 5] = [
+        &["--kannel"],
+        &["--jasmin", "--username", "u"],
+        &["--kannel", "--jasmin"],
+        &["--callbacks"],
+        &["--threads", "300"],
+    ];
+    for bad in bad {
         let (ok, _, err) = bench("http://127.0.0.1:9", bad);
         assert!(!ok && err.contains("--"), "{bad:?}: {err}");
     }

@@ -54,6 +54,10 @@ async fn serve_sends_stops_and_restarts() {
     let sent = "smsgate_http_request_duration_seconds_count{method=\"POST\",route=\"/v1/messages\",status=\"2xx\"} 1";
     assert!(metrics.contains(sent), "{metrics}");
     assert!(metrics.contains("route=\"/v1/messages/{id}\",status=\"2xx\",le=\"0.0005\"}"), "{metrics}");
+    // SQLite's writer: its groups, and the syncs of the WAL that made them durable, in the same buckets.
+    for histogram in ["smsgate_sqlite_group_seconds", "smsgate_sqlite_sync_seconds"] {
+        assert!(metrics.contains(&format!("{histogram}_bucket{{le=\"0.0005\"}}")), "{histogram}: {metrics}");
+    }
     // The command-line client against the same server.
     let cli = |args: &[&str], key: Option<&str>| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_smsgate"));

@@ -143,6 +143,9 @@ pub mod metric {
     /// SQLite: how long the writer stopped to start the WAL over (a RESTART checkpoint), every write behind it
     /// waiting.
     pub const SQLITE_WAL_RESTART: &str = "smsgate_sqlite_wal_restart_seconds";
+    /// SQLite: how long one sync of the WAL file took (`fdatasync`, on the sync thread); the groups committed
+    /// before it began are answered when it ends.
+    pub const SQLITE_SYNC: &str = "smsgate_sqlite_sync_seconds";
 }
 
 /// Why a store operation failed.

@@ -253,11 +253,13 @@ fn syncer_loop(wal: PathBuf, committed: mpsc::Receiver<Committed>) {
     while let Ok(first) = committed.recv() {
         let mut groups = vec![first];
         groups.extend(committed.try_iter());
+        let began = std::time::Instant::now();
         let fate = sync_wal(&wal, &mut file).map_err(|e| {
             tracing::error!(error = %e, path = %wal.display(), "SQLite's WAL could not be synced; its writes fail");
             file = None;
             Arc::<str>::from(format!("the WAL could not be synced: {e}"))
         });
+        metrics::histogram!(crate::metric::SQLITE_SYNC).record(began.elapsed());
         for group in groups {
             group.answer(fate.clone());
         }
