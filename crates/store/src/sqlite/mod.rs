@@ -128,10 +128,11 @@ pub const WAL_LIMIT_MB: u64 = 64;
 
 /// Opens a connection with the settings every connection needs: WAL lets readers run beside the writer; FULL makes
 /// every commit durable when it returns (the writer's own commits are made durable by the sync thread instead); the
-/// busy timeout makes another process's writer wait rather than fail; statement journals stay in memory. A new database is made with incremental auto-vacuum, so that the pages deleted
-/// history frees can be given back ([`Store::reclaim_space`]); one made before keeps them for its next rows. No
-/// connection checkpoints on its own: the checkpointer thread and the writer
-/// do. A WAL that grew past `wal_limit` is cut back to that size when it starts over.
+/// busy timeout makes another process's writer wait rather than fail; statement journals stay in memory. A new
+/// database is made with incremental auto-vacuum, so that the pages deleted history frees can be given back
+/// ([`Store::reclaim_space`]); one made before keeps them for its next rows. No connection checkpoints on its own:
+/// the checkpointer thread and the writer do. A WAL that grew past `wal_limit` is cut back to that size when it
+/// starts over.
 fn connect(path: &PathBuf, wal_limit: u64) -> Result<Connection> {
     let conn = Connection::open(path)?;
     conn.execute_batch(&format!(
@@ -214,9 +215,12 @@ fn fail(jobs: Vec<Box<dyn Job>>, e: &rusqlite::Error) {
     }
 }
 
-/// The WAL file beside the database file `db`.
+/// The WAL file beside the database file `db` (its name with `-wal` added, as SQLite names it, whatever bytes the
+/// name is made of).
 fn wal_path(db: &Path) -> PathBuf {
-    PathBuf::from(format!("{}-wal", db.display()))
+    let mut name = db.as_os_str().to_owned();
+    name.push("-wal");
+    name.into()
 }
 
 /// A group committed, waiting for the WAL's sync.
