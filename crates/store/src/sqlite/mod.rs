@@ -360,6 +360,12 @@ impl WalBound {
         Ok(WalBound { limit: limit.max(1), retry_at: 0, checkpointer, passes, awaited: None })
     }
 
+    /// Where to try again after a restart at `frames` did not happen: at the bound if it was early, else an eighth
+    /// of the bound further.
+    fn retry_after(&self, frames: i64) -> i64 {
+        if frames < self.limit { self.limit } else { frames + (self.limit / 8).max(1) }
+    }
+
     /// Asks the checkpointer for a pass begun after now.
     fn nudge(&mut self, asked: u32) {
         self.awaited = Some((self.passes.started.load(Ordering::SeqCst) + 1, asked + 1));
@@ -395,12 +401,13 @@ impl WalBound {
                 self.retry_at = 0;
             }
             Ok(false) => {
-                // A reader is still on an old snapshot: try again once the WAL has grown by another eighth.
-                self.retry_at = frames.max(self.limit) + (self.limit / 8).max(1);
+                // A reader is still on an old snapshot: try again at the bound, or past it once the WAL has grown by
+                // another eighth.
+                self.retry_at = self.retry_after(frames);
                 tracing::debug!(frames, "SQLite WAL past its bound, readers in the way; trying again later");
             }
             Err(e) => {
-                self.retry_at = frames.max(self.limit) + (self.limit / 8).max(1);
+                self.retry_at = self.retry_after(frames);
                 tracing::warn!(error = %e, "SQLite could not start its WAL over; trying again later");
             }
         }
@@ -711,8 +718,18 @@ mod tests {
             conn.execute("INSERT INTO t (v) VALUES (randomblob(100))", []).unwrap();
             let frames = WAL_FRAMES.get();
             bound.after_commit(&conn);
-            (frames, WAL_FRAMES.get())
+            (frames, WAL_FRAMES.get(), bound.retry_at)
         };
+        // Commits until one starts the WAL over, which must come by the bound: the frames before that one.
+        fn until_restart(commit: &mut impl FnMut() -> (i64, i64, i64)) -> i64 {
+            loop {
+                let (frames, after, _) = commit();
+                if after == 0 {
+                    return frames;
+                }
+                assert!(frames < 256, "{frames} frames and no restart");
+            }
+        }
         // A pass of the checkpointer's, as its thread makes one.
         let pass = || {
             let n = passes.started.fetch_add(1, Ordering::SeqCst) + 1;
@@ -720,7 +737,7 @@ mod tests {
             passes.finished.store(n, Ordering::SeqCst);
         };
         loop {
-            let (frames, after) = commit();
+            let (frames, after, _) = commit();
             assert_eq!(frames, after, "no restart before the bound's seven eighths and a pass");
             if frames >= 224 {
                 break;
@@ -730,30 +747,38 @@ mod tests {
         assert!(nudges.try_recv().is_ok(), "a pass asked for at seven eighths of the bound");
         // Until the pass asked for has finished: no other asked for, no restart.
         for _ in 0..5 {
-            let (frames, after) = commit();
+            let (frames, after, _) = commit();
             assert_eq!(frames, after);
         }
         assert!(nudges.try_recv().is_err());
         pass();
-        let (frames, after) = commit();
+        let (frames, after, _) = commit();
         assert_eq!(frames, after, "a second pass before the restart");
         assert!(nudges.try_recv().is_ok(), "the second pass asked for");
         pass();
-        let (frames, after) = commit();
+        let (frames, after, _) = commit();
         assert!(frames < 256, "started over before the bound ({frames} frames)");
         assert_eq!(after, 0, "started over after the second pass");
-        let (frames, _) = commit();
+        let (frames, ..) = commit();
         assert!(frames < 8, "the next commit writes the WAL from its start ({frames} frames)");
         // No pass this time: at the bound the WAL starts over all the same.
-        let frames = loop {
-            let (frames, after) = commit();
-            if after == 0 {
-                break frames;
-            }
-            assert!(frames < 256, "{frames} frames and no restart");
-        };
+        let frames = until_restart(&mut commit);
         assert!(frames >= 256, "started over at {frames} frames without the passes");
         assert!(nudges.try_recv().is_ok(), "a pass was asked for on the way");
+        // A reader on an older snapshot keeps an early restart from happening: the next try is at the bound.
+        let reader = connect(&db.0, WAL_LIMIT_MB << 20).unwrap();
+        reader.execute_batch("BEGIN").unwrap();
+        reader.query_row("SELECT count(*) FROM t", [], |_| Ok(())).unwrap();
+        while commit().0 < 224 {}
+        pass();
+        commit();
+        pass();
+        let (frames, after, retry) = commit();
+        assert!(frames < 256 && after == frames, "no restart with a reader in the way ({frames} -> {after} frames)");
+        assert_eq!(retry, 256, "tried again at the bound");
+        reader.execute_batch("COMMIT").unwrap();
+        let frames = until_restart(&mut commit);
+        assert!(frames >= 256, "started over at the bound, not before ({frames} frames)");
     }
 
     /// A job that fails leaves nothing behind, and the jobs of its group still commit, each once.
