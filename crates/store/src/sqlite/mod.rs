@@ -338,7 +338,8 @@ struct WalBound {
     /// Told to copy the WAL at once when it nears its bound.
     checkpointer: mpsc::Sender<()>,
     passes: Arc<Passes>,
-    /// The checkpointer's pass asked for as the WAL neared its bound, and how many were asked for before it.
+    /// The checkpointer's pass the writer waits for as the WAL nears its bound, and how many it has asked for, that
+    /// one included.
     awaited: Option<(u64, u32)>,
 }
 
