@@ -460,11 +460,12 @@ impl<D: Database> CampaignStore for D {
             });
         }
         run.next_seq = first + i64::try_from(contacts.len()).unwrap_or(i64::MAX);
-        // The duplicates are the batch's contacts that were not inserted, counted after the inserts.
+        // The duplicates are the batch's contacts that were not inserted, counted after the inserts (all of them
+        // pending: by state too, so that the count reads the batch's entries of the index and not the run's).
         statements.push(Statement {
             sql: "UPDATE campaign_runs SET source = ?, source_cursor = ?, materialized = ?, next_seq = ?, \
                   duplicates = duplicates + ? - (SELECT count(*) FROM campaign_recipients WHERE run_id = ? \
-                  AND seq >= ? AND seq < ?), updated_at = ? WHERE id = ?"
+                  AND state = 'pending' AND seq >= ? AND seq < ?), updated_at = ? WHERE id = ?"
                 .into(),
             params: values![
                 i64::from(run.source),
