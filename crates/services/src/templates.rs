@@ -254,7 +254,7 @@ pub struct Compiled {
 
 impl Compiled {
     pub fn new(body: &str) -> Result<Compiled> {
-        let nonce = crate::links::new_code();
+        let nonce = crate::links::random(crate::links::CODE_LEN);
         let mut env = environment(&nonce);
         env.add_template_owned("body", body.to_string())
             .map_err(|e| invalid("invalid_template", e.detail().unwrap_or("").to_string()))?;
