@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::policy::{self, Context, FREE_LINK_LOSSES, LinkLoss, Outcome};
-use crate::runtime::{Turn, WINDOW_HOLD};
+use crate::runtime::{Turn, WAIT_FOR_TURN, WINDOW_HOLD};
 use crate::{DomainEvent, Engine, SENT_TIMES, SentAt, metric, seconds_between};
 
 impl Engine {
@@ -64,10 +64,25 @@ impl Engine {
                     }
                     continue;
                 }
+                // No more than the connectors' paces have turns for (a message claimed beyond them would be put
+                // back): when every connector is paced out, wait until the first has turns again, for about half
+                // of what it may give within its wait for a turn, rather than one by one.
+                let mut wanted = free.min(self.config.batch as usize);
+                let paced = self.paced_room(std::time::Instant::now());
+                if let Some((room, opens)) = paced {
+                    if room == 0 {
+                        self.hold(&mut sends, &mut handed, &shutdown, opens + WAIT_FOR_TURN / 2).await;
+                        if shutdown.is_cancelled() {
+                            break 'outer;
+                        }
+                        continue;
+                    }
+                    wanted = wanted.min(room);
+                }
                 // The slots first, then the claim: waiting for a slot with claimed messages in hand would stop
                 // this loop from taking the handed messages whose slots it waits for.
                 let mut slots = Vec::new();
-                while slots.len() < free.min(self.config.batch as usize) {
+                while slots.len() < wanted {
                     match permits.clone().try_acquire_owned() {
                         Ok(p) => slots.push(p),
                         Err(_) => break,
@@ -97,6 +112,11 @@ impl Engine {
                 for (m, permit) in claimed.into_iter().zip(slots.drain(..)) {
                     self.spawn_send(&mut sends, m, permit);
                 }
+                // The paces' room is counted again once the messages just claimed have taken their turns.
+                if paced.is_some() {
+                    let at = std::time::Instant::now() + WAIT_FOR_TURN / 2;
+                    self.hold(&mut sends, &mut handed, &shutdown, at).await;
+                }
                 if shutdown.is_cancelled() {
                     break 'outer;
                 }
@@ -109,6 +129,26 @@ impl Engine {
             self.spawn_send(&mut sends, m, permit);
         }
         while sends.join_next().await.is_some() {}
+    }
+
+    /// Waits until `until` (or the shutdown) before claiming again, sending what is handed meanwhile.
+    async fn hold(
+        &self,
+        sends: &mut JoinSet<()>,
+        handed: &mut tokio::sync::mpsc::UnboundedReceiver<crate::Handed>,
+        shutdown: &CancellationToken,
+        until: std::time::Instant,
+    ) {
+        let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(until));
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = &mut sleep => return,
+                Some((m, permit)) = handed.recv() => self.spawn_send(sends, m, permit),
+                Some(_) = sends.join_next(), if !sends.is_empty() => {}
+            }
+        }
     }
 
     /// Starts sending one claimed message, in its slot, among the sends the dispatcher waits for.

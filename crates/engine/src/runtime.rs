@@ -201,6 +201,21 @@ impl Runtime {
         Turn::Later(at - now)
     }
 
+    /// How many turns this connector's pace has left within [`WAIT_FOR_TURN`] of `now` (turns [`Runtime::turn`]
+    /// would give as now or after a short wait), and when the next one comes within it if there are none; `None`
+    /// when it has no throughput limit. The dispatcher claims no more messages than its connectors have turns for:
+    /// a message claimed beyond them would only be put back, a write to take it and one to give it back.
+    pub fn room(&self, now: Instant) -> Option<(usize, Instant)> {
+        let gap = self.gap()?;
+        let next = lock(&self.pace).next.map_or(now, |n| n.max(now));
+        let horizon = now + WAIT_FOR_TURN;
+        if next > horizon {
+            return Some((0, next - WAIT_FOR_TURN));
+        }
+        let turns = (horizon - next).as_nanos() / gap.as_nanos().max(1) + 1;
+        Some((usize::try_from(turns).unwrap_or(usize::MAX), now))
+    }
+
     /// A submission's answer took `took`: the moving average of answer times moves an eighth of the way to it.
     pub fn answered(&self, took: Duration) {
         let mut d = lock(&self.drain);
@@ -327,6 +342,24 @@ impl Runtime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn room_is_the_turns_that_would_not_be_put_back() {
+        let start = Instant::now();
+        assert_eq!(Runtime::new("free", Limits { throughput: None, window: None }).room(start), None);
+        let r = Runtime::new("a", Limits { throughput: Some(50.0), window: None });
+        let (room, _) = r.room(start).unwrap();
+        assert_eq!(room, 5, "20.4 ms apart within 100 ms");
+        for _ in 0..room {
+            assert!(matches!(r.turn(start), Turn::Now | Turn::Wait(_)));
+        }
+        // None left: the room opens when the next turn comes within 100 ms, and a turn now is put back.
+        let (none, opens) = r.room(start).unwrap();
+        assert_eq!(none, 0);
+        assert!(opens > start && opens - start <= Duration::from_millis(3), "{:?}", opens - start);
+        assert_eq!(r.room(opens).unwrap().0, 1);
+        assert!(matches!(r.turn(start), Turn::Later(_)));
+    }
 
     #[test]
     fn paces_to_the_rate_and_puts_back_what_is_far_off() {
