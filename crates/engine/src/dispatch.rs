@@ -68,7 +68,7 @@ impl Engine {
                 // back): when every connector is paced out, wait until the first has turns again, for about half
                 // of what it may give within its wait for a turn, rather than one by one.
                 let mut wanted = free.min(self.config.batch as usize);
-                let paced = self.paced_room(std::time::Instant::now());
+                let paced = self.registry.paced_room(std::time::Instant::now());
                 if let Some((room, opens)) = paced {
                     if room == 0 {
                         self.hold(&mut sends, &mut handed, &shutdown, opens + WAIT_FOR_TURN / 2).await;

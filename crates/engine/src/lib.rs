@@ -304,7 +304,8 @@ impl Engine {
         let mut permits = Vec::new();
         if self.running.load(std::sync::atomic::Ordering::Acquire) {
             // No more than the connectors' paces have turns for: the rest would only be put back.
-            let wanted = self.paced_room(std::time::Instant::now()).map_or(wanted, |(room, _)| wanted.min(room));
+            let wanted =
+                self.registry.paced_room(std::time::Instant::now()).map_or(wanted, |(room, _)| wanted.min(room));
             while permits.len() < wanted {
                 match self.permits.clone().try_acquire_owned() {
                     Ok(p) => permits.push(p),
@@ -313,23 +314,6 @@ impl Engine {
             }
         }
         Reservation { permits }
-    }
-
-    /// How many messages the connectors in force have turns for now ([`runtime::Runtime::room`]), and when the
-    /// first of them has one again if none has; `None` when any of them has no throughput limit (or there is
-    /// none), so that what it could take now is not known. A message's route is known only once it is claimed,
-    /// so this is the room of all of them: when every one is paced out, a message claimed now could only be put
-    /// back.
-    pub(crate) fn paced_room(&self, now: std::time::Instant) -> Option<(usize, std::time::Instant)> {
-        let mut total: Option<(usize, std::time::Instant)> = None;
-        for live in self.registry.connectors() {
-            let (room, opens) = live.runtime.room(now)?;
-            total = Some(match total {
-                None => (room, opens),
-                Some((sum, first)) => (sum.saturating_add(room), first.min(opens)),
-            });
-        }
-        total
     }
 
     /// The lease this node takes on a message it stores already claimed.

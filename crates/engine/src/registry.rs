@@ -187,6 +187,24 @@ impl Registry {
         self.current().connectors.get(name).cloned()
     }
 
+    /// How many messages the connectors in force have turns for now ([`Runtime::room`]), and when the
+    /// first of them has one again if none has; `None` when any of them has no throughput limit (or there is
+    /// none), so that what it could take now is not known. A message's route is known only once it is claimed,
+    /// so this is the room of all of them: when every one is paced out, a message claimed now could only be put
+    /// back.
+    pub(crate) fn paced_room(&self, now: std::time::Instant) -> Option<(usize, std::time::Instant)> {
+        let mut total: Option<(usize, std::time::Instant)> = None;
+        // Read where they are kept: the dispatcher asks before each claim and the ingress before each group.
+        for live in self.current().connectors.values() {
+            let (room, opens) = live.runtime.room(now)?;
+            total = Some(match total {
+                None => (room, opens),
+                Some((sum, first)) => (sum.saturating_add(room), first.min(opens)),
+            });
+        }
+        total
+    }
+
     /// Every connector in force, by name.
     pub fn connectors(&self) -> Vec<Arc<Live>> {
         let mut all: Vec<_> = self.current().connectors.values().cloned().collect();

@@ -46,13 +46,10 @@ const SECOND_LEN: usize = 2;
 /// for each link (random codes put each one on a page of its own). That says when a link was made to within the
 /// hour's cycle and nothing else; guessing stays as hard: one code in 62⁸ of those of a second is one.
 pub fn new_code(now: Timestamp) -> String {
-    let cycle = 62_i64.pow(SECOND_LEN as u32);
-    let mut second = now.0.div_euclid(1000).rem_euclid(cycle);
+    let second = now.0.div_euclid(1000).rem_euclid(62 * 62) as usize;
     let mut code = String::with_capacity(CODE_LEN);
-    for _ in 0..SECOND_LEN {
-        code.insert(0, char::from(BASE62[(second % 62) as usize]));
-        second /= 62;
-    }
+    code.push(char::from(BASE62[second / 62]));
+    code.push(char::from(BASE62[second % 62]));
     code + &random(CODE_LEN - SECOND_LEN)
 }
 
