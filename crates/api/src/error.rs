@@ -43,7 +43,7 @@ impl ApiError {
     }
 }
 
-/// A service's refusal as its HTTP answer: not found 404, invalid 422, conflict 409, forbidden 403; a failure of
+/// A service's refusal as its HTTP answer: not found 404, invalid 422, conflict 409, forbidden 403, unauthorized 401; a failure of
 /// the store or the engine 500, logged, its text kept from the client.
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> ApiError {
@@ -53,6 +53,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Rejected(r) => ApiError::invalid(r.code.as_str(), r.message),
             ServiceError::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
             ServiceError::Forbidden { code, message } => ApiError::new(StatusCode::FORBIDDEN, code, message),
+            ServiceError::Unauthorized { code, message } => ApiError::new(StatusCode::UNAUTHORIZED, code, message),
             ServiceError::RateLimited { retry_after } => {
                 ApiError::rate_limited("the account's messages a second", retry_after)
             }

@@ -11,16 +11,19 @@ mod automations;
 mod campaigns;
 mod contacts;
 mod conversations;
+mod dashboard;
 mod error;
 pub mod fuzzing;
 mod json;
 pub mod keys;
 mod links;
+mod plan;
 pub mod routing;
 pub mod senders;
 pub mod server;
 mod smpp;
 mod templates;
+pub mod users;
 pub mod views;
 pub mod webhooks;
 
@@ -88,6 +91,8 @@ pub struct AppState {
     pub keys: KeyCache,
     /// When set, `/metrics` answers only `Authorization: Bearer <this>`.
     pub metrics_token: Option<Arc<str>>,
+    /// Dashboard users and their sessions.
+    pub users: smsgate_services::Users,
 }
 
 /// The document's frame; the paths come from the handlers' `#[utoipa::path]`.
@@ -107,6 +112,7 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .routes(routes!(metrics_text))
         .routes(routes!(send_message, list_outbound))
         .routes(routes!(send_batch))
+        .routes(routes!(plan::plan_text))
         .routes(routes!(get_message, cancel_message))
         .routes(routes!(list_inbound))
         .routes(routes!(create_account))
@@ -181,6 +187,9 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .routes(routes!(conversations::conversation_messages, conversations::reply))
         .routes(routes!(conversations::mark_read))
         .routes(routes!(analytics::get_analytics))
+        .routes(routes!(users::create_user, users::list_users))
+        .routes(routes!(users::get_user, users::update_user, users::delete_user))
+        .routes(routes!(users::sign_in, users::get_session, users::sign_out))
         .with_state(state)
         .split_for_parts();
     let document = Arc::new(api.to_pretty_json().unwrap_or_else(|_| "{}".into()));
@@ -192,6 +201,8 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
                 async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], (*document).clone()) }
             }),
         )
+        .route("/", get(dashboard::index))
+        .route("/assets/{*path}", get(dashboard::asset))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(axum::middleware::from_fn_with_state(audit_state, audit::record_changes))
         .layer(axum::middleware::from_fn(time_request));
@@ -241,6 +252,24 @@ pub struct KeyId(pub String);
 #[derive(Debug, Clone)]
 pub struct CallerKey(pub Account, pub smsgate_core::access::Scopes);
 
+/// Who a request is from, beyond its account (in the request's extensions after [`Caller`] or [`CallerKey`]): an
+/// API key, or a dashboard user signed in with the session cookie.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    Key,
+    User { signed_in: Box<smsgate_store::SignedIn>, token: String },
+}
+
+/// Routes that change or reveal the account's settings (API keys, webhooks and their secret, SMPP credentials,
+/// users; changing senders and account settings): for dashboard users, `admin` and `owner` only. API keys are
+/// judged by their scopes alone.
+pub fn is_settings_route(method: &axum::http::Method, route: &str) -> bool {
+    let any = ["/v1/accounts", "/v1/webhooks", "/v1/smpp", "/v1/users"];
+    let changes = ["/v1/settings", "/v1/numbers", "/v1/sender-ids"];
+    any.iter().any(|p| route.starts_with(p))
+        || (method != axum::http::Method::GET && changes.iter().any(|p| route.starts_with(p)))
+}
+
 /// The scope a route asks of the key: `send` to send or cancel, `read` for any other GET, `manage` to change the
 /// account's settings, and `admin` for the operator's routes (asked only of the admin account's keys: other
 /// accounts are refused by the route itself, 403 `forbidden`).
@@ -265,7 +294,7 @@ pub fn scope_of(method: &axum::http::Method, route: &str) -> Scope {
             | "/v1/conversations/{id}/messages",
         )
         | (&Method::DELETE, "/v1/messages/{id}") => Scope::Send,
-        (&Method::POST, "/v1/conversations/{id}/read") => Scope::Read,
+        (&Method::POST, "/v1/conversations/{id}/read" | "/v1/messages/plan") => Scope::Read,
         _ if is_keys => Scope::Manage,
         (&Method::GET, _) => Scope::Read,
         _ => Scope::Manage,
@@ -297,6 +326,16 @@ impl FromRequestParts<AppState> for CallerKey {
         }
         let route = parts.extensions.get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_string());
         let needed = scope_of(&parts.method, route.as_deref().unwrap_or(""));
+        if let Some(Principal::User { signed_in, .. }) = parts.extensions.get::<Principal>()
+            && signed_in.user.role < smsgate_core::access::Role::Admin
+            && is_settings_route(&parts.method, route.as_deref().unwrap_or(""))
+        {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("the {} role cannot see or change the account's settings", signed_in.user.role.as_str()),
+            ));
+        }
         let applies = needed != Scope::Admin || account.is_admin;
         if applies && !scopes.contains(needed) {
             return Err(ApiError::new(
@@ -317,10 +356,13 @@ struct KeyHash(String);
 async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<keys::KeyHolder, ApiError> {
     {
         let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| unauthorized("missing Authorization: Bearer <api key>"))?;
+        let Some(header) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
+            return match users::session_token(&parts.headers) {
+                Some(token) => signed_in(parts, state, token).await,
+                None => Err(unauthorized("missing Authorization: Bearer <api key>")),
+            };
+        };
+        parts.extensions.insert(Principal::Key);
         let key = header
             .to_str()
             .ok()
@@ -343,6 +385,25 @@ async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<keys::KeyHo
             Err(e) => Err(ApiError::internal(e)),
         }
     }
+}
+
+/// The account and scopes of a dashboard user's session: the scopes of their role. A request that changes
+/// anything must carry the session's CSRF token and come from no other site.
+async fn signed_in(parts: &mut Parts, state: &AppState, token: String) -> Result<keys::KeyHolder, ApiError> {
+    let Some(signed_in) = state.users.session(&token).await? else {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "your session has ended; sign in again"));
+    };
+    let safe = matches!(parts.method, axum::http::Method::GET | axum::http::Method::HEAD);
+    if !safe {
+        let given = parts.headers.get(users::CSRF_HEADER).and_then(|h| h.to_str().ok()).unwrap_or("");
+        if users::cross_site(&parts.headers) || !users::same_secret(given, &signed_in.session.csrf_token) {
+            return Err(users::csrf_failed());
+        }
+    }
+    let scopes = signed_in.user.role.scopes(signed_in.account.is_admin);
+    let holder = (signed_in.account.clone(), scopes, format!("user:{}", signed_in.user.id));
+    parts.extensions.insert(Principal::User { signed_in: Box::new(signed_in), token });
+    Ok(holder)
 }
 
 /// Whether the server answers.

@@ -40,6 +40,10 @@ impl Default for ServerSettings {
     }
 }
 
+/// In the extensions of every request that came over TLS.
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls;
+
 /// How often the log may say that the connection cap was reached.
 const CAP_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -56,6 +60,7 @@ pub async fn serve(
     let closing = CancellationToken::new();
     let mut connections = JoinSet::new();
     let mut cap_logged: Option<Instant> = None;
+    let router = if tls.is_some() { router.layer(axum::Extension(OverTls)) } else { router };
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,

@@ -114,6 +114,7 @@ async fn start(backend: &str) -> Server {
     tokio::spawn(automations.clone().run(shutdown.clone()));
     let analytics = smsgate_services::Analytics::new(store.clone(), smsgate_core::clock::system());
     tokio::spawn(analytics.clone().run(shutdown.clone()));
+    let admin = smsgate_services::Admin::new(store.clone(), engine.clone()).webhook_destinations(local());
     let state = AppState {
         templates: smsgate_services::Templates::new(contacts.clone(), links.clone(), store.clone()),
         campaigns: campaigns.clone(),
@@ -123,7 +124,8 @@ async fn start(backend: &str) -> Server {
         links,
         contacts,
         messages,
-        admin: smsgate_services::Admin::new(store.clone(), engine.clone()).webhook_destinations(local()),
+        users: smsgate_services::Users::new(admin.clone()),
+        admin,
         engine: engine.clone(),
         sim: Some(sim),
         metrics: None,
@@ -287,7 +289,9 @@ on_both!(
     automations_answer_events_for_their_account_only,
     conversations_thread_both_ways_for_their_account_only,
     analytics_equal_a_count_over_the_messages,
-    short_links_count_each_visit
+    short_links_count_each_visit,
+    users_sign_in_with_their_roles_and_csrf,
+    the_dashboard_is_served_from_the_binary
 );
 
 async fn send_to_delivered(s: &Server) {
@@ -691,6 +695,15 @@ async fn openapi_matches_the_routes(s: &Server) {
         ("/v1/conversations/{id}/messages", "post"),
         ("/v1/conversations/{id}/read", "post"),
         ("/v1/analytics", "get"),
+        ("/v1/messages/plan", "post"),
+        ("/v1/users", "post"),
+        ("/v1/users", "get"),
+        ("/v1/users/{id}", "get"),
+        ("/v1/users/{id}", "patch"),
+        ("/v1/users/{id}", "delete"),
+        ("/v1/session", "post"),
+        ("/v1/session", "get"),
+        ("/v1/session", "delete"),
     ];
     for (path, method) in expected {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing from the document");
@@ -3113,4 +3126,277 @@ async fn analytics_equal_a_count_over_the_messages(s: &Server) {
         let (st, v) = s.call("GET", &format!("/v1/analytics?{bad}"), Some(&key), None).await;
         assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some(code)), "{bad}: {v}");
     }
+}
+
+/// A request with the given headers (a session's cookie, its CSRF token, an Origin); the status, the JSON and the
+/// `Set-Cookie` header.
+async fn call_as(
+    s: &Server,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (StatusCode, Value, Option<String>) {
+    let mut req = s.client.request(method.parse().unwrap(), format!("{}{path}", s.base));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let cookie = resp.headers().get("set-cookie").map(|c| c.to_str().unwrap().to_string());
+    let text = resp.text().await.unwrap();
+    let json = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+    (status, json, cookie)
+}
+
+/// A signed-in session: its cookie header and CSRF token.
+struct Signed {
+    cookie: String,
+    csrf: String,
+}
+
+impl Signed {
+    fn read(&self) -> Vec<(&str, &str)> {
+        vec![("cookie", self.cookie.as_str())]
+    }
+    fn write(&self) -> Vec<(&str, &str)> {
+        vec![("cookie", self.cookie.as_str()), ("x-csrf-token", self.csrf.as_str())]
+    }
+}
+
+async fn sign_in(s: &Server, email: &str, password: &str) -> Signed {
+    let (st, body, cookie) =
+        call_as(s, "POST", "/v1/session", &[], Some(json!({"email": email, "password": password}))).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let cookie = cookie.expect("a session cookie");
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(!cookie.contains("Secure"), "not over plain HTTP");
+    let pair = cookie.split(';').next().unwrap().to_string();
+    Signed { cookie: pair, csrf: body["csrf_token"].as_str().unwrap().to_string() }
+}
+
+async fn users_sign_in_with_their_roles_and_csrf(s: &Server) {
+    let (acme, ka) = s.tenant("acme").await;
+    let (globex, kb) = s.tenant("globex").await;
+    let owner = json!({"email": "Owner@Acme.example", "password": "correct horse 1", "role": "owner"});
+    let (st, u) = s.call("POST", "/v1/users", Some(&ka), Some(owner.clone())).await;
+    assert_eq!(st, StatusCode::CREATED, "{u}");
+    assert_eq!((u["email"].as_str(), u["account_id"].as_str()), (Some("owner@acme.example"), Some(acme.as_str())));
+    assert!(u.get("password").is_none() && u.get("password_hash").is_none(), "{u}");
+    // One user an email, across accounts; another account cannot add users to acme; the operator can.
+    let (st, e) = s.call("POST", "/v1/users", Some(&kb), Some(owner.clone())).await;
+    assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("email_taken")));
+    let into_acme =
+        json!({"email": "x@globex.example", "password": "correct horse 2", "role": "owner", "account_id": acme});
+    let (st, _) = s.call("POST", "/v1/users", Some(&kb), Some(into_acme)).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let globex_owner =
+        json!({"email": "boss@globex.example", "password": "correct horse 3", "role": "owner", "account_id": globex});
+    assert_eq!(s.call("POST", "/v1/users", Some(&s.admin_key), Some(globex_owner)).await.0, StatusCode::CREATED);
+    for (body, code) in [
+        (json!({"email": "nope", "password": "correct horse 1", "role": "member"}), "invalid_email"),
+        (json!({"email": "a@acme.example", "password": "short", "role": "member"}), "invalid_password"),
+        (json!({"email": "a@acme.example", "password": "correct horse 1", "role": "root"}), "invalid_role"),
+        (
+            json!({"email": "a@acme.example", "password": "correct horse 1", "role": "member", "extra": 1}),
+            "invalid_field",
+        ),
+    ] {
+        let (st, e) = s.call("POST", "/v1/users", Some(&ka), Some(body)).await;
+        assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some(code)), "{e}");
+    }
+
+    // Sign-in: a wrong password and an unknown email are told apart by nothing.
+    for (email, password) in [("owner@acme.example", "wrong password"), ("who@acme.example", "correct horse 1")] {
+        let (st, e, cookie) =
+            call_as(s, "POST", "/v1/session", &[], Some(json!({"email": email, "password": password}))).await;
+        assert_eq!(
+            (st, e["error"]["code"].as_str(), cookie),
+            (StatusCode::UNAUTHORIZED, Some("invalid_credentials"), None)
+        );
+    }
+    let from_elsewhere = call_as(
+        s,
+        "POST",
+        "/v1/session",
+        &[("origin", "https://evil.example")],
+        Some(json!({"email": "owner@acme.example", "password": "correct horse 1"})),
+    );
+    assert_eq!(from_elsewhere.await.0, StatusCode::FORBIDDEN);
+    let ann = sign_in(s, "OWNER@acme.example", "correct horse 1").await;
+    let (st, me, _) = call_as(s, "GET", "/v1/session", &ann.read(), None).await;
+    assert_eq!((st, me["signed_in"].as_bool()), (StatusCode::OK, Some(true)));
+    assert_eq!((me["user"]["role"].as_str(), me["account"]["id"].as_str()), (Some("owner"), Some(acme.as_str())));
+    assert_eq!(me["csrf_token"].as_str(), Some(ann.csrf.as_str()));
+
+    // The cookie works wherever a key does, for its account only; a change needs the CSRF token, from this site.
+    let text = json!({"to": "+447700900201", "from": "Acme", "body": "hello"});
+    let (st, e, _) = call_as(s, "POST", "/v1/messages", &ann.read(), Some(text.clone())).await;
+    assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("csrf_failed")));
+    let wrong = [("cookie", ann.cookie.as_str()), ("x-csrf-token", "0000")];
+    assert_eq!(call_as(s, "POST", "/v1/messages", &wrong, Some(text.clone())).await.0, StatusCode::FORBIDDEN);
+    let mut elsewhere = ann.write();
+    elsewhere.push(("origin", "https://evil.example"));
+    assert_eq!(call_as(s, "POST", "/v1/messages", &elsewhere, Some(text.clone())).await.0, StatusCode::FORBIDDEN);
+    let (st, m, _) = call_as(s, "POST", "/v1/messages", &ann.write(), Some(text.clone())).await;
+    assert_eq!(st, StatusCode::CREATED, "{m}");
+    let (_, theirs) =
+        s.call("POST", "/v1/messages", Some(&kb), Some(json!({"to": "+447700900202", "from": "G", "body": "x"}))).await;
+    let theirs = theirs["id"].as_str().unwrap();
+    assert_eq!(call_as(s, "GET", &format!("/v1/messages/{theirs}"), &ann.read(), None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        call_as(s, "DELETE", &format!("/v1/messages/{theirs}"), &ann.write(), None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (_, mine, _) = call_as(s, "GET", "/v1/messages", &ann.read(), None).await;
+    assert_eq!(mine["data"].as_array().unwrap().len(), 1, "{mine}");
+    let (_, listed, _) = call_as(s, "GET", "/v1/users", &ann.read(), None).await;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1, "globex's owner is not listed in acme: {listed}");
+    let globex_user =
+        s.call("GET", "/v1/users", Some(&kb), None).await.1["data"][0]["id"].as_str().unwrap().to_string();
+    for method in ["GET", "PATCH", "DELETE"] {
+        let (st, _, _) =
+            call_as(s, method, &format!("/v1/users/{globex_user}"), &ann.write(), Some(json!({"role": "viewer"})))
+                .await;
+        assert_eq!(st, StatusCode::NOT_FOUND, "{method} another account's user");
+    }
+    // Operator routes stay the operator's.
+    assert_eq!(call_as(s, "GET", "/v1/connectors", &ann.read(), None).await.0, StatusCode::FORBIDDEN);
+
+    // Roles: the owner adds a viewer, a member and an admin.
+    for (email, role) in [("vic@acme.example", "viewer"), ("meg@acme.example", "member"), ("ada@acme.example", "admin")]
+    {
+        let body = json!({"email": email, "password": "correct horse 9", "role": role});
+        let (st, u, _) = call_as(s, "POST", "/v1/users", &ann.write(), Some(body)).await;
+        assert_eq!(st, StatusCode::CREATED, "{u}");
+    }
+    let vic = sign_in(s, "vic@acme.example", "correct horse 9").await;
+    assert_eq!(call_as(s, "GET", "/v1/messages", &vic.read(), None).await.0, StatusCode::OK);
+    let (st, e, _) = call_as(s, "POST", "/v1/messages", &vic.write(), Some(text.clone())).await;
+    assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("insufficient_scope")));
+    assert_eq!(
+        call_as(s, "GET", "/v1/users", &vic.read(), None).await.0,
+        StatusCode::FORBIDDEN,
+        "a viewer sees no settings"
+    );
+    let plan = json!({"body": "hello"});
+    assert_eq!(
+        call_as(s, "POST", "/v1/messages/plan", &vic.write(), Some(plan)).await.0,
+        StatusCode::OK,
+        "planning reads"
+    );
+    let meg = sign_in(s, "meg@acme.example", "correct horse 9").await;
+    let template = json!({"name": "hi", "body": "Hi {{ name }}"});
+    assert_eq!(call_as(s, "POST", "/v1/templates", &meg.write(), Some(template)).await.0, StatusCode::CREATED);
+    assert_eq!(call_as(s, "POST", "/v1/messages", &meg.write(), Some(text.clone())).await.0, StatusCode::CREATED);
+    for (method, path) in
+        [("GET", "/v1/webhooks"), ("GET", "/v1/smpp/credentials"), ("GET", "/v1/users"), ("POST", "/v1/sender-ids")]
+    {
+        let (st, _, _) = call_as(s, method, path, &meg.write(), Some(json!({"sender_id": "Acme"}))).await;
+        assert_eq!(st, StatusCode::FORBIDDEN, "a member: {method} {path}");
+    }
+    let keys = format!("/v1/accounts/{acme}/keys");
+    assert_eq!(call_as(s, "POST", &keys, &meg.write(), None).await.0, StatusCode::FORBIDDEN, "a member makes no keys");
+    let ada = sign_in(s, "ada@acme.example", "correct horse 9").await;
+    assert_eq!(call_as(s, "GET", "/v1/webhooks", &ada.read(), None).await.0, StatusCode::OK, "an admin sees settings");
+    assert_eq!(call_as(s, "POST", &keys, &ada.write(), None).await.0, StatusCode::CREATED, "and makes keys");
+    let another_owner = json!({"email": "own2@acme.example", "password": "correct horse 9", "role": "owner"});
+    let (st, _, _) = call_as(s, "POST", "/v1/users", &ada.write(), Some(another_owner)).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "an admin makes no owners");
+    let ann_id = me["user"]["id"].as_str().unwrap();
+    let (st, _, _) =
+        call_as(s, "PATCH", &format!("/v1/users/{ann_id}"), &ada.write(), Some(json!({"role": "viewer"}))).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "an admin does not demote an owner");
+    let (st, _, _) =
+        call_as(s, "PATCH", &format!("/v1/users/{ann_id}"), &ann.write(), Some(json!({"role": "admin"}))).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "nobody changes their own role");
+    let (st, e, _) = call_as(s, "DELETE", &format!("/v1/users/{ann_id}"), &ann.write(), None).await;
+    assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("last_owner")));
+    let vic_id = vic_id(s, &ka).await;
+    let (st, u, _) =
+        call_as(s, "PATCH", &format!("/v1/users/{vic_id}"), &ada.write(), Some(json!({"role": "member"}))).await;
+    assert_eq!((st, u["role"].as_str()), (StatusCode::OK, Some("member")));
+
+    // A new password ends the user's other sessions, and keeps the one that set it.
+    let ann2 = sign_in(s, "owner@acme.example", "correct horse 1").await;
+    let new = json!({"password": "battery staple 22"});
+    assert_eq!(call_as(s, "PATCH", &format!("/v1/users/{ann_id}"), &ann.write(), Some(new)).await.0, StatusCode::OK);
+    assert_eq!(call_as(s, "GET", "/v1/messages", &ann.read(), None).await.0, StatusCode::OK);
+    let (st, e, _) = call_as(s, "GET", "/v1/messages", &ann2.read(), None).await;
+    assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")));
+
+    // Sign-out needs the CSRF token; then the cookie is worth nothing.
+    assert_eq!(call_as(s, "DELETE", "/v1/session", &ann.read(), None).await.0, StatusCode::FORBIDDEN);
+    let (st, _, cleared) = call_as(s, "DELETE", "/v1/session", &ann.write(), None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    assert!(cleared.unwrap().contains("Max-Age=0"));
+    assert_eq!(call_as(s, "GET", "/v1/messages", &ann.read(), None).await.0, StatusCode::UNAUTHORIZED);
+    let (st, state, _) = call_as(s, "GET", "/v1/session", &ann.read(), None).await;
+    assert_eq!((st, state), (StatusCode::OK, json!({"signed_in": false})));
+
+    // A removed user's sessions end at once.
+    assert_eq!(
+        call_as(s, "DELETE", &format!("/v1/users/{vic_id}"), &ada.write(), None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(call_as(s, "GET", "/v1/messages", &vic.read(), None).await.0, StatusCode::UNAUTHORIZED);
+
+    // Five wrong passwords in a row, and sign-in waits, even with the right one.
+    for _ in 0..5 {
+        let wrong = json!({"email": "meg@acme.example", "password": "not the one"});
+        assert_eq!(call_as(s, "POST", "/v1/session", &[], Some(wrong)).await.0, StatusCode::UNAUTHORIZED);
+    }
+    let right = json!({"email": "meg@acme.example", "password": "correct horse 9"});
+    let (st, e, _) = call_as(s, "POST", "/v1/session", &[], Some(right)).await;
+    assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("too_many_attempts")));
+    // Sign-ins are not written to the audit log (their bodies hold passwords); user changes are, passwords hidden.
+    let (_, audit) = s.call("GET", "/v1/audit?limit=1000", Some(&s.admin_key), None).await;
+    let text = audit.to_string();
+    assert!(!text.contains("correct horse") && !text.contains("/v1/session"), "{text}");
+    assert!(text.contains("POST /v1/users"), "{text}");
+}
+
+async fn vic_id(s: &Server, key: &str) -> String {
+    let (_, users) = s.call("GET", "/v1/users", Some(key), None).await;
+    let users = users["data"].as_array().unwrap();
+    users.iter().find(|u| u["email"] == "vic@acme.example").unwrap()["id"].as_str().unwrap().to_string()
+}
+
+async fn the_dashboard_is_served_from_the_binary(s: &Server) {
+    let resp = s.client.get(format!("{}/", s.base)).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let csp = resp.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let page = resp.text().await.unwrap();
+    assert!(page.contains("/assets/app.js"), "{page}");
+    let js = s.client.get(format!("{}/assets/app.js", s.base)).send().await.unwrap();
+    assert_eq!(js.status(), StatusCode::OK);
+    assert!(js.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
+    let tag = js.headers()["etag"].clone();
+    let again = s.client.get(format!("{}/assets/app.js", s.base)).header("if-none-match", tag).send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    for missing in ["/assets/nope.js", "/assets/../Cargo.toml"] {
+        let resp = s.client.get(format!("{}{missing}", s.base)).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{missing}");
+    }
+    // The send form's counter: encoding, parts and characters, as admission plans them.
+    let (st, p) = s.call("POST", "/v1/messages/plan", Some(&s.admin_key), Some(json!({"body": "héllo wörld"}))).await;
+    assert_eq!(
+        (st, p["encoding"].as_str(), p["segments"].as_u64(), p["characters"].as_u64()),
+        (StatusCode::OK, Some("gsm7"), Some(1), Some(11))
+    );
+    let long = "ж".repeat(71);
+    let (_, p) = s.call("POST", "/v1/messages/plan", Some(&s.admin_key), Some(json!({"body": long}))).await;
+    assert_eq!((p["encoding"].as_str(), p["segments"].as_u64()), (Some("ucs2"), Some(2)));
+    let (st, e) = s.call("POST", "/v1/messages/plan", Some(&s.admin_key), Some(json!({"body": "x", "to": "12"}))).await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_destination")),
+        "{e}"
+    );
+    assert_eq!(s.call("POST", "/v1/messages/plan", None, Some(json!({"body": "x"}))).await.0, StatusCode::UNAUTHORIZED);
 }

@@ -205,3 +205,88 @@ mod tests {
         assert!(IpRanges::parse(&["example.com"]).is_err());
     }
 }
+
+/// What a dashboard user may do in their account. Each role can do what the one after it can, and more:
+/// `viewer` reads; `member` also sends and does the account's daily work (contacts, templates, campaigns,
+/// automations, conversations); `admin` also changes the account's settings (API keys, webhooks, SMPP credentials,
+/// senders, compliance) and its users other than owners; `owner` also manages owners. A user of the admin account
+/// with the role `admin` or `owner` is an operator: connectors, routes and every account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    Viewer,
+    Member,
+    Admin,
+    Owner,
+}
+
+/// A role name that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a role: owner, admin, member or viewer")]
+pub struct InvalidRole(pub String);
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Owner, Role::Admin, Role::Member, Role::Viewer];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Admin => "admin",
+            Role::Member => "member",
+            Role::Viewer => "viewer",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Role, InvalidRole> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| InvalidRole(s.to_string()))
+    }
+
+    /// The API scopes a signed-in user of this role holds, in an account that is (or is not) the admin's. A
+    /// member's `manage` stops short of the account's settings; the API's routes say which those are.
+    pub fn scopes(self, is_admin_account: bool) -> Scopes {
+        let scopes = match self {
+            Role::Viewer => Scopes::of(&[Scope::Read]),
+            Role::Member => Scopes::of(&[Scope::Read, Scope::Send, Scope::Manage]),
+            Role::Admin | Role::Owner => Scopes::all_for(is_admin_account),
+        };
+        scopes.and(Scopes::all_for(is_admin_account))
+    }
+
+    /// Whether a user of this role may create, change or remove a user who has (or is to have) `other`.
+    pub fn may_manage(self, other: Role) -> bool {
+        match self {
+            Role::Owner => true,
+            Role::Admin => other != Role::Owner,
+            Role::Member | Role::Viewer => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod role_tests {
+    use super::*;
+
+    #[test]
+    fn roles_parse_and_order() {
+        for r in Role::ALL {
+            assert_eq!(Role::parse(r.as_str()), Ok(r));
+        }
+        assert!(Role::parse("root").is_err());
+        assert!(Role::Owner > Role::Admin && Role::Admin > Role::Member && Role::Member > Role::Viewer);
+    }
+
+    #[test]
+    fn scopes_grow_with_the_role_and_admin_only_for_the_operator() {
+        assert_eq!(Role::Viewer.scopes(true), Scopes::of(&[Scope::Read]));
+        assert!(!Role::Member.scopes(true).contains(Scope::Admin));
+        assert!(Role::Member.scopes(false).contains(Scope::Send));
+        assert!(Role::Admin.scopes(true).contains(Scope::Admin));
+        assert!(!Role::Owner.scopes(false).contains(Scope::Admin), "only the admin account's users operate");
+    }
+
+    #[test]
+    fn who_manages_whom() {
+        assert!(Role::Owner.may_manage(Role::Owner));
+        assert!(Role::Admin.may_manage(Role::Admin) && !Role::Admin.may_manage(Role::Owner));
+        assert!(!Role::Member.may_manage(Role::Viewer));
+    }
+}

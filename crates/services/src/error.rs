@@ -20,6 +20,9 @@ pub enum ServiceError {
     /// It clashes with what is there: a name taken, a message past canceling, a key reused.
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// Who asks could not be told: a wrong email or password.
+    #[error("{message}")]
+    Unauthorized { code: &'static str, message: String },
     /// Only the admin account may do this.
     #[error("{message}")]
     Forbidden { code: &'static str, message: String },
@@ -57,7 +60,8 @@ impl ServiceError {
             ServiceError::NotFound { code, .. }
             | ServiceError::Invalid { code, .. }
             | ServiceError::Conflict { code, .. }
-            | ServiceError::Forbidden { code, .. } => code,
+            | ServiceError::Forbidden { code, .. }
+            | ServiceError::Unauthorized { code, .. } => code,
             ServiceError::Rejected(r) => r.code.as_str(),
             ServiceError::RateLimited { .. } => "rate_limited",
             ServiceError::Store(_) | ServiceError::Engine(_) => "internal",

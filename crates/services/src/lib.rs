@@ -26,6 +26,7 @@ pub mod links;
 pub mod messages;
 pub mod senders;
 pub mod templates;
+pub mod users;
 
 pub use admin::{Admin, CredentialSpec, MatchSpec, RouteSpec, TargetSpec};
 pub use analytics::Analytics;
@@ -35,6 +36,7 @@ pub use contacts::{ContactInfo, ContactPatch, ContactSpec, Contacts, Export, Seg
 pub use conversations::{ConversationView, Conversations};
 pub use error::{Result, ServiceError};
 pub use keys::{Authenticated, KeySpec, NewKey};
-pub use messages::{Messages, Submitted};
+pub use messages::{Messages, Submitted, TextPlan};
 pub use senders::{NumberSpec, SenderClass};
 pub use templates::{PreviewFor, TemplatePatch, TemplateSpec, Templates};
+pub use users::{Actor, NewSession, UserPatch, UserSpec, Users};

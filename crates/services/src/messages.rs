@@ -60,6 +60,17 @@ fn no_message() -> ServiceError {
     ServiceError::not_found("not_found", "no such message")
 }
 
+/// How a text would go ([`Messages::plan`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextPlan {
+    /// `gsm7` (with its national tables when they fit better) or `ucs2`.
+    pub encoding: String,
+    pub segments: u32,
+    pub characters: u32,
+    /// The route's price a segment times the segments; `None` without a destination or a priced route.
+    pub cost_micros: Option<i64>,
+}
+
 impl Messages {
     pub fn new(ingress: Ingress, store: Arc<dyn Store>) -> Messages {
         Messages { ingress, store }
@@ -83,6 +94,34 @@ impl Messages {
     /// The admission policy every way in applies.
     pub fn policy(&self) -> &Policy {
         self.ingress.policy()
+    }
+
+    /// How a text would go, as admission would plan it, without sending it: its encoding, segments and characters,
+    /// and its cost by the route `to` (when given) would take for `account`.
+    pub fn plan(&self, account: AccountId, body: &str, to: Option<&str>) -> Result<TextPlan> {
+        let policy = self.policy();
+        let (encoding, segments) = sms_text::plan::count(body, &policy.plan);
+        let segments = u32::try_from(segments).unwrap_or(u32::MAX);
+        let cost_micros = match to.map(str::trim).filter(|t| !t.is_empty()) {
+            None => None,
+            Some(to) => {
+                let to =
+                    smsgate_core::admission::normalize_destination(to, policy.default_region, policy.strict_numbers)
+                        .map_err(ServiceError::Rejected)?;
+                match self.engine().registry().resolve(&to, "smsgate", account).decision {
+                    smsgate_core::routing::Decision::Connector { price_micros: Some(p), .. } => {
+                        Some(p.saturating_mul(i64::from(segments)))
+                    }
+                    _ => None,
+                }
+            }
+        };
+        Ok(TextPlan {
+            encoding: encoding.name(),
+            segments,
+            characters: u32::try_from(body.chars().count()).unwrap_or(u32::MAX),
+            cost_micros,
+        })
     }
 
     /// Admits a request for `account` and builds its message, not yet stored; a refusal is

@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use crate::{bench, campaigns, client, config, contacts, encode, pdu, serve, sim};
+use crate::{bench, campaigns, client, config, contacts, encode, pdu, serve, sim, users};
 
 use clap::{Parser, Subcommand};
 
@@ -34,6 +34,9 @@ enum Command {
     /// Campaigns on a running server: list, show, start, pause, resume, cancel.
     #[command(subcommand)]
     Campaigns(campaigns::Command),
+    /// Dashboard users on a running server: add (the first owner with the admin key), list, remove.
+    #[command(subcommand)]
+    Users(users::Command),
     /// Show how a text is encoded and split into SMS segments: encoding, segment count, units left.
     Encode(encode::Args),
     /// Decode SMPP PDUs to JSON, or encode JSON to PDUs.
@@ -63,6 +66,7 @@ pub fn main() -> ExitCode {
         Command::Messages(cmd) => client::messages(cmd),
         Command::Contacts(cmd) => contacts::run(cmd),
         Command::Campaigns(cmd) => campaigns::run(cmd),
+        Command::Users(cmd) => users::run(cmd),
         Command::Encode(args) => encode::run(args),
         Command::Pdu(cmd) => pdu::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),

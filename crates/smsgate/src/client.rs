@@ -96,6 +96,18 @@ impl Api {
     }
 }
 
+impl Api {
+    /// A call whose success has no body (204).
+    pub(crate) async fn call_empty(&self, method: reqwest::Method, path: &str) -> anyhow::Result<()> {
+        let req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.key);
+        let resp = req.send().await.with_context(|| format!("cannot reach smsgate at {}", self.base))?;
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        answer(&self.base, resp).await.map(|_| ())
+    }
+}
+
 /// A response's JSON, or its error as one line.
 pub(crate) async fn answer(base: &str, resp: reqwest::Response) -> anyhow::Result<Value> {
     let status = resp.status();

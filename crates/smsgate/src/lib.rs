@@ -13,3 +13,4 @@ pub mod encode;
 pub mod pdu;
 pub mod serve;
 pub mod sim;
+pub mod users;

@@ -147,9 +147,12 @@ async fn serve(args: Config) -> anyhow::Result<()> {
     let conversations = smsgate_services::Conversations::new(messages.clone(), store.clone());
     let analytics = smsgate_services::Analytics::new(store.clone(), engine.clone().clock());
     let analytics_task = tokio::spawn(analytics.clone().run(shutdown.clone()));
+    let users = smsgate_services::Users::new(admin.clone());
+    let users_task = tokio::spawn(users.clone().run(shutdown.clone()));
     let state = smsgate_api::AppState {
         messages,
         admin,
+        users,
         templates,
         campaigns,
         automations,
@@ -220,6 +223,7 @@ async fn serve(args: Config) -> anyhow::Result<()> {
     campaigns_task.await.context("the campaign worker stopped abnormally")?;
     automations_task.await.context("the automation worker stopped abnormally")?;
     analytics_task.await.context("the rollups' worker stopped abnormally")?;
+    users_task.await.context("the sessions' sweeper stopped abnormally")?;
     store.close().await;
     println!("smsgate: stopped");
     Ok(())

@@ -39,6 +39,7 @@ pub mod sql;
 mod sqlite;
 pub mod templates;
 pub mod tenancy;
+pub mod users;
 pub mod webhooks;
 
 use smsgate_core::Status;
@@ -66,6 +67,7 @@ pub use smpp_outbox::{
 pub use sqlite::SqliteStore;
 pub use templates::{Template, TemplateStore};
 pub use tenancy::{Account, ApiKey, TenancyStore};
+pub use users::{Session, SignedIn, User, UserStore};
 pub use webhooks::{
     CallbackAttempt, CallbackNext, CallbackOutbox, CallbackRecord, CallbackResult, DueCallback, PayloadCallback, Share,
     WebhookStore, Webhooks,
@@ -104,6 +106,7 @@ pub trait Store:
     + ConversationStore
     + RollupStore
     + HistoryStore
+    + UserStore
     + std::fmt::Debug
 {
     /// Closes the store: waits for writes under way, then releases the database.

@@ -62,6 +62,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     },
     Migration::both(25, include_str!("../migrations/0025_history.sql")),
     Migration::both(26, include_str!("../migrations/0026_recipients.sql")),
+    Migration::both(27, include_str!("../migrations/0027_users.sql")),
 ];
 
 /// The `next_attempt_at` of a message that waits for a connector of its route ([`crate::Changes::wait_for_route`]):

@@ -128,10 +128,10 @@ fn key_of(r: &Row) -> Result<ApiKey> {
     })
 }
 
-const ACCOUNT_COLUMNS: &str =
+pub(crate) const ACCOUNT_COLUMNS: &str =
     "a.id, a.name, a.is_admin, a.created_at, a.routes, a.sender_policy, a.requests_per_second, a.messages_per_second";
 
-fn account_of(r: &Row) -> Result<Account> {
+pub(crate) fn account_of(r: &Row) -> Result<Account> {
     Ok(Account {
         id: r.account_id("id")?,
         name: r.get("name")?,

@@ -136,6 +136,7 @@ conformance!(
     rollups_count_what_the_messages_did,
     history_is_deleted_whole,
     messages_to_a_number_are_chained,
+    users_and_their_sessions,
 );
 
 fn new(m: Message) -> NewMessage {
@@ -2326,4 +2327,88 @@ async fn messages_to_a_number_are_chained(store: &Arc<dyn Store>) {
     assert!(listed(acme, None, None, 50).await.is_empty());
     assert_eq!(store.account_for_reply(handset, a).await.unwrap(), None, "gone with its last message");
     assert_eq!(store.replied_to(acme, handset, b, Timestamp(0)).await.unwrap(), Origin::default());
+}
+
+async fn users_and_their_sessions(store: &Arc<dyn Store>) {
+    use smsgate_core::access::Role;
+    use smsgate_store::{Session, User};
+    let (acme, globex) = (account(store).await, account(store).await);
+    assert_eq!(store.user_count().await.unwrap(), 0);
+    let ann = User {
+        id: "u1".into(),
+        account_id: acme,
+        email: "ann@acme.example".into(),
+        password_hash: "$argon2id$x".into(),
+        role: Role::Owner,
+        created_at: NOW,
+        updated_at: NOW,
+        last_sign_in_at: None,
+        failed_sign_ins: 0,
+        locked_until: None,
+    };
+    assert!(store.insert_user(&ann).await.unwrap());
+    let taken = User { id: "u2".into(), account_id: globex, ..ann.clone() };
+    assert!(!store.insert_user(&taken).await.unwrap(), "one user an email, across accounts");
+    let bob = User { id: "u3".into(), account_id: globex, email: "bob@globex.example".into(), ..ann.clone() };
+    assert!(store.insert_user(&bob).await.unwrap());
+    assert_eq!(store.user_count().await.unwrap(), 2);
+    assert_eq!(store.user(acme, "u1").await.unwrap(), Some(ann.clone()));
+    assert!(store.user(globex, "u1").await.unwrap().is_none(), "another account's user");
+    assert_eq!(store.user_by_email("bob@globex.example").await.unwrap().map(|u| u.id), Some("u3".into()));
+    assert_eq!(store.users(acme).await.unwrap(), std::slice::from_ref(&ann));
+
+    let viewer = User {
+        role: Role::Viewer,
+        password_hash: "$argon2id$y".into(),
+        updated_at: Timestamp(NOW.0 + 1),
+        ..ann.clone()
+    };
+    assert!(store.update_user(&viewer).await.unwrap());
+    assert!(!store.update_user(&User { account_id: globex, ..viewer.clone() }).await.unwrap(), "not across accounts");
+    assert_eq!(
+        store.user(acme, "u1").await.unwrap().map(|u| (u.role, u.password_hash)),
+        Some((Role::Viewer, "$argon2id$y".into()))
+    );
+
+    let until = Timestamp(NOW.0 + 60_000);
+    store.record_sign_in("u1", false, None, NOW).await.unwrap();
+    store.record_sign_in("u1", false, Some(until), NOW).await.unwrap();
+    let u = store.user(acme, "u1").await.unwrap().unwrap();
+    assert_eq!((u.failed_sign_ins, u.locked_until, u.last_sign_in_at), (2, Some(until), None));
+    store.record_sign_in("u1", true, None, NOW).await.unwrap();
+    let u = store.user(acme, "u1").await.unwrap().unwrap();
+    assert_eq!((u.failed_sign_ins, u.locked_until, u.last_sign_in_at), (0, None, Some(NOW)));
+
+    let session = |hash: &str, user: &str, expires: i64| Session {
+        token_hash: hash.into(),
+        user_id: user.into(),
+        csrf_token: format!("csrf-{hash}"),
+        created_at: NOW,
+        seen_at: NOW,
+        expires_at: Timestamp(expires),
+    };
+    store.insert_session(&session("s1", "u1", NOW.0 + 1000)).await.unwrap();
+    store.insert_session(&session("s2", "u1", NOW.0 + 1000)).await.unwrap();
+    store.insert_session(&session("s3", "u3", NOW.0 + 10)).await.unwrap();
+    let found = store.signed_in("s1", NOW).await.unwrap().unwrap();
+    assert_eq!((found.user.id.as_str(), found.account.id, found.session.csrf_token.as_str()), ("u1", acme, "csrf-s1"));
+    assert!(store.signed_in("s3", Timestamp(NOW.0 + 10)).await.unwrap().is_none(), "expired");
+    assert!(store.signed_in("nope", NOW).await.unwrap().is_none());
+    store.touch_session("s3", Timestamp(NOW.0 + 5), Timestamp(NOW.0 + 500)).await.unwrap();
+    assert_eq!(
+        store.signed_in("s3", Timestamp(NOW.0 + 10)).await.unwrap().map(|s| s.session.seen_at),
+        Some(Timestamp(NOW.0 + 5))
+    );
+    assert_eq!(store.delete_user_sessions("u1", Some("s1")).await.unwrap(), 1, "all but the one kept");
+    assert!(store.signed_in("s2", NOW).await.unwrap().is_none());
+    assert_eq!(store.delete_expired_sessions(Timestamp(NOW.0 + 600)).await.unwrap(), 1, "s3 ran out");
+    assert!(store.delete_session("s1").await.unwrap());
+    assert!(!store.delete_session("s1").await.unwrap());
+
+    store.insert_session(&session("s4", "u3", NOW.0 + 1000)).await.unwrap();
+    assert!(!store.delete_user(acme, "u3").await.unwrap(), "not another account's");
+    assert!(store.signed_in("s4", NOW).await.unwrap().is_some());
+    assert!(store.delete_user(globex, "u3").await.unwrap());
+    assert!(store.signed_in("s4", NOW).await.unwrap().is_none(), "a removed user's sessions end");
+    assert_eq!(store.user_count().await.unwrap(), 1);
 }
