@@ -7,20 +7,45 @@ import { overview } from './pages/overview.js';
 import { messages, message } from './pages/messages.js';
 import { send } from './pages/send.js';
 import { users } from './pages/users.js';
+import { contacts, contact, importPage } from './pages/contacts.js';
+import { templates } from './pages/templates.js';
+import { campaigns, newCampaign, campaign } from './pages/campaigns.js';
+import { inbox } from './pages/inbox.js';
+import { compliance } from './pages/compliance.js';
+import { operator } from './pages/operator.js';
 
-/** The pages in the menu: route, title, the page, and who sees it. */
+/** The pages in the menu: route, title, the page, and who sees it (a role at least; the operator's). */
 const PAGES = [
   { route: 'overview', title: 'Overview', page: overview },
   { route: 'messages', title: 'Messages', page: messages },
   { route: 'send', title: 'Send', page: send, role: 'member' },
+  { route: 'inbox', title: 'Inbox', page: inbox },
+  { route: 'contacts', title: 'Contacts', page: contacts },
+  { route: 'templates', title: 'Templates', page: templates },
+  { route: 'campaigns', title: 'Campaigns', page: campaigns },
+  { route: 'compliance', title: 'Compliance', page: compliance },
   { route: 'users', title: 'Users', page: users, role: 'admin' },
+  { route: 'operator', title: 'Operator', page: operator, role: 'admin', operator: true },
 ];
+
+/** Pages under another's route, by their first part: not in the menu. */
+const SUBPAGES = {
+  messages: (id) => message(id),
+  contacts: (id) => contact(id),
+  campaigns: (id) => (id === 'new' ? newCampaign() : campaign(id)),
+  inbox: () => inbox(),
+};
 
 const RANK = { viewer: 0, member: 1, admin: 2, owner: 3 };
 
 /** Whether the signed-in user's role is at least `role`. */
 export function atLeast(role) {
   return !role || (session.current && RANK[session.current.user.role] >= RANK[role]);
+}
+
+/** Whether the signed-in user may see a page. */
+function allowed(p) {
+  return atLeast(p.role) && (!p.operator || (session.current && session.current.account.is_admin));
 }
 
 const root = document.getElementById('app');
@@ -38,7 +63,7 @@ async function signOut() {
 function frame(current, content) {
   const s = session.current;
   const nav = h('nav', { 'aria-label': 'Main' },
-    h('ul', {}, PAGES.filter((p) => atLeast(p.role)).map((p) =>
+    h('ul', {}, PAGES.filter(allowed).map((p) =>
       h('li', {}, h('a', { href: `#/${p.route}`, 'aria-current': p.route === current ? 'page' : null }, p.title)))));
   return h('div', { class: 'frame' },
     h('header', { class: 'top' },
@@ -124,13 +149,16 @@ async function route() {
     return fill(root, signInPage());
   }
   let content;
-  if (path === 'messages' && rest[0]) {
-    content = message(rest[0]);
+  const sub = rest[0] && rest[0].split('?')[0];
+  const page = PAGES.find((p) => p.route === path.split('?')[0] && allowed(p));
+  if (page && sub && SUBPAGES[page.route]) {
+    content = SUBPAGES[page.route](sub);
+  } else if (path === 'import' && atLeast('member')) {
+    content = importPage();
   } else {
-    const page = PAGES.find((p) => p.route === path && atLeast(p.role));
     content = page ? page.page() : h('section', {}, h('h1', {}, 'Not found'), h('p', {}, 'No such page. ', h('a', { href: '#/overview' }, 'Go to the overview.')));
   }
-  fill(root, frame(path, content));
+  fill(root, frame(path.split('?')[0], content));
   const heading = root.querySelector('main h1');
   if (heading) document.title = `${heading.textContent} · smsgate`;
 }

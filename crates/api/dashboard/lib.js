@@ -56,7 +56,9 @@ export const session = { current: null };
 /** Calls the API with the session cookie; a change carries X-CSRF-Token. Answers the JSON (or null for 204). */
 export async function api(method, path, body, extra = {}) {
   const headers = { Accept: 'application/json', ...(extra.headers || {}) };
-  if (body !== undefined && !(body instanceof FormData)) headers['Content-Type'] = 'application/json';
+  // A file goes as it is (its type given by the caller); anything else as JSON.
+  const raw = body instanceof FormData || body instanceof Blob;
+  if (body !== undefined && !raw && !headers['Content-Type']) headers['Content-Type'] = 'application/json';
   if (method !== 'GET' && session.current) headers['X-CSRF-Token'] = session.current.csrf_token;
   let resp;
   try {
@@ -64,7 +66,7 @@ export async function api(method, path, body, extra = {}) {
       method,
       headers,
       credentials: 'same-origin',
-      body: body === undefined ? undefined : body instanceof FormData ? body : JSON.stringify(body),
+      body: body === undefined ? undefined : raw ? body : JSON.stringify(body),
     });
   } catch (e) {
     throw new ApiError(0, 'unreachable', 'The server cannot be reached. Is smsgate running?');

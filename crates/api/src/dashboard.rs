@@ -22,6 +22,12 @@ const FILES: &[(&str, &str, &[u8])] = &[
     ("pages/messages.js", "text/javascript; charset=utf-8", include_bytes!("../dashboard/pages/messages.js")),
     ("pages/send.js", "text/javascript; charset=utf-8", include_bytes!("../dashboard/pages/send.js")),
     ("pages/users.js", "text/javascript; charset=utf-8", include_bytes!("../dashboard/pages/users.js")),
+    ("pages/contacts.js", "text/javascript; charset=utf-8", include_bytes!("../dashboard/pages/contacts.js")),
+    ("pages/templates.js", "text/javascript; charset=utf-8", include_bytes!("../dashboard/pages/templates.js")),
+    ("pages/campaigns.js", "text/javascript; charset=utf-8", include_bytes!("../dashboard/pages/campaigns.js")),
+    ("pages/inbox.js", "text/javascript; charset=utf-8", include_bytes!("../dashboard/pages/inbox.js")),
+    ("pages/compliance.js", "text/javascript; charset=utf-8", include_bytes!("../dashboard/pages/compliance.js")),
+    ("pages/operator.js", "text/javascript; charset=utf-8", include_bytes!("../dashboard/pages/operator.js")),
 ];
 
 /// Nothing from another host, no inline script or style, no framing.

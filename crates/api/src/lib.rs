@@ -56,8 +56,8 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use views::{
-    AccountView, BatchView, ErrorView, HandsetMessageView, HealthView, InboxView, KeyInfoView, KeyList, KeyView,
-    ListView, MessageView, ReplyAcceptedView,
+    AccountList, AccountView, BatchView, ErrorView, HandsetMessageView, HealthView, InboxView, KeyInfoView, KeyList,
+    KeyView, ListView, MessageView, ReplyAcceptedView,
 };
 
 /// What the handlers share.
@@ -115,7 +115,7 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .routes(routes!(plan::plan_text))
         .routes(routes!(get_message, cancel_message))
         .routes(routes!(list_inbound))
-        .routes(routes!(create_account))
+        .routes(routes!(create_account, list_accounts))
         .routes(routes!(create_key, list_keys))
         .routes(routes!(revoke_key))
         .routes(routes!(handset_inbox))
@@ -766,6 +766,15 @@ async fn create_account(
         account = state.admin.set_sender_policy(&caller, account.id, policy).await?;
     }
     Ok((StatusCode::CREATED, Json(account_view(&account))))
+}
+
+/// Every account, oldest first. Admin key (or an operator's session) only.
+#[utoipa::path(get, path = "/v1/accounts",
+    responses((status = OK, body = AccountList), (status = FORBIDDEN, body = ErrorView)))]
+async fn list_accounts(State(state): State<AppState>, Caller(caller): Caller) -> Result<Json<AccountList>, ApiError> {
+    require_admin(&caller)?;
+    let accounts = state.admin.accounts().await?;
+    Ok(Json(AccountList { data: accounts.iter().map(account_view).collect() }))
 }
 
 /// The body of `POST /v1/accounts/{id}/keys` (optional).

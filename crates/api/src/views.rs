@@ -103,6 +103,12 @@ pub struct AccountView {
     pub messages_per_second: Option<u32>,
 }
 
+/// The accounts.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AccountList {
+    pub data: Vec<AccountView>,
+}
+
 /// A new API key; `key` is shown this once.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct KeyView {

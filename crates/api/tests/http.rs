@@ -595,6 +595,7 @@ async fn openapi_matches_the_routes(s: &Server) {
         ("/v1/messages/{id}", "delete"),
         ("/v1/inbound", "get"),
         ("/v1/accounts", "post"),
+        ("/v1/accounts", "get"),
         ("/v1/accounts/{id}/keys", "post"),
         ("/v1/accounts/{id}/keys", "get"),
         ("/v1/accounts/{id}/keys/{key_id}", "delete"),
@@ -3399,4 +3400,13 @@ async fn the_dashboard_is_served_from_the_binary(s: &Server) {
         "{e}"
     );
     assert_eq!(s.call("POST", "/v1/messages/plan", None, Some(json!({"body": "x"}))).await.0, StatusCode::UNAUTHORIZED);
+
+    // The operator's list of accounts, for the operator alone.
+    let (acme, key) = s.tenant("acme").await;
+    let (st, all) = s.call("GET", "/v1/accounts", Some(&s.admin_key), None).await;
+    assert_eq!(st, StatusCode::OK);
+    let names: Vec<&str> = all["data"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["admin", "acme"], "oldest first");
+    assert_eq!(all["data"][1]["id"].as_str(), Some(acme.as_str()));
+    assert_eq!(s.call("GET", "/v1/accounts", Some(&key), None).await.0, StatusCode::FORBIDDEN);
 }

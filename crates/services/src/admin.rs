@@ -168,6 +168,11 @@ impl Admin {
     }
 
     /// Creates an account (a tenant) named 1 to [`MAX_ACCOUNT_NAME`] characters.
+    /// Every account, oldest first (the operator's list).
+    pub async fn accounts(&self) -> Result<Vec<Account>> {
+        Ok(self.store.accounts().await?)
+    }
+
     pub async fn create_account(&self, name: &str) -> Result<Account> {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > MAX_ACCOUNT_NAME {

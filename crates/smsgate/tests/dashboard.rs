@@ -351,3 +351,191 @@ async fn users_are_added_from_the_command_line() {
     stop(server);
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// A clinic's day in the browser, as its owner: sign in; import a CSV of patients, with its progress and the row
+/// refused; write a template and preview it for a patient; launch a campaign and watch it complete, with its
+/// chart; a patient's reply arrives in the inbox without a reload, and is answered there; a STOP lands in the
+/// opt-outs; sign out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clinic_imports_texts_a_list_and_answers_a_reply_in_the_browser() {
+    let data = data_dir("dashboard-clinic");
+    let server = start(&data, Vec::<String>::new(), Some(KEY));
+    let base = server.base.clone();
+    let http = common::http_client(Duration::from_secs(10));
+    // The operator's part: the clinic's account, its number, its owner.
+    let account = api(&http, &base, "POST", "/v1/accounts", Some(json!({"name": "Riverside Clinic"}))).await;
+    let account = account["id"].as_str().unwrap().to_string();
+    let number = "+447700900900";
+    api(&http, &base, "POST", "/v1/numbers", Some(json!({"number": number, "account_id": account}))).await;
+    let owner = json!({"email": "desk@riverside.example", "password": "riverside clinic", "role": "owner", "account_id": account});
+    api(&http, &base, "POST", "/v1/users", Some(owner)).await;
+
+    let b = Browser::start("clinic").await;
+    b.go(&base, "").await;
+    b.fill("input[name=email]", "desk@riverside.example").await;
+    b.fill("input[name=password]", "riverside clinic").await;
+    b.click("button[type=submit]").await;
+    b.wait_for(".who .account", Some("Riverside Clinic")).await;
+    b.clean("signed in").await;
+
+    // Import: three patients and a row whose number is not one.
+    let csv = data.join("patients.csv");
+    std::fs::write(
+        &csv,
+        "Mobile,Full name,Doctor\n+447700900301,Ann Lee,Dr Patel\n+447700900302,Bob Stone,Dr Patel\nnot a number,Cy Broken,Dr Okafor\n+447700900303,Dee Moss,Dr Okafor\n",
+    )
+    .unwrap();
+    b.go(&base, "#/contacts").await;
+    b.click("a[href='#/import']").await;
+    b.wait_for("input[name=file]", None).await.send_keys(&csv.display().to_string()).await.unwrap();
+    let mobile = b.wait_for("select[name='map-Mobile']", None).await;
+    assert_eq!(mobile.prop("value").await.unwrap().as_deref(), Some("phone"), "Mobile is guessed as the phone");
+    b.wait_for("select[name='map-Full name']", None).await.select_by_value("name").await.unwrap();
+    b.fill("input[name=list]", "Patients").await;
+    b.click("form button[type=submit]").await;
+    b.wait_for("label[for=import-progress]", Some("completed: 4 rows read — 3 created, 0 updated, 1 refused")).await;
+    b.wait_for("#import-errors", Some("invalid_phone")).await;
+    let full = "const p = document.querySelector('#import-progress'); return p.value === p.max;";
+    assert_eq!(b.client.execute(full, vec![]).await.unwrap(), json!(true), "the bar is full");
+    b.clean("the import").await;
+    b.screenshot("import").await;
+    b.go(&base, "#/contacts").await;
+    b.wait_for("table", Some("Ann Lee")).await;
+    b.wait_for(".columns", Some("Patients")).await;
+    b.screenshot("contacts").await;
+
+    // A template, previewed for Ann.
+    b.go(&base, "#/templates").await;
+    b.click(".heading button.primary").await;
+    b.fill("input[name=name]", "Reminder").await;
+    b.fill("textarea[name=body]", "Hi {{ name }}, {{ fields.Doctor }} sees you on Friday.").await;
+    b.click("form button[type=submit]").await;
+    b.wait_for(".notice.ok", Some("Saved Reminder")).await;
+    b.fill("input[name=preview_contact]", "+447700900301").await;
+    b.click("button.preview-button").await;
+    b.wait_for(".preview .sms", Some("Hi Ann Lee, Dr Patel sees you on Friday.")).await;
+    b.wait_for(".preview .counter", Some("gsm7 · 1 part")).await;
+    b.clean("the template").await;
+    b.screenshot("templates").await;
+
+    // A campaign to the list, watched until it has delivered to all three.
+    b.go(&base, "#/campaigns/new").await;
+    b.fill("input[name=name]", "Friday reminders").await;
+    let lists = b.wait_for("select[name=lists]", Some("Patients")).await;
+    lists.select_by_label("Patients (3)").await.unwrap();
+    b.wait_for("select[name=template_id]", Some("Reminder")).await.select_by_label("Reminder").await.unwrap();
+    b.fill("input[name=from]", number).await;
+    b.wait_for("select[name=category]", None).await.select_by_value("transactional").await.unwrap();
+    b.click("form button[type=submit]").await;
+    b.wait_for(".actions button.primary", Some("Start")).await.click().await.unwrap();
+    b.wait_for("[data-metric='Delivered']", Some("3")).await;
+    b.wait_for("label[for=campaign-progress]", Some("3 of 3")).await;
+    b.wait_for(".badge", Some("completed")).await;
+    b.wait_for("figure.chart-box", None).await;
+    b.clean("the campaign").await;
+    b.screenshot("campaign").await;
+    let texts = api(&http, &base, "GET", "/v1/sim/handsets/+447700900302/messages", None).await;
+    assert_eq!(texts["data"][0]["body"], "Hi Bob Stone, Dr Patel sees you on Friday.");
+
+    // Bob answers; the inbox, already open, shows it without a reload; the answer reaches his handset.
+    b.go(&base, "#/inbox").await;
+    b.wait_for("main h1", Some("Inbox")).await;
+    let reply = json!({"to": number, "body": "Can I come at 11 instead?"});
+    api(&http, &base, "POST", "/v1/sim/handsets/+447700900302/reply", Some(reply)).await;
+    b.wait_for(".threads .badge.unread", Some("1")).await;
+    b.click(".threads a").await;
+    b.wait_for(".bubbles", Some("Can I come at 11 instead?")).await;
+    b.fill("textarea[name=reply]", "Yes, 11:00 on Friday is yours.").await;
+    b.click("form.reply button").await;
+    b.wait_for(".bubbles", Some("Yes, 11:00 on Friday is yours.")).await;
+    b.clean("the inbox").await;
+    b.screenshot("inbox").await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got = api(&http, &base, "GET", "/v1/sim/handsets/+447700900302/messages", None).await;
+        if got["data"].as_array().unwrap().iter().any(|m| m["body"] == "Yes, 11:00 on Friday is yours.") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the answer did not reach the handset: {got}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Dee texts STOP: it lands in the opt-outs, with where it came from.
+    api(&http, &base, "POST", "/v1/sim/handsets/+447700900303/reply", Some(json!({"to": number, "body": "STOP"})))
+        .await;
+    b.go(&base, "#/compliance").await;
+    b.wait_for("table", Some("+447700900303")).await;
+    b.clean("the opt-outs").await;
+    b.screenshot("compliance").await;
+
+    b.click(".who button").await;
+    b.wait_for("h1", Some("Sign in to smsgate")).await;
+    b.clean("signed out").await;
+    b.close().await;
+    stop(server);
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// The operator's: two carriers with failover; one put in `disconnected` shows down on the operator's page, and
+/// the traffic of its route moves to the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_carrier_that_goes_down_shows_down_and_its_traffic_fails_over_in_the_browser() {
+    let data = data_dir("dashboard-operator");
+    let server = start(&data, Vec::<String>::new(), Some(KEY));
+    let base = server.base.clone();
+    let http = common::http_client(Duration::from_secs(10));
+    api(&http, &base, "POST", "/v1/connectors", Some(json!({"name": "carrier-a", "kind": "sim"}))).await;
+    api(&http, &base, "POST", "/v1/connectors", Some(json!({"name": "carrier-b", "kind": "sim"}))).await;
+    let route = json!({"name": "uk", "match": {"prefix": "+44"},
+        "connectors": [{"name": "carrier-a"}, {"name": "carrier-b", "priority": 1}]});
+    api(&http, &base, "POST", "/v1/routes", Some(route)).await;
+    let user = json!({"email": "noc@operator.example", "password": "network operations", "role": "owner"});
+    api(&http, &base, "POST", "/v1/users", Some(user)).await;
+
+    let b = Browser::start("operator").await;
+    b.go(&base, "").await;
+    b.fill("input[name=email]", "noc@operator.example").await;
+    b.fill("input[name=password]", "network operations").await;
+    b.click("button[type=submit]").await;
+    b.click("a[href='#/operator']").await;
+    b.wait_for("[data-health='carrier-a']", Some("up")).await;
+    b.fill("input[name=resolve_to]", "+447700900123").await;
+    b.click(".inline-form button").await;
+    b.wait_for(".resolved", Some("carrier-a")).await;
+    b.clean("the operator's page").await;
+
+    b.wait_for("select[name='mode-carrier-a']", None).await.select_by_value("disconnected").await.unwrap();
+    b.wait_for(".notice.ok", Some("carrier-a is now disconnected")).await;
+    // Traffic for the route: five failures in a row take carrier-a down, and each text goes by carrier-b.
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        let m = api(
+            &http,
+            &base,
+            "POST",
+            "/v1/messages",
+            Some(json!({"to": format!("+4477009005{i:02}"), "from": "Op", "body": "x"})),
+        )
+        .await;
+        ids.push(m["id"].as_str().unwrap().to_string());
+    }
+    b.wait_for("[data-health='carrier-a']", Some("down")).await;
+    b.wait_for("[data-health='carrier-b']", Some("up")).await;
+    b.clean("a carrier down").await;
+    b.screenshot("operator").await;
+    for id in ids {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let m = api(&http, &base, "GET", &format!("/v1/messages/{id}"), None).await;
+            if m["status"] == "delivered" {
+                assert_eq!(m["connector"], "carrier-b", "{m}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "not delivered: {m}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    b.close().await;
+    stop(server);
+    let _ = std::fs::remove_dir_all(&data);
+}

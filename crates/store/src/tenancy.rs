@@ -65,6 +65,9 @@ pub trait TenancyStore: Send + Sync {
     /// The admin account, if one was created.
     async fn admin_account(&self) -> Result<Option<Account>>;
 
+    /// Every account, oldest first.
+    async fn accounts(&self) -> Result<Vec<Account>>;
+
     /// Stores a key's hash for an account: unnamed, with every scope.
     async fn create_api_key(&self, account: AccountId, key_hash: &str, prefix: &str, now: Timestamp) -> Result<ApiKey>;
 
@@ -178,6 +181,11 @@ impl<D: Database> TenancyStore for D {
         let sql =
             format!("SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.is_admin = 1 ORDER BY a.created_at LIMIT 1");
         self.query_one(&sql, Vec::new()).await?.as_ref().map(account_of).transpose()
+    }
+
+    async fn accounts(&self) -> Result<Vec<Account>> {
+        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts a ORDER BY a.created_at, a.id");
+        self.query(&sql, Vec::new()).await?.iter().map(account_of).collect()
     }
 
     async fn create_api_key(&self, account: AccountId, key_hash: &str, prefix: &str, now: Timestamp) -> Result<ApiKey> {
