@@ -13,6 +13,8 @@ import { campaigns, newCampaign, campaign } from './pages/campaigns.js';
 import { inbox } from './pages/inbox.js';
 import { compliance } from './pages/compliance.js';
 import { operator } from './pages/operator.js';
+import { developers } from './pages/developers.js';
+import { automations } from './pages/automations.js';
 
 /** The pages in the menu: route, title, the page, and who sees it (a role at least; the operator's). */
 const PAGES = [
@@ -23,8 +25,10 @@ const PAGES = [
   { route: 'contacts', title: 'Contacts', page: contacts },
   { route: 'templates', title: 'Templates', page: templates },
   { route: 'campaigns', title: 'Campaigns', page: campaigns },
+  { route: 'automations', title: 'Automations', page: automations },
   { route: 'compliance', title: 'Compliance', page: compliance },
   { route: 'users', title: 'Users', page: users, role: 'admin' },
+  { route: 'developers', title: 'Developers', page: developers, role: 'admin' },
   { route: 'operator', title: 'Operator', page: operator, role: 'admin', operator: true },
 ];
 

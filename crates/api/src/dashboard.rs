@@ -28,6 +28,8 @@ const FILES: &[(&str, &str, &[u8])] = &[
     ("pages/inbox.js", "text/javascript; charset=utf-8", include_bytes!("../dashboard/pages/inbox.js")),
     ("pages/compliance.js", "text/javascript; charset=utf-8", include_bytes!("../dashboard/pages/compliance.js")),
     ("pages/operator.js", "text/javascript; charset=utf-8", include_bytes!("../dashboard/pages/operator.js")),
+    ("pages/developers.js", "text/javascript; charset=utf-8", include_bytes!("../dashboard/pages/developers.js")),
+    ("pages/automations.js", "text/javascript; charset=utf-8", include_bytes!("../dashboard/pages/automations.js")),
 ];
 
 /// Nothing from another host, no inline script or style, no framing.

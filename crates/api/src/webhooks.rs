@@ -433,6 +433,41 @@ pub(crate) async fn rotate_secret(
     Ok(Json(webhooks_view(&w)))
 }
 
+/// A callback as the API shows it, with its attempts.
+fn callback_json(c: &smsgate_store::CallbackRecord) -> Value {
+    let attempts: Vec<Value> =
+        c.attempts.iter().map(|a| json!({"at": time_json(a.at), "result": a.result, "ms": a.ms})).collect();
+    json!({"id": c.id, "message_id": c.message_id, "kind": c.kind, "url": c.url, "status": c.status.as_str(),
+           "error_code": c.error_code, "at": time_json(c.at), "state": c.state, "attempts": attempts,
+           "next_attempt_at": c.next_attempt_at.map(time_json)})
+}
+
+/// Query of `GET /v1/webhooks/deliveries`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DeliveriesQuery {
+    /// 1 to 200; 50 when not given.
+    limit: Option<u32>,
+}
+
+/// The account's newest webhook callbacks, newest first, each with its delivery attempts and their results
+/// (looked for among the server's newest 20,000 callbacks).
+#[utoipa::path(get, path = "/v1/webhooks/deliveries", params(DeliveriesQuery),
+    responses((status = OK, body = Object), (status = UNPROCESSABLE_ENTITY, body = ErrorView)))]
+pub(crate) async fn recent_deliveries(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    query: Result<axum::extract::Query<DeliveriesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let axum::extract::Query(q) = query.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::invalid("invalid_limit", "limit must be 1 to 200"));
+    }
+    let all = state.messages.recent_callbacks(caller.id, limit).await?;
+    Ok(Json(json!({"data": all.iter().map(callback_json).collect::<Vec<_>>()})))
+}
+
 /// A message's callbacks, oldest first, with every delivery attempt and its result.
 #[utoipa::path(get, path = "/v1/messages/{id}/callbacks", params(("id" = String, Path)),
     responses((status = OK, body = Object), (status = NOT_FOUND, body = ErrorView)))]
@@ -444,17 +479,7 @@ pub(crate) async fn list_callbacks(
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such message");
     let id = MessageId::parse(&id).ok_or_else(not_found)?;
     let all = state.messages.callbacks(caller.id, id).await?;
-    let data: Vec<Value> = all
-        .iter()
-        .map(|c| {
-            let attempts: Vec<Value> =
-                c.attempts.iter().map(|a| json!({"at": time_json(a.at), "result": a.result, "ms": a.ms})).collect();
-            json!({"id": c.id, "kind": c.kind, "url": c.url, "status": c.status.as_str(), "error_code": c.error_code,
-                   "at": time_json(c.at), "state": c.state, "attempts": attempts,
-                   "next_attempt_at": c.next_attempt_at.map(time_json)})
-        })
-        .collect();
-    Ok(Json(json!({"data": data})))
+    Ok(Json(json!({"data": all.iter().map(callback_json).collect::<Vec<_>>()})))
 }
 
 #[cfg(test)]

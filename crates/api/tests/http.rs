@@ -596,6 +596,7 @@ async fn openapi_matches_the_routes(s: &Server) {
         ("/v1/inbound", "get"),
         ("/v1/accounts", "post"),
         ("/v1/accounts", "get"),
+        ("/v1/webhooks/deliveries", "get"),
         ("/v1/accounts/{id}/keys", "post"),
         ("/v1/accounts/{id}/keys", "get"),
         ("/v1/accounts/{id}/keys/{key_id}", "delete"),
@@ -1251,6 +1252,19 @@ async fn webhooks_signed_in_order_and_retried(s: &Server) {
     assert_eq!(cb["data"][0]["status"], "sending", "{cb}");
     assert_eq!(cb["data"][0]["attempts"][0]["result"], "http_5xx", "{cb}");
     assert_eq!(cb["data"][0]["state"], "pending", "{cb}");
+    // The account's recent deliveries, newest first, name their messages; another account sees none of them.
+    let (st, recent) = s.call("GET", "/v1/webhooks/deliveries?limit=200", Some(&key), None).await;
+    assert_eq!(st, StatusCode::OK);
+    let recent = recent["data"].as_array().unwrap();
+    assert!(recent.len() >= 3, "{recent:?}");
+    assert!(recent.iter().all(|c| ids.contains(&c["message_id"].as_str().unwrap().to_string())), "{recent:?}");
+    let newest_first = recent.windows(2).all(|w| w[0]["id"].as_str() >= w[1]["id"].as_str());
+    assert!(newest_first, "{recent:?}");
+    let (_, other) = s.tenant("globex").await;
+    let (_, theirs) = s.call("GET", "/v1/webhooks/deliveries", Some(&other), None).await;
+    assert_eq!(theirs["data"].as_array().map(Vec::len), Some(0));
+    let (st, e) = s.call("GET", "/v1/webhooks/deliveries?limit=0", Some(&key), None).await;
+    assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_limit")));
     // A restart of the deliverer between the failure and the recovery loses nothing.
     s.restart_deliverer().await;
     got.lock().unwrap().failing = false;

@@ -404,6 +404,12 @@ impl Messages {
         Ok(self.store.callbacks(account, id).await?)
     }
 
+    /// The account's newest webhook callbacks, newest first, with their attempts: at most `limit`, looked for among
+    /// the server's newest 20,000.
+    pub async fn recent_callbacks(&self, account: AccountId, limit: u32) -> Result<Vec<CallbackRecord>> {
+        Ok(self.store.recent_callbacks(account, limit, 20_000).await?)
+    }
+
     /// Messages on their way, by status, across all accounts (for metrics).
     pub async fn pending(&self) -> Result<Vec<(Status, i64)>> {
         Ok(self.store.count_pending().await?)

@@ -539,3 +539,104 @@ async fn a_carrier_that_goes_down_shows_down_and_its_traffic_fails_over_in_the_b
     stop(server);
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// A developer's and an automator's pages, as the admin account's owner: an API key made (shown once, working)
+/// and revoked; webhook URLs set and a delivery seen with its attempt; SMPP credentials added; an automation made
+/// from an example, fired by an event, and its run seen step by step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_webhooks_credentials_and_automations_in_the_browser() {
+    let data = data_dir("dashboard-developers");
+    let server = start(&data, Vec::<String>::new(), Some(KEY));
+    let base = server.base.clone();
+    let http = common::http_client(Duration::from_secs(10));
+    // A webhook receiver on loopback that answers 200.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hooks = format!("http://{}/hook", listener.local_addr().unwrap());
+    let receiver = tokio::spawn(async move {
+        let app = axum::Router::new().route("/hook", axum::routing::post(|| async { "ok" }));
+        axum::serve(listener, app).await.unwrap();
+    });
+    let user = json!({"email": "dev@operator.example", "password": "developer pages", "role": "owner"});
+    api(&http, &base, "POST", "/v1/users", Some(user)).await;
+
+    let b = Browser::start("developers").await;
+    b.go(&base, "").await;
+    b.fill("input[name=email]", "dev@operator.example").await;
+    b.fill("input[name=password]", "developer pages").await;
+    b.click("button[type=submit]").await;
+    b.click("a[href='#/developers']").await;
+
+    // A key: shown once, it works; revoked, it does not.
+    b.fill("input[name=key_name]", "checkout").await;
+    b.click("input[name=scope-read]").await; // read off: send alone
+    b.click(".keys-form button.primary").await;
+    let key = b.wait_for("code[data-key=new]", Some("sk_")).await.text().await.unwrap();
+    let sent = common::call_as(
+        &key,
+        &http,
+        &base,
+        "POST",
+        "/v1/messages",
+        Some(json!({"to": "+447700900777", "from": "Dev", "body": "k"})),
+    )
+    .await;
+    assert!(sent["id"].is_string(), "the key sends: {sent}");
+    let read = http.get(format!("{base}/v1/messages")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(read.status(), 403, "no read scope");
+    b.wait_for("table", Some("checkout")).await;
+    let revoke = b.wait_for("table tr:last-child button.danger", None).await;
+    revoke.click().await.unwrap();
+    b.client.accept_alert().await.unwrap();
+    b.wait_for("table", Some("revoked")).await;
+    let after = http.get(format!("{base}/v1/inbound")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(after.status(), 401, "a revoked key");
+
+    // Webhooks: set, then a text's callbacks seen delivered with their attempts.
+    b.fill("input[name=status_url]", &hooks).await;
+    b.click(".webhooks-form button.primary").await;
+    b.wait_for(".notice.ok", Some("Webhooks saved")).await;
+    api(&http, &base, "POST", "/v1/messages", Some(json!({"to": "+447700900778", "from": "Dev", "body": "w"}))).await;
+    b.wait_for("#deliveries", Some("delivered")).await;
+    b.wait_for("#deliveries", Some("http_2xx (")).await;
+
+    // SMPP credentials.
+    b.fill("input[name=system_id]", "clinic1").await;
+    b.fill("input[name=smpp_password]", "secret1").await;
+    b.click(".smpp-form button.primary").await;
+    b.wait_for(".notice.ok", Some("clinic1 may bind now")).await;
+    b.wait_for("#smpp-credentials", Some("clinic1")).await;
+    b.clean("the developers' page").await;
+    b.screenshot("developers").await;
+
+    // An automation from an example, fired by an event.
+    b.go(&base, "#/automations").await;
+    b.click(".heading button.primary").await;
+    b.wait_for("select[name=example]", None).await.select_by_value("Order shipped").await.unwrap();
+    let spec = json!({"name": "Shipped", "trigger": {"type": "event", "event": "order.shipped"},
+        "steps": [{"type": "send", "from": "Shop", "body": "Order {{ data.order_id }} is on its way"}]});
+    b.fill("textarea[name=automation]", &spec.to_string()).await;
+    b.click("form button.primary").await;
+    b.wait_for(".notice.ok", Some("Shipped saved and on")).await;
+    let event = json!({"name": "order.shipped", "contact": {"phone": "+447700900779", "name": "Eve"}, "data": {"order_id": "A-17"}});
+    api(&http, &base, "POST", "/v1/events", Some(event)).await;
+    b.click("table button.link").await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        b.click(".inline-form button[type=submit]").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let runs = b.wait_for("#main", None).await.text().await.unwrap();
+        if runs.contains("completed") && runs.contains("0 send") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no run: {runs}");
+    }
+    b.clean("the automations").await;
+    b.screenshot("automations").await;
+    let got = api(&http, &base, "GET", "/v1/sim/handsets/+447700900779/messages", None).await;
+    assert_eq!(got["data"][0]["body"], "Order A-17 is on its way");
+
+    b.close().await;
+    receiver.abort();
+    stop(server);
+    let _ = std::fs::remove_dir_all(&data);
+}

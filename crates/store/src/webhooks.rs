@@ -76,6 +76,8 @@ pub struct CallbackAttempt {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallbackRecord {
     pub id: String,
+    /// The message it tells of.
+    pub message_id: String,
     pub kind: String,
     pub url: String,
     pub status: Status,
@@ -287,6 +289,22 @@ pub struct Share {
 /// turn each; every row in it costs a look for an earlier pending callback of its message.
 pub(crate) const FAIR_WINDOW: u32 = 2;
 
+fn callback_of(r: &Row) -> Result<CallbackRecord> {
+    let state: String = r.get("state")?;
+    Ok(CallbackRecord {
+        id: r.get("id")?,
+        message_id: r.get("message_id")?,
+        kind: r.get("kind")?,
+        url: r.get("url")?,
+        status: r.status("status")?,
+        error_code: r.get("error_code")?,
+        at: r.timestamp("at")?,
+        attempts: parse_attempts(&r.get::<String>("attempt_log")?)?,
+        next_attempt_at: (state == "pending").then(|| r.timestamp("next_attempt_at")).transpose()?,
+        state,
+    })
+}
+
 /// The outbox of callbacks: what the webhook deliverer claims and records.
 #[async_trait]
 pub trait CallbackOutbox: Database {
@@ -320,27 +338,22 @@ pub trait CallbackOutbox: Database {
     /// A message's callbacks, oldest first (for the account that owns it).
     async fn callbacks(&self, account: AccountId, message: MessageId) -> Result<Vec<CallbackRecord>> {
         let rows = self.query(
-            "SELECT id, kind, url, status, error_code, at, state, attempt_log, next_attempt_at FROM callbacks \
-             WHERE message_id = ? AND account_id = ? ORDER BY seq, id",
+            "SELECT id, message_id, kind, url, status, error_code, at, state, attempt_log, next_attempt_at \
+             FROM callbacks WHERE message_id = ? AND account_id = ? ORDER BY seq, id",
             values![message, account],
         );
-        rows.await?
-            .iter()
-            .map(|r| {
-                let state: String = r.get("state")?;
-                Ok(CallbackRecord {
-                    id: r.get("id")?,
-                    kind: r.get("kind")?,
-                    url: r.get("url")?,
-                    status: r.status("status")?,
-                    error_code: r.get("error_code")?,
-                    at: r.timestamp("at")?,
-                    attempts: parse_attempts(&r.get::<String>("attempt_log")?)?,
-                    next_attempt_at: (state == "pending").then(|| r.timestamp("next_attempt_at")).transpose()?,
-                    state,
-                })
-            })
-            .collect()
+        rows.await?.iter().map(callback_of).collect()
+    }
+
+    /// An account's newest callbacks, newest first: at most `limit`, among the server's newest `scan` (callbacks
+    /// are not indexed by account, which would cost every status change a write; their ids sort by time).
+    async fn recent_callbacks(&self, account: AccountId, limit: u32, scan: u32) -> Result<Vec<CallbackRecord>> {
+        let rows = self.query(
+            "SELECT id, message_id, kind, url, status, error_code, at, state, attempt_log, next_attempt_at FROM \
+             (SELECT * FROM callbacks ORDER BY id DESC LIMIT ?) newest WHERE account_id = ? ORDER BY id DESC LIMIT ?",
+            values![i64::from(scan), account, i64::from(limit)],
+        );
+        rows.await?.iter().map(callback_of).collect()
     }
 
     /// Callbacks still to deliver, across all accounts.
