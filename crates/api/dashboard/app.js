@@ -75,7 +75,7 @@ function frame(current, content) {
       nav,
       h('div', { class: 'who' },
         h('span', { class: 'account', title: s.account.id }, s.account.name),
-        h('span', { class: 'email' }, `${s.user.email} · ${s.user.role}`),
+        h('a', { class: 'email', href: '#/account', title: 'Your account' }, `${s.user.email} · ${s.user.role}`),
         h('button', { type: 'button', class: 'link', onclick: signOut }, 'Sign out'))),
     h('main', { id: 'main', class: 'page' }, content));
 }
@@ -137,6 +137,31 @@ function setupPage() {
   return h('main', { id: 'main', class: 'page center' }, form);
 }
 
+/** The signed-in user's own page: who they are, and their password. */
+function accountPage() {
+  const s = session.current;
+  const status = h('div');
+  const current = h('input', { type: 'password', name: 'current_password', autocomplete: 'current-password', required: true });
+  const next = h('input', { type: 'password', name: 'new_password', autocomplete: 'new-password', minlength: 10, required: true });
+  const form = h('form', { class: 'card narrow', onsubmit: async (ev) => {
+    ev.preventDefault();
+    fill(status);
+    try {
+      await api('POST', '/v1/session/password', { current_password: current.value, new_password: next.value });
+      fill(status, notice('ok', 'Your password is changed; your other sessions have ended.'));
+      current.value = '';
+      next.value = '';
+    } catch (e) {
+      fill(status, notice('error', explain(e)));
+    }
+  } }, h('h2', {}, 'Change your password'), field('Current password', current), field('New password', next, 'At least 10 characters.'), status,
+  h('button', { type: 'submit', class: 'primary' }, 'Change'));
+  return h('section', {}, h('div', { class: 'heading' }, h('h1', {}, 'Your account')),
+    h('dl', { class: 'facts' }, h('dt', {}, 'Email'), h('dd', {}, s.user.email), h('dt', {}, 'Role'), h('dd', {}, s.user.role),
+      h('dt', {}, 'Account'), h('dd', {}, `${s.account.name} (${s.account.id})`), h('dt', {}, 'Session ends'), h('dd', {}, new Date(s.expires_at).toLocaleString('en-GB'))),
+    form);
+}
+
 async function route() {
   const [path, ...rest] = (location.hash.replace(/^#\/?/, '') || 'overview').split('/');
   if (path === 'setup') return fill(root, setupPage());
@@ -159,6 +184,8 @@ async function route() {
     content = SUBPAGES[page.route](sub);
   } else if (path === 'import' && atLeast('member')) {
     content = importPage();
+  } else if (path === 'account') {
+    content = accountPage();
   } else {
     content = page ? page.page() : h('section', {}, h('h1', {}, 'Not found'), h('p', {}, 'No such page. ', h('a', { href: '#/overview' }, 'Go to the overview.')));
   }

@@ -36,7 +36,7 @@ impl ActorSlot {
 /// Whether a request changes something the audit log keeps.
 fn audited(method: &Method, path: &str) -> bool {
     let reads = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
-    !reads && path.starts_with("/v1/") && !path.starts_with("/v1/messages") && path != "/v1/session"
+    !reads && path.starts_with("/v1/") && !path.starts_with("/v1/messages") && !path.starts_with("/v1/session")
 }
 
 /// Keeps every change that succeeded in the audit log, with its body (secrets replaced).

@@ -191,6 +191,7 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .routes(routes!(users::create_user, users::list_users))
         .routes(routes!(users::get_user, users::update_user, users::delete_user))
         .routes(routes!(users::sign_in, users::get_session, users::sign_out))
+        .routes(routes!(users::change_password))
         .with_state(state)
         .split_for_parts();
     let document = Arc::new(api.to_pretty_json().unwrap_or_else(|_| "{}".into()));
@@ -295,7 +296,7 @@ pub fn scope_of(method: &axum::http::Method, route: &str) -> Scope {
             | "/v1/conversations/{id}/messages",
         )
         | (&Method::DELETE, "/v1/messages/{id}") => Scope::Send,
-        (&Method::POST, "/v1/conversations/{id}/read" | "/v1/messages/plan") => Scope::Read,
+        (&Method::POST, "/v1/conversations/{id}/read" | "/v1/messages/plan" | "/v1/session/password") => Scope::Read,
         _ if is_keys => Scope::Manage,
         (&Method::GET, _) => Scope::Read,
         _ => Scope::Manage,

@@ -264,14 +264,20 @@ pub(crate) fn same_secret(a: &str, b: &str) -> bool {
 }
 
 /// Whether a request comes from another site: its `Origin` (sent by browsers with every request that changes
-/// anything) names a host other than the one it was sent to.
+/// anything) names a host other than the one it was sent to (`Host`, or `X-Forwarded-Host` from a proxy in
+/// front; a browser cannot set that header on another site's request without a CORS preflight, which this server
+/// never allows).
 pub(crate) fn cross_site(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(axum::http::header::ORIGIN).and_then(|o| o.to_str().ok()) else {
         return false;
     };
-    let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    if origin == "null" {
+        return true;
+    }
     let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
-    origin == "null" || !origin_host.eq_ignore_ascii_case(host)
+    let named =
+        |h: &str| headers.get(h).and_then(|v| v.to_str().ok()).map(|v| v.split(',').next().unwrap_or("").trim());
+    ![named("host"), named("x-forwarded-host")].into_iter().flatten().any(|h| h.eq_ignore_ascii_case(origin_host))
 }
 
 /// Sign in with email and password: the session cookie is set, and the answer holds the CSRF token. 401
@@ -352,6 +358,32 @@ pub(crate) async fn sign_out(
     Ok((StatusCode::NO_CONTENT, [(SET_COOKIE, session_cookie(None, secure(tls.is_some(), &headers)))]))
 }
 
+/// `POST /v1/session/password`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PasswordBody {
+    current_password: String,
+    /// 10 to 256 characters.
+    new_password: String,
+}
+
+/// Change the signed-in user's own password, given the current one (403 `wrong_password` otherwise); their other
+/// sessions end. Only with a session (any role), never with an API key.
+#[utoipa::path(post, path = "/v1/session/password", request_body = PasswordBody,
+    responses((status = NO_CONTENT), (status = FORBIDDEN, body = ErrorView), (status = UNPROCESSABLE_ENTITY, body = ErrorView)))]
+pub(crate) async fn change_password(
+    State(state): State<AppState>,
+    Caller(_caller): Caller,
+    principal: Option<axum::Extension<Principal>>,
+    JsonBody { value: body, .. }: JsonBody<PasswordBody>,
+) -> Result<StatusCode, ApiError> {
+    let Some(Principal::User { token, .. }) = principal.as_deref() else {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "not_a_session", "a user changes their password signed in"));
+    };
+    state.users.change_password(token, &body.current_password, &body.new_password).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 pub(crate) fn csrf_failed() -> ApiError {
     ApiError::new(
         StatusCode::FORBIDDEN,
@@ -396,5 +428,12 @@ mod tests {
         assert!(!cross_site(&headers(&[("host", "127.0.0.1:8080"), ("origin", "http://127.0.0.1:8080")])));
         assert!(cross_site(&headers(&[("host", "127.0.0.1:8080"), ("origin", "https://evil.example")])));
         assert!(cross_site(&headers(&[("host", "127.0.0.1:8080"), ("origin", "null")])));
+        let proxied = [
+            ("host", "127.0.0.1:8080"),
+            ("x-forwarded-host", "sms.example.com"),
+            ("origin", "https://sms.example.com"),
+        ];
+        assert!(!cross_site(&headers(&proxied)), "behind a proxy that names the host it was asked for");
+        assert!(cross_site(&headers(&[("host", "127.0.0.1:8080"), ("origin", "https://sms.example.com")])));
     }
 }

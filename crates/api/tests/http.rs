@@ -706,6 +706,7 @@ async fn openapi_matches_the_routes(s: &Server) {
         ("/v1/session", "post"),
         ("/v1/session", "get"),
         ("/v1/session", "delete"),
+        ("/v1/session/password", "post"),
     ];
     for (path, method) in expected {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing from the document");
@@ -3334,6 +3335,33 @@ async fn users_sign_in_with_their_roles_and_csrf(s: &Server) {
     let (st, u, _) =
         call_as(s, "PATCH", &format!("/v1/users/{vic_id}"), &ada.write(), Some(json!({"role": "member"}))).await;
     assert_eq!((st, u["role"].as_str()), (StatusCode::OK, Some("member")));
+    let template = json!({"name": "vic's", "body": "Hi"});
+    let (st, _, _) = call_as(s, "POST", "/v1/templates", &vic.write(), Some(template)).await;
+    assert_eq!(st, StatusCode::CREATED, "a new role holds at the next request of a session");
+
+    // A user changes their own password, given the current one; a key cannot.
+    let change = |current: &str, new: &str| json!({"current_password": current, "new_password": new});
+    let (st, e, _) =
+        call_as(s, "POST", "/v1/session/password", &vic.write(), Some(change("wrong one!!", "vic's new password")))
+            .await;
+    assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("wrong_password")));
+    let (st, e, _) =
+        call_as(s, "POST", "/v1/session/password", &vic.write(), Some(change("correct horse 9", "short"))).await;
+    assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_password")));
+    assert_eq!(
+        call_as(s, "POST", "/v1/session/password", &vic.read(), Some(change("correct horse 9", "vic's new password")))
+            .await
+            .0,
+        StatusCode::FORBIDDEN,
+        "CSRF"
+    );
+    let (st, _, _) =
+        call_as(s, "POST", "/v1/session/password", &vic.write(), Some(change("correct horse 9", "vic's new password")))
+            .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    sign_in(s, "vic@acme.example", "vic's new password").await;
+    let (st, e) = s.call("POST", "/v1/session/password", Some(&ka), Some(change("a", "bbbbbbbbbbbb"))).await;
+    assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("not_a_session")));
 
     // A new password ends the user's other sessions, and keeps the one that set it.
     let ann2 = sign_in(s, "owner@acme.example", "correct horse 1").await;

@@ -132,7 +132,7 @@ fn random_token() -> String {
 async fn hash(password: String) -> Result<String> {
     tokio::task::spawn_blocking(move || hash_password(&password))
         .await
-        .map_err(|e| ServiceError::invalid("internal", format!("hashing failed: {e}")))
+        .map_err(|e| ServiceError::Store(smsgate_store::StoreError::Stopped(format!("hashing a password: {e}"))))
 }
 
 async fn verify(password: String, hash: String) -> bool {
@@ -207,6 +207,7 @@ impl Users {
             }
             user.role = role;
         }
+        let new_password = patch.password.is_some();
         if let Some(password) = patch.password {
             if !own {
                 actor.may_manage(account, user.role)?;
@@ -218,9 +219,32 @@ impl Users {
         if !self.admin.store.update_user(&user).await? {
             return Err(ServiceError::not_found("not_found", "no such user"));
         }
-        let keep = if own { session.map(|token| self.admin.key_hash(token)) } else { None };
-        self.admin.store.delete_user_sessions(&user.id, keep.as_deref()).await?;
+        // A role holds at the next request (sessions read it each time); a password ends the other sessions.
+        if new_password {
+            let keep = if own { session.map(|token| self.admin.key_hash(token)) } else { None };
+            self.admin.store.delete_user_sessions(&user.id, keep.as_deref()).await?;
+        }
         Ok(user)
+    }
+
+    /// A signed-in user's own new password, given with the one they have (`wrong_password` otherwise); their other
+    /// sessions end.
+    pub async fn change_password(&self, token: &str, current: &str, new: &str) -> Result<()> {
+        let Some(signed_in) = self.session(token).await? else {
+            return Err(ServiceError::Unauthorized { code: "unauthorized", message: "not signed in".into() });
+        };
+        if !verify(current.to_string(), signed_in.user.password_hash.clone()).await {
+            return Err(ServiceError::forbidden("wrong_password", "the current password is not that"));
+        }
+        check_password(new)?;
+        let mut user = signed_in.user;
+        user.password_hash = hash(new.to_string()).await?;
+        user.updated_at = self.admin.now();
+        if !self.admin.store.update_user(&user).await? {
+            return Err(ServiceError::not_found("not_found", "no such user"));
+        }
+        self.admin.store.delete_user_sessions(&user.id, Some(&self.admin.key_hash(token))).await?;
+        Ok(())
     }
 
     /// Removes a user and ends their sessions. An account keeps an owner.

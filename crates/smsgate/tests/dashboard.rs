@@ -269,9 +269,22 @@ async fn a_first_user_sends_and_follows_a_text_in_the_browser() {
         .unwrap();
     assert_eq!(tried, json!(403), "a viewer's session cannot send");
     b.console().await; // the 403 just provoked
+    // The viewer's own password, from their account page.
+    b.click(".who a.email").await;
+    b.fill("input[name=current_password]", "front desk 2026").await;
+    b.fill("input[name=new_password]", "front desk 2027").await;
+    b.click("form button.primary").await;
+    b.wait_for(".notice.ok", Some("Your password is changed")).await;
+    b.clean("a new password").await;
     b.click(".who button").await;
     b.wait_for("h1", Some("Sign in to smsgate")).await;
     b.clean("signed out").await;
+    b.fill("input[name=email]", "reception@clinic.example").await;
+    b.fill("input[name=password]", "front desk 2027").await;
+    b.click("button[type=submit]").await;
+    b.wait_for(".who .email", Some("viewer")).await;
+    b.click(".who button").await;
+    b.wait_for("h1", Some("Sign in to smsgate")).await;
     let after = b.client.execute("return (await fetch('/v1/session')).json();", vec![]).await.unwrap();
     assert_eq!(after, json!({"signed_in": false}));
 

@@ -82,7 +82,7 @@ export function templates() {
     } },
     h('h2', {}, t ? `Edit ${t.name}` : 'New template'),
     field('Name', name), field('Category', category),
-    field('Body', body, 'Merge fields: {{ name }}, {{ phone }}, {{ fields.plan }}, {{ data.order_id }}; filters such as default("there") and date("%a %H:%M"); {{ link("https://…") }} for a short link.'),
+    field('Body', body, 'Merge fields: {{ name }}, {{ phone }}, {{ fields.plan }}, {{ data.order_id }}; filters such as default("there") and date("%a %H:%M"); {{ link("https://shop.example/offer") }} for a short link.'),
     atLeast('member') ? h('div', { class: 'actions' },
       h('button', { type: 'submit', class: 'primary' }, 'Save'),
       t ? h('button', { type: 'button', class: 'danger', onclick: async () => {
