@@ -166,6 +166,7 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .routes(routes!(templates::create_template, templates::list_templates))
         .routes(routes!(templates::get_template, templates::update_template, templates::delete_template))
         .routes(routes!(templates::preview_template))
+        .routes(routes!(templates::preview_body))
         .routes(routes!(campaigns::create_campaign, campaigns::list_campaigns))
         .routes(routes!(campaigns::get_campaign, campaigns::delete_campaign))
         .routes(routes!(campaigns::start_campaign))
@@ -296,7 +297,14 @@ pub fn scope_of(method: &axum::http::Method, route: &str) -> Scope {
             | "/v1/conversations/{id}/messages",
         )
         | (&Method::DELETE, "/v1/messages/{id}") => Scope::Send,
-        (&Method::POST, "/v1/conversations/{id}/read" | "/v1/messages/plan" | "/v1/session/password") => Scope::Read,
+        (
+            &Method::POST,
+            "/v1/conversations/{id}/read"
+            | "/v1/messages/plan"
+            | "/v1/session/password"
+            | "/v1/templates/preview"
+            | "/v1/templates/{id}/preview",
+        ) => Scope::Read,
         _ if is_keys => Scope::Manage,
         (&Method::GET, _) => Scope::Read,
         _ => Scope::Manage,

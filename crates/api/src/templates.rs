@@ -165,17 +165,9 @@ pub struct PreviewView {
     pub missing_fields: Vec<String>,
 }
 
-/// Render a template as a send would: the text, its encoding, segments and cost, and the missing merge fields.
-#[utoipa::path(post, path = "/v1/templates/{id}/preview", request_body = PreviewBody,
-    responses((status = OK, body = PreviewView), (status = NOT_FOUND, body = ErrorView),
-              (status = UNPROCESSABLE_ENTITY, body = ErrorView)))]
-pub(crate) async fn preview_template(
-    State(state): State<AppState>,
-    Caller(caller): Caller,
-    Path(id): Path<String>,
-    JsonBody { value: body, .. }: JsonBody<PreviewBody>,
-) -> Result<Json<PreviewView>, ApiError> {
-    let who = match (body.contact_id, body.contact) {
+/// Who a preview is for, from a request's `contact_id` or `contact`.
+fn preview_for(contact_id: Option<String>, contact: Option<Map<String, Value>>) -> Result<PreviewFor, ApiError> {
+    Ok(match (contact_id, contact) {
         (Some(_), Some(_)) => {
             return Err(ApiError::invalid("invalid_body", "give contact_id or contact, not both"));
         }
@@ -193,14 +185,57 @@ pub(crate) async fn preview_template(
             PreviewFor::Given(spec)
         }
         (None, None) => PreviewFor::Nobody,
-    };
-    let data = body.data.unwrap_or(Value::Object(Map::new()));
-    let p = state.templates.preview(caller.id, &id, who, &data).await?;
-    Ok(Json(PreviewView {
+    })
+}
+
+fn preview_view(p: smsgate_services::templates::Preview) -> PreviewView {
+    PreviewView {
         text: p.text,
         encoding: p.encoding,
         segments: p.segments,
         cost: p.cost_micros.map(|c| c as f64 / 1_000_000.0),
         missing_fields: p.missing,
-    }))
+    }
+}
+
+/// Render a template as a send would: the text, its encoding, segments and cost, and the missing merge fields.
+#[utoipa::path(post, path = "/v1/templates/{id}/preview", request_body = PreviewBody,
+    responses((status = OK, body = PreviewView), (status = NOT_FOUND, body = ErrorView),
+              (status = UNPROCESSABLE_ENTITY, body = ErrorView)))]
+pub(crate) async fn preview_template(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    JsonBody { value: body, .. }: JsonBody<PreviewBody>,
+) -> Result<Json<PreviewView>, ApiError> {
+    let who = preview_for(body.contact_id, body.contact)?;
+    let data = body.data.unwrap_or(Value::Object(Map::new()));
+    Ok(Json(preview_view(state.templates.preview(caller.id, &id, who, &data).await?)))
+}
+
+/// `POST /v1/templates/preview`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BodyPreviewBody {
+    /// The body being written.
+    body: String,
+    contact_id: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    contact: Option<Map<String, Value>>,
+    #[schema(value_type = Option<Object>)]
+    data: Option<Value>,
+}
+
+/// Render a body that is not saved, as `/v1/templates/{id}/preview` does a template (the dashboard's live
+/// preview): 422 `invalid_template` with the line and column while it does not parse.
+#[utoipa::path(post, path = "/v1/templates/preview", request_body = BodyPreviewBody,
+    responses((status = OK, body = PreviewView), (status = UNPROCESSABLE_ENTITY, body = ErrorView)))]
+pub(crate) async fn preview_body(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    JsonBody { value: body, .. }: JsonBody<BodyPreviewBody>,
+) -> Result<Json<PreviewView>, ApiError> {
+    let who = preview_for(body.contact_id, body.contact)?;
+    let data = body.data.unwrap_or(Value::Object(Map::new()));
+    Ok(Json(preview_view(state.templates.preview_body(caller.id, &body.body, who, &data).await?)))
 }

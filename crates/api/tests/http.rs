@@ -707,6 +707,7 @@ async fn openapi_matches_the_routes(s: &Server) {
         ("/v1/session", "get"),
         ("/v1/session", "delete"),
         ("/v1/session/password", "post"),
+        ("/v1/templates/preview", "post"),
     ];
     for (path, method) in expected {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing from the document");
@@ -2304,6 +2305,15 @@ async fn templates_render_as_previewed(s: &Server) {
     assert_eq!((p["encoding"].as_str(), p["segments"].as_u64()), (Some("gsm7"), Some(1)));
     assert_eq!(p["missing_fields"], json!([]));
     assert_eq!(p["cost"], Value::Null, "the default route names no price");
+    // A body being written previews the same, before it is saved; one that does not parse says where.
+    let unsaved = json!({"body": body, "contact_id": ann["id"], "data": {"room": "2B"}});
+    let (st, q) = s.call("POST", "/v1/templates/preview", Some(&key), Some(unsaved)).await;
+    assert_eq!((st, &q["text"]), (StatusCode::OK, &p["text"]), "{q}");
+    let (st, q) = s.call("POST", "/v1/templates/preview", Some(&key), Some(json!({"body": "Hi\n{{ name }"}))).await;
+    assert_eq!((st, q["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_template")));
+    assert!(q["error"]["message"].as_str().unwrap().starts_with("line 2, column"), "{q}");
+    let theirs = json!({"body": "Hi {{ name }}", "contact_id": ann["id"]});
+    assert_eq!(s.call("POST", "/v1/templates/preview", Some(&other), Some(theirs)).await.0, StatusCode::NOT_FOUND);
     // Priced by the route the contact's number would take: 0.02 a segment, two segments of UCS-2.
     let admin = Some(s.admin_key.as_str());
     let route =

@@ -381,6 +381,19 @@ impl Templates {
         data: &serde_json::Value,
     ) -> Result<Preview> {
         let t = self.get(account, id).await?;
+        self.preview_body(account, &t.body, who, data).await
+    }
+
+    /// Renders a body that is not stored (checked as one would be, 422 `invalid_template` with its line and
+    /// column), as [`Templates::preview`] does a template: what a template being written would make.
+    pub async fn preview_body(
+        &self,
+        account: AccountId,
+        body: &str,
+        who: PreviewFor,
+        data: &serde_json::Value,
+    ) -> Result<Preview> {
+        check(body)?;
         let contact = match who {
             PreviewFor::Contact(contact_id) => Some(
                 self.store
@@ -396,7 +409,7 @@ impl Templates {
             None => None,
         };
         let ctx = context(info.as_ref().map(|i| &i.contact), info.as_ref().and_then(|i| i.time_zone.as_deref()), data);
-        let rendered = render(&t.body, &ctx)?;
+        let rendered = render(body, &ctx)?;
         let text = crate::links::Links::sample(&rendered, &self.links.base(account).await?);
         let policy = self.contacts.messages.policy();
         let (encoding, segments) = sms_text::plan::count(&text, &policy.plan);

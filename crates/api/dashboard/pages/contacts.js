@@ -4,6 +4,14 @@
 import { h, fill, api, when, notice, explain, field, table } from '../lib.js';
 import { atLeast } from '../app.js';
 
+/** A consent change's evidence in a line: the text the person sent, or what else was kept. */
+function evidence(ev) {
+  if (!ev || typeof ev !== 'object') return ev ? String(ev) : '–';
+  const said = ev.text || ev.body;
+  const parts = Object.entries(ev).filter(([k]) => k !== 'text' && k !== 'body').map(([k, v]) => `${k}: ${typeof v === 'object' ? JSON.stringify(v) : v}`);
+  return [said ? `“${said}”` : null, ...parts].filter(Boolean).join(' · ') || '–';
+}
+
 function tagsOf(text) {
   return text.split(',').map((t) => t.trim()).filter(Boolean);
 }
@@ -132,6 +140,7 @@ export function contact(id) {
               { title: 'Change', cell: (e) => e.change },
               { title: 'Source', cell: (e) => e.source },
               { title: 'Scope', cell: (e) => e.scope },
+              { title: 'Evidence', cell: (e) => evidence(e.evidence) },
             ], consent.data, 'No consent changes recorded.')),
             gdpr)));
     } catch (e) {

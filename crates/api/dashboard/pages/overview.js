@@ -22,6 +22,21 @@ function label(t, by) {
     : d.toLocaleDateString('en-GB', { day: 'numeric', month: 'short' });
 }
 
+const PALETTE = ['#1f5f8b', '#2e7d32', '#8a5a00', '#6a3d9a', '#c62828'];
+
+/** A line a group (the five that sent most), of what each sent by hour or day. */
+function groupChart(title, data, labels) {
+  const top = data
+    .map((g) => ({ g, sent: total(g.points, 'sent') }))
+    .filter((x) => x.sent > 0)
+    .sort((a, b) => b.sent - a.sent)
+    .slice(0, PALETTE.length);
+  if (!top.length) return h('div', {}, h('h2', {}, title), h('p', { class: 'empty' }, 'Nothing sent in this period.'));
+  return lineChart(title, labels, top.map(({ g }, i) => ({
+    name: g.group || '(none)', color: PALETTE[i], values: g.points.map((p) => p.sent),
+  })), { height: 180 });
+}
+
 export function overview() {
   let period = PERIODS[0];
   const body = h('div', { class: 'stack' }, h('p', { class: 'loading' }, 'Loading…'));
@@ -87,6 +102,9 @@ export function overview() {
           { name: 'Delivered', color: '#2e7d32', values: points.map((p) => p.delivered) },
           { name: 'Failed or undelivered', color: '#c62828', values: points.map((p) => (p.failed || 0) + (p.undelivered || 0)) },
         ])),
+        h('div', { class: 'columns' },
+          h('section', { class: 'card' }, groupChart('Sent by connector', connectors.data, labels)),
+          h('section', { class: 'card' }, groupChart('Sent by country', countries.data, labels))),
         h('div', { class: 'columns' }, groupTable('By connector', connectors.data), groupTable('By country', countries.data)));
       fill(updated, `Updated ${new Date().toLocaleTimeString('en-GB')}`);
     } catch (e) {

@@ -35,9 +35,10 @@ export function templates() {
     const preview = h('div', { class: 'preview', 'aria-live': 'polite' });
     let saved = t;
 
+    let asked = 0;
     async function showPreview() {
-      if (!saved) return fill(preview, h('p', { class: 'muted' }, 'Save the template to preview it.'));
-      let payload = {};
+      const mine = ++asked;
+      const payload = { body: body.value };
       try {
         payload.data = JSON.parse(data.value || '{}');
       } catch (e) {
@@ -50,15 +51,22 @@ export function templates() {
         else payload.contact = { phone: who };
       }
       try {
-        const p = await api('POST', `/v1/templates/${saved.id}/preview`, payload);
+        const p = await api('POST', '/v1/templates/preview', payload);
+        if (mine !== asked) return;
         fill(preview,
           h('p', { class: 'sms' }, p.text),
           h('p', { class: 'counter' }, `${p.encoding} · ${p.segments} part${p.segments === 1 ? '' : 's'}${p.cost === null || p.cost === undefined ? '' : ` · cost ${num(p.cost)}`}`),
           p.missing_fields.length ? notice('warn', `Missing for this contact: ${p.missing_fields.join(', ')}`) : null);
       } catch (e) {
-        fill(preview, notice('error', explain(e)));
+        if (mine === asked) fill(preview, notice('warn', explain(e)));
       }
     }
+    // The preview follows the typing: asked a moment after the last key.
+    let timer = null;
+    const soon = () => { clearTimeout(timer); timer = setTimeout(showPreview, 250); };
+    body.addEventListener('input', soon);
+    data.addEventListener('input', soon);
+    contact.addEventListener('change', soon);
 
     contact.addEventListener('input', async () => {
       const q = contact.value.trim();
