@@ -118,8 +118,10 @@ fn halves(cmp: &str, order: &str, limit: u32) -> [String; 2] {
     let columns = format!("{MESSAGE_COLUMNS}, campaign_id, automation_id");
     [
         format!(
+            // `account_id || ''`: a condition no index serves, so that the planner looks the chain's few ids up
+            // rather than reading every message of the account through its index (300 ms at a million).
             "{chain}SELECT {columns} FROM messages WHERE id IN (SELECT id FROM chain) AND to_addr = ? AND id {cmp} ? \
-             AND from_addr = ? AND account_id = ? ORDER BY id {order} LIMIT {limit}",
+             AND from_addr = ? AND account_id || '' = ? ORDER BY id {order} LIMIT {limit}",
             chain = chain_clause(true)
         ),
         format!(
