@@ -57,7 +57,7 @@ COOKIE=$(grep -i '^set-cookie:' "$DATA/headers" | sed 's/^[^:]*: *//; s/;.*//')
 [ -n "$COOKIE" ] && [ -n "$LOGIN" ] || { echo "sign-in failed" >&2; exit 1; }
 C="Cookie: $COOKIE"
 MID=$(curl -sf "$S/v1/messages?limit=1" -H "$C" | grep -o '"id":"[^"]*"' | head -1 | cut -d'"' -f4)
-CONTACT=$(curl -sf "$S/v1/contacts?limit=1&q=Person%20500" -H "$C" | grep -o '"id":"[^"]*"' | head -1 | cut -d'"' -f4)
+CONTACT=$(curl -sf "$S/v1/contacts?limit=1&q=Person%20$((ROWS / 2))" -H "$C" | grep -o '"id":"[^"]*"' | head -1 | cut -d'"' -f4)
 CONV=$(curl -sf "$S/v1/conversations?limit=1" -H "$C" | grep -o '"id":"[^"]*"' | head -1 | cut -d'"' -f4)
 ACCOUNT=$(echo "$LOGIN" | grep -o '"account":{"id":"[^"]*"' | cut -d'"' -f6)
 NOW=$(date -u +%FT%TZ); DAY=$(date -u -d '-1 day' +%FT%TZ); WEEK=$(date -u -d '-7 days' +%FT%TZ)
