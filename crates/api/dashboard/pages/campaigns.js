@@ -108,13 +108,20 @@ export function campaign(id) {
     }
   };
 
+  const shown = { busy: true, at: 0 };
   async function load() {
     let c;
+    shown.at = Date.now();
     try {
       c = await api('GET', `/v1/campaigns/${id}`);
     } catch (e) {
       return fill(body, notice('error', explain(e)));
     }
+    const n = c.stats || {};
+    // Sending, texts waiting, or texts sent in the last ten minutes without their receipts yet: the numbers move.
+    const recent = Date.now() - new Date(c.updated_at).getTime() < 600_000;
+    const unreceipted = (n.sent || 0) > (n.delivered || 0) + (n.undelivered || 0);
+    shown.busy = c.state === 'running' || (n.waiting || 0) > 0 || (recent && unreceipted);
     const s = c.stats || {};
     const done = (s.texts || 0) + Object.values(s.skipped || {}).reduce((a, b) => a + b, 0);
     const audience = s.audience || 0;
@@ -170,7 +177,11 @@ export function campaign(id) {
       fill(chart, notice('error', explain(e)));
     }
   }
+  // Asked again every 3 s while its numbers move, every 30 s otherwise: a campaign's numbers are counted at each
+  // ask, which takes a while for a big one.
   load();
-  every(page, 3_000, load);
+  every(page, 3_000, () => {
+    if (shown.busy || Date.now() - shown.at >= 30_000) load();
+  });
   return page;
 }
