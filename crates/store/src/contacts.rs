@@ -307,8 +307,8 @@ fn query_terms(account: AccountId, q: &ContactQuery) -> (String, Vec<Value>) {
     (sql, params)
 }
 
-const LIST_COLUMNS: &str = "l.id, l.account_id, l.name, l.created_at, \
-     (SELECT COUNT(*) FROM list_members m WHERE m.list_id = l.id) AS members";
+/// `members` is kept by the database as members join and leave (migration 0028's triggers).
+const LIST_COLUMNS: &str = "l.id, l.account_id, l.name, l.created_at, l.members";
 
 fn list_of(r: &Row) -> Result<ContactList> {
     Ok(ContactList {

@@ -63,6 +63,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration::both(25, include_str!("../migrations/0025_history.sql")),
     Migration::both(26, include_str!("../migrations/0026_recipients.sql")),
     Migration::both(27, include_str!("../migrations/0027_users.sql")),
+    Migration {
+        version: 28,
+        sqlite: include_str!("../migrations/0028_list_members.sqlite.sql"),
+        postgres: include_str!("../migrations/0028_list_members.postgres.sql"),
+    },
 ];
 
 /// The `next_attempt_at` of a message that waits for a connector of its route ([`crate::Changes::wait_for_route`]):

@@ -1505,6 +1505,9 @@ async fn contacts_tags_lists_and_segments(store: &Arc<dyn Store>) {
     let outside = ContactQuery { not_lists: vec!["l1".into()], ..ContactQuery::default() };
     assert_eq!(store.count_contacts(acme, &outside).await.unwrap(), 0);
     assert!(store.remove_member("l1", &bob.id).await.unwrap());
+    assert!(!store.remove_member("l1", &bob.id).await.unwrap());
+    assert_eq!(store.list(acme, "l1").await.unwrap().unwrap().members, 1, "the count is kept as members leave");
+    assert_eq!(store.lists(acme).await.unwrap()[0].members, 1);
     assert_eq!(store.lists_of(&ann.id).await.unwrap(), ["l1"]);
     // Activity.
     store.touch_contact(acme, &ann.phone, Timestamp(5_000)).await.unwrap();
