@@ -194,6 +194,7 @@ async fn serve(args: Config) -> anyhow::Result<()> {
         println!("smsgate: admin API key (shown once; keep it): {key}");
     }
     let base = base.unwrap_or_default();
+    println!("smsgate: dashboard at {base}/ (the first user: \"Create the first user with the admin key\" there)");
     println!(
         "smsgate: try  curl -s {base}/v1/messages -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' -d '{{\"to\": \"+447700900123\", \"from\": \"smsgate\", \"body\": \"Hello\"}}'"
     );
