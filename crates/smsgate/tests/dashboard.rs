@@ -151,6 +151,14 @@ impl Browser {
         self.wait_for(css, None).await.click().await.unwrap();
     }
 
+    /// Signs in on the sign-in page (which must be showing) and waits for the frame, with the user's email in it.
+    async fn sign_in(&self, email: &str, password: &str) {
+        self.fill("input[name=email]", email).await;
+        self.fill("input[name=password]", password).await;
+        self.click("button[type=submit]").await;
+        self.wait_for(".who .email", Some(email)).await;
+    }
+
     async fn go(&self, base: &str, route: &str) {
         self.client.goto(&format!("{base}/{route}")).await.unwrap();
     }
@@ -248,9 +256,7 @@ async fn a_first_user_sends_and_follows_a_text_in_the_browser() {
     b.clean("the users").await;
     b.click(".who button").await;
     b.wait_for("h1", Some("Sign in to smsgate")).await;
-    b.fill("input[name=email]", "reception@clinic.example").await;
-    b.fill("input[name=password]", "front desk 2026").await;
-    b.click("button[type=submit]").await;
+    b.sign_in("reception@clinic.example", "front desk 2026").await;
     b.wait_for(".who .email", Some("viewer")).await;
     let menu = b.wait_for("nav", None).await.text().await.unwrap();
     assert!(menu.contains("Messages") && !menu.contains("Send") && !menu.contains("Users"), "{menu}");
@@ -279,9 +285,7 @@ async fn a_first_user_sends_and_follows_a_text_in_the_browser() {
     b.click(".who button").await;
     b.wait_for("h1", Some("Sign in to smsgate")).await;
     b.clean("signed out").await;
-    b.fill("input[name=email]", "reception@clinic.example").await;
-    b.fill("input[name=password]", "front desk 2027").await;
-    b.click("button[type=submit]").await;
+    b.sign_in("reception@clinic.example", "front desk 2027").await;
     b.wait_for(".who .email", Some("viewer")).await;
     b.click(".who button").await;
     b.wait_for("h1", Some("Sign in to smsgate")).await;
@@ -385,9 +389,7 @@ async fn a_clinic_imports_texts_a_list_and_answers_a_reply_in_the_browser() {
 
     let b = Browser::start("clinic").await;
     b.go(&base, "").await;
-    b.fill("input[name=email]", "desk@riverside.example").await;
-    b.fill("input[name=password]", "riverside clinic").await;
-    b.click("button[type=submit]").await;
+    b.sign_in("desk@riverside.example", "riverside clinic").await;
     b.wait_for(".who .account", Some("Riverside Clinic")).await;
     b.clean("signed in").await;
 
@@ -507,9 +509,7 @@ async fn a_carrier_that_goes_down_shows_down_and_its_traffic_fails_over_in_the_b
 
     let b = Browser::start("operator").await;
     b.go(&base, "").await;
-    b.fill("input[name=email]", "noc@operator.example").await;
-    b.fill("input[name=password]", "network operations").await;
-    b.click("button[type=submit]").await;
+    b.sign_in("noc@operator.example", "network operations").await;
     b.click("a[href='#/operator']").await;
     b.wait_for("[data-health='carrier-a']", Some("up")).await;
     b.fill("input[name=resolve_to]", "+447700900123").await;
@@ -574,9 +574,7 @@ async fn keys_webhooks_credentials_and_automations_in_the_browser() {
 
     let b = Browser::start("developers").await;
     b.go(&base, "").await;
-    b.fill("input[name=email]", "dev@operator.example").await;
-    b.fill("input[name=password]", "developer pages").await;
-    b.click("button[type=submit]").await;
+    b.sign_in("dev@operator.example", "developer pages").await;
     b.click("a[href='#/developers']").await;
 
     // A key: shown once, it works; revoked, it does not.
