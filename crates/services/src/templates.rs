@@ -381,7 +381,7 @@ impl Templates {
         data: &serde_json::Value,
     ) -> Result<Preview> {
         let t = self.get(account, id).await?;
-        self.preview_body(account, &t.body, who, data).await
+        self.render_preview(account, &t.body, who, data).await
     }
 
     /// Renders a body that is not stored (checked as one would be, 422 `invalid_template` with its line and
@@ -394,6 +394,17 @@ impl Templates {
         data: &serde_json::Value,
     ) -> Result<Preview> {
         check(body)?;
+        self.render_preview(account, body, who, data).await
+    }
+
+    /// The preview of a body known to parse (a stored template's was checked when it was written).
+    async fn render_preview(
+        &self,
+        account: AccountId,
+        body: &str,
+        who: PreviewFor,
+        data: &serde_json::Value,
+    ) -> Result<Preview> {
         let contact = match who {
             PreviewFor::Contact(contact_id) => Some(
                 self.store
